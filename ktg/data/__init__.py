@@ -1,0 +1,127 @@
+"""Datasets as in-memory uint8 image tensors, a registry of loaders, splits and a device-side batch loader.
+
+Every dataset is decoded once into an :class:`ImageSet` (N×C×H×W uint8 plus labels); batches are cut,
+augmented and normalised on the training device (see :mod:`ktg.data.transforms`), so a run never decodes
+an image twice and the GPU is never waiting for Python workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ktg.errors import KTGError
+from ktg.data.transforms import BatchTransform
+
+
+@dataclass
+class ImageSet:
+    """Images and labels of one split.
+
+    Attributes:
+        images: N×C×H×W uint8 tensor (C = 3).
+        labels: N int64 tensor of class indices in [0, len(classes)).
+        classes: class names, index = label.
+        name: a human-readable name such as ``"digits/train"``, used in messages and metrics.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"{self.name}: images must be N×C×H×W uint8, got {tuple(self.images.shape)} {self.images.dtype}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"{self.name}: {self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def subset(self, indices: torch.Tensor, name: str) -> "ImageSet":
+        """The images at ``indices`` (a 1-D int64 tensor), as a new set called ``name``."""
+        return ImageSet(self.images[indices], self.labels[indices], self.classes, name)
+
+
+@dataclass
+class Dataset:
+    """A dataset ready for training: the official train and test splits and their batch transforms.
+
+    ``train_transform`` augments training batches; ``eval_transform`` prepares evaluation batches.
+    Both turn B×C×H×W uint8 into B×C×S×S float on the device the batch is on.
+    """
+
+    name: str
+    train: ImageSet
+    test: ImageSet
+    train_transform: BatchTransform
+    eval_transform: BatchTransform
+    info: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+
+DatasetLoader = Callable[..., Dataset]
+_DATASETS: dict[str, DatasetLoader] = {}
+
+
+def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
+    """Register a loader ``fn(root: Path | None, image_size: int | None, **options) -> Dataset`` by name."""
+
+    def decorator(fn: DatasetLoader) -> DatasetLoader:
+        if name in _DATASETS:
+            raise ValueError(f"dataset {name!r} is registered twice")
+        _DATASETS[name] = fn
+        return fn
+
+    return decorator
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`load_dataset`."""
+    return sorted(_DATASETS)
+
+
+def load_dataset(name: str, root: str | Path | None = None, image_size: int | None = None, **options) -> Dataset:
+    """Load dataset ``name`` from ``root`` (the folder the user unpacked; unused by built-in data).
+
+    ``image_size`` is the side of the square images the model sees; ``None`` takes the dataset's default.
+    """
+    if name not in _DATASETS:
+        raise KTGError(f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}")
+    return _DATASETS[name](Path(root) if root is not None else None, image_size, **options)
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split indices into (kept, held_out), holding out ``fraction`` of every class, reproducibly.
+
+    Each class contributes round(fraction × its count) samples (at least one when it has two or more),
+    so the held-out split has the training set's class balance.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise KTGError(f"a held-out fraction must lie strictly between 0 and 1, got {fraction}")
+    generator = torch.Generator().manual_seed(seed)
+    kept, held_out = [], []
+    for cls in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == cls).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        n_out = round(fraction * len(members))
+        if len(members) >= 2:
+            n_out = min(max(n_out, 1), len(members) - 1)
+        held_out.append(members[:n_out])
+        kept.append(members[n_out:])
+    return torch.sort(torch.cat(kept)).values, torch.sort(torch.cat(held_out)).values
+
+
+# Built-in datasets register themselves on import.
+from ktg.data import digits, synthetic  # noqa: E402,F401

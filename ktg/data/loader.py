@@ -1,0 +1,72 @@
+"""Batches cut from a device-resident :class:`~ktg.data.ImageSet`, shuffled and augmented per seeded epoch."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from ktg.data import ImageSet
+from ktg.data.transforms import BatchTransform
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The CPU generator of one epoch: order and augmentation depend on (seed, epoch) only, so a resumed run
+    sees exactly the batches an uninterrupted one would."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+class BatchLoader:
+    """Iterate over ``images`` in batches on ``device``: uint8 pixels live there once, batches are transformed there.
+
+    Args:
+        images: the split to iterate over.
+        batch_size: images per batch.
+        transform: uint8 batch → float batch (see :mod:`ktg.data.transforms`).
+        device: where pixels, labels and batches live.
+        shuffle: a new seeded order every epoch (training) or the stored order (evaluation).
+        drop_last: skip the last, smaller batch (training, as in the reference recipe).
+        seed: with the epoch number, fixes order and augmentation.
+    """
+
+    def __init__(
+        self,
+        images: ImageSet,
+        batch_size: int,
+        transform: BatchTransform,
+        device: torch.device,
+        *,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int = 0,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.name = images.name
+        self.pixels = images.images.to(device)
+        self.labels = images.labels.to(device)
+        self.batch_size = batch_size
+        self.transform = transform
+        self.device = device
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+
+    def __len__(self) -> int:
+        n = self.pixels.shape[0]
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def num_images(self) -> int:
+        """Images seen per epoch (after dropping the last partial batch, if asked)."""
+        return len(self) * self.batch_size if self.drop_last else self.pixels.shape[0]
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (images B×C×S×S float, labels B int64) for one epoch."""
+        generator = epoch_generator(self.seed, epoch)
+        n = self.pixels.shape[0]
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.device, non_blocking=True)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield self.transform(self.pixels[index], generator), self.labels[index]
