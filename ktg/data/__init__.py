@@ -7,6 +7,7 @@ an image twice and the GPU is never waiting for Python workers.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,18 +27,24 @@ class ImageSet:
         labels: N int64 tensor of class indices in [0, len(classes)).
         classes: class names, index = label.
         name: a human-readable name such as ``"digits/train"``, used in messages and metrics.
+        original_sizes: N×2 int64 (height, width) of each image before it was cached at H×W, or ``None`` when
+            the stored images are the originals. Crop transforms choose their boxes in these coordinates.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
     name: str
+    original_sizes: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise ValueError(f"{self.name}: images must be N×C×H×W uint8, got {tuple(self.images.shape)} {self.images.dtype}")
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"{self.name}: {self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}")
+        if self.original_sizes is not None and self.original_sizes.shape != (self.images.shape[0], 2):
+            raise ValueError(f"{self.name}: {self.images.shape[0]} images but original sizes of shape "
+                             f"{tuple(self.original_sizes.shape)}")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -48,7 +55,8 @@ class ImageSet:
 
     def subset(self, indices: torch.Tensor, name: str) -> "ImageSet":
         """The images at ``indices`` (a 1-D int64 tensor), as a new set called ``name``."""
-        return ImageSet(self.images[indices], self.labels[indices], self.classes, name)
+        sizes = None if self.original_sizes is None else self.original_sizes[indices]
+        return ImageSet(self.images[indices], self.labels[indices], self.classes, name, sizes)
 
 
 @dataclass
@@ -99,7 +107,19 @@ def load_dataset(name: str, root: str | Path | None = None, image_size: int | No
     """
     if name not in _DATASETS:
         raise KTGError(f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}")
-    return _DATASETS[name](Path(root) if root is not None else None, image_size, **options)
+    loader = _DATASETS[name]
+    parameters = inspect.signature(loader).parameters.values()
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        accepted = [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise KTGError(f"dataset {name!r} has no option {unknown[0]!r}; its options are: {', '.join(accepted) or 'none'}")
+    return loader(Path(root) if root is not None else None, image_size, **options)
+
+
+def load_from_source(source: dict) -> Dataset:
+    """Load a dataset from the description a run saves in config.json: name, root, image_size, options."""
+    return load_dataset(source["name"], source.get("root"), source.get("image_size"), **source.get("options", {}))
 
 
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,4 +144,4 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
 
 
 # Built-in datasets register themselves on import.
-from ktg.data import digits, synthetic  # noqa: E402,F401
+from ktg.data import cifar, digits, finegrained, synthetic  # noqa: E402,F401

@@ -1,0 +1,197 @@
+"""The ``ktg`` command line: ``ktg train``, ``ktg eval`` (``ktg <command> --help`` for each)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ktg import __version__
+from ktg.errors import KTGError
+
+
+def _dataset_option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options that choose and load a dataset (shared by every command that trains)."""
+    from ktg.data import list_datasets
+
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", default="digits", help=f"one of: {', '.join(list_datasets())} (default: digits)")
+    group.add_argument("--data-root", type=Path, help="the folder you unpacked the dataset into")
+    group.add_argument("--cache-dir", type=Path, help="where decoded images are cached (default: $KTG_CACHE_DIR or ~/.cache/ktg)")
+    group.add_argument("--image-size", type=int, help="side of the model's input images (default: the dataset's)")
+    group.add_argument("--dataset-option", type=_dataset_option, action="append", default=[], metavar="KEY=VALUE",
+                       help="extra loader option, e.g. train_size=256 for synthetic data (repeatable)")
+    group.add_argument("--holdout", type=float, help="hold out this fraction of the training split (stratified) and "
+                       "evaluate on it instead of the test split")
+    group.add_argument("--holdout-seed", type=int, default=0, help="seed of the held-out split (default: 0)")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    from ktg.models import list_models
+
+    group = parser.add_argument_group("graph and models")
+    group.add_argument("--nodes", type=int, help="number of network nodes (named graphs; default 3)")
+    group.add_argument("--model", help=f"model of every node: {', '.join(list_models())} "
+                       "(default: abn_resnet20 for images ≤ 64 px, else abn_resnet18)")
+    group.add_argument("--width", type=int, help="base width of the models (narrow models for quick runs)")
+    group.add_argument("--pretrained", help="'imagenet' (torchvision weights) or a local state-dict file")
+    group.add_argument("--no-attention-residual", action="store_true",
+                       help="perception branch on M·g instead of (1+M)·g (the ensemble-KTG public code)")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=int, default=30, help="(default: 30)")
+    group.add_argument("--batch-size", type=int, default=64, help="(default: 64)")
+    group.add_argument("--eval-batch-size", type=int, default=256, help="(default: 256)")
+    group.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default: 0.1)")
+    group.add_argument("--momentum", type=float, default=0.9, help="(default: 0.9)")
+    group.add_argument("--weight-decay", type=float, default=5e-4, help="(default: 5e-4)")
+    group.add_argument("--nesterov", action="store_true")
+    group.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine", help="(default: cosine)")
+    group.add_argument("--milestones", type=int, nargs="+", default=[], help="epochs where the step schedule drops")
+    group.add_argument("--gamma", type=float, default=0.1, help="step schedule factor (default: 0.1)")
+    group.add_argument("--seed", type=int, default=0, help="fixes initial weights, batch order, augmentation")
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                       help="bf16 autocast (default: on for CUDA)")
+    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="channels-last memory format (default: on for CUDA)")
+    group.add_argument("--deterministic", action="store_true", help="reproducible kernels (slower on CUDA)")
+    group.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def train_config_from_args(args: argparse.Namespace):
+    from ktg.train import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, nesterov=args.nesterov, schedule=args.schedule,
+        milestones=tuple(args.milestones), gamma=args.gamma, seed=args.seed, device=args.device, amp=args.amp,
+        channels_last=args.channels_last, deterministic=args.deterministic, holdout=args.holdout,
+        holdout_seed=args.holdout_seed,
+    )
+
+
+def data_source_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """What :func:`ktg.data.load_dataset` needs, as saved with a run."""
+    options = dict(args.dataset_option)
+    if args.cache_dir is not None:
+        options["cache_dir"] = str(args.cache_dir)
+    return {"name": args.dataset, "root": str(args.data_root) if args.data_root else None,
+            "image_size": args.image_size, "options": options}
+
+
+def node_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if args.width is not None:
+        options["base_width"] = args.width
+    if args.pretrained is not None:
+        options["pretrained"] = args.pretrained
+    if args.no_attention_residual:
+        options["attention_residual"] = False
+    return options
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ktg.data import load_from_source
+    from ktg.graph import resolve_graph
+    from ktg.train import train
+
+    spec = resolve_graph(args.graph, args.nodes, args.model)
+    config = train_config_from_args(args)
+    source = data_source_from_args(args)
+    dataset = load_from_source(source)
+    out = args.out or Path("runs") / f"{args.dataset}-{spec.name or 'graph'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    final = train(spec, dataset, config, out, resume=args.resume, progress=not args.no_progress,
+                  node_options=node_options_from_args(args), data_source=source)
+    print(f"\n{dataset.name}, graph {spec.name or args.graph}, {final['epochs']} epochs, evaluated on the {final['split']} split")
+    for i, value in enumerate(final["node_accuracy"]):
+        print(f"  node {i:<10} top-1 {100 * value:6.2f} %")
+    print(f"  {'mean node':<15} top-1 {100 * final['mean_node_accuracy']:6.2f} %")
+    print(f"  {'ensemble':<15} top-1 {100 * final['ensemble_accuracy']:6.2f} %")
+    print(f"run written to {out}/ (metrics.json, metrics.jsonl, graph.json, checkpoint.pt, tensorboard/)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ktg.evaluate import evaluate_run
+
+    report = evaluate_run(args.run, split=args.split, device=args.device, batch_size=args.batch_size,
+                          powers=args.power, progress=not args.no_progress)
+    print(f"\n{report['dataset']} {report['split']} split, {report['num_images']} images, "
+          f"checkpoint of epoch {report['epoch']}")
+    for i, value in enumerate(report["node_accuracy"]):
+        print(f"  node {i:<24} top-1 {100 * value:6.2f} %")
+    for rule, value in report["ensemble_accuracy"].items():
+        print(f"  {rule:<29} top-1 {100 * value:6.2f} %")
+    print(f"written to {report['path']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ktg", description="Knowledge transfer graphs: train ensembles of Attention Branch Networks that teach "
+        "each other, and search for the graph that makes the best ensemble.")
+    parser.add_argument("--version", action="version", version=f"ktg {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = commands.add_parser("train", help="train one graph", description="Train one knowledge transfer graph "
+                                "and write metrics, checkpoints and TensorBoard logs into --out.")
+    train.add_argument("--graph", default="dml", help="graph file, or a named graph: independent, dml (default: dml)")
+    train.add_argument("--out", type=Path, help="run folder (default: runs/<dataset>-<graph>-<time>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    add_model_arguments(train)
+    add_data_arguments(train)
+    add_training_arguments(train)
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a run's checkpoint with several ensemble rules",
+                                   description="Evaluate the checkpoint of a finished or running run: every node, "
+                                   "the ensemble node and other ensemble rules (soft/hard voting, power means).")
+    evaluate.add_argument("--run", type=Path, required=True, help="the run folder written by ktg train")
+    evaluate.add_argument("--split", choices=("test", "val", "train"), default="test", help="(default: test)")
+    evaluate.add_argument("--power", type=float, nargs="+", default=[0.1, 0.5, 2.0],
+                          help="exponents u of the power-mean rule (default: 0.1 0.5 2)")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--batch-size", type=int, default=256)
+    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.set_defaults(handler=cmd_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 user error, 3 out of memory, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except KTGError as error:
+        print(f"ktg: error: {error}", file=sys.stderr)
+        return 2
+    except torch.OutOfMemoryError:
+        print("ktg: error: the GPU ran out of memory; lower --batch-size (or run fewer jobs per GPU). "
+              "Finished epochs are kept in the run's checkpoint: add --resume to continue.", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("\nktg: interrupted; finished epochs are kept in the run's checkpoint (continue with --resume)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

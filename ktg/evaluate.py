@@ -1,0 +1,93 @@
+"""Evaluate a saved run: every node, the ensemble node, and the other ensemble rules users compare."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ktg.data import Dataset, ImageSet, load_from_source
+from ktg.data.loader import BatchLoader
+from ktg.engine import KnowledgeTransferGraph, build_graph
+from ktg.ensemble import ENSEMBLE_RULES
+from ktg.errors import KTGError
+from ktg.graph import GraphSpec
+from ktg.io import write_json
+from ktg.train import CHECKPOINT, predict, resolve_device
+
+
+def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[KnowledgeTransferGraph, dict, dict]:
+    """The trained graph of a run (weights of its last checkpoint), its config.json and the checkpoint's epoch
+    and history (``{"epoch": int, "history": [...]}``)."""
+    run = Path(run_dir)
+    for name in ("graph.json", "config.json", CHECKPOINT):
+        if not (run / name).exists():
+            raise KTGError(f"{run} is not a ktg run folder: {name} is missing")
+    spec = GraphSpec.load(run / "graph.json")
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    try:
+        state = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise KTGError(f"cannot read checkpoint {run / CHECKPOINT}: {error}") from None
+    graph = build_graph(spec, config["num_classes"])
+    graph.load_state_dict(state["model"])
+    return graph.to(device), config, {"epoch": state["epoch"], "history": state["history"]}
+
+
+def _split_images(dataset: Dataset, split: str, run: Path) -> ImageSet:
+    if split == "test":
+        return dataset.test
+    if split == "train":
+        return dataset.train
+    split_file = run / "split.json"
+    if not split_file.exists():
+        raise KTGError(f"{run} was trained without a held-out split (no split.json); evaluate --split test")
+    indices = torch.tensor(json.loads(split_file.read_text(encoding="utf-8"))["val_indices"])
+    return dataset.train.subset(indices, f"{dataset.name}/val")
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    split: str = "test",
+    device: str = "auto",
+    batch_size: int = 256,
+    powers: Sequence[float] = (0.1, 0.5, 2.0),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Accuracy of every node and of each ensemble rule on ``split`` of the run's dataset.
+
+    Writes ``eval_<split>.json`` into the run folder and returns the same report (plus ``path``).
+    """
+    run = Path(run_dir)
+    torch_device = resolve_device(device)
+    graph, config, checkpoint = load_run(run, torch_device)
+    dataset = load_from_source(config["data"])
+    images = _split_images(dataset, split, run)
+    loader = BatchLoader(images, batch_size, dataset.eval_transform, torch_device, shuffle=False, drop_last=False)
+    amp = torch_device.type == "cuda"
+    logits, labels = predict(graph, loader, amp=amp, channels_last=False, progress=progress)
+
+    def accuracy(predictions: torch.Tensor) -> float:
+        return (predictions == labels).float().mean().item()
+
+    rules: dict[str, float] = {}
+    for name, rule in ENSEMBLE_RULES.items():
+        if name == "power_mean":
+            for u in powers:
+                rules[f"power_mean(u={u:g})"] = accuracy(rule(logits, u))
+        else:
+            rules[name] = accuracy(rule(logits, 1.0))
+    report = {
+        "dataset": dataset.name,
+        "split": split,
+        "num_images": len(images),
+        "epoch": checkpoint["epoch"],
+        "node_accuracy": [accuracy(node_logits.argmax(dim=1)) for node_logits in logits],
+        "ensemble_accuracy": rules,
+    }
+    path = run / f"eval_{split}.json"
+    write_json(path, report)
+    return {**report, "path": str(path)}

@@ -1,0 +1,144 @@
+"""Per-sample knowledge-transfer losses of a network edge (SPEC §2, eqs. 1-4).
+
+Each loss design is a pure function ``(source, target, temperature, crop_sizes) -> Tensor[B]`` in
+:data:`LOSS_DESIGNS`; adding a design is one function and one registry line. Sources are passed already
+detached by the caller: only the target learns.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ktg.errors import KTGError
+
+
+class Knowledge(NamedTuple):
+    """What one node offers to an edge: perception logits (B×C) and attention map (B×1×H×W)."""
+
+    logits: torch.Tensor
+    attention: torch.Tensor
+
+
+def prob_kl(source: Knowledge, target: Knowledge, temperature: float, crop_sizes: Sequence[int]) -> torch.Tensor:
+    """KL(p_s ‖ p_t) per sample with p = softmax(z / T), scaled by T² (Hinton) so gradients keep their size."""
+    log_p_s = F.log_softmax(source.logits.float() / temperature, dim=1)
+    log_p_t = F.log_softmax(target.logits.float() / temperature, dim=1)
+    return (log_p_s.exp() * (log_p_s - log_p_t)).sum(dim=1) * temperature**2
+
+
+def prob_cos(source: Knowledge, target: Knowledge, temperature: float, crop_sizes: Sequence[int]) -> torch.Tensor:
+    """Cosine similarity of the two probability vectors per sample; minimising it pushes them apart."""
+    p_s = F.softmax(source.logits.float() / temperature, dim=1)
+    p_t = F.softmax(target.logits.float() / temperature, dim=1)
+    return F.cosine_similarity(p_s, p_t, dim=1)
+
+
+def attention_crops(
+    source_attention: torch.Tensor, target_attention: torch.Tensor, crop_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k×k windows of both maps around the argmax of the **source** map, flattened and L2-normalised.
+
+    The window is centred on the source's peak and shifted (never padded) to stay inside the map, so a
+    peak at a corner gives the corner window. Vectorised over the batch: one argmax and one gather.
+
+    Args:
+        source_attention, target_attention: B×1×H×W maps.
+        crop_size: k, at most min(H, W).
+
+    Returns:
+        (q̂_s, q̂_t), each B×k² with unit L2 norm per row.
+    """
+    b, _, h, w = source_attention.shape
+    if crop_size > min(h, w) or crop_size < 1:
+        raise KTGError(f"attention crop size {crop_size} does not fit a {h}×{w} attention map; use sizes ≤ {min(h, w)}")
+    peak = source_attention.reshape(b, h * w).argmax(dim=1)
+    top = (peak // w - crop_size // 2).clamp(0, h - crop_size)
+    left = (peak % w - crop_size // 2).clamp(0, w - crop_size)
+    steps = torch.arange(crop_size, device=peak.device)
+    rows = (top[:, None] + steps)[:, :, None]  # B×k×1
+    cols = (left[:, None] + steps)[:, None, :]  # B×1×k
+    flat_index = (rows * w + cols).reshape(b, crop_size * crop_size)
+    crop_s = source_attention.reshape(b, h * w).gather(1, flat_index)
+    crop_t = target_attention.reshape(b, h * w).gather(1, flat_index)
+    return F.normalize(crop_s.float(), dim=1), F.normalize(crop_t.float(), dim=1)
+
+
+def att_mse(source: Knowledge, target: Knowledge, temperature: float, crop_sizes: Sequence[int]) -> torch.Tensor:
+    """Mean squared difference of the normalised crops, averaged over crop sizes (eq. 3); pulls maps together."""
+    terms = [((q_s - q_t) ** 2).mean(dim=1) for q_s, q_t in _crops(source, target, crop_sizes)]
+    return torch.stack(terms).mean(dim=0)
+
+
+def att_cos(source: Knowledge, target: Knowledge, temperature: float, crop_sizes: Sequence[int]) -> torch.Tensor:
+    """Cosine similarity of the normalised crops, averaged over crop sizes (eq. 4); minimising pushes maps apart."""
+    terms = [(q_s * q_t).sum(dim=1) for q_s, q_t in _crops(source, target, crop_sizes)]
+    return torch.stack(terms).mean(dim=0)
+
+
+def _crops(source: Knowledge, target: Knowledge, crop_sizes: Sequence[int]):
+    if not crop_sizes:
+        raise KTGError("attention losses need at least one crop size")
+    return [attention_crops(source.attention, target.attention, k) for k in crop_sizes]
+
+
+def _sum_of(*designs: "LossDesign") -> "LossDesign":
+    def combined(source: Knowledge, target: Knowledge, temperature: float, crop_sizes: Sequence[int]) -> torch.Tensor:
+        return sum(design(source, target, temperature, crop_sizes) for design in designs)
+
+    return combined
+
+
+LossDesign = Callable[[Knowledge, Knowledge, float, Sequence[int]], torch.Tensor]
+
+LOSS_DESIGNS: dict[str, LossDesign] = {
+    "prob_kl": prob_kl,
+    "prob_cos": prob_cos,
+    "att_mse": att_mse,
+    "att_cos": att_cos,
+    "prob_kl+att_mse": _sum_of(prob_kl, att_mse),
+    "prob_cos+att_cos": _sum_of(prob_cos, att_cos),
+}
+
+#: Designs that read attention maps (the others need only logits).
+ATTENTION_DESIGNS = frozenset(name for name in LOSS_DESIGNS if "att_" in name)
+
+
+def check_design(design: str) -> None:
+    """Raise ValueError naming the valid designs if ``design`` is not one of them."""
+    if design not in LOSS_DESIGNS:
+        raise ValueError(f"unknown loss design {design!r}; valid designs: {', '.join(LOSS_DESIGNS)}")
+
+
+def edge_loss(
+    design: str,
+    source_logits: torch.Tensor,
+    target_logits: torch.Tensor,
+    source_attention: torch.Tensor | None,
+    target_attention: torch.Tensor | None,
+    temperature: float = 1.0,
+    crop_sizes: Sequence[int] = (3, 7, 11),
+) -> torch.Tensor:
+    """Per-sample loss ℓ ∈ R^B of one network edge (SPEC §2).
+
+    Args:
+        design: one of :data:`LOSS_DESIGNS` (``prob_kl``, ``prob_cos``, ``att_mse``, ``att_cos``,
+            ``prob_kl+att_mse``, ``prob_cos+att_cos``).
+        source_logits, target_logits: B×C perception logits; the caller detaches the source.
+        source_attention, target_attention: B×1×H×W maps in [0, 1]; may be None for ``prob_*`` designs.
+        temperature: T of p = softmax(z/T); KL terms are multiplied by T².
+        crop_sizes: the k of the k×k attention crops.
+
+    Returns:
+        float32 tensor of shape B: the loss of each sample, before the gate.
+    """
+    check_design(design)
+    if design in ATTENTION_DESIGNS and (source_attention is None or target_attention is None):
+        raise ValueError(f"loss design {design!r} needs both attention maps")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    return LOSS_DESIGNS[design](
+        Knowledge(source_logits, source_attention), Knowledge(target_logits, target_attention), temperature, crop_sizes
+    )

@@ -1,0 +1,421 @@
+"""Training a knowledge transfer graph: one run, from a graph, a dataset and a config to files a person can open.
+
+Read it top to bottom: :func:`train` prepares the run (or resumes it), then alternates
+:func:`train_one_epoch` and :func:`evaluate`, checkpointing after every epoch. The search drives it through
+one narrow callback: after each epoch it receives the epoch's metrics and may answer "stop".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from ktg import __version__
+from ktg.data import Dataset, ImageSet, stratified_split
+from ktg.data.loader import BatchLoader
+from ktg.engine import KnowledgeTransferGraph, build_graph, ensemble_logits
+from ktg.errors import KTGError
+from ktg.graph import GraphSpec, NodeSpec
+from ktg.io import save_torch, write_json, write_text
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = "ktg.checkpoint"
+
+#: Called after every epoch with (epoch number from 1, that epoch's metrics); returning True stops training.
+EpochCallback = Callable[[int, dict], bool]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train (everything but the graph and the data).
+
+    ``amp`` / ``channels_last`` default (None) to on for CUDA and off elsewhere. ``holdout`` is the fraction of
+    the training split held out for evaluation (the search's validation split); None trains on the whole
+    training split and evaluates on the official test split.
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "cosine"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    amp: bool | None = None
+    channels_last: bool | None = None
+    deterministic: bool = False
+    holdout: float | None = None
+    holdout_seed: int = 0
+    drop_last: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise KTGError("epochs and batch sizes must be positive integers")
+        if self.lr <= 0:
+            raise KTGError(f"the learning rate must be positive, got {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise KTGError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+        if self.schedule == "step" and not self.milestones:
+            raise KTGError("the step schedule needs milestones (epochs at which the learning rate drops)")
+
+
+SCHEDULES = ("cosine", "step", "constant")
+
+# Fields that may differ when a run is resumed: where it runs and how it is shown, not what it computes.
+_RESUMABLE_CHANGES = {"device"}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise KTGError("--device cuda was asked for but PyTorch sees no CUDA GPU; use --device cpu or auto")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise KTGError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    return torch.device(name)
+
+
+def default_model(image_size: int) -> str:
+    """CIFAR-style ABN for small images, ImageNet-style ABN-ResNet-18 for large ones."""
+    return "abn_resnet20" if image_size <= 64 else "abn_resnet18"
+
+
+def resolve_models(spec: GraphSpec, image_size: int, node_options: dict[str, Any] | None = None) -> GraphSpec:
+    """Fill in every node's model (the default for ``image_size`` where unset) and add ``node_options``
+    where a node does not set them itself, so the run's graph file says exactly what was trained."""
+    nodes = tuple(
+        NodeSpec(node.model or default_model(image_size), {**(node_options or {}), **node.options})
+        for node in spec.nodes
+    )
+    return dataclasses.replace(spec, nodes=nodes)
+
+
+def image_size_of(dataset: Dataset) -> int:
+    """The side of the images the model sees (the evaluation transform's output)."""
+    return int(dataset.eval_transform(dataset.test.images[:1]).shape[-1])
+
+
+# -- one epoch ----------------------------------------------------------------------------------------
+
+
+def _autocast(device: torch.device, amp: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+
+
+def train_one_epoch(
+    graph: KnowledgeTransferGraph,
+    optimizer: torch.optim.Optimizer,
+    loader: BatchLoader,
+    epoch: int,
+    total_iterations: int,
+    *,
+    amp: bool,
+    channels_last: bool,
+    progress: bool,
+) -> dict[str, Any]:
+    """Train every node for one epoch; returns the epoch's mean loss per edge and mean gate weight per edge.
+
+    Nothing is read back from the device inside the loop: per-edge sums stay on the device and are read
+    once at the end (which is also where a non-finite loss is detected).
+    """
+    graph.train()
+    device = loader.device
+    names: list[str] = []
+    loss_sums = weight_sums = None
+    steps = 0
+    start = time.perf_counter()
+    batches = tqdm(loader.epoch(epoch), total=len(loader), desc=f"epoch {epoch + 1}", leave=False,
+                   disable=not progress, unit="batch")
+    for step, (images, labels) in enumerate(batches):
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        iteration = epoch * len(loader) + step + 1
+        with _autocast(device, amp):
+            outputs = graph(images)
+            step_losses = graph.losses(outputs, labels, iteration, total_iterations)
+        total = step_losses.total
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        terms = torch.stack(list(step_losses.terms.values())).detach()
+        weights = torch.stack(list(step_losses.gate_weights.values())).detach()
+        if loss_sums is None:
+            names = list(step_losses.terms)
+            loss_sums, weight_sums = torch.zeros_like(terms), torch.zeros_like(weights)
+        loss_sums += terms
+        weight_sums += weights
+        steps += 1
+    if steps == 0:
+        raise KTGError(f"{loader.name} has fewer images than one batch ({loader.batch_size}); lower --batch-size")
+    mean_losses = (loss_sums / steps).tolist()
+    mean_weights = (weight_sums / steps).tolist()
+    seconds = time.perf_counter() - start
+    bad = [name for name, value in zip(names, mean_losses) if not math.isfinite(value)]
+    if bad:
+        raise NonFiniteLossError(epoch + 1, bad)
+    return {
+        "train_loss": sum(mean_losses),
+        "losses": dict(zip(names, mean_losses)),
+        "gate_weights": dict(zip(names, mean_weights)),
+        "train_seconds": seconds,
+        "images_per_second": loader.num_images / seconds,
+    }
+
+
+class NonFiniteLossError(KTGError):
+    """A loss became NaN or infinite during an epoch; the previous epoch's checkpoint is kept."""
+
+    def __init__(self, epoch: int, edges: list[str]) -> None:
+        super().__init__(
+            f"non-finite loss in epoch {epoch} on {', '.join(edges)}; the checkpoint of the last good epoch "
+            f"is kept. Lower --lr or check the data."
+        )
+        self.epoch = epoch
+        self.edges = edges
+
+
+# -- evaluation ---------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict(
+    graph: KnowledgeTransferGraph, loader: BatchLoader, *, amp: bool, channels_last: bool, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Perception logits of every node on every image of ``loader``: (N×M×C float32, M labels), on its device."""
+    graph.eval()
+    all_logits, all_labels = [], []
+    for images, labels in tqdm(loader.epoch(0), total=len(loader), desc="evaluate", leave=False,
+                               disable=not progress, unit="batch"):
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with _autocast(loader.device, amp):
+            outputs = graph(images)
+        all_logits.append(torch.stack([out.logits.float() for out in outputs]))
+        all_labels.append(labels)
+    return torch.cat(all_logits, dim=1), torch.cat(all_labels)
+
+
+def accuracies(logits: torch.Tensor, labels: torch.Tensor) -> tuple[list[float], float]:
+    """Top-1 accuracy in [0, 1] of every node and of the ensemble node, from N×M×C logits."""
+    node_correct = (logits.argmax(dim=2) == labels).float().mean(dim=1)
+    ensemble_correct = (ensemble_logits(logits).argmax(dim=1) == labels).float().mean()
+    values = torch.cat([node_correct, ensemble_correct[None]]).tolist()
+    return values[:-1], values[-1]
+
+
+def evaluate(graph: KnowledgeTransferGraph, loader: BatchLoader, *, amp: bool, channels_last: bool,
+             progress: bool = False) -> tuple[list[float], float]:
+    """Top-1 accuracy of every node and of the ensemble node on ``loader``."""
+    logits, labels = predict(graph, loader, amp=amp, channels_last=channels_last, progress=progress)
+    return accuracies(logits, labels)
+
+
+# -- the run ------------------------------------------------------------------------------------------
+
+
+def split_for_training(dataset: Dataset, config: TrainConfig) -> tuple[ImageSet, ImageSet, str, dict | None]:
+    """(training images, evaluation images, name of the evaluated split, saved split or None)."""
+    if config.holdout is None:
+        return dataset.train, dataset.test, "test", None
+    kept, held_out = stratified_split(dataset.train.labels, config.holdout, config.holdout_seed)
+    split = {"holdout": config.holdout, "seed": config.holdout_seed,
+             "train_indices": kept.tolist(), "val_indices": held_out.tolist()}
+    return (dataset.train.subset(kept, f"{dataset.name}/train-part"),
+            dataset.train.subset(held_out, f"{dataset.name}/val"), "val", split)
+
+
+def make_optimizer(graph: KnowledgeTransferGraph, config: TrainConfig, device: torch.device) -> torch.optim.SGD:
+    """One SGD over all nodes' parameters: fused kernels on CUDA, foreach on the CPU."""
+    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return torch.optim.SGD(graph.parameters(), lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay, nesterov=config.nesterov, **fast)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule, stepped once per epoch."""
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones), gamma=config.gamma)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+def config_dict(config: TrainConfig) -> dict[str, Any]:
+    return {key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(config).items()}
+
+
+def train(
+    spec: GraphSpec,
+    dataset: Dataset,
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    callback: EpochCallback | None = None,
+    progress: bool = True,
+    node_options: dict[str, Any] | None = None,
+    data_source: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train the graph ``spec`` on ``dataset`` and write the run into ``out_dir``.
+
+    Files: ``graph.json`` (the graph as trained), ``config.json``, ``split.json`` (with a held-out split),
+    ``metrics.jsonl`` (one line per epoch), ``metrics.json`` (final), ``checkpoint.pt`` (after every epoch,
+    atomically) and ``tensorboard/``.
+
+    Args:
+        resume: continue the run in ``out_dir`` from its checkpoint (same graph and config required).
+        callback: see :data:`EpochCallback`.
+        node_options: model options given to nodes that do not set them (e.g. ``base_width``).
+        data_source: how to load ``dataset`` again (name, root, image size, options), saved for ``ktg eval``.
+
+    Returns:
+        The final metrics (also written to ``metrics.json``).
+    """
+    out = Path(out_dir)
+    device = resolve_device(config.device)
+    amp = config.amp if config.amp is not None else device.type == "cuda"
+    channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    spec = resolve_models(spec, image_size_of(dataset), node_options)
+    train_images, eval_images, eval_split, split = split_for_training(dataset, config)
+    state = _load_resume_state(out, spec, config, resume)
+
+    torch.manual_seed(config.seed)
+    graph = build_graph(spec, dataset.num_classes).to(device)
+    if channels_last:
+        graph = graph.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(graph, config, device)
+    scheduler = make_scheduler(optimizer, config)
+    history: list[dict] = []
+    if state is not None:
+        graph.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history = list(state["history"])
+
+    run_config = {"ktg_version": __version__, "train": config_dict(config), "data": data_source or {"name": dataset.name},
+                  "eval_split": eval_split, "num_classes": dataset.num_classes, "classes": dataset.train.classes}
+    spec.save(out / "graph.json")
+    write_json(out / "config.json", run_config)
+    if split is not None:
+        write_json(out / "split.json", split)
+    write_text(out / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in history))
+
+    train_loader = BatchLoader(train_images, config.batch_size, dataset.train_transform, device,
+                               shuffle=True, drop_last=config.drop_last, seed=config.seed)
+    eval_loader = BatchLoader(eval_images, config.eval_batch_size, dataset.eval_transform, device,
+                              shuffle=False, drop_last=False)
+    total_iterations = config.epochs * len(train_loader)
+
+    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow and only runs need it
+
+    writer = SummaryWriter(str(out / "tensorboard"), purge_step=len(history) + 1)
+    stopped_early = False
+    epochs = tqdm(range(len(history), config.epochs), initial=len(history), total=config.epochs, desc="training",
+                  unit="epoch", disable=not progress)
+    try:
+        for epoch in epochs:
+            lr = optimizer.param_groups[0]["lr"]
+            stats = train_one_epoch(graph, optimizer, train_loader, epoch, total_iterations,
+                                    amp=amp, channels_last=channels_last, progress=progress)
+            scheduler.step()
+            node_accuracy, ensemble_accuracy = evaluate(graph, eval_loader, amp=amp, channels_last=channels_last)
+            record = {"epoch": epoch + 1, "split": eval_split, "node_accuracy": node_accuracy,
+                      "ensemble_accuracy": ensemble_accuracy, "lr": lr, **stats}
+            history.append(record)
+            save_torch(out / CHECKPOINT, {
+                "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "model": graph.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "graph": spec.to_dict(), "train": config_dict(config), "history": history,
+            })
+            with open(out / "metrics.jsonl", "a", encoding="utf-8") as log:
+                log.write(json.dumps(record) + "\n")
+            _log_tensorboard(writer, record)
+            epochs.set_postfix(ensemble=f"{ensemble_accuracy:.3f}", best_node=f"{max(node_accuracy):.3f}")
+            if callback is not None and callback(epoch + 1, record):
+                stopped_early = True
+                break
+    finally:
+        writer.close()
+
+    final = summarise(history, eval_split, dataset.name, spec, stopped_early)
+    write_json(out / "metrics.json", final)
+    return final
+
+
+def _load_resume_state(out: Path, spec: GraphSpec, config: TrainConfig, resume: bool) -> dict | None:
+    checkpoint = out / CHECKPOINT
+    if not checkpoint.exists():
+        if resume:
+            raise KTGError(f"nothing to resume: {checkpoint} does not exist")
+        return None
+    if not resume:
+        raise KTGError(f"{out} already holds a run ({CHECKPOINT}); add --resume to continue it or choose another --out")
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: say which, keep it for inspection
+        raise KTGError(f"cannot read checkpoint {checkpoint}: {error}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise KTGError(f"{checkpoint} is not a ktg checkpoint")
+    if state["graph"] != spec.to_dict():
+        raise KTGError(f"--resume: the graph differs from the one in {out}/graph.json; resume with the same graph")
+    saved, wanted = state["train"], config_dict(config)
+    changed = sorted(k for k in wanted if k not in _RESUMABLE_CHANGES and saved.get(k) != wanted[k])
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} → {wanted[k]!r}" for k in changed)
+        raise KTGError(f"--resume: training options differ from the saved run ({details}); use the same options")
+    return state
+
+
+def _log_tensorboard(writer, record: dict) -> None:
+    step = record["epoch"]
+    for i, value in enumerate(record["node_accuracy"]):
+        writer.add_scalar(f"accuracy/node_{i}", value, step)
+    writer.add_scalar("accuracy/ensemble", record["ensemble_accuracy"], step)
+    writer.add_scalar("loss/total", record["train_loss"], step)
+    for name, value in record["losses"].items():
+        writer.add_scalar(f"loss/{name}", value, step)
+    for name, value in record["gate_weights"].items():
+        writer.add_scalar(f"gate_weight/{name}", value, step)
+    writer.add_scalar("lr", record["lr"], step)
+    writer.add_scalar("throughput/images_per_second", record["images_per_second"], step)
+    writer.flush()
+
+
+def summarise(history: list[dict], eval_split: str, dataset: str, spec: GraphSpec, stopped_early: bool) -> dict:
+    """The final metrics of a run: last epoch's accuracies plus the best epoch of the ensemble."""
+    last = history[-1]
+    best = max(history, key=lambda record: record["ensemble_accuracy"])
+    return {
+        "dataset": dataset,
+        "split": eval_split,
+        "graph": spec.name,
+        "epochs": last["epoch"],
+        "stopped_early": stopped_early,
+        "node_accuracy": last["node_accuracy"],
+        "ensemble_accuracy": last["ensemble_accuracy"],
+        "mean_node_accuracy": sum(last["node_accuracy"]) / len(last["node_accuracy"]),
+        "best_ensemble_accuracy": best["ensemble_accuracy"],
+        "best_epoch": best["epoch"],
+    }
