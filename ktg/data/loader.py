@@ -45,6 +45,8 @@ class BatchLoader:
         self.name = images.name
         self.pixels = images.images.to(device)
         self.labels = images.labels.to(device)
+        # Crop boxes are drawn on the CPU, so the original sizes stay there.
+        self.original_sizes = images.original_sizes
         self.batch_size = batch_size
         self.transform = transform
         self.device = device
@@ -65,8 +67,9 @@ class BatchLoader:
         """Yield (images B×C×S×S float, labels B int64) for one epoch."""
         generator = epoch_generator(self.seed, epoch)
         n = self.pixels.shape[0]
-        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        order = order.to(self.device, non_blocking=True)
+        order_cpu = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        order = order_cpu.to(self.device, non_blocking=True)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start : start + self.batch_size]
-            yield self.transform(self.pixels[index], generator), self.labels[index]
+            sizes = None if self.original_sizes is None else self.original_sizes[order_cpu[start : start + self.batch_size]]
+            yield self.transform(self.pixels[index], generator, original_sizes=sizes), self.labels[index]

@@ -1,0 +1,262 @@
+"""Photo datasets in their authors' layouts: Stanford Dogs, CUB-200-2011, Stanford Cars, and any image folder tree.
+
+Class names and counts come from each dataset's metadata files; images are decoded once into the cache
+(:mod:`ktg.data.cache`) at ``cache_size`` (default: the evaluation resize, 256 for 224-pixel inputs) and
+augmented on the device with the SPEC §5 recipe (:func:`ktg.data.transforms.reference_transforms`).
+Bounding boxes in the metadata are not used: like the papers, ktg trains on whole images.
+
+Options common to these loaders: ``cache_dir`` (default ``$KTG_CACHE_DIR`` or ``~/.cache/ktg``),
+``cache_size`` (side of the cached squares) and ``normalize`` (ImageNet mean/std; off in the reference code).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ktg.data import Dataset, register_dataset
+from ktg.data.cache import ImageList, cached_image_set
+from ktg.data.metadata import (
+    flags,
+    image_list,
+    integers,
+    load_mat,
+    locate,
+    mat_field,
+    missing,
+    read_table,
+    require_every_class,
+    require_root,
+    strings,
+)
+from ktg.data.transforms import BatchTransform, crop_transforms, eval_resize, reference_transforms
+from ktg.errors import KTGError
+
+DOGS_LAYOUT = (
+    "<root>/Images/<wnid>-<breed>/<wnid>_<n>.jpg (images.tar) and <root>/lists/{train_list,test_list}.mat "
+    "(lists.tar; the .mat files may also sit directly in <root>); <root> may also contain stanford_dogs/"
+)
+CUB_LAYOUT = (
+    "<root>/CUB_200_2011/{images.txt, image_class_labels.txt, train_test_split.txt, classes.txt, "
+    "images/<id>.<name>/*.jpg} (CUB_200_2011.tgz); --data-root may also be CUB_200_2011 itself"
+)
+CARS_LAYOUT = (
+    "either torchvision's <root>/stanford_cars/{cars_train/*.jpg, cars_test/*.jpg, devkit/cars_meta.mat, "
+    "devkit/cars_train_annos.mat, cars_test_annos_withlabels.mat} or the all-in-one <root>/{car_ims/*.jpg, "
+    "cars_annos.mat}; --data-root may also be the stanford_cars folder itself"
+)
+IMAGEFOLDER_LAYOUT = "<root>/train/<class>/<image> and <root>/test/<class>/<image> (one folder per class)"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def _image_dataset(
+    name: str,
+    train: ImageList,
+    test: ImageList,
+    transforms: tuple[BatchTransform, BatchTransform],
+    image_size: int,
+    cache_dir: str | Path | None,
+    cache_size: int | None,
+    info: dict,
+) -> Dataset:
+    """Cache both splits (training must show every class) and bundle them with ``transforms``."""
+    require_every_class(name, train.labels, train.classes, train.source)
+    size = cache_size or eval_resize(image_size)
+    if size < 1:
+        raise KTGError(f"{name}: cache_size must be a positive number of pixels, got {size}")
+    return Dataset(
+        name=name,
+        train=cached_image_set(name, "train", train, size, cache_dir),
+        test=cached_image_set(name, "test", test, size, cache_dir),
+        train_transform=transforms[0],
+        eval_transform=transforms[1],
+        info={**info, "root": str(train.root), "image_size": image_size, "cache_size": size,
+              "train_images": len(train.files), "test_images": len(test.files)},
+    )
+
+
+def _photo_dataset(
+    name: str,
+    train: ImageList,
+    test: ImageList,
+    image_size: int | None,
+    cache_dir: str | Path | None,
+    cache_size: int | None,
+    normalize: bool,
+    info: dict,
+) -> Dataset:
+    """A fine-grained dataset with the SPEC §5 transforms at ``image_size`` (default 224)."""
+    size = image_size or 224
+    transforms = reference_transforms(size, normalize=normalize)
+    return _image_dataset(name, train, test, transforms, size, cache_dir, cache_size, info)
+
+
+@register_dataset("stanford_dogs")
+def load_stanford_dogs(
+    root: Path | None, image_size: int | None, *, cache_dir: str | Path | None = None,
+    cache_size: int | None = None, normalize: bool = False,
+) -> Dataset:
+    """Stanford Dogs (120 breeds, 12,000 train / 8,580 test) from ``Images/`` and the lists' ``.mat`` files.
+
+    The lists hold ``file_list`` (paths under ``Images/``) and 1-based ``labels``; a class is named after its
+    folder (``n02085620-Chihuahua`` → ``Chihuahua``), and every label must stand for exactly one folder.
+    """
+    name = "stanford_dogs"
+    found = locate(root, name, ["lists/train_list.mat", "train_list.mat"], ["stanford_dogs"])
+    if found is None:
+        raise missing(name, root / "lists" / "train_list.mat", DOGS_LAYOUT)
+    folder, marker = found
+    lists = {split: folder / marker.replace("train_list", f"{split}_list") for split in ("train", "test")}
+    raw = {}
+    for split, path in lists.items():
+        mat = load_mat(path, name, DOGS_LAYOUT, ["file_list", "labels"])
+        raw[split] = (strings(mat["file_list"]), integers(mat["labels"], "labels", path, name))
+    # There are as many classes as breed folders; labels are range-checked against that count first, and
+    # must then pair one to one with the folders.
+    breed_folders = sorted({file.split("/")[0] for files, _ in raw.values() for file in files})
+    train, test = (image_list(name, folder / "Images", *raw[split], breed_folders, str(lists[split]), base=1)
+                   for split in ("train", "test"))
+    folder_of: dict[int, str] = {}
+    label_of: dict[str, int] = {}
+    for images in (train, test):
+        for file, label in zip(images.files, images.labels):
+            breed = file.split("/")[0]
+            if folder_of.setdefault(label, breed) != breed or label_of.setdefault(breed, label) != label:
+                raise KTGError(
+                    f"{name}: {images.source} gives label {label + 1} to {file}, but the lists also pair label "
+                    f"{label + 1} with {folder_of[label]!r} and {breed!r} with label {label_of[breed] + 1}; "
+                    "the lists disagree with the images"
+                )
+    train.classes = test.classes = [folder_of[label].split("-", 1)[-1] for label in range(len(breed_folders))]
+    return _photo_dataset(name, train, test, image_size, cache_dir, cache_size, normalize, {"layout": "stanford_dogs"})
+
+
+@register_dataset("cub200")
+def load_cub200(
+    root: Path | None, image_size: int | None, *, cache_dir: str | Path | None = None,
+    cache_size: int | None = None, normalize: bool = False,
+) -> Dataset:
+    """CUB-200-2011 (200 species, 5,994 train / 5,794 test) from its text lists; ids and labels are 1-based.
+
+    ``images.txt``, ``image_class_labels.txt`` and ``train_test_split.txt`` must list the same image ids;
+    ``classes.txt`` numbers the classes 1..200 (``001.Black_footed_Albatross`` → ``Black_footed_Albatross``).
+    """
+    name = "cub200"
+    found = locate(root, name, ["images.txt"], ["CUB_200_2011"])
+    if found is None:
+        raise missing(name, root / "CUB_200_2011" / "images.txt", CUB_LAYOUT)
+    folder = found[0]
+    tables = {file: read_table(folder / file, name, CUB_LAYOUT)
+              for file in ("classes.txt", "images.txt", "image_class_labels.txt", "train_test_split.txt")}
+    class_table = tables.pop("classes.txt")
+    if sorted(class_table) != list(range(1, len(class_table) + 1)):
+        raise KTGError(f"{name}: {folder / 'classes.txt'} must number its classes 1..{len(class_table)} without gaps")
+    classes = [class_table[c].split(".", 1)[-1] for c in range(1, len(class_table) + 1)]
+    ids = sorted(tables["images.txt"])
+    for file, table in tables.items():
+        if sorted(table) != ids:
+            odd = sorted(set(table).symmetric_difference(ids))
+            raise KTGError(f"{name}: {folder / file} and {folder / 'images.txt'} list different image ids "
+                           f"({len(odd)} differ, e.g. id {odd[0]}); the lists disagree with each other")
+    source = f"{folder / 'images.txt'} and image_class_labels.txt"
+    labels = integers([tables["image_class_labels.txt"][i] for i in ids], "labels", folder / "image_class_labels.txt", name)
+    is_train = flags([tables["train_test_split.txt"][i] for i in ids], "flags", folder / "train_test_split.txt", name)
+    files = np.array([tables["images.txt"][i] for i in ids], dtype=object)
+    train, test = (image_list(name, folder / "images", files[mask].tolist(), labels[mask], classes, source, base=1)
+                   for mask in (is_train, ~is_train))
+    return _photo_dataset(name, train, test, image_size, cache_dir, cache_size, normalize, {"layout": "CUB_200_2011"})
+
+
+@register_dataset("stanford_cars")
+def load_stanford_cars(
+    root: Path | None, image_size: int | None, *, cache_dir: str | Path | None = None,
+    cache_size: int | None = None, normalize: bool = False,
+) -> Dataset:
+    """Stanford Cars (196 models, 8,144 train / 8,041 test), in torchvision's layout or the all-in-one one.
+
+    torchvision's: ``devkit/cars_meta.mat`` (``class_names``), ``devkit/cars_train_annos.mat`` and
+    ``cars_test_annos_withlabels.mat`` (struct arrays ``annotations`` with ``fname`` and 1-based ``class``),
+    images in ``cars_train/`` and ``cars_test/``. All-in-one: ``cars_annos.mat`` (``class_names`` and
+    ``annotations`` with ``relative_im_path``, ``class`` and ``test``), images in ``car_ims/``.
+    """
+    name = "stanford_cars"
+    found = locate(root, name, ["devkit/cars_meta.mat", "cars_annos.mat"], ["stanford_cars"])
+    if found is None:
+        raise missing(name, root / "stanford_cars" / "devkit" / "cars_meta.mat", CARS_LAYOUT)
+    folder, marker = found
+    if marker == "cars_annos.mat":
+        path = folder / marker
+        mat = load_mat(path, name, CARS_LAYOUT, ["annotations", "class_names"])
+        classes = strings(mat["class_names"])
+        annotations = mat["annotations"]
+        files = np.array(strings(mat_field(annotations, "relative_im_path", path, name)), dtype=object)
+        labels = integers(mat_field(annotations, "class", path, name), "classes", path, name)
+        is_test = flags(mat_field(annotations, "test", path, name), "test flags", path, name)
+        train, test = (image_list(name, folder, files[mask].tolist(), labels[mask], classes, str(path), base=1)
+                       for mask in (~is_test, is_test))
+        layout = "car_ims"
+    else:
+        classes = strings(load_mat(folder / marker, name, CARS_LAYOUT, ["class_names"])["class_names"])
+        test_annos = folder / "cars_test_annos_withlabels.mat"
+        if not test_annos.is_file() and (folder / "devkit" / test_annos.name).is_file():
+            test_annos = folder / "devkit" / test_annos.name  # some copies keep it with the other devkit files
+        train, test = (
+            _cars_split(name, folder, annos, images, classes)
+            for annos, images in ((folder / "devkit" / "cars_train_annos.mat", "cars_train"), (test_annos, "cars_test"))
+        )
+        layout = "torchvision"
+    return _photo_dataset(name, train, test, image_size, cache_dir, cache_size, normalize, {"layout": layout})
+
+
+def _cars_split(name: str, folder: Path, annos: Path, images: str, classes: list[str]) -> ImageList:
+    """One split of torchvision's Stanford Cars layout: ``annos`` names files in ``folder/images``."""
+    annotations = load_mat(annos, name, CARS_LAYOUT, ["annotations"])["annotations"]
+    files = [f"{images}/{file}" for file in strings(mat_field(annotations, "fname", annos, name))]
+    labels = integers(mat_field(annotations, "class", annos, name), "classes", annos, name)
+    return image_list(name, folder, files, labels, classes, str(annos), base=1)
+
+
+@register_dataset("imagefolder")
+def load_imagefolder(
+    root: Path | None, image_size: int | None, *, test_dir: str = "test", cache_dir: str | Path | None = None,
+    cache_size: int | None = None, normalize: bool = False,
+) -> Dataset:
+    """Any tree with one folder per class under ``root/train`` and ``root/<test_dir>``; classes sorted by name.
+
+    Files with an image extension are taken, in sub-folders too; a class folder of the test split must also
+    exist under ``train``. Transforms: torchvision's ImageNet defaults, RandomResizedCrop(image_size) + flip
+    and Resize(eval_resize(image_size)) + CenterCrop(image_size), at ``image_size`` 224 by default.
+    """
+    name = "imagefolder"
+    root = require_root(root, name)
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise KTGError(f"{name}: expected the folder {train_dir}, which does not exist; the dataset should be laid out as {IMAGEFOLDER_LAYOUT}")
+    classes = sorted(entry.name for entry in train_dir.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    if not classes:
+        raise KTGError(f"{name}: {train_dir} has no class folders; the dataset should be laid out as {IMAGEFOLDER_LAYOUT}")
+    train = _folder_split(name, root, "train", classes)
+    if not (root / test_dir).is_dir():
+        raise KTGError(f"{name}: expected the folder {root / test_dir}, which does not exist; the dataset should be "
+                       f"laid out as {IMAGEFOLDER_LAYOUT} (option test_dir names another test folder)")
+    test = _folder_split(name, root, test_dir, classes)
+    size = image_size or 224
+    transforms = crop_transforms(size, normalize=normalize)
+    return _image_dataset(name, train, test, transforms, size, cache_dir, cache_size, {"layout": "imagefolder"})
+
+
+def _folder_split(name: str, root: Path, split: str, classes: list[str]) -> ImageList:
+    """The images of ``root/split/<class>/``; a class folder that is not in ``classes`` is an error."""
+    folder = root / split
+    extra = sorted(entry.name for entry in folder.iterdir()
+                   if entry.is_dir() and not entry.name.startswith(".") and entry.name not in classes)
+    if extra:
+        raise KTGError(f"{name}: {folder / extra[0]} is a class folder that {root / 'train'} does not have")
+    files, labels = [], []
+    for label, cls in enumerate(classes):
+        members = sorted(path for path in (folder / cls).rglob("*")
+                         if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()) if (folder / cls).is_dir() else []
+        files += [path.relative_to(root).as_posix() for path in members]
+        labels += [label] * len(members)
+    return image_list(name, root, files, labels, classes, str(folder), base=0)

@@ -1,0 +1,188 @@
+"""Batched crop transforms: torchvision's parameter semantics, flips, seeding, and agreement with PIL pipelines."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms as T
+import torchvision.transforms.functional as TF
+from PIL import Image
+
+from ktg.data import ImageSet
+from ktg.data.cache import decode_resized
+from ktg.data.loader import BatchLoader
+from ktg.data.transforms import (
+    Identity,
+    Normalize,
+    RandomResizedCrop,
+    RandomTranslate,
+    ResizeCenterCrop,
+    reference_transforms,
+    resample_boxes,
+)
+
+# Mean absolute difference (pixel values in [0, 1]) allowed against torchvision on PIL images. The cache
+# resamples once more than torchvision does; measured values are about 0.002-0.003 (PSNR ≈ 45 dB).
+TOLERANCE = 0.01
+
+
+def photo_like(height: int, width: int, seed: int) -> Image.Image:
+    """Smooth colour fields at three scales plus hard-edged discs: resampling errors show as in photos."""
+    rng = np.random.default_rng(seed)
+    pixels = np.zeros((height, width, 3))
+    for cells, weight in [(4, 1.0), (16, 0.5), (64, 0.25)]:
+        field = Image.fromarray(rng.integers(0, 256, (cells, cells, 3), dtype=np.uint8))
+        pixels += weight * np.asarray(field.resize((width, height), Image.Resampling.BICUBIC)) / 255 / 1.75
+    rows, cols = np.mgrid[:height, :width]
+    for _ in range(5):
+        y, x, r = rng.integers(0, height), rng.integers(0, width), rng.integers(10, min(height, width) // 3)
+        pixels[(rows - y) ** 2 + (cols - x) ** 2 < r * r] = rng.random(3)
+    return Image.fromarray((pixels.clip(0, 1) * 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def jpegs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("jpegs")
+    paths = []
+    for seed, (height, width) in enumerate([(375, 500), (500, 333), (256, 256), (900, 1200)]):
+        paths.append(folder / f"{height}x{width}.jpg")
+        photo_like(height, width, seed).save(paths[-1], quality=90)
+    return paths
+
+
+def cached(path: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image as the cache stores it (1×3×size×size uint8) and its original size (1×2)."""
+    pixels, original = decode_resized(path, size)
+    return torch.from_numpy(pixels.copy())[None], torch.tensor([original])
+
+
+def mae(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().mean())
+
+
+@pytest.mark.parametrize("scale, ratio", [((0.08, 1.0), (3 / 4, 4 / 3)), ((0.08, 1.0), (1.0, 1.3)), ((0.3, 0.5), (0.5, 2.0))])
+def test_crop_boxes_follow_scale_and_ratio(scale: tuple[float, float], ratio: tuple[float, float]) -> None:
+    generator = torch.Generator().manual_seed(0)
+    # Aspect ratios within [0.5, 2], where some of the 10 tries always fit, so no box is a fallback.
+    heights = torch.randint(100, 801, (20000,), generator=generator)
+    widths = (heights * torch.empty(20000).uniform_(0.5, 2.0, generator=generator)).round().long()
+    sizes = torch.stack([heights, widths], dim=1)
+    top, left, h, w = RandomResizedCrop(224, scale, ratio).sample_boxes(sizes, generator).double().unbind(1)
+    area = (heights * widths).double()
+    assert (top >= 0).all() and (left >= 0).all() and (top + h <= heights).all() and (left + w <= widths).all()
+    # Box sides are rounded to whole pixels, so each bound holds within half a pixel per side.
+    assert ((h + 0.5) * (w + 0.5) >= scale[0] * area).all() and ((h - 0.5) * (w - 0.5) <= scale[1] * area).all()
+    assert ((w + 0.5) / (h - 0.5) >= ratio[0]).all() and ((w - 0.5) / (h + 0.5) <= ratio[1]).all()
+    # The ranges are used to their ends, not just respected.
+    fraction, aspect = h * w / area, w / h
+    assert fraction.min() < scale[0] * 1.1 and fraction.max() > scale[1] * 0.9
+    assert aspect.min() < ratio[0] * 1.05 and aspect.max() > ratio[1] * 0.95
+
+
+def test_crop_parameters_are_distributed_as_torchvision() -> None:
+    """Area fraction, log aspect ratio and box position: same means and quartiles as torchvision's get_params."""
+    height, width, n = 375, 500, 4000
+    scale, ratio = (0.08, 1.0), (1.0, 1.3)
+    torch.manual_seed(0)
+    image = torch.zeros(3, height, width)
+    reference = torch.tensor([T.RandomResizedCrop.get_params(image, list(scale), list(ratio)) for _ in range(n)]).double()
+    ours = RandomResizedCrop(224, scale, ratio).sample_boxes(
+        torch.tensor([[height, width]] * n), torch.Generator().manual_seed(1)).double()
+
+    def statistics(boxes: torch.Tensor) -> torch.Tensor:
+        top, left, h, w = boxes.unbind(1)
+        free_y, free_x = (height - h).clamp(min=1), (width - w).clamp(min=1)
+        columns = torch.stack([h * w / (height * width), torch.log(w / h), top / free_y, left / free_x], dim=1)
+        return torch.cat([columns.mean(0), columns.quantile(0.25, dim=0), columns.quantile(0.75, dim=0)])
+
+    assert torch.allclose(statistics(ours), statistics(reference), atol=0.03)
+
+
+def test_fallback_is_torchvisions_central_crop() -> None:
+    # No try can fit a box of the whole area with aspect 2 into a square: the central crop of aspect 2 is taken.
+    boxes = RandomResizedCrop(64, scale=(1.0, 1.0), ratio=(2.0, 2.0)).sample_boxes(torch.tensor([[100, 100], [99, 300]]))
+    assert boxes.tolist() == [[25, 0, 50, 100], [0, 51, 99, 198]]
+
+
+def test_flip_mirrors_the_crop_and_seeds_reproduce() -> None:
+    images = torch.arange(32, dtype=torch.uint8).repeat(64, 3, 32, 1)  # a horizontal ramp
+    whole = RandomResizedCrop(32, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=True)
+    out = whole(images, torch.Generator().manual_seed(0))
+    plain = images.float() / 255
+    flipped = torch.tensor([torch.allclose(o, p.flip(-1), atol=1e-6) for o, p in zip(out, plain)])
+    unflipped = torch.tensor([torch.allclose(o, p, atol=1e-6) for o, p in zip(out, plain)])
+    assert (flipped ^ unflipped).all() and 16 <= int(flipped.sum()) <= 48
+    crop = RandomResizedCrop(24)
+    first, again = crop(images, torch.Generator().manual_seed(5)), crop(images, torch.Generator().manual_seed(5))
+    assert torch.equal(first, again) and not torch.equal(first, crop(images, torch.Generator().manual_seed(6)))
+
+
+def test_random_crops_match_torchvision_resized_crop(jpegs: list[Path]) -> None:
+    """For the same box and flip, the crop from the 256-pixel cache matches torchvision's on the full image."""
+    crop = RandomResizedCrop(224, ratio=(1.0, 1.3))
+    for path in jpegs:
+        pixels, original = cached(path, 256)
+        generator = torch.Generator().manual_seed(0)
+        boxes = crop.sample_boxes(original.repeat(8, 1), generator)
+        flips = torch.arange(8) % 2 == 1
+        out = resample_boxes(pixels.repeat(8, 1, 1, 1), boxes / original.double().repeat(8, 2), flips, 224)
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+            for box, flip, ours in zip(boxes.tolist(), flips, out):
+                reference = TF.resized_crop(rgb, *box, [224, 224])
+                reference = TF.to_tensor(TF.hflip(reference) if flip else reference)
+                assert mae(ours, reference) < TOLERANCE, (path.name, box)
+
+
+@pytest.mark.parametrize("resize, size, cache_size", [(256, 224, 256), (73, 64, 256)])
+def test_eval_crop_matches_torchvision(jpegs: list[Path], resize: int, size: int, cache_size: int) -> None:
+    """Resize + CenterCrop from the cache vs torchvision on the decoded JPEG; (73, 64) from a 256 cache
+    shrinks about 3.5 times and exercises the supersampling antialias."""
+    reference_tf = T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor()])
+    for path in jpegs:
+        pixels, original = cached(path, cache_size)
+        ours = ResizeCenterCrop(resize, size)(pixels, original_sizes=original)[0]
+        with Image.open(path) as image:
+            reference = reference_tf(image.convert("RGB"))
+        assert ours.shape == reference.shape and mae(ours, reference) < TOLERANCE, path.name
+
+
+def test_eval_crop_of_an_uncached_square_is_exact() -> None:
+    image = photo_like(256, 256, 0)
+    ours = ResizeCenterCrop(256, 224)(torch.from_numpy(np.asarray(image).transpose(2, 0, 1).copy())[None])[0]
+    assert mae(ours, TF.to_tensor(TF.center_crop(image, [224, 224]))) < 1e-6
+
+
+def test_reference_preset_and_normalisation() -> None:
+    train, evaluate = reference_transforms(224)
+    assert isinstance(train, RandomResizedCrop) and (train.size, train.ratio, train.flip) == (224, (1.0, 1.3), True)
+    assert isinstance(evaluate, ResizeCenterCrop) and (evaluate.resize, evaluate.size) == (256, 224)
+    normalised = reference_transforms(224, normalize=True)[1]
+    images = torch.full((2, 3, 300, 300), 124, dtype=torch.uint8)
+    sizes = torch.tensor([[300, 400], [500, 300]])
+    out = normalised(images, original_sizes=sizes)
+    assert out.shape == (2, 3, 224, 224) and out[:, 0].abs().max() < 0.01  # 124/255 ≈ the red mean 0.485
+
+
+def test_loader_passes_original_sizes_in_batch_order() -> None:
+    seen = []
+
+    def spy(images: torch.Tensor, generator: torch.Generator | None = None, *, original_sizes=None) -> torch.Tensor:
+        seen.append((images[:, 0, 0, 0].long(), original_sizes))
+        return images.float()
+
+    n = 10
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 4, 4).contiguous()
+    sizes = torch.stack([torch.arange(n) + 100, torch.arange(n) + 200], dim=1)
+    loader = BatchLoader(ImageSet(images, torch.zeros(n, dtype=torch.long), ["a"], "t", sizes), 4, spy,
+                         torch.device("cpu"), shuffle=True, drop_last=False)
+    list(loader.epoch(0))
+    for index, batch_sizes in seen:
+        assert torch.equal(batch_sizes, sizes[index])
+    for transform in (Identity(), RandomTranslate(2, flip=True), Normalize(Identity(), [0.5] * 3, [0.5] * 3)):
+        assert transform(images, torch.Generator(), original_sizes=sizes).shape == (n, 3, 4, 4)
+    assert math.isclose(float(Identity()(images)[1, 0, 0, 0]), 1 / 255, rel_tol=1e-6)
