@@ -1,0 +1,41 @@
+"""Ensemble rules of ktg eval on hand-made logits."""
+
+import math
+
+import pytest
+import torch
+
+from ktg.ensemble import majority_vote, mean_logits, mean_probabilities, power_mean
+
+
+def logits_from_probabilities(*nodes):
+    return torch.tensor(nodes).log()
+
+
+# Three nodes, one sample, two classes: the seed's example (0.6, 0.4), (0.6, 0.4), (0.1, 0.9):
+# soft voting picks class 1 (mean 0.43 vs 0.57), hard voting class 0 (two votes to one).
+SEED_EXAMPLE = logits_from_probabilities([[0.6, 0.4]], [[0.6, 0.4]], [[0.1, 0.9]])
+
+
+def test_soft_and_hard_voting_disagree_as_in_the_seed_example():
+    assert mean_probabilities(SEED_EXAMPLE, 1.0).tolist() == [1]
+    assert majority_vote(SEED_EXAMPLE, 1.0).tolist() == [0]
+
+
+def test_power_mean_with_u_one_is_soft_voting_and_small_u_follows_agreement():
+    assert power_mean(SEED_EXAMPLE, 1.0).tolist() == [1]
+    # u → 0 compares Σ log p: 2 ln 0.6 + ln 0.1 < 2 ln 0.4 + ln 0.9 → class 1
+    assert (2 * math.log(0.6) + math.log(0.1)) < (2 * math.log(0.4) + math.log(0.9))
+    assert power_mean(SEED_EXAMPLE, 0.01).tolist() == [1]
+    with pytest.raises(ValueError):
+        power_mean(SEED_EXAMPLE, 0.0)
+
+
+def test_vote_ties_go_to_the_more_probable_class():
+    tie = logits_from_probabilities([[0.9, 0.1]], [[0.4, 0.6]])
+    assert majority_vote(tie, 1.0).tolist() == [0]
+
+
+def test_mean_logits_is_the_ensemble_node():
+    z = torch.tensor([[[2.0, 0.0]], [[0.0, 1.0]]])
+    assert mean_logits(z, 1.0).tolist() == [0]

@@ -1,0 +1,155 @@
+"""Training runs end to end: files written, resume exactness, bad input and NaN handled, ktg eval."""
+
+import json
+
+import pytest
+import torch
+
+from ktg.cli import main
+from ktg.data import load_dataset
+from ktg.errors import KTGError
+from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml
+from ktg.train import CHECKPOINT, NonFiniteLossError, TrainConfig, train
+
+TINY = {"base_width": 4}
+
+
+def tiny_data():
+    return load_dataset("synthetic", image_size=16, train_size=64, test_size=32, num_classes=4)
+
+
+def heavy_graph():
+    edges = tuple(EdgeSpec(s, t, design, gate) for (s, t), design, gate in [
+        ((0, 1), "prob_kl+att_mse", "through"), ((1, 0), "prob_cos+att_cos", "linear"),
+        ((0, 2), "att_mse", "correct"), ((2, 1), "prob_kl", "through"),
+    ])
+    return GraphSpec((NodeSpec("abn_resnet20"),) * 3, ("through", "linear", "correct"), edges, crop_sizes=(3, 5))
+
+
+CONFIG = TrainConfig(epochs=3, batch_size=16, lr=0.05, device="cpu")
+
+
+def test_a_run_writes_its_files(tmp_path):
+    final = train(heavy_graph(), tiny_data(), CONFIG, tmp_path, progress=False, node_options=TINY)
+    assert set(final) >= {"node_accuracy", "ensemble_accuracy", "split"}
+    assert len(final["node_accuracy"]) == 3 and all(0 <= a <= 1 for a in final["node_accuracy"])
+    assert json.loads((tmp_path / "metrics.json").read_text()) == final
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2, 3] and lines[0]["split"] == "test"
+    assert "edge 0→1 prob_kl+att_mse/through" in lines[0]["losses"]
+    assert lines[0]["gate_weights"]["label→1 abn_ce/linear"] < lines[-1]["gate_weights"]["label→1 abn_ce/linear"]
+    saved = GraphSpec.load(tmp_path / "graph.json")
+    assert saved.nodes[0] == NodeSpec("abn_resnet20", TINY)
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    assert state["epoch"] == 3
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_an_interruption_gives_the_same_weights(tmp_path):
+    data = tiny_data()
+    train(heavy_graph(), data, CONFIG, tmp_path / "straight", progress=False, node_options=TINY)
+
+    def stop_after_first_epoch(epoch, metrics):
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(heavy_graph(), data, CONFIG, tmp_path / "resumed", progress=False, node_options=TINY,
+              callback=stop_after_first_epoch)
+    assert len((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()) == 1
+    train(heavy_graph(), data, CONFIG, tmp_path / "resumed", progress=False, node_options=TINY, resume=True)
+
+    straight = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=True)
+    resumed = torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=True)
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    assert straight["history"][-1]["losses"] == resumed["history"][-1]["losses"]
+    lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_a_callback_can_stop_the_run_early(tmp_path):
+    seen = []
+    final = train(dml(2), tiny_data(), CONFIG, tmp_path, progress=False, node_options=TINY,
+                  callback=lambda epoch, metrics: seen.append(metrics["ensemble_accuracy"]) or epoch == 2)
+    assert len(seen) == 2 and final["epochs"] == 2 and final["stopped_early"]
+
+
+def test_existing_run_needs_resume_and_resume_needs_the_same_options(tmp_path):
+    data = tiny_data()
+    short = TrainConfig(epochs=1, batch_size=16, device="cpu")
+    train(dml(2), data, short, tmp_path, progress=False, node_options=TINY)
+    with pytest.raises(KTGError, match="already holds a run"):
+        train(dml(2), data, short, tmp_path, progress=False, node_options=TINY)
+    with pytest.raises(KTGError, match=r"lr: 0.1 → 0.2"):
+        train(dml(2), data, TrainConfig(epochs=1, batch_size=16, lr=0.2, device="cpu"), tmp_path,
+              progress=False, node_options=TINY, resume=True)
+    with pytest.raises(KTGError, match="nothing to resume"):
+        train(dml(2), data, short, tmp_path / "new", progress=False, node_options=TINY, resume=True)
+
+
+def test_non_finite_loss_is_reported_and_the_last_good_checkpoint_kept(tmp_path):
+    data = tiny_data()
+    train(dml(2), data, TrainConfig(epochs=1, batch_size=16, device="cpu"), tmp_path / "ok", progress=False,
+          node_options=TINY)
+    good = (tmp_path / "ok" / CHECKPOINT).read_bytes()
+    poisoned = tiny_data()
+
+    def nan_transform(images, generator=None, **kwargs):
+        out = data.train_transform(images, generator, **kwargs)
+        return out * float("nan")
+
+    poisoned.train_transform = nan_transform
+    with pytest.raises(NonFiniteLossError, match="non-finite loss in epoch 1 on label→0"):
+        train(dml(2), poisoned, TrainConfig(epochs=2, batch_size=16, device="cpu"), tmp_path / "nan",
+              progress=False, node_options=TINY)
+    assert not (tmp_path / "nan" / CHECKPOINT).exists()
+    assert (tmp_path / "ok" / CHECKPOINT).read_bytes() == good
+
+
+def test_holdout_evaluates_on_a_saved_validation_split(tmp_path):
+    config = TrainConfig(epochs=1, batch_size=16, device="cpu", holdout=0.5)
+    final = train(dml(2), tiny_data(), config, tmp_path, progress=False, node_options=TINY)
+    split = json.loads((tmp_path / "split.json").read_text())
+    assert final["split"] == "val"
+    assert len(split["train_indices"]) + len(split["val_indices"]) == 64
+    assert not set(split["train_indices"]) & set(split["val_indices"])
+
+
+def test_cli_train_then_eval(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--graph", "dml", "--nodes", "3", "--dataset", "synthetic", "--image-size", "16",
+                 "--dataset-option", "train_size=64", "--dataset-option", "test_size=32", "--width", "4",
+                 "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--out", str(out), "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "ensemble" in printed and str(out) in printed
+    assert main(["eval", "--run", str(out), "--device", "cpu", "--no-progress", "--power", "0.1"]) == 0
+    report = json.loads((out / "eval_test.json").read_text())
+    assert set(report["ensemble_accuracy"]) == {"mean_logits", "mean_probabilities", "majority_vote",
+                                                "power_mean(u=0.1)"}
+    final = json.loads((out / "metrics.json").read_text())
+    assert report["ensemble_accuracy"]["mean_logits"] == pytest.approx(final["ensemble_accuracy"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--dataset", "imagenet22k"], "unknown dataset 'imagenet22k'; choose one of:"),
+    (["train", "--graph", "nope.json"], "neither a named graph"),
+    (["train", "--model", "vit", "--epochs", "1"], "unknown model 'vit'"),
+    (["eval", "--run", "/nonexistent"], "is not a ktg run folder"),
+])
+def test_cli_user_errors_are_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ktg: error: ") and message in err and "Traceback" not in err
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    assert "--graph" in capsys.readouterr().out
