@@ -122,12 +122,14 @@ def load_stanford_dogs(
     for images in (train, test):
         for file, label in zip(images.files, images.labels):
             breed = file.split("/")[0]
-            if folder_of.setdefault(label, breed) != breed or label_of.setdefault(breed, label) != label:
-                raise KTGError(
-                    f"{name}: {images.source} gives label {label + 1} to {file}, but the lists also pair label "
-                    f"{label + 1} with {folder_of[label]!r} and {breed!r} with label {label_of[breed] + 1}; "
-                    "the lists disagree with the images"
-                )
+            if label_of.setdefault(breed, label) != label:
+                conflict = f"other images of {breed!r} have label {label_of[breed] + 1}"
+            elif folder_of.setdefault(label, breed) != breed:
+                conflict = f"label {label + 1} already stands for {folder_of[label]!r}"
+            else:
+                continue
+            raise KTGError(f"{name}: {images.source} gives label {label + 1} to {file}, but {conflict}; "
+                           "the lists disagree with the images")
     train.classes = test.classes = [folder_of[label].split("-", 1)[-1] for label in range(len(breed_folders))]
     return _photo_dataset(name, train, test, image_size, cache_dir, cache_size, normalize, {"layout": "stanford_dogs"})
 

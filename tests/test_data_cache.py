@@ -1,0 +1,161 @@
+"""The decode-once cache: reuse, stale and truncated caches rebuilt, concurrent builders, nothing half-written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dataset_trees import write_imagefolder, write_jpeg
+from ktg.data import cache
+from ktg.data.cache import ImageList, cached_image_set, default_cache_dir
+from ktg.errors import KTGError
+
+
+def image_list(root: Path) -> ImageList:
+    files = sorted(path.relative_to(root).as_posix() for path in (root / "train").rglob("*.jpg"))
+    labels = [int(file.split("/")[1].split("_")[1]) for file in files]
+    return ImageList(root, files, labels, ["class_0", "class_1", "class_2"], "a test list")
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> ImageList:
+    return image_list(write_imagefolder(tmp_path / "data", per_class=4))
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Counts the images decoded (the cache calls ``decode_resized`` once per image it builds)."""
+    calls: list[str] = []
+    real = cache.decode_resized
+
+    def counting(path, size):
+        calls.append(str(path))
+        return real(path, size)
+
+    monkeypatch.setattr(cache, "decode_resized", counting)
+    return calls
+
+
+def cache_files(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.rglob("*") if path.is_file())
+
+
+def test_cache_is_built_once_then_reused(tmp_path: Path, tree: ImageList, decodes: list[str]) -> None:
+    first = cached_image_set("demo", "train", tree, 24, tmp_path / "cache")
+    assert len(decodes) == 12 and first.images.shape == (12, 3, 24, 24) and first.name == "demo/train"
+    again = cached_image_set("demo", "train", tree, 24, tmp_path / "cache")
+    assert len(decodes) == 12  # nothing decoded the second time
+    assert torch.equal(first.images, again.images) and torch.equal(first.original_sizes, again.original_sizes)
+    assert torch.equal(again.labels, torch.tensor(tree.labels))
+    names = cache_files(tmp_path / "cache")
+    assert [name.rsplit(".", 1)[1] for name in names] == ["json", "lock", "npy"]
+    assert names[0].startswith("train-24px-")
+    cached_image_set("demo", "train", tree, 20, tmp_path / "cache")  # another size is another cache
+    assert len(decodes) == 24
+
+
+def test_stale_caches_are_rebuilt(tmp_path: Path, tree: ImageList, decodes: list[str]) -> None:
+    before = cached_image_set("demo", "train", tree, 24, tmp_path / "cache")
+    write_jpeg(tree.root / tree.files[0], 2, 99)  # the image was replaced (a different size in bytes)
+    after = cached_image_set("demo", "train", tree, 24, tmp_path / "cache")
+    assert len(decodes) == 24 and not torch.equal(before.images[0], after.images[0])
+    assert torch.equal(before.images[1:], after.images[1:])
+    relabelled = ImageList(tree.root, tree.files, [2 - label for label in tree.labels], tree.classes, tree.source)
+    cached_image_set("demo", "train", relabelled, 24, tmp_path / "cache")
+    assert len(decodes) == 36
+    assert len(cache_files(tmp_path / "cache")) == 3  # rebuilt in place, not beside the stale one
+
+
+@pytest.mark.parametrize("damage", ["truncate array", "delete array", "garble sidecar", "delete sidecar"])
+def test_damaged_caches_are_rebuilt(tmp_path: Path, tree: ImageList, decodes: list[str], damage: str) -> None:
+    good = cached_image_set("demo", "train", tree, 24, tmp_path / "cache").images.clone()
+    array = next((tmp_path / "cache").rglob("*.npy"))
+    target = array if damage.endswith("array") else array.with_suffix(".json")
+    if damage.startswith("truncate"):
+        os.truncate(target, target.stat().st_size - 100)
+    elif damage.startswith("garble"):
+        target.write_text("{not json")
+    else:
+        target.unlink()
+    rebuilt = cached_image_set("demo", "train", tree, 24, tmp_path / "cache")
+    assert len(decodes) == 24 and torch.equal(rebuilt.images, good)
+
+
+def test_a_failed_build_leaves_nothing_half_written(tmp_path: Path, tree: ImageList) -> None:
+    (tree.root / tree.files[5]).write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    with pytest.raises(KTGError, match=f"demo: cannot decode {tree.root / tree.files[5]} \\(train split, listed in a test list\\)"):
+        cached_image_set("demo", "train", tree, 24, tmp_path / "cache")
+    assert [name.rsplit(".", 1)[1] for name in cache_files(tmp_path / "cache")] == ["lock"]
+
+
+def test_leftovers_of_a_killed_builder_are_removed(tmp_path: Path, tree: ImageList) -> None:
+    cached_image_set("demo", "train", tree, 24, tmp_path / "cache")
+    array = next((tmp_path / "cache").rglob("*.npy"))
+    leftover = array.with_name(f".{array.name}.abc123.tmp")
+    leftover.write_bytes(b"partial")
+    array.unlink()
+    cached_image_set("demo", "train", tree, 24, tmp_path / "cache")
+    assert not leftover.exists() and array.exists()
+
+
+def test_cache_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KTG_CACHE_DIR", str(tmp_path / "env"))
+    assert default_cache_dir() == tmp_path / "env" and default_cache_dir(tmp_path / "opt") == tmp_path / "opt"
+    monkeypatch.delenv("KTG_CACHE_DIR")
+    assert default_cache_dir() == Path.home() / ".cache" / "ktg"
+
+
+BUILDER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, {tests!r})
+    from test_data_cache import image_list
+    from ktg.data import cache
+
+    real = cache.decode_resized
+    def slow(path, size):
+        time.sleep(0.02)  # so that the two builders overlap
+        return real(path, size)
+    cache.decode_resized = slow
+    real_build = cache._build
+    def logged_build(*args):
+        with open({log!r}, "a") as log:
+            log.write("built\\n")
+        real_build(*args)
+    cache._build = logged_build
+
+    Path({ready!r} + sys.argv[1]).touch()
+    while not Path({go!r}).exists():
+        time.sleep(0.01)
+    images = cache.cached_image_set("demo", "train", image_list(Path({root!r})), 24, {cache_dir!r})
+    print(int(images.images.long().sum()))
+""")
+
+
+def test_two_processes_building_at_once_share_one_cache(tmp_path: Path, tree: ImageList) -> None:
+    script = tmp_path / "builder.py"
+    script.write_text(BUILDER.format(tests=str(Path(__file__).parent), log=str(tmp_path / "log"),
+                                     ready=str(tmp_path / "ready"), go=str(tmp_path / "go"),
+                                     root=str(tree.root), cache_dir=str(tmp_path / "cache")))
+    processes = [subprocess.Popen([sys.executable, str(script), str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for i in range(2)]
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"ready{i}").exists() for i in range(2)):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in processes), processes[0].stderr.read()
+        time.sleep(0.05)
+    (tmp_path / "go").touch()
+    results = [process.communicate(timeout=60) for process in processes]
+    assert [p.returncode for p in processes] == [0, 0], results
+    assert results[0][0] == results[1][0]  # both see the same pixels
+    assert (tmp_path / "log").read_text() == "built\n"  # the second waited for the first and reused its cache
+    assert [name.rsplit(".", 1)[1] for name in cache_files(tmp_path / "cache")] == ["json", "lock", "npy"]
+    pixels = np.load(next((tmp_path / "cache").rglob("*.npy")))
+    assert int(pixels.astype(np.int64).sum()) == int(results[0][0])
