@@ -146,3 +146,8 @@ def test_imagenet_weights_come_from_the_torch_hub_cache(tmp_path, monkeypatch, r
     checkpoints.mkdir(parents=True)
     torch.save(resnet18_state, checkpoints / os.path.basename(url))
     _assert_backbone_loaded(create_model("abn_resnet18", 7, pretrained="imagenet"), resnet18_state)
+
+
+def test_unknown_model_option_is_a_user_error_naming_it():
+    with pytest.raises(KTGError, match="does not take that option .*colour"):
+        create_model("abn_resnet20", 3, colour="red")

@@ -80,7 +80,13 @@ def create_model(
         raise KTGError(f"model {name!r} takes no pretrained weights; models that do: {', '.join(with_weights)}")
     if base_width is not None:
         options["base_width"] = base_width
-    model = entry.constructor(num_classes, attention_residual=attention_residual, **options)
+    try:
+        model = entry.constructor(num_classes, attention_residual=attention_residual, **options)
+    except TypeError as error:
+        # Options usually come from a graph file's node "options": name the culprit instead of a traceback.
+        if "unexpected keyword argument" not in str(error):
+            raise
+        raise KTGError(f"model {name!r} does not take that option ({error}); check the node options") from None
     if pretrained is not None:
         state_dict = read_pretrained(pretrained, entry.imagenet_weights)
         load_backbone_weights(model, state_dict, source=f"{pretrained!r} into {name}")
