@@ -12,6 +12,7 @@ Options common to these loaders: ``cache_dir`` (default ``$KTG_CACHE_DIR`` or ``
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -54,42 +55,31 @@ def _image_dataset(
     name: str,
     train: ImageList,
     test: ImageList,
-    transforms: tuple[BatchTransform, BatchTransform],
-    image_size: int,
-    cache_dir: str | Path | None,
-    cache_size: int | None,
-    info: dict,
-) -> Dataset:
-    """Cache both splits (training must show every class) and bundle them with ``transforms``."""
-    require_every_class(name, train.labels, train.classes, train.source)
-    size = cache_size or eval_resize(image_size)
-    if size < 1:
-        raise KTGError(f"{name}: cache_size must be a positive number of pixels, got {size}")
-    return Dataset(
-        name=name,
-        train=cached_image_set(name, "train", train, size, cache_dir),
-        test=cached_image_set(name, "test", test, size, cache_dir),
-        train_transform=transforms[0],
-        eval_transform=transforms[1],
-        info={**info, "root": str(train.root), "image_size": image_size, "cache_size": size,
-              "train_images": len(train.files), "test_images": len(test.files)},
-    )
-
-
-def _photo_dataset(
-    name: str,
-    train: ImageList,
-    test: ImageList,
     image_size: int | None,
+    *,
     cache_dir: str | Path | None,
     cache_size: int | None,
     normalize: bool,
     info: dict,
+    preset: Callable[..., tuple[BatchTransform, BatchTransform]] = reference_transforms,
 ) -> Dataset:
-    """A fine-grained dataset with the SPEC §5 transforms at ``image_size`` (default 224)."""
-    size = image_size or 224
-    transforms = reference_transforms(size, normalize=normalize)
-    return _image_dataset(name, train, test, transforms, size, cache_dir, cache_size, info)
+    """Cache both splits (training must show every class) and pair them with ``preset``'s transforms at
+    ``image_size`` (default 224): by default the SPEC §5 recipe."""
+    require_every_class(name, train.labels, train.classes, train.source)
+    image_size = image_size or 224
+    size = cache_size or eval_resize(image_size)
+    if size < 1:
+        raise KTGError(f"{name}: cache_size must be a positive number of pixels, got {size}")
+    train_transform, eval_transform = preset(image_size, normalize=normalize)
+    return Dataset(
+        name=name,
+        train=cached_image_set(name, "train", train, size, cache_dir),
+        test=cached_image_set(name, "test", test, size, cache_dir),
+        train_transform=train_transform,
+        eval_transform=eval_transform,
+        info={**info, "root": str(train.root), "image_size": image_size, "cache_size": size,
+              "train_images": len(train.files), "test_images": len(test.files)},
+    )
 
 
 @register_dataset("stanford_dogs")
@@ -131,7 +121,8 @@ def load_stanford_dogs(
             raise KTGError(f"{name}: {images.source} gives label {label + 1} to {file}, but {conflict}; "
                            "the lists disagree with the images")
     train.classes = test.classes = [folder_of[label].split("-", 1)[-1] for label in range(len(breed_folders))]
-    return _photo_dataset(name, train, test, image_size, cache_dir, cache_size, normalize, {"layout": "stanford_dogs"})
+    return _image_dataset(name, train, test, image_size, cache_dir=cache_dir, cache_size=cache_size,
+                          normalize=normalize, info={"layout": "stanford_dogs"})
 
 
 @register_dataset("cub200")
@@ -167,7 +158,8 @@ def load_cub200(
     files = np.array([tables["images.txt"][i] for i in ids], dtype=object)
     train, test = (image_list(name, folder / "images", files[mask].tolist(), labels[mask], classes, source, base=1)
                    for mask in (is_train, ~is_train))
-    return _photo_dataset(name, train, test, image_size, cache_dir, cache_size, normalize, {"layout": "CUB_200_2011"})
+    return _image_dataset(name, train, test, image_size, cache_dir=cache_dir, cache_size=cache_size,
+                          normalize=normalize, info={"layout": "CUB_200_2011"})
 
 
 @register_dataset("stanford_cars")
@@ -208,7 +200,8 @@ def load_stanford_cars(
             for annos, images in ((folder / "devkit" / "cars_train_annos.mat", "cars_train"), (test_annos, "cars_test"))
         )
         layout = "torchvision"
-    return _photo_dataset(name, train, test, image_size, cache_dir, cache_size, normalize, {"layout": layout})
+    return _image_dataset(name, train, test, image_size, cache_dir=cache_dir, cache_size=cache_size,
+                          normalize=normalize, info={"layout": layout})
 
 
 def _cars_split(name: str, folder: Path, annos: Path, images: str, classes: list[str]) -> ImageList:
@@ -243,9 +236,8 @@ def load_imagefolder(
         raise KTGError(f"{name}: expected the folder {root / test_dir}, which does not exist; the dataset should be "
                        f"laid out as {IMAGEFOLDER_LAYOUT} (option test_dir names another test folder)")
     test = _folder_split(name, root, test_dir, classes)
-    size = image_size or 224
-    transforms = crop_transforms(size, normalize=normalize)
-    return _image_dataset(name, train, test, transforms, size, cache_dir, cache_size, {"layout": "imagefolder"})
+    return _image_dataset(name, train, test, image_size, cache_dir=cache_dir, cache_size=cache_size,
+                          normalize=normalize, info={"layout": "imagefolder"}, preset=crop_transforms)
 
 
 def _folder_split(name: str, root: Path, split: str, classes: list[str]) -> ImageList:
