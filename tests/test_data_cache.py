@@ -74,7 +74,7 @@ def test_stale_caches_are_rebuilt(tmp_path: Path, tree: ImageList, decodes: list
     assert len(cache_files(tmp_path / "cache")) == 3  # rebuilt in place, not beside the stale one
 
 
-@pytest.mark.parametrize("damage", ["truncate array", "delete array", "garble sidecar", "delete sidecar"])
+@pytest.mark.parametrize("damage", ["truncate array", "delete array", "garble sidecar", "empty sidecar", "delete sidecar"])
 def test_damaged_caches_are_rebuilt(tmp_path: Path, tree: ImageList, decodes: list[str], damage: str) -> None:
     good = cached_image_set("demo", "train", tree, 24, tmp_path / "cache").images.clone()
     array = next((tmp_path / "cache").rglob("*.npy"))
@@ -83,6 +83,8 @@ def test_damaged_caches_are_rebuilt(tmp_path: Path, tree: ImageList, decodes: li
         os.truncate(target, target.stat().st_size - 100)
     elif damage.startswith("garble"):
         target.write_text("{not json")
+    elif damage.startswith("empty"):
+        target.write_text("[]")
     else:
         target.unlink()
     rebuilt = cached_image_set("demo", "train", tree, 24, tmp_path / "cache")
@@ -94,6 +96,12 @@ def test_a_failed_build_leaves_nothing_half_written(tmp_path: Path, tree: ImageL
     with pytest.raises(KTGError, match=f"demo: cannot decode {tree.root / tree.files[5]} \\(train split, listed in a test list\\)"):
         cached_image_set("demo", "train", tree, 24, tmp_path / "cache")
     assert [name.rsplit(".", 1)[1] for name in cache_files(tmp_path / "cache")] == ["lock"]
+
+
+def test_an_empty_split_is_an_error(tmp_path: Path, tree: ImageList) -> None:
+    empty = ImageList(tree.root, [], [], tree.classes, "an empty list")
+    with pytest.raises(KTGError, match="demo: an empty list lists no images for the test split"):
+        cached_image_set("demo", "test", empty, 24, tmp_path / "cache")
 
 
 def test_leftovers_of_a_killed_builder_are_removed(tmp_path: Path, tree: ImageList) -> None:

@@ -193,5 +193,5 @@ def test_imagefolder_class_folders_must_agree(tmp_path: Path) -> None:
         image.unlink()
     with pytest.raises(KTGError, match="class 'class_1' has no images"):
         load("imagefolder", root, tmp_path)
-    with pytest.raises(KTGError, match="expected the folder .*valid"):
+    with pytest.raises(KTGError, match="expected .*valid, which does not exist.*option test_dir"):
         load("imagefolder", root, tmp_path, test_dir="valid")

@@ -41,4 +41,4 @@ def test_a_wrong_root_is_one_line_and_exit_status_2(tmp_path: Path, capsys: pyte
     status = main(["train", "--dataset", "stanford_dogs", "--data-root", str(tmp_path), "--epochs", "1",
                    "--device", "cpu", "--out", str(tmp_path / "run"), "--no-progress"])
     error = capsys.readouterr().err.strip()
-    assert status == 2 and "\n" not in error and f"expected the file {tmp_path / 'lists' / 'train_list.mat'}" in error
+    assert status == 2 and "\n" not in error and f"expected {tmp_path / 'lists' / 'train_list.mat'}, which does not exist" in error

@@ -82,6 +82,8 @@ def cached_image_set(
     Raises :class:`KTGError` naming the file when an image is missing or cannot be decoded; nothing is
     left in the cache then.
     """
+    if not images.files:
+        raise KTGError(f"{dataset}: {images.source} lists no images for the {split} split")
     fingerprint = _fingerprint(dataset, split, images, size)
     root_key = hashlib.sha256(str(images.root.resolve()).encode()).hexdigest()[:8]
     stem = default_cache_dir(cache_dir) / dataset / f"{split}-{size}px-{root_key}"
@@ -129,15 +131,16 @@ def _read(array_path: Path, sidecar_path: Path, fingerprint: str) -> tuple[torch
     exists, else ``None`` (missing, stale, truncated or unreadable)."""
     try:
         meta = json.loads(sidecar_path.read_text(encoding="utf-8"))
-        if meta.get("fingerprint") != fingerprint:
+        if meta["fingerprint"] != fingerprint:
             return None
-        # Copy-on-write mapping: pages are shared between processes, and torch gets a writable array.
+        # Copy-on-write mapping: pages are shared between processes, and torch gets a writable array. A
+        # truncated file fails here, as its header promises more bytes than it has.
         pixels = np.load(array_path, mmap_mode="c", allow_pickle=False)
-    except (OSError, ValueError):
+        original_sizes = torch.tensor(meta["original_sizes"], dtype=torch.int64).view(-1, 2)
+        complete = pixels.dtype == np.uint8 and list(pixels.shape) == meta["shape"] == [len(original_sizes), *pixels.shape[1:]]
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError):  # missing, unreadable or not ours
         return None
-    if pixels.dtype != np.uint8 or list(pixels.shape) != meta["shape"]:
-        return None
-    return torch.from_numpy(pixels), torch.tensor(meta["original_sizes"], dtype=torch.int64).view(-1, 2)
+    return (torch.from_numpy(pixels), original_sizes) if complete else None
 
 
 def _build(
@@ -149,19 +152,19 @@ def _build(
         leftover.unlink()  # from a builder that was killed; we hold the lock, so nobody is writing it
     shape = (len(images.files), 3, size, size)
     original_sizes = np.zeros((shape[0], 2), dtype=np.int64)
-
-    def decode(index: int) -> None:
-        path = images.root / images.files[index]
-        try:
-            pixels[index], original_sizes[index] = decode_resized(path, size)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-            raise KTGError(
-                f"{dataset}: cannot decode {path} ({split} split, listed in {images.source}): {error}; "
-                "replace the file with a good copy"
-            ) from error
-
     with atomic_path(array_path) as tmp:
         pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+
+        def decode(index: int) -> None:
+            path = images.root / images.files[index]
+            try:
+                pixels[index], original_sizes[index] = decode_resized(path, size)
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+                raise KTGError(
+                    f"{dataset}: cannot decode {path} ({split} split, listed in {images.source}): {error}; "
+                    "replace the file with a good copy"
+                ) from error
+
         pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
         try:
             progress = tqdm(total=shape[0], desc=f"caching {dataset}/{split} at {size}px", unit="img", mininterval=1)

@@ -227,14 +227,13 @@ def load_imagefolder(
     root = require_root(root, name)
     train_dir = root / "train"
     if not train_dir.is_dir():
-        raise KTGError(f"{name}: expected the folder {train_dir}, which does not exist; the dataset should be laid out as {IMAGEFOLDER_LAYOUT}")
+        raise missing(name, train_dir, IMAGEFOLDER_LAYOUT)
     classes = sorted(entry.name for entry in train_dir.iterdir() if entry.is_dir() and not entry.name.startswith("."))
     if not classes:
-        raise KTGError(f"{name}: {train_dir} has no class folders; the dataset should be laid out as {IMAGEFOLDER_LAYOUT}")
+        raise KTGError(f"{name}: {train_dir} has no class folders; the dataset is usually laid out as {IMAGEFOLDER_LAYOUT}")
     train = _folder_split(name, root, "train", classes)
     if not (root / test_dir).is_dir():
-        raise KTGError(f"{name}: expected the folder {root / test_dir}, which does not exist; the dataset should be "
-                       f"laid out as {IMAGEFOLDER_LAYOUT} (option test_dir names another test folder)")
+        raise missing(name, root / test_dir, f"{IMAGEFOLDER_LAYOUT} (option test_dir names another test folder)")
     test = _folder_split(name, root, test_dir, classes)
     return _image_dataset(name, train, test, image_size, cache_dir=cache_dir, cache_size=cache_size,
                           normalize=normalize, info={"layout": "imagefolder"}, preset=crop_transforms)

@@ -70,6 +70,7 @@ class BatchLoader:
         order_cpu = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
         order = order_cpu.to(self.device, non_blocking=True)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            index = order[start : start + self.batch_size]
-            sizes = None if self.original_sizes is None else self.original_sizes[order_cpu[start : start + self.batch_size]]
+            stop = start + self.batch_size
+            index = order[start:stop]
+            sizes = None if self.original_sizes is None else self.original_sizes[order_cpu[start:stop]]
             yield self.transform(self.pixels[index], generator, original_sizes=sizes), self.labels[index]

@@ -37,8 +37,8 @@ def locate(root: Path | None, dataset: str, markers: Sequence[str], subfolders: 
 
 
 def missing(dataset: str, expected: Path, layout: str) -> KTGError:
-    """The error for a file that is not where a dataset's layout puts it."""
-    return KTGError(f"{dataset}: expected the file {expected}, which does not exist; the dataset is usually laid out as {layout}")
+    """The error for a file or folder that is not where a dataset's layout puts it."""
+    return KTGError(f"{dataset}: expected {expected}, which does not exist; the dataset is usually laid out as {layout}")
 
 
 def check_file(path: Path, dataset: str, layout: str) -> Path:
