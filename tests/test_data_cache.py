@@ -71,6 +71,9 @@ def test_stale_caches_are_rebuilt(tmp_path: Path, tree: ImageList, decodes: list
     relabelled = ImageList(tree.root, tree.files, [2 - label for label in tree.labels], tree.classes, tree.source)
     cached_image_set("demo", "train", relabelled, 24, tmp_path / "cache")
     assert len(decodes) == 36
+    os.utime(tree.root / tree.files[3], ns=(0, 10**18))  # rewritten in place with the same size
+    cached_image_set("demo", "train", relabelled, 24, tmp_path / "cache")
+    assert len(decodes) == 48
     assert len(cache_files(tmp_path / "cache")) == 3  # rebuilt in place, not beside the stale one
 
 

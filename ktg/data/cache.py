@@ -3,9 +3,12 @@
 A split is cached as ``<cache>/<dataset>/<split>-<size>px-<root hash>.npy`` (N×3×S×S uint8, memory-mapped
 when read) with a JSON sidecar of the same stem holding the class names, labels, each image's original
 (height, width), the file list and a fingerprint. The fingerprint covers the format version, dataset,
-split, size, classes, and every file's relative path, byte size and label, so an edited list, a replaced
-image or a new label makes the cache stale; it is then rebuilt. Keeping the original sizes lets the crop
-transforms (:mod:`ktg.data.transforms`) choose boxes in original pixels, as torchvision does.
+split, size, classes, and every file's relative path, byte size, modification time and label, so an edited
+list, a replaced image or a new label makes the cache stale; it is then rebuilt. Keeping the original sizes
+lets the crop transforms (:mod:`ktg.data.transforms`) choose boxes in original pixels, as torchvision does.
+Squashing keeps S samples along both sides: along the shorter one that is what torchvision's Resize(S)
+keeps, along the longer one it is fewer (by the aspect ratio, typically 4:3). At S = 256, Stanford Dogs
+takes 2.4 GB (train) + 1.7 GB (test) of uint8, which the batch loader holds on the GPU.
 
 Building is parallel (threads: PIL releases the GIL while decoding and resizing) and atomic: the array is
 written to a temporary file and renamed, and the sidecar, written last, marks the cache complete. A lock
@@ -111,10 +114,11 @@ def cached_image_set(
 
 def _fingerprint(dataset: str, split: str, images: ImageList, size: int) -> str:
     """A hash of everything the cache's content depends on; stats every file, so a missing one is reported."""
-    byte_sizes, missing = [], []
+    file_stats, missing = [], []
     for name in images.files:
         try:
-            byte_sizes.append((images.root / name).stat().st_size)
+            stat = (images.root / name).stat()
+            file_stats.append((stat.st_size, stat.st_mtime_ns))
         except OSError:
             missing.append(name)
     if missing:
@@ -122,7 +126,7 @@ def _fingerprint(dataset: str, split: str, images: ImageList, size: int) -> str:
             f"{dataset}: {len(missing)} image(s) listed in {images.source} are missing under {images.root}, "
             f"e.g. {images.root / missing[0]}; the list and the image folder must come from the same copy"
         )
-    key = [FORMAT_VERSION, dataset, split, size, images.classes, images.files, images.labels, byte_sizes]
+    key = [FORMAT_VERSION, dataset, split, size, images.classes, images.files, images.labels, file_stats]
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()
 
 

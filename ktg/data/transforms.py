@@ -140,7 +140,9 @@ class RandomResizedCrop:
     Per image, up to 10 tries draw an area fraction uniformly from ``scale`` and an aspect ratio (width/height)
     log-uniformly from ``ratio``, in original pixels, rounding the box's sides; the first box that fits is
     placed uniformly at random, and when none fits the central crop clamped to ``ratio`` is taken. Then the
-    box is resized to size×size and flipped with probability 1/2 if ``flip``.
+    box is resized to size×size and flipped with probability 1/2 if ``flip``. For the same box, the result
+    differs from torchvision's ``resized_crop`` on the full image by a mean absolute error of about 0.0025
+    (tested below 0.01); small boxes are softer than torchvision's, as they are cut from the cached square.
     """
 
     def __init__(
@@ -197,9 +199,9 @@ class ResizeCenterCrop:
     """torchvision's ``Resize(resize)`` (shorter side → ``resize``) + ``CenterCrop(size)``, batched.
 
     The crop box is computed in original pixels with torchvision's rounding, then resampled from the cached
-    image in one bilinear pass. Against torchvision on PIL images (decode → Resize → CenterCrop → ToTensor),
-    the output differs by a mean absolute error below 0.02 (in [0, 1] units) on smooth natural-like images;
-    the difference is the cache's resampling (tested in ``tests/test_transforms.py``).
+    image in one bilinear pass. Against torchvision on PIL images (decode → Resize → CenterCrop → ToTensor)
+    the mean absolute difference is about 0.002-0.003 in [0, 1] units (PSNR ≈ 45 dB) from a 256-pixel
+    cache; ``tests/test_transforms.py`` holds it below 0.01. The difference is the cache's extra resampling.
     """
 
     def __init__(self, resize: int, size: int) -> None:
