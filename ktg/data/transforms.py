@@ -111,8 +111,8 @@ def resample_boxes(images: torch.Tensor, boxes: torch.Tensor, flips: torch.Tenso
         size: side of the output.
 
     Output pixel centres are sampled bilinearly at the positions torchvision's resize uses
-    (``align_corners=False``). Where a box shrinks by a factor k ≥ 1.5 (rounded to an integer over the
-    batch), every output pixel averages k×k samples, an antialiasing filter close to PIL's.
+    (``align_corners=False``). Where the batch's most shrunken box shrinks by 1.5 or more, every output pixel
+    averages k×k samples, k that factor rounded: an antialiasing filter close to PIL's.
     """
     _, _, h, w = images.shape
     top, left, height, width = boxes.to(torch.float64).unbind(1)
