@@ -1,0 +1,127 @@
+"""``ktg graph show`` and ``ktg attention``: pictures of graphs and of where nodes look, from the command line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ktg.errors import KTGError
+
+TEXT_FORMATS = {"text": (".txt",), "dot": (".dot", ".gv"), "mermaid": (".mmd", ".mermaid")}
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def add_commands(commands) -> None:
+    """Add ``graph`` (with ``show``) and ``attention`` to the ``ktg`` subcommands."""
+    graph = commands.add_parser("graph", help="draw or describe a graph (ktg graph show --help)",
+                                description="Draw or describe a knowledge transfer graph.")
+    actions = graph.add_subparsers(dest="graph_command", metavar="ACTION", required=True)
+    show = actions.add_parser(
+        "show", help="draw a graph (PNG/SVG/PDF), export it (DOT, Mermaid) or summarise it in the terminal",
+        description="Draw a graph the way the papers do (label node on top, network nodes around, ensemble node "
+        "below; one arrow per active edge, coloured by gate, labelled by loss design; cut-off edges left out), "
+        "export it as Graphviz DOT or Mermaid, or print a plain-text summary (the default).")
+    show.add_argument("graph", help="graph file, run or search folder (its graph.json / best_graph.json), "
+                      "or a named graph: independent, dml")
+    show.add_argument("--nodes", type=int, help="number of network nodes of a named graph (default 3)")
+    show.add_argument("--out", type=Path, help="write here; the suffix picks the format: .png .svg .pdf "
+                      "(figure), .dot .gv, .mmd .mermaid, .txt (default: print to the terminal)")
+    show.add_argument("--format", choices=("text", "dot", "mermaid", "png", "svg", "pdf"),
+                      help="output format (default: from --out's suffix, else text)")
+    show.add_argument("--size", type=float, nargs=2, default=(7.0, 6.5), metavar=("WIDTH", "HEIGHT"),
+                      help="figure size in inches (default: 7 6.5)")
+    show.add_argument("--dpi", type=int, default=100, help="figure resolution (default: 100; PNG = size × dpi pixels)")
+    show.set_defaults(handler=cmd_graph_show)
+
+    attention = commands.add_parser(
+        "attention", help="overlay every node's attention map on the same images of a run",
+        description="Draw a grid of attention maps of a trained run: rows = images, columns = the input, every "
+        "node and the ensemble node, each titled with the predicted class and ✓/✗ against the true one.")
+    attention.add_argument("--run", type=Path, required=True, help="the run folder written by ktg train")
+    attention.add_argument("--split", choices=("test", "val", "train"), default="test",
+                           help="images of this split (val: the held-out part of a --holdout run; default: test)")
+    attention.add_argument("--n", type=int, default=8, help="number of images (rows; default: 8)")
+    attention.add_argument("--seed", type=int, default=0, help="which images: a seeded random draw (default: 0)")
+    attention.add_argument("--first", action="store_true", help="take the split's first --n images instead")
+    attention.add_argument("--indices", type=int, nargs="+", help="exactly these images (indices into the split)")
+    attention.add_argument("--out", type=Path, help="figure file, .png .svg or .pdf (default: RUN/attention_<split>.png)")
+    attention.add_argument("--alpha", type=float, default=0.5, help="opacity of the overlay (default: 0.5)")
+    attention.add_argument("--no-ensemble", action="store_true", help="leave out the ensemble column")
+    attention.add_argument("--dpi", type=int, default=100, help="(default: 100)")
+    attention.add_argument("--device", default="cpu", help="where the nodes run (default: cpu)")
+    attention.set_defaults(handler=cmd_attention)
+
+
+def load_graph(name_or_path: str, num_nodes: int | None = None):
+    """A named graph, a graph file, or the graph of a run folder (graph.json) or search folder (best_graph.json)."""
+    from ktg.graph import NAMED_GRAPHS, resolve_graph
+
+    path = Path(name_or_path)
+    if path.is_dir():
+        for name in ("graph.json", "best_graph.json"):
+            if (path / name).is_file():
+                return resolve_graph(str(path / name), num_nodes)
+        raise KTGError(f"{path} is a folder without graph.json (a run) or best_graph.json (a search)")
+    if name_or_path not in NAMED_GRAPHS and not path.exists():
+        raise KTGError(f"{name_or_path!r} is neither a named graph ({', '.join(NAMED_GRAPHS)}) nor an existing "
+                       f"graph file, run folder or search folder")
+    return resolve_graph(name_or_path, num_nodes)
+
+
+def _output_format(args: argparse.Namespace) -> str:
+    by_suffix = None
+    if args.out is not None:
+        suffix = args.out.suffix.lower()
+        by_suffix = next((name for name, suffixes in TEXT_FORMATS.items() if suffix in suffixes),
+                         suffix.lstrip(".") if suffix in FIGURE_SUFFIXES else None)
+        if by_suffix is None and args.format is None:
+            raise KTGError(f"cannot tell the format of --out {args.out}; use a suffix .png .svg .pdf .dot .mmd .txt "
+                           "or give --format")
+    chosen = args.format or by_suffix or "text"
+    if args.out is not None and by_suffix is not None and chosen != by_suffix:
+        raise KTGError(f"--format {chosen} does not match --out {args.out.name}")
+    if args.out is None and chosen not in TEXT_FORMATS:
+        raise KTGError(f"a {chosen} figure needs a file: add --out FILE.{chosen}")
+    return chosen
+
+
+def cmd_graph_show(args: argparse.Namespace) -> int:
+    from ktg.io import write_text
+    from ktg.viz.graph_figure import summary, to_dot, to_mermaid
+
+    spec = load_graph(args.graph, args.nodes)
+    kind = _output_format(args)
+    if kind in TEXT_FORMATS:
+        text = {"text": summary, "dot": to_dot, "mermaid": to_mermaid}[kind](spec)
+        if args.out is None:
+            print(text, end="")
+        else:
+            write_text(args.out, text)
+            print(f"written to {args.out}")
+        return 0
+
+    from ktg.viz import save_figure
+    from ktg.viz.graph_figure import graph_figure
+
+    if args.dpi < 1 or min(args.size) <= 0:
+        raise KTGError("--size and --dpi must be positive")
+    out = args.out if args.out.suffix else args.out.with_suffix(f".{kind}")
+    save_figure(graph_figure(spec, size=tuple(args.size), dpi=args.dpi), out)
+    print(summary(spec), end="")
+    print(f"figure written to {out}")
+    return 0
+
+
+def cmd_attention(args: argparse.Namespace) -> int:
+    from ktg.viz import save_figure
+    from ktg.viz.attention import attention_grid_for_run
+
+    out = args.out or args.run / f"attention_{args.split}.png"
+    if out.suffix.lower() not in FIGURE_SUFFIXES:
+        raise KTGError(f"--out {out} must end in one of {', '.join(FIGURE_SUFFIXES)}")
+    figure = attention_grid_for_run(args.run, args.split, args.n, None if args.first else args.seed,
+                                    indices=args.indices, device=args.device, alpha=args.alpha,
+                                    show_ensemble=not args.no_ensemble, dpi=args.dpi)
+    save_figure(figure, out)
+    print(f"attention grid written to {out}")
+    return 0

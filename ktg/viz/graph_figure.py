@@ -1,0 +1,263 @@
+"""A knowledge transfer graph drawn the way the papers draw it, and the same graph as text.
+
+:func:`graph_figure` puts the label node on top, the network nodes around the centre and the ensemble node
+below; every active edge is one arrow, coloured by its gate and labelled by its loss design ("KL pull p",
+"cos push A", ...); the two directions of a pair curve apart; cut-off edges are left out. The network nodes
+are joined to the ensemble node by dotted lines (its logits are their mean; it learns nothing).
+:func:`to_dot`, :func:`to_mermaid` and :func:`summary` describe the same edges as Graphviz, Mermaid and a
+plain-text table.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
+
+from ktg.graph import ENSEMBLE, LABEL, GraphSpec, NodeRef
+
+#: How each loss design is written on its arrow: measure, direction (pull together / push apart), knowledge
+#: (p: class probabilities, A: attention maps).
+DESIGN_LABELS = {
+    "prob_kl": "KL pull p",
+    "prob_cos": "cos push p",
+    "att_mse": "MSE pull A",
+    "att_cos": "cos push A",
+    "prob_kl+att_mse": "KL+MSE pull p+A",
+    "prob_cos+att_cos": "cos push p+A",
+}
+#: The loss of a label edge (ABN: cross-entropy of both branches).
+LABEL_LOSS = "CE"
+
+#: Edge colour of each gate (Okabe-Ito colours, distinguishable with colour-blindness).
+GATE_COLORS = {"through": "#0072B2", "linear": "#E69F00", "correct": "#009E73"}
+_OTHER_GATE_COLOR = "#777777"
+_NODE_RADIUS = 0.42
+
+
+class DrawnEdge(NamedTuple):
+    """One active edge as the pictures show it: ``source`` → ``target`` (``"label"``, ``"ensemble"`` or an
+    index), the loss design's name (``"CE"`` on label edges), its short label and the gate."""
+
+    source: NodeRef
+    target: int
+    loss: str
+    text: str
+    gate: str
+
+    @property
+    def pushes(self) -> bool:
+        return " push " in f" {self.text} "
+
+
+def design_label(loss: str) -> str:
+    """The short label of a loss design (``prob_kl`` → ``"KL pull p"``); unknown designs keep their name."""
+    return DESIGN_LABELS.get(loss, loss)
+
+
+def gate_color(gate: str) -> str:
+    return GATE_COLORS.get(gate, _OTHER_GATE_COLOR)
+
+
+def drawn_edges(spec: GraphSpec) -> list[DrawnEdge]:
+    """The edges a picture shows: label edges, then network edges, those with the ``cutoff`` gate left out."""
+    edges = [DrawnEdge(LABEL, target, LABEL_LOSS, LABEL_LOSS, gate)
+             for target, gate in enumerate(spec.label_gates) if gate != "cutoff"]
+    edges += [DrawnEdge(edge.source, edge.target, edge.loss, design_label(edge.loss), edge.gate)
+              for edge in spec.active_edges]
+    return edges
+
+
+def cut_off_edges(spec: GraphSpec) -> list[str]:
+    """Every edge the graph cuts off, as ``"label → 2"`` / ``"0 → 1"``: unlisted ordered pairs and
+    edges whose gate is ``cutoff``."""
+    cut = [f"{LABEL} → {target}" for target, gate in enumerate(spec.label_gates) if gate == "cutoff"]
+    active = {(edge.source, edge.target) for edge in spec.active_edges}
+    n = spec.num_nodes
+    cut += [f"{s} → {t}" for s in range(n) for t in range(n) if s != t and (s, t) not in active]
+    return cut
+
+
+def layout(num_nodes: int) -> dict[NodeRef, tuple[float, float]]:
+    """Node centres in drawing units: network nodes evenly on a circle, symmetric about the vertical axis
+    (an odd count points up, an even count has no node at the top), the label node above, the ensemble below."""
+    radius = 1.5 if num_nodes <= 3 else 1.9
+    start = math.pi / 2 if num_nodes % 2 else math.pi / 2 + math.pi / num_nodes
+    positions: dict[NodeRef, tuple[float, float]] = {
+        i: (radius * math.cos(start + 2 * math.pi * i / num_nodes), radius * math.sin(start + 2 * math.pi * i / num_nodes))
+        for i in range(num_nodes)
+    }
+    if num_nodes == 1:
+        positions[0] = (0.0, 0.0)
+    positions[LABEL] = (0.0, radius + 1.1)
+    positions[ENSEMBLE] = (0.0, -radius - 1.1)
+    return positions
+
+
+def _port(box: tuple[float, float], towards: tuple[float, float]) -> tuple[float, float]:
+    """Where a line to ``towards`` leaves the label or ensemble box: spread along the box in the direction of
+    the other end, so that lines fan out instead of crossing the nodes next to the box."""
+    return box[0] + max(-0.6, min(0.6, 0.4 * (towards[0] - box[0]))), box[1]
+
+
+def _short_model(model: str | None) -> str:
+    return "" if model is None else model.removeprefix("abn_")
+
+
+def graph_figure(spec: GraphSpec, *, size: tuple[float, float] = (7.0, 6.5), dpi: int = 100,
+                 title: str | None = None) -> Figure:
+    """Draw ``spec`` on a new figure of ``size`` inches at ``dpi`` (a PNG of it is size × dpi pixels).
+
+    ``title`` defaults to the graph's name and its count of active edges.
+    """
+    figure = Figure(figsize=size, dpi=dpi)
+    axes = figure.add_axes((0, 0, 1, 1))
+    axes.set_axis_off()
+    positions = layout(spec.num_nodes)
+    patches = _draw_nodes(axes, spec, positions)
+    edges = drawn_edges(spec)
+    pairs = {(edge.source, edge.target) for edge in edges}
+    for edge in edges:
+        # An edge whose reverse is drawn too bends more, so that the two directions separate clearly.
+        rad = 0.22 if (edge.target, edge.source) in pairs else 0.0 if edge.source == LABEL else 0.1
+        _draw_edge(axes, edge, positions, patches, rad)
+    # Limits with the figure's aspect ratio, so that circles stay round and nothing is cropped.
+    half_height = positions[LABEL][1] + 0.9
+    half_width = max(half_height * size[0] / size[1], positions[LABEL][1] + 0.9)
+    axes.set_xlim(-half_width, half_width)
+    axes.set_ylim(-half_width * size[1] / size[0], half_width * size[1] / size[0])
+    network_edges = sum(1 for edge in edges if edge.source != LABEL)
+    heading = title if title is not None else (
+        f"{spec.name or 'graph'}: {spec.num_nodes} nodes, {network_edges} network edges, "
+        f"{len(edges) - network_edges} label edges")
+    figure.text(0.5, 0.985, heading, ha="center", va="top", fontsize=11)
+    _legend(axes, {edge.gate for edge in edges}, any(edge.pushes for edge in edges))
+    return figure
+
+
+def _draw_nodes(axes, spec: GraphSpec, positions) -> dict[NodeRef, object]:
+    patches: dict[NodeRef, object] = {}
+    for i, node in enumerate(spec.nodes):
+        x, y = positions[i]
+        patch = Circle((x, y), _NODE_RADIUS, facecolor="#F2F2F2", edgecolor="#333333", linewidth=1.4, zorder=3)
+        axes.add_patch(patch)
+        axes.text(x, y + 0.08, f"node {i}", ha="center", va="center", fontsize=9, weight="bold", zorder=4)
+        axes.text(x, y - 0.16, _short_model(node.model), ha="center", va="center", fontsize=7, zorder=4)
+        patches[i] = patch
+    for ref, text, color in ((LABEL, "label ŷ", "#FFF4D6"), (ENSEMBLE, "ensemble (mean)", "#E3EEF9")):
+        x, y = positions[ref]
+        width, height = 1.7, 0.55
+        patch = FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.02,rounding_size=0.15",
+                               facecolor=color, edgecolor="#333333", linewidth=1.4, zorder=3)
+        axes.add_patch(patch)
+        axes.text(x, y, text, ha="center", va="center", fontsize=9, weight="bold", zorder=4)
+        patches[ref] = patch
+    for i in range(spec.num_nodes):
+        axes.add_patch(FancyArrowPatch(positions[i], _port(positions[ENSEMBLE], positions[i]),
+                                       patchA=patches[i], patchB=patches[ENSEMBLE],
+                                       arrowstyle="-", linestyle=":", color="#999999", linewidth=1.0, zorder=1))
+    return patches
+
+
+def _draw_edge(axes, edge: DrawnEdge, positions, patches, rad: float) -> None:
+    color = gate_color(edge.gate)
+    (x1, y1) = positions[edge.target]
+    (x0, y0) = _port(positions[LABEL], (x1, y1)) if edge.source == LABEL else positions[edge.source]
+    axes.add_patch(FancyArrowPatch(
+        (x0, y0), (x1, y1), patchA=patches[edge.source], patchB=patches[edge.target], shrinkA=2, shrinkB=3,
+        arrowstyle="-|>", mutation_scale=13, connectionstyle=f"arc3,rad={rad}", color=color, linewidth=1.6,
+        linestyle=(0, (4, 2)) if edge.pushes else "-", zorder=2,
+    ))
+    # matplotlib's arc3 curve is the quadratic Bézier with control point c = chord midpoint + rad·(dy, −dx).
+    # Texts sit past the middle, towards the target, so that the texts of crossing edges do not pile up
+    # in the centre.
+    cx, cy = (x0 + x1) / 2 + rad * (y1 - y0), (y0 + y1) / 2 - rad * (x1 - x0)
+    t = 0.5 if edge.source == LABEL else 0.62
+    mx = (1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t ** 2 * x1
+    my = (1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t ** 2 * y1
+    axes.text(mx, my, edge.text, ha="center", va="center", fontsize=7, color=color, zorder=5,
+              bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
+
+
+def _legend(axes, gates: set[str], pushes: bool) -> None:
+    handles = [Line2D([], [], color=gate_color(gate), linewidth=2, label=f"gate {gate}")
+               for gate in [*GATE_COLORS, *sorted(gates - set(GATE_COLORS))] if gate in gates]
+    handles.append(Line2D([], [], color="#333333", linewidth=1.5, label="pull together"))
+    if pushes:
+        handles.append(Line2D([], [], color="#333333", linewidth=1.5, linestyle=(0, (4, 2)), label="push apart"))
+    handles.append(Line2D([], [], color="#999999", linewidth=1.0, linestyle=":", label="averaged into ensemble"))
+    axes.legend(handles=handles, loc="lower left", fontsize=7, frameon=False)
+
+
+# -- text ---------------------------------------------------------------------------------------------
+
+
+def _node_id(ref: NodeRef) -> str:
+    return f"n{ref}" if isinstance(ref, int) else str(ref)
+
+
+def _node_text(index: int, model: str | None, line_break: str) -> str:
+    return f"node {index}" + (f"{line_break}{model}" if model else "")
+
+
+def _quoted(text: str) -> str:
+    """A DOT string literal (backslashes, quotes and line breaks escaped)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def to_dot(spec: GraphSpec) -> str:
+    """The graph in Graphviz DOT: one ``->`` line per active edge, labelled ``design (gate)`` and coloured by
+    gate; dotted lines without arrowheads join the network nodes to the ensemble node."""
+    lines = [f"digraph {_quoted(spec.name or 'ktg')} {{",
+             "  node [fontname=Helvetica, fontsize=11];",
+             "  edge [fontname=Helvetica, fontsize=9];",
+             '  label [label="label ŷ", shape=box, style="rounded,filled", fillcolor="#FFF4D6"];']
+    node_texts = [_quoted(_node_text(i, node.model, "\n")) for i, node in enumerate(spec.nodes)]
+    lines += [f"  n{i} [label={text}, shape=circle];" for i, text in enumerate(node_texts)]
+    lines += ['  ensemble [label="ensemble (mean)", shape=box, style="rounded,filled", fillcolor="#E3EEF9"];',
+              "  { rank=min; label; }", "  { rank=max; ensemble; }"]
+    for edge in drawn_edges(spec):
+        style = ", style=dashed" if edge.pushes else ""
+        lines.append(f"  {_node_id(edge.source)} -> n{edge.target} [label={_quoted(f'{edge.text} ({edge.gate})')}, "
+                     f"color={_quoted(gate_color(edge.gate))}, fontcolor={_quoted(gate_color(edge.gate))}{style}];")
+    lines += [f"  n{i} -> ensemble [style=dotted, arrowhead=none, color=gray];" for i in range(spec.num_nodes)]
+    return "\n".join(lines + ["}"]) + "\n"
+
+
+def to_mermaid(spec: GraphSpec) -> str:
+    """The graph as a Mermaid flowchart: one ``-->`` line per active edge, labelled ``design · gate``,
+    coloured (and dashed for push designs) by ``linkStyle``; dotted ``-.-`` links to the ensemble node."""
+    lines = ["flowchart TB", '  label(["label ŷ"])']
+    lines += [f'  n{i}(("{_node_text(i, node.model, "<br/>")}"))' for i, node in enumerate(spec.nodes)]
+    lines.append('  ensemble[["ensemble (mean)"]]')
+    edges = drawn_edges(spec)
+    lines += [f'  {_node_id(edge.source)} -->|"{edge.text} · {edge.gate}"| n{edge.target}' for edge in edges]
+    lines += [f"  n{i} -.- ensemble" for i in range(spec.num_nodes)]
+    for index, edge in enumerate(edges):
+        dash = ",stroke-dasharray:5 3" if edge.pushes else ""
+        lines.append(f"  linkStyle {index} stroke:{gate_color(edge.gate)},stroke-width:2px{dash}")
+    return "\n".join(lines) + "\n"
+
+
+def summary(spec: GraphSpec) -> str:
+    """A plain-text description for the terminal: the nodes, a table of active edges (label edges first) and
+    the list of cut-off edges."""
+    edges = drawn_edges(spec)
+    lines = [f"graph {spec.name or '(unnamed)'}: {spec.num_nodes} network nodes, {len(edges)} active edges, "
+             f"temperature {spec.temperature:g}, attention crops {', '.join(map(str, spec.crop_sizes))}"
+             + (", ensemble may teach" if spec.ensemble_as_source else "")]
+    for i, node in enumerate(spec.nodes):
+        options = ", ".join(f"{key}={value}" for key, value in node.options.items())
+        lines.append(f"  node {i}: {node.model or '(default model)'}" + (f" ({options})" if options else ""))
+    rows = [(f"{edge.source} → {edge.target}", edge.loss, edge.text, edge.gate) for edge in edges]
+    header = ("edge", "loss", "meaning", "gate")
+    widths = [max(len(row[k]) for row in [header, *rows]) for k in range(4)]
+    lines.append("")
+    lines += ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    cut = cut_off_edges(spec)
+    lines.append("")
+    lines.append(f"  cut off: {', '.join(cut)}" if cut else "  cut off: none")
+    return "\n".join(lines) + "\n"
