@@ -1,0 +1,171 @@
+"""``ktg search`` (find the graph with the most accurate ensemble) and ``ktg study show`` (what a search found)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ktg.cli import (add_data_arguments, add_model_arguments, add_training_arguments, data_source_from_args,
+                     node_options_from_args, train_config_from_args)
+from ktg.errors import KTGError
+from ktg.gates import GATES
+from ktg.losses import LOSS_DESIGNS
+
+#: Held-out fraction of the training split when --holdout is not given (SPEC §4: the public code's splits).
+DEFAULT_HOLDOUT = {"cifar10": 0.2, "cifar100": 0.2}
+DEFAULT_HOLDOUT_OTHERS = 0.5
+
+
+def add_commands(commands) -> None:
+    """Add ``search`` and ``study`` (with ``show``) to the ``ktg`` subcommands."""
+    search = commands.add_parser(
+        "search", help="search for the graph whose ensemble is most accurate",
+        description="Search the knowledge transfer graphs of --nodes nodes (a gate per label edge, a loss design "
+        "and a gate per ordered pair of nodes) for the one whose ensemble node is most accurate on a split held out "
+        "of the training set. Trials are stored in a database; run the same command again (another terminal, "
+        "GPU or machine) to add a worker to the same study, or to resume it after Ctrl-C. The study stops at "
+        "--trials finished trials, however many workers join.")
+    group = search.add_argument_group("search")
+    group.add_argument("--trials", type=int, default=100, help="budget of finished (complete or pruned) trials over "
+                       "all workers (default: 100; the paper ran 6000)")
+    group.add_argument("--out", type=Path, help="search folder: trials/, leaderboard.csv, best_graph.json, and the "
+                       "default storage study.db (default: runs/search-<dataset>-<N>nodes)")
+    group.add_argument("--storage", help="database URL shared by all workers, e.g. postgresql+psycopg2://USER:PASS@HOST"
+                       "/DB (default: the SQLite file OUT/study.db)")
+    group.add_argument("--study", help="study name in the storage (default: <dataset>-<N>nodes)")
+    group.add_argument("--pruner", choices=("successive-halving", "median", "hyperband", "none"),
+                       default="successive-halving", help="stop poor trials early; epochs are the resource "
+                       "(default: successive-halving, reduction factor 2, as in the paper)")
+    group.add_argument("--search-seed", type=int, default=0, help="seed of the random sampler: trial k draws the "
+                       "same graph whichever worker runs it (default: 0)")
+    group.add_argument("--jobs-per-device", type=int, help="trials run side by side on this device, each in its "
+                       "own process (default: 1 on CPU; on CUDA enough to train ~256 images per step, bounded by "
+                       "GPU memory and CPU cores)")
+    group.add_argument("--heartbeat-interval", type=int, default=30, help="seconds between a running trial's "
+                       "heartbeats (default: 30)")
+    group.add_argument("--grace-period", type=int, default=120, help="a running trial silent this long is taken "
+                       "for the trial of a dead worker: failed and queued again (default: 120 s)")
+    group.add_argument("--max-retry", type=int, default=2, help="how often a dead worker's trial is queued "
+                       "again (default: 2)")
+
+    space = search.add_argument_group("search space")
+    space.add_argument("--designs", nargs="+", choices=tuple(LOSS_DESIGNS), default=list(LOSS_DESIGNS),
+                       metavar="DESIGN", help=f"loss designs of network edges (default: all: {', '.join(LOSS_DESIGNS)})")
+    space.add_argument("--gates", nargs="+", choices=tuple(GATES), default=list(GATES), metavar="GATE",
+                       help=f"gates of network edges (default: all: {', '.join(GATES)})")
+    space.add_argument("--label-gates", nargs="+", choices=tuple(GATES), default=list(GATES), metavar="GATE",
+                       help="gates of label edges (default: all)")
+    space.add_argument("--ensemble-as-source", action="store_true",
+                       help="also search edges from the ensemble node to each node (off in the papers)")
+    space.add_argument("--temperature", type=float, default=1.0, help="T of probability edges (default: 1)")
+    space.add_argument("--crop-sizes", type=int, nargs="+", default=[3, 7, 11],
+                       help="attention crop sizes; each must fit the attention map (default: 3 7 11)")
+    add_model_arguments(search)
+    add_data_arguments(search)
+    add_training_arguments(search)
+    search.set_defaults(handler=cmd_search)
+
+    study = commands.add_parser("study", help="what a search found (ktg study show --help)",
+                                description="Read a search's study from its storage.")
+    actions = study.add_subparsers(dest="study_command", metavar="ACTION", required=True)
+    show = actions.add_parser(
+        "show", help="summary table of a study; export any trial's graph",
+        description="Print a study's trials, best first, from its storage alone (any machine that reaches the "
+        "database), and export the graph of any trial as a graph file for ktg train --graph.")
+    show.add_argument("--storage", required=True, help="database URL, a study.db file, or a search folder")
+    show.add_argument("--study", help="study name (default: the only study in the storage)")
+    show.add_argument("--top", type=int, default=20, help="rows to print (default: 20; 0 for all)")
+    show.add_argument("--export", nargs=2, metavar=("TRIAL", "FILE"), help="write the graph of trial number TRIAL "
+                      "(or 'best') to FILE")
+    show.add_argument("--csv", type=Path, help="also write the full leaderboard to this CSV file")
+    show.set_defaults(handler=cmd_study_show)
+
+
+def search_settings_from_args(args: argparse.Namespace):
+    """The :class:`~ktg.search.worker.SearchSettings` a ``ktg search`` command line describes."""
+    import dataclasses
+
+    from ktg.search.space import SearchSpace
+    from ktg.search.storage import resolve_storage_url
+    from ktg.search.worker import SearchSettings
+
+    nodes = 3 if args.nodes is None else args.nodes
+    holdout = args.holdout if args.holdout is not None else DEFAULT_HOLDOUT.get(args.dataset, DEFAULT_HOLDOUT_OTHERS)
+    config = dataclasses.replace(train_config_from_args(args), holdout=holdout)
+    space = SearchSpace(num_nodes=nodes, designs=tuple(args.designs), gates=tuple(args.gates),
+                        label_gates=tuple(args.label_gates), ensemble_as_source=args.ensemble_as_source,
+                        model=args.model, temperature=args.temperature, crop_sizes=tuple(args.crop_sizes))
+    out = args.out or Path("runs") / f"search-{args.dataset}-{nodes}nodes"
+    return SearchSettings(
+        space=space, config=config, out=out, storage_url=resolve_storage_url(args.storage, out),
+        study_name=args.study or f"{args.dataset}-{nodes}nodes", trials=args.trials,
+        data_source=data_source_from_args(args), node_options=node_options_from_args(args), pruner=args.pruner,
+        seed=args.search_seed, heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,
+        max_retry=args.max_retry,
+    )
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from ktg.search.results import BEST_GRAPH, LEADERBOARD, best_trial, format_table, leaderboard, state_counts
+    from ktg.search.storage import display_url
+    from ktg.search.worker import run_search
+
+    settings = search_settings_from_args(args)
+    url = display_url(settings.storage_url)
+    print(f"search: study {settings.study_name!r} in {url}, {settings.space.size:.3g} graphs of "
+          f"{settings.space.num_nodes} nodes, budget {settings.trials} trials of {settings.config.epochs} epochs, "
+          f"scored on {settings.config.holdout:.0%} of {args.dataset}'s training split held out")
+    try:
+        study = run_search(settings, jobs_per_device=args.jobs_per_device, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\nktg: search interrupted; finished trials are kept in {url} and the running trial is queued "
+              f"again. Run the same command to resume.")
+        return 130
+    counts = state_counts(study)
+    print(f"\nstudy {study.study_name!r}: {counts['complete']} complete, {counts['pruned']} pruned, "
+          f"{counts['fail']} failed (accuracy of the ensemble node on the held-out split)")
+    print(format_table(leaderboard(study), top=10))
+    out = settings.out
+    best = best_trial(study)
+    print("\nfiles:")
+    if best is not None:
+        print(f"  {out / BEST_GRAPH}  best graph (trial {best.number}, {100 * best.value:.2f} %); retrain it on the "
+              f"full training split: ktg train --graph {out / BEST_GRAPH} --dataset {args.dataset}")
+    print(f"  {out / LEADERBOARD}  every trial, best first")
+    print(f"  {out / 'trials'}/<n>/  each trial's run: graph.json, metrics.jsonl, tensorboard/")
+    print(f"  storage {url}, study {study.study_name!r}: ktg study show --storage {url} --study "
+          f"{study.study_name}  |  optuna-dashboard {url}")
+    return 0
+
+
+def cmd_study_show(args: argparse.Namespace) -> int:
+    from ktg.search.results import (best_trial, export_graph, format_table, leaderboard, state_counts,
+                                    write_leaderboard)
+    from ktg.search.storage import SETTINGS_ATTR, display_url, load_study, resolve_storage_url
+
+    if args.top < 0:
+        raise KTGError(f"--top must be 0 (all) or more, got {args.top}")
+    url = resolve_storage_url(args.storage)
+    study = load_study(url, args.study)
+    counts = state_counts(study)
+    settings = study.user_attrs.get(SETTINGS_ATTR, {})
+    described = ""
+    if settings:
+        data, train = settings.get("data", {}), settings.get("train", {})
+        described = (f", {settings['space']['num_nodes']} nodes on {data.get('name')}, {train.get('epochs')} epochs, "
+                     f"holdout {train.get('holdout')}")
+    print(f"study {study.study_name!r} in {display_url(url)}{described}")
+    print("trials: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
+    rows = leaderboard(study)
+    best = best_trial(study)
+    if best is not None:
+        print(f"best: trial {best.number}, ensemble {100 * best.value:.2f} %")
+    print(format_table(rows, top=args.top or None))
+    if args.csv is not None:
+        write_leaderboard(rows, args.csv)
+        print(f"leaderboard written to {args.csv}")
+    if args.export is not None:
+        trial, path = args.export
+        spec = export_graph(study, trial, path)
+        print(f"{spec.name}'s graph written to {path}; retrain it with: ktg train --graph {path} --dataset NAME")
+    return 0

@@ -1,0 +1,110 @@
+"""One trial: draw a graph, train it with :func:`ktg.train.train`, report the ensemble's validation accuracy.
+
+The trainer knows nothing of Optuna. The only contact is its epoch callback: after every epoch the objective
+reports the ensemble accuracy as the intermediate value at step = epoch and answers the trainer's "stop?" with
+the pruner's verdict. The last epoch is reported but not put to the pruner: a trial that has trained all its
+epochs is complete, pruning it then would save nothing and only hide a finished result.
+"""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+import torch
+
+from ktg.data import Dataset
+from ktg.errors import KTGError
+from ktg.search.space import SearchSpace
+from ktg.train import TrainConfig, image_size_of, resolve_models, train
+
+TRIALS_DIR = "trials"
+#: Trial user attributes (visible in optuna-dashboard and read by ``ktg study show``).
+GRAPH_ATTR = "graph"
+RUN_DIR_ATTR = "run_dir"
+FAIL_REASON_ATTR = "fail_reason"
+
+
+def trial_dir(out: str | Path, number: int) -> Path:
+    """Where trial ``number`` trains: ``OUT/trials/<number>/``."""
+    return Path(out) / TRIALS_DIR / str(number)
+
+
+def failure_reason(error: BaseException, run_dir: Path | None = None) -> str:
+    """One line saying why a trial failed; programming errors point at the traceback saved in ``run_dir``."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return "out of GPU memory: lower --batch-size or --jobs-per-device"
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    if isinstance(error, KTGError):
+        return str(error)
+    where = f" (traceback in {run_dir / 'error.txt'})" if run_dir is not None else ""
+    return f"{type(error).__name__}: {error}{where}"
+
+
+class Objective:
+    """The function Optuna optimises: trial → ensemble top-1 accuracy on the held-out split after the last epoch.
+
+    Args:
+        space: the graphs to draw from.
+        dataset: loaded once per worker; ``config.holdout`` chooses the validation part of its training split.
+        config: training options of every trial (the same for all, so graphs are compared fairly).
+        out: the search folder; trial k trains in ``OUT/trials/k/``.
+        node_options: model options of every node (e.g. ``base_width``).
+        data_source: how to reload the data, saved with every trial's run (``ktg eval`` works on trials).
+        on_epoch: called with (trial number, epoch, metrics) after every epoch, for progress displays.
+        progress: show the trainer's own progress bars.
+
+    A trial that raises is recorded by the caller as failed; before re-raising, the objective stores a one-line
+    reason as the user attribute ``fail_reason`` (and the traceback of a programming error in ``error.txt``).
+    """
+
+    def __init__(self, space: SearchSpace, dataset: Dataset, config: TrainConfig, out: str | Path, *,
+                 node_options: dict[str, Any] | None = None, data_source: dict[str, Any] | None = None,
+                 on_epoch: Callable[[int, int, dict], None] | None = None, progress: bool = False) -> None:
+        if config.holdout is None:
+            raise KTGError("the search must never look at the test split: give the training config a holdout fraction")
+        self.space = space
+        self.dataset = dataset
+        self.config = config
+        self.out = Path(out)
+        self.node_options = node_options or {}
+        self.data_source = data_source
+        self.on_epoch = on_epoch
+        self.progress = progress
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        run_dir = trial_dir(self.out, trial.number)
+        try:
+            return self._run(trial, run_dir)
+        except optuna.TrialPruned:
+            raise
+        except BaseException as error:
+            if not isinstance(error, (KTGError, torch.OutOfMemoryError, KeyboardInterrupt)) and run_dir.exists():
+                (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+            try:
+                trial.set_user_attr(FAIL_REASON_ATTR, failure_reason(error, run_dir))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # already failed as stale by another worker; its retry runs the graph again
+            raise
+
+    def _run(self, trial: optuna.Trial, run_dir: Path) -> float:
+        spec = resolve_models(self.space.suggest(trial), image_size_of(self.dataset), self.node_options)
+        trial.set_user_attr(GRAPH_ATTR, spec.to_dict())
+        trial.set_user_attr(RUN_DIR_ATTR, str(run_dir))
+
+        def after_epoch(epoch: int, metrics: dict) -> bool:
+            trial.report(metrics["ensemble_accuracy"], epoch)
+            if self.on_epoch is not None:
+                self.on_epoch(trial.number, epoch, metrics)
+            return epoch < self.config.epochs and trial.should_prune()
+
+        final = train(spec, self.dataset, self.config, run_dir, callback=after_epoch, progress=self.progress,
+                      data_source=self.data_source)
+        for key in ("epochs", "node_accuracy", "mean_node_accuracy", "best_ensemble_accuracy", "best_epoch"):
+            trial.set_user_attr(key, final[key])
+        if final["stopped_early"]:
+            raise optuna.TrialPruned(f"pruned after epoch {final['epochs']}")
+        return final["ensemble_accuracy"]

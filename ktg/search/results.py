@@ -1,0 +1,184 @@
+"""What a study found, read from its storage alone: the leaderboard, the best graph, any trial's graph.
+
+Everything here reads the database, never the trial folders, so ``ktg study show`` works on any machine that
+can reach the storage URL. The files (``leaderboard.csv``, ``best_graph.json``) are rewritten atomically from
+the storage after every finished trial by the worker that finished it, and once more when a search ends.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from ktg.errors import KTGError
+from ktg.graph import GraphSpec
+from ktg.io import write_text
+from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR, RUN_DIR_ATTR
+from ktg.search.space import SearchSpace
+from ktg.search.storage import SETTINGS_ATTR
+
+LEADERBOARD = "leaderboard.csv"
+BEST_GRAPH = "best_graph.json"
+COLUMNS = ("rank", "trial", "state", "ensemble_accuracy", "epochs", "mean_node_accuracy", "node_accuracy",
+           "retry_of", "seconds", "note", "graph", "graph_file")
+_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.WAITING: 3,
+          TrialState.FAIL: 4}
+
+
+def last_value(trial: FrozenTrial) -> float | None:
+    """The objective of a complete trial, else the last accuracy it reported (None if it reported none)."""
+    if trial.state == TrialState.COMPLETE:
+        return trial.value
+    return trial.intermediate_values[trial.last_step] if trial.last_step is not None else None
+
+
+def describe_graph(spec: GraphSpec) -> str:
+    """A one-line summary of the active part of a graph: label gates, then every edge that is not cut off."""
+    edges = ", ".join(f"{e.source}→{e.target} {e.loss}/{e.gate}" for e in spec.active_edges)
+    return f"labels {'/'.join(spec.label_gates)}; " + (edges or "no network edges")
+
+
+def graph_of(study: optuna.Study, trial: FrozenTrial) -> GraphSpec | None:
+    """The trial's graph as trained (stored with the trial), else rebuilt from its parameters; None if neither."""
+    stored = trial.user_attrs.get(GRAPH_ATTR)
+    if stored is not None:
+        return GraphSpec.from_dict(stored, where=f"trial {trial.number}")
+    space = study.user_attrs.get(SETTINGS_ATTR, {}).get("space")
+    if space is None or not trial.params:
+        return None
+    space = SearchSpace(**{**space, "designs": tuple(space["designs"]), "gates": tuple(space["gates"]),
+                           "label_gates": tuple(space["label_gates"]), "crop_sizes": tuple(space["crop_sizes"])})
+    return space.from_params(trial.params, name=f"trial {trial.number}")
+
+
+def _note(trial: FrozenTrial, retried_as: dict[int, int]) -> str:
+    if trial.state == TrialState.PRUNED:
+        return f"pruned after epoch {trial.last_step}" if trial.last_step is not None else "pruned"
+    if trial.state != TrialState.FAIL:
+        return ""
+    reason = trial.user_attrs.get(FAIL_REASON_ATTR) or "its worker stopped sending heartbeats (killed or lost)"
+    if trial.number in retried_as:
+        reason += f"; retried as trial {retried_as[trial.number]}"
+    return reason
+
+
+def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
+    """One row per trial: complete trials ranked by ensemble accuracy, then pruned (longest-trained first),
+    running, waiting and failed ones. Accuracies are fractions in [0, 1]."""
+    trials = study.get_trials(deepcopy=False)
+    retried_as = {}
+    for trial in trials:
+        history = trial.system_attrs.get("retry_history")
+        if history:
+            retried_as[history[-1]] = trial.number
+
+    def order(trial: FrozenTrial) -> tuple:
+        value = last_value(trial)
+        return (_ORDER[trial.state], -(trial.last_step or 0) if trial.state == TrialState.PRUNED else 0,
+                -(value if value is not None else -1.0), trial.number)
+
+    rows = []
+    rank = 0
+    for trial in sorted(trials, key=order):
+        if trial.state == TrialState.COMPLETE:
+            rank += 1
+        spec = graph_of(study, trial)
+        value = last_value(trial)
+        nodes = trial.user_attrs.get("node_accuracy")
+        rows.append({
+            "rank": rank if trial.state == TrialState.COMPLETE else "",
+            "trial": trial.number,
+            "state": trial.state.name.lower(),
+            "ensemble_accuracy": "" if value is None else round(value, 6),
+            "epochs": trial.last_step if trial.last_step is not None else 0,
+            "mean_node_accuracy": round(trial.user_attrs["mean_node_accuracy"], 6)
+            if "mean_node_accuracy" in trial.user_attrs else "",
+            "node_accuracy": " ".join(f"{a:.6f}" for a in nodes) if nodes else "",
+            "retry_of": trial.system_attrs.get("failed_trial", ""),
+            "seconds": round(trial.duration.total_seconds(), 1) if trial.duration is not None else "",
+            "note": _note(trial, retried_as),
+            "graph": describe_graph(spec) if spec is not None else "",
+            "graph_file": str(Path(trial.user_attrs[RUN_DIR_ATTR]) / "graph.json") if RUN_DIR_ATTR in trial.user_attrs else "",
+        })
+    return rows
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The complete trial with the highest ensemble accuracy (the lowest number among equals), or None."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+
+
+def write_leaderboard(rows: list[dict[str, Any]], path: str | Path) -> None:
+    """Write leaderboard rows (see :func:`leaderboard`) as CSV, atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
+
+
+def write_results(study: optuna.Study, out: str | Path) -> Path | None:
+    """Rewrite ``OUT/leaderboard.csv`` and ``OUT/best_graph.json`` from the storage; returns the best graph's
+    path (None while no trial has completed)."""
+    out = Path(out)
+    write_leaderboard(leaderboard(study), out / LEADERBOARD)
+    best = best_trial(study)
+    if best is None:
+        return None
+    export_graph(study, best.number, out / BEST_GRAPH)
+    return out / BEST_GRAPH
+
+
+def export_graph(study: optuna.Study, trial: int | str, path: str | Path) -> GraphSpec:
+    """Write the graph of trial number ``trial`` (or ``"best"``) to ``path`` as a graph file for ``ktg train``."""
+    if trial == "best":
+        chosen = best_trial(study)
+        if chosen is None:
+            raise KTGError(f"study {study.study_name!r} has no complete trial yet")
+    else:
+        try:
+            number = int(trial)
+        except ValueError:
+            raise KTGError(f"--export: expected a trial number or 'best', got {trial!r}") from None
+        found = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+        if not found:
+            raise KTGError(f"study {study.study_name!r} has no trial {number} "
+                           f"(trials 0..{len(study.get_trials(deepcopy=False)) - 1})")
+        chosen = found[0]
+    spec = graph_of(study, chosen)
+    if spec is None:
+        raise KTGError(f"trial {chosen.number} has not drawn its graph yet ({chosen.state.name.lower()})")
+    spec.save(path)
+    return spec
+
+
+def format_table(rows: list[dict[str, Any]], top: int | None = None) -> str:
+    """The leaderboard as an aligned text table (accuracies in %), at most ``top`` rows."""
+    shown = rows if top is None else rows[:top]
+    header = ("rank", "trial", "state", "ensemble %", "epochs", "mean node %", "note / graph")
+    lines = [header]
+    for row in shown:
+        percent = (lambda v: f"{100 * v:.2f}" if v != "" else "-")
+        lines.append((str(row["rank"]), str(row["trial"]), row["state"], percent(row["ensemble_accuracy"]),
+                      str(row["epochs"]), percent(row["mean_node_accuracy"]), row["note"] or row["graph"]))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    text = ["  ".join(cell.rjust(width) if i in (0, 1, 3, 4, 5) else cell.ljust(width)
+                      for i, (cell, width) in enumerate(zip(line[:-1], widths))) + "  " + line[-1]
+            for line in lines]
+    if top is not None and len(rows) > top:
+        text.append(f"… {len(rows) - top} more trials (--top N, or the CSV)")
+    return "\n".join(text)
+
+
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    """How many trials are in each state, by lower-case state name."""
+    counts = {state.name.lower(): 0 for state in _ORDER}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name.lower()] += 1
+    return counts

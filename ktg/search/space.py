@@ -1,0 +1,174 @@
+"""The search space of SPEC §4 as Optuna parameters, and the exact translation between them and graph files.
+
+For N network nodes a graph is chosen by one categorical parameter per label edge (its gate) and two per
+ordered pair s ≠ t (the loss design and the gate of edge s→t), optionally N more pairs with the ensemble node as
+source. Parameter names read well in optuna-dashboard: ``label→0 gate``, ``1→0 loss``, ``1→0 gate``.
+
+A cut-off edge keeps its drawn loss design in the graph file (gate ``cutoff``; the engine skips it), so
+``from_params(to_params(spec)) == spec`` for every graph of the space, and the full N = 3 space has
+4³ · 24⁶ members as the paper counts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.distributions import CategoricalDistribution
+
+from ktg.errors import KTGError
+from ktg.gates import GATES
+from ktg.graph import ENSEMBLE, LABEL, EdgeSpec, GraphSpec, NodeRef, NodeSpec
+from ktg.losses import LOSS_DESIGNS
+
+
+def label_gate_param(target: int) -> str:
+    """The parameter holding the gate of the label edge into ``target``."""
+    return f"{LABEL}→{target} gate"
+
+
+def loss_param(source: NodeRef, target: int) -> str:
+    return f"{source}→{target} loss"
+
+
+def gate_param(source: NodeRef, target: int) -> str:
+    return f"{source}→{target} gate"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Which graphs the search may draw.
+
+    Attributes:
+        num_nodes: N network nodes (≥ 2).
+        designs: loss designs a network edge may use (default: all six).
+        gates: gates a network edge may use (default: all four; drop ``cutoff`` to force every edge on).
+        label_gates: gates a label edge may use (default: all four).
+        ensemble_as_source: also search edges ensemble→t (off in the papers).
+        model: every node's model (None: the trainer's default for the image size).
+        temperature, crop_sizes: fixed properties of every drawn graph (see :class:`GraphSpec`).
+    """
+
+    num_nodes: int
+    designs: tuple[str, ...] = tuple(LOSS_DESIGNS)
+    gates: tuple[str, ...] = tuple(GATES)
+    label_gates: tuple[str, ...] = tuple(GATES)
+    ensemble_as_source: bool = False
+    model: str | None = None
+    temperature: float = 1.0
+    crop_sizes: tuple[int, ...] = (3, 7, 11)
+
+    def __post_init__(self) -> None:
+        if self.num_nodes < 2:
+            raise KTGError(f"a graph search needs --nodes ≥ 2, got {self.num_nodes}")
+        for what, chosen, allowed in (("designs", self.designs, LOSS_DESIGNS), ("gates", self.gates, GATES),
+                                      ("label gates", self.label_gates, GATES)):
+            if not chosen:
+                raise KTGError(f"the search space needs at least one of the {what}")
+            unknown = [name for name in chosen if name not in allowed]
+            if unknown:
+                raise KTGError(f"unknown {what} {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
+            if len(set(chosen)) != len(chosen):
+                raise KTGError(f"the {what} of the search space are listed twice: {', '.join(chosen)}")
+
+    @property
+    def pairs(self) -> list[tuple[NodeRef, int]]:
+        """Every searched (source, target), target-major: 1→0, 2→0, …, 0→1, …, then ensemble→t if searched."""
+        sources: list[NodeRef] = list(range(self.num_nodes))
+        pairs: list[tuple[NodeRef, int]] = [(s, t) for t in range(self.num_nodes) for s in sources if s != t]
+        if self.ensemble_as_source:
+            pairs += [(ENSEMBLE, t) for t in range(self.num_nodes)]
+        return pairs
+
+    @property
+    def size(self) -> int:
+        """How many distinct graph files the space holds (4³ · 24⁶ for the paper's N = 3)."""
+        return len(self.label_gates) ** self.num_nodes * (len(self.designs) * len(self.gates)) ** len(self.pairs)
+
+    def distributions(self) -> dict[str, CategoricalDistribution]:
+        """Every parameter and its choices, in the order :meth:`suggest` asks for them."""
+        result: dict[str, CategoricalDistribution] = {}
+        for target in range(self.num_nodes):
+            result[label_gate_param(target)] = CategoricalDistribution(self.label_gates)
+            for source, pair_target in self.pairs:
+                if pair_target == target:
+                    result[loss_param(source, target)] = CategoricalDistribution(self.designs)
+                    result[gate_param(source, target)] = CategoricalDistribution(self.gates)
+        return result
+
+    def suggest(self, trial: optuna.trial.BaseTrial) -> GraphSpec:
+        """Draw a graph through ``trial`` (a live trial, or a ``FixedTrial`` to rebuild a known one)."""
+        params = {name: trial.suggest_categorical(name, dist.choices)
+                  for name, dist in self.distributions().items()}
+        return self.from_params(params, name=f"trial {trial.number}")
+
+    def from_params(self, params: dict[str, Any], name: str | None = None) -> GraphSpec:
+        """The graph that ``params`` (parameter name → choice) describe; every parameter must be present."""
+        expected = self.distributions()
+        missing = [key for key in expected if key not in params]
+        extra = [key for key in params if key not in expected]
+        if missing or extra:
+            raise KTGError(f"these parameters do not describe a graph of this search space "
+                           f"(missing: {', '.join(missing) or 'none'}; unexpected: {', '.join(extra) or 'none'})")
+        for key, dist in expected.items():
+            if params[key] not in dist.choices:
+                raise KTGError(f"parameter {key!r} = {params[key]!r} is outside the search space; "
+                               f"allowed: {', '.join(map(str, dist.choices))}")
+        edges = tuple(EdgeSpec(source, target, params[loss_param(source, target)], params[gate_param(source, target)])
+                      for source, target in self.pairs)
+        return GraphSpec(
+            nodes=tuple(NodeSpec(self.model) for _ in range(self.num_nodes)),
+            label_gates=tuple(params[label_gate_param(t)] for t in range(self.num_nodes)),
+            edges=edges, temperature=self.temperature, crop_sizes=self.crop_sizes,
+            ensemble_as_source=self.ensemble_as_source, name=name,
+        )
+
+    def to_params(self, spec: GraphSpec) -> dict[str, Any]:
+        """The parameters of ``spec`` (e.g. to enqueue a known graph); raises KTGError outside the space.
+
+        A pair the graph does not list counts as cut off, with the space's first design as its loss.
+        """
+        if spec.num_nodes != self.num_nodes:
+            raise KTGError(f"the graph has {spec.num_nodes} nodes, the search space {self.num_nodes}")
+        by_pair = {(edge.source, edge.target): edge for edge in spec.edges}
+        unsearched = sorted(str(pair) for pair in set(by_pair) - set(self.pairs))
+        if unsearched:
+            raise KTGError(f"the graph has edges the search space does not search: {', '.join(unsearched)}")
+        params: dict[str, Any] = {}
+        for target in range(self.num_nodes):
+            params[label_gate_param(target)] = spec.label_gates[target]
+        for source, target in self.pairs:
+            edge = by_pair.get((source, target), EdgeSpec(source, target, self.designs[0], "cutoff"))
+            params[loss_param(source, target)] = edge.loss
+            params[gate_param(source, target)] = edge.gate
+        self.from_params(params)  # checks every choice against the space
+        return params
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready description, stored with the study so every worker can check it searches the same space."""
+        return {"num_nodes": self.num_nodes, "designs": list(self.designs), "gates": list(self.gates),
+                "label_gates": list(self.label_gates), "ensemble_as_source": self.ensemble_as_source,
+                "model": self.model, "temperature": self.temperature, "crop_sizes": list(self.crop_sizes)}
+
+
+class TrialSeededSampler(optuna.samplers.RandomSampler):
+    """Uniform random search whose draws depend only on (seed, trial number, parameter name).
+
+    A plain seeded ``RandomSampler`` in every worker would make all workers draw the same graphs. Here trial
+    k gets the same graph whichever worker runs it and however many workers there are, so a study is
+    reproducible from its seed and workers never repeat each other.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__(seed)
+        self.seed = seed
+
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str,
+                           param_distribution: optuna.distributions.BaseDistribution) -> Any:
+        if not isinstance(param_distribution, CategoricalDistribution):
+            return super().sample_independent(study, trial, param_name, param_distribution)
+        digest = hashlib.sha256(f"{self.seed}/{trial.number}/{param_name}".encode()).digest()
+        choices = param_distribution.choices
+        return choices[int.from_bytes(digest[:8], "big") % len(choices)]

@@ -1,0 +1,205 @@
+"""Where a study lives: one database that every worker joins, with heartbeats so killed workers are noticed.
+
+The default is a SQLite file ``OUT/study.db`` opened through Optuna's ``RDBStorage``, the same code path as a
+PostgreSQL URL. Only ``RDBStorage`` has heartbeats (journal files do not), and heartbeats are what turns the
+trial of a killed worker from RUNNING into FAIL and queues it again, so the default storage has them too.
+
+SQLite allows one writer at a time. Several workers on one file would otherwise hit "database is locked" when
+two read-then-write transactions collide, so every transaction on a SQLite file takes the write lock when it
+begins (``BEGIN IMMEDIATE``) and waits up to a generous timeout for it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from ktg.errors import KTGError
+
+STUDY_DB = "study.db"
+#: Study user attribute holding what the study searches (space, training, data); joining workers must agree.
+SETTINGS_ATTR = "ktg.search"
+SQLITE_LOCK_TIMEOUT_S = 120
+
+
+def resolve_storage_url(storage: str | None, out: Path | None = None) -> str:
+    """A database URL from ``--storage``: a URL as given, a file path as SQLite, a search folder as its
+    ``study.db``; None means ``OUT/study.db``."""
+    if storage is None:
+        if out is None:
+            raise KTGError("--storage is required (a database URL, a study.db file or a search folder)")
+        return f"sqlite:///{(Path(out) / STUDY_DB).resolve()}"
+    if "://" in storage:
+        return storage
+    path = Path(storage)
+    if path.is_dir():
+        path = path / STUDY_DB
+    if not path.exists():
+        raise KTGError(f"--storage {storage!r} is neither a database URL (sqlite:///FILE, "
+                       f"postgresql+psycopg2://USER:PASSWORD@HOST/DB) nor an existing study file or search folder")
+    return f"sqlite:///{path.resolve()}"
+
+
+def display_url(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    import sqlalchemy
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable: it will fail to open with its own message
+        return url
+
+
+def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
+                 max_retry: int = 2) -> RDBStorage:
+    """Open (creating tables if needed) the study database at ``url``.
+
+    With ``heartbeat_interval`` (seconds) every running trial records a heartbeat; a RUNNING trial silent for
+    ``grace_period`` seconds is failed by the next worker that looks and queued again (at most ``max_retry``
+    times per original trial; see :class:`RequeueTrial`).
+    """
+    import sqlalchemy
+
+    is_sqlite = url.startswith("sqlite")
+    engine_kwargs: dict[str, Any] = ({"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_S}} if is_sqlite
+                                     else {"pool_pre_ping": True})
+    if is_sqlite:
+        database = sqlalchemy.engine.make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    heartbeat = {} if heartbeat_interval is None else {
+        "heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
+        "heartbeat_stale_trial_callback": RequeueTrial(max_retry)}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+    except ModuleNotFoundError as error:
+        raise KTGError(f"the storage {display_url(url)} needs the Python package {error.name!r}; for PostgreSQL "
+                       f"install ktg with the postgres extra: pip install 'ktg[postgres]'") from None
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise KTGError(f"cannot open the storage {display_url(url)}: {reason}") from None
+    if is_sqlite:
+        _lock_on_begin(storage.engine)
+    return storage
+
+
+def _lock_on_begin(engine) -> None:
+    """Make every SQLite transaction ``BEGIN IMMEDIATE`` (SQLAlchemy's documented pysqlite recipe)."""
+    import sqlalchemy
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # pysqlite emits no BEGIN of its own; the hook below does
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while the tables were created lack the hooks
+
+
+def open_study(storage: RDBStorage, name: str, *, sampler: optuna.samplers.BaseSampler | None = None,
+               pruner: optuna.pruners.BasePruner | None = None, settings: dict[str, Any] | None = None) -> optuna.Study:
+    """Create the study ``name`` (maximising) or join it if it exists.
+
+    ``settings`` describe what the study searches; the first worker stores them, every later worker must bring
+    the same (fields that may differ between workers, such as the device, are left out by the caller).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner,
+                                    direction="maximize", load_if_exists=True)
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise KTGError(f"study {name!r} minimises its objective; it was not created by ktg search")
+    if settings is not None:
+        stored = study.user_attrs.get(SETTINGS_ATTR)
+        if stored is None:
+            study.set_user_attr(SETTINGS_ATTR, settings)
+        elif stored != settings:
+            raise KTGError(f"study {name!r} searches with other settings ({_differences(stored, settings)}); "
+                           f"use the same options to join it, or another --study")
+    return study
+
+
+def _differences(stored: Any, given: Any, prefix: str = "") -> str:
+    if isinstance(stored, dict) and isinstance(given, dict):
+        parts = [_differences(stored.get(key), given.get(key), f"{prefix}{key}.")
+                 for key in sorted(set(stored) | set(given)) if stored.get(key) != given.get(key)]
+        return "; ".join(parts)
+    return f"{prefix.rstrip('.')}: study has {stored!r}, you gave {given!r}"
+
+
+def load_study(url: str, name: str | None) -> optuna.Study:
+    """An existing study for reading; ``name`` may be omitted when the storage holds exactly one study."""
+    storage = open_storage(url)
+    names = [summary.study_name for summary in optuna.get_all_study_summaries(storage=storage)]
+    if name is None:
+        if len(names) != 1:
+            raise KTGError(f"{display_url(url)} holds {len(names)} studies"
+                           f"{' (' + ', '.join(names) + ')' if names else ''}; choose one with --study NAME")
+        name = names[0]
+    if name not in names:
+        raise KTGError(f"no study {name!r} in {display_url(url)}; it holds: {', '.join(names) or 'no studies'}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+class RequeueTrial:
+    """Queue a failed trial again as a new WAITING trial with the same graph (parameters).
+
+    Used for trials whose worker stopped sending heartbeats (killed, machine lost) and for trials
+    interrupted with Ctrl-C. The queued trial records ``failed_trial`` (the first trial of the chain) and
+    ``retry_history`` as Optuna's ``RetryHeartbeatStaleTrialCallback`` does, so Optuna's helpers read it; unlike
+    that callback it starts clean: no user attributes and no pruner rungs of the dead run are carried over.
+    After ``max_retry`` retries of one original trial it stops queueing.
+    """
+
+    def __init__(self, max_retry: int = 2) -> None:
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        if len(history) > self.max_retry:
+            return
+        study.add_trial(optuna.create_trial(
+            state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+            system_attrs={"failed_trial": history[0], "retry_history": history},
+        ))
+
+
+#: Trial user attribute a worker sets right after its first heartbeat; see :func:`fail_stale_trials`.
+WORKER_ATTR = "worker"
+
+
+def fail_stale_trials(study: optuna.Study, storage: RDBStorage, study_id: int) -> None:
+    """Fail (and queue again) RUNNING trials whose worker is gone.
+
+    Optuna's check covers trials whose last heartbeat is older than the grace period. A worker killed between
+    starting a trial and its first heartbeat leaves a RUNNING trial without any heartbeat, which Optuna never
+    fails. Workers set :data:`WORKER_ATTR` right after the first heartbeat, so a RUNNING trial without it that
+    started more than a grace period ago is such an orphan and is failed here as well.
+    """
+    if storage.get_heartbeat_interval() is None:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    grace = datetime.timedelta(seconds=storage.grace_period or 2 * storage.get_heartbeat_interval())
+    now = datetime.datetime.now()
+    callback = storage.get_heartbeat_stale_trial_callback()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if WORKER_ATTR in trial.user_attrs or trial.datetime_start is None or now - trial.datetime_start < grace:
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        try:
+            if storage.set_trial_state_values(trial_id, TrialState.FAIL) and callback is not None:
+                callback(study, storage.get_trial(trial_id))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # finished or failed meanwhile by its worker or another one

@@ -1,0 +1,399 @@
+"""Workers: processes that join one study and run trials until it holds its budget of finished trials.
+
+A worker is the loop below, with Optuna's ask/tell so that the budget, heartbeats and faults are handled in
+one readable place:
+
+1. fail the trials of dead workers (stale heartbeat) and queue them again;
+2. stop when the study has ``trials`` finished (COMPLETE + PRUNED) trials; wait while the finished plus the
+   running ones already reach the budget (a running trial may still fail and free its place);
+3. ask for a trial (a queued retry first), record its first heartbeat, and check the budget once more: if the
+   other workers' finished and running trials already fill it, this trial was started in a race with another
+   worker and is handed back: it is marked failed with the reason "not run: …" before it draws a graph, so
+   it never counts as finished;
+4. train; record COMPLETE, PRUNED or FAIL with its reason; rewrite the leaderboard and best graph.
+
+Several workers may run on one machine (``--jobs-per-device``, separate processes started with "spawn", each
+with its own CUDA context) or anywhere that reaches the storage. Ctrl-C fails the running trial with the
+reason "interrupted", queues it to run again, and stops; running the same command again resumes the study.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+import torch
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from ktg.data import load_from_source
+from ktg.errors import KTGError
+from ktg.search.objective import FAIL_REASON_ATTR, TRIALS_DIR, Objective
+from ktg.search.results import last_value, state_counts, write_results
+from ktg.search.space import SearchSpace, TrialSeededSampler
+from ktg.search.storage import WORKER_ATTR, RequeueTrial, fail_stale_trials, open_storage, open_study
+from ktg.train import TrainConfig, config_dict, resolve_device
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+PRUNERS = ("successive-halving", "median", "hyperband", "none")
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    """The pruner ``name``; epochs are the resource. Successive halving is the paper's choice."""
+    if name == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2, min_early_stopping_rate=0)
+    if name == "median":
+        return optuna.pruners.MedianPruner()
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise KTGError(f"unknown pruner {name!r}; choose one of: {', '.join(PRUNERS)}")
+
+
+# Training options a worker may choose for itself: where it runs and how, not what a trial computes.
+_PER_WORKER_TRAINING = ("device", "amp", "channels_last", "compile", "deterministic", "eval_batch_size")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything a worker needs; picklable, so spawned worker processes receive it whole.
+
+    Attributes:
+        space: the graphs searched.
+        config: the training of every trial (``holdout`` set: trials are scored on held-out training data).
+        out: this machine's search folder (trial runs, leaderboard, best graph).
+        storage_url, study_name: the study every worker joins.
+        trials: the budget of finished (complete or pruned) trials, counted over all workers.
+        data_source: what :func:`ktg.data.load_from_source` loads.
+        node_options: model options of every node.
+        pruner: one of :data:`PRUNERS`.
+        seed: the sampler's seed; trial k draws the same graph whichever worker runs it.
+        heartbeat_interval, grace_period: seconds between heartbeats, and of silence before a running trial
+            counts as abandoned by a dead worker.
+        max_retry: how often a trial of a dead worker is queued again.
+        max_failures_in_a_row: a worker stops with an error after this many consecutive failed trials
+            (a systematic problem such as a wrong option should not burn through the queue).
+    """
+
+    space: SearchSpace
+    config: TrainConfig
+    out: Path
+    storage_url: str
+    study_name: str
+    trials: int
+    data_source: dict[str, Any]
+    node_options: dict[str, Any] = field(default_factory=dict)
+    pruner: str = "successive-halving"
+    seed: int = 0
+    heartbeat_interval: int = 30
+    grace_period: int = 120
+    max_retry: int = 2
+    max_failures_in_a_row: int = 10
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise KTGError(f"--trials must be at least 1, got {self.trials}")
+        if self.pruner not in PRUNERS:
+            raise KTGError(f"unknown pruner {self.pruner!r}; choose one of: {', '.join(PRUNERS)}")
+        if self.heartbeat_interval < 1 or self.grace_period <= self.heartbeat_interval:
+            raise KTGError(f"the grace period ({self.grace_period} s) must exceed the heartbeat interval "
+                           f"({self.heartbeat_interval} s, at least 1)")
+
+    def shared(self) -> dict[str, Any]:
+        """What every worker of the study must agree on (stored with the study by its first worker)."""
+        training = {k: v for k, v in config_dict(self.config).items() if k not in _PER_WORKER_TRAINING}
+        data = {"name": self.data_source.get("name"), "image_size": self.data_source.get("image_size"),
+                "options": {k: v for k, v in self.data_source.get("options", {}).items() if k != "cache_dir"}}
+        return {"space": self.space.describe(), "train": training, "data": data,
+                "node_options": self.node_options, "pruner": self.pruner, "seed": self.seed}
+
+    def connect(self, heartbeats: bool = True) -> tuple[optuna.Study, Any, int]:
+        """Open the storage and create or join the study: (study, storage, study id)."""
+        storage = open_storage(self.storage_url, **({"heartbeat_interval": self.heartbeat_interval,
+                                                      "grace_period": self.grace_period,
+                                                      "max_retry": self.max_retry} if heartbeats else {}))
+        study = open_study(storage, self.study_name, sampler=TrialSeededSampler(self.seed),
+                           pruner=make_pruner(self.pruner, self.config.epochs), settings=self.shared())
+        return study, storage, storage.get_study_id_from_name(self.study_name)
+
+
+class Heartbeat:
+    """Records a trial's heartbeat now and then every ``interval`` seconds from a daemon thread.
+
+    Unlike Optuna's own heartbeat thread, a failed write (a database briefly unreachable) is reported and
+    retried at the next beat instead of silently ending the heartbeats of a trial that is still running.
+    """
+
+    def __init__(self, storage, trial_id: int, interval: float) -> None:
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="ktg-heartbeat", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self.storage.record_heartbeat(self.trial_id)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception as error:  # keep beating: the trial is alive, only this write failed
+                print(f"ktg: warning: heartbeat of trial {self.trial_id} not recorded ({error}); retrying",
+                      file=sys.stderr)
+
+
+class Worker:
+    """One worker of a study: runs trials until the study holds ``settings.trials`` finished trials.
+
+    Args:
+        settings: see :class:`SearchSettings`.
+        on_trial: called with the study after every trial this worker ends (progress displays).
+        on_epoch: called with (trial number, epoch, metrics) after every epoch.
+        progress: show the trainer's progress bars.
+    """
+
+    def __init__(self, settings: SearchSettings, *, on_trial: Callable[[optuna.Study], None] | None = None,
+                 on_epoch: Callable[[int, int, dict], None] | None = None, progress: bool = False) -> None:
+        self.settings = settings
+        self.on_trial = on_trial
+        self.on_epoch = on_epoch
+        self.progress = progress
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.poll_seconds = min(5.0, settings.heartbeat_interval)
+
+    def run(self) -> None:
+        s = self.settings
+        study, storage, study_id = s.connect()
+        objective = Objective(s.space, load_from_source(s.data_source), s.config, s.out,
+                              node_options=s.node_options, data_source=s.data_source,
+                              on_epoch=self.on_epoch, progress=self.progress)
+        failures_in_a_row = 0
+        while True:
+            fail_stale_trials(study, storage, study_id)
+            finished = storage.get_n_trials(study_id, FINISHED)
+            if finished >= s.trials:
+                return
+            if finished + storage.get_n_trials(study_id, TrialState.RUNNING) >= s.trials:
+                time.sleep(self.poll_seconds)  # the running trials may still fail and free their places
+                continue
+            state, reason = self._run_trial(study, storage, study_id, objective)
+            if state is None:
+                time.sleep(random.uniform(0.2, 2.0))  # lost a race for the last places; let it settle
+                continue
+            write_results(study, s.out)
+            if self.on_trial is not None:
+                self.on_trial(study)
+            failures_in_a_row = failures_in_a_row + 1 if state == TrialState.FAIL else 0
+            if failures_in_a_row >= s.max_failures_in_a_row:
+                raise KTGError(f"{failures_in_a_row} trials in a row failed, the last because: {reason}")
+
+    def _run_trial(self, study: optuna.Study, storage, study_id: int,
+                   objective: Objective) -> tuple[TrialState | None, str | None]:
+        """Ask, train and tell one trial; (its final state, its failure reason). State None: handed back."""
+        with warnings.catch_warnings():  # Optuna warns that heartbeats are meant for optimize(); this loop is its twin
+            warnings.simplefilter("ignore", UserWarning)
+            trial = study.ask()
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        with Heartbeat(storage, trial_id, self.settings.heartbeat_interval):
+            trial.set_user_attr(WORKER_ATTR, self.name)
+            others = storage.get_n_trials(study_id, CLAIMED) - 1
+            if others >= self.settings.trials:
+                self._hand_back(study, trial)
+                return None, None
+            value, state, out_of_memory = None, TrialState.FAIL, False
+            try:
+                value, state = objective(trial), TrialState.COMPLETE
+            except optuna.TrialPruned:
+                state = TrialState.PRUNED
+            except KeyboardInterrupt:
+                if self._tell(study, trial, TrialState.FAIL) is not None:
+                    RequeueTrial(self.settings.max_retry)(study, storage.get_trial(trial_id))
+                raise
+            except Exception as error:  # recorded with its reason by the objective; the search goes on
+                out_of_memory = isinstance(error, torch.OutOfMemoryError)
+        if out_of_memory:  # the failed trial's tensors are garbage now; give their memory back to the GPU
+            gc.collect()
+            torch.cuda.empty_cache()
+        self._tell(study, trial, state, value)
+        return state, storage.get_trial(trial_id).user_attrs.get(FAIL_REASON_ATTR)
+
+    def _hand_back(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        """Fail a trial that must not run because the budget is taken; a queued retry goes back in the queue."""
+        trial.set_user_attr(FAIL_REASON_ATTR, f"not run: the other workers' trials already fill the budget of "
+                            f"{self.settings.trials} trials")
+        frozen = self._tell(study, trial, TrialState.FAIL)
+        if frozen is not None and frozen.params:
+            study.add_trial(optuna.create_trial(state=TrialState.WAITING, params=frozen.params,
+                                                distributions=frozen.distributions, system_attrs=frozen.system_attrs))
+
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, state: TrialState,
+              value: float | None = None) -> optuna.trial.FrozenTrial | None:
+        try:
+            return study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Another worker saw no heartbeat for a grace period and failed this trial; its queued retry will
+            # run the same graph again, so this result is not counted twice.
+            print(f"ktg: warning: trial {trial.number} was declared stale while running (heartbeats not "
+                  f"recorded for {self.settings.grace_period} s); its retry runs it again", file=sys.stderr)
+            return None
+
+
+# -- several workers on one device ----------------------------------------------------------------------
+
+
+def auto_jobs_per_device(device: torch.device, nodes: int, batch_size: int) -> int:
+    """How many trials to run side by side on ``device`` when ``--jobs-per-device`` is not given.
+
+    CPU: 1 (one trial already uses every core). CUDA: a step of one trial trains ``nodes × batch_size``
+    images; below about 256 images per step a large GPU idles between small kernels (the paper's 3 nodes ×
+    batch 16 = 48), so run ⌈256 / (nodes × batch)⌉ trials, at most one per 10 GiB of GPU memory, one per CPU
+    core and 8 in all. Measure and set ``--jobs-per-device`` for long searches.
+    """
+    if device.type != "cuda":
+        return 1
+    wanted = -(-256 // (nodes * batch_size))
+    memory_gib = torch.cuda.get_device_properties(device).total_memory / 2**30
+    return max(1, min(wanted, int(memory_gib // 10), os.cpu_count() or 1, 8))
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _worker_process(settings: SearchSettings, threads: int | None) -> None:
+    """Entry point of a spawned worker: exit status 0 done, 2 user error, 130 interrupted."""
+    # The parent forwards Ctrl-C as exactly one SIGTERM, so a second key press cannot cut the cleanup short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        Worker(settings).run()
+    except KTGError as error:
+        print(f"ktg: error: worker {os.getpid()}: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+class Progress:
+    """A progress bar over the budget of finished trials, and one line for every trial that ends."""
+
+    def __init__(self, study: optuna.Study, total: int, *, enabled: bool, epochs: int) -> None:
+        self.total, self.epochs = total, epochs
+        self.seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+        counts = state_counts(study)
+        self.bar = tqdm(total=total, initial=min(total, counts["complete"] + counts["pruned"]), unit="trial",
+                        desc="search", disable=not enabled, dynamic_ncols=True)
+
+    def update(self, study: optuna.Study) -> None:
+        trials = study.get_trials(deepcopy=False)
+        for trial in trials:
+            if trial.state.is_finished() and trial.number not in self.seen:
+                self.seen.add(trial.number)
+                tqdm.write(trial_line(trial))
+        counts = state_counts(study)
+        complete = [t.value for t in trials if t.state == TrialState.COMPLETE]
+        self.bar.n = min(self.total, counts["complete"] + counts["pruned"])
+        postfix = {"best": f"{100 * max(complete):.2f}%" if complete else "-", "running": counts["running"],
+                   "failed": counts["fail"]}
+        self.bar.set_postfix(postfix, refresh=True)
+
+    def epoch(self, trial: int, epoch: int, metrics: dict) -> None:
+        self.bar.set_postfix_str(f"trial {trial}: epoch {epoch}/{self.epochs}, "
+                                 f"ensemble {100 * metrics['ensemble_accuracy']:.2f}%", refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def trial_line(trial: optuna.trial.FrozenTrial) -> str:
+    """One line about an ended trial, for the console."""
+    value = last_value(trial)
+    accuracy = f"ensemble {100 * value:.2f} %" if value is not None else "no epoch finished"
+    if trial.state == TrialState.COMPLETE:
+        return f"trial {trial.number}: complete, {accuracy} after {trial.last_step} epochs"
+    if trial.state == TrialState.PRUNED:
+        return f"trial {trial.number}: pruned after epoch {trial.last_step}, {accuracy}"
+    reason = trial.user_attrs.get(FAIL_REASON_ATTR) or "its worker stopped sending heartbeats"
+    return f"trial {trial.number}: failed, {reason}"
+
+
+def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, progress: bool = True) -> optuna.Study:
+    """Run ``jobs_per_device`` workers on this machine (None: :func:`auto_jobs_per_device`) until the study
+    holds its budget of finished trials; write the leaderboard and best graph; return the study.
+
+    With one job the worker runs in this process. Raises KeyboardInterrupt after a clean stop on Ctrl-C.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    device = resolve_device(settings.config.device)
+    jobs = jobs_per_device or auto_jobs_per_device(device, settings.space.num_nodes, settings.config.batch_size)
+    if jobs < 1:
+        raise KTGError(f"--jobs-per-device must be at least 1, got {jobs}")
+    study, _, _ = settings.connect(heartbeats=False)  # creates the study or checks that this command may join it
+    _check_trial_folders(study, settings.out)
+    display = Progress(study, settings.trials, enabled=progress, epochs=settings.config.epochs)
+    try:
+        if jobs == 1:
+            Worker(settings, on_trial=display.update, on_epoch=display.epoch).run()
+        else:
+            _run_processes(settings, jobs, device, study, display)
+        display.update(study)
+    finally:
+        display.close()
+        write_results(study, settings.out)
+    return study
+
+
+def _check_trial_folders(study: optuna.Study, out: Path) -> None:
+    trials = out / TRIALS_DIR
+    if not study.get_trials(deepcopy=False) and trials.is_dir() and any(trials.iterdir()):
+        raise KTGError(f"{trials} holds trial runs, but study {study.study_name!r} has no trials: they belong to "
+                       f"another study. Choose another --out, or the --storage and --study they were made with")
+
+
+def _run_processes(settings: SearchSettings, jobs: int, device: torch.device, study: optuna.Study,
+                   display: Progress) -> None:
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // jobs) if device.type == "cpu" else None
+    workers = [context.Process(target=_worker_process, args=(settings, threads), name=f"ktg-search-worker-{i}")
+               for i in range(jobs)]
+    for worker in workers:
+        worker.start()
+    try:
+        while any(worker.is_alive() for worker in workers):
+            display.update(study)
+            time.sleep(2.0)
+    except KeyboardInterrupt:
+        for worker in workers:
+            if worker.is_alive():
+                os.kill(worker.pid, signal.SIGTERM)
+        for worker in workers:
+            worker.join(timeout=60)
+            if worker.is_alive():  # its trial is left RUNNING; the next worker fails it as stale and retries it
+                worker.kill()
+        raise
+    failed = [worker for worker in workers if worker.exitcode != 0]
+    if failed:
+        codes = ", ".join(f"{w.name}: {w.exitcode}" for w in failed)
+        raise KTGError(f"{len(failed)} of {jobs} workers stopped with an error ({codes}); their messages are above")
