@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Modules that add further subcommands: each defines ``add_commands(commands)`` taking the subparsers object.
-COMMAND_MODULES: tuple[str, ...] = ("ktg.viz.cli",)
+COMMAND_MODULES: tuple[str, ...] = ("ktg.viz.cli", "ktg.search.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
