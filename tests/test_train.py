@@ -153,3 +153,13 @@ def test_cli_help(capsys):
         main(["train", "--help"])
     assert exit_info.value.code == 0
     assert "--graph" in capsys.readouterr().out
+
+
+def test_written_files_follow_the_umask_not_owner_only(tmp_path):
+    import os
+    from ktg.io import write_json
+
+    write_json(tmp_path / "x.json", {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask
