@@ -37,12 +37,42 @@ def correct(loss: torch.Tensor, source_logits, labels, iteration: int, total_ite
     return (source_logits.argmax(dim=1) == labels).to(loss.dtype)
 
 
+#: The small step of merit-based distillation (seed 003): weights move by ±MERIT_STEP around 1.
+MERIT_STEP = 0.1
+
+
+def merit(loss: torch.Tensor, source_logits, labels, iteration: int, total_iterations: int) -> torch.Tensor:
+    """Merit-based distillation, distillation side: 1 + δ where the source (teacher) is right, 1 − δ where it
+    is wrong (δ = :data:`MERIT_STEP`), so the teacher's meritorious answers are transferred more strongly."""
+    right = correct(loss, source_logits, labels, iteration, total_iterations)
+    return 1.0 + MERIT_STEP * (2.0 * right - 1.0)
+
+
+def merit_label(loss: torch.Tensor, source_logits, labels, iteration: int, total_iterations: int) -> torch.Tensor:
+    """Merit-based distillation, label side: 1 − δ where the teacher is right, 1 + δ where it is wrong.
+
+    Used on the label edge of a node that has one ``merit`` edge; the engine passes that edge's source
+    logits, so the two weights of a sample always sum to 2.
+    """
+    if source_logits is None:
+        raise ValueError("the 'merit_label' gate needs the logits of the node's merit teacher")
+    return 2.0 - merit(loss, source_logits, labels, iteration, total_iterations)
+
+
 GATES: dict[str, GateWeights] = {
     "through": through,
     "cutoff": cutoff,
     "linear": linear,
     "correct": correct,
+    "merit": merit,
+    "merit_label": merit_label,
 }
+
+#: The gates of the papers (SPEC §3): the search's default choices.
+PAPER_GATES = ("through", "cutoff", "linear", "correct")
+#: Gates allowed on network edges and on label edges.
+NETWORK_GATES = {name: GATES[name] for name in GATES if name != "merit_label"}
+LABEL_GATES = {name: GATES[name] for name in GATES if name != "merit"}
 
 
 def check_gate(name: str) -> None:

@@ -8,14 +8,14 @@ Network nodes are numbered 0..N-1; the label node is ``"label"`` and the ensembl
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
 
 from ktg.errors import KTGError
-from ktg.gates import GATES
+from ktg.gates import GATES, LABEL_GATES, NETWORK_GATES
 from ktg.io import write_json
-from ktg.losses import ATTENTION_DESIGNS, LOSS_DESIGNS
+from ktg.losses import ATTENTION_DESIGNS, HINT_DESIGNS, LOSS_DESIGNS
 
 FORMAT = "ktg.graph"
 FORMAT_VERSION = 1
@@ -23,6 +23,8 @@ ENSEMBLE = "ensemble"
 LABEL = "label"
 
 NodeRef = Union[int, str]
+NODE_FIELDS = {"model", "options", "weights", "frozen", "bagging"}
+EDGE_FIELDS = {"source", "target", "loss", "gate", "temperature", "stage"}
 
 
 class GraphError(KTGError):
@@ -31,29 +33,46 @@ class GraphError(KTGError):
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """A network node: a registered model name (None: the trainer picks one for the data) and its options
-    for :func:`ktg.models.create_model` (e.g. ``attention_residual``, ``pretrained``)."""
+    """A network node.
+
+    Attributes:
+        model: a registered model name (None: the trainer picks one for the data); nodes of one graph may
+            use different models.
+        options: keyword options of :func:`ktg.models.create_model` (``attention_residual``, ``pretrained``, …).
+        weights: initial weights: ``{"file": PATH}`` (a state dict) or ``{"run": DIR, "node": i}`` (node i of a
+            finished ktg run).
+        frozen: a fixed teacher: never updated, BatchNorm statistics fixed, never the target of an edge.
+        bagging: train this node on its own bootstrap replicate of the training set (per-sample Poisson(1)
+            weights, seeded and saved with the run).
+    """
 
     model: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, Any] | None = None
+    frozen: bool = False
+    bagging: bool = False
 
 
 @dataclass(frozen=True)
 class EdgeSpec:
     """A network edge: ``source`` teaches ``target`` with loss ``loss`` weighted by gate ``gate``.
 
-    ``source`` is a node index or ``"ensemble"``; ``target`` is a node index.
+    ``source`` is a node index or ``"ensemble"``; ``target`` is a node index. ``temperature`` overrides the
+    graph's for this edge; ``stage`` names the module whose output a hint design compares (e.g. ``"layer2"``).
     """
 
     source: NodeRef
     target: int
     loss: str
     gate: str
+    temperature: float | None = None
+    stage: str | None = None
 
     @property
     def label(self) -> str:
-        """A short name for logs: ``edge 1→0 prob_kl/through``."""
-        return f"edge {self.source}→{self.target} {self.loss}/{self.gate}"
+        """A short name for logs: ``edge 1→0 prob_kl/through`` (``hint_mse@layer2`` for hint edges)."""
+        loss = f"{self.loss}@{self.stage}" if self.stage else self.loss
+        return f"edge {self.source}→{self.target} {loss}/{self.gate}"
 
 
 @dataclass(frozen=True)
@@ -68,6 +87,8 @@ class GraphSpec:
         crop_sizes: the k of the k×k attention crops.
         ensemble_as_source: allow the ensemble node as the source of network edges (off in the papers).
         name: a free label (``"dml"``, ``"trial 17"``).
+        ensemble_members: the nodes the ensemble node averages (None: all), e.g. the teachers when their
+            ensemble is distilled into a student.
     """
 
     nodes: tuple[NodeSpec, ...]
@@ -77,6 +98,7 @@ class GraphSpec:
     crop_sizes: tuple[int, ...] = (3, 7, 11)
     ensemble_as_source: bool = False
     name: str | None = None
+    ensemble_members: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         self._validate()
@@ -94,11 +116,15 @@ class GraphSpec:
     def needs_attention(self) -> bool:
         return any(edge.loss in ATTENTION_DESIGNS for edge in self.active_edges)
 
+    @property
+    def members(self) -> tuple[int, ...]:
+        """The nodes the ensemble node averages."""
+        return self.ensemble_members if self.ensemble_members is not None else tuple(range(self.num_nodes))
+
     def with_models(self, model: str) -> "GraphSpec":
-        """The same graph with every node's model replaced by ``model`` (options kept)."""
-        nodes = tuple(NodeSpec(model, dict(node.options)) for node in self.nodes)
-        return GraphSpec(nodes, self.label_gates, self.edges, self.temperature, self.crop_sizes,
-                         self.ensemble_as_source, self.name)
+        """The same graph with every trained node's model replaced by ``model`` (frozen teachers keep theirs)."""
+        nodes = tuple(node if node.frozen else replace(node, model=model) for node in self.nodes)
+        return replace(self, nodes=nodes)
 
     # -- serialisation -------------------------------------------------------------------------------
 
@@ -108,15 +134,13 @@ class GraphSpec:
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "name": self.name,
-            "nodes": [{"model": node.model, "options": dict(node.options)} for node in self.nodes],
+            "nodes": [_node_dict(node) for node in self.nodes],
             "label_gates": list(self.label_gates),
-            "edges": [
-                {"source": edge.source, "target": edge.target, "loss": edge.loss, "gate": edge.gate}
-                for edge in self.edges
-            ],
+            "edges": [_edge_dict(edge) for edge in self.edges],
             "temperature": self.temperature,
             "crop_sizes": list(self.crop_sizes),
-            "ensemble": {"as_source": self.ensemble_as_source},
+            "ensemble": {"as_source": self.ensemble_as_source,
+                         **({"members": list(self.ensemble_members)} if self.ensemble_members is not None else {})},
         }
 
     @classmethod
@@ -155,7 +179,9 @@ class GraphSpec:
         if len(self.label_gates) != n:
             raise GraphError(f"label_gates: expected one gate per node ({n}), got {len(self.label_gates)}")
         for i, gate_name in enumerate(self.label_gates):
-            _check_choice(f"label_gates[{i}]", gate_name, GATES)
+            _check_choice(f"label_gates[{i}]", gate_name, LABEL_GATES)
+        for i, node in enumerate(self.nodes):
+            _check_node(f"nodes[{i}]", node, self.label_gates[i])
         if self.temperature <= 0 or isinstance(self.temperature, bool):
             raise GraphError(f"temperature: must be a positive number, got {self.temperature!r}")
         if not self.crop_sizes or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in self.crop_sizes):
@@ -179,7 +205,64 @@ class GraphSpec:
                                  f"each ordered pair has at most one edge")
             seen.add((edge.source, edge.target))
             _check_choice(f"{field_name}.loss", edge.loss, LOSS_DESIGNS)
-            _check_choice(f"{field_name}.gate", edge.gate, GATES)
+            _check_choice(f"{field_name}.gate", edge.gate, NETWORK_GATES)
+            if self.nodes[edge.target].frozen and edge.gate != "cutoff":
+                raise GraphError(f"{field_name}.target: node {edge.target} is frozen and cannot learn")
+            if edge.temperature is not None and (isinstance(edge.temperature, bool) or edge.temperature <= 0):
+                raise GraphError(f"{field_name}.temperature: must be a positive number, got {edge.temperature!r}")
+            if edge.loss in HINT_DESIGNS and edge.source == ENSEMBLE:
+                raise GraphError(f"{field_name}.source: hint edges need a network node as source, not the ensemble")
+            if (edge.loss in HINT_DESIGNS) != (edge.stage is not None):
+                raise GraphError(f"{field_name}.stage: hint designs ({', '.join(HINT_DESIGNS)}) need the name of a "
+                                 f"model stage such as \"layer2\", other designs take none; got {edge.stage!r}")
+        for target, gate_name in enumerate(self.label_gates):
+            teachers = [e for e in self.edges if e.target == target and e.gate == "merit"]
+            if gate_name == "merit_label" and len(teachers) != 1:
+                raise GraphError(f"label_gates[{target}]: 'merit_label' needs exactly one 'merit' edge into node "
+                                 f"{target} (its teacher), found {len(teachers)}")
+        if self.ensemble_members is not None:
+            members = list(self.ensemble_members)
+            if not members or len(set(members)) != len(members) or any(
+                    isinstance(m, bool) or m not in range(n) for m in members):
+                raise GraphError(f"ensemble.members: expected distinct node indices in 0..{n - 1}, got {members}")
+
+
+def _check_node(field_name: str, node: NodeSpec, label_gate: str) -> None:
+    weights = node.weights
+    if weights is not None:
+        valid_file = set(weights) == {"file"} and isinstance(weights["file"], str)
+        valid_run = (set(weights) == {"run", "node"} and isinstance(weights["run"], str)
+                     and isinstance(weights["node"], int) and not isinstance(weights["node"], bool))
+        if not (valid_file or valid_run):
+            raise GraphError(f"{field_name}.weights: expected {{\"file\": PATH}} or {{\"run\": DIR, \"node\": i}}, "
+                             f"got {weights!r}")
+    if node.frozen:
+        if weights is None:
+            raise GraphError(f"{field_name}: a frozen node needs weights ({{\"file\": …}} or {{\"run\": …, \"node\": …}})")
+        if label_gate != "cutoff":
+            raise GraphError(f"{field_name}: a frozen node cannot learn; its label gate must be 'cutoff'")
+        if node.bagging:
+            raise GraphError(f"{field_name}: a frozen node is not trained, so it cannot bag")
+
+
+def _node_dict(node: NodeSpec) -> dict[str, Any]:
+    data: dict[str, Any] = {"model": node.model, "options": dict(node.options)}
+    if node.weights is not None:
+        data["weights"] = dict(node.weights)
+    if node.frozen:
+        data["frozen"] = True
+    if node.bagging:
+        data["bagging"] = True
+    return data
+
+
+def _edge_dict(edge: EdgeSpec) -> dict[str, Any]:
+    data: dict[str, Any] = {"source": edge.source, "target": edge.target, "loss": edge.loss, "gate": edge.gate}
+    if edge.temperature is not None:
+        data["temperature"] = edge.temperature
+    if edge.stage is not None:
+        data["stage"] = edge.stage
+    return data
 
 
 def _check_choice(field_name: str, value: Any, allowed: dict) -> None:
@@ -219,31 +302,44 @@ def _parse(data: Any) -> GraphSpec:
         options = node.get("options", {})
         if not isinstance(options, dict):
             raise GraphError(f"nodes[{i}].options: expected an object, got {options!r}")
-        extra = sorted(set(node) - {"model", "options"})
+        extra = sorted(set(node) - NODE_FIELDS)
         if extra:
-            raise GraphError(f"nodes[{i}]: unknown field(s) {', '.join(extra)}; allowed: model, options")
-        nodes.append(NodeSpec(model, options))
+            raise GraphError(f"nodes[{i}]: unknown field(s) {', '.join(extra)}; allowed: {', '.join(sorted(NODE_FIELDS))}")
+        weights = node.get("weights")
+        if weights is not None and not isinstance(weights, dict):
+            raise GraphError(f"nodes[{i}].weights: expected an object, got {weights!r}")
+        nodes.append(NodeSpec(model, options, weights, _flag(node, "frozen", f"nodes[{i}]."),
+                              _flag(node, "bagging", f"nodes[{i}].")))
 
     label_gates = require(data, "label_gates", list, "")
     edges = []
     for i, edge in enumerate(data.get("edges", [])):
         if not isinstance(edge, dict):
             raise GraphError(f"edges[{i}]: expected an object with source, target, loss, gate")
-        extra = sorted(set(edge) - {"source", "target", "loss", "gate"})
+        extra = sorted(set(edge) - EDGE_FIELDS)
         if extra:
-            raise GraphError(f"edges[{i}]: unknown field(s) {', '.join(extra)}; allowed: source, target, loss, gate")
+            raise GraphError(f"edges[{i}]: unknown field(s) {', '.join(extra)}; allowed: {', '.join(sorted(EDGE_FIELDS))}")
+        temperature = edge.get("temperature")
+        if temperature is not None and (not isinstance(temperature, (int, float)) or isinstance(temperature, bool)):
+            raise GraphError(f"edges[{i}].temperature: expected a positive number, got {temperature!r}")
+        stage = edge.get("stage")
+        if stage is not None and not isinstance(stage, str):
+            raise GraphError(f"edges[{i}].stage: expected a stage name such as \"layer2\", got {stage!r}")
         edges.append(EdgeSpec(
             source=require(edge, "source", (int, str), f"edges[{i}]."),
             target=require(edge, "target", int, f"edges[{i}]."),
             loss=require(edge, "loss", str, f"edges[{i}]."),
             gate=require(edge, "gate", str, f"edges[{i}]."),
+            temperature=None if temperature is None else float(temperature),
+            stage=stage,
         ))
     ensemble = data.get("ensemble", {})
-    if not isinstance(ensemble, dict) or set(ensemble) - {"as_source"}:
-        raise GraphError(f"ensemble: expected {{\"as_source\": true|false}}, got {ensemble!r}")
-    as_source = ensemble.get("as_source", False)
-    if not isinstance(as_source, bool):
-        raise GraphError(f"ensemble.as_source: expected true or false, got {as_source!r}")
+    if not isinstance(ensemble, dict) or set(ensemble) - {"as_source", "members"}:
+        raise GraphError(f"ensemble: expected {{\"as_source\": true|false, \"members\": [i, …]}}, got {ensemble!r}")
+    as_source = _flag(ensemble, "as_source", "ensemble.")
+    members = ensemble.get("members")
+    if members is not None and not isinstance(members, list):
+        raise GraphError(f"ensemble.members: expected a list of node indices, got {members!r}")
     temperature = data.get("temperature", 1.0)
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool):
         raise GraphError(f"temperature: expected a positive number, got {temperature!r}")
@@ -255,7 +351,14 @@ def _parse(data: Any) -> GraphSpec:
         raise GraphError(f"name: expected a string or null, got {name!r}")
 
     return GraphSpec(tuple(nodes), tuple(label_gates), tuple(edges), float(temperature), tuple(crop_sizes),
-                     as_source, name)
+                     as_source, name, None if members is None else tuple(members))
+
+
+def _flag(mapping: dict, key: str, path: str) -> bool:
+    value = mapping.get(key, False)
+    if not isinstance(value, bool):
+        raise GraphError(f"{path}{key}: expected true or false, got {value!r}")
+    return value
 
 
 # -- named graphs -------------------------------------------------------------------------------------

@@ -16,10 +16,12 @@ from ktg.errors import KTGError
 
 
 class Knowledge(NamedTuple):
-    """What one node offers to an edge: perception logits (B×C) and attention map (B×1×H×W)."""
+    """What one node offers to an edge: perception logits (B×C), attention map (B×1×H×W) and, for hint
+    edges, the B×C'×H'×W' output of a chosen stage (on the target side already passed through its adapter)."""
 
     logits: torch.Tensor
-    attention: torch.Tensor
+    attention: torch.Tensor | None
+    features: torch.Tensor | None = None
 
 
 def prob_kl(source: Knowledge, target: Knowledge, temperature: float, crop_sizes: Sequence[int]) -> torch.Tensor:
@@ -78,6 +80,16 @@ def att_cos(source: Knowledge, target: Knowledge, temperature: float, crop_sizes
     return torch.stack(terms).mean(dim=0)
 
 
+def hint_mse(source: Knowledge, target: Knowledge, temperature: float, crop_sizes: Sequence[int]) -> torch.Tensor:
+    """FitNets hint: mean squared difference of the stage outputs per sample; pulls features together."""
+    return ((source.features.float() - target.features.float()) ** 2).flatten(1).mean(dim=1)
+
+
+def hint_cos(source: Knowledge, target: Knowledge, temperature: float, crop_sizes: Sequence[int]) -> torch.Tensor:
+    """Cosine similarity of the flattened stage outputs per sample; minimising it pushes features apart."""
+    return F.cosine_similarity(source.features.float().flatten(1), target.features.float().flatten(1), dim=1)
+
+
 def _crops(source: Knowledge, target: Knowledge, crop_sizes: Sequence[int]):
     if not crop_sizes:
         raise KTGError("attention losses need at least one crop size")
@@ -100,10 +112,15 @@ LOSS_DESIGNS: dict[str, LossDesign] = {
     "att_cos": att_cos,
     "prob_kl+att_mse": _sum_of(prob_kl, att_mse),
     "prob_cos+att_cos": _sum_of(prob_cos, att_cos),
+    "hint_mse": hint_mse,
+    "hint_cos": hint_cos,
 }
 
-#: Designs that read attention maps (the others need only logits).
+#: The six designs of the papers (SPEC §2): the search's default choices.
+PAPER_DESIGNS = ("prob_kl", "prob_cos", "att_mse", "att_cos", "prob_kl+att_mse", "prob_cos+att_cos")
+#: Designs that read attention maps, and designs that read intermediate features (the rest need only logits).
 ATTENTION_DESIGNS = frozenset(name for name in LOSS_DESIGNS if "att_" in name)
+HINT_DESIGNS = ("hint_mse", "hint_cos")
 
 
 def check_design(design: str) -> None:
@@ -120,6 +137,8 @@ def edge_loss(
     target_attention: torch.Tensor | None,
     temperature: float = 1.0,
     crop_sizes: Sequence[int] = (3, 7, 11),
+    source_features: torch.Tensor | None = None,
+    target_features: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-sample loss ℓ ∈ R^B of one network edge (SPEC §2).
 
@@ -130,6 +149,8 @@ def edge_loss(
         source_attention, target_attention: B×1×H×W maps in [0, 1]; may be None for ``prob_*`` designs.
         temperature: T of p = softmax(z/T); KL terms are multiplied by T².
         crop_sizes: the k of the k×k attention crops.
+        source_features, target_features: B×C×H×W stage outputs for the hint designs (``hint_mse``,
+            ``hint_cos``), the target's already mapped to the source's shape by its adapter.
 
     Returns:
         float32 tensor of shape B: the loss of each sample, before the gate.
@@ -137,8 +158,13 @@ def edge_loss(
     check_design(design)
     if design in ATTENTION_DESIGNS and (source_attention is None or target_attention is None):
         raise ValueError(f"loss design {design!r} needs both attention maps")
+    if design in HINT_DESIGNS and (source_features is None or target_features is None):
+        raise ValueError(f"loss design {design!r} needs both nodes' stage features")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     return LOSS_DESIGNS[design](
-        Knowledge(source_logits, source_attention), Knowledge(target_logits, target_attention), temperature, crop_sizes
+        Knowledge(source_logits, source_attention, source_features),
+        Knowledge(target_logits, target_attention, target_features),
+        temperature,
+        crop_sizes,
     )

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ktg.errors import KTGError
-from ktg.losses import LOSS_DESIGNS, attention_crops, edge_loss
+from ktg.losses import PAPER_DESIGNS, attention_crops, edge_loss
 
 LN3 = math.log(3.0)
 
@@ -125,7 +125,7 @@ def test_combined_designs_are_sums():
 
 def test_every_design_returns_one_value_per_sample_and_gradients_reach_the_target_only():
     torch.manual_seed(0)
-    for design in LOSS_DESIGNS:
+    for design in PAPER_DESIGNS:
         z_s, z_t = torch.randn(4, 5, requires_grad=True), torch.randn(4, 5, requires_grad=True)
         m_s, m_t = torch.rand(4, 1, 7, 7, requires_grad=True), torch.rand(4, 1, 7, 7, requires_grad=True)
         loss = edge_loss(design, z_s.detach(), z_t, m_s.detach(), m_t, crop_sizes=(3,))
@@ -144,3 +144,16 @@ def test_crop_larger_than_map_is_a_clear_error():
     with pytest.raises(KTGError, match="does not fit a 7×7"):
         edge_loss("att_mse", torch.zeros(1, 2), torch.zeros(1, 2), torch.rand(1, 1, 7, 7), torch.rand(1, 1, 7, 7),
                   crop_sizes=(11,))
+
+
+def test_hint_designs_compare_stage_features():
+    source = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])  # 1×2×1×2
+    target = torch.zeros_like(source)
+    z = torch.zeros(1, 3)
+    # mean of squares (1 + 4 + 9 + 16) / 4
+    mse = edge_loss("hint_mse", z, z, None, None, source_features=source, target_features=target)
+    assert mse.item() == pytest.approx(7.5)
+    cos = edge_loss("hint_cos", z, z, None, None, source_features=source, target_features=2 * source)
+    assert cos.item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="stage features"):
+        edge_loss("hint_mse", z, z, None, None)
