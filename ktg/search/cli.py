@@ -49,12 +49,13 @@ def add_commands(commands) -> None:
                        "again (default: 2)")
 
     space = search.add_argument_group("search space")
-    space.add_argument("--designs", nargs="+", choices=tuple(LOSS_DESIGNS), default=list(LOSS_DESIGNS),
-                       metavar="DESIGN", help=f"loss designs of network edges (default: all: {', '.join(LOSS_DESIGNS)})")
-    space.add_argument("--gates", nargs="+", choices=tuple(GATES), default=list(GATES), metavar="GATE",
-                       help=f"gates of network edges (default: all: {', '.join(GATES)})")
-    space.add_argument("--label-gates", nargs="+", choices=tuple(GATES), default=list(GATES), metavar="GATE",
-                       help="gates of label edges (default: all)")
+    space.add_argument("--designs", nargs="+", choices=tuple(LOSS_DESIGNS), metavar="DESIGN",
+                       help=f"loss designs of network edges, from: {', '.join(LOSS_DESIGNS)} (default: the papers' "
+                       "six: prob_kl prob_cos att_mse att_cos prob_kl+att_mse prob_cos+att_cos)")
+    space.add_argument("--gates", nargs="+", choices=tuple(GATES), metavar="GATE", help=f"gates of network "
+                       f"edges, from: {', '.join(GATES)} (default: the papers' four: through cutoff linear correct)")
+    space.add_argument("--label-gates", nargs="+", choices=tuple(GATES), metavar="GATE",
+                       help="gates of label edges (default: through cutoff linear correct)")
     space.add_argument("--ensemble-as-source", action="store_true",
                        help="also search edges from the ensemble node to each node (off in the papers)")
     space.add_argument("--temperature", type=float, default=1.0, help="T of probability edges (default: 1)")
@@ -92,9 +93,10 @@ def search_settings_from_args(args: argparse.Namespace):
     nodes = 3 if args.nodes is None else args.nodes
     holdout = args.holdout if args.holdout is not None else DEFAULT_HOLDOUT.get(args.dataset, DEFAULT_HOLDOUT_OTHERS)
     config = dataclasses.replace(train_config_from_args(args), holdout=holdout)
-    space = SearchSpace(num_nodes=nodes, designs=tuple(args.designs), gates=tuple(args.gates),
-                        label_gates=tuple(args.label_gates), ensemble_as_source=args.ensemble_as_source,
-                        model=args.model, temperature=args.temperature, crop_sizes=tuple(args.crop_sizes))
+    choices = {key: tuple(value) for key, value in
+               (("designs", args.designs), ("gates", args.gates), ("label_gates", args.label_gates)) if value}
+    space = SearchSpace(num_nodes=nodes, ensemble_as_source=args.ensemble_as_source, model=args.model,
+                        temperature=args.temperature, crop_sizes=tuple(args.crop_sizes), **choices)
     out = args.out or Path("runs") / f"search-{args.dataset}-{nodes}nodes"
     return SearchSettings(
         space=space, config=config, out=out, storage_url=resolve_storage_url(args.storage, out),

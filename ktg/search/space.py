@@ -24,6 +24,11 @@ from ktg.graph import ENSEMBLE, LABEL, EdgeSpec, GraphSpec, NodeRef, NodeSpec
 from ktg.losses import LOSS_DESIGNS
 
 
+#: The space of SPEC §4 (the papers' six loss designs and four gates): the defaults of :class:`SearchSpace`.
+SPEC_DESIGNS = ("prob_kl", "prob_cos", "att_mse", "att_cos", "prob_kl+att_mse", "prob_cos+att_cos")
+SPEC_GATES = ("through", "cutoff", "linear", "correct")
+
+
 def label_gate_param(target: int) -> str:
     """The parameter holding the gate of the label edge into ``target``."""
     return f"{LABEL}→{target} gate"
@@ -43,18 +48,18 @@ class SearchSpace:
 
     Attributes:
         num_nodes: N network nodes (≥ 2).
-        designs: loss designs a network edge may use (default: all six).
-        gates: gates a network edge may use (default: all four; drop ``cutoff`` to force every edge on).
-        label_gates: gates a label edge may use (default: all four).
+        designs: loss designs a network edge may use (default: the papers' six).
+        gates: gates a network edge may use (default: the papers' four; drop ``cutoff`` to force every edge on).
+        label_gates: gates a label edge may use (default: the papers' four).
         ensemble_as_source: also search edges ensemble→t (off in the papers).
         model: every node's model (None: the trainer's default for the image size).
         temperature, crop_sizes: fixed properties of every drawn graph (see :class:`GraphSpec`).
     """
 
     num_nodes: int
-    designs: tuple[str, ...] = tuple(LOSS_DESIGNS)
-    gates: tuple[str, ...] = tuple(GATES)
-    label_gates: tuple[str, ...] = tuple(GATES)
+    designs: tuple[str, ...] = SPEC_DESIGNS
+    gates: tuple[str, ...] = SPEC_GATES
+    label_gates: tuple[str, ...] = SPEC_GATES
     ensemble_as_source: bool = False
     model: str | None = None
     temperature: float = 1.0
@@ -72,6 +77,19 @@ class SearchSpace:
                 raise KTGError(f"unknown {what} {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
             if len(set(chosen)) != len(chosen):
                 raise KTGError(f"the {what} of the search space are listed twice: {', '.join(chosen)}")
+        # Every choice must make a valid graph on its own (some designs or gates need more than a name).
+        for design in self.designs:
+            for gate in self.gates:
+                self._probe(self.label_gates[0], design, gate)
+        for gate in self.label_gates:
+            self._probe(gate, self.designs[0], self.gates[0])
+
+    def _probe(self, label_gate: str, design: str, gate: str) -> None:
+        try:
+            GraphSpec((NodeSpec(),) * 2, (label_gate,) * 2, (EdgeSpec(1, 0, design, gate),))
+        except KTGError as error:
+            raise KTGError(f"the search space cannot use label gate {label_gate!r} with loss design {design!r} "
+                           f"and gate {gate!r}: {error}") from None
 
     @property
     def pairs(self) -> list[tuple[NodeRef, int]]:
