@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+import matplotlib
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
@@ -95,45 +96,53 @@ def attention_grid(
     if images.dim() != 4 or images.dtype != torch.uint8 or len(labels) != images.shape[0] or images.shape[0] == 0:
         raise ValueError(f"expected B×3×H×W uint8 images with B ≥ 1 labels, got {tuple(images.shape)} "
                          f"{images.dtype} and {len(labels)} labels")
-    inputs = transform(images, original_sizes=original_sizes)
-    pictures = _display_transform(transform)(images, original_sizes=original_sizes).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
-    logits, maps = node_attention(graph, inputs)
+    logits, maps = node_attention(graph, transform(images, original_sizes=original_sizes))
+    pictures = _display_transform(transform)(images, original_sizes=original_sizes).float().clamp(0, 1).cpu()
     columns = [(f"node {i}", logits[i], maps[i]) for i in range(len(logits))]
     if show_ensemble:
         columns.append(("ensemble", ensemble_logits(logits), maps.mean(dim=0)))
 
+    # The whole grid is composed as one RGB picture at the figure's exact pixel size and shown by a single
+    # imshow: far faster to draw than an axes per cell, which matters when every finished run logs one.
     rows, cols = images.shape[0], len(columns) + show_input
-    cell_w, cell_h = CELL_SIZE
-    figure = Figure(figsize=(cols * cell_w, rows * cell_h), dpi=dpi)
-    pad = 0.06  # inches between cells
+    width, height = round(cols * CELL_SIZE[0] * dpi), round(rows * CELL_SIZE[1] * dpi)
+    cell_w, cell_h = width / cols, height / rows
+    title, pad, frame = round(_TITLE_INCHES * dpi), max(1, round(0.06 * dpi)), max(1, round(0.02 * dpi))
+    side = int(min(cell_w - 2 * pad, cell_h - title - pad))
+    pictures = F.interpolate(pictures, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+    maps = F.interpolate(torch.stack([m for _, _, m in columns], dim=1), size=(side, side), mode="bilinear",
+                         antialias=True, align_corners=False).clamp(0, 1)  # B×columns×side×side
+    colours = torch.from_numpy(matplotlib.colormaps[cmap](maps.numpy())[..., :3]).float().permute(0, 1, 4, 2, 3)
+    overlays = (1 - alpha) * pictures[:, None] + alpha * colours  # B×columns×3×side×side
+
+    canvas = torch.ones(3, height, width)
+    figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     for r in range(rows):
         true = int(labels[r])
-        cells = [("input", None, None)] if show_input else []
-        for c, (name, node_logits, node_maps) in enumerate(cells + columns):
-            axes = figure.add_axes((
-                (c * cell_w + pad) / (cols * cell_w),
-                1 - ((r + 1) * cell_h - pad) / (rows * cell_h),
-                (cell_w - 2 * pad) / (cols * cell_w),
-                (cell_h - _TITLE_INCHES - pad) / (rows * cell_h),
-            ))
-            axes.set_xticks([])
-            axes.set_yticks([])
-            axes.imshow(pictures[r], interpolation="bilinear")
+        cells = [("input", None, pictures[r])] if show_input else []
+        cells += [(name, node_logits, overlays[r, k]) for k, (name, node_logits, _) in enumerate(columns)]
+        for c, (name, node_logits, picture) in enumerate(cells):
+            x, y = round(c * cell_w + (cell_w - side) / 2), round(r * cell_h + title)
             if node_logits is None:
-                prefix = f"{row_names[r]}: " if row_names is not None else ""
-                axes.set_title(f"{prefix}input\ntrue {_short(classes[true])}", fontsize=7, pad=2)
-                continue
-            axes.imshow(node_maps[r].numpy(), cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0, interpolation="bilinear")
-            predicted = int(node_logits[r].argmax())
-            right = predicted == true
-            title = f"{name} {'✓' if right else '✗'}\npred {_short(classes[predicted])}"
-            if not right:
-                title += f" (true {_short(classes[true], 8)})"
-            axes.set_title(title, fontsize=7, pad=2, color=_RIGHT if right else _WRONG)
-            for spine in axes.spines.values():
-                spine.set_edgecolor(_RIGHT if right else _WRONG)
-                spine.set_linewidth(1.5)
+                text, colour = f"{row_names[r] + ': ' if row_names is not None else ''}input\ntrue {_short(classes[true])}", None
+            else:
+                predicted = int(node_logits[r].argmax())
+                right = predicted == true
+                text = f"{name} {'✓' if right else '✗'}\npred {_short(classes[predicted])}"
+                text += "" if right else f" (true {_short(classes[true], 8)})"
+                colour = _RIGHT if right else _WRONG
+                canvas[:, y - frame:y + side + frame, x - frame:x + side + frame] = _rgb(colour)[:, None, None]
+            canvas[:, y:y + side, x:x + side] = picture
+            figure.text((x + side / 2) / width, 1 - (y - frame - 1) / height, text, ha="center", va="bottom",
+                        fontsize=7, color=colour or "black", linespacing=1.1)
+    axes = figure.add_axes((0, 0, 1, 1))
+    axes.set_axis_off()
+    axes.imshow(canvas.permute(1, 2, 0).numpy(), interpolation="nearest", aspect="auto")
     return figure
+
+
+def _rgb(colour: str) -> torch.Tensor:
+    return torch.tensor(matplotlib.colors.to_rgb(colour))
 
 
 def choose_images(num_images: int, n: int, seed: int | None) -> torch.Tensor:
