@@ -1,0 +1,280 @@
+"""Graph search in one process: the space ↔ graph-file round trip, pruning at epoch boundaries, failures, budget,
+and the command line from `ktg search` to retraining the exported graph."""
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+import ktg.search.objective as objective_module
+from ktg.cli import main
+from ktg.data import load_dataset
+from ktg.errors import KTGError
+from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml
+from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR, Objective
+from ktg.search.results import leaderboard
+from ktg.search.space import SearchSpace, TrialSeededSampler
+from ktg.search.storage import load_study, resolve_storage_url
+from ktg.search.worker import SearchSettings, Worker, run_search
+from ktg.train import TrainConfig
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+DATA = {"name": "synthetic", "root": None, "image_size": 16,
+        "options": {"train_size": 32, "test_size": 8, "num_classes": 2}}
+TINY = {"base_width": 4}
+CONFIG = TrainConfig(epochs=2, batch_size=8, lr=0.05, device="cpu", holdout=0.5)
+SPACE = SearchSpace(num_nodes=2, crop_sizes=(3, 5))
+CLI_DATA = ["--dataset", "synthetic", "--image-size", "16", "--dataset-option", "train_size=32",
+            "--dataset-option", "test_size=8", "--dataset-option", "num_classes=2", "--width", "4",
+            "--batch-size", "8", "--lr", "0.05", "--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Models this small train fastest on one thread, and they share the machine's cores with other tests."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def settings(tmp_path: Path, **changes) -> SearchSettings:
+    base = SearchSettings(space=SPACE, config=CONFIG, out=tmp_path, storage_url=resolve_storage_url(None, tmp_path),
+                          study_name="test", trials=3, data_source=DATA, node_options=TINY,
+                          heartbeat_interval=1, grace_period=2)
+    return dataclasses.replace(base, **changes)
+
+
+def tiny_data():
+    return load_dataset("synthetic", image_size=16, **DATA["options"])
+
+
+# -- the search space ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("space", [
+    SearchSpace(num_nodes=3),
+    SearchSpace(num_nodes=2, designs=("prob_kl",), gates=("through", "cutoff"), label_gates=("through",)),
+    SearchSpace(num_nodes=3, ensemble_as_source=True, model="abn_resnet20", temperature=2.0, crop_sizes=(3, 5)),
+], ids=["paper", "subsets", "ensemble-source"])
+def test_params_and_graph_files_round_trip(space, tmp_path):
+    study = optuna.create_study(sampler=TrialSeededSampler(seed=7), direction="maximize")
+    for _ in range(6):
+        trial = study.ask()
+        spec = space.suggest(trial)
+        assert space.to_params(spec) == trial.params
+        spec.save(tmp_path / "graph.json")
+        loaded = GraphSpec.load(tmp_path / "graph.json")
+        assert space.to_params(loaded) == trial.params
+        assert space.from_params(trial.params, name=spec.name) == loaded
+        assert space.suggest(optuna.trial.FixedTrial(trial.params)) == dataclasses.replace(spec, name="trial 0")
+        assert len(spec.edges) == len(space.pairs)  # cut-off edges are kept, with their drawn loss
+        study.tell(trial, 0.0)
+
+
+def test_space_sizes_and_readable_names():
+    space = SearchSpace(num_nodes=3)
+    assert space.size == 4**3 * 24**6
+    assert list(space.distributions())[:3] == ["label→0 gate", "1→0 loss", "1→0 gate"]
+    with_ensemble = SearchSpace(num_nodes=3, ensemble_as_source=True)
+    assert "ensemble→2 gate" in with_ensemble.distributions()
+    assert with_ensemble.size == 4**3 * 24**9
+
+
+def test_known_graphs_map_into_the_space_and_outsiders_are_refused():
+    space = SearchSpace(num_nodes=3)
+    params = space.to_params(dml(3))
+    assert params["1→0 loss"] == "prob_kl" and params["1→0 gate"] == "through"
+    assert space.from_params(params).active_edges == dml(3).active_edges
+    partial = GraphSpec((NodeSpec(),) * 3, ("through",) * 3, (EdgeSpec(1, 0, "att_mse", "linear"),))
+    assert space.to_params(partial)["2→1 gate"] == "cutoff"
+    with pytest.raises(KTGError, match="outside the search space"):
+        SearchSpace(num_nodes=3, designs=("prob_kl",)).to_params(partial)
+    with pytest.raises(KTGError, match="nodes"):
+        space.to_params(dml(2))
+    with pytest.raises(KTGError, match="unknown gates"):
+        SearchSpace(num_nodes=2, gates=("sometimes",))
+
+
+def test_a_trial_number_draws_the_same_graph_in_every_worker():
+    space = SearchSpace(num_nodes=3)
+
+    def graphs(order):
+        study = optuna.create_study(sampler=TrialSeededSampler(seed=1), direction="maximize")
+        drawn = {}
+        for number in order:  # trials created out of order, as concurrent workers would
+            while len(study.trials) <= number:
+                study.ask()
+            drawn[number] = space.suggest(optuna.trial.Trial(study, study.trials[number]._trial_id)).edges
+        return drawn
+
+    forwards, backwards = graphs([0, 1, 2, 3]), graphs([3, 2, 1, 0])
+    assert forwards == backwards
+    assert len({edges for edges in forwards.values()}) == 4
+
+
+# -- one trial ----------------------------------------------------------------------------------------------
+
+
+class PruneAt(optuna.pruners.BasePruner):
+    """Prune every trial once it has reported ``step``."""
+
+    def __init__(self, step):
+        self.step = step
+        self.asked = []
+
+    def prune(self, study, trial):
+        self.asked.append(trial.last_step)
+        return trial.last_step >= self.step
+
+
+def run_objective(tmp_path, pruner, epochs):
+    config = dataclasses.replace(CONFIG, epochs=epochs)
+    study = optuna.create_study(direction="maximize", pruner=pruner, sampler=TrialSeededSampler(0))
+    study.optimize(Objective(SPACE, tiny_data(), config, tmp_path, node_options=TINY), n_trials=1)
+    return study.trials[0]
+
+
+def test_pruning_happens_at_epoch_boundaries(tmp_path):
+    pruner = PruneAt(2)
+    trial = run_objective(tmp_path, pruner, epochs=4)
+    assert trial.state == TrialState.PRUNED
+    assert sorted(trial.intermediate_values) == [1, 2] == pruner.asked
+    lines = (tmp_path / "trials" / "0" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]  # reported steps are exactly the epochs run
+    assert trial.intermediate_values[2] == json.loads(lines[1])["ensemble_accuracy"]
+    assert GraphSpec.from_dict(trial.user_attrs[GRAPH_ATTR]) == GraphSpec.load(tmp_path / "trials/0/graph.json")
+
+
+def test_the_last_epoch_is_reported_but_never_pruned(tmp_path):
+    pruner = PruneAt(2)
+    trial = run_objective(tmp_path, pruner, epochs=2)
+    assert trial.state == TrialState.COMPLETE and pruner.asked == [1]
+    assert sorted(trial.intermediate_values) == [1, 2] and trial.value == trial.intermediate_values[2]
+    assert trial.user_attrs["epochs"] == 2 and len(trial.user_attrs["node_accuracy"]) == 2
+
+
+def test_the_search_never_scores_on_the_test_split(tmp_path):
+    with pytest.raises(KTGError, match="test split"):
+        Objective(SPACE, tiny_data(), dataclasses.replace(CONFIG, holdout=None), tmp_path)
+
+
+# -- workers in this process ----------------------------------------------------------------------------
+
+
+def test_a_nan_trial_fails_alone_and_the_search_goes_on(tmp_path, monkeypatch):
+    real_train = objective_module.train
+
+    def train_exploding_trial_1(spec, dataset, config, out_dir, **kwargs):
+        if Path(out_dir).name == "1":  # an absurd learning rate makes this trial's losses overflow to inf/NaN
+            config = dataclasses.replace(config, lr=1e10)
+        return real_train(spec, dataset, config, out_dir, **kwargs)
+
+    monkeypatch.setattr(objective_module, "train", train_exploding_trial_1)
+    s = settings(tmp_path, pruner="none")
+    run_search(s, progress=False)
+    study = load_study(s.storage_url, "test")
+    states = {t.number: t.state for t in study.trials}
+    assert states == {0: TrialState.COMPLETE, 1: TrialState.FAIL, 2: TrialState.COMPLETE, 3: TrialState.COMPLETE}
+    assert "non-finite loss" in study.trials[1].user_attrs[FAIL_REASON_ATTR]
+    with open(tmp_path / "leaderboard.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [(int(r["trial"]), r["state"]) for r in rows] == [(r["trial"], r["state"]) for r in leaderboard(study)]
+    assert rows[-1]["state"] == "fail" and "non-finite" in rows[-1]["note"]
+    best = max((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: (t.value, -t.number))
+    assert GraphSpec.load(tmp_path / "best_graph.json") == GraphSpec.from_dict(best.user_attrs[GRAPH_ATTR])
+
+
+def test_a_systematic_failure_stops_the_worker(tmp_path):
+    s = settings(tmp_path, space=SearchSpace(num_nodes=2, designs=("att_mse",), gates=("through",)),
+                 max_failures_in_a_row=2)  # 16 px images: an 11×11 crop never fits the 8×8 attention map
+    s = dataclasses.replace(s, space=dataclasses.replace(s.space, crop_sizes=(11,)))
+    with pytest.raises(KTGError, match="2 trials in a row failed.*crop size 11"):
+        run_search(s, progress=False)
+
+
+def test_an_orphaned_running_trial_is_failed_requeued_and_the_budget_is_exact(tmp_path):
+    s = settings(tmp_path, trials=1, pruner="none")
+    study, _, _ = s.connect(heartbeats=False)
+    study.ask()  # a worker died right after asking: RUNNING, no heartbeat, no worker name
+    run_search(s, progress=False)
+    trials = load_study(s.storage_url, "test").trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].system_attrs["failed_trial"] == 0
+    assert "heartbeats" in leaderboard(load_study(s.storage_url, "test"))[-1]["note"]
+
+
+def test_a_trial_started_in_a_race_for_the_last_place_is_handed_back(tmp_path):
+    s = settings(tmp_path, trials=1)
+    study, storage, study_id = s.connect()
+    distributions = SPACE.distributions()
+    params = SPACE.to_params(dml(2))
+    study.add_trial(optuna.create_trial(state=TrialState.COMPLETE, value=0.5, params=params,
+                                        distributions=distributions))
+    study.add_trial(optuna.create_trial(state=TrialState.WAITING, params=params, distributions=distributions,
+                                        system_attrs={"failed_trial": 0, "retry_history": [0]}))
+    worker = Worker(s)
+    state, _ = worker._run_trial(study, storage, study_id, objective=None)  # surplus: it must not train
+    assert state is None
+    trials = study.get_trials()
+    assert trials[1].state == TrialState.FAIL and trials[1].user_attrs[FAIL_REASON_ATTR].startswith("not run")
+    assert trials[2].state == TrialState.WAITING and trials[2].params == params
+    assert trials[2].system_attrs["retry_history"] == [0]
+
+
+def test_joining_with_other_settings_is_refused(tmp_path):
+    settings(tmp_path).connect()
+    with pytest.raises(KTGError, match="train.epochs: study has 2, you gave 3"):
+        settings(tmp_path, config=dataclasses.replace(CONFIG, epochs=3)).connect()
+    settings(tmp_path, config=dataclasses.replace(CONFIG, device="cuda:1")).connect()  # where it runs may differ
+
+
+# -- the command line -----------------------------------------------------------------------------------------
+
+
+def test_search_then_export_then_retrain(tmp_path, capsys):
+    out = tmp_path / "search"
+    assert main(["search", "--nodes", "2", "--trials", "3", "--epochs", "2", "--crop-sizes", "3", "5",
+                 "--out", str(out), *CLI_DATA]) == 0
+    printed = capsys.readouterr().out
+    assert "best_graph.json" in printed and "leaderboard.csv" in printed and "optuna-dashboard sqlite:///" in printed
+    assert (out / "study.db").exists() and (out / "trials" / "0" / "tensorboard").is_dir()
+    assert json.loads((out / "trials/0/config.json").read_text())["eval_split"] == "val"
+
+    exported = tmp_path / "trial1.json"
+    assert main(["study", "show", "--storage", f"sqlite:///{out / 'study.db'}", "--study", "synthetic-2nodes",
+                 "--export", "1", str(exported), "--csv", str(tmp_path / "board.csv")]) == 0
+    assert "study 'synthetic-2nodes'" in capsys.readouterr().out
+    study = load_study(resolve_storage_url(str(out)), None)
+    assert sorted(t.state.name for t in study.trials if t.state.is_finished()).count("FAIL") == 0
+    assert len(study.trials) == 3
+    assert GraphSpec.load(exported) == GraphSpec.load(out / "trials/1/graph.json")
+    assert (tmp_path / "board.csv").read_text() == (out / "leaderboard.csv").read_text()
+
+    assert main(["study", "show", "--storage", str(out), "--export", "best", str(tmp_path / "best.json")]) == 0
+    assert GraphSpec.load(tmp_path / "best.json") == GraphSpec.load(out / "best_graph.json")
+    assert main(["train", "--graph", str(out / "best_graph.json"), "--epochs", "1", "--out", str(tmp_path / "retrain"),
+                 *CLI_DATA]) == 0
+    assert json.loads((tmp_path / "retrain/metrics.json").read_text())["split"] == "test"
+
+    # the same command again joins the finished study: nothing more to do
+    assert main(["search", "--nodes", "2", "--trials", "3", "--epochs", "2", "--crop-sizes", "3", "5",
+                 "--out", str(out), *CLI_DATA]) == 0
+    assert len(load_study(resolve_storage_url(str(out)), None).trials) == 3
+    assert "trial" in capsys.readouterr().out
+
+
+def test_study_show_explains_user_errors(tmp_path, capsys):
+    assert main(["study", "show", "--storage", str(tmp_path / "nothing.db")]) == 2
+    assert "neither a database URL" in capsys.readouterr().err
+    settings(tmp_path).connect(heartbeats=False)
+    assert main(["study", "show", "--storage", str(tmp_path), "--study", "other"]) == 2
+    assert "no study 'other'" in capsys.readouterr().err
+    assert main(["study", "show", "--storage", str(tmp_path), "--export", "best", str(tmp_path / "g.json")]) == 2
+    assert "no complete trial" in capsys.readouterr().err
