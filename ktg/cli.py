@@ -73,6 +73,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                        help="bf16 autocast (default: on for CUDA)")
     group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                        help="channels-last memory format (default: on for CUDA)")
+    group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                       help="torch.compile the nodes (default: off; pays only when one process trains many trials)")
     group.add_argument("--deterministic", action="store_true", help="reproducible kernels (slower on CUDA)")
     group.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -84,7 +86,7 @@ def train_config_from_args(args: argparse.Namespace):
         epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, nesterov=args.nesterov, schedule=args.schedule,
         milestones=tuple(args.milestones), gamma=args.gamma, seed=args.seed, device=args.device, amp=args.amp,
-        channels_last=args.channels_last, deterministic=args.deterministic, holdout=args.holdout,
+        channels_last=args.channels_last, compile=args.compile, deterministic=args.deterministic, holdout=args.holdout,
         holdout_seed=args.holdout_seed,
     )
 

@@ -1,0 +1,122 @@
+"""The fast training path computes what the reference path computes: bf16 autocast + channels-last + foreach SGD
+against fp32 + NCHW + for-loop SGD, the compiled step against the eager one, and no host reads inside a step."""
+
+import copy
+
+import pytest
+import torch
+import torch._dynamo
+from torch._dynamo.utils import counters
+from torch.overrides import TorchFunctionMode
+from torchvision.models.resnet import BasicBlock
+
+from ktg.cli import build_parser, train_config_from_args
+from ktg.engine import KnowledgeTransferGraph
+from ktg.graph import EdgeSpec, GraphSpec, NodeSpec
+from ktg.models import ABNResNet
+from ktg.train import configure_kernels, make_train_step
+
+CLASSES = 5
+
+
+def nodes(seed: int, count: int = 3) -> list[ABNResNet]:
+    """Narrow CIFAR-style ABNs of one block per stage (16×16 inputs give 8×8 attention maps)."""
+    torch.manual_seed(seed)
+    return [ABNResNet(BasicBlock, (1, 1, 1), CLASSES, stem="cifar", base_width=4) for _ in range(count)]
+
+
+def heavy_spec() -> GraphSpec:
+    """Every network edge pulls probabilities and attention (the benchmark's ``heavy`` graph)."""
+    edges = tuple(EdgeSpec(s, t, "prob_kl+att_mse", "through") for t in range(3) for s in range(3) if s != t)
+    return GraphSpec((NodeSpec("abn_resnet20"),) * 3, ("through",) * 3, edges, crop_sizes=(3, 5))
+
+
+def mixed_spec(num_nodes: int = 3) -> GraphSpec:
+    """Every loss design and every gate but cutoff, including ``linear``, whose weight changes every step."""
+    designs = ["att_cos", "prob_kl", "prob_cos+att_cos", "prob_cos", "att_mse", "prob_kl+att_mse"]
+    gates = ["linear", "correct", "through"]
+    pairs = [(s, t) for t in range(num_nodes) for s in range(num_nodes) if s != t]
+    edges = tuple(EdgeSpec(s, t, designs[i % 6], gates[i % 3]) for i, (s, t) in enumerate(pairs))
+    return GraphSpec((NodeSpec("abn_resnet20"),) * num_nodes, tuple(gates[:num_nodes]), edges, crop_sizes=(3,))
+
+
+def batches(count: int = 3) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(1)
+    return [(torch.rand(8, 3, 16, 16, generator=generator), torch.randint(0, CLASSES, (8,), generator=generator))
+            for _ in range(count)]
+
+
+def run_steps(graph: KnowledgeTransferGraph, *, amp=False, channels_last=False, foreach=True,
+              compile_backend=None) -> torch.Tensor:
+    """Train ``graph`` on :func:`batches`; the loss of every edge at every step, steps × edges."""
+    if channels_last:
+        graph = graph.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(graph.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, foreach=foreach)
+    step = make_train_step(graph, optimizer, amp=amp, channels_last=channels_last, compile_backend=compile_backend)
+    graph.train()
+    data = batches()
+    return torch.stack([torch.stack(list(step(images, labels, k, len(data)).terms.values())).detach()
+                        for k, (images, labels) in enumerate(data, start=1)])
+
+
+@pytest.fixture
+def deterministic():
+    configure_kernels(torch.device("cpu"), deterministic=True)
+    yield
+    configure_kernels(torch.device("cpu"), deterministic=False)
+
+
+def test_fast_and_reference_paths_give_the_same_losses(deterministic):
+    reference = KnowledgeTransferGraph(heavy_spec(), nodes(seed=0))
+    fast = copy.deepcopy(reference)
+    expected = run_steps(reference, foreach=False)
+    got = run_steps(fast, amp=True, channels_last=True, foreach=True)
+    assert expected.shape == (3, 9) and not torch.equal(got, expected)  # bf16 really ran
+    # bf16 keeps 8 significant bits (unit round-off 2^-8 ≈ 0.4 %); a forward through ~20 layers rounds many
+    # times, and each SGD step feeds the difference back: 3 % of each edge's loss plus 0.01 over three steps.
+    torch.testing.assert_close(got, expected, rtol=0.03, atol=0.01)
+
+
+def test_the_compiled_step_matches_eager_and_never_recompiles_for_a_new_trial(deterministic):
+    # Two nodes and the eager backend keep it short: recompiles are decided by dynamo, whatever the backend.
+    def trial(spec, seed, compile_backend=None):
+        return run_steps(KnowledgeTransferGraph(spec, nodes(seed, count=2)), compile_backend=compile_backend)
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.testing.assert_close(trial(mixed_spec(2), 0, "eager"), trial(mixed_spec(2), 0), rtol=1e-5, atol=1e-6)
+    assert counters["frames"]["ok"] == 1  # every node's forward in one compiled frame
+
+    # A second trial: another graph (other edges and gates), new weights, the same shapes.
+    other = GraphSpec(mixed_spec(2).nodes, ("through", "through"), (EdgeSpec(1, 0, "prob_kl+att_mse", "through"),),
+                      crop_sizes=(5,))
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        second = trial(other, 1, "eager")
+    assert counters["frames"]["ok"] == 1
+    torch.testing.assert_close(second, trial(other, 1), rtol=1e-5, atol=1e-6)
+
+
+class NoHostReads(TorchFunctionMode):
+    """Fails on every call that copies a tensor's value to Python (a host sync on CUDA)."""
+
+    READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__, torch.Tensor.__float__,
+             torch.Tensor.__int__, torch.Tensor.__index__, torch.Tensor.numpy}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.READS:
+            raise AssertionError(f"the training step read a tensor back to the host with {func.__name__}")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["reference", "fast"])
+def test_a_training_step_reads_nothing_back_to_the_host(fast):
+    graph = KnowledgeTransferGraph(mixed_spec(), nodes(seed=0))
+    with NoHostReads():
+        run_steps(graph, amp=fast, channels_last=fast)
+
+
+def test_the_cli_turns_compile_on_and_off():
+    parse = build_parser().parse_args
+    assert train_config_from_args(parse(["train", "--compile"])).compile
+    assert not train_config_from_args(parse(["train"])).compile
+    assert not train_config_from_args(parse(["train", "--no-compile"])).compile
