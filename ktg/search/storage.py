@@ -12,6 +12,8 @@ begins (``BEGIN IMMEDIATE``) and waits up to a generous timeout for it.
 from __future__ import annotations
 
 import datetime
+import random
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ STUDY_DB = "study.db"
 #: Study user attribute holding what the study searches (space, training, data); joining workers must agree.
 SETTINGS_ATTR = "ktg.search"
 SQLITE_LOCK_TIMEOUT_S = 120
+CREATE_ATTEMPTS = 5
 
 
 def resolve_storage_url(storage: str | None, out: Path | None = None) -> str:
@@ -77,9 +80,18 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
         "heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
         "heartbeat_stale_trial_callback": RequeueTrial(max_retry)}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+                break
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                # Workers started together on an empty database race to create Optuna's tables; the losers
+                # see "duplicate key" or "already exists" and find the tables in place when they try again.
+                if attempt == CREATE_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0.5, 2.0))
     except ModuleNotFoundError as error:
         raise KTGError(f"the storage {display_url(url)} needs the Python package {error.name!r}; for PostgreSQL "
                        f"install ktg with the postgres extra: pip install 'ktg[postgres]'") from None
