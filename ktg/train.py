@@ -410,9 +410,10 @@ def train(
             if callback is not None and callback(epoch + 1, record):
                 stopped_early = True
                 break
-        from ktg.viz.attention import log_attention_grid  # matplotlib is needed once, when the run is done
+        if not stopped_early:  # a run its callback stopped (a pruned trial) did not finish: no picture
+            from ktg.viz.attention import log_attention_grid  # matplotlib is needed once, when the run is done
 
-        log_attention_grid(writer, graph, eval_images, dataset.eval_transform, len(history))
+            log_attention_grid(writer, graph, eval_images, dataset.eval_transform, len(history))
     finally:
         writer.close()
 

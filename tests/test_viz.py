@@ -138,3 +138,14 @@ def test_a_plotting_failure_at_the_end_of_training_is_only_a_warning(tiny_run, c
     with caplog.at_level(logging.WARNING):
         log_attention_grid(BrokenWriter(), graph, data.test, data.eval_transform, step=1)
     assert "disk full" in caplog.text
+
+
+def test_a_run_stopped_by_its_callback_logs_no_attention_grid(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = load_dataset("synthetic", image_size=16, train_size=32, test_size=16, num_classes=4)
+    train(dml(2), data, TrainConfig(epochs=2, batch_size=16, device="cpu"), tmp_path, progress=False,
+          node_options={"base_width": 4}, callback=lambda epoch, metrics: True)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert events.Tags()["images"] == [] and events.Scalars("accuracy/ensemble")

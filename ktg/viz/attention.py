@@ -137,7 +137,7 @@ def attention_grid(
                         fontsize=7, color=colour or "black", linespacing=1.1)
     axes = figure.add_axes((0, 0, 1, 1))
     axes.set_axis_off()
-    axes.imshow(canvas.permute(1, 2, 0).numpy(), interpolation="nearest", aspect="auto")
+    axes.imshow((canvas * 255).round().to(torch.uint8).permute(1, 2, 0).numpy(), interpolation="none", aspect="auto")
     return figure
 
 
