@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Modules that add further subcommands: each defines ``add_commands(commands)`` taking the subparsers object.
-COMMAND_MODULES: tuple[str, ...] = ("ktg.viz.cli", "ktg.search.cli")
+COMMAND_MODULES: tuple[str, ...] = ("ktg.viz.cli", "ktg.search.cli", "ktg.chain")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

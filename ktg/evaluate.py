@@ -31,7 +31,7 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[K
         state = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=True)
     except Exception as error:
         raise KTGError(f"cannot read checkpoint {run / CHECKPOINT}: {error}") from None
-    graph = build_graph(spec, config["num_classes"])
+    graph = build_graph(spec, config["num_classes"], config.get("image_size"))
     graph.load_state_dict(state["model"])
     return graph.to(device), config, {"epoch": state["epoch"], "history": state["history"]}
 
@@ -73,13 +73,14 @@ def evaluate_run(
     def accuracy(predictions: torch.Tensor) -> float:
         return (predictions == labels).float().mean().item()
 
+    members = logits[list(graph.spec.members)]  # the ensemble node's nodes (a student's teachers excluded)
     rules: dict[str, float] = {}
     for name, rule in ENSEMBLE_RULES.items():
         if name == "power_mean":
             for u in powers:
-                rules[f"power_mean(u={u:g})"] = accuracy(rule(logits, u))
+                rules[f"power_mean(u={u:g})"] = accuracy(rule(members, u))
         else:
-            rules[name] = accuracy(rule(logits, 1.0))
+            rules[name] = accuracy(rule(members, 1.0))
     report = {
         "dataset": dataset.name,
         "split": split,

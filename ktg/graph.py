@@ -387,8 +387,9 @@ def resolve_graph(name_or_path: str, num_nodes: int | None = None, model: str | 
     """
     if name_or_path in NAMED_GRAPHS:
         n = 3 if num_nodes is None else num_nodes
-        if n < 2:
-            raise GraphError(f"the named graph {name_or_path!r} needs --nodes ≥ 2, got {n}")
+        fewest = 1 if name_or_path == "independent" else 2  # one independent node is a plain ABN (a teacher)
+        if n < fewest:
+            raise GraphError(f"the named graph {name_or_path!r} needs --nodes ≥ {fewest}, got {n}")
         return NAMED_GRAPHS[name_or_path](n, model)
     path = Path(name_or_path)
     if not path.exists():

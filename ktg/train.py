@@ -15,7 +15,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -126,7 +126,8 @@ def resolve_models(spec: GraphSpec, image_size: int, node_options: dict[str, Any
     """Fill in every node's model (the default for ``image_size`` where unset) and add ``node_options``
     where a node does not set them itself, so the run's graph file says exactly what was trained."""
     nodes = tuple(
-        NodeSpec(node.model or default_model(image_size), {**(node_options or {}), **node.options})
+        dataclasses.replace(node, model=node.model or default_model(image_size),
+                            options={**(node_options or {}), **node.options})
         for node in spec.nodes
     )
     return dataclasses.replace(spec, nodes=nodes)
@@ -144,8 +145,9 @@ def _autocast(device: torch.device, amp: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
 
 
-#: One optimisation step: (images B×3×H×W, labels B, iteration k from 1, total iterations K) → the step's losses.
-TrainStep = Callable[[torch.Tensor, torch.Tensor, int, int], StepLosses]
+#: One optimisation step: (images B×3×H×W, labels B, iteration k from 1, total iterations K, bagging nodes'
+#: per-sample weights or None) → the step's losses.
+TrainStep = Callable[[torch.Tensor, torch.Tensor, int, int, "dict[int, torch.Tensor] | None"], StepLosses]
 
 
 def make_train_step(
@@ -172,12 +174,13 @@ def make_train_step(
     """
     forward = graph if compile_backend is None else torch.compile(graph, backend=compile_backend, dynamic=False)
 
-    def step(images: torch.Tensor, labels: torch.Tensor, iteration: int, total_iterations: int) -> StepLosses:
+    def step(images: torch.Tensor, labels: torch.Tensor, iteration: int, total_iterations: int,
+             sample_weights: dict[int, torch.Tensor] | None = None) -> StepLosses:
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with _autocast(images.device, amp):
             outputs = forward(images)
-            step_losses = graph.losses(outputs, labels, iteration, total_iterations)
+            step_losses = graph.losses(outputs, labels, iteration, total_iterations, sample_weights)
         optimizer.zero_grad(set_to_none=True)
         step_losses.total.backward()
         optimizer.step()
@@ -194,9 +197,11 @@ def train_one_epoch(
     total_iterations: int,
     *,
     progress: bool,
+    bootstrap: dict[int, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Train every node for one epoch with ``step`` (see :func:`make_train_step`); returns the epoch's mean
-    loss per edge and mean gate weight per edge.
+    loss per edge and mean gate weight per edge. ``bootstrap`` maps bagging nodes to their per-sample counts
+    over the training split (see :func:`bootstrap_counts`).
 
     Nothing is read back from the device inside the loop: per-edge sums stay on the device and are read
     once at the end (which is also where a non-finite loss is detected).
@@ -206,10 +211,11 @@ def train_one_epoch(
     loss_sums = weight_sums = None
     steps = 0
     start = time.perf_counter()
-    batches = tqdm(loader.epoch(epoch), total=len(loader), desc=f"epoch {epoch + 1}", leave=False,
+    batches = tqdm(loader.epoch(epoch, with_index=True), total=len(loader), desc=f"epoch {epoch + 1}", leave=False,
                    disable=not progress, unit="batch")
-    for index, (images, labels) in enumerate(batches):
-        step_losses = step(images, labels, epoch * len(loader) + index + 1, total_iterations)
+    for index, (images, labels, positions) in enumerate(batches):
+        sample_weights = {node: counts[positions] for node, counts in bootstrap.items()} if bootstrap else None
+        step_losses = step(images, labels, epoch * len(loader) + index + 1, total_iterations, sample_weights)
         terms = torch.stack(list(step_losses.terms.values())).detach()
         weights = torch.stack(list(step_losses.gate_weights.values())).detach()
         if loss_sums is None:
@@ -268,10 +274,12 @@ def predict(
     return torch.cat(all_logits, dim=1), torch.cat(all_labels)
 
 
-def accuracies(logits: torch.Tensor, labels: torch.Tensor) -> tuple[list[float], float]:
-    """Top-1 accuracy in [0, 1] of every node and of the ensemble node, from N×M×C logits."""
+def accuracies(logits: torch.Tensor, labels: torch.Tensor, members: Sequence[int] | None = None) -> tuple[list[float], float]:
+    """Top-1 accuracy in [0, 1] of every node and of the ensemble node (the mean of the ``members``' logits,
+    all nodes by default), from N×M×C logits."""
     node_correct = (logits.argmax(dim=2) == labels).float().mean(dim=1)
-    ensemble_correct = (ensemble_logits(logits).argmax(dim=1) == labels).float().mean()
+    ensemble = ensemble_logits(logits if members is None else logits[list(members)])
+    ensemble_correct = (ensemble.argmax(dim=1) == labels).float().mean()
     values = torch.cat([node_correct, ensemble_correct[None]]).tolist()
     return values[:-1], values[-1]
 
@@ -280,7 +288,7 @@ def evaluate(graph: KnowledgeTransferGraph, loader: BatchLoader, *, amp: bool, c
              progress: bool = False) -> tuple[list[float], float]:
     """Top-1 accuracy of every node and of the ensemble node on ``loader``."""
     logits, labels = predict(graph, loader, amp=amp, channels_last=channels_last, progress=progress)
-    return accuracies(logits, labels)
+    return accuracies(logits, labels, graph.spec.members)
 
 
 # -- the run ------------------------------------------------------------------------------------------
@@ -297,10 +305,24 @@ def split_for_training(dataset: Dataset, config: TrainConfig) -> tuple[ImageSet,
             dataset.train.subset(held_out, f"{dataset.name}/val"), "val", split)
 
 
+def bootstrap_counts(spec: GraphSpec, num_samples: int, seed: int) -> dict[int, torch.Tensor]:
+    """Per-sample Poisson(1) counts over the training split for every bagging node: how often each image
+    appears in that node's bootstrap replicate (as n → ∞, the same law as drawing n of n with replacement).
+
+    Realised as loss weights, so every node still sees the shared batch. Seeded by (seed, node).
+    """
+    counts = {}
+    for node_index, node in enumerate(spec.nodes):
+        if node.bagging:
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * (node_index + 1))
+            counts[node_index] = torch.poisson(torch.ones(num_samples), generator=generator)
+    return counts
+
+
 def make_optimizer(graph: KnowledgeTransferGraph, config: TrainConfig, device: torch.device) -> torch.optim.SGD:
-    """One SGD over all nodes' parameters: fused kernels on CUDA, foreach on the CPU."""
+    """One SGD over all trainable parameters (frozen teachers excluded): fused kernels on CUDA, foreach on the CPU."""
     fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    return torch.optim.SGD(graph.parameters(), lr=config.lr, momentum=config.momentum,
+    return torch.optim.SGD([p for p in graph.parameters() if p.requires_grad], lr=config.lr, momentum=config.momentum,
                            weight_decay=config.weight_decay, nesterov=config.nesterov, **fast)
 
 
@@ -355,7 +377,7 @@ def train(
     state = _load_resume_state(out, spec, config, resume)
 
     torch.manual_seed(config.seed)
-    graph = build_graph(spec, dataset.num_classes).to(device)
+    graph = build_graph(spec, dataset.num_classes, image_size_of(dataset)).to(device)
     if channels_last:
         graph = graph.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(graph, config, device)
@@ -368,11 +390,17 @@ def train(
         history = list(state["history"])
 
     run_config = {"ktg_version": __version__, "train": config_dict(config), "data": data_source or {"name": dataset.name},
-                  "eval_split": eval_split, "num_classes": dataset.num_classes, "classes": dataset.train.classes}
+                  "eval_split": eval_split, "num_classes": dataset.num_classes, "classes": dataset.train.classes,
+                  "image_size": image_size_of(dataset)}
     spec.save(out / "graph.json")
     write_json(out / "config.json", run_config)
     if split is not None:
         write_json(out / "split.json", split)
+    bootstrap = bootstrap_counts(spec, len(train_images), config.seed)
+    if bootstrap:
+        write_json(out / "bagging.json", {"seed": config.seed, "counts": {
+            str(node): counts.int().tolist() for node, counts in bootstrap.items()}})
+        bootstrap = {node: counts.to(device) for node, counts in bootstrap.items()}
     write_text(out / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in history))
 
     train_loader = BatchLoader(train_images, config.batch_size, dataset.train_transform, device,
@@ -392,7 +420,8 @@ def train(
     try:
         for epoch in epochs:
             lr = optimizer.param_groups[0]["lr"]
-            stats = train_one_epoch(graph, step, train_loader, epoch, total_iterations, progress=progress)
+            stats = train_one_epoch(graph, step, train_loader, epoch, total_iterations, progress=progress,
+                                    bootstrap=bootstrap)
             scheduler.step()
             node_accuracy, ensemble_accuracy = evaluate(graph, eval_loader, amp=amp, channels_last=channels_last)
             record = {"epoch": epoch + 1, "split": eval_split, "node_accuracy": node_accuracy,

@@ -63,8 +63,9 @@ class BatchLoader:
         """Images seen per epoch (after dropping the last partial batch, if asked)."""
         return len(self) * self.batch_size if self.drop_last else self.pixels.shape[0]
 
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (images B×C×S×S float, labels B int64) for one epoch."""
+    def epoch(self, epoch: int, *, with_index: bool = False) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Yield (images B×C×S×S float, labels B int64) for one epoch, and with ``with_index`` the B positions
+        of the batch's images in the split (for per-sample data such as bootstrap counts)."""
         generator = epoch_generator(self.seed, epoch)
         n = self.pixels.shape[0]
         order_cpu = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
@@ -73,4 +74,5 @@ class BatchLoader:
             stop = start + self.batch_size
             index = order[start:stop]
             sizes = None if self.original_sizes is None else self.original_sizes[order_cpu[start:stop]]
-            yield self.transform(self.pixels[index], generator, original_sizes=sizes), self.labels[index]
+            batch = self.transform(self.pixels[index], generator, original_sizes=sizes), self.labels[index]
+            yield (*batch, index) if with_index else batch

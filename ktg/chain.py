@@ -1,0 +1,152 @@
+"""Chains of graphs: a run made of stages, where a finished stage's nodes teach the next stage as frozen nodes.
+
+Teacher → assistant → student compression (seed 003) and distilling the ensemble of a finished graph into one
+student (seed 000) are both chains. A chain file is JSON::
+
+    {"format": "ktg.chain", "version": 1,
+     "train": {"epochs": 10, "batch_size": 64},              # defaults for every stage (TrainConfig fields)
+     "stages": [
+       {"name": "teacher", "graph": "dml", "nodes": 2, "model": "abn_resnet56"},
+       {"name": "student", "train": {"epochs": 5},
+        "graph": {... a graph, whose nodes may take {"weights": {"run": "@teacher", "node": 0}, "frozen": true} ...}}
+     ]}
+
+``"@teacher"`` is the folder of the stage called ``teacher`` inside the chain's output folder. A stage's
+``graph`` is a named graph (with ``nodes`` and ``model``), a graph file path, or an inline graph. Running a chain
+again skips finished stages and resumes an interrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from ktg.data import Dataset
+from ktg.errors import KTGError
+from ktg.graph import GraphSpec, resolve_graph
+from ktg.train import CHECKPOINT, TrainConfig, train
+
+FORMAT = "ktg.chain"
+TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def load_chain(path: str | Path) -> dict[str, Any]:
+    """Read and check a chain file; errors name the file and the field."""
+    path = Path(path)
+    try:
+        chain = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise KTGError(f"cannot read chain file {path}: {error.strerror or error}") from None
+    except json.JSONDecodeError as error:
+        raise KTGError(f"chain file {path} is not valid JSON: {error.msg} at line {error.lineno}") from None
+    if not isinstance(chain, dict) or chain.get("format") != FORMAT or chain.get("version") != 1:
+        raise KTGError(f"chain file {path}: expected \"format\": \"{FORMAT}\" and \"version\": 1")
+    stages = chain.get("stages")
+    if not isinstance(stages, list) or not stages:
+        raise KTGError(f"chain file {path}: stages: expected a non-empty list")
+    names = [stage.get("name") if isinstance(stage, dict) else None for stage in stages]
+    if any(not isinstance(name, str) or not name or "/" in name for name in names) or len(set(names)) != len(names):
+        raise KTGError(f"chain file {path}: every stage needs a distinct \"name\" (a folder name), got {names}")
+    for where, options in [("train", chain.get("train", {}))] + [
+            (f"stages[{i}].train", stage.get("train", {})) for i, stage in enumerate(stages)]:
+        unknown = sorted(set(options) - TRAIN_FIELDS)
+        if unknown:
+            raise KTGError(f"chain file {path}: {where}: unknown option(s) {', '.join(unknown)}; "
+                           f"allowed: {', '.join(sorted(TRAIN_FIELDS))}")
+    return chain
+
+
+def stage_graph(stage: dict[str, Any], out: Path, finished: list[str]) -> GraphSpec:
+    """The stage's graph with ``@name`` run references replaced by the folders of earlier stages."""
+    graph = stage["graph"]
+    if isinstance(graph, str):
+        spec = resolve_graph(graph, stage.get("nodes"), stage.get("model"))
+        data = spec.to_dict()
+    elif isinstance(graph, dict):
+        data = json.loads(json.dumps(graph))
+    else:
+        raise KTGError(f"stage {stage['name']!r}: graph: expected a name, a file or a graph object")
+    for i, node in enumerate(data.get("nodes", [])):
+        run = (node.get("weights") or {}).get("run")
+        if isinstance(run, str) and run.startswith("@"):
+            if run[1:] not in finished:
+                raise KTGError(f"stage {stage['name']!r}: nodes[{i}] takes weights from {run}, which is not an "
+                               f"earlier stage ({', '.join(finished) or 'none'})")
+            node["weights"]["run"] = str(out / run[1:])
+    return GraphSpec.from_dict(data, where=f"stage {stage['name']!r} graph")
+
+
+def run_chain(
+    chain: dict[str, Any],
+    dataset: Dataset,
+    out_dir: str | Path,
+    *,
+    overrides: dict[str, Any] | None = None,
+    node_options: dict[str, Any] | None = None,
+    data_source: dict[str, Any] | None = None,
+    progress: bool = True,
+    report: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Train every stage of ``chain`` in order into ``out_dir/<stage name>``; returns each stage's final metrics.
+
+    ``overrides`` (e.g. the device) apply to every stage on top of the chain's own training options.
+    """
+    out = Path(out_dir)
+    finished: list[str] = []
+    results = []
+    for stage in chain["stages"]:
+        name = stage["name"]
+        stage_dir = out / name
+        spec = stage_graph(stage, out, finished)
+        config = TrainConfig(**{**chain.get("train", {}), **stage.get("train", {}), **(overrides or {})})
+        if (stage_dir / "metrics.json").exists() and (stage_dir / CHECKPOINT).exists():
+            report(f"stage {name}: finished earlier, kept ({stage_dir})")
+            results.append(json.loads((stage_dir / "metrics.json").read_text(encoding="utf-8")))
+        else:
+            report(f"stage {name}: training {spec.num_nodes} node(s) into {stage_dir}")
+            results.append(train(spec, dataset, config, stage_dir, resume=(stage_dir / CHECKPOINT).exists(),
+                                 progress=progress, node_options=node_options, data_source=data_source))
+        finished.append(name)
+    return results
+
+
+def cmd_chain(args) -> int:
+    from ktg.cli import data_source_from_args
+    from ktg.data import load_from_source
+
+    chain = load_chain(args.chain)
+    source = data_source_from_args(args)
+    overrides: dict[str, Any] = {"device": args.device} if args.device else {}
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.holdout is not None:
+        overrides.update(holdout=args.holdout, holdout_seed=args.holdout_seed)
+    node_options = {"base_width": args.width} if args.width is not None else {}
+    results = run_chain(chain, load_from_source(source), args.out, overrides=overrides, node_options=node_options,
+                        data_source=source, progress=not args.no_progress)
+    print()
+    for stage, final in zip(chain["stages"], results):
+        nodes = " ".join(f"{100 * a:.2f}" for a in final["node_accuracy"])
+        print(f"  {stage['name']:<16} ensemble {100 * final['ensemble_accuracy']:6.2f} %   nodes {nodes}")
+    print(f"stages written to {args.out}/")
+    return 0
+
+
+def add_commands(commands) -> None:
+    """Add ``ktg chain`` to the CLI."""
+    from ktg.cli import add_data_arguments
+
+    parser = commands.add_parser("chain", help="train a chain of graphs (teachers → assistants → students)",
+                                 description="Train the stages of a chain file in order; each finished stage's "
+                                 "nodes can teach later stages as frozen nodes (\"weights\": {\"run\": \"@stage\", "
+                                 "\"node\": i}). Re-running skips finished stages and resumes an interrupted one.")
+    parser.add_argument("chain", type=Path, help="the chain file (JSON, format ktg.chain)")
+    parser.add_argument("--out", type=Path, required=True, help="folder of the chain; one sub-folder per stage")
+    parser.add_argument("--device", help="auto, cpu, cuda (overrides the chain file)")
+    parser.add_argument("--epochs", type=int, help="epochs of every stage (overrides the chain file; quick runs)")
+    parser.add_argument("--width", type=int, help="base width of every trained node's model (quick runs)")
+    parser.add_argument("--no-progress", action="store_true")
+    add_data_arguments(parser)
+    parser.set_defaults(handler=cmd_chain)

@@ -1,0 +1,71 @@
+"""Each method beyond the papers, as shipped in experiments/beyond/, trains on the digits data through the CLI."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ktg.chain import load_chain
+from ktg.cli import main
+from ktg.graph import GraphSpec
+
+BEYOND = Path(__file__).resolve().parents[1] / "experiments" / "beyond"
+# A tenth of digits' training split for two quick steps per epoch; the held-out rest is evaluated.
+QUICK = ["--dataset", "digits", "--width", "4", "--holdout", "0.9", "--device", "cpu", "--no-progress"]
+
+
+def run_chain(name, out):
+    assert main(["chain", str(BEYOND / f"{name}.json"), "--out", str(out), "--epochs", "1", *QUICK]) == 0
+
+
+def checkpoint(run):
+    return torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+
+
+def test_frozen_teacher_is_copied_and_never_updated(tmp_path):
+    run_chain("frozen_teacher", tmp_path)
+    teacher, students = checkpoint(tmp_path / "teacher"), checkpoint(tmp_path / "students")
+    for key, value in teacher.items():  # weights and BatchNorm statistics of node 0, unchanged by training
+        assert torch.equal(students[key], value), key
+    spec = GraphSpec.load(tmp_path / "students" / "graph.json")
+    assert [node.model for node in spec.nodes] == ["abn_resnet56", "abn_resnet32", "abn_resnet20"]
+    final = json.loads((tmp_path / "students" / "metrics.json").read_text())
+    assert len(final["node_accuracy"]) == 3
+
+
+@pytest.mark.parametrize("name", ["merit", "teacher_assistant", "ensemble_distillation", "all_at_once"])
+def test_chains_train_every_stage(tmp_path, name, capsys):
+    run_chain(name, tmp_path)
+    stages = [stage["name"] for stage in load_chain(BEYOND / f"{name}.json")["stages"]]
+    for stage in stages:
+        assert (tmp_path / stage / "metrics.json").exists()
+    printed = capsys.readouterr().out
+    assert all(stage in printed for stage in stages)
+    # running again keeps the finished stages
+    run_chain(name, tmp_path)
+    assert "finished earlier, kept" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["temperature", "hint", "bagging"])
+def test_graph_files_train(tmp_path, name):
+    assert main(["train", "--graph", str(BEYOND / f"{name}.json"), "--epochs", "1", "--out", str(tmp_path), *QUICK]) == 0
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    losses = json.loads(lines[0])["losses"]
+    assert all(value == value for value in losses.values())  # finite, not NaN
+    if name == "hint":
+        assert "edge 0→1 hint_mse@layer2/through" in losses
+
+
+def test_bagging_counts_follow_the_bootstrap(tmp_path):
+    assert main(["train", "--graph", str(BEYOND / "bagging.json"), "--epochs", "1", "--out", str(tmp_path),
+                 "--dataset", "digits", "--width", "4", "--holdout", "0.5", "--device", "cpu", "--no-progress"]) == 0
+    bagging = json.loads((tmp_path / "bagging.json").read_text())
+    counts = torch.tensor([bagging["counts"][str(node)] for node in range(3)], dtype=torch.float)
+    n = counts.shape[1]
+    split = json.loads((tmp_path / "split.json").read_text())
+    assert n == len(split["train_indices"])
+    # Poisson(1): mean 1, variance 1, P(0) = 1/e ≈ 0.368; replicates differ between nodes
+    assert counts.mean(dim=1).sub(1).abs().max() < 4 / n**0.5
+    assert (counts == 0).float().mean(dim=1).sub(0.3679).abs().max() < 0.06
+    assert not torch.equal(counts[0], counts[1])
