@@ -3,7 +3,7 @@
 A config (see ``experiments/README.md``) names one ``ktg`` command (``train`` or ``search``), its arguments, an
 optional grid of variants (e.g. graph × nodes), the seeds to run, where each run goes, and the papers' numbers
 for the tables. :func:`load_config` validates it; :func:`expand` turns it into :class:`Job` s, one per variant
-and seed; :func:`dry_run_args` shrinks a job to a tiny budget on synthetic data so that it starts anywhere.
+and seed; :func:`dry_run_job` shrinks a job to a tiny budget on synthetic data so that it starts anywhere.
 """
 
 from __future__ import annotations
@@ -68,12 +68,6 @@ class Job:
     @property
     def variant_name(self) -> str:
         return " ".join(f"{key}={value}" for key, value in self.variant.items()) or "-"
-
-    def matches(self, match: dict[str, Any]) -> bool:
-        """Whether this job is the one a reference entry's ``match`` describes: grid keys compare by variant name,
-        other keys by argument value."""
-        return all(str(value) == self.variant[key] if key in self.variant else self.args.get(key) == value
-                   for key, value in match.items())
 
     def argv(self) -> list[str]:
         """The ``ktg`` command line (without the leading ``ktg``)."""
@@ -217,7 +211,7 @@ def expand(config: Config, runs: str | Path, *, data: str | Path = "data", overr
     return jobs
 
 
-def dry_run_args(job: Job) -> Job:
+def dry_run_job(job: Job) -> Job:
     """The same job on a tiny budget: synthetic data, narrow nodes, one epoch, one trial, CPU.
 
     A graph file that does not exist yet (the best graph of a search that has not run) is replaced by the named

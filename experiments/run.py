@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from protocols import Job, check_argv, dry_run_args, expand, load_config  # noqa: E402
+from protocols import Job, check_argv, dry_run_job, expand, load_config  # noqa: E402
 
 from ktg.errors import KTGError  # noqa: E402
 
@@ -85,9 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"run.py: error: {error}", file=sys.stderr)
         return 2
     if args.dry_run:
-        jobs = [dry_run_args(job) for job in jobs if job.seed == jobs[0].seed]
+        jobs = [dry_run_job(job) for job in jobs if job.seed == jobs[0].seed]
         jobs = jobs if args.all else jobs[:1]
     print(f"{config.title}\n{config.path}: {len(jobs)} command(s), runs under {runs}" + (" (dry run)" if args.dry_run else ""))
+    if config.notes:
+        print(f"note: {config.notes}")
     for number, job in enumerate(jobs, 1):
         print(f"\n[{number}/{len(jobs)}] {job.variant_name} seed {job.seed}")
         for note in job.notes:

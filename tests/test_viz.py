@@ -3,7 +3,6 @@
 import logging
 
 import matplotlib.image
-import numpy as np
 import pytest
 
 from ktg.cli import main

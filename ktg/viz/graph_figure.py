@@ -50,7 +50,8 @@ class DrawnEdge(NamedTuple):
 
     @property
     def pushes(self) -> bool:
-        return " push " in f" {self.text} "
+        """Whether the design drives the target away from the source (the cosine designs)."""
+        return "push" in self.text.split()
 
 
 def design_label(loss: str) -> str:
