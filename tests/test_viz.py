@@ -67,6 +67,17 @@ def test_dot_and_mermaid_have_one_line_per_active_edge_and_none_for_cut_off_edge
     assert mermaid.count("linkStyle") == len(active)
 
 
+def test_frozen_teachers_hints_and_ensemble_members_are_shown():
+    spec = GraphSpec((NodeSpec("abn_resnet20", weights={"file": "teacher.pt"}, frozen=True), NodeSpec("abn_resnet20"),
+                      NodeSpec("abn_resnet20")), ("cutoff", "merit_label", "through"),
+                     (EdgeSpec(0, 1, "prob_kl", "merit", temperature=4.0),
+                      EdgeSpec(0, 2, "hint_mse", "through", stage="layer2")), ensemble_members=(1, 2))
+    dot, text = to_dot(spec), summary(spec)
+    assert "n0 -> ensemble" not in dot and "n1 -> ensemble" in dot and "frozen" in dot
+    assert '"KL pull p T=4 (merit)"' in dot and '"MSE pull h@layer2 (through)"' in dot
+    assert "the ensemble node averages nodes 1, 2" in text and "node 0: abn_resnet20 (frozen)" in text
+
+
 def test_summary_names_every_edge_and_the_cut_off_ones():
     text = summary(dml(2))
     assert "1 → 0      prob_kl  KL pull p  through" in text and "cut off: none" in text

@@ -1,7 +1,7 @@
 """Where each node looks: attention maps overlaid on the images every node saw.
 
 :func:`attention_grid` draws one row per image and one column per node (after a column with the plain input,
-and before one for the ensemble node, whose map is the mean of the nodes' maps, SPEC §1). Each map is
+and before one for the ensemble node, whose map is the mean of its members' maps, SPEC §1). Each map is
 upsampled bilinearly to the model's input and laid over it with a colour map; each cell's title says the
 node's prediction and whether it is right. :func:`attention_grid_for_run` does the same for a saved run, and
 :func:`log_attention_grid` puts the grid into a run's TensorBoard log at the end of training.
@@ -86,7 +86,7 @@ def attention_grid(
         original_sizes: B×2 (h, w) of the images before caching (:attr:`ImageSet.original_sizes`), for
             transforms that crop in original coordinates.
         show_input: a first column with the plain input image and its true class.
-        show_ensemble: a last column for the ensemble node (mean logits, mean map).
+        show_ensemble: a last column for the ensemble node (mean logits and mean map of its member nodes).
         alpha: opacity of the attention overlay; cmap: its matplotlib colour map (0 blue … 1 red for ``jet``).
         dpi: resolution; the figure is columns × 1.6 by rows × 1.95 inches (:data:`CELL_SIZE`).
         row_names: a short name per image (e.g. its index in the split), shown in the input column.
@@ -100,7 +100,8 @@ def attention_grid(
     pictures = _display_transform(transform)(images, original_sizes=original_sizes).float().clamp(0, 1).cpu()
     columns = [(f"node {i}", logits[i], maps[i]) for i in range(len(logits))]
     if show_ensemble:
-        columns.append(("ensemble", ensemble_logits(logits), maps.mean(dim=0)))
+        members = list(graph.spec.members)
+        columns.append(("ensemble", ensemble_logits(logits[members]), maps[members].mean(dim=0)))
 
     # The whole grid is composed as one RGB picture at the figure's exact pixel size and shown by a single
     # imshow: far faster to draw than an axes per cell, which matters when every finished run logs one.

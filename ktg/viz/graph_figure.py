@@ -20,7 +20,7 @@ from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 from ktg.graph import ENSEMBLE, LABEL, GraphSpec, NodeRef
 
 #: How each loss design is written on its arrow: measure, direction (pull together / push apart), knowledge
-#: (p: class probabilities, A: attention maps).
+#: (p: class probabilities, A: attention maps, h: intermediate features, the hint).
 DESIGN_LABELS = {
     "prob_kl": "KL pull p",
     "prob_cos": "cos push p",
@@ -28,12 +28,15 @@ DESIGN_LABELS = {
     "att_cos": "cos push A",
     "prob_kl+att_mse": "KL+MSE pull p+A",
     "prob_cos+att_cos": "cos push p+A",
+    "hint_mse": "MSE pull h",
+    "hint_cos": "cos push h",
 }
 #: The loss of a label edge (ABN: cross-entropy of both branches).
 LABEL_LOSS = "CE"
 
 #: Edge colour of each gate (Okabe-Ito colours, distinguishable with colour-blindness).
-GATE_COLORS = {"through": "#0072B2", "linear": "#E69F00", "correct": "#009E73"}
+GATE_COLORS = {"through": "#0072B2", "linear": "#E69F00", "correct": "#009E73", "merit": "#CC79A7",
+               "merit_label": "#D55E00"}
 _OTHER_GATE_COLOR = "#777777"
 _NODE_RADIUS = 0.42
 
@@ -67,9 +70,14 @@ def drawn_edges(spec: GraphSpec) -> list[DrawnEdge]:
     """The edges a picture shows: label edges, then network edges, those with the ``cutoff`` gate left out."""
     edges = [DrawnEdge(LABEL, target, LABEL_LOSS, LABEL_LOSS, gate)
              for target, gate in enumerate(spec.label_gates) if gate != "cutoff"]
-    edges += [DrawnEdge(edge.source, edge.target, edge.loss, design_label(edge.loss), edge.gate)
-              for edge in spec.active_edges]
+    edges += [DrawnEdge(edge.source, edge.target, edge.loss, _edge_text(edge), edge.gate) for edge in spec.active_edges]
     return edges
+
+
+def _edge_text(edge) -> str:
+    """The design's label, plus the stage a hint compares and a temperature of the edge's own."""
+    text = design_label(edge.loss) + (f"@{edge.stage}" if edge.stage else "")
+    return text + (f" T={edge.temperature:g}" if edge.temperature is not None else "")
 
 
 def cut_off_edges(spec: GraphSpec) -> list[str]:
@@ -108,6 +116,11 @@ def _short_model(model: str | None) -> str:
     return "" if model is None else model.removeprefix("abn_")
 
 
+def _node_flags(node) -> str:
+    """``frozen`` (a fixed teacher) and ``bagging`` (its own bootstrap replicate), as the node is marked."""
+    return " ".join(flag for flag, on in (("frozen", node.frozen), ("bagging", node.bagging)) if on)
+
+
 def graph_figure(spec: GraphSpec, *, size: tuple[float, float] = (7.0, 6.5), dpi: int = 100,
                  title: str | None = None) -> Figure:
     """Draw ``spec`` on a new figure of ``size`` inches at ``dpi`` (a PNG of it is size × dpi pixels).
@@ -143,10 +156,13 @@ def _draw_nodes(axes, spec: GraphSpec, positions) -> dict[NodeRef, object]:
     patches: dict[NodeRef, object] = {}
     for i, node in enumerate(spec.nodes):
         x, y = positions[i]
-        patch = Circle((x, y), _NODE_RADIUS, facecolor="#F2F2F2", edgecolor="#333333", linewidth=1.4, zorder=3)
+        patch = Circle((x, y), _NODE_RADIUS, facecolor="#D9D9D9" if node.frozen else "#F2F2F2", edgecolor="#333333",
+                       linewidth=1.4, linestyle="--" if node.frozen else "-", zorder=3)
         axes.add_patch(patch)
-        axes.text(x, y + 0.08, f"node {i}", ha="center", va="center", fontsize=9, weight="bold", zorder=4)
-        axes.text(x, y - 0.16, _short_model(node.model), ha="center", va="center", fontsize=7, zorder=4)
+        axes.text(x, y + 0.1, f"node {i}", ha="center", va="center", fontsize=9, weight="bold", zorder=4)
+        axes.text(x, y - 0.12, _short_model(node.model), ha="center", va="center", fontsize=7, zorder=4)
+        if _node_flags(node):
+            axes.text(x, y - 0.27, _node_flags(node), ha="center", va="center", fontsize=6, style="italic", zorder=4)
         patches[i] = patch
     for ref, text, color in ((LABEL, "label ŷ", "#FFF4D6"), (ENSEMBLE, "ensemble (mean)", "#E3EEF9")):
         x, y = positions[ref]
@@ -156,7 +172,7 @@ def _draw_nodes(axes, spec: GraphSpec, positions) -> dict[NodeRef, object]:
         axes.add_patch(patch)
         axes.text(x, y, text, ha="center", va="center", fontsize=9, weight="bold", zorder=4)
         patches[ref] = patch
-    for i in range(spec.num_nodes):
+    for i in spec.members:
         axes.add_patch(FancyArrowPatch(positions[i], _port(positions[ENSEMBLE], positions[i]),
                                        patchA=patches[i], patchB=patches[ENSEMBLE],
                                        arrowstyle="-", linestyle=":", color="#999999", linewidth=1.0, zorder=1))
@@ -200,8 +216,8 @@ def _node_id(ref: NodeRef) -> str:
     return f"n{ref}" if isinstance(ref, int) else str(ref)
 
 
-def _node_text(index: int, model: str | None, line_break: str) -> str:
-    return f"node {index}" + (f"{line_break}{model}" if model else "")
+def _node_text(index: int, node, line_break: str) -> str:
+    return line_break.join(part for part in (f"node {index}", node.model, _node_flags(node)) if part)
 
 
 def _quoted(text: str) -> str:
@@ -216,7 +232,7 @@ def to_dot(spec: GraphSpec) -> str:
              "  node [fontname=Helvetica, fontsize=11];",
              "  edge [fontname=Helvetica, fontsize=9];",
              '  label [label="label ŷ", shape=box, style="rounded,filled", fillcolor="#FFF4D6"];']
-    node_texts = [_quoted(_node_text(i, node.model, "\n")) for i, node in enumerate(spec.nodes)]
+    node_texts = [_quoted(_node_text(i, node, "\n")) for i, node in enumerate(spec.nodes)]
     lines += [f"  n{i} [label={text}, shape=circle];" for i, text in enumerate(node_texts)]
     lines += ['  ensemble [label="ensemble (mean)", shape=box, style="rounded,filled", fillcolor="#E3EEF9"];',
               "  { rank=min; label; }", "  { rank=max; ensemble; }"]
@@ -224,7 +240,7 @@ def to_dot(spec: GraphSpec) -> str:
         style = ", style=dashed" if edge.pushes else ""
         lines.append(f"  {_node_id(edge.source)} -> n{edge.target} [label={_quoted(f'{edge.text} ({edge.gate})')}, "
                      f"color={_quoted(gate_color(edge.gate))}, fontcolor={_quoted(gate_color(edge.gate))}{style}];")
-    lines += [f"  n{i} -> ensemble [style=dotted, arrowhead=none, color=gray];" for i in range(spec.num_nodes)]
+    lines += [f"  n{i} -> ensemble [style=dotted, arrowhead=none, color=gray];" for i in spec.members]
     return "\n".join(lines + ["}"]) + "\n"
 
 
@@ -232,11 +248,11 @@ def to_mermaid(spec: GraphSpec) -> str:
     """The graph as a Mermaid flowchart: one ``-->`` line per active edge, labelled ``design · gate``,
     coloured (and dashed for push designs) by ``linkStyle``; dotted ``-.-`` links to the ensemble node."""
     lines = ["flowchart TB", '  label(["label ŷ"])']
-    lines += [f'  n{i}(("{_node_text(i, node.model, "<br/>")}"))' for i, node in enumerate(spec.nodes)]
+    lines += [f'  n{i}(("{_node_text(i, node, "<br/>")}"))' for i, node in enumerate(spec.nodes)]
     lines.append('  ensemble[["ensemble (mean)"]]')
     edges = drawn_edges(spec)
     lines += [f'  {_node_id(edge.source)} -->|"{edge.text} · {edge.gate}"| n{edge.target}' for edge in edges]
-    lines += [f"  n{i} -.- ensemble" for i in range(spec.num_nodes)]
+    lines += [f"  n{i} -.- ensemble" for i in spec.members]
     for index, edge in enumerate(edges):
         dash = ",stroke-dasharray:5 3" if edge.pushes else ""
         lines.append(f"  linkStyle {index} stroke:{gate_color(edge.gate)},stroke-width:2px{dash}")
@@ -251,8 +267,10 @@ def summary(spec: GraphSpec) -> str:
              f"temperature {spec.temperature:g}, attention crops {', '.join(map(str, spec.crop_sizes))}"
              + (", ensemble may teach" if spec.ensemble_as_source else "")]
     for i, node in enumerate(spec.nodes):
-        options = ", ".join(f"{key}={value}" for key, value in node.options.items())
+        options = ", ".join([f"{key}={value}" for key, value in node.options.items()] + _node_flags(node).split())
         lines.append(f"  node {i}: {node.model or '(default model)'}" + (f" ({options})" if options else ""))
+    if spec.ensemble_members is not None:
+        lines.append(f"  the ensemble node averages nodes {', '.join(map(str, spec.members))}")
     rows = [(f"{edge.source} → {edge.target}", edge.loss, edge.text, edge.gate) for edge in edges]
     header = ("edge", "loss", "meaning", "gate")
     widths = [max(len(row[k]) for row in [header, *rows]) for k in range(4)]
