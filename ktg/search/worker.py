@@ -188,6 +188,7 @@ class Worker:
                               on_epoch=self.on_epoch, progress=self.progress)
         failures_in_a_row = 0
         while True:
+            StopRequest.check()
             fail_stale_trials(study, storage, study_id)
             finished = storage.get_n_trials(study_id, FINISHED)
             if finished >= s.trials:
@@ -275,15 +276,29 @@ def auto_jobs_per_device(device: torch.device, nodes: int, batch_size: int) -> i
     return max(1, min(wanted, int(memory_gib // 10), os.cpu_count() or 1, 8))
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+class StopRequest:
+    """Ctrl-C (SIGINT in this process, or the SIGTERM a parent forwards to its workers): raise KeyboardInterrupt
+    now, and remember it. A library that swallows the exception (a bare ``except:`` around an import) must not
+    make the worker carry on: the worker loop checks :attr:`requested` before every trial as well."""
+
+    requested = False
+
+    @classmethod
+    def handle(cls, signum, frame) -> None:
+        cls.requested = True
+        raise KeyboardInterrupt
+
+    @classmethod
+    def check(cls) -> None:
+        if cls.requested:
+            raise KeyboardInterrupt
 
 
 def _worker_process(settings: SearchSettings, threads: int | None) -> None:
     """Entry point of a spawned worker: exit status 0 done, 2 user error, 130 interrupted."""
     # The parent forwards Ctrl-C as exactly one SIGTERM, so a second key press cannot cut the cleanup short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, StopRequest.handle)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -353,6 +368,9 @@ def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, 
     study, _, _ = settings.connect(heartbeats=False)  # creates the study or checks that this command may join it
     _check_trial_folders(study, settings.out)
     display = Progress(study, settings.trials, enabled=progress, epochs=settings.config.epochs)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, StopRequest.handle) if in_main_thread else None
+    StopRequest.requested = False
     try:
         if jobs == 1:
             Worker(settings, on_trial=display.update, on_epoch=display.epoch).run()
@@ -360,6 +378,8 @@ def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, 
             _run_processes(settings, jobs, device, study, display)
         display.update(study)
     finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
         display.close()
         write_results(study, settings.out)
     return study
@@ -382,6 +402,7 @@ def _run_processes(settings: SearchSettings, jobs: int, device: torch.device, st
         worker.start()
     try:
         while any(worker.is_alive() for worker in workers):
+            StopRequest.check()
             display.update(study)
             time.sleep(2.0)
     except KeyboardInterrupt:
