@@ -62,7 +62,9 @@ def tiny_data():
     SearchSpace(num_nodes=3),
     SearchSpace(num_nodes=2, designs=("prob_kl",), gates=("through", "cutoff"), label_gates=("through",)),
     SearchSpace(num_nodes=3, ensemble_as_source=True, model="abn_resnet20", temperature=2.0, crop_sizes=(3, 5)),
-], ids=["paper", "subsets", "ensemble-source"])
+    SearchSpace(num_nodes=2, models=("abn_resnet20", "abn_resnet32"), temperatures=(1.0, 4.0),
+                gates=("through", "merit", "cutoff")),
+], ids=["paper", "subsets", "ensemble-source", "models-temperatures-merit"])
 def test_params_and_graph_files_round_trip(space, tmp_path):
     study = optuna.create_study(sampler=TrialSeededSampler(seed=7), direction="maximize")
     for _ in range(6):
@@ -85,6 +87,9 @@ def test_space_sizes_and_readable_names():
     with_ensemble = SearchSpace(num_nodes=3, ensemble_as_source=True)
     assert "ensemble→2 gate" in with_ensemble.distributions()
     assert with_ensemble.size == 4**3 * 24**9
+    beyond = SearchSpace(num_nodes=2, models=("abn_resnet20", "abn_resnet32"), temperatures=(1.0, 2.0, 4.0))
+    assert beyond.size == 2**2 * 4**2 * (24 * 3) ** 2
+    assert {"node 0 model", "1→0 temperature"} <= set(beyond.distributions())
 
 
 def test_known_graphs_map_into_the_space_and_outsiders_are_refused():

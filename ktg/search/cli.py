@@ -59,6 +59,10 @@ def add_commands(commands) -> None:
     space.add_argument("--ensemble-as-source", action="store_true",
                        help="also search edges from the ensemble node to each node (off in the papers)")
     space.add_argument("--temperature", type=float, default=1.0, help="T of probability edges (default: 1)")
+    space.add_argument("--temperatures", type=float, nargs="+", metavar="T",
+                       help="search each edge's temperature among these (default: not searched)")
+    space.add_argument("--models", nargs="+", metavar="MODEL",
+                       help="search each node's model among these, e.g. abn_resnet20 abn_resnet32 (default: --model)")
     space.add_argument("--crop-sizes", type=int, nargs="+", default=[3, 7, 11],
                        help="attention crop sizes; each must fit the attention map (default: 3 7 11)")
     add_model_arguments(search)
@@ -96,7 +100,9 @@ def search_settings_from_args(args: argparse.Namespace):
     choices = {key: tuple(value) for key, value in
                (("designs", args.designs), ("gates", args.gates), ("label_gates", args.label_gates)) if value}
     space = SearchSpace(num_nodes=nodes, ensemble_as_source=args.ensemble_as_source, model=args.model,
-                        temperature=args.temperature, crop_sizes=tuple(args.crop_sizes), **choices)
+                        temperature=args.temperature, crop_sizes=tuple(args.crop_sizes),
+                        models=tuple(args.models) if args.models else None,
+                        temperatures=tuple(args.temperatures) if args.temperatures else None, **choices)
     out = args.out or Path("runs") / f"search-{args.dataset}-{nodes}nodes"
     return SearchSettings(
         space=space, config=config, out=out, storage_url=resolve_storage_url(args.storage, out),

@@ -42,6 +42,14 @@ def gate_param(source: NodeRef, target: int) -> str:
     return f"{source}→{target} gate"
 
 
+def temperature_param(source: NodeRef, target: int) -> str:
+    return f"{source}→{target} temperature"
+
+
+def model_param(node: int) -> str:
+    return f"node {node} model"
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """Which graphs the search may draw.
@@ -54,6 +62,9 @@ class SearchSpace:
         ensemble_as_source: also search edges ensemble→t (off in the papers).
         model: every node's model (None: the trainer's default for the image size).
         temperature, crop_sizes: fixed properties of every drawn graph (see :class:`GraphSpec`).
+        models: when given, each node's model is searched among these (heterogeneous nodes, as the original
+            Knowledge Transfer Graph paper does); ``model`` is then unused.
+        temperatures: when given, each edge's temperature is searched among these.
     """
 
     num_nodes: int
@@ -64,8 +75,14 @@ class SearchSpace:
     model: str | None = None
     temperature: float = 1.0
     crop_sizes: tuple[int, ...] = (3, 7, 11)
+    models: tuple[str, ...] | None = None
+    temperatures: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.temperatures is not None and (not self.temperatures or min(self.temperatures) <= 0):
+            raise KTGError(f"searched temperatures must be positive numbers, got {list(self.temperatures)}")
+        if self.models is not None and not self.models:
+            raise KTGError("the searched models need at least one model name")
         if self.num_nodes < 2:
             raise KTGError(f"a graph search needs --nodes ≥ 2, got {self.num_nodes}")
         for what, chosen, allowed in (("designs", self.designs, LOSS_DESIGNS), ("gates", self.gates, GATES),
@@ -103,17 +120,23 @@ class SearchSpace:
     @property
     def size(self) -> int:
         """How many distinct graph files the space holds (4³ · 24⁶ for the paper's N = 3)."""
-        return len(self.label_gates) ** self.num_nodes * (len(self.designs) * len(self.gates)) ** len(self.pairs)
+        per_edge = len(self.designs) * len(self.gates) * len(self.temperatures or (None,))
+        return len(self.models or (None,)) ** self.num_nodes * len(self.label_gates) ** self.num_nodes * per_edge ** len(self.pairs)
 
     def distributions(self) -> dict[str, CategoricalDistribution]:
         """Every parameter and its choices, in the order :meth:`suggest` asks for them."""
         result: dict[str, CategoricalDistribution] = {}
+        if self.models is not None:
+            for node in range(self.num_nodes):
+                result[model_param(node)] = CategoricalDistribution(self.models)
         for target in range(self.num_nodes):
             result[label_gate_param(target)] = CategoricalDistribution(self.label_gates)
             for source, pair_target in self.pairs:
                 if pair_target == target:
                     result[loss_param(source, target)] = CategoricalDistribution(self.designs)
                     result[gate_param(source, target)] = CategoricalDistribution(self.gates)
+                    if self.temperatures is not None:
+                        result[temperature_param(source, target)] = CategoricalDistribution(self.temperatures)
         return result
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> GraphSpec:
@@ -134,10 +157,11 @@ class SearchSpace:
             if params[key] not in dist.choices:
                 raise KTGError(f"parameter {key!r} = {params[key]!r} is outside the search space; "
                                f"allowed: {', '.join(map(str, dist.choices))}")
-        edges = tuple(EdgeSpec(source, target, params[loss_param(source, target)], params[gate_param(source, target)])
+        edges = tuple(EdgeSpec(source, target, params[loss_param(source, target)], params[gate_param(source, target)],
+                               params.get(temperature_param(source, target)))
                       for source, target in self.pairs)
         return GraphSpec(
-            nodes=tuple(NodeSpec(self.model) for _ in range(self.num_nodes)),
+            nodes=tuple(NodeSpec(params.get(model_param(node), self.model)) for node in range(self.num_nodes)),
             label_gates=tuple(params[label_gate_param(t)] for t in range(self.num_nodes)),
             edges=edges, temperature=self.temperature, crop_sizes=self.crop_sizes,
             ensemble_as_source=self.ensemble_as_source, name=name,
@@ -155,12 +179,18 @@ class SearchSpace:
         if unsearched:
             raise KTGError(f"the graph has edges the search space does not search: {', '.join(unsearched)}")
         params: dict[str, Any] = {}
+        if self.models is not None:
+            for node in range(self.num_nodes):
+                params[model_param(node)] = spec.nodes[node].model
         for target in range(self.num_nodes):
             params[label_gate_param(target)] = spec.label_gates[target]
         for source, target in self.pairs:
             edge = by_pair.get((source, target), EdgeSpec(source, target, self.designs[0], "cutoff"))
             params[loss_param(source, target)] = edge.loss
             params[gate_param(source, target)] = edge.gate
+            if self.temperatures is not None:
+                params[temperature_param(source, target)] = (
+                    edge.temperature if edge.temperature is not None else self.temperatures[0])
         self.from_params(params)  # checks every choice against the space
         return params
 
@@ -168,7 +198,9 @@ class SearchSpace:
         """A JSON-ready description, stored with the study so every worker can check it searches the same space."""
         return {"num_nodes": self.num_nodes, "designs": list(self.designs), "gates": list(self.gates),
                 "label_gates": list(self.label_gates), "ensemble_as_source": self.ensemble_as_source,
-                "model": self.model, "temperature": self.temperature, "crop_sizes": list(self.crop_sizes)}
+                "model": self.model, "temperature": self.temperature, "crop_sizes": list(self.crop_sizes),
+                "models": None if self.models is None else list(self.models),
+                "temperatures": None if self.temperatures is None else list(self.temperatures)}
 
 
 class TrialSeededSampler(optuna.samplers.RandomSampler):
