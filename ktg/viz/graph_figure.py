@@ -101,8 +101,8 @@ def layout(num_nodes: int) -> dict[NodeRef, tuple[float, float]]:
     }
     if num_nodes == 1:
         positions[0] = (0.0, 0.0)
-    positions[LABEL] = (0.0, radius + 1.1)
-    positions[ENSEMBLE] = (0.0, -radius - 1.1)
+    positions[LABEL] = (0.0, radius + 1.4)
+    positions[ENSEMBLE] = (0.0, -radius - 1.4)
     return positions
 
 
@@ -136,7 +136,11 @@ def graph_figure(spec: GraphSpec, *, size: tuple[float, float] = (7.0, 6.5), dpi
     pairs = {(edge.source, edge.target) for edge in edges}
     for edge in edges:
         # An edge whose reverse is drawn too bends more, so that the two directions separate clearly.
-        rad = 0.22 if (edge.target, edge.source) in pairs else 0.0 if edge.source == LABEL else 0.1
+        if edge.source == LABEL:
+            others = [positions[i] for i in range(spec.num_nodes) if i != edge.target]
+            rad = _label_rad(_port(positions[LABEL], positions[edge.target]), positions[edge.target], others)
+        else:
+            rad = 0.22 if (edge.target, edge.source) in pairs else 0.1
         _draw_edge(axes, edge, positions, patches, rad)
     # Limits with the figure's aspect ratio, so that circles stay round and nothing is cropped.
     half_height = positions[LABEL][1] + 0.9
@@ -182,21 +186,38 @@ def _draw_nodes(axes, spec: GraphSpec, positions) -> dict[NodeRef, object]:
 def _draw_edge(axes, edge: DrawnEdge, positions, patches, rad: float) -> None:
     color = gate_color(edge.gate)
     (x1, y1) = positions[edge.target]
-    (x0, y0) = _port(positions[LABEL], (x1, y1)) if edge.source == LABEL else positions[edge.source]
+    (x0, y0) = start = _port(positions[LABEL], (x1, y1)) if edge.source == LABEL else positions[edge.source]
     axes.add_patch(FancyArrowPatch(
         (x0, y0), (x1, y1), patchA=patches[edge.source], patchB=patches[edge.target], shrinkA=2, shrinkB=3,
         arrowstyle="-|>", mutation_scale=13, connectionstyle=f"arc3,rad={rad}", color=color, linewidth=1.6,
         linestyle=(0, (4, 2)) if edge.pushes else "-", zorder=2,
     ))
-    # matplotlib's arc3 curve is the quadratic Bézier with control point c = chord midpoint + rad·(dy, −dx).
     # Texts sit past the middle, towards the target, so that the texts of crossing edges do not pile up
     # in the centre.
-    cx, cy = (x0 + x1) / 2 + rad * (y1 - y0), (y0 + y1) / 2 - rad * (x1 - x0)
-    t = 0.5 if edge.source == LABEL else 0.62
-    mx = (1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t ** 2 * x1
-    my = (1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t ** 2 * y1
+    mx, my = _arc_point(start, (x1, y1), rad, 0.5 if edge.source == LABEL else 0.62)
     axes.text(mx, my, edge.text, ha="center", va="center", fontsize=7, color=color, zorder=5,
               bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
+
+
+def _arc_point(start: tuple[float, float], end: tuple[float, float], rad: float, t: float) -> tuple[float, float]:
+    """The point at parameter t of matplotlib's ``arc3`` curve from start to end: the quadratic Bézier whose
+    control point is the chord's midpoint moved by rad·(dy, −dx)."""
+    (x0, y0), (x1, y1) = start, end
+    cx, cy = (x0 + x1) / 2 + rad * (y1 - y0), (y0 + y1) / 2 - rad * (x1 - x0)
+    return ((1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t ** 2 * x1,
+            (1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t ** 2 * y1)
+
+
+def _label_rad(start: tuple[float, float], end: tuple[float, float], others: list[tuple[float, float]]) -> float:
+    """The curvature of a label edge: bowed away from the centre, so that it parts from the network edges
+    arriving at the same node, by as much as 0.3 where the curve keeps clear of every other node."""
+    (x0, y0), (x1, y1) = start, end
+    outward = 1.0 if (y1 - y0) * (x0 + x1) - (x1 - x0) * (y0 + y1) >= 0 else -1.0
+    for rad in (0.3, 0.2, 0.1):
+        points = [_arc_point(start, end, outward * rad, k / 10) for k in range(1, 10)]
+        if all(math.dist(p, q) > _NODE_RADIUS + 0.25 for p in points for q in others):
+            return outward * rad
+    return 0.0
 
 
 def _legend(axes, gates: set[str], pushes: bool) -> None:
