@@ -173,25 +173,29 @@ def test_the_search_never_scores_on_the_test_split(tmp_path):
 # -- workers in this process ----------------------------------------------------------------------------
 
 
-def test_a_nan_trial_fails_alone_and_the_search_goes_on(tmp_path, monkeypatch):
+def test_nan_and_out_of_memory_fail_only_their_trials(tmp_path, monkeypatch):
     real_train = objective_module.train
 
-    def train_exploding_trial_1(spec, dataset, config, out_dir, **kwargs):
+    def train_with_faults(spec, dataset, config, out_dir, **kwargs):
         if Path(out_dir).name == "1":  # an absurd learning rate makes this trial's losses overflow to inf/NaN
             config = dataclasses.replace(config, lr=1e10)
+        if Path(out_dir).name == "2":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_train(spec, dataset, config, out_dir, **kwargs)
 
-    monkeypatch.setattr(objective_module, "train", train_exploding_trial_1)
+    monkeypatch.setattr(objective_module, "train", train_with_faults)
     s = settings(tmp_path, pruner="none")
     run_search(s, progress=False)
     study = load_study(s.storage_url, "test")
     states = {t.number: t.state for t in study.trials}
-    assert states == {0: TrialState.COMPLETE, 1: TrialState.FAIL, 2: TrialState.COMPLETE, 3: TrialState.COMPLETE}
+    assert states == {0: TrialState.COMPLETE, 1: TrialState.FAIL, 2: TrialState.FAIL, 3: TrialState.COMPLETE,
+                      4: TrialState.COMPLETE}
     assert "non-finite loss" in study.trials[1].user_attrs[FAIL_REASON_ATTR]
+    assert study.trials[2].user_attrs[FAIL_REASON_ATTR].startswith("out of GPU memory")
     with open(tmp_path / "leaderboard.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert [(int(r["trial"]), r["state"]) for r in rows] == [(r["trial"], r["state"]) for r in leaderboard(study)]
-    assert rows[-1]["state"] == "fail" and "non-finite" in rows[-1]["note"]
+    assert [r["state"] for r in rows[-2:]] == ["fail", "fail"] and "non-finite" in rows[-2]["note"]
     best = max((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: (t.value, -t.number))
     assert GraphSpec.load(tmp_path / "best_graph.json") == GraphSpec.from_dict(best.user_attrs[GRAPH_ATTR])
 

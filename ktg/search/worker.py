@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import multiprocessing.connection
 import os
 import random
 import signal
@@ -49,6 +50,8 @@ from ktg.train import TrainConfig, config_dict, resolve_device
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 PRUNERS = ("successive-halving", "median", "hyperband", "none")
+#: How often the parent of several workers reads the storage to update the progress display.
+MONITOR_SECONDS = 5.0
 
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
@@ -107,6 +110,9 @@ class SearchSettings:
     def __post_init__(self) -> None:
         if self.trials < 1:
             raise KTGError(f"--trials must be at least 1, got {self.trials}")
+        if self.config.holdout is None or not 0 < self.config.holdout < 1:
+            raise KTGError(f"the search scores graphs on a held-out part of the training split: --holdout must lie "
+                           f"strictly between 0 and 1, got {self.config.holdout}")
         if self.pruner not in PRUNERS:
             raise KTGError(f"unknown pruner {self.pruner!r}; choose one of: {', '.join(PRUNERS)}")
         if self.heartbeat_interval < 1 or self.grace_period <= self.heartbeat_interval:
@@ -404,7 +410,8 @@ def _run_processes(settings: SearchSettings, jobs: int, device: torch.device, st
         while any(worker.is_alive() for worker in workers):
             StopRequest.check()
             display.update(study)
-            time.sleep(2.0)
+            multiprocessing.connection.wait([worker.sentinel for worker in workers if worker.is_alive()],
+                                            timeout=MONITOR_SECONDS)
     except KeyboardInterrupt:
         for worker in workers:
             if worker.is_alive():
