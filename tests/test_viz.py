@@ -107,7 +107,7 @@ def test_bad_input_is_one_clear_line(argv, message, capsys):
 def tiny_run(tmp_path_factory):
     """A 2-node DML run of one epoch on synthetic 16-pixel images (a few seconds on a CPU)."""
     out = tmp_path_factory.mktemp("run")
-    data = load_dataset("synthetic", image_size=16, train_size=64, test_size=32, num_classes=4)
+    data = load_dataset("synthetic", image_size=16, train_size=32, test_size=16, num_classes=4)
     train(dml(2), data, TrainConfig(epochs=1, batch_size=16, device="cpu"), out, progress=False,
           node_options={"base_width": 4})
     return out
@@ -144,7 +144,7 @@ def test_a_plotting_failure_at_the_end_of_training_is_only_a_warning(tiny_run, c
             raise RuntimeError("disk full")
 
     graph, _, _ = load_run(tiny_run)
-    data = load_dataset("synthetic", image_size=16, train_size=64, test_size=32, num_classes=4)
+    data = load_dataset("synthetic", image_size=16, train_size=32, test_size=16, num_classes=4)
     with caplog.at_level(logging.WARNING):
         log_attention_grid(BrokenWriter(), graph, data.test, data.eval_transform, step=1)
     assert "disk full" in caplog.text
