@@ -14,28 +14,18 @@ resume from their checkpoint, and a search joins its study (see ``ktg search --h
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from protocols import Job, check_argv, dry_run_job, expand, load_config  # noqa: E402
 
+from ktg.cli import key_value  # noqa: E402
 from ktg.errors import KTGError  # noqa: E402
-
-
-def _setting(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -46,7 +36,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, default=Path("data"),
                         help="folder that {data} stands for: where the datasets are unpacked (default: data)")
     parser.add_argument("--seeds", type=int, nargs="+", help="run these seeds instead of the config's")
-    parser.add_argument("--set", type=_setting, action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--set", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                         help="replace a ktg option of every command, e.g. device=cuda:1 or nodes=4 (repeatable; "
                         "VALUE is JSON when it parses as JSON)")
     parser.add_argument("--dry-run", action="store_true", help="a tiny budget on synthetic data (1 epoch, 1 trial, "

@@ -16,7 +16,8 @@ from ktg import __version__
 from ktg.errors import KTGError
 
 
-def _dataset_option(text: str) -> tuple[str, Any]:
+def key_value(text: str) -> tuple[str, Any]:
+    """An argparse type for ``KEY=VALUE``: VALUE as JSON when it parses as JSON (numbers, true, lists), else text."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -35,7 +36,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data-root", type=Path, help="the folder you unpacked the dataset into")
     group.add_argument("--cache-dir", type=Path, help="where decoded images are cached (default: $KTG_CACHE_DIR or ~/.cache/ktg)")
     group.add_argument("--image-size", type=int, help="side of the model's input images (default: the dataset's)")
-    group.add_argument("--dataset-option", type=_dataset_option, action="append", default=[], metavar="KEY=VALUE",
+    group.add_argument("--dataset-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                        help="extra loader option, e.g. train_size=256 for synthetic data (repeatable)")
     group.add_argument("--holdout", type=float, help="hold out this fraction of the training split (stratified) and "
                        "evaluate on it instead of the test split")
