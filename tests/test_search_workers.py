@@ -12,7 +12,6 @@ import time
 import uuid
 
 import pytest
-import torch
 from optuna.trial import TrialState
 
 from ktg.cli import main
@@ -20,20 +19,13 @@ from ktg.errors import KTGError
 from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR
 from ktg.search.results import leaderboard
 from ktg.search.storage import load_study, resolve_storage_url
+from test_search import one_thread  # noqa: F401 (autouse: this process trains on one thread too)
 
 SEARCH = ["search", "--nodes", "2", "--crop-sizes", "3", "5", "--dataset", "synthetic", "--image-size", "16",
           "--dataset-option", "train_size=48", "--dataset-option", "test_size=8", "--dataset-option", "num_classes=2",
           "--width", "4", "--batch-size", "8", "--lr", "0.05", "--device", "cpu", "--no-progress"]
 # One thread per process: the workers of these tests share two cores.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def start_worker(*args: str, new_session: bool = False) -> subprocess.Popen:

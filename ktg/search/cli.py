@@ -122,7 +122,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     url = display_url(settings.storage_url)
     print(f"search: study {settings.study_name!r} in {url}, {settings.space.size:.3g} graphs of "
           f"{settings.space.num_nodes} nodes, budget {settings.trials} trials of {settings.config.epochs} epochs, "
-          f"scored on {settings.config.holdout:.0%} of {args.dataset}'s training split held out")
+          f"scored on a held-out {settings.config.holdout:.0%} of the {args.dataset} training split")
     try:
         study = run_search(settings, jobs_per_device=args.jobs_per_device, progress=not args.no_progress)
     except KeyboardInterrupt:
