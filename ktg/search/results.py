@@ -51,8 +51,7 @@ def graph_of(study: optuna.Study, trial: FrozenTrial) -> GraphSpec | None:
     space = study.user_attrs.get(SETTINGS_ATTR, {}).get("space")
     if space is None or not trial.params:
         return None
-    space = SearchSpace(**{**space, "designs": tuple(space["designs"]), "gates": tuple(space["gates"]),
-                           "label_gates": tuple(space["label_gates"]), "crop_sizes": tuple(space["crop_sizes"])})
+    space = SearchSpace(**{key: tuple(value) if isinstance(value, list) else value for key, value in space.items()})
     return space.from_params(trial.params, name=f"trial {trial.number}")
 
 
