@@ -1,0 +1,55 @@
+"""experiments/benchmark.py runs on a CPU and reports every row the performance issue asks for (timings are
+never checked, only that they exist)."""
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "benchmark.py"
+_spec = importlib.util.spec_from_file_location("experiments_benchmark", SCRIPT)
+benchmark = sys.modules["experiments_benchmark"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(benchmark)
+
+
+def test_expected_epochs_under_successive_halving():
+    # Rungs at 1, 2, …, 256: half of the trials stop at each, each such group costing half an epoch per
+    # trial on average, and 1/512 of them train all 300 epochs.
+    assert benchmark.expected_epochs(300, 1, 2) == pytest.approx(9 * 0.5 + 300 / 512)
+    assert benchmark.expected_epochs(1, 1, 2) == 1  # no rung before the last epoch: every trial trains it
+    # η = 3, rungs at 1, 3, 9: two thirds stop at each, a ninth of a third … and 1/27 train all 10 epochs.
+    assert benchmark.expected_epochs(10, 1, 3) == pytest.approx(2 / 3 * (1 + 3 / 3 + 9 / 9) + 10 / 27)
+
+
+def test_the_quick_benchmark_reports_every_row(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for heading in ("node-img/s", "concurrent trials", "projected search", "targets"):
+        assert heading in done.stdout
+    results = json.loads(out.read_text())
+
+    rows = {(r["graph"], r["mode"], r["batch_size"]) for r in results["rows"]}
+    graphs, modes = ("independent", "heavy", "random"), ("reference", "fast")
+    assert rows == {(g, m, b) for g in graphs for m in modes for b in (16, 64)}
+    assert all(r["step_ms"] > 0 and r["node_images_per_s"] > 0 and len(r["step_ms_repeats"]) == 3
+               for r in results["rows"])
+    assert [r["jobs"] for r in results["concurrency"]] == [1, 2, 4, 8]
+    assert all(r["batch_size"] == 16 and r["node_images_per_s"] > 0 for r in results["concurrency"])
+    assert results["big_batch"]["batch_size"] == 128 and results["big_batch"]["node_images_per_s"] > 0
+    assert results["summary"]["recommended_jobs_per_device"] in (1, 2, 4, 8)
+
+    heavy = results["graphs"]["heavy"]["edges"]
+    assert len(heavy) == 6 and {(e["loss"], e["gate"]) for e in heavy} == {("prob_kl+att_mse", "through")}
+    assert results["graphs"]["independent"]["edges"] == []
+
+    projection = results["summary"]["projection"]
+    assert projection["trials"] == 6000 and projection["expected_epochs_per_trial"] == pytest.approx(5.0859375)
+    assert math.isfinite(projection["hours"]) and projection["hours"] > 0
+    assert len(results["summary"]["targets"]) == 4
+    assert all(t["met"] is None for t in results["summary"]["targets"])  # H100 targets are not judged on a CPU
