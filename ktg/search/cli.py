@@ -126,8 +126,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     try:
         study = run_search(settings, jobs_per_device=args.jobs_per_device, progress=not args.no_progress)
     except KeyboardInterrupt:
-        print(f"\nktg: search interrupted; finished trials are kept in {url} and the running trial is queued "
-              f"again. Run the same command to resume.")
+        print(f"\nktg: search interrupted; finished trials are kept in {url}, an interrupted trial is queued to "
+              f"run again. Run the same command to resume.")
         return 130
     counts = state_counts(study)
     print(f"\nstudy {study.study_name!r}: {counts['complete']} complete, {counts['pruned']} pruned, "

@@ -191,7 +191,7 @@ class Worker:
         study, storage, study_id = s.connect()
         objective = Objective(s.space, load_from_source(s.data_source), s.config, s.out,
                               node_options=s.node_options, data_source=s.data_source,
-                              on_epoch=self.on_epoch, progress=self.progress)
+                              on_epoch=self._after_epoch, progress=self.progress)
         failures_in_a_row = 0
         while True:
             StopRequest.check()
@@ -212,6 +212,11 @@ class Worker:
             failures_in_a_row = failures_in_a_row + 1 if state == TrialState.FAIL else 0
             if failures_in_a_row >= s.max_failures_in_a_row:
                 raise KTGError(f"{failures_in_a_row} trials in a row failed, the last because: {reason}")
+
+    def _after_epoch(self, trial: int, epoch: int, metrics: dict) -> None:
+        StopRequest.check()  # an interrupt a library swallowed stops the trial here, one epoch late at the most
+        if self.on_epoch is not None:
+            self.on_epoch(trial, epoch, metrics)
 
     def _run_trial(self, study: optuna.Study, storage, study_id: int,
                    objective: Objective) -> tuple[TrialState | None, str | None]:
