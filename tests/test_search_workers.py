@@ -117,7 +117,7 @@ def test_workers_sharing_a_device_stop_cleanly_on_ctrl_c_and_resume(tmp_path):
     interrupted = [t for t in trials if t.user_attrs.get(FAIL_REASON_ATTR) == "interrupted (Ctrl-C)"]
     assert interrupted and all(t.state == TrialState.FAIL for t in interrupted)
     queued = {t.system_attrs["failed_trial"]: t for t in trials if t.state == TrialState.WAITING}
-    assert {t.number for t in interrupted} <= set(queued), (output, [(t.number, t.state, t.user_attrs, t.system_attrs) for t in trials])
+    assert {t.number for t in interrupted} <= set(queued), output
 
     assert main([*SEARCH, *options[:-1], "1"]) == 0  # resume; one worker is enough (and starts faster)
     trials = assert_consistent(url, "synthetic-2nodes", 4, [out])

@@ -93,7 +93,7 @@ class Objective:
     def _run(self, trial: optuna.Trial, run_dir: Path) -> float:
         spec = resolve_models(self.space.suggest(trial), image_size_of(self.dataset), self.node_options)
         trial.set_user_attr(GRAPH_ATTR, spec.to_dict())
-        trial.set_user_attr(RUN_DIR_ATTR, str(run_dir))
+        trial.set_user_attr(RUN_DIR_ATTR, str(run_dir.resolve()))  # absolute: readable from any working directory
 
         def after_epoch(epoch: int, metrics: dict) -> bool:
             trial.report(metrics["ensemble_accuracy"], epoch)

@@ -102,7 +102,8 @@ def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
             "seconds": round(trial.duration.total_seconds(), 1) if trial.duration is not None else "",
             "note": _note(trial, retried_as),
             "graph": describe_graph(spec) if spec is not None else "",
-            "graph_file": str(Path(trial.user_attrs[RUN_DIR_ATTR]) / "graph.json") if RUN_DIR_ATTR in trial.user_attrs else "",
+            "graph_file": str(Path(trial.user_attrs[RUN_DIR_ATTR]) / "graph.json")
+            if RUN_DIR_ATTR in trial.user_attrs else "",
         })
     return rows
 

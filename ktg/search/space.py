@@ -121,7 +121,8 @@ class SearchSpace:
     def size(self) -> int:
         """How many distinct graph files the space holds (4³ · 24⁶ for the paper's N = 3)."""
         per_edge = len(self.designs) * len(self.gates) * len(self.temperatures or (None,))
-        return len(self.models or (None,)) ** self.num_nodes * len(self.label_gates) ** self.num_nodes * per_edge ** len(self.pairs)
+        per_node = len(self.models or (None,)) * len(self.label_gates)
+        return per_node ** self.num_nodes * per_edge ** len(self.pairs)
 
     def distributions(self) -> dict[str, CategoricalDistribution]:
         """Every parameter and its choices, in the order :meth:`suggest` asks for them."""
