@@ -373,9 +373,12 @@ def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, 
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     device = resolve_device(settings.config.device)
-    jobs = jobs_per_device or auto_jobs_per_device(device, settings.space.num_nodes, settings.config.batch_size)
+    jobs = (auto_jobs_per_device(device, settings.space.num_nodes, settings.config.batch_size)
+            if jobs_per_device is None else jobs_per_device)
     if jobs < 1:
         raise KTGError(f"--jobs-per-device must be at least 1, got {jobs}")
+    if jobs > 1:
+        print(f"{jobs} workers on {device}, each in its own process")
     study, _, _ = settings.connect(heartbeats=False)  # creates the study or checks that this command may join it
     _check_trial_folders(study, settings.out)
     display = Progress(study, settings.trials, enabled=progress, epochs=settings.config.epochs)
