@@ -121,6 +121,8 @@ def cmd_chain(args) -> int:
     overrides: dict[str, Any] = {"device": args.device} if args.device else {}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
+    if args.batch_size is not None:
+        overrides["batch_size"] = args.batch_size
     if args.holdout is not None:
         overrides.update(holdout=args.holdout, holdout_seed=args.holdout_seed)
     node_options = {"base_width": args.width} if args.width is not None else {}
@@ -146,6 +148,7 @@ def add_commands(commands) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder of the chain; one sub-folder per stage")
     parser.add_argument("--device", help="auto, cpu, cuda (overrides the chain file)")
     parser.add_argument("--epochs", type=int, help="epochs of every stage (overrides the chain file; quick runs)")
+    parser.add_argument("--batch-size", type=int, help="batch size of every stage (overrides the chain file)")
     parser.add_argument("--width", type=int, help="base width of every trained node's model (quick runs)")
     parser.add_argument("--no-progress", action="store_true")
     add_data_arguments(parser)
