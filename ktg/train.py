@@ -372,6 +372,9 @@ def train(
     amp, channels_last = precision_options(config, device)
     configure_kernels(device, config.deterministic)
 
+    # A dataset may suggest model options (the digits demo: narrow nodes that train in seconds on a CPU);
+    # the caller's options, and each node's own, take precedence.
+    node_options = {**dataset.info.get("node_options", {}), **(node_options or {})}
     spec = resolve_models(spec, image_size_of(dataset), node_options)
     train_images, eval_images, eval_split, split = split_for_training(dataset, config)
     state = _load_resume_state(out, spec, config, resume)
