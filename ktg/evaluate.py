@@ -36,7 +36,8 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[K
     return graph.to(device), config, {"epoch": state["epoch"], "history": state["history"]}
 
 
-def _split_images(dataset: Dataset, split: str, run: Path) -> ImageSet:
+def split_images(dataset: Dataset, split: str, run: Path) -> ImageSet:
+    """The images of ``split`` (test, train, or the held-out val part saved in the run's split.json)."""
     if split == "test":
         return dataset.test
     if split == "train":
@@ -65,7 +66,7 @@ def evaluate_run(
     torch_device = resolve_device(device)
     graph, config, checkpoint = load_run(run, torch_device)
     dataset = load_from_source(config["data"])
-    images = _split_images(dataset, split, run)
+    images = split_images(dataset, split, run)
     loader = BatchLoader(images, batch_size, dataset.eval_transform, torch_device, shuffle=False, drop_last=False)
     amp = torch_device.type == "cuda"
     logits, labels = predict(graph, loader, amp=amp, channels_last=False, progress=progress)

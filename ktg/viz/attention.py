@@ -170,7 +170,7 @@ def attention_grid_for_run(
     """:func:`attention_grid` of a saved run on ``n`` images of its ``split`` (``test``, ``val``: the held-out
     part of the training split, or ``train``), chosen by ``seed`` (see :func:`choose_images`) or given as
     ``indices`` into the split. Further keyword arguments go to :func:`attention_grid`."""
-    from ktg.evaluate import _split_images, load_run
+    from ktg.evaluate import load_run, split_images
     from ktg.train import resolve_device
 
     run = Path(run_dir)
@@ -178,15 +178,15 @@ def attention_grid_for_run(
         raise KTGError(f"run folder {run} does not exist")
     graph, config, _ = load_run(run, resolve_device(device))
     dataset = load_from_source(config["data"])
-    split_images = _split_images(dataset, split, run)
+    split_set = split_images(dataset, split, run)
     if indices is None:
-        chosen = choose_images(len(split_images), n, seed)
+        chosen = choose_images(len(split_set), n, seed)
     else:
         chosen = torch.as_tensor(list(indices), dtype=torch.long)
-        bad = [int(i) for i in chosen if not 0 <= int(i) < len(split_images)]
+        bad = [int(i) for i in chosen if not 0 <= int(i) < len(split_set)]
         if bad or len(chosen) == 0:
-            raise KTGError(f"image indices must lie in 0..{len(split_images) - 1} of the {split} split; got {bad or 'none'}")
-    subset = split_images.subset(chosen, f"{split_images.name}-attention")
+            raise KTGError(f"image indices must lie in 0..{len(split_set) - 1} of the {split} split; got {bad or 'none'}")
+    subset = split_set.subset(chosen, f"{split_set.name}-attention")
     grid_options.setdefault("row_names", [f"#{int(i)}" for i in chosen])
     return attention_grid(graph, subset.images, subset.labels, subset.classes, transform=dataset.eval_transform,
                           original_sizes=subset.original_sizes, **grid_options)
