@@ -19,7 +19,7 @@ demo: $(BIN)/ktg
 	@set -e; out=runs/demo-$$(date +%Y%m%d-%H%M%S); \
 	$(BIN)/ktg search --nodes 3 --width 8 --trials 6 --epochs 3 $(DEMO_OPTIONS) --out $$out/search; \
 	echo; echo "== retraining the best graph on the whole training split, tested on the test split"; \
-	$(BIN)/ktg train --graph $$out/search/best_graph.json --epochs 6 $(DEMO_OPTIONS) --no-progress --out $$out/best; \
+	$(BIN)/ktg train --graph $$out/search/best_graph.json --epochs 5 $(DEMO_OPTIONS) --no-progress --out $$out/best; \
 	echo; echo "== leaderboard of the search (ensemble accuracy on the held-out part of the training split)"; \
 	$(BIN)/ktg study show --storage $$out/search --top 6; \
 	echo; echo "== files"; \
