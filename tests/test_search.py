@@ -141,8 +141,10 @@ class PruneAt(optuna.pruners.BasePruner):
 
 def run_objective(tmp_path, pruner, epochs):
     config = dataclasses.replace(CONFIG, epochs=epochs)
+    data = tiny_data()
+    data.info["node_options"] = TINY  # options a dataset suggests reach the stored graph, as the trainer uses them
     study = optuna.create_study(direction="maximize", pruner=pruner, sampler=TrialSeededSampler(0))
-    study.optimize(Objective(SPACE, tiny_data(), config, tmp_path, node_options=TINY), n_trials=1)
+    study.optimize(Objective(SPACE, data, config, tmp_path), n_trials=1)
     return study.trials[0]
 
 
@@ -155,6 +157,7 @@ def test_pruning_happens_at_epoch_boundaries(tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]  # reported steps are exactly the epochs run
     assert trial.intermediate_values[2] == json.loads(lines[1])["ensemble_accuracy"]
     assert GraphSpec.from_dict(trial.user_attrs[GRAPH_ATTR]) == GraphSpec.load(tmp_path / "trials/0/graph.json")
+    assert trial.user_attrs[GRAPH_ATTR]["nodes"][0]["options"] == TINY
 
 
 def test_the_last_epoch_is_reported_but_never_pruned(tmp_path):

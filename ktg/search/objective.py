@@ -17,6 +17,7 @@ import torch
 
 from ktg.data import Dataset
 from ktg.errors import KTGError
+from ktg.graph import GraphSpec
 from ktg.search.space import SearchSpace
 from ktg.train import TrainConfig, image_size_of, resolve_models, train
 
@@ -91,18 +92,22 @@ class Objective:
             raise
 
     def _run(self, trial: optuna.Trial, run_dir: Path) -> float:
-        spec = resolve_models(self.space.suggest(trial), image_size_of(self.dataset), self.node_options)
-        trial.set_user_attr(GRAPH_ATTR, spec.to_dict())
+        spec = self.space.suggest(trial)
+        # What the trial will train, for displays while it starts; replaced below by what the trainer wrote.
+        drawn = resolve_models(spec, image_size_of(self.dataset), self.node_options)
+        trial.set_user_attr(GRAPH_ATTR, drawn.to_dict())
         trial.set_user_attr(RUN_DIR_ATTR, str(run_dir.resolve()))  # absolute: readable from any working directory
 
         def after_epoch(epoch: int, metrics: dict) -> bool:
+            if epoch == 1:  # the graph as trained (models and options as the trainer resolved them)
+                trial.set_user_attr(GRAPH_ATTR, GraphSpec.load(run_dir / "graph.json").to_dict())
             trial.report(metrics["ensemble_accuracy"], epoch)
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, epoch, metrics)
             return epoch < self.config.epochs and trial.should_prune()
 
         final = train(spec, self.dataset, self.config, run_dir, callback=after_epoch, progress=self.progress,
-                      data_source=self.data_source)
+                      node_options=self.node_options, data_source=self.data_source)
         for key in ("epochs", "node_accuracy", "mean_node_accuracy", "best_ensemble_accuracy", "best_epoch"):
             trial.set_user_attr(key, final[key])
         if final["stopped_early"]:
