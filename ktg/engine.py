@@ -6,6 +6,8 @@ It knows graphs and models, nothing of datasets, optimisers or search. One train
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -16,7 +18,7 @@ from torch import nn
 from ktg.errors import KTGError
 from ktg.gates import gate_weights
 from ktg.graph import ENSEMBLE, EdgeSpec, GraphError, GraphSpec, NodeSpec
-from ktg.losses import HINT_DESIGNS, Knowledge, edge_loss
+from ktg.losses import ATTENTION_DESIGNS, HINT_DESIGNS, Knowledge, edge_loss
 from ktg.models import ABNOutput, create_model, read_pretrained
 
 
@@ -58,7 +60,10 @@ class KnowledgeTransferGraph(nn.Module):
         self.nodes = nn.ModuleList(nodes)
         self.adapters = nn.ModuleDict(adapters or {})
         self._edges = spec.active_edges
-        self._label_gates = [(t, g) for t, g in enumerate(spec.label_gates) if g != "cutoff"]
+        self._label_groups = _label_groups(spec)
+        self._edge_groups = _edge_groups(spec)
+        self._term_names = [label_edge_name(t, g) for t, g in enumerate(spec.label_gates) if g != "cutoff"]
+        self._term_names += [edge.label for edge in self._edges]
         self._merit_teacher = {e.target: e.source for e in self._edges if e.gate == "merit"}
         self._frozen = [i for i, node in enumerate(spec.nodes) if node.frozen]
         for i in self._frozen:
@@ -111,38 +116,56 @@ class KnowledgeTransferGraph(nn.Module):
 
         Sources are detached, so an edge only ever trains its target. ``sample_weights`` maps a bagging
         node to the B per-sample counts of its bootstrap replicate; every loss into that node is weighted by them.
+
+        Edges that share a loss design and temperature are computed as one batch of E×B samples, and the
+        edges of one gate within it are gated together: every design and gate is per-sample, so this gives
+        each edge exactly its own loss while the kernels per step stay nearly flat in the number of edges.
         """
-        sample_weights = sample_weights or {}
-        terms: dict[str, torch.Tensor] = {}
-        weights: dict[str, torch.Tensor] = {}
-
-        def add(name: str, target: int, per_sample: torch.Tensor, gate_name: str, source_logits) -> None:
-            if target in sample_weights:
-                per_sample = per_sample * sample_weights[target]
-            w = gate_weights(gate_name, per_sample, source_logits, labels, iteration, total_iterations)
-            terms[name], weights[name] = (w * per_sample).mean(), w.mean()
-
+        context = _GateContext(labels, iteration, total_iterations, sample_weights or {}, {}, {})
         sources = self._sources(outputs) if self._edges else {}
-        for target, gate_name in self._label_gates:
-            out = outputs[target]
-            per_sample = F.cross_entropy(out.att_logits.float(), labels, reduction="none") + F.cross_entropy(
-                out.logits.float(), labels, reduction="none"
-            )
-            teacher = sources[self._merit_teacher[target]].logits if gate_name == "merit_label" else None
-            add(label_edge_name(target, gate_name), target, per_sample, gate_name, teacher)
-        for edge in self._edges:
-            source, target = sources[edge.source], outputs[edge.target]
-            target_features = None
-            if edge.loss in HINT_DESIGNS:
-                source = source._replace(features=self._features[(edge.source, edge.stage)].detach())
-                target_features = self._adapt(edge, self._features[(edge.target, edge.stage)], source.features)
-            per_sample = edge_loss(
-                edge.loss, source.logits, target.logits, source.attention, target.attention,
-                edge.temperature or self.spec.temperature, self.spec.crop_sizes, source.features, target_features,
-            )
-            add(edge.label, edge.target, per_sample, edge.gate, source.logits)
+        for gate_name, targets in self._label_groups:
+            att_logits = _join([outputs[t].att_logits for t in targets]).float()
+            logits = _join([outputs[t].logits for t in targets]).float()
+            repeated = context.repeated_labels(len(targets))
+            per_sample = (F.cross_entropy(att_logits, repeated, reduction="none")
+                          + F.cross_entropy(logits, repeated, reduction="none"))
+            teachers = (_join([sources[self._merit_teacher[t]].logits for t in targets])
+                        if gate_name == "merit_label" else None)
+            context.add([label_edge_name(t, gate_name) for t in targets], targets, gate_name, per_sample, teachers)
+        for design, temperature, edges in self._edge_groups:
+            source, target = self._group_knowledge(edges, outputs, sources)
+            per_sample = edge_loss(design, source.logits, target.logits, source.attention, target.attention,
+                                   temperature, self.spec.crop_sizes, source.features, target.features)
+            start = 0
+            for gate_name, gated in itertools.groupby(edges, key=lambda edge: edge.gate):
+                gated = list(gated)
+                if len(gated) == len(edges):  # slicing would cost a kernel in the backward for nothing
+                    part, part_logits = per_sample, source.logits
+                else:
+                    rows = slice(start * len(labels), (start + len(gated)) * len(labels))
+                    part, part_logits = per_sample[rows], source.logits[rows]
+                context.add([e.label for e in gated], [e.target for e in gated], gate_name, part, part_logits)
+                start += len(gated)
         self._features.clear()  # the step's stage outputs are not needed beyond its losses
-        return StepLosses(terms, weights)
+        return StepLosses({name: context.terms[name] for name in self._term_names},
+                          {name: context.weights[name] for name in self._term_names})
+
+    def _group_knowledge(self, edges: list[EdgeSpec], outputs: Sequence[ABNOutput],
+                         sources: dict) -> tuple[Knowledge, Knowledge]:
+        """The sources' and targets' knowledge of a group of edges, stacked along the batch (edge-major)."""
+        if edges[0].loss in HINT_DESIGNS:  # a group of its own: the stage and the adapter belong to this edge
+            (edge,) = edges
+            source_features = self._features[(edge.source, edge.stage)].detach()
+            target_features = self._adapt(edge, self._features[(edge.target, edge.stage)], source_features)
+            source, target = sources[edge.source], outputs[edge.target]
+            return (Knowledge(source.logits, source.attention, source_features),
+                    Knowledge(target.logits, target.attention, target_features))
+        with_attention = edges[0].loss in ATTENTION_DESIGNS
+        source = Knowledge(_join([sources[e.source].logits for e in edges]),
+                           _join([sources[e.source].attention for e in edges]) if with_attention else None)
+        target = Knowledge(_join([outputs[e.target].logits for e in edges]),
+                           _join([outputs[e.target].attention for e in edges]) if with_attention else None)
+        return source, target
 
     def _adapt(self, edge: EdgeSpec, target_features: torch.Tensor, source_features: torch.Tensor) -> torch.Tensor:
         key = adapter_key(edge)
@@ -162,6 +185,61 @@ class KnowledgeTransferGraph(nn.Module):
                 torch.stack([out.attention for out in members]).mean(dim=0).detach(),
             )
         return sources
+
+
+def _join(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+
+def _label_groups(spec: GraphSpec) -> list[tuple[str, list[int]]]:
+    """The targets of the non-cut-off label edges, grouped by gate."""
+    groups: dict[str, list[int]] = {}
+    for target, gate_name in enumerate(spec.label_gates):
+        if gate_name != "cutoff":
+            groups.setdefault(gate_name, []).append(target)
+    return list(groups.items())
+
+
+def _edge_groups(spec: GraphSpec) -> list[tuple[str, float, list[EdgeSpec]]]:
+    """The active network edges grouped by (design, temperature), each group ordered by gate; a hint edge
+    forms a group of its own."""
+    groups: dict[tuple, list[EdgeSpec]] = {}
+    for edge in spec.active_edges:
+        temperature = edge.temperature or spec.temperature
+        key = (edge.loss, temperature) + ((edge.source, edge.target, edge.stage) if edge.loss in HINT_DESIGNS else ())
+        groups.setdefault(key, []).append(edge)
+    return [(key[0], key[1], sorted(edges, key=lambda edge: edge.gate)) for key, edges in groups.items()]
+
+
+@dataclass
+class _GateContext:
+    """What gating needs in one step, and the named terms and mean gate weights it collects."""
+
+    labels: torch.Tensor
+    iteration: int
+    total_iterations: int
+    sample_weights: dict[int, torch.Tensor]
+    terms: dict[str, torch.Tensor]
+    weights: dict[str, torch.Tensor]
+
+    def repeated_labels(self, copies: int) -> torch.Tensor:
+        return self.labels if copies == 1 else self.labels.repeat(copies)
+
+    def add(self, names: list[str], targets: list[int], gate_name: str, per_sample: torch.Tensor,
+            source_logits: torch.Tensor | None) -> None:
+        """Gate the per-sample losses of len(names) edges (edge-major, B each) with one gate; store each
+        edge's gated mean and mean weight."""
+        if any(t in self.sample_weights for t in targets):
+            ones = torch.ones_like(per_sample[: len(self.labels)])
+            per_sample = per_sample * _join([self.sample_weights.get(t, ones) for t in targets])
+        labels = self.repeated_labels(len(names)) if source_logits is not None else self.labels
+        w = gate_weights(gate_name, per_sample, source_logits, labels, self.iteration, self.total_iterations)
+        if len(names) == 1:
+            self.terms[names[0]], self.weights[names[0]] = (w * per_sample).mean(), w.mean()
+            return
+        by_edge = (len(names), len(self.labels))
+        self.terms.update(zip(names, (w * per_sample).view(by_edge).mean(dim=1).unbind()))
+        self.weights.update(zip(names, w.view(by_edge).mean(dim=1).unbind()))
 
 
 def adapter_key(edge: EdgeSpec) -> str:

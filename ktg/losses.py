@@ -7,6 +7,7 @@ detached by the caller: only the target learns.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -38,46 +39,86 @@ def prob_cos(source: Knowledge, target: Knowledge, temperature: float, crop_size
     return F.cosine_similarity(p_s, p_t, dim=1)
 
 
-def attention_crops(
-    source_attention: torch.Tensor, target_attention: torch.Tensor, crop_size: int
+def attention_windows(
+    source_attention: torch.Tensor, target_attention: torch.Tensor, crop_sizes: Sequence[int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k×k windows of both maps around the argmax of the **source** map, flattened and L2-normalised.
+    """The k×k windows of both maps around the argmax of the **source** map, for every k at once,
+    flattened and L2-normalised.
 
-    The window is centred on the source's peak and shifted (never padded) to stay inside the map, so a
-    peak at a corner gives the corner window. Vectorised over the batch: one argmax and one gather.
+    Each window is centred on the source's peak and shifted (never padded) to stay inside the map, so a
+    peak at a corner gives the corner window. One argmax and one gather per map serve the whole batch and
+    every crop size: window k's k² values come first in its row, zeros pad it to the largest k².
 
     Args:
         source_attention, target_attention: B×1×H×W maps.
-        crop_size: k, at most min(H, W).
+        crop_sizes: the K sizes k, each at most min(H, W).
+
+    Returns:
+        (q̂_s, q̂_t), each B×K×max(k)², every row with unit L2 norm over its window.
+    """
+    b, _, h, w = source_attention.shape
+    if not crop_sizes:
+        raise KTGError("attention losses need at least one crop size")
+    bad = [str(k) for k in crop_sizes if not 1 <= k <= min(h, w)]
+    if bad:
+        raise KTGError(f"attention crop size {', '.join(bad)} does not fit a {h}×{w} attention map; "
+                       f"use sizes ≤ {min(h, w)}")
+    layout = _window_layout(tuple(crop_sizes), h, w, source_attention.device)
+    peak = source_attention.reshape(b, h * w).argmax(dim=1)[:, None, None]
+    top = (peak // w - layout.half).clamp(min=0).minimum(layout.last_top)  # B×K×1
+    left = (peak % w - layout.half).clamp(min=0).minimum(layout.last_left)
+    flat_index = ((top + layout.rows) * w + left + layout.cols).reshape(b, -1)
+    windows = [attention.reshape(b, h * w).gather(1, flat_index).view(b, len(crop_sizes), -1).float() * layout.mask
+               for attention in (source_attention, target_attention)]
+    return F.normalize(windows[0], dim=2), F.normalize(windows[1], dim=2)
+
+
+class _WindowLayout(NamedTuple):
+    half: torch.Tensor  # K×1: k // 2
+    last_top: torch.Tensor  # K×1: H − k, the lowest top row that keeps a window inside
+    last_left: torch.Tensor  # K×1: W − k
+    rows: torch.Tensor  # K×P: each window position's row offset (0 in the padding)
+    cols: torch.Tensor  # K×P: its column offset
+    mask: torch.Tensor  # K×P: 1 inside the window, 0 in the padding
+    area: torch.Tensor  # K: k²
+
+
+@functools.lru_cache(maxsize=64)
+def _window_layout(crop_sizes: tuple[int, ...], h: int, w: int, device: torch.device) -> _WindowLayout:
+    # Built once per shape and device, so a training step copies nothing from the host.
+    positions = max(crop_sizes) ** 2
+    j = torch.arange(positions)
+    inside = torch.stack([j < k * k for k in crop_sizes])
+    sizes = torch.tensor(crop_sizes)[:, None]
+    rows = torch.where(inside, j // sizes, 0)
+    cols = torch.where(inside, j % sizes, 0)
+    layout = _WindowLayout(sizes // 2, h - sizes, w - sizes, rows, cols, inside.float(), (sizes[:, 0] ** 2).float())
+    return _WindowLayout(*(tensor.to(device) for tensor in layout))
+
+
+def attention_crops(
+    source_attention: torch.Tensor, target_attention: torch.Tensor, crop_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k×k windows of both maps around the argmax of the source map (see :func:`attention_windows`).
 
     Returns:
         (q̂_s, q̂_t), each B×k² with unit L2 norm per row.
     """
-    b, _, h, w = source_attention.shape
-    if crop_size > min(h, w) or crop_size < 1:
-        raise KTGError(f"attention crop size {crop_size} does not fit a {h}×{w} attention map; use sizes ≤ {min(h, w)}")
-    peak = source_attention.reshape(b, h * w).argmax(dim=1)
-    top = (peak // w - crop_size // 2).clamp(0, h - crop_size)
-    left = (peak % w - crop_size // 2).clamp(0, w - crop_size)
-    steps = torch.arange(crop_size, device=peak.device)
-    rows = (top[:, None] + steps)[:, :, None]  # B×k×1
-    cols = (left[:, None] + steps)[:, None, :]  # B×1×k
-    flat_index = (rows * w + cols).reshape(b, crop_size * crop_size)
-    crop_s = source_attention.reshape(b, h * w).gather(1, flat_index)
-    crop_t = target_attention.reshape(b, h * w).gather(1, flat_index)
-    return F.normalize(crop_s.float(), dim=1), F.normalize(crop_t.float(), dim=1)
+    q_s, q_t = attention_windows(source_attention, target_attention, (crop_size,))
+    return q_s[:, 0], q_t[:, 0]
 
 
 def att_mse(source: Knowledge, target: Knowledge, temperature: float, crop_sizes: Sequence[int]) -> torch.Tensor:
     """Mean squared difference of the normalised crops, averaged over crop sizes (eq. 3); pulls maps together."""
-    terms = [((q_s - q_t) ** 2).mean(dim=1) for q_s, q_t in _crops(source, target, crop_sizes)]
-    return torch.stack(terms).mean(dim=0)
+    q_s, q_t = attention_windows(source.attention, target.attention, crop_sizes)
+    area = _window_layout(tuple(crop_sizes), *source.attention.shape[-2:], source.attention.device).area
+    return (((q_s - q_t) ** 2).sum(dim=2) / area).mean(dim=1)
 
 
 def att_cos(source: Knowledge, target: Knowledge, temperature: float, crop_sizes: Sequence[int]) -> torch.Tensor:
     """Cosine similarity of the normalised crops, averaged over crop sizes (eq. 4); minimising pushes maps apart."""
-    terms = [(q_s * q_t).sum(dim=1) for q_s, q_t in _crops(source, target, crop_sizes)]
-    return torch.stack(terms).mean(dim=0)
+    q_s, q_t = attention_windows(source.attention, target.attention, crop_sizes)
+    return (q_s * q_t).sum(dim=2).mean(dim=1)
 
 
 def hint_mse(source: Knowledge, target: Knowledge, temperature: float, crop_sizes: Sequence[int]) -> torch.Tensor:
@@ -88,12 +129,6 @@ def hint_mse(source: Knowledge, target: Knowledge, temperature: float, crop_size
 def hint_cos(source: Knowledge, target: Knowledge, temperature: float, crop_sizes: Sequence[int]) -> torch.Tensor:
     """Cosine similarity of the flattened stage outputs per sample; minimising it pushes features apart."""
     return F.cosine_similarity(source.features.float().flatten(1), target.features.float().flatten(1), dim=1)
-
-
-def _crops(source: Knowledge, target: Knowledge, crop_sizes: Sequence[int]):
-    if not crop_sizes:
-        raise KTGError("attention losses need at least one crop size")
-    return [attention_crops(source.attention, target.attention, k) for k in crop_sizes]
 
 
 def _sum_of(*designs: "LossDesign") -> "LossDesign":
