@@ -17,7 +17,9 @@ Two modes (``--modes``; add ``compiled`` to measure ``--compile``):
 - ``compiled``: ``fast`` plus ``torch.compile`` (inductor) of the nodes.
 
 Step times are medians over ``--repeats`` runs of ``--steps`` steps, after ``--warmup`` steps, with the device
-synchronised around each run; node-images/s = batch × nodes / step time. Concurrent trials are K processes
+synchronised around each run; node-images/s = batch × nodes / step time. ops/step counts the operators one
+eager step dispatches (views excluded): about one kernel launch each, so it shows on any device what a step
+costs where launches dominate, as on a GPU at batch 16. Concurrent trials are K processes
 (``--jobs``) each training the random graph in fast mode at ``--jobs-batch-size`` for ``--seconds``, started
 together; their node-images/s add up. One process at ``--big-batch-size`` is the yardstick.
 
@@ -57,6 +59,7 @@ from ktg.engine import KnowledgeTransferGraph, build_graph
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, independent
 from ktg.io import write_json
+from ktg.profiling import CountOperators
 from ktg.train import (TrainConfig, TrainStep, configure_kernels, make_optimizer, make_train_step,
                        precision_options, predict, resolve_device, resolve_models)
 
@@ -172,12 +175,19 @@ def run_steps(step: TrainStep, batches: Iterator, count: int, iterations: Iterat
         step(images, labels, next(iterations), TOTAL_ITERATIONS)
 
 
-def step_seconds(case: Case, images: ImageSet, *, warmup: int, steps: int, repeats: int) -> list[float]:
-    """Seconds per training step of ``case``, one value per repeat of ``steps`` steps, after ``warmup`` steps."""
+def step_seconds(case: Case, images: ImageSet, *, warmup: int, steps: int,
+                 repeats: int) -> tuple[list[float], int | None]:
+    """Seconds per training step of ``case``, one value per repeat of ``steps`` steps, after ``warmup`` steps;
+    and the operators of one step (None for a compiled step, whose operators are fused)."""
     device = torch.device(case.device)
     step, batches = build_trial(case, images)
     iterations = itertools.count(1)
     run_steps(step, batches, warmup, iterations)
+    operators = None
+    if not MODES[case.mode][0].compile:
+        with CountOperators() as counter:
+            run_steps(step, batches, 1, iterations)
+        operators = counter.count
     synchronize(device)
     seconds = []
     for _ in range(repeats):
@@ -185,7 +195,7 @@ def step_seconds(case: Case, images: ImageSet, *, warmup: int, steps: int, repea
         run_steps(step, batches, steps, iterations)
         synchronize(device)
         seconds.append((time.perf_counter() - start) / steps)
-    return seconds
+    return seconds, operators
 
 
 def eval_node_images_per_second(case: Case, images: ImageSet, batch_size: int) -> float:
@@ -317,10 +327,10 @@ def measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     for graph, mode, batch_size in itertools.product(GRAPHS, args.modes, args.batch_sizes):
         case = replace(base, graph=graph, mode=mode, batch_size=batch_size)
         print(f"timing {graph} {mode} batch {batch_size}", file=sys.stderr)
-        seconds = step_seconds(case, images, **timing)
+        seconds, operators = step_seconds(case, images, **timing)
         median = statistics.median(seconds)
         rows.append({"graph": graph, "mode": mode, "batch_size": batch_size, "step_ms": 1000 * median,
-                     "step_ms_repeats": [1000 * s for s in seconds],
+                     "step_ms_repeats": [1000 * s for s in seconds], "operators_per_step": operators,
                      "node_images_per_s": batch_size * args.nodes / median})
     eval_rate = eval_node_images_per_second(base, images, args.eval_batch_size)
 
@@ -407,10 +417,11 @@ def print_table(results: dict[str, Any]) -> None:
           f"{settings['classes']} classes")
     for mode in settings["modes"]:
         print(f"  {mode:<10} {results['modes'][mode]}")
-    print(f"\n{'graph':<12}{'mode':<11}{'batch':>6}{'step ms':>10}{'node-img/s':>12}")
+    print(f"\n{'graph':<12}{'mode':<11}{'batch':>6}{'step ms':>10}{'node-img/s':>12}{'ops/step':>10}")
     for r in results["rows"]:
+        operators = "—" if r["operators_per_step"] is None else r["operators_per_step"]
         print(f"{r['graph']:<12}{r['mode']:<11}{r['batch_size']:>6}{r['step_ms']:>10.1f}"
-              f"{r['node_images_per_s']:>12.0f}")
+              f"{r['node_images_per_s']:>12.0f}{operators:>10}")
     print()
     for name, value in summary["ratios"].items():
         print(f"  {name:<56}{value:>7.2f}×")

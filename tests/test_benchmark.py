@@ -39,6 +39,9 @@ def test_the_quick_benchmark_reports_every_row(tmp_path):
     assert rows == {(g, m, b) for g in graphs for m in modes for b in (16, 64)}
     assert all(r["step_ms"] > 0 and r["node_images_per_s"] > 0 and len(r["step_ms_repeats"]) == 3
                for r in results["rows"])
+    operators = {(r["graph"], r["mode"], r["batch_size"]): r["operators_per_step"] for r in results["rows"]}
+    # Operator counts are exact on any device: the heavy graph's six edges add under 15 % to a step's launches.
+    assert operators[("heavy", "fast", 16)] <= 1.15 * operators[("independent", "fast", 16)]
     assert [r["jobs"] for r in results["concurrency"]] == [1, 2, 4, 8]
     assert all(r["batch_size"] == 16 and r["node_images_per_s"] > 0 for r in results["concurrency"])
     assert results["big_batch"]["batch_size"] == 128 and results["big_batch"]["node_images_per_s"] > 0
@@ -53,3 +56,17 @@ def test_the_quick_benchmark_reports_every_row(tmp_path):
     assert math.isfinite(projection["hours"]) and projection["hours"] > 0
     assert len(results["summary"]["targets"]) == 4
     assert all(t["met"] is None for t in results["summary"]["targets"])  # H100 targets are not judged on a CPU
+
+
+def test_the_operator_count_covers_the_papers_graphs_and_every_method_beyond_them(tmp_path):
+    out = tmp_path / "operators.json"
+    done = subprocess.run([sys.executable, str(SCRIPT.parent / "operators.py"), "--repeats", "1", "--batch-size", "4",
+                           "--image-size", "16", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == {"independent", "dml", "heavy", "mixed", "temperature", "frozen", "hint", "merit", "bagging"}
+    assert all(r["operators"] > 0 and r["step_ms"] > 0 for r in rows.values()), rows
+    # A temperature is a number inside the same kernels; a frozen teacher has no backward at all.
+    assert rows["temperature"]["operators"] == rows["dml"]["operators"]
+    assert rows["frozen"]["operators"] < rows["dml"]["operators"]
+    assert "heavy" in done.stdout and "ops/step" in done.stdout
