@@ -106,8 +106,8 @@ def precision_options(config: TrainConfig, device: torch.device) -> tuple[bool, 
 def configure_kernels(device: torch.device, deterministic: bool) -> None:
     """Reproducible kernels, or the fastest ones (cuDNN autotuning on CUDA). Process-wide, set per run.
 
-    Ops without a deterministic implementation warn instead of failing (on CUDA, the backward of the
-    nodes' adaptive average pooling has none).
+    An op without a deterministic implementation warns instead of failing the run; ktg's own models and
+    losses use none.
     """
     if deterministic and device.type == "cuda":
         # cuBLAS is reproducible only with a fixed workspace; read when the first cuBLAS handle is made.

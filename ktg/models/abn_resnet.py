@@ -3,7 +3,7 @@
 Both styles are one class, :class:`ABNResNet`: a shared trunk (stem and all stages but the last), an
 attention branch built on a stride-1 copy of the last stage, and a perception branch that runs the last
 stage on the trunk's features weighted by the attention map. Module names follow torchvision's ResNet
-(``conv1, bn1, relu, maxpool, layer1.., avgpool, fc``) so torchvision state dicts load by key.
+(``conv1, bn1, relu, maxpool, layer1.., fc``) so torchvision state dicts load by key.
 """
 
 from __future__ import annotations
@@ -115,7 +115,6 @@ class ABNResNet(nn.Module):
         self.att_conv2 = conv1x1(num_classes, num_classes)
         self.att_conv3 = nn.Conv2d(num_classes, 1, kernel_size=3, padding=1, bias=False)
         self.bn_att3 = nn.BatchNorm2d(1)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(features, num_classes)
 
         for module in self.modules():
@@ -133,13 +132,19 @@ class ABNResNet(nn.Module):
 
         a = self.bn_att(getattr(self, self.attention_stage)(g))
         a = self.relu(self.bn_att2(self.att_conv(a)))
-        att_logits = torch.flatten(self.avgpool(self.att_conv2(a)), 1)
+        att_logits = global_average(self.att_conv2(a))
         attention = torch.sigmoid(self.bn_att3(self.att_conv3(a)))
 
         g = g * (1 + attention) if self.attention_residual else g * attention
         z = getattr(self, self.perception_stage)(g)
-        logits = self.fc(torch.flatten(self.avgpool(z), 1))
+        logits = self.fc(global_average(z))
         return ABNOutput(att_logits, logits, attention)
+
+
+def global_average(x: torch.Tensor) -> torch.Tensor:
+    """B×C×H×W → B×C. A mean rather than adaptive average pooling, whose CUDA backward has no deterministic
+    kernel, so ``--deterministic`` runs repeat exactly on a GPU too."""
+    return x.mean(dim=(2, 3))
 
 
 def _imagenet_abn(
