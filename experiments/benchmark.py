@@ -9,12 +9,14 @@ RandomResizedCrop(ratio 1-1.3) + flip). Three graphs of N ABN nodes:
 - ``heavy``: every network edge ``prob_kl+att_mse`` with gate ``through`` (the most work a graph can ask for);
 - ``random``: trial 0 of a search with ``--graph-seed``, drawn from the SPEC §4 space as ``ktg search`` draws it.
 
-Two modes (``--modes``; add ``compiled`` to measure ``--compile``):
+Two modes (``--modes``; add ``compiled`` or ``cudagraphs`` to measure ``--compile``):
 
 - ``reference``: how the public code runs: fp32, NCHW, eager, deterministic kernels, SGD's per-tensor loop;
 - ``fast``: ktg's default on the device (on CUDA: bf16 autocast, channels-last, fused SGD, cuDNN autotuning;
   on CPU: fp32, foreach SGD);
-- ``compiled``: ``fast`` plus ``torch.compile`` (inductor) of the nodes.
+- ``compiled``: ``fast`` plus ``torch.compile`` (inductor) of the nodes;
+- ``cudagraphs``: ``compiled`` in mode ``reduce-overhead``: the nodes' forward and backward replayed as CUDA
+  graphs (``--compile --compile-mode reduce-overhead``; on a CPU the same as ``compiled``).
 
 Step times are medians over ``--repeats`` runs of ``--steps`` steps, after ``--warmup`` steps, with the device
 synchronised around each run; node-images/s = batch × nodes / step time. ops/step counts the operators one
@@ -69,6 +71,7 @@ MODES: dict[str, tuple[TrainConfig, bool]] = {
     "reference": (TrainConfig(amp=False, channels_last=False, deterministic=True), True),
     "fast": (TrainConfig(), False),
     "compiled": (TrainConfig(compile=True), False),
+    "cudagraphs": (TrainConfig(compile=True, compile_mode="reduce-overhead"), False),
 }
 #: Larger than any iteration a benchmark reaches: the ``linear`` gate's k/K stays in (0, 1].
 TOTAL_ITERATIONS = 10**9
@@ -157,7 +160,7 @@ def build_trial(case: Case, images: ImageSet) -> tuple[TrainStep, Iterator]:
     else:
         optimizer = make_optimizer(graph, config, device)
     step = make_train_step(graph, optimizer, amp=amp, channels_last=channels_last,
-                           compile_backend="inductor" if config.compile else None)
+                           compile_backend="inductor" if config.compile else None, compile_mode=config.compile_mode)
     loader = BatchLoader(images, case.batch_size, reference_transforms(case.image_size)[0], device,
                          shuffle=True, drop_last=True)
     graph.train()
@@ -500,7 +503,7 @@ def mode_description(mode: str, device: torch.device) -> str:
     optimizer = "for-loop" if loop_sgd else ("fused" if device.type == "cuda" else "foreach")
     return ", ".join([
         "bf16 autocast" if amp else "fp32", "channels-last" if channels_last else "NCHW",
-        "torch.compile" if config.compile else "eager",
+        (f"torch.compile ({config.compile_mode})" if config.compile else "eager"),
         "deterministic kernels" if config.deterministic else "autotuned kernels", f"{optimizer} SGD",
     ])
 

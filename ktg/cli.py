@@ -57,6 +57,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    from ktg.train import COMPILE_MODES, SCHEDULES
+
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=int, default=30, help="(default: 30)")
     group.add_argument("--batch-size", type=int, default=64, help="(default: 64)")
@@ -65,7 +67,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--momentum", type=float, default=0.9, help="(default: 0.9)")
     group.add_argument("--weight-decay", type=float, default=5e-4, help="(default: 5e-4)")
     group.add_argument("--nesterov", action="store_true")
-    group.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine", help="(default: cosine)")
+    group.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="(default: cosine)")
     group.add_argument("--milestones", type=int, nargs="+", default=[], help="epochs where the step schedule drops")
     group.add_argument("--gamma", type=float, default=0.1, help="step schedule factor (default: 0.1)")
     group.add_argument("--seed", type=int, default=0, help="fixes initial weights, batch order, augmentation")
@@ -76,6 +78,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                        help="channels-last memory format (default: on for CUDA)")
     group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                        help="torch.compile the nodes (default: off; pays only when one process trains many trials)")
+    group.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
+                       help="with --compile: torch.compile's mode; reduce-overhead replays the nodes' forward and "
+                            "backward as CUDA graphs, which removes the launch cost that dominates at small batches")
     group.add_argument("--deterministic", action="store_true", help="reproducible kernels (slower on CUDA)")
     group.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -87,8 +92,8 @@ def train_config_from_args(args: argparse.Namespace):
         epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, nesterov=args.nesterov, schedule=args.schedule,
         milestones=tuple(args.milestones), gamma=args.gamma, seed=args.seed, device=args.device, amp=args.amp,
-        channels_last=args.channels_last, compile=args.compile, deterministic=args.deterministic, holdout=args.holdout,
-        holdout_seed=args.holdout_seed,
+        channels_last=args.channels_last, compile=args.compile, compile_mode=args.compile_mode,
+        deterministic=args.deterministic, holdout=args.holdout, holdout_seed=args.holdout_seed,
     )
 
 

@@ -43,6 +43,8 @@ class TrainConfig:
     slower than fp32 on most CPUs). ``compile`` runs the nodes' forward and backward through ``torch.compile``;
     it is off by default because on an H100 it gained about 3 % at batch 128 for 108 s of warm-up, which
     pays only where a long-lived worker reuses the compiled code across trials (see :func:`make_train_step`).
+    ``compile_mode`` is torch.compile's mode: ``reduce-overhead`` adds CUDA graphs, which replay the nodes'
+    forward and backward without a launch per kernel (the cost that dominates at the paper's batch 16).
     ``deterministic`` asks for reproducible kernels (see :func:`configure_kernels`).
     ``holdout`` is the fraction of the training split held out for evaluation (the search's validation split);
     None trains on the whole training split and evaluates on the official test split.
@@ -63,6 +65,7 @@ class TrainConfig:
     amp: bool | None = None
     channels_last: bool | None = None
     compile: bool = False
+    compile_mode: str = "default"
     deterministic: bool = False
     holdout: float | None = None
     holdout_seed: int = 0
@@ -75,14 +78,20 @@ class TrainConfig:
             raise KTGError(f"the learning rate must be positive, got {self.lr}")
         if self.schedule not in SCHEDULES:
             raise KTGError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise KTGError(f"unknown compile mode {self.compile_mode!r}; choose one of: {', '.join(COMPILE_MODES)}")
+        if self.compile_mode != "default" and not self.compile:
+            raise KTGError(f"compile mode {self.compile_mode!r} needs --compile")
         if self.schedule == "step" and not self.milestones:
             raise KTGError("the step schedule needs milestones (epochs at which the learning rate drops)")
 
 
 SCHEDULES = ("cosine", "step", "constant")
+#: torch.compile's modes: ``reduce-overhead`` uses CUDA graphs; ``max-autotune`` also searches kernels (slow to start).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 # Fields that may differ when a run is resumed: where and how it runs, not what it computes.
-_RESUMABLE_CHANGES = {"device", "compile"}
+_RESUMABLE_CHANGES = {"device", "compile", "compile_mode"}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -157,6 +166,7 @@ def make_train_step(
     amp: bool,
     channels_last: bool,
     compile_backend: str | None = None,
+    compile_mode: str = "default",
 ) -> TrainStep:
     """The training step of every node at once: forward, gated edge losses, one backward, one optimizer step.
 
@@ -171,8 +181,11 @@ def make_train_step(
             stay eager: they change from trial to trial, while the forward depends only on the nodes, so
             later graphs with the same models and batch shape reuse the compiled code in this process
             without recompiling, and the iteration k never enters compiled code.
+        compile_mode: torch.compile's ``mode`` (see :data:`COMPILE_MODES`); backends other than inductor
+            ignore it.
     """
-    forward = graph if compile_backend is None else torch.compile(graph, backend=compile_backend, dynamic=False)
+    forward = graph if compile_backend is None else torch.compile(graph, backend=compile_backend, mode=compile_mode,
+                                                                  dynamic=False)
 
     def step(images: torch.Tensor, labels: torch.Tensor, iteration: int, total_iterations: int,
              sample_weights: dict[int, torch.Tensor] | None = None) -> StepLosses:
@@ -412,7 +425,7 @@ def train(
                               shuffle=False, drop_last=False)
     total_iterations = config.epochs * len(train_loader)
     step = make_train_step(graph, optimizer, amp=amp, channels_last=channels_last,
-                           compile_backend="inductor" if config.compile else None)
+                           compile_backend="inductor" if config.compile else None, compile_mode=config.compile_mode)
 
     from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow and only runs need it
 

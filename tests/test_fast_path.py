@@ -12,6 +12,7 @@ from torchvision.models.resnet import BasicBlock
 
 from ktg.cli import build_parser, train_config_from_args
 from ktg.engine import KnowledgeTransferGraph
+from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec
 from ktg.models import ABNResNet
 from ktg.train import configure_kernels, make_train_step
@@ -120,3 +121,17 @@ def test_the_cli_turns_compile_on_and_off():
     assert train_config_from_args(parse(["train", "--compile"])).compile
     assert not train_config_from_args(parse(["train"])).compile
     assert not train_config_from_args(parse(["train", "--no-compile"])).compile
+    config = train_config_from_args(parse(["train", "--compile", "--compile-mode", "reduce-overhead"]))
+    assert config.compile and config.compile_mode == "reduce-overhead"
+    with pytest.raises(KTGError, match="needs --compile"):
+        train_config_from_args(parse(["train", "--compile-mode", "reduce-overhead"]))
+
+
+def test_the_compile_mode_reaches_torch_compile(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda module, **options: calls.append(options) or module)
+    graph = KnowledgeTransferGraph(mixed_spec(2), nodes(0, count=2))
+    optimizer = torch.optim.SGD(graph.parameters(), lr=0.1)
+    make_train_step(graph, optimizer, amp=False, channels_last=False, compile_backend="inductor",
+                    compile_mode="reduce-overhead")
+    assert calls == [{"backend": "inductor", "mode": "reduce-overhead", "dynamic": False}]

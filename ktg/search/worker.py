@@ -68,7 +68,8 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
 
 
 # Training options a worker may choose for itself: where it runs and how, not what a trial computes.
-_PER_WORKER_TRAINING = ("device", "amp", "channels_last", "compile", "deterministic", "eval_batch_size")
+_PER_WORKER_TRAINING = ("device", "amp", "channels_last", "compile", "compile_mode", "deterministic",
+                        "eval_batch_size")
 
 
 @dataclass(frozen=True)
