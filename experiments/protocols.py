@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ktg.errors import KTGError
+from ktg.io import read_json
 
 COMMANDS = ("train", "search")
 _FIELDS = {"name", "title", "protocol", "command", "args", "grid", "seeds", "seed_args", "out", "reference", "notes"}
@@ -97,12 +98,7 @@ def to_argv(args: dict[str, Any]) -> list[str]:
 def load_config(path: str | Path) -> Config:
     """Read and validate a config file; every job it expands to must parse as a ``ktg`` command line."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ConfigError(f"cannot read experiment config {path}: {error.strerror or error}") from None
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{path} is not valid JSON: {error.msg} at line {error.lineno}") from None
+    data = read_json(path, "experiment config", ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object")
     missing = [key for key in _REQUIRED if key not in data]

@@ -26,6 +26,7 @@ from typing import Any, Callable
 from ktg.data import Dataset
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec, resolve_graph
+from ktg.io import read_json
 from ktg.train import CHECKPOINT, TrainConfig, train
 
 FORMAT = "ktg.chain"
@@ -35,12 +36,7 @@ TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 def load_chain(path: str | Path) -> dict[str, Any]:
     """Read and check a chain file; errors name the file and the field."""
     path = Path(path)
-    try:
-        chain = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise KTGError(f"cannot read chain file {path}: {error.strerror or error}") from None
-    except json.JSONDecodeError as error:
-        raise KTGError(f"chain file {path} is not valid JSON: {error.msg} at line {error.lineno}") from None
+    chain = read_json(path, "chain file")
     if not isinstance(chain, dict) or chain.get("format") != FORMAT or chain.get("version") != 1:
         raise KTGError(f"chain file {path}: expected \"format\": \"{FORMAT}\" and \"version\": 1")
     stages = chain.get("stages")

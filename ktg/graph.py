@@ -7,14 +7,13 @@ Network nodes are numbered 0..N-1; the label node is ``"label"`` and the ensembl
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
 
 from ktg.errors import KTGError
-from ktg.gates import GATES, LABEL_GATES, NETWORK_GATES
-from ktg.io import write_json
+from ktg.gates import LABEL_GATES, NETWORK_GATES
+from ktg.io import read_json, write_json
 from ktg.losses import ATTENTION_DESIGNS, HINT_DESIGNS, LOSS_DESIGNS
 
 FORMAT = "ktg.graph"
@@ -158,24 +157,14 @@ class GraphSpec:
     @classmethod
     def load(cls, path: str | Path) -> "GraphSpec":
         """Read and validate a graph file."""
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as error:
-            raise GraphError(f"cannot read graph file {path}: {error.strerror or error}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise GraphError(f"graph file {path} is not valid JSON: {error.msg} at line {error.lineno}, "
-                             f"column {error.colno}") from None
-        return cls.from_dict(data, where=f"graph file {path}")
+        return cls.from_dict(read_json(path, "graph file", GraphError), where=f"graph file {path}")
 
     # -- validation ----------------------------------------------------------------------------------
 
     def _validate(self) -> None:
         n = len(self.nodes)
         if n < 1:
-            raise GraphError(f"nodes: a graph needs at least one network node")
+            raise GraphError("nodes: a graph needs at least one network node")
         if len(self.label_gates) != n:
             raise GraphError(f"label_gates: expected one gate per node ({n}), got {len(self.label_gates)}")
         for i, gate_name in enumerate(self.label_gates):

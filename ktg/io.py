@@ -11,6 +11,8 @@ from typing import Any, Iterator
 
 import torch
 
+from ktg.errors import KTGError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -39,6 +41,20 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def read_json(path: str | os.PathLike, what: str, error: type[Exception] = KTGError) -> Any:
+    """The JSON value in ``path``; a missing file or bad JSON raises ``error`` naming ``what`` (e.g. "graph
+    file"), the path, and the line and column of the mistake."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as reason:
+        raise error(f"cannot read {what} {path}: {reason.strerror or reason}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as reason:
+        raise error(f"{what} {path} is not valid JSON: {reason.msg} at line {reason.lineno}, "
+                    f"column {reason.colno}") from None
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

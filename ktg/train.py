@@ -25,7 +25,7 @@ from ktg.data import Dataset, ImageSet, stratified_split
 from ktg.data.loader import BatchLoader
 from ktg.engine import KnowledgeTransferGraph, StepLosses, build_graph, ensemble_logits
 from ktg.errors import KTGError
-from ktg.graph import GraphSpec, NodeSpec
+from ktg.graph import GraphSpec
 from ktg.io import save_torch, write_json, write_text
 
 CHECKPOINT = "checkpoint.pt"
