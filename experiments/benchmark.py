@@ -368,6 +368,9 @@ def summarise(args: argparse.Namespace, measured: dict[str, Any], judge: bool) -
         heavy_row, independent_row = row(rows, "heavy", mode, batch_size), row(rows, "independent", mode, batch_size)
         ratios[f"heavy/independent step time, {mode}, batch {batch_size}"] = \
             heavy_row["step_ms"] / independent_row["step_ms"]
+        if heavy_row["operators_per_step"] and independent_row["operators_per_step"]:
+            ratios[f"heavy/independent operators per step, {mode}, batch {batch_size}"] = \
+                heavy_row["operators_per_step"] / independent_row["operators_per_step"]
 
     ok = [r for r in measured["concurrency"] if "node_images_per_s" in r]
     best_rate = max((r["node_images_per_s"] for r in ok), default=math.nan)
