@@ -430,7 +430,7 @@ def print_table(results: dict[str, Any]) -> None:
               f"{r['node_images_per_s']:>12.0f}{operators:>10}")
     print()
     for name, value in summary["ratios"].items():
-        print(f"  {name:<56}{value:>7.2f}×")
+        print(f"  {name:<60}{value:>7.2f}×")
     print(f"\nconcurrent trials ({settings['nodes']} nodes, random graph, fast), aggregate node-img/s:")
     for r in results["concurrency"] + [results["big_batch"]]:
         label = f"{r['jobs']} × batch {r['batch_size']}"
@@ -447,7 +447,7 @@ def print_table(results: dict[str, Any]) -> None:
     for t in summary["targets"]:
         verdict = {True: "met", False: "NOT met", None: ""}[t["met"]]
         sign = "≤" if t["at_most"] else "≥"
-        print(f"  {t['target']:<56}{t['value']:>8.2f}  ({sign} {t['limit']:g}) {verdict}")
+        print(f"  {t['target']:<60}{t['value']:>8.2f}  ({sign} {t['limit']:g}) {verdict}")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
