@@ -7,7 +7,7 @@ It knows graphs and models, nothing of datasets, optimisers or search. One train
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -121,7 +121,7 @@ class KnowledgeTransferGraph(nn.Module):
         edges of one gate within it are gated together: every design and gate is per-sample, so this gives
         each edge exactly its own loss while the kernels per step stay nearly flat in the number of edges.
         """
-        context = _GateContext(labels, iteration, total_iterations, sample_weights or {}, {}, {})
+        context = _GateContext(labels, iteration, total_iterations, sample_weights or {})
         sources = self._sources(outputs) if self._edges else {}
         for gate_name, targets in self._label_groups:
             att_logits = _join([outputs[t].att_logits for t in targets]).float()
@@ -219,8 +219,8 @@ class _GateContext:
     iteration: int
     total_iterations: int
     sample_weights: dict[int, torch.Tensor]
-    terms: dict[str, torch.Tensor]
-    weights: dict[str, torch.Tensor]
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def repeated_labels(self, copies: int) -> torch.Tensor:
         return self.labels if copies == 1 else self.labels.repeat(copies)
