@@ -62,7 +62,7 @@ from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, independent
 from ktg.io import write_json
 from ktg.profiling import CountOperators
-from ktg.train import (TrainConfig, TrainStep, configure_kernels, make_optimizer, make_train_step,
+from ktg.train import (TrainConfig, TrainStep, compile_options, configure_kernels, make_optimizer, make_train_step,
                        precision_options, predict, resolve_device, resolve_models)
 
 GRAPHS = ("independent", "heavy", "random")
@@ -159,8 +159,7 @@ def build_trial(case: Case, images: ImageSet) -> tuple[TrainStep, Iterator]:
                                     weight_decay=config.weight_decay, foreach=False)
     else:
         optimizer = make_optimizer(graph, config, device)
-    step = make_train_step(graph, optimizer, amp=amp, channels_last=channels_last,
-                           compile_backend="inductor" if config.compile else None, compile_mode=config.compile_mode)
+    step = make_train_step(graph, optimizer, amp=amp, channels_last=channels_last, **compile_options(config))
     loader = BatchLoader(images, case.batch_size, reference_transforms(case.image_size)[0], device,
                          shuffle=True, drop_last=True)
     graph.train()

@@ -159,6 +159,11 @@ def _autocast(device: torch.device, amp: bool):
 TrainStep = Callable[[torch.Tensor, torch.Tensor, int, int, "dict[int, torch.Tensor] | None"], StepLosses]
 
 
+def compile_options(config: TrainConfig) -> dict[str, Any]:
+    """The compile arguments of :func:`make_train_step` that ``config`` asks for: inductor in its mode, or eager."""
+    return {"compile_backend": "inductor" if config.compile else None, "compile_mode": config.compile_mode}
+
+
 def make_train_step(
     graph: KnowledgeTransferGraph,
     optimizer: torch.optim.Optimizer,
@@ -424,8 +429,7 @@ def train(
     eval_loader = BatchLoader(eval_images, config.eval_batch_size, dataset.eval_transform, device,
                               shuffle=False, drop_last=False)
     total_iterations = config.epochs * len(train_loader)
-    step = make_train_step(graph, optimizer, amp=amp, channels_last=channels_last,
-                           compile_backend="inductor" if config.compile else None, compile_mode=config.compile_mode)
+    step = make_train_step(graph, optimizer, amp=amp, channels_last=channels_last, **compile_options(config))
 
     from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow and only runs need it
 
