@@ -211,6 +211,12 @@ def test_a_systematic_failure_stops_the_worker(tmp_path):
         run_search(s, progress=False)
 
 
+def test_mps_is_refused_off_cuda_before_anything_is_written(tmp_path):
+    with pytest.raises(KTGError, match="--mps .* CUDA GPU.* runs on cpu"):
+        run_search(settings(tmp_path / "search"), jobs_per_device=2, mps=True, progress=False)
+    assert not (tmp_path / "search").exists()
+
+
 def test_an_orphaned_running_trial_is_failed_requeued_and_the_budget_is_exact(tmp_path):
     s = settings(tmp_path, trials=1, pruner="none")
     study, _, _ = s.connect(heartbeats=False)

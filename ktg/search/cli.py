@@ -41,6 +41,10 @@ def add_commands(commands) -> None:
     group.add_argument("--jobs-per-device", type=int, help="trials run side by side on this device, each in its "
                        "own process (default: 1 on CPU; on CUDA enough to train ~256 images per step, bounded by "
                        "GPU memory and CPU cores)")
+    group.add_argument("--mps", action="store_true", help="run the workers on one GPU side by side through CUDA "
+                       "MPS instead of taking turns: joins the MPS daemon already running, or starts a private one "
+                       "(nvidia-cuda-mps-control) for the search and quits it at the end; never changes the GPU's "
+                       "compute mode. Use it where your cluster allows MPS")
     group.add_argument("--heartbeat-interval", type=int, default=30, help="seconds between a running trial's "
                        "heartbeats (default: 30)")
     group.add_argument("--grace-period", type=int, default=120, help="a running trial silent this long is taken "
@@ -124,7 +128,8 @@ def cmd_search(args: argparse.Namespace) -> int:
           f"{settings.space.num_nodes} nodes, budget {settings.trials} trials of {settings.config.epochs} epochs, "
           f"scored on a held-out {settings.config.holdout:.0%} of the {args.dataset} training split")
     try:
-        study = run_search(settings, jobs_per_device=args.jobs_per_device, progress=not args.no_progress)
+        study = run_search(settings, jobs_per_device=args.jobs_per_device, mps=args.mps,
+                           progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"\nktg: search interrupted; finished trials are kept in {url}, an interrupted trial is queued to "
               f"run again. Run the same command to resume.")

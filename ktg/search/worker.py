@@ -19,6 +19,7 @@ reason "interrupted", queues it to run again, and stops; running the same comman
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import multiprocessing.connection
@@ -41,6 +42,7 @@ from tqdm.auto import tqdm
 
 from ktg.data import load_from_source
 from ktg.errors import KTGError
+from ktg.mps import mps_daemon, running_daemon
 from ktg.search.objective import FAIL_REASON_ATTR, TRIALS_DIR, Objective
 from ktg.search.results import last_value, state_counts, write_results
 from ktg.search.space import SearchSpace, TrialSeededSampler
@@ -366,20 +368,26 @@ def trial_line(trial: optuna.trial.FrozenTrial) -> str:
     return f"trial {trial.number}: failed, {reason}"
 
 
-def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, progress: bool = True) -> optuna.Study:
+def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, mps: bool = False,
+               progress: bool = True) -> optuna.Study:
     """Run ``jobs_per_device`` workers on this machine (None: :func:`auto_jobs_per_device`) until the study
     holds its budget of finished trials; write the leaderboard and best graph; return the study.
 
-    With one job the worker runs in this process. Raises KeyboardInterrupt after a clean stop on Ctrl-C.
+    With one job the worker runs in this process. With ``mps``, several workers on a GPU run side by side
+    through CUDA MPS (:func:`ktg.mps.mps_daemon`). Raises KeyboardInterrupt after a clean stop on Ctrl-C.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     device = resolve_device(settings.config.device)
+    if mps and device.type != "cuda":
+        raise KTGError(f"--mps lets the workers on one CUDA GPU run side by side; this search runs on {device}")
     jobs = (auto_jobs_per_device(device, settings.space.num_nodes, settings.config.batch_size)
             if jobs_per_device is None else jobs_per_device)
     if jobs < 1:
         raise KTGError(f"--jobs-per-device must be at least 1, got {jobs}")
     if jobs > 1:
-        print(f"{jobs} workers on {device}, each in its own process")
+        print(f"{jobs} workers on {device}, each in its own process{_sharing(device, mps)}")
+    elif mps:
+        print("--mps: a single worker has no one to share the GPU with; MPS is not started")
     study, _, _ = settings.connect(heartbeats=False)  # creates the study or checks that this command may join it
     _check_trial_folders(study, settings.out)
     display = Progress(study, settings.trials, enabled=progress, epochs=settings.config.epochs)
@@ -390,7 +398,8 @@ def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, 
         if jobs == 1:
             Worker(settings, on_trial=display.update, on_epoch=display.epoch).run()
         else:
-            _run_processes(settings, jobs, device, study, display)
+            with mps_daemon() if mps else contextlib.nullcontext():
+                _run_processes(settings, jobs, device, study, display)
         display.update(study)
     finally:
         if in_main_thread:
@@ -398,6 +407,18 @@ def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, 
         display.close()
         write_results(study, settings.out)
     return study
+
+
+def _sharing(device: torch.device, mps: bool) -> str:
+    """How the workers share ``device``, for the line that starts a search."""
+    if device.type != "cuda":
+        return ""
+    daemon = running_daemon()
+    if daemon is not None:
+        return f", side by side through the CUDA MPS daemon at {daemon}"
+    if mps:
+        return ", side by side through a private CUDA MPS daemon, quit when the search ends"
+    return ", taking turns on the GPU (--mps runs them side by side, where CUDA MPS is allowed)"
 
 
 def _check_trial_folders(study: optuna.Study, out: Path) -> None:
