@@ -23,16 +23,18 @@ synchronised around each run; node-images/s = batch × nodes / step time. ops/st
 eager step dispatches (views excluded): about one kernel launch each, so it shows on any device what a step
 costs where launches dominate, as on a GPU at batch 16. Concurrent trials are K processes
 (``--jobs``) each training the random graph in fast mode at ``--jobs-batch-size`` for ``--seconds``, started
-together; their node-images/s add up. One process at ``--big-batch-size`` is the yardstick.
+together; their node-images/s add up. By default they take turns on a GPU; ``--mps`` measures them once more
+side by side through CUDA MPS (as ``ktg search --mps``). One process at ``--big-batch-size`` is the yardstick.
 
 The projection multiplies the measured costs by the search's size: ``--trials`` trials, each training on
 ``--train-images`` and evaluating on ``--val-images`` per epoch (Stanford Dogs' 50/50 search split) for the
-expected number of epochs under successive halving (see :func:`expected_epochs`), training at the best
-concurrent rate and evaluating at the single-process rate (conservative: evaluation is not overlapped).
+expected number of epochs under successive halving (see :func:`expected_epochs`), training at the
+recommended concurrent rate (within 5 % of the best) and evaluating at the single-process rate (conservative: evaluation is not overlapped).
 
 Examples::
 
     python experiments/benchmark.py --json benchmark.json              # the full run (a GPU: ~10 minutes)
+    python experiments/benchmark.py --mps --json benchmark.json        # and concurrent trials through MPS
     python experiments/benchmark.py --device cpu --quick --json b.json  # tiny models, any machine, < 1 minute
 """
 
@@ -61,6 +63,7 @@ from ktg.engine import KnowledgeTransferGraph, build_graph
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, independent
 from ktg.io import write_json
+from ktg.mps import mps_daemon, running_daemon
 from ktg.profiling import CountOperators
 from ktg.train import (TrainConfig, TrainStep, compile_options, configure_kernels, make_optimizer, make_train_step,
                        precision_options, predict, resolve_device, resolve_models)
@@ -217,8 +220,12 @@ def eval_node_images_per_second(case: Case, images: ImageSet, batch_size: int) -
 # -- several trials at once ----------------------------------------------------------------------------
 
 
-def concurrent_worker(case: Case, warmup: int, seconds: float, threads: int, barrier, results) -> None:
-    """One of K processes: build the trial, warm up, wait for the others, train for ``seconds``, report."""
+def concurrent_worker(case: Case, warmup: int, seconds: float, threads: int, environment: dict[str, str], barrier,
+                      results) -> None:
+    """One of K processes: build the trial, warm up, wait for the others, train for ``seconds``, report.
+
+    ``environment`` is set before CUDA starts: the fork server may predate the MPS daemon it names."""
+    os.environ.update(environment)
     torch.set_num_threads(threads)
     try:
         device = torch.device(case.device)
@@ -239,9 +246,10 @@ def concurrent_worker(case: Case, warmup: int, seconds: float, threads: int, bar
         results.put((0, 0.0, f"{type(error).__name__}: {error}"))
 
 
-def concurrent_node_images_per_second(case: Case, jobs: int, *, warmup: int, seconds: float,
-                                      threads: int | None) -> dict[str, Any]:
-    """Aggregate node-images/s of ``jobs`` processes training ``case`` side by side on one device.
+def concurrent_node_images_per_second(case: Case, jobs: int, *, warmup: int, seconds: float, threads: int | None,
+                                      mps: dict[str, str] | None = None) -> dict[str, Any]:
+    """Aggregate node-images/s of ``jobs`` processes training ``case`` side by side on one device, through
+    the CUDA MPS daemon whose variables ``mps`` holds if given (see :func:`ktg.mps.mps_daemon`).
 
     Processes come from a fork server that has imported torch and ktg once ("spawn" semantics: no CUDA state
     is inherited; each worker starts in a fraction of the time a fresh interpreter needs).
@@ -250,7 +258,8 @@ def concurrent_node_images_per_second(case: Case, jobs: int, *, warmup: int, sec
     context.set_forkserver_preload(["torch", "ktg.train", "ktg.search.space"])
     barrier, results = context.Barrier(jobs), context.Queue()
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
-    workers = [context.Process(target=concurrent_worker, args=(case, warmup, seconds, threads, barrier, results))
+    workers = [context.Process(target=concurrent_worker,
+                               args=(case, warmup, seconds, threads, mps or {}, barrier, results))
                for _ in range(jobs)]
     for worker in workers:
         worker.start()
@@ -264,7 +273,8 @@ def concurrent_node_images_per_second(case: Case, jobs: int, *, warmup: int, sec
             if worker.is_alive():
                 worker.terminate()
     errors = sorted({error for _, _, error in reports if error is not None})
-    row: dict[str, Any] = {"jobs": jobs, "batch_size": case.batch_size}
+    row: dict[str, Any] = {"jobs": jobs, "batch_size": case.batch_size,
+                           "mps": mps is not None or running_daemon() is not None}
     if errors:
         return {**row, "error": "; ".join(errors)}
     rates = [steps * case.batch_size * case.nodes / elapsed for steps, elapsed, _ in reports]
@@ -337,14 +347,18 @@ def measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     eval_rate = eval_node_images_per_second(base, images, args.eval_batch_size)
 
     search_case = replace(base, graph="random", mode="fast", batch_size=args.jobs_batch_size)
+    timing = {"warmup": args.warmup, "seconds": args.seconds, "threads": args.threads}
     concurrency = []
     for jobs in args.jobs:
         print(f"{jobs} concurrent trials, {args.seconds:g} s", file=sys.stderr)
-        concurrency.append(concurrent_node_images_per_second(search_case, jobs, warmup=args.warmup,
-                                                             seconds=args.seconds, threads=args.threads))
+        concurrency.append(concurrent_node_images_per_second(search_case, jobs, **timing))
+    if args.mps and running_daemon() is None:  # (with a daemon already running, the rows above used it)
+        with mps_daemon() as variables:
+            for jobs in args.jobs:
+                print(f"{jobs} concurrent trials through CUDA MPS, {args.seconds:g} s", file=sys.stderr)
+                concurrency.append(concurrent_node_images_per_second(search_case, jobs, mps=variables, **timing))
     print(f"one trial at batch {args.big_batch_size}, {args.seconds:g} s", file=sys.stderr)
-    big = concurrent_node_images_per_second(replace(search_case, batch_size=args.big_batch_size), 1,
-                                            warmup=args.warmup, seconds=args.seconds, threads=args.threads)
+    big = concurrent_node_images_per_second(replace(search_case, batch_size=args.big_batch_size), 1, **timing)
     return {"rows": rows, "eval_node_images_per_s": eval_rate, "concurrency": concurrency, "big_batch": big,
             "graphs": {name: benchmark_graph(replace(base, graph=name)).to_dict() for name in GRAPHS}}
 
@@ -373,9 +387,12 @@ def summarise(args: argparse.Namespace, measured: dict[str, Any], judge: bool) -
 
     ok = [r for r in measured["concurrency"] if "node_images_per_s" in r]
     best_rate = max((r["node_images_per_s"] for r in ok), default=math.nan)
-    # The fewest processes within 5 % of the best: more processes cost memory and gain nothing measurable.
-    jobs = min((r["jobs"] for r in ok if r["node_images_per_s"] >= 0.95 * best_rate), default=None)
-    train_rate = next((r["node_images_per_s"] for r in ok if r["jobs"] == jobs), math.nan)
+    # Within 5 % of the best, without MPS if that will do (not every cluster allows it), then the fewest
+    # processes (more cost memory): gains smaller than that are not measurable.
+    recommended = min((r for r in ok if r["node_images_per_s"] >= 0.95 * best_rate),
+                      key=lambda r: (r["mps"], r["jobs"]), default=None)
+    jobs = recommended["jobs"] if recommended else None
+    train_rate = recommended["node_images_per_s"] if recommended else math.nan
     big_rate = measured["big_batch"].get("node_images_per_s", math.nan)
     projection = project_search(args, train_rate, measured["eval_node_images_per_s"], jobs or 0)
 
@@ -395,7 +412,9 @@ def summarise(args: argparse.Namespace, measured: dict[str, Any], judge: bool) -
                best_rate / big_rate, 0.8, at_most=False),
         target("projected search hours", projection["hours"], HOURS_TARGET, at_most=True),
     ]
-    return {"ratios": ratios, "recommended_jobs_per_device": jobs, "projection": projection, "targets": targets}
+    return {"ratios": ratios, "recommended_jobs_per_device": jobs,
+            "recommended_mps": recommended["mps"] if recommended else None, "projection": projection,
+            "targets": targets}
 
 
 def finite_or_none(data: Any) -> Any:
@@ -432,10 +451,11 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"  {name:<60}{value:>7.2f}×")
     print(f"\nconcurrent trials ({settings['nodes']} nodes, random graph, fast), aggregate node-img/s:")
     for r in results["concurrency"] + [results["big_batch"]]:
-        label = f"{r['jobs']} × batch {r['batch_size']}"
+        label = f"{r['jobs']} × batch {r['batch_size']}{', MPS' if r['mps'] else ''}"
         value = f"{r['node_images_per_s']:>10.0f}" if "node_images_per_s" in r else f"  failed: {r['error']}"
-        print(f"  {label:<20}{value}")
-    print(f"  recommended --jobs-per-device: {summary['recommended_jobs_per_device']}")
+        print(f"  {label:<25}{value}")
+    mps = " --mps" if summary["recommended_mps"] else ""
+    print(f"  recommended: --jobs-per-device {summary['recommended_jobs_per_device']}{mps}")
     p = summary["projection"]
     print(f"\nprojected search: {p['trials']} trials × {p['expected_epochs_per_trial']:.2f} epochs (successive "
           f"halving) = {p['epochs']:.0f} epochs ({p['node_image_equivalents']:.2g} node-image-equivalents);\n"
@@ -471,6 +491,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs-batch-size", type=int, default=16, help="batch of each concurrent trial (default: 16)")
     parser.add_argument("--big-batch-size", type=int, default=128,
                         help="batch of the one-trial yardstick (default: 128)")
+    parser.add_argument("--mps", action="store_true", help="also measure the concurrent trials side by side "
+                        "through CUDA MPS (a private daemon, quit at the end; as ktg search --mps)")
     parser.add_argument("--seconds", type=float, help="seconds each concurrency run trains (default: 30; --quick: 1)")
     group = parser.add_argument_group("projection (SPEC §5 search)")
     group.add_argument("--trials", type=int, default=6000, help="(default: 6000)")
@@ -513,6 +535,8 @@ def mode_description(mode: str, device: torch.device) -> str:
 def main(args: argparse.Namespace) -> int:
     args = apply_defaults(args)
     device = resolve_device(args.device)
+    if args.mps and device.type != "cuda":
+        raise KTGError(f"--mps measures trials sharing a CUDA GPU; this benchmark runs on {device}")
     if args.threads:
         torch.set_num_threads(args.threads)
     measured = measure(args, device)

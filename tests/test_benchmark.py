@@ -70,3 +70,23 @@ def test_the_operator_count_covers_the_papers_graphs_and_every_method_beyond_the
     assert rows["temperature"]["operators"] == rows["dml"]["operators"]
     assert rows["frozen"]["operators"] < rows["dml"]["operators"]
     assert "heavy" in done.stdout and "ops/step" in done.stdout
+
+
+def test_the_recommendation_prefers_no_mps_unless_mps_is_clearly_faster():
+    args = benchmark.apply_defaults(benchmark.get_args_parser().parse_args(["--modes", "fast"]))
+
+    def recommend(*concurrency):
+        measured = {"rows": [{"graph": g, "mode": "fast", "batch_size": b, "step_ms": 10.0, "operators_per_step": 1}
+                             for g in benchmark.GRAPHS for b in (16, 64)],
+                    "concurrency": [{"jobs": j, "batch_size": 16, "mps": m, "node_images_per_s": r}
+                                    for j, m, r in concurrency],
+                    "big_batch": {"jobs": 1, "batch_size": 128, "node_images_per_s": 8400.0},
+                    "eval_node_images_per_s": 20000.0}
+        summary = benchmark.summarise(args, measured, judge=True)
+        return summary["recommended_jobs_per_device"], summary["recommended_mps"], summary["projection"]
+
+    # The H100 numbers that motivated MPS: time-sliced trials stall near 3,500, side by side they reach 6,700.
+    jobs, mps, projection = recommend((4, False, 3500.0), (8, False, 3600.0), (4, True, 5200.0), (8, True, 6700.0))
+    assert (jobs, mps, projection["train_node_images_per_s"]) == (8, True, 6700.0)
+    # Within 5 % of the best, no MPS wins, then the fewest processes.
+    assert recommend((4, False, 6500.0), (8, False, 6600.0), (8, True, 6700.0))[:2] == (4, False)
