@@ -191,11 +191,14 @@ def make_train_step(
     """
     forward = graph if compile_backend is None else torch.compile(graph, backend=compile_backend, mode=compile_mode,
                                                                   dynamic=False)
+    replays_cuda_graphs = compile_backend is not None and compile_mode == "reduce-overhead"
 
     def step(images: torch.Tensor, labels: torch.Tensor, iteration: int, total_iterations: int,
              sample_weights: dict[int, torch.Tensor] | None = None) -> StepLosses:
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        if replays_cuda_graphs:  # the last step's graph outputs may be overwritten from here on
+            torch.compiler.cudagraph_mark_step_begin()
         with _autocast(images.device, amp):
             outputs = forward(images)
             step_losses = graph.losses(outputs, labels, iteration, total_iterations, sample_weights)

@@ -1,5 +1,12 @@
-"""The fast training path computes what the reference path computes: bf16 autocast + channels-last + foreach SGD
-against fp32 + NCHW + for-loop SGD, the compiled step against the eager one, and no host reads inside a step."""
+"""The fast training path computes what the reference path computes: bf16 autocast + channels-last + foreach
+(CUDA: fused) SGD against fp32 + NCHW + for-loop SGD, the compiled step against the eager one, and no host reads
+inside a step.
+
+Every test that takes ``device`` also runs on a CUDA GPU when there is one (CI has none; run
+``pytest tests/test_fast_path.py`` on a GPU machine): there it checks what only a GPU can show, that a step
+never synchronises with the host, that ``--deterministic`` repeats bit for bit, and that CUDA graphs replay the
+eager step.
+"""
 
 import copy
 
@@ -18,6 +25,12 @@ from ktg.models import ABNResNet
 from ktg.train import configure_kernels, make_train_step
 
 CLASSES = 5
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=needs_cuda)])
+def device(request) -> torch.device:
+    return torch.device(request.param)
 
 
 def nodes(seed: int, count: int = 3) -> list[ABNResNet]:
@@ -41,47 +54,69 @@ def mixed_spec(num_nodes: int = 3) -> GraphSpec:
     return GraphSpec((NodeSpec("abn_resnet20"),) * num_nodes, tuple(gates[:num_nodes]), edges, crop_sizes=(3,))
 
 
-def batches(count: int = 3) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def batches(count: int = 3, device: torch.device = torch.device("cpu")) -> list[tuple[torch.Tensor, torch.Tensor]]:
     generator = torch.Generator().manual_seed(1)
-    return [(torch.rand(8, 3, 16, 16, generator=generator), torch.randint(0, CLASSES, (8,), generator=generator))
-            for _ in range(count)]
+    return [(torch.rand(8, 3, 16, 16, generator=generator).to(device),
+             torch.randint(0, CLASSES, (8,), generator=generator).to(device)) for _ in range(count)]
 
 
-def run_steps(graph: KnowledgeTransferGraph, *, amp=False, channels_last=False, foreach=True,
-              compile_backend=None) -> torch.Tensor:
-    """Train ``graph`` on :func:`batches`; the loss of every edge at every step, steps × edges."""
+def train_step(graph: KnowledgeTransferGraph, *, amp=False, channels_last=False, optimizer="foreach",
+               compile_backend=None, compile_mode="default"):
+    """A training step of ``graph`` (on its device) with SGD looping over tensors ("for-loop"), "foreach" or
+    "fused"."""
     if channels_last:
         graph = graph.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(graph.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, foreach=foreach)
-    step = make_train_step(graph, optimizer, amp=amp, channels_last=channels_last, compile_backend=compile_backend)
+    kernels = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}[optimizer]
+    sgd = torch.optim.SGD(graph.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, **kernels)
     graph.train()
-    data = batches()
+    return make_train_step(graph, sgd, amp=amp, channels_last=channels_last, compile_backend=compile_backend,
+                           compile_mode=compile_mode)
+
+
+def run_steps(graph: KnowledgeTransferGraph, device: torch.device = torch.device("cpu"), **options) -> torch.Tensor:
+    """Train ``graph`` on :func:`batches` on ``device``; the loss of every edge at every step, steps × edges."""
+    step = train_step(graph.to(device), **options)
+    data = batches(device=device)
     return torch.stack([torch.stack(list(step(images, labels, k, len(data)).terms.values())).detach()
                         for k, (images, labels) in enumerate(data, start=1)])
 
 
+def fast_optimizer(device: torch.device) -> str:
+    return "fused" if device.type == "cuda" else "foreach"  # as ktg.train.make_optimizer chooses
+
+
 @pytest.fixture
-def deterministic():
-    configure_kernels(torch.device("cpu"), deterministic=True)
+def deterministic(device):
+    configure_kernels(device, deterministic=True)
     yield
-    configure_kernels(torch.device("cpu"), deterministic=False)
+    configure_kernels(device, deterministic=False)
 
 
-def test_fast_and_reference_paths_give_the_same_losses(deterministic):
+def test_fast_and_reference_paths_give_the_same_losses(device, deterministic):
     reference = KnowledgeTransferGraph(heavy_spec(), nodes(seed=0))
     fast = copy.deepcopy(reference)
-    expected = run_steps(reference, foreach=False)
-    got = run_steps(fast, amp=True, channels_last=True, foreach=True)
+    expected = run_steps(reference, device, optimizer="for-loop")
+    got = run_steps(fast, device, amp=True, channels_last=True, optimizer=fast_optimizer(device))
     assert expected.shape == (3, 9) and not torch.equal(got, expected)  # bf16 really ran
     # bf16 keeps 8 significant bits (unit round-off 2^-8 ≈ 0.4 %); a forward through ~20 layers rounds many
     # times, and each SGD step feeds the difference back: 3 % of each edge's loss plus 0.01 over three steps.
     torch.testing.assert_close(got, expected, rtol=0.03, atol=0.01)
 
 
-def test_the_compiled_step_matches_eager_and_never_recompiles_for_a_new_trial(deterministic):
+def test_deterministic_steps_repeat_bit_for_bit(device, deterministic):
+    def trial():
+        graph = KnowledgeTransferGraph(mixed_spec(), nodes(seed=0))
+        losses = run_steps(graph, device, amp=True, channels_last=True, optimizer=fast_optimizer(device))
+        return losses, torch.cat([parameter.detach().flatten() for parameter in graph.parameters()])
+
+    (first_losses, first_weights), (second_losses, second_weights) = trial(), trial()
+    assert torch.equal(first_losses, second_losses) and torch.equal(first_weights, second_weights)
+
+
+def test_the_compiled_step_matches_eager_and_never_recompiles_for_a_new_trial(device, deterministic):
     # Two nodes and the eager backend keep it short: recompiles are decided by dynamo, whatever the backend.
     def trial(spec, seed, compile_backend=None):
-        return run_steps(KnowledgeTransferGraph(spec, nodes(seed, count=2)), compile_backend=compile_backend)
+        return run_steps(KnowledgeTransferGraph(spec, nodes(seed, count=2)), device, compile_backend=compile_backend)
 
     torch._dynamo.reset()
     counters.clear()
@@ -110,10 +145,34 @@ class NoHostReads(TorchFunctionMode):
 
 
 @pytest.mark.parametrize("fast", [False, True], ids=["reference", "fast"])
-def test_a_training_step_reads_nothing_back_to_the_host(fast):
-    graph = KnowledgeTransferGraph(mixed_spec(), nodes(seed=0))
-    with NoHostReads():
-        run_steps(graph, amp=fast, channels_last=fast)
+def test_a_training_step_reads_nothing_back_to_the_host(fast, device):
+    graph = KnowledgeTransferGraph(mixed_spec(), nodes(seed=0)).to(device)
+    step = train_step(graph, amp=fast, channels_last=fast, optimizer=fast_optimizer(device) if fast else "for-loop")
+    data = batches(device=device)
+    step(*data[0], 1, len(data))  # the first step may build caches (the crop windows' index tensors)
+    # On CUDA, the runtime's own check also catches synchronising copies that no Python call shows.
+    sync_check = device.type == "cuda"
+    if sync_check:
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        with NoHostReads():
+            for k, (images, labels) in enumerate(data[1:], start=2):
+                step(images, labels, k, len(data))
+    finally:
+        if sync_check:
+            torch.cuda.set_sync_debug_mode("default")
+
+
+@needs_cuda
+def test_cuda_graphs_replay_the_eager_step():
+    device = torch.device("cuda")
+    eager = KnowledgeTransferGraph(mixed_spec(), nodes(seed=0))
+    replayed = copy.deepcopy(eager)
+    options = {"amp": True, "channels_last": True, "optimizer": "fused"}
+    expected = run_steps(eager, device, **options)
+    torch._dynamo.reset()
+    got = run_steps(replayed, device, compile_backend="inductor", compile_mode="reduce-overhead", **options)
+    torch.testing.assert_close(got, expected, rtol=0.03, atol=0.01)  # inductor fuses bf16 math in its own order
 
 
 def test_the_cli_turns_compile_on_and_off():
