@@ -29,7 +29,8 @@ side by side through CUDA MPS (as ``ktg search --mps``). One process at ``--big-
 The projection multiplies the measured costs by the search's size: ``--trials`` trials, each training on
 ``--train-images`` and evaluating on ``--val-images`` per epoch (Stanford Dogs' 50/50 search split) for the
 expected number of epochs under successive halving (see :func:`expected_epochs`), training at the
-recommended concurrent rate (within 5 % of the best) and evaluating at the single-process rate (conservative: evaluation is not overlapped).
+recommended concurrent rate (within 5 % of the best) and evaluating at the single-process rate (conservative:
+evaluation is not overlapped).
 
 Examples::
 

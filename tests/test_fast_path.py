@@ -22,7 +22,7 @@ from ktg.engine import KnowledgeTransferGraph
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec
 from ktg.models import ABNResNet
-from ktg.train import configure_kernels, make_train_step
+from ktg.train import TrainConfig, configure_kernels, make_optimizer, make_train_step
 
 CLASSES = 5
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -60,14 +60,19 @@ def batches(count: int = 3, device: torch.device = torch.device("cpu")) -> list[
              torch.randint(0, CLASSES, (8,), generator=generator).to(device)) for _ in range(count)]
 
 
-def train_step(graph: KnowledgeTransferGraph, *, amp=False, channels_last=False, optimizer="foreach",
+def train_step(graph: KnowledgeTransferGraph, *, amp=False, channels_last=False, optimizer="fast",
                compile_backend=None, compile_mode="default"):
-    """A training step of ``graph`` (on its device) with SGD looping over tensors ("for-loop"), "foreach" or
-    "fused"."""
+    """A training step of ``graph`` (on its device) with the SGD ktg trains with ("fast": foreach on the CPU,
+    fused on CUDA) or the public code's, which loops over the tensors ("for-loop")."""
+    assert optimizer in ("fast", "for-loop"), optimizer
     if channels_last:
         graph = graph.to(memory_format=torch.channels_last)
-    kernels = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}[optimizer]
-    sgd = torch.optim.SGD(graph.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, **kernels)
+    config = TrainConfig(lr=0.01, momentum=0.9, weight_decay=5e-4)
+    if optimizer == "fast":
+        sgd = make_optimizer(graph, config, next(graph.parameters()).device)
+    else:
+        sgd = torch.optim.SGD(graph.parameters(), lr=config.lr, momentum=config.momentum,
+                              weight_decay=config.weight_decay, foreach=False)
     graph.train()
     return make_train_step(graph, sgd, amp=amp, channels_last=channels_last, compile_backend=compile_backend,
                            compile_mode=compile_mode)
@@ -81,10 +86,6 @@ def run_steps(graph: KnowledgeTransferGraph, device: torch.device = torch.device
                         for k, (images, labels) in enumerate(data, start=1)])
 
 
-def fast_optimizer(device: torch.device) -> str:
-    return "fused" if device.type == "cuda" else "foreach"  # as ktg.train.make_optimizer chooses
-
-
 @pytest.fixture
 def deterministic(device):
     configure_kernels(device, deterministic=True)
@@ -96,7 +97,7 @@ def test_fast_and_reference_paths_give_the_same_losses(device, deterministic):
     reference = KnowledgeTransferGraph(heavy_spec(), nodes(seed=0))
     fast = copy.deepcopy(reference)
     expected = run_steps(reference, device, optimizer="for-loop")
-    got = run_steps(fast, device, amp=True, channels_last=True, optimizer=fast_optimizer(device))
+    got = run_steps(fast, device, amp=True, channels_last=True, optimizer="fast")
     assert expected.shape == (3, 9) and not torch.equal(got, expected)  # bf16 really ran
     # bf16 keeps 8 significant bits (unit round-off 2^-8 ≈ 0.4 %); a forward through ~20 layers rounds many
     # times, and each SGD step feeds the difference back: 3 % of each edge's loss plus 0.01 over three steps.
@@ -106,7 +107,7 @@ def test_fast_and_reference_paths_give_the_same_losses(device, deterministic):
 def test_deterministic_steps_repeat_bit_for_bit(device, deterministic):
     def trial():
         graph = KnowledgeTransferGraph(mixed_spec(), nodes(seed=0))
-        losses = run_steps(graph, device, amp=True, channels_last=True, optimizer=fast_optimizer(device))
+        losses = run_steps(graph, device, amp=True, channels_last=True, optimizer="fast")
         return losses, torch.cat([parameter.detach().flatten() for parameter in graph.parameters()])
 
     (first_losses, first_weights), (second_losses, second_weights) = trial(), trial()
@@ -147,7 +148,7 @@ class NoHostReads(TorchFunctionMode):
 @pytest.mark.parametrize("fast", [False, True], ids=["reference", "fast"])
 def test_a_training_step_reads_nothing_back_to_the_host(fast, device):
     graph = KnowledgeTransferGraph(mixed_spec(), nodes(seed=0)).to(device)
-    step = train_step(graph, amp=fast, channels_last=fast, optimizer=fast_optimizer(device) if fast else "for-loop")
+    step = train_step(graph, amp=fast, channels_last=fast, optimizer="fast" if fast else "for-loop")
     data = batches(device=device)
     step(*data[0], 1, len(data))  # the first step may build caches (the crop windows' index tensors)
     # On CUDA, the runtime's own check also catches synchronising copies that no Python call shows.
@@ -168,7 +169,7 @@ def test_cuda_graphs_replay_the_eager_step():
     device = torch.device("cuda")
     eager = KnowledgeTransferGraph(mixed_spec(), nodes(seed=0))
     replayed = copy.deepcopy(eager)
-    options = {"amp": True, "channels_last": True, "optimizer": "fused"}
+    options = {"amp": True, "channels_last": True}
     expected = run_steps(eager, device, **options)
     torch._dynamo.reset()
     got = run_steps(replayed, device, compile_backend="inductor", compile_mode="reduce-overhead", **options)
