@@ -5,6 +5,7 @@ graph files, and the chain using every method at once, train on the digits data.
 """
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 
 from ktg.chain import load_chain
 from ktg.cli import main
+from ktg.engine import label_edge_name
 from ktg.graph import GraphSpec
 
 BEYOND = Path(__file__).resolve().parents[1] / "experiments" / "beyond"
@@ -58,9 +60,14 @@ def test_chains_train_every_stage(tmp_path, name, data, capsys):
 @pytest.mark.parametrize("name", ["temperature", "hint", "bagging"])
 def test_graph_files_train(tmp_path, name):
     assert main(["train", "--graph", str(BEYOND / f"{name}.json"), "--epochs", "1", "--out", str(tmp_path), *DIGITS]) == 0
-    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    losses = json.loads(lines[0])["losses"]
-    assert all(value == value for value in losses.values())  # finite, not NaN
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    losses = record["losses"]
+    spec = GraphSpec.load(tmp_path / "graph.json")
+    # one logged loss per label edge and per active edge of the file, nothing else, and they make the total
+    expected = {label_edge_name(t, gate) for t, gate in enumerate(spec.label_gates) if gate != "cutoff"}
+    assert set(losses) == expected | {edge.label for edge in spec.active_edges}
+    assert all(math.isfinite(value) for value in losses.values())
+    assert record["train_loss"] == pytest.approx(sum(losses.values()))
     if name == "hint":
         assert "edge 0→1 hint_mse@layer2/through" in losses
 
