@@ -139,7 +139,7 @@ def training_rows(config: Config, groups: list[dict[str, Any]]) -> tuple[list[st
 
 #: The papers' tables, assembled across configs: (title, row key, [(column, config name, fixed values)]).
 PAPER_TABLES = [
-    ("Stanford Dogs, ensemble accuracy % by number of nodes (SPEC §5 and table 1)", "nodes",
+    ("Stanford Dogs, ensemble accuracy % by number of nodes (public code and table 1)", "nodes",
      [("independent", "dogs_baselines", {"graph": "independent"}), ("DML", "dogs_baselines", {"graph": "dml"}),
       ("optimised graph", "dogs_retrain", {})]),
     ("Graph found on Stanford Dogs, retrained on other datasets: ensemble accuracy % (table 2)", "nodes",

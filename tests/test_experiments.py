@@ -93,5 +93,5 @@ def test_dry_runs_of_every_config_start_and_collect_makes_the_tables(tmp_path, c
     assert "(71.06)" in tables  # the paper's number beside ours
     rows = (runs / "results.csv").read_text().splitlines()
     assert rows[0].startswith("config,variant,seeds,node_mean")
-    assert any(row.startswith("dogs_baselines,graph=independent nodes=2,1,") and ",SPEC §5,,,71.06," in row
+    assert any(row.startswith("dogs_baselines,graph=independent nodes=2,1,") and ",public code,,,71.06," in row
                for row in rows)
