@@ -56,6 +56,7 @@ from typing import Any, Iterator
 
 import torch
 
+from ktg.config import TrainConfig
 from ktg.data import ImageSet
 from ktg.data.loader import BatchLoader
 from ktg.data.synthetic import make_images
@@ -66,7 +67,7 @@ from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, independent
 from ktg.io import write_json
 from ktg.mps import mps_daemon, running_daemon
 from ktg.profiling import CountOperators
-from ktg.train import (TrainConfig, TrainStep, compile_options, configure_kernels, make_optimizer, make_train_step,
+from ktg.train import (TrainStep, compile_options, configure_kernels, make_optimizer, make_train_step,
                        precision_options, predict, resolve_device, resolve_models)
 
 GRAPHS = ("independent", "heavy", "random")

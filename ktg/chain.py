@@ -27,7 +27,8 @@ from ktg.data import Dataset
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec, resolve_graph
 from ktg.io import read_json
-from ktg.train import CHECKPOINT, TrainConfig, train
+from ktg.config import TrainConfig
+from ktg.train import CHECKPOINT, train
 
 FORMAT = "ktg.chain"
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -57,7 +57,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    from ktg.train import COMPILE_MODES, SCHEDULES
+    from ktg.config import COMPILE_MODES, SCHEDULES
 
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=int, default=30, help="(default: 30)")
@@ -86,7 +86,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_config_from_args(args: argparse.Namespace):
-    from ktg.train import TrainConfig
+    from ktg.config import TrainConfig
 
     return TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=args.lr,

@@ -13,7 +13,6 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -21,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ktg import __version__
+from ktg.config import TrainConfig
 from ktg.data import Dataset, ImageSet, stratified_split
 from ktg.data.loader import BatchLoader
 from ktg.engine import KnowledgeTransferGraph, StepLosses, build_graph, ensemble_logits
@@ -34,61 +34,6 @@ CHECKPOINT_FORMAT = "ktg.checkpoint"
 #: Called after every epoch with (epoch number from 1, that epoch's metrics); returning True stops training.
 EpochCallback = Callable[[int, dict], bool]
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train (everything but the graph and the data).
-
-    ``amp`` (bf16 autocast) / ``channels_last`` default (None) to on for CUDA and off elsewhere (bf16 is
-    slower than fp32 on most CPUs). ``compile`` runs the nodes' forward and backward through ``torch.compile``;
-    it is off by default because on an H100 it gained about 3 % at batch 128 for 108 s of warm-up, which
-    pays only where a long-lived worker reuses the compiled code across trials (see :func:`make_train_step`).
-    ``compile_mode`` is torch.compile's mode: ``reduce-overhead`` adds CUDA graphs, which replay the nodes'
-    forward and backward without a launch per kernel (the cost that dominates at the paper's batch 16).
-    ``deterministic`` asks for reproducible kernels (see :func:`configure_kernels`).
-    ``holdout`` is the fraction of the training split held out for evaluation (the search's validation split);
-    None trains on the whole training split and evaluates on the official test split.
-    """
-
-    epochs: int = 30
-    batch_size: int = 64
-    eval_batch_size: int = 256
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-    schedule: str = "cosine"
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    amp: bool | None = None
-    channels_last: bool | None = None
-    compile: bool = False
-    compile_mode: str = "default"
-    deterministic: bool = False
-    holdout: float | None = None
-    holdout_seed: int = 0
-    drop_last: bool = True
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise KTGError("epochs and batch sizes must be positive integers")
-        if self.lr <= 0:
-            raise KTGError(f"the learning rate must be positive, got {self.lr}")
-        if self.schedule not in SCHEDULES:
-            raise KTGError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
-        if self.compile_mode not in COMPILE_MODES:
-            raise KTGError(f"unknown compile mode {self.compile_mode!r}; choose one of: {', '.join(COMPILE_MODES)}")
-        if self.compile_mode != "default" and not self.compile:
-            raise KTGError(f"compile mode {self.compile_mode!r} needs --compile")
-        if self.schedule == "step" and not self.milestones:
-            raise KTGError("the step schedule needs milestones (epochs at which the learning rate drops)")
-
-
-SCHEDULES = ("cosine", "step", "constant")
-#: torch.compile's modes: ``reduce-overhead`` uses CUDA graphs; ``max-autotune`` also searches kernels (slow to start).
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 # Fields that may differ when a run is resumed: where and how it runs, not what it computes.
 _RESUMABLE_CHANGES = {"device", "compile", "compile_mode"}
@@ -356,11 +301,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> tor
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
-def config_dict(config: TrainConfig) -> dict[str, Any]:
-    return {key: list(value) if isinstance(value, tuple) else value
-            for key, value in dataclasses.asdict(config).items()}
-
-
 def train(
     spec: GraphSpec,
     dataset: Dataset,
@@ -413,7 +353,7 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         history = list(state["history"])
 
-    run_config = {"ktg_version": __version__, "train": config_dict(config), "data": data_source or {"name": dataset.name},
+    run_config = {"ktg_version": __version__, "train": config.to_dict(), "data": data_source or {"name": dataset.name},
                   "eval_split": eval_split, "num_classes": dataset.num_classes, "classes": dataset.train.classes,
                   "image_size": image_size_of(dataset)}
     spec.save(out / "graph.json")
@@ -453,7 +393,7 @@ def train(
             save_torch(out / CHECKPOINT, {
                 "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "model": graph.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "graph": spec.to_dict(), "train": config_dict(config), "history": history,
+                "graph": spec.to_dict(), "train": config.to_dict(), "history": history,
             })
             with open(out / "metrics.jsonl", "a", encoding="utf-8") as log:
                 log.write(json.dumps(record) + "\n")
@@ -490,7 +430,7 @@ def _load_resume_state(out: Path, spec: GraphSpec, config: TrainConfig, resume: 
         raise KTGError(f"{checkpoint} is not a ktg checkpoint")
     if state["graph"] != spec.to_dict():
         raise KTGError(f"--resume: the graph differs from the one in {out}/graph.json; resume with the same graph")
-    saved, wanted = state["train"], config_dict(config)
+    saved, wanted = state["train"], config.to_dict()
     changed = sorted(k for k in wanted if k not in _RESUMABLE_CHANGES and saved.get(k) != wanted[k])
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} → {wanted[k]!r}" for k in changed)

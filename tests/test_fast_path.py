@@ -22,7 +22,8 @@ from ktg.engine import KnowledgeTransferGraph
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec
 from ktg.models import ABNResNet
-from ktg.train import TrainConfig, configure_kernels, make_optimizer, make_train_step
+from ktg.config import TrainConfig
+from ktg.train import configure_kernels, make_optimizer, make_train_step
 
 CLASSES = 5
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -21,7 +21,7 @@ from ktg.search.results import leaderboard
 from ktg.search.space import SearchSpace, TrialSeededSampler
 from ktg.search.storage import load_study, resolve_storage_url
 from ktg.search.worker import SearchSettings, Worker, run_search
-from ktg.train import TrainConfig
+from ktg.config import TrainConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

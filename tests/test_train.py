@@ -9,7 +9,8 @@ from ktg.cli import main
 from ktg.data import load_dataset
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml
-from ktg.train import CHECKPOINT, NonFiniteLossError, TrainConfig, train
+from ktg.config import TrainConfig
+from ktg.train import CHECKPOINT, NonFiniteLossError, train
 
 TINY = {"base_width": 4}
 
@@ -146,6 +147,20 @@ def test_cli_user_errors_are_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("ktg: error: ") and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--epochs", "-1"], "--epochs must be ≥ 1, got -1"),
+    (["--batch-size", "0"], "--batch-size must be ≥ 1, got 0"),
+    (["--lr", "0"], "--lr must be positive, got 0.0"),
+    (["--holdout", "1.5"], "--holdout must lie strictly between 0 and 1, got 1.5"),
+    (["--schedule", "step"], "--schedule step needs --milestones"),
+])
+def test_cli_training_errors_name_the_option_and_write_nothing(tmp_path, option, message, capsys):
+    assert main(["train", "--device", "cpu", "--out", str(tmp_path / "run"), *option]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ktg: error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
 
 
 def test_cli_help(capsys):

@@ -19,7 +19,8 @@ from ktg.data import Dataset
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec
 from ktg.search.space import SearchSpace
-from ktg.train import TrainConfig, image_size_of, resolve_models, train
+from ktg.config import TrainConfig
+from ktg.train import image_size_of, resolve_models, train
 
 TRIALS_DIR = "trials"
 #: Trial user attributes (visible in optuna-dashboard and read by ``ktg study show``).

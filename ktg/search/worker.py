@@ -47,7 +47,8 @@ from ktg.search.objective import FAIL_REASON_ATTR, TRIALS_DIR, Objective
 from ktg.search.results import last_value, state_counts, write_results
 from ktg.search.space import SearchSpace, TrialSeededSampler
 from ktg.search.storage import WORKER_ATTR, RequeueTrial, fail_stale_trials, open_storage, open_study
-from ktg.train import TrainConfig, config_dict, resolve_device
+from ktg.config import TrainConfig
+from ktg.train import resolve_device
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
@@ -124,7 +125,7 @@ class SearchSettings:
 
     def shared(self) -> dict[str, Any]:
         """What every worker of the study must agree on (stored with the study by its first worker)."""
-        training = {k: v for k, v in config_dict(self.config).items() if k not in _PER_WORKER_TRAINING}
+        training = {k: v for k, v in self.config.to_dict().items() if k not in _PER_WORKER_TRAINING}
         data = {"name": self.data_source.get("name"), "image_size": self.data_source.get("image_size"),
                 "options": {k: v for k, v in self.data_source.get("options", {}).items() if k != "cache_dir"}}
         return {"space": self.space.describe(), "train": training, "data": data,
