@@ -11,6 +11,11 @@ forward and ``losses``), so it measures any checkout; a row whose graph that che
     python experiments/operators.py                                   # this checkout
     git worktree add /tmp/before <commit>
     PYTHONPATH=/tmp/before python experiments/operators.py --json before.json
+
+``--amp`` counts the step under bf16 autocast, as CUDA trains. There the ABNs compute the attention map in fp32
+(the argmax that centres the crops must not read bf16 ties), which costs 2 operators per node and step:
+``independent`` 1,355 against 1,349 before (43c77a5), ``heavy`` 1,449 against 1,446; ``mixed`` drops from 1,737
+to 1,731, since its attention losses no longer cast bf16 maps. Without ``--amp`` every count is unchanged.
 """
 
 from __future__ import annotations
@@ -112,7 +117,7 @@ GRAPHS: dict[str, tuple[str, Callable[[Path], GraphSpec]]] = {
 }
 
 
-def measure(spec: GraphSpec, batch_size: int, image_size: int, repeats: int) -> dict:
+def measure(spec: GraphSpec, batch_size: int, image_size: int, repeats: int, amp: bool = False) -> dict:
     torch.manual_seed(0)
     try:
         graph = build_graph(spec, CLASSES, image_size)
@@ -124,8 +129,10 @@ def measure(spec: GraphSpec, batch_size: int, image_size: int, repeats: int) -> 
                if getattr(node, "bagging", False)}
 
     def step() -> None:
-        outputs = graph(images)
-        losses = graph.losses(outputs, labels, 1, 100, weights) if weights else graph.losses(outputs, labels, 1, 100)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            outputs = graph(images)
+            losses = (graph.losses(outputs, labels, 1, 100, weights) if weights
+                      else graph.losses(outputs, labels, 1, 100))
         losses.total.backward()
 
     step()  # the first step builds what later steps reuse
@@ -145,6 +152,7 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=7, help="timed steps per graph; the median is shown")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steadier timings)")
+    parser.add_argument("--amp", action="store_true", help="forward and losses under bf16 autocast, as on CUDA")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -159,10 +167,11 @@ def main() -> int:
                 continue
             print(f"measuring {name}", file=sys.stderr)
             rows[name] = {"description": description,
-                          **measure(spec, args.batch_size, args.image_size, args.repeats)}
+                          **measure(spec, args.batch_size, args.image_size, args.repeats, args.amp)}
 
     print(f"\nktg at {ktg.__file__.rsplit('/ktg/', 1)[0]}, torch {torch.__version__}, CPU, {args.threads} thread(s): "
-          f"3 × abn_resnet20 (width 8), batch {args.batch_size}, {args.image_size} px; forward + losses + backward")
+          f"3 × abn_resnet20 (width 8), batch {args.batch_size}, {args.image_size} px; forward + losses + backward"
+          f"{', bf16 autocast' if args.amp else ''}")
     print(f"{'graph':<13}{'what':<38}{'ops/step':>9}{'× dml':>7}{'step ms':>9}")
     dml = rows["dml"].get("operators")
     for name, r in rows.items():

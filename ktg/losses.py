@@ -64,13 +64,22 @@ def attention_windows(
         raise KTGError(f"attention crop size {', '.join(bad)} does not fit a {h}×{w} attention map; "
                        f"use sizes ≤ {min(h, w)}")
     layout = _window_layout(tuple(crop_sizes), h, w, source_attention.device)
-    peak = source_attention.reshape(b, h * w).argmax(dim=1)[:, None, None]
+    peak = attention_peaks(source_attention)[:, None, None]
     top = (peak // w - layout.half).clamp(min=0).minimum(layout.last_top)  # B×K×1
     left = (peak % w - layout.half).clamp(min=0).minimum(layout.last_left)
     flat_index = ((top + layout.rows) * w + left + layout.cols).reshape(b, -1)
     windows = [attention.reshape(b, h * w).gather(1, flat_index).view(b, len(crop_sizes), -1).float() * layout.mask
                for attention in (source_attention, target_attention)]
     return F.normalize(windows[0], dim=2), F.normalize(windows[1], dim=2)
+
+
+def attention_peaks(attention: torch.Tensor) -> torch.Tensor:
+    """Where each B×1×H×W map peaks, as the flat index row · W + column (B, int64): the crops' centres.
+
+    Ties go to the first position in row-major order, so the map must be float32 (the ABN models compute it
+    so under autocast): bf16 would round a plateau of near-1 values to one value and move the centre.
+    """
+    return attention.flatten(1).argmax(dim=1)
 
 
 class _WindowLayout(NamedTuple):

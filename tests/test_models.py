@@ -10,6 +10,7 @@ import torch
 import torchvision
 
 from ktg.errors import KTGError
+from ktg.losses import attention_peaks
 from ktg.models import ABNOutput, create_model, list_models, load_backbone_weights
 
 IMAGENET_STYLE = ["abn_resnet18", "abn_resnet34", "abn_resnet50", "abn_resnet101", "abn_resnet152"]
@@ -68,6 +69,30 @@ def test_gradient_reaches_every_parameter():
         assert parameter.grad is not None, name
         assert torch.isfinite(parameter.grad).all(), name
         assert parameter.grad.abs().sum() > 0, name
+
+
+def test_attention_map_is_float32_under_bf16_autocast_and_centres_the_crops_as_fp32_does():
+    torch.manual_seed(0)
+    model = create_model("abn_resnet20", 5, base_width=TINY)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(2, 3, 32, 32))
+    assert out.logits.dtype == torch.bfloat16  # the trunk does run in bf16
+    assert out.attention.dtype == torch.float32
+
+    # The head's input as the bf16 trunk hands it over; BN shifts the map to sigmoid values near 1, where bf16
+    # ties most positions at 1.0: a plateau whose first position would become every sample's peak.
+    head_input = torch.randn(8, 5, 16, 16).bfloat16()
+    torch.nn.init.constant_(model.bn_att3.bias, 7.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model.attention_map(head_input)
+    fp32 = model.attention_map(head_input.float())
+    assert mixed.dtype == torch.float32
+    assert (attention_peaks(fp32.bfloat16()) != attention_peaks(fp32)).any()  # the plateaus bf16 would make
+    assert torch.equal(attention_peaks(mixed), attention_peaks(fp32))
+    torch.nn.init.zeros_(model.att_conv3.weight)  # a map that is one plateau in fp32 as well
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model.attention_map(head_input)
+    assert torch.equal(attention_peaks(mixed), attention_peaks(model.attention_map(head_input.float())))
 
 
 def test_compiles_without_graph_breaks():

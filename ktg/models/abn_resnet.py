@@ -25,8 +25,9 @@ class ABNOutput(NamedTuple):
     Attributes:
         att_logits: B×C attention-branch logits (``z_att``).
         logits: B×C perception-branch logits (``z``).
-        attention: B×1×H×W attention map ``M`` in [0, 1] (sigmoid output); H×W is the trunk's output
-            resolution (14×14 at 224 input, ImageNet style; 16×16 at 32 input, CIFAR style).
+        attention: B×1×H×W attention map ``M`` in [0, 1] (sigmoid output), float32 even under autocast (see
+            :meth:`ABNResNet.attention_map`); H×W is the trunk's output resolution (14×14 at 224 input,
+            ImageNet style; 16×16 at 32 input, CIFAR style).
     """
 
     att_logits: torch.Tensor
@@ -133,12 +134,25 @@ class ABNResNet(nn.Module):
         a = self.bn_att(getattr(self, self.attention_stage)(g))
         a = self.relu(self.bn_att2(self.att_conv(a)))
         att_logits = global_average(self.att_conv2(a))
-        attention = torch.sigmoid(self.bn_att3(self.att_conv3(a)))
+        attention = self.attention_map(a)
 
-        g = g * (1 + attention) if self.attention_residual else g * attention
+        # The perception branch weights the trunk's features at the trunk's precision; only the crops need fp32.
+        weight = attention.to(g.dtype)
+        g = g * (1 + weight) if self.attention_residual else g * weight
         z = getattr(self, self.perception_stage)(g)
         logits = self.fc(global_average(z))
         return ABNOutput(att_logits, logits, attention)
+
+    def attention_map(self, a: torch.Tensor) -> torch.Tensor:
+        """The attention map M = σ(BN(conv3×3(a))) of the head's B×C×H×W features ``a``: B×1×H×W, float32.
+
+        Computed in float32 under any autocast. The argmax of M centres the attention crops
+        (docs/method.md#attention-crops), and in bf16 values in [0.5, 1) lie 2⁻⁸ apart and everything above
+        about 0.998 rounds to 1: peaks would tie on plateaus and the argmax would jump to the plateau's first
+        position.
+        """
+        with torch.autocast(a.device.type, enabled=False):
+            return torch.sigmoid(self.bn_att3(self.att_conv3(a.float())))
 
 
 def global_average(x: torch.Tensor) -> torch.Tensor:
