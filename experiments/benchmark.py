@@ -65,10 +65,10 @@ from ktg.engine import KnowledgeTransferGraph, build_graph
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, independent
 from ktg.io import write_json
-from ktg.mps import mps_daemon, running_daemon
 from ktg.profiling import CountOperators
-from ktg.train import (TrainStep, compile_options, configure_kernels, make_optimizer, make_train_step,
-                       precision_options, predict, resolve_device, resolve_models)
+from ktg.runtime import compile_options, configure_kernels, precision_options, resolve_device
+from ktg.runtime.mps import mps_daemon, running_daemon
+from ktg.train import TrainStep, make_optimizer, make_train_step, predict, resolve_models
 
 GRAPHS = ("independent", "heavy", "random")
 #: Each mode's TrainConfig, and whether its SGD loops over tensors one by one (the public code's torch 1.x).
@@ -251,7 +251,7 @@ def concurrent_worker(case: Case, warmup: int, seconds: float, threads: int, env
 def concurrent_node_images_per_second(case: Case, jobs: int, *, warmup: int, seconds: float, threads: int | None,
                                       mps: dict[str, str] | None = None) -> dict[str, Any]:
     """Aggregate node-images/s of ``jobs`` processes training ``case`` side by side on one device, through
-    the CUDA MPS daemon whose variables ``mps`` holds if given (see :func:`ktg.mps.mps_daemon`).
+    the CUDA MPS daemon whose variables ``mps`` holds if given (see :func:`ktg.runtime.mps.mps_daemon`).
 
     Processes come from a fork server that has imported torch and ktg once ("spawn" semantics: no CUDA state
     is inherited; each worker starts in a fraction of the time a fresh interpreter needs).

@@ -23,11 +23,11 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from ktg.config import TrainConfig
 from ktg.data import Dataset
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec, resolve_graph
 from ktg.io import read_json
-from ktg.config import TrainConfig
 from ktg.train import CHECKPOINT, train
 
 FORMAT = "ktg.chain"

@@ -15,7 +15,8 @@ from ktg.ensemble import ENSEMBLE_RULES
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec
 from ktg.io import write_json
-from ktg.train import CHECKPOINT, predict, resolve_device
+from ktg.runtime import resolve_device
+from ktg.train import CHECKPOINT, predict
 
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[KnowledgeTransferGraph, dict, dict]:

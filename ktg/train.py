@@ -10,9 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -27,6 +25,7 @@ from ktg.engine import KnowledgeTransferGraph, StepLosses, build_graph, ensemble
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec
 from ktg.io import save_torch, write_json, write_text
+from ktg.runtime import autocast, compile_options, configure_kernels, precision_options, resolve_device
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "ktg.checkpoint"
@@ -37,38 +36,6 @@ EpochCallback = Callable[[int, dict], bool]
 
 # Fields that may differ when a run is resumed: where and how it runs, not what it computes.
 _RESUMABLE_CHANGES = {"device", "compile", "compile_mode"}
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise KTGError("--device cuda was asked for but PyTorch sees no CUDA GPU; use --device cpu or auto")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise KTGError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
-    return torch.device(name)
-
-
-def precision_options(config: TrainConfig, device: torch.device) -> tuple[bool, bool]:
-    """(bf16 autocast, channels-last) for ``device``: the config's choice, else on for CUDA and off elsewhere."""
-    on_cuda = device.type == "cuda"
-    return (config.amp if config.amp is not None else on_cuda,
-            config.channels_last if config.channels_last is not None else on_cuda)
-
-
-def configure_kernels(device: torch.device, deterministic: bool) -> None:
-    """Reproducible kernels, or the fastest ones (cuDNN autotuning on CUDA). Process-wide, set per run.
-
-    An op without a deterministic implementation warns instead of failing the run; ktg's own models and
-    losses use none.
-    """
-    if deterministic and device.type == "cuda":
-        # cuBLAS is reproducible only with a fixed workspace; read when the first cuBLAS handle is made.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    torch.backends.cudnn.deterministic = deterministic
-    torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
 
 
 def default_model(image_size: int) -> str:
@@ -95,18 +62,9 @@ def image_size_of(dataset: Dataset) -> int:
 # -- one epoch ----------------------------------------------------------------------------------------
 
 
-def _autocast(device: torch.device, amp: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
-
-
 #: One optimisation step: (images B×3×H×W, labels B, iteration k from 1, total iterations K, bagging nodes'
 #: per-sample weights or None) → the step's losses.
 TrainStep = Callable[[torch.Tensor, torch.Tensor, int, int, "dict[int, torch.Tensor] | None"], StepLosses]
-
-
-def compile_options(config: TrainConfig) -> dict[str, Any]:
-    """The compile arguments of :func:`make_train_step` that ``config`` asks for: inductor in its mode, or eager."""
-    return {"compile_backend": "inductor" if config.compile else None, "compile_mode": config.compile_mode}
 
 
 def make_train_step(
@@ -144,7 +102,7 @@ def make_train_step(
             images = images.contiguous(memory_format=torch.channels_last)
         if replays_cuda_graphs:  # the last step's graph outputs may be overwritten from here on
             torch.compiler.cudagraph_mark_step_begin()
-        with _autocast(images.device, amp):
+        with autocast(images.device, amp):
             outputs = forward(images)
             step_losses = graph.losses(outputs, labels, iteration, total_iterations, sample_weights)
         optimizer.zero_grad(set_to_none=True)
@@ -233,7 +191,7 @@ def predict(
                                disable=not progress, unit="batch"):
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with _autocast(loader.device, amp):
+        with autocast(loader.device, amp):
             outputs = graph(images)
         all_logits.append(torch.stack([out.logits.float() for out in outputs]))
         all_labels.append(labels)

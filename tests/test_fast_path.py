@@ -18,12 +18,13 @@ from torch.overrides import TorchFunctionMode
 from torchvision.models.resnet import BasicBlock
 
 from ktg.cli import build_parser, train_config_from_args
+from ktg.config import TrainConfig
 from ktg.engine import KnowledgeTransferGraph
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec
 from ktg.models import ABNResNet
-from ktg.config import TrainConfig
-from ktg.train import configure_kernels, make_optimizer, make_train_step
+from ktg.runtime import configure_kernels
+from ktg.train import make_optimizer, make_train_step
 
 CLASSES = 5
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ktg.errors import KTGError
-from ktg.mps import LOG_VARIABLE, PIPE_VARIABLE, mps_daemon, running_daemon
+from ktg.runtime.mps import LOG_VARIABLE, PIPE_VARIABLE, mps_daemon, running_daemon
 
 FAKE_CONTROL = """#!/bin/sh
 if [ "$1" = "-d" ]; then

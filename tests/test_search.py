@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 import ktg.search.objective as objective_module
 from ktg.cli import main
+from ktg.config import TrainConfig
 from ktg.data import load_dataset
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml
@@ -21,7 +22,6 @@ from ktg.search.results import leaderboard
 from ktg.search.space import SearchSpace, TrialSeededSampler
 from ktg.search.storage import load_study, resolve_storage_url
 from ktg.search.worker import SearchSettings, Worker, run_search
-from ktg.config import TrainConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from ktg.cli import main
+from ktg.config import TrainConfig
 from ktg.data import load_dataset
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml
-from ktg.config import TrainConfig
 from ktg.train import CHECKPOINT, NonFiniteLossError, train
 
 TINY = {"base_width": 4}
@@ -172,6 +172,7 @@ def test_cli_help(capsys):
 
 def test_written_files_follow_the_umask_not_owner_only(tmp_path):
     import os
+
     from ktg.io import write_json
 
     write_json(tmp_path / "x.json", {"a": 1})

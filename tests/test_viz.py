@@ -6,9 +6,9 @@ import matplotlib.image
 import pytest
 
 from ktg.cli import main
+from ktg.config import TrainConfig
 from ktg.data import load_dataset
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml
-from ktg.config import TrainConfig
 from ktg.train import train
 from ktg.viz.attention import CELL_SIZE, log_attention_grid
 from ktg.viz.graph_figure import summary, to_dot, to_mermaid

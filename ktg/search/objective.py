@@ -15,11 +15,11 @@ from typing import Any, Callable
 import optuna
 import torch
 
+from ktg.config import TrainConfig
 from ktg.data import Dataset
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec
 from ktg.search.space import SearchSpace
-from ktg.config import TrainConfig
 from ktg.train import image_size_of, resolve_models, train
 
 TRIALS_DIR = "trials"

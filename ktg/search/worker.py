@@ -40,15 +40,15 @@ import torch
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from ktg.config import TrainConfig
 from ktg.data import load_from_source
 from ktg.errors import KTGError
-from ktg.mps import mps_daemon, running_daemon
+from ktg.runtime import resolve_device
+from ktg.runtime.mps import mps_daemon, running_daemon
 from ktg.search.objective import FAIL_REASON_ATTR, TRIALS_DIR, Objective
 from ktg.search.results import last_value, state_counts, write_results
 from ktg.search.space import SearchSpace, TrialSeededSampler
 from ktg.search.storage import WORKER_ATTR, RequeueTrial, fail_stale_trials, open_storage, open_study
-from ktg.config import TrainConfig
-from ktg.train import resolve_device
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
@@ -375,7 +375,7 @@ def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, 
     holds its budget of finished trials; write the leaderboard and best graph; return the study.
 
     With one job the worker runs in this process. With ``mps``, several workers on a GPU run side by side
-    through CUDA MPS (:func:`ktg.mps.mps_daemon`). Raises KeyboardInterrupt after a clean stop on Ctrl-C.
+    through CUDA MPS (:func:`ktg.runtime.mps.mps_daemon`). Raises KeyboardInterrupt after a clean stop on Ctrl-C.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     device = resolve_device(settings.config.device)

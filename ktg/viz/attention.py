@@ -171,7 +171,7 @@ def attention_grid_for_run(
     part of the training split, or ``train``), chosen by ``seed`` (see :func:`choose_images`) or given as
     ``indices`` into the split. Further keyword arguments go to :func:`attention_grid`."""
     from ktg.evaluate import load_run, split_images
-    from ktg.train import resolve_device
+    from ktg.runtime import resolve_device
 
     run = Path(run_dir)
     if not run.is_dir():
