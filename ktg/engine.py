@@ -18,8 +18,9 @@ from torch import nn
 from ktg.errors import KTGError
 from ktg.gates import gate_weights
 from ktg.graph import ENSEMBLE, EdgeSpec, GraphError, GraphSpec, NodeSpec
-from ktg.losses import ATTENTION_DESIGNS, HINT_DESIGNS, Knowledge, edge_loss
+from ktg.losses import Knowledge, edge_loss
 from ktg.models import ABNOutput, create_model, read_pretrained
+from ktg.registry import GATES, LOSS_DESIGNS
 
 
 class StepLosses(NamedTuple):
@@ -62,15 +63,16 @@ class KnowledgeTransferGraph(nn.Module):
         self._edges = spec.active_edges
         self._label_groups = _label_groups(spec)
         self._edge_groups = _edge_groups(spec)
-        self._term_names = [label_edge_name(t, g) for t, g in enumerate(spec.label_gates) if g != "cutoff"]
+        self._term_names = [label_edge_name(t, g) for t, g in enumerate(spec.label_gates) if GATES[g].computed]
         self._term_names += [edge.label for edge in self._edges]
-        self._merit_teacher = {e.target: e.source for e in self._edges if e.gate == "merit"}
+        self._label_teacher = {t: spec.label_teacher(t) for t in range(spec.num_nodes)}
         self._frozen = [i for i, node in enumerate(spec.nodes) if node.frozen]
         for i in self._frozen:
             self.nodes[i].requires_grad_(False)
         self._features: dict[tuple[int, str], torch.Tensor] = {}
-        for node_index, stage in sorted({(e.source, e.stage) for e in self._edges if e.loss in HINT_DESIGNS}
-                                        | {(e.target, e.stage) for e in self._edges if e.loss in HINT_DESIGNS}):
+        hint_edges = [e for e in self._edges if LOSS_DESIGNS[e.loss].needs_features]
+        for node_index, stage in sorted({(e.source, e.stage) for e in hint_edges}
+                                        | {(e.target, e.stage) for e in hint_edges}):
             self._stage_module(node_index, stage).register_forward_hook(self._keep_features(node_index, stage))
 
     def _stage_module(self, node_index: int, stage: str) -> nn.Module:
@@ -129,8 +131,8 @@ class KnowledgeTransferGraph(nn.Module):
             repeated = context.repeated_labels(len(targets))
             per_sample = (F.cross_entropy(att_logits, repeated, reduction="none")
                           + F.cross_entropy(logits, repeated, reduction="none"))
-            teachers = (_join([sources[self._merit_teacher[t]].logits for t in targets])
-                        if gate_name == "merit_label" else None)
+            teachers = (_join([sources[self._label_teacher[t]].logits for t in targets])
+                        if GATES[gate_name].teacher_gate is not None else None)
             context.add([label_edge_name(t, gate_name) for t in targets], targets, gate_name, per_sample, teachers)
         for design, temperature, edges in self._edge_groups:
             source, target = self._group_knowledge(edges, outputs, sources)
@@ -153,14 +155,15 @@ class KnowledgeTransferGraph(nn.Module):
     def _group_knowledge(self, edges: list[EdgeSpec], outputs: Sequence[ABNOutput],
                          sources: dict) -> tuple[Knowledge, Knowledge]:
         """The sources' and targets' knowledge of a group of edges, stacked along the batch (edge-major)."""
-        if edges[0].loss in HINT_DESIGNS:  # a group of its own: the stage and the adapter belong to this edge
+        design = LOSS_DESIGNS[edges[0].loss]
+        if design.needs_features:  # a group of its own: the stage and the adapter belong to this edge
             (edge,) = edges
             source_features = self._features[(edge.source, edge.stage)].detach()
             target_features = self._adapt(edge, self._features[(edge.target, edge.stage)], source_features)
             source, target = sources[edge.source], outputs[edge.target]
             return (Knowledge(source.logits, source.attention, source_features),
                     Knowledge(target.logits, target.attention, target_features))
-        with_attention = edges[0].loss in ATTENTION_DESIGNS
+        with_attention = design.needs_attention
         source = Knowledge(_join([sources[e.source].logits for e in edges]),
                            _join([sources[e.source].attention for e in edges]) if with_attention else None)
         target = Knowledge(_join([outputs[e.target].logits for e in edges]),
@@ -195,7 +198,7 @@ def _label_groups(spec: GraphSpec) -> list[tuple[str, list[int]]]:
     """The targets of the non-cut-off label edges, grouped by gate."""
     groups: dict[str, list[int]] = {}
     for target, gate_name in enumerate(spec.label_gates):
-        if gate_name != "cutoff":
+        if GATES[gate_name].computed:
             groups.setdefault(gate_name, []).append(target)
     return list(groups.items())
 
@@ -206,7 +209,8 @@ def _edge_groups(spec: GraphSpec) -> list[tuple[str, float, list[EdgeSpec]]]:
     groups: dict[tuple, list[EdgeSpec]] = {}
     for edge in spec.active_edges:
         temperature = edge.temperature or spec.temperature
-        key = (edge.loss, temperature) + ((edge.source, edge.target, edge.stage) if edge.loss in HINT_DESIGNS else ())
+        hint = LOSS_DESIGNS[edge.loss].needs_features
+        key = (edge.loss, temperature) + ((edge.source, edge.target, edge.stage) if hint else ())
         groups.setdefault(key, []).append(edge)
     return [(key[0], key[1], sorted(edges, key=lambda edge: edge.gate)) for key, edges in groups.items()]
 
@@ -261,7 +265,7 @@ def build_graph(spec: GraphSpec, num_classes: int, image_size: int | None = None
         if node.weights is not None:
             load_node_weights(module, node, i)
     graph = KnowledgeTransferGraph(spec, nodes)
-    hint_edges = [e for e in spec.active_edges if e.loss in HINT_DESIGNS]
+    hint_edges = [e for e in spec.active_edges if LOSS_DESIGNS[e.loss].needs_features]
     if hint_edges:
         if image_size is None:
             raise ValueError("a graph with hint edges needs image_size to size its adapters")

@@ -1,16 +1,15 @@
-"""Gates (SPEC §3, eq. 6): how much of an edge's per-sample loss reaches the total loss, and when.
+"""Gates (``docs/method.md#gates``): how much of an edge's per-sample loss reaches the total loss, and when.
 
-A gate is a pure function returning per-sample weights w ∈ R^B; the gated loss is (1/B) Σ_b w_b ℓ_b.
-Adding a gate is one function and one line in :data:`GATES`.
+A gate is a pure function returning per-sample weights w ∈ R^B; the gated loss is (1/B) Σ_b w_b ℓ_b. Its record
+in :data:`ktg.registry.GATES` says where it may sit, its colour in figures and whether the search uses it;
+adding a gate is one function here and one record there.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
-GateWeights = Callable[..., torch.Tensor]
+from ktg.registry import GATES
 
 
 def through(loss: torch.Tensor, source_logits, labels, iteration: int, total_iterations: int) -> torch.Tensor:
@@ -37,7 +36,7 @@ def correct(loss: torch.Tensor, source_logits, labels, iteration: int, total_ite
     return (source_logits.argmax(dim=1) == labels).to(loss.dtype)
 
 
-#: The small step of merit-based distillation (seed 003): weights move by ±MERIT_STEP around 1.
+#: The small step of merit-based distillation: weights move by ±MERIT_STEP around 1.
 MERIT_STEP = 0.1
 
 
@@ -59,22 +58,6 @@ def merit_label(loss: torch.Tensor, source_logits, labels, iteration: int, total
     return 2.0 - merit(loss, source_logits, labels, iteration, total_iterations)
 
 
-GATES: dict[str, GateWeights] = {
-    "through": through,
-    "cutoff": cutoff,
-    "linear": linear,
-    "correct": correct,
-    "merit": merit,
-    "merit_label": merit_label,
-}
-
-#: The gates of the papers (SPEC §3): the search's default choices.
-PAPER_GATES = ("through", "cutoff", "linear", "correct")
-#: Gates allowed on network edges and on label edges.
-NETWORK_GATES = {name: GATES[name] for name in GATES if name != "merit_label"}
-LABEL_GATES = {name: GATES[name] for name in GATES if name != "merit"}
-
-
 def check_gate(name: str) -> None:
     """Raise ValueError naming the valid gates if ``name`` is not one of them."""
     if name not in GATES:
@@ -93,7 +76,7 @@ def gate_weights(
     check_gate(name)
     if not 1 <= iteration <= total_iterations:
         raise ValueError(f"iteration must lie in [1, total_iterations={total_iterations}], got {iteration}")
-    return GATES[name](per_sample_loss, source_logits, labels, iteration, total_iterations)
+    return GATES[name].load()(per_sample_loss, source_logits, labels, iteration, total_iterations)
 
 
 def gate(
@@ -104,10 +87,10 @@ def gate(
     iteration: int = 1,
     total_iterations: int = 1,
 ) -> torch.Tensor:
-    """Gated edge loss: a scalar (1/B) Σ_b w_b ℓ_b (SPEC §3).
+    """Gated edge loss: a scalar (1/B) Σ_b w_b ℓ_b (``docs/method.md#gates``).
 
     Args:
-        name: ``through``, ``cutoff``, ``linear`` or ``correct``.
+        name: a registered gate (:data:`ktg.registry.GATES`: ``through``, ``cutoff``, ``linear``, ``correct``, …).
         per_sample_loss: ℓ, shape B.
         source_logits: B×C logits of the edge's source (``correct`` keeps samples it classifies right);
             None for a label edge, where ``correct`` equals ``through``.

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any, Union
 
 from ktg.errors import KTGError
-from ktg.gates import LABEL_GATES, NETWORK_GATES
 from ktg.io import read_json, write_json
-from ktg.losses import ATTENTION_DESIGNS, HINT_DESIGNS, LOSS_DESIGNS
+from ktg.registry import GATES, LOSS_DESIGNS, gate_names
 
 FORMAT = "ktg.graph"
 FORMAT_VERSION = 1
@@ -108,12 +107,20 @@ class GraphSpec:
 
     @property
     def active_edges(self) -> tuple[EdgeSpec, ...]:
-        """The edges whose gate is not ``cutoff``: the only ones the engine computes."""
-        return tuple(edge for edge in self.edges if edge.gate != "cutoff")
+        """The edges whose gate is computed (not ``cutoff``): the only ones the engine computes."""
+        return tuple(edge for edge in self.edges if GATES[edge.gate].computed)
 
     @property
     def needs_attention(self) -> bool:
-        return any(edge.loss in ATTENTION_DESIGNS for edge in self.active_edges)
+        return any(LOSS_DESIGNS[edge.loss].needs_attention for edge in self.active_edges)
+
+    def label_teacher(self, target: int) -> NodeRef | None:
+        """The node whose answers the label gate of ``target`` weighs by (``merit_label``: the source of the
+        node's one ``merit`` edge), or None for a label gate without a teacher."""
+        teacher_gate = GATES[self.label_gates[target]].teacher_gate
+        if teacher_gate is None:
+            return None
+        return next(edge.source for edge in self.edges if edge.target == target and edge.gate == teacher_gate)
 
     @property
     def members(self) -> tuple[int, ...]:
@@ -168,7 +175,7 @@ class GraphSpec:
         if len(self.label_gates) != n:
             raise GraphError(f"label_gates: expected one gate per node ({n}), got {len(self.label_gates)}")
         for i, gate_name in enumerate(self.label_gates):
-            _check_choice(f"label_gates[{i}]", gate_name, LABEL_GATES)
+            _check_choice(f"label_gates[{i}]", gate_name, gate_names(on="label"))
         for i, node in enumerate(self.nodes):
             _check_node(f"nodes[{i}]", node, self.label_gates[i])
         if self.temperature <= 0 or isinstance(self.temperature, bool):
@@ -194,21 +201,24 @@ class GraphSpec:
                                  f"each ordered pair has at most one edge")
             seen.add((edge.source, edge.target))
             _check_choice(f"{field_name}.loss", edge.loss, LOSS_DESIGNS)
-            _check_choice(f"{field_name}.gate", edge.gate, NETWORK_GATES)
-            if self.nodes[edge.target].frozen and edge.gate != "cutoff":
+            _check_choice(f"{field_name}.gate", edge.gate, gate_names(on="network"))
+            if self.nodes[edge.target].frozen and GATES[edge.gate].computed:
                 raise GraphError(f"{field_name}.target: node {edge.target} is frozen and cannot learn")
             if edge.temperature is not None and (isinstance(edge.temperature, bool) or edge.temperature <= 0):
                 raise GraphError(f"{field_name}.temperature: must be a positive number, got {edge.temperature!r}")
-            if edge.loss in HINT_DESIGNS and edge.source == ENSEMBLE:
+            hint = LOSS_DESIGNS[edge.loss].needs_features
+            if hint and edge.source == ENSEMBLE:
                 raise GraphError(f"{field_name}.source: hint edges need a network node as source, not the ensemble")
-            if (edge.loss in HINT_DESIGNS) != (edge.stage is not None):
-                raise GraphError(f"{field_name}.stage: hint designs ({', '.join(HINT_DESIGNS)}) need the name of a "
+            if hint != (edge.stage is not None):
+                hints = ", ".join(name for name, design in LOSS_DESIGNS.items() if design.needs_features)
+                raise GraphError(f"{field_name}.stage: hint designs ({hints}) need the name of a "
                                  f"model stage such as \"layer2\", other designs take none; got {edge.stage!r}")
         for target, gate_name in enumerate(self.label_gates):
-            teachers = [e for e in self.edges if e.target == target and e.gate == "merit"]
-            if gate_name == "merit_label" and len(teachers) != 1:
-                raise GraphError(f"label_gates[{target}]: 'merit_label' needs exactly one 'merit' edge into node "
-                                 f"{target} (its teacher), found {len(teachers)}")
+            teacher_gate = GATES[gate_name].teacher_gate
+            teachers = [e for e in self.edges if e.target == target and e.gate == teacher_gate]
+            if teacher_gate is not None and len(teachers) != 1:
+                raise GraphError(f"label_gates[{target}]: {gate_name!r} needs exactly one {teacher_gate!r} edge into "
+                                 f"node {target} (its teacher), found {len(teachers)}")
         if self.ensemble_members is not None:
             members = list(self.ensemble_members)
             if not members or len(set(members)) != len(members) or any(
@@ -228,8 +238,9 @@ def _check_node(field_name: str, node: NodeSpec, label_gate: str) -> None:
     if node.frozen:
         if weights is None:
             raise GraphError(f"{field_name}: a frozen node needs weights ({{\"file\": …}} or {{\"run\": …, \"node\": …}})")
-        if label_gate != "cutoff":
-            raise GraphError(f"{field_name}: a frozen node cannot learn; its label gate must be 'cutoff'")
+        if GATES[label_gate].computed:
+            never_computed = " or ".join(repr(name) for name in gate_names(on="label") if not GATES[name].computed)
+            raise GraphError(f"{field_name}: a frozen node cannot learn; its label gate must be {never_computed}")
         if node.bagging:
             raise GraphError(f"{field_name}: a frozen node is not trained, so it cannot bag")
 
@@ -254,7 +265,7 @@ def _edge_dict(edge: EdgeSpec) -> dict[str, Any]:
     return data
 
 
-def _check_choice(field_name: str, value: Any, allowed: dict) -> None:
+def _check_choice(field_name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise GraphError(f"{field_name}: {value!r} is not allowed; allowed: {', '.join(allowed)}")
 

@@ -1,19 +1,21 @@
-"""Per-sample knowledge-transfer losses of a network edge (SPEC §2, eqs. 1-4).
+"""Per-sample knowledge-transfer losses of a network edge (``docs/method.md#loss-designs``).
 
-Each loss design is a pure function ``(source, target, temperature, crop_sizes) -> Tensor[B]`` in
-:data:`LOSS_DESIGNS`; adding a design is one function and one registry line. Sources are passed already
-detached by the caller: only the target learns.
+Each loss design is a pure function ``(source, target, temperature, crop_sizes) -> Tensor[B]`` with one record
+in :data:`ktg.registry.LOSS_DESIGNS` saying what it reads, whether it pulls or pushes and how figures label it;
+adding a design is one function here and one record there. Sources are passed already detached by the caller:
+only the target learns.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ktg.errors import KTGError
+from ktg.registry import LOSS_DESIGNS
 
 
 class Knowledge(NamedTuple):
@@ -140,33 +142,6 @@ def hint_cos(source: Knowledge, target: Knowledge, temperature: float, crop_size
     return F.cosine_similarity(source.features.float().flatten(1), target.features.float().flatten(1), dim=1)
 
 
-def _sum_of(*designs: "LossDesign") -> "LossDesign":
-    def combined(source: Knowledge, target: Knowledge, temperature: float, crop_sizes: Sequence[int]) -> torch.Tensor:
-        return sum(design(source, target, temperature, crop_sizes) for design in designs)
-
-    return combined
-
-
-LossDesign = Callable[[Knowledge, Knowledge, float, Sequence[int]], torch.Tensor]
-
-LOSS_DESIGNS: dict[str, LossDesign] = {
-    "prob_kl": prob_kl,
-    "prob_cos": prob_cos,
-    "att_mse": att_mse,
-    "att_cos": att_cos,
-    "prob_kl+att_mse": _sum_of(prob_kl, att_mse),
-    "prob_cos+att_cos": _sum_of(prob_cos, att_cos),
-    "hint_mse": hint_mse,
-    "hint_cos": hint_cos,
-}
-
-#: The six designs of the papers (SPEC §2): the search's default choices.
-PAPER_DESIGNS = ("prob_kl", "prob_cos", "att_mse", "att_cos", "prob_kl+att_mse", "prob_cos+att_cos")
-#: Designs that read attention maps, and designs that read intermediate features (the rest need only logits).
-ATTENTION_DESIGNS = frozenset(name for name in LOSS_DESIGNS if "att_" in name)
-HINT_DESIGNS = ("hint_mse", "hint_cos")
-
-
 def check_design(design: str) -> None:
     """Raise ValueError naming the valid designs if ``design`` is not one of them."""
     if design not in LOSS_DESIGNS:
@@ -184,13 +159,14 @@ def edge_loss(
     source_features: torch.Tensor | None = None,
     target_features: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Per-sample loss ℓ ∈ R^B of one network edge (SPEC §2).
+    """Per-sample loss ℓ ∈ R^B of one network edge (``docs/method.md#loss-designs``).
 
     Args:
-        design: one of :data:`LOSS_DESIGNS` (``prob_kl``, ``prob_cos``, ``att_mse``, ``att_cos``,
-            ``prob_kl+att_mse``, ``prob_cos+att_cos``).
+        design: a registered design (:data:`ktg.registry.LOSS_DESIGNS`: ``prob_kl``, ``prob_cos``, ``att_mse``,
+            ``att_cos``, ``prob_kl+att_mse``, ``prob_cos+att_cos``, …).
         source_logits, target_logits: B×C perception logits; the caller detaches the source.
-        source_attention, target_attention: B×1×H×W maps in [0, 1]; may be None for ``prob_*`` designs.
+        source_attention, target_attention: B×1×H×W maps in [0, 1]; may be None for designs that do not read
+            attention.
         temperature: T of p = softmax(z/T); KL terms are multiplied by T².
         crop_sizes: the k of the k×k attention crops.
         source_features, target_features: B×C×H×W stage outputs for the hint designs (``hint_mse``,
@@ -200,13 +176,14 @@ def edge_loss(
         float32 tensor of shape B: the loss of each sample, before the gate.
     """
     check_design(design)
-    if design in ATTENTION_DESIGNS and (source_attention is None or target_attention is None):
+    record = LOSS_DESIGNS[design]
+    if record.needs_attention and (source_attention is None or target_attention is None):
         raise ValueError(f"loss design {design!r} needs both attention maps")
-    if design in HINT_DESIGNS and (source_features is None or target_features is None):
+    if record.needs_features and (source_features is None or target_features is None):
         raise ValueError(f"loss design {design!r} needs both nodes' stage features")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    return LOSS_DESIGNS[design](
+    return record.load()(
         Knowledge(source_logits, source_attention, source_features),
         Knowledge(target_logits, target_attention, target_features),
         temperature,

@@ -1,9 +1,10 @@
-"""The four gates of SPEC §3 against hand-computed values."""
+"""The gates (docs/method.md#gates) against hand-computed values, and every registered gate against its record."""
 
 import pytest
 import torch
 
 from ktg.gates import gate, gate_weights
+from ktg.registry import GATES
 
 LOSS = torch.tensor([1.0, 2.0, 3.0, 6.0])
 LABELS = torch.tensor([0, 1, 2, 0])
@@ -48,3 +49,10 @@ def test_unknown_gate_lists_the_valid_ones():
 def test_iteration_outside_the_run_is_rejected():
     with pytest.raises(ValueError, match="iteration"):
         gate("linear", LOSS, iteration=5, total_iterations=4)
+
+
+@pytest.mark.parametrize("name", list(GATES))
+def test_every_gate_gives_one_finite_weight_per_sample_and_nothing_when_never_computed(name):
+    weights = gate_weights(name, LOSS, SOURCE, LABELS, iteration=2, total_iterations=4)
+    assert weights.shape == LOSS.shape and torch.isfinite(weights).all() and (weights >= 0).all()
+    assert weights.any() == GATES[name].computed

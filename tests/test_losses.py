@@ -1,4 +1,5 @@
-"""The six loss designs of SPEC §2 against values worked out by hand."""
+"""The loss designs (docs/method.md#loss-designs) against values worked out by hand, and every registered design
+against what its record says it reads."""
 
 import math
 
@@ -6,7 +7,8 @@ import pytest
 import torch
 
 from ktg.errors import KTGError
-from ktg.losses import PAPER_DESIGNS, attention_crops, edge_loss
+from ktg.losses import attention_crops, edge_loss
+from ktg.registry import LOSS_DESIGNS, design_names
 
 LN3 = math.log(3.0)
 
@@ -113,26 +115,35 @@ def test_attention_losses_average_over_crop_sizes():
     assert loss.item() == pytest.approx((2 / 9 + 2 / 25) / 2)
 
 
-def test_combined_designs_are_sums():
+@pytest.mark.parametrize("combined", [name for name, record in LOSS_DESIGNS.items() if record.parts])
+def test_combined_designs_are_sums(combined):
     torch.manual_seed(0)
     z_s, z_t = torch.randn(4, 5), torch.randn(4, 5)
     m_s, m_t = torch.rand(4, 1, 7, 7), torch.rand(4, 1, 7, 7)
     args = (z_s, z_t, m_s, m_t)
-    for combined, parts in [("prob_kl+att_mse", ("prob_kl", "att_mse")), ("prob_cos+att_cos", ("prob_cos", "att_cos"))]:
-        total = edge_loss(combined, *args, crop_sizes=(3, 5))
-        assert torch.allclose(total, sum(edge_loss(p, *args, crop_sizes=(3, 5)) for p in parts))
+    total = edge_loss(combined, *args, crop_sizes=(3, 5))
+    assert torch.allclose(total, sum(edge_loss(p, *args, crop_sizes=(3, 5)) for p in LOSS_DESIGNS[combined].parts))
 
 
-def test_every_design_returns_one_value_per_sample_and_gradients_reach_the_target_only():
+@pytest.mark.parametrize("design", design_names())
+def test_every_design_returns_one_value_per_sample_and_gradients_reach_the_target_only(design):
     torch.manual_seed(0)
-    for design in PAPER_DESIGNS:
-        z_s, z_t = torch.randn(4, 5, requires_grad=True), torch.randn(4, 5, requires_grad=True)
-        m_s, m_t = torch.rand(4, 1, 7, 7, requires_grad=True), torch.rand(4, 1, 7, 7, requires_grad=True)
-        loss = edge_loss(design, z_s.detach(), z_t, m_s.detach(), m_t, crop_sizes=(3,))
-        assert loss.shape == (4,) and torch.isfinite(loss).all()
-        loss.sum().backward()
-        assert z_s.grad is None and m_s.grad is None
-        assert (z_t.grad is not None and z_t.grad.abs().sum() > 0) or (m_t.grad is not None and m_t.grad.abs().sum() > 0)
+    z_s, z_t = torch.randn(4, 5, requires_grad=True), torch.randn(4, 5, requires_grad=True)
+    m_s, m_t = torch.rand(4, 1, 7, 7, requires_grad=True), torch.rand(4, 1, 7, 7, requires_grad=True)
+    h_s, h_t = torch.randn(4, 3, 2, 2, requires_grad=True), torch.randn(4, 3, 2, 2, requires_grad=True)
+    loss = edge_loss(design, z_s.detach(), z_t, m_s.detach(), m_t, crop_sizes=(3,), source_features=h_s.detach(),
+                     target_features=h_t)
+    assert loss.shape == (4,) and torch.isfinite(loss).all()
+    loss.sum().backward()
+    assert z_s.grad is None and m_s.grad is None and h_s.grad is None
+    reached = [g is not None and g.abs().sum() > 0 for g in (z_t.grad, m_t.grad, h_t.grad)]
+    assert reached == [knowledge in LOSS_DESIGNS[design].reads for knowledge in ("logits", "attention", "features")]
+
+
+@pytest.mark.parametrize("design", [name for name, record in LOSS_DESIGNS.items() if record.reads != {"logits"}])
+def test_a_design_refuses_a_call_without_the_knowledge_it_reads(design):
+    with pytest.raises(ValueError, match="needs both"):
+        edge_loss(design, torch.zeros(2, 3), torch.zeros(2, 3), None, None)
 
 
 def test_unknown_design_lists_the_valid_ones():

@@ -8,10 +8,10 @@ from pathlib import Path
 from ktg.cli import (add_data_arguments, add_model_arguments, add_training_arguments, data_source_from_args,
                      node_options_from_args, train_config_from_args)
 from ktg.errors import KTGError
-from ktg.gates import GATES
-from ktg.losses import LOSS_DESIGNS
+from ktg.registry import DEFAULT_PRUNER, design_names, gate_names, pruner_names
 
-#: Held-out fraction of the training split when --holdout is not given (SPEC §4: the public code's splits).
+#: Held-out fraction of the training split when --holdout is not given: the public code's splits
+#: (``docs/method.md#search``).
 DEFAULT_HOLDOUT = {"cifar10": 0.2, "cifar100": 0.2}
 DEFAULT_HOLDOUT_OTHERS = 0.5
 
@@ -33,9 +33,8 @@ def add_commands(commands) -> None:
     group.add_argument("--storage", help="database URL shared by all workers, e.g. postgresql+psycopg2://USER:PASS@HOST"
                        "/DB (default: the SQLite file OUT/study.db)")
     group.add_argument("--study", help="study name in the storage (default: <dataset>-<N>nodes)")
-    group.add_argument("--pruner", choices=("successive-halving", "median", "hyperband", "none"),
-                       default="successive-halving", help="stop poor trials early; epochs are the resource "
-                       "(default: successive-halving, reduction factor 2, as in the paper)")
+    group.add_argument("--pruner", choices=pruner_names(), default=DEFAULT_PRUNER, help="stop poor trials early; "
+                       f"epochs are the resource (default: {DEFAULT_PRUNER}, reduction factor 2, as in the paper)")
     group.add_argument("--search-seed", type=int, default=0, help="seed of the random sampler: trial k draws the "
                        "same graph whichever worker runs it (default: 0)")
     group.add_argument("--jobs-per-device", type=int, help="trials run side by side on this device, each in its "
@@ -53,13 +52,13 @@ def add_commands(commands) -> None:
                        "again (default: 2)")
 
     space = search.add_argument_group("search space")
-    space.add_argument("--designs", nargs="+", choices=tuple(LOSS_DESIGNS), metavar="DESIGN",
-                       help=f"loss designs of network edges, from: {', '.join(LOSS_DESIGNS)} (default: the papers' "
-                       "six: prob_kl prob_cos att_mse att_cos prob_kl+att_mse prob_cos+att_cos)")
-    space.add_argument("--gates", nargs="+", choices=tuple(GATES), metavar="GATE", help=f"gates of network "
-                       f"edges, from: {', '.join(GATES)} (default: the papers' four: through cutoff linear correct)")
-    space.add_argument("--label-gates", nargs="+", choices=tuple(GATES), metavar="GATE",
-                       help="gates of label edges (default: through cutoff linear correct)")
+    space.add_argument("--designs", nargs="+", choices=design_names(), metavar="DESIGN",
+                       help=f"loss designs of network edges, from: {', '.join(design_names())} (default: the papers': "
+                       f"{' '.join(design_names(paper_only=True))})")
+    for option, edges in (("--gates", "network"), ("--label-gates", "label")):
+        space.add_argument(option, nargs="+", choices=gate_names(on=edges), metavar="GATE",
+                           help=f"gates of {edges} edges, from: {', '.join(gate_names(on=edges))} (default: the "
+                           f"papers': {' '.join(gate_names(paper_only=True, on=edges))})")
     space.add_argument("--ensemble-as-source", action="store_true",
                        help="also search edges from the ensemble node to each node (off in the papers)")
     space.add_argument("--temperature", type=float, default=1.0, help="T of probability edges (default: 1)")

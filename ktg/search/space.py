@@ -1,4 +1,5 @@
-"""The search space of SPEC §4 as Optuna parameters, and the exact translation between them and graph files.
+"""The search space (``docs/method.md#search``) as Optuna parameters, and the exact translation between them and
+graph files.
 
 For N network nodes a graph is chosen by one categorical parameter per label edge (its gate) and two per
 ordered pair s ≠ t (the loss design and the gate of edge s→t), optionally N more pairs with the ensemble node as
@@ -12,21 +13,15 @@ A cut-off edge keeps its drawn loss design in the graph file (gate ``cutoff``; t
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution
 
 from ktg.errors import KTGError
-from ktg.gates import GATES
 from ktg.graph import ENSEMBLE, LABEL, EdgeSpec, GraphSpec, NodeRef, NodeSpec
-from ktg.losses import LOSS_DESIGNS
-
-
-#: The space of SPEC §4 (the papers' six loss designs and four gates): the defaults of :class:`SearchSpace`.
-SPEC_DESIGNS = ("prob_kl", "prob_cos", "att_mse", "att_cos", "prob_kl+att_mse", "prob_cos+att_cos")
-SPEC_GATES = ("through", "cutoff", "linear", "correct")
+from ktg.registry import CUTOFF, design_names, gate_names
 
 
 def label_gate_param(target: int) -> str:
@@ -56,7 +51,8 @@ class SearchSpace:
 
     Attributes:
         num_nodes: N network nodes (≥ 2).
-        designs: loss designs a network edge may use (default: the papers' six).
+        designs: loss designs a network edge may use (default: the papers' six, the registered designs marked
+            ``paper``; any other registered design when asked for).
         gates: gates a network edge may use (default: the papers' four; drop ``cutoff`` to force every edge on).
         label_gates: gates a label edge may use (default: the papers' four).
         ensemble_as_source: also search edges ensemble→t (off in the papers).
@@ -68,9 +64,9 @@ class SearchSpace:
     """
 
     num_nodes: int
-    designs: tuple[str, ...] = SPEC_DESIGNS
-    gates: tuple[str, ...] = SPEC_GATES
-    label_gates: tuple[str, ...] = SPEC_GATES
+    designs: tuple[str, ...] = field(default_factory=lambda: design_names(paper_only=True))
+    gates: tuple[str, ...] = field(default_factory=lambda: gate_names(paper_only=True, on="network"))
+    label_gates: tuple[str, ...] = field(default_factory=lambda: gate_names(paper_only=True, on="label"))
     ensemble_as_source: bool = False
     model: str | None = None
     temperature: float = 1.0
@@ -85,8 +81,8 @@ class SearchSpace:
             raise KTGError("the searched models need at least one model name")
         if self.num_nodes < 2:
             raise KTGError(f"a graph search needs --nodes ≥ 2, got {self.num_nodes}")
-        for what, chosen, allowed in (("designs", self.designs, LOSS_DESIGNS), ("gates", self.gates, GATES),
-                                      ("label gates", self.label_gates, GATES)):
+        for what, chosen, allowed in (("designs", self.designs, design_names()), ("gates", self.gates, gate_names()),
+                                      ("label gates", self.label_gates, gate_names())):
             if not chosen:
                 raise KTGError(f"the search space needs at least one of the {what}")
             unknown = [name for name in chosen if name not in allowed]
@@ -186,7 +182,7 @@ class SearchSpace:
         for target in range(self.num_nodes):
             params[label_gate_param(target)] = spec.label_gates[target]
         for source, target in self.pairs:
-            edge = by_pair.get((source, target), EdgeSpec(source, target, self.designs[0], "cutoff"))
+            edge = by_pair.get((source, target), EdgeSpec(source, target, self.designs[0], CUTOFF))
             params[loss_param(source, target)] = edge.loss
             params[gate_param(source, target)] = edge.gate
             if self.temperatures is not None:

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from ktg.config import TrainConfig
 from ktg.data import load_from_source
 from ktg.errors import KTGError
+from ktg.registry import DEFAULT_PRUNER, PRUNERS
 from ktg.runtime import resolve_device
 from ktg.runtime.mps import mps_daemon, running_daemon
 from ktg.search.objective import FAIL_REASON_ATTR, TRIALS_DIR, Objective
@@ -52,22 +53,21 @@ from ktg.search.storage import WORKER_ATTR, RequeueTrial, fail_stale_trials, ope
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-PRUNERS = ("successive-halving", "median", "hyperband", "none")
 #: How often the parent of several workers reads the storage to update the progress display.
 MONITOR_SECONDS = 5.0
 
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
-    """The pruner ``name``; epochs are the resource. Successive halving is the paper's choice."""
-    if name == "successive-halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2, min_early_stopping_rate=0)
-    if name == "median":
-        return optuna.pruners.MedianPruner()
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise KTGError(f"unknown pruner {name!r}; choose one of: {', '.join(PRUNERS)}")
+    """The registered pruner ``name`` for trials of ``epochs`` epochs, the resource. Successive halving is the
+    paper's choice."""
+    check_pruner(name)
+    return PRUNERS[name].load()(epochs)
+
+
+def check_pruner(name: str) -> None:
+    """Raise KTGError naming the registered pruners if ``name`` is not one of them."""
+    if name not in PRUNERS:
+        raise KTGError(f"unknown pruner {name!r}; choose one of: {', '.join(PRUNERS)}")
 
 
 # Training options a worker may choose for itself: where it runs and how, not what a trial computes.
@@ -87,7 +87,7 @@ class SearchSettings:
         trials: the budget of finished (complete or pruned) trials, counted over all workers.
         data_source: what :func:`ktg.data.load_from_source` loads.
         node_options: model options of every node.
-        pruner: one of :data:`PRUNERS`.
+        pruner: a registered pruner (:data:`ktg.registry.PRUNERS`).
         seed: the sampler's seed; trial k draws the same graph whichever worker runs it.
         heartbeat_interval, grace_period: seconds between heartbeats, and of silence before a running trial
             counts as abandoned by a dead worker.
@@ -104,7 +104,7 @@ class SearchSettings:
     trials: int
     data_source: dict[str, Any]
     node_options: dict[str, Any] = field(default_factory=dict)
-    pruner: str = "successive-halving"
+    pruner: str = DEFAULT_PRUNER
     seed: int = 0
     heartbeat_interval: int = 30
     grace_period: int = 120
@@ -117,8 +117,7 @@ class SearchSettings:
         if self.config.holdout is None or not 0 < self.config.holdout < 1:
             raise KTGError(f"the search scores graphs on a held-out part of the training split: --holdout must lie "
                            f"strictly between 0 and 1, got {self.config.holdout}")
-        if self.pruner not in PRUNERS:
-            raise KTGError(f"unknown pruner {self.pruner!r}; choose one of: {', '.join(PRUNERS)}")
+        check_pruner(self.pruner)
         if self.heartbeat_interval < 1 or self.grace_period <= self.heartbeat_interval:
             raise KTGError(f"the grace period ({self.grace_period} s) must exceed the heartbeat interval "
                            f"({self.heartbeat_interval} s, at least 1)")

@@ -18,26 +18,11 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 
 from ktg.graph import ENSEMBLE, LABEL, GraphSpec, NodeRef
+from ktg.registry import GATES, LOSS_DESIGNS
 
-#: How each loss design is written on its arrow: measure, direction (pull together / push apart), knowledge
-#: (p: class probabilities, A: attention maps, h: intermediate features, the hint).
-DESIGN_LABELS = {
-    "prob_kl": "KL pull p",
-    "prob_cos": "cos push p",
-    "att_mse": "MSE pull A",
-    "att_cos": "cos push A",
-    "prob_kl+att_mse": "KL+MSE pull p+A",
-    "prob_cos+att_cos": "cos push p+A",
-    "hint_mse": "MSE pull h",
-    "hint_cos": "cos push h",
-}
-#: The loss of a label edge (ABN: cross-entropy of both branches).
+#: The loss of a label edge (ABN: cross-entropy of both branches); it pulls the node towards the labels.
 LABEL_LOSS = "CE"
 
-#: Edge colour of each gate (Okabe-Ito colours, distinguishable with colour-blindness).
-GATE_COLORS = {"through": "#0072B2", "linear": "#E69F00", "correct": "#009E73", "merit": "#CC79A7",
-               "merit_label": "#D55E00"}
-_OTHER_GATE_COLOR = "#777777"
 _NODE_RADIUS = 0.42
 
 
@@ -53,23 +38,25 @@ class DrawnEdge(NamedTuple):
 
     @property
     def pushes(self) -> bool:
-        """Whether the design drives the target away from the source (the cosine designs)."""
-        return "push" in self.text.split()
+        """Whether the design drives the target away from the source (e.g. the cosine designs)."""
+        return self.loss != LABEL_LOSS and LOSS_DESIGNS[self.loss].pushes
 
 
 def design_label(loss: str) -> str:
-    """The short label of a loss design (``prob_kl`` → ``"KL pull p"``); unknown designs keep their name."""
-    return DESIGN_LABELS.get(loss, loss)
+    """The short label of a registered loss design (``prob_kl`` → ``"KL pull p"``)."""
+    return LOSS_DESIGNS[loss].label
 
 
 def gate_color(gate: str) -> str:
-    return GATE_COLORS.get(gate, _OTHER_GATE_COLOR)
+    """The colour of a registered gate's edges."""
+    return GATES[gate].color
 
 
 def drawn_edges(spec: GraphSpec) -> list[DrawnEdge]:
-    """The edges a picture shows: label edges, then network edges, those with the ``cutoff`` gate left out."""
+    """The edges a picture shows: label edges, then network edges, those with a gate never computed
+    (``cutoff``) left out."""
     edges = [DrawnEdge(LABEL, target, LABEL_LOSS, LABEL_LOSS, gate)
-             for target, gate in enumerate(spec.label_gates) if gate != "cutoff"]
+             for target, gate in enumerate(spec.label_gates) if GATES[gate].computed]
     edges += [DrawnEdge(edge.source, edge.target, edge.loss, _edge_text(edge), edge.gate) for edge in spec.active_edges]
     return edges
 
@@ -82,8 +69,8 @@ def _edge_text(edge) -> str:
 
 def cut_off_edges(spec: GraphSpec) -> list[str]:
     """Every edge the graph cuts off, as ``"label → 2"`` / ``"0 → 1"``: unlisted ordered pairs and
-    edges whose gate is ``cutoff``."""
-    cut = [f"{LABEL} → {target}" for target, gate in enumerate(spec.label_gates) if gate == "cutoff"]
+    edges whose gate is never computed (``cutoff``)."""
+    cut = [f"{LABEL} → {target}" for target, gate in enumerate(spec.label_gates) if not GATES[gate].computed]
     active = {(edge.source, edge.target) for edge in spec.active_edges}
     n = spec.num_nodes
     cut += [f"{s} → {t}" for s in range(n) for t in range(n) if s != t and (s, t) not in active]
@@ -221,8 +208,8 @@ def _label_rad(start: tuple[float, float], end: tuple[float, float], others: lis
 
 
 def _legend(axes, gates: set[str], pushes: bool) -> None:
-    handles = [Line2D([], [], color=gate_color(gate), linewidth=2, label=f"gate {gate}")
-               for gate in [*GATE_COLORS, *sorted(gates - set(GATE_COLORS))] if gate in gates]
+    handles = [Line2D([], [], color=gate_color(gate), linewidth=2, label=f"gate {gate}") for gate in GATES
+               if gate in gates]
     handles.append(Line2D([], [], color="#333333", linewidth=1.5, label="pull together"))
     if pushes:
         handles.append(Line2D([], [], color="#333333", linewidth=1.5, linestyle=(0, (4, 2)), label="push apart"))

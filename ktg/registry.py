@@ -1,0 +1,236 @@
+"""What each loss design, gate and pruner *is*: one record each, from which the rest of ktg is derived.
+
+The loss checks, graph validation, the engine, the figures, the search space, the pruners and the CLI's choices
+all read these records, so adding a design or a gate is one pure function (in :mod:`ktg.losses` or
+:mod:`ktg.gates`) plus one :func:`register_design` / :func:`register_gate` call here; a pruner is one factory
+plus one :func:`register_pruner` call. The method behind the records: ``docs/method.md#loss-designs`` and
+``docs/method.md#gates``.
+
+This module imports nothing heavy (no torch, no optuna): a record names its function as ``"module:function"``,
+imported on first use, so the command line can build its choices without loading a framework. A record may
+also hold the callable itself (handy in tests).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+#: What an edge's design may read from its two nodes: perception logits, attention maps, a stage's features.
+KNOWLEDGE = ("logits", "attention", "features")
+#: What a design does to the target relative to the source.
+DIRECTIONS = ("pull", "push")
+#: The gate of an edge that is not there: the engine never computes it (a graph file's name for it).
+CUTOFF = "cutoff"
+#: The pruner of the papers' search, and ``ktg search``'s default.
+DEFAULT_PRUNER = "successive-halving"
+
+FunctionRef = Union[str, Callable[..., Any]]
+
+
+@functools.lru_cache(maxsize=None)
+def _import(reference: str) -> Callable[..., Any]:
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def resolve(function: FunctionRef) -> Callable[..., Any]:
+    """The callable a record names: ``"module:function"`` is imported (once), a callable is returned as it is."""
+    return _import(function) if isinstance(function, str) else function
+
+
+@dataclass(frozen=True)
+class DesignRecord:
+    """A loss design of network edges.
+
+    Attributes:
+        name: the name graph files and the CLI use (``"prob_kl"``).
+        function: the per-sample loss ``(source, target, temperature, crop_sizes) -> Tensor[B]`` (see
+            :mod:`ktg.losses`), as ``"module:function"`` or a callable; None for a composite design.
+        reads: the knowledge it compares, a subset of :data:`KNOWLEDGE`.
+        direction: ``"pull"`` (target towards source) or ``"push"`` (apart).
+        label: the short text on its arrow in figures: measure, direction, knowledge (``"KL pull p"``).
+        paper: one of the papers' designs, a default choice of the search space.
+        parts: a composite design's parts; its loss is their sum (build it with :func:`composite`).
+    """
+
+    name: str
+    function: FunctionRef | None
+    reads: frozenset[str]
+    direction: str
+    label: str
+    paper: bool = False
+    parts: tuple[str, ...] = ()
+
+    @property
+    def pushes(self) -> bool:
+        return self.direction == "push"
+
+    @property
+    def needs_attention(self) -> bool:
+        return "attention" in self.reads
+
+    @property
+    def needs_features(self) -> bool:
+        """Whether it compares a model stage's output (a hint): its edges name the stage and need a network
+        source."""
+        return "features" in self.reads
+
+    def load(self) -> Callable[..., Any]:
+        """The per-sample loss function; a composite's is the sum of its parts'."""
+        if not self.parts:
+            return resolve(self.function)
+        functions = [LOSS_DESIGNS[part].load() for part in self.parts]
+
+        def summed(source, target, temperature, crop_sizes):
+            return sum(function(source, target, temperature, crop_sizes) for function in functions)
+
+        return summed
+
+
+@dataclass(frozen=True)
+class GateRecord:
+    """A gate: which share of an edge's per-sample loss reaches the total loss, and when.
+
+    Attributes:
+        name: the name graph files and the CLI use (``"through"``).
+        function: the per-sample weights ``(loss, source_logits, labels, iteration, total_iterations) ->
+            Tensor[B]`` (see :mod:`ktg.gates`), as ``"module:function"`` or a callable.
+        color: its edges' colour in figures.
+        paper: one of the papers' gates, a default choice of the search space.
+        on_label_edges, on_network_edges: where a graph may use it.
+        teacher_gate: for a label gate that weighs by a teacher's answers: the gate of the node's one network
+            edge whose source is that teacher (``merit_label`` reads the source of the node's ``merit`` edge).
+        computed: False for a gate whose edges are never computed (``cutoff``): figures leave them out.
+    """
+
+    name: str
+    function: FunctionRef
+    color: str
+    paper: bool = False
+    on_label_edges: bool = True
+    on_network_edges: bool = True
+    teacher_gate: str | None = None
+    computed: bool = True
+
+    def load(self) -> Callable[..., Any]:
+        return resolve(self.function)
+
+
+@dataclass(frozen=True)
+class PrunerRecord:
+    """A pruner of the search: ``factory(epochs)`` returns an Optuna pruner whose resource is the epoch.
+
+    Attributes:
+        name: the name ``ktg search --pruner`` takes.
+        factory: ``"module:function"`` or a callable taking the trials' epochs.
+    """
+
+    name: str
+    factory: FunctionRef
+
+    def load(self) -> Callable[[int], Any]:
+        return resolve(self.factory)
+
+
+LOSS_DESIGNS: dict[str, DesignRecord] = {}
+GATES: dict[str, GateRecord] = {}
+PRUNERS: dict[str, PrunerRecord] = {}
+
+
+def register_design(record: DesignRecord) -> DesignRecord:
+    """Add a loss design; raises ValueError for a name taken or a record that contradicts itself."""
+    if record.name in LOSS_DESIGNS:
+        raise ValueError(f"loss design {record.name!r} is registered twice")
+    if not record.reads or not record.reads <= set(KNOWLEDGE):
+        raise ValueError(f"loss design {record.name!r} must read some of {', '.join(KNOWLEDGE)}, "
+                         f"got {sorted(record.reads)}")
+    if record.direction not in DIRECTIONS:
+        raise ValueError(f"loss design {record.name!r}: direction must be one of {', '.join(DIRECTIONS)}")
+    if (record.function is None) == (not record.parts):
+        raise ValueError(f"loss design {record.name!r} needs either a function or parts, not both")
+    LOSS_DESIGNS[record.name] = record
+    return record
+
+
+def composite(name: str, parts: tuple[str, ...], label: str, paper: bool = False) -> DesignRecord:
+    """A design whose per-sample loss is the sum of the registered designs ``parts``; it reads what they read
+    and has their (common) direction."""
+    records = [LOSS_DESIGNS[part] for part in parts]
+    directions = {record.direction for record in records}
+    if len(directions) != 1:
+        raise ValueError(f"the parts of loss design {name!r} pull and push at once: {', '.join(parts)}")
+    return DesignRecord(name, None, frozenset().union(*(record.reads for record in records)), directions.pop(),
+                        label, paper, tuple(parts))
+
+
+def register_gate(record: GateRecord) -> GateRecord:
+    """Add a gate; raises ValueError for a name taken or a record that contradicts itself."""
+    if record.name in GATES:
+        raise ValueError(f"gate {record.name!r} is registered twice")
+    if not (record.on_label_edges or record.on_network_edges):
+        raise ValueError(f"gate {record.name!r} is allowed on no edge")
+    teacher = GATES.get(record.teacher_gate) if record.teacher_gate is not None else None
+    if record.teacher_gate is not None and (teacher is None or not teacher.on_network_edges
+                                            or not record.on_label_edges or record.on_network_edges):
+        raise ValueError(f"gate {record.name!r}: a teacher gate belongs on label edges only and names a "
+                         f"registered network gate, got {record.teacher_gate!r}")
+    GATES[record.name] = record
+    return record
+
+
+def register_pruner(record: PrunerRecord) -> PrunerRecord:
+    """Add a pruner; raises ValueError for a name taken."""
+    if record.name in PRUNERS:
+        raise ValueError(f"pruner {record.name!r} is registered twice")
+    PRUNERS[record.name] = record
+    return record
+
+
+def design_names(paper_only: bool = False) -> tuple[str, ...]:
+    """The registered designs in registration order; the papers' only with ``paper_only``."""
+    return tuple(name for name, record in LOSS_DESIGNS.items() if record.paper or not paper_only)
+
+
+def gate_names(paper_only: bool = False, on: str | None = None) -> tuple[str, ...]:
+    """The registered gates in registration order: the papers' only with ``paper_only``; with ``on``
+    (``"label"`` or ``"network"``) only those allowed on that kind of edge."""
+    if on not in (None, "label", "network"):
+        raise ValueError(f"on must be None, 'label' or 'network', got {on!r}")
+    return tuple(name for name, record in GATES.items()
+                 if (record.paper or not paper_only) and (on is None or getattr(record, f"on_{on}_edges")))
+
+
+def pruner_names() -> tuple[str, ...]:
+    return tuple(PRUNERS)
+
+
+# -- the records ------------------------------------------------------------------------------------------
+# Labels: measure, direction, knowledge (p: class probabilities, A: attention maps, h: a stage's features).
+
+_LOGITS, _ATTENTION, _FEATURES = frozenset({"logits"}), frozenset({"attention"}), frozenset({"features"})
+
+register_design(DesignRecord("prob_kl", "ktg.losses:prob_kl", _LOGITS, "pull", "KL pull p", paper=True))
+register_design(DesignRecord("prob_cos", "ktg.losses:prob_cos", _LOGITS, "push", "cos push p", paper=True))
+register_design(DesignRecord("att_mse", "ktg.losses:att_mse", _ATTENTION, "pull", "MSE pull A", paper=True))
+register_design(DesignRecord("att_cos", "ktg.losses:att_cos", _ATTENTION, "push", "cos push A", paper=True))
+register_design(composite("prob_kl+att_mse", ("prob_kl", "att_mse"), "KL+MSE pull p+A", paper=True))
+register_design(composite("prob_cos+att_cos", ("prob_cos", "att_cos"), "cos push p+A", paper=True))
+register_design(DesignRecord("hint_mse", "ktg.losses:hint_mse", _FEATURES, "pull", "MSE pull h"))
+register_design(DesignRecord("hint_cos", "ktg.losses:hint_cos", _FEATURES, "push", "cos push h"))
+
+# Colours: Okabe-Ito, distinguishable with colour-blindness.
+register_gate(GateRecord("through", "ktg.gates:through", "#0072B2", paper=True))
+register_gate(GateRecord(CUTOFF, "ktg.gates:cutoff", "#777777", paper=True, computed=False))
+register_gate(GateRecord("linear", "ktg.gates:linear", "#E69F00", paper=True))
+register_gate(GateRecord("correct", "ktg.gates:correct", "#009E73", paper=True))
+register_gate(GateRecord("merit", "ktg.gates:merit", "#CC79A7", on_label_edges=False))
+register_gate(GateRecord("merit_label", "ktg.gates:merit_label", "#D55E00", on_network_edges=False,
+                         teacher_gate="merit"))
+
+register_pruner(PrunerRecord(DEFAULT_PRUNER, "ktg.search.pruners:successive_halving"))
+register_pruner(PrunerRecord("median", "ktg.search.pruners:median"))
+register_pruner(PrunerRecord("hyperband", "ktg.search.pruners:hyperband"))
+register_pruner(PrunerRecord("none", "ktg.search.pruners:no_pruning"))
