@@ -72,8 +72,8 @@ def evaluate_run(
     amp = torch_device.type == "cuda"
     logits, labels = predict(graph, loader, amp=amp, channels_last=False, progress=progress)
 
-    def accuracy(predictions: torch.Tensor) -> float:
-        return (predictions == labels).float().mean().item()
+    def accuracy(scores: torch.Tensor) -> float:
+        return (scores.argmax(dim=-1) == labels).float().mean().item()
 
     members = logits[list(graph.spec.members)]  # the ensemble node's nodes (a student's teachers excluded)
     rules: dict[str, float] = {}
@@ -88,7 +88,7 @@ def evaluate_run(
         "split": split,
         "num_images": len(images),
         "epoch": checkpoint["epoch"],
-        "node_accuracy": [accuracy(node_logits.argmax(dim=1)) for node_logits in logits],
+        "node_accuracy": [accuracy(node_logits) for node_logits in logits],
         "ensemble_accuracy": rules,
     }
     path = run / f"eval_{split}.json"

@@ -64,17 +64,30 @@ def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get("KTG_CACHE_DIR") or Path.home() / ".cache" / "ktg").expanduser()
 
 
-def decode_resized(path: str | os.PathLike, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode the image at ``path`` as RGB and squash it to size×size: (uint8 3×size×size, original (h, w)).
+#: What PIL raises for a file it cannot decode: not an image (``UnidentifiedImageError`` is an ``OSError``),
+#: truncated, damaged, or past its decompression-bomb limit.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
-    JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still covers size×size, which is
-    several times faster for large photos; PIL's bilinear resize then antialiases the rest of the way.
+
+def decode_image(image: Image.Image, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """``image`` as RGB squashed to size×size: (uint8 3×size×size, original (h, w)).
+
+    A JPEG not yet loaded is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still covers size×size,
+    which is several times faster for large photos; PIL's bilinear resize then antialiases the rest of the
+    way. Grey, CMYK, RGBA and palette images are converted to RGB (an alpha channel is dropped).
     """
-    with Image.open(path) as image:
-        original = (image.height, image.width)
-        image.draft("RGB", (size, size))
-        rgb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    original = (image.height, image.width)
+    image.draft("RGB", (size, size))
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # the same colours; PIL warns when a palette's transparency goes in one step
+    rgb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(rgb).transpose(2, 0, 1), original
+
+
+def decode_resized(path: str | os.PathLike, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`decode_image` of the image file at ``path``; raises one of :data:`DECODE_ERRORS` if PIL cannot."""
+    with Image.open(path) as image:
+        return decode_image(image, size)
 
 
 def cached_image_set(
@@ -163,7 +176,7 @@ def _build(
             path = images.root / images.files[index]
             try:
                 pixels[index], original_sizes[index] = decode_resized(path, size)
-            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            except DECODE_ERRORS as error:
                 raise KTGError(
                     f"{dataset}: cannot decode {path} ({split} split, listed in {images.source}): {error}; "
                     "replace the file with a good copy"

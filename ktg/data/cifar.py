@@ -14,6 +14,7 @@ import torch
 
 from ktg.data import Dataset, ImageSet, register_dataset
 from ktg.data.metadata import check_file, checked_labels, locate, missing, require_every_class
+from ktg.data.preprocess import Preprocessing, register_preprocessing
 from ktg.data.transforms import BatchTransform, Identity, Normalize, RandomTranslate
 from ktg.errors import KTGError
 
@@ -70,11 +71,26 @@ def _load_cifar(
     test = _split(dataset, folder, test_files, label_key, classes, layout, "test")
     require_every_class(dataset, train.labels, classes, f"the training batches in {folder}")
     train_transform: BatchTransform = RandomTranslate(pad=4, flip=True)
-    eval_transform: BatchTransform = Identity()
     if normalize:
-        train_transform, eval_transform = Normalize(train_transform, mean, std), Normalize(eval_transform, mean, std)
+        train_transform = Normalize(train_transform, mean, std)
+    eval_transform = _cifar_preprocessing(normalize, mean, std).transform
     return Dataset(dataset, train, test, train_transform, eval_transform,
                    info={"root": str(folder), "train_images": len(train), "test_images": len(test)})
+
+
+def _cifar_preprocessing(normalize: bool, mean: tuple[float, ...], std: tuple[float, ...]) -> Preprocessing:
+    """32×32 images as they are, normalised by ``mean`` and ``std`` if ``normalize``."""
+    return Preprocessing(32, Normalize(Identity(), mean, std) if normalize else Identity())
+
+
+@register_preprocessing("cifar10")
+def cifar10_preprocessing(image_size: int | None, *, normalize: bool = False, **options) -> Preprocessing:
+    return _cifar_preprocessing(normalize, CIFAR10_MEAN, CIFAR10_STD)
+
+
+@register_preprocessing("cifar100")
+def cifar100_preprocessing(image_size: int | None, *, normalize: bool = False, **options) -> Preprocessing:
+    return _cifar_preprocessing(normalize, CIFAR100_MEAN, CIFAR100_STD)
 
 
 @register_dataset("cifar10")

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ktg.data import Dataset, ImageSet, register_dataset, stratified_split
+from ktg.data.preprocess import Preprocessing, register_preprocessing
 from ktg.data.transforms import Identity, RandomTranslate
 from ktg.errors import KTGError
 
@@ -24,12 +25,19 @@ TEST_FRACTION = 0.25
 SPLIT_SEED = 0
 
 
+@register_preprocessing("digits")
+def digits_preprocessing(image_size: int | None, **options) -> Preprocessing:
+    """Squares of ``image_size`` (default 32) as they are; ``options`` are the loader's (none)."""
+    return Preprocessing(image_size or 32, Identity())
+
+
 @register_dataset("digits")
 def load_digits(root: Path | None, image_size: int | None, **options) -> Dataset:
     """The embedded digits; ``root`` is ignored. Training batches are shifted by up to 1/8 of the side."""
     if options:
         raise KTGError(f"dataset 'digits' takes no options, got {sorted(options)}")
-    size = image_size or 32
+    preprocessing = digits_preprocessing(image_size)
+    size = preprocessing.stored_size
     if size < 8:
         raise KTGError(f"digits are 8×8; --image-size must be at least 8, got {size}")
     with np.load(_FILE, allow_pickle=False) as archive:
@@ -44,7 +52,7 @@ def load_digits(root: Path | None, image_size: int | None, **options) -> Dataset
         train=everything.subset(train_idx, "digits/train"),
         test=everything.subset(test_idx, "digits/test"),
         train_transform=RandomTranslate(pad=max(1, size // 8), flip=False),
-        eval_transform=Identity(),
+        eval_transform=preprocessing.transform,
         # Digits are easy: nodes of base width 8 (a quarter of ResNet-20's compute) reach ~99 % on two CPU
         # cores in a minute or two; --width 16 restores the standard CIFAR width.
         info={"node_options": {"base_width": 8}},

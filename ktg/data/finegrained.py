@@ -12,6 +12,7 @@ Options common to these loaders: ``cache_dir`` (default ``$KTG_CACHE_DIR`` or ``
 from __future__ import annotations
 
 from pathlib import Path
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -31,6 +32,7 @@ from ktg.data.metadata import (
     require_root,
     strings,
 )
+from ktg.data.preprocess import Preprocessing, register_preprocessing
 from ktg.data.transforms import BatchTransform, crop_transforms, eval_resize, reference_transforms
 from ktg.errors import KTGError
 
@@ -51,6 +53,39 @@ IMAGEFOLDER_LAYOUT = "<root>/train/<class>/<image> and <root>/test/<class>/<imag
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
+#: The transforms of each photo dataset: the ensemble-KTG paper's recipe (docs/method.md#reference-protocol) for
+#: the fine-grained benchmarks, torchvision's ImageNet defaults for any image folder tree.
+PRESETS: dict[str, Callable[..., tuple[BatchTransform, BatchTransform]]] = {
+    "stanford_dogs": reference_transforms,
+    "cub200": reference_transforms,
+    "stanford_cars": reference_transforms,
+    "imagefolder": crop_transforms,
+}
+DEFAULT_IMAGE_SIZE = 224
+
+
+def _photo_pipeline(
+    name: str, image_size: int, cache_size: int | None, normalize: bool
+) -> tuple[BatchTransform, Preprocessing]:
+    """(training transform, evaluation preprocessing) of photo dataset ``name`` at ``image_size``, its images
+    cached at ``cache_size`` (default: the evaluation resize, 256 for 224-pixel inputs)."""
+    size = cache_size or eval_resize(image_size)
+    if size < 1:
+        raise KTGError(f"{name}: cache_size must be a positive number of pixels, got {size}")
+    train_transform, eval_transform = PRESETS[name](image_size, normalize=normalize)
+    return train_transform, Preprocessing(size, eval_transform)
+
+
+def _photo_preprocessing(
+    name: str, image_size: int | None, *, cache_size: int | None = None, normalize: bool = False, **options
+) -> Preprocessing:
+    return _photo_pipeline(name, image_size or DEFAULT_IMAGE_SIZE, cache_size, normalize)[1]
+
+
+for _name in PRESETS:
+    register_preprocessing(_name)(partial(_photo_preprocessing, _name))
+
+
 def _image_dataset(
     name: str,
     train: ImageList,
@@ -61,22 +96,19 @@ def _image_dataset(
     cache_size: int | None,
     normalize: bool,
     info: dict,
-    preset: Callable[..., tuple[BatchTransform, BatchTransform]] = reference_transforms,
 ) -> Dataset:
-    """Cache both splits (training must show every class) and pair them with ``preset``'s transforms at
-    ``image_size`` (default 224): by default the SPEC §5 recipe."""
+    """Cache both splits (training must show every class) and pair them with the dataset's :data:`PRESETS`
+    transforms at ``image_size`` (default 224)."""
     require_every_class(name, train.labels, train.classes, train.source)
-    image_size = image_size or 224
-    size = cache_size or eval_resize(image_size)
-    if size < 1:
-        raise KTGError(f"{name}: cache_size must be a positive number of pixels, got {size}")
-    train_transform, eval_transform = preset(image_size, normalize=normalize)
+    image_size = image_size or DEFAULT_IMAGE_SIZE
+    train_transform, preprocessing = _photo_pipeline(name, image_size, cache_size, normalize)
+    size = preprocessing.stored_size
     return Dataset(
         name=name,
         train=cached_image_set(name, "train", train, size, cache_dir),
         test=cached_image_set(name, "test", test, size, cache_dir),
         train_transform=train_transform,
-        eval_transform=eval_transform,
+        eval_transform=preprocessing.transform,
         info={**info, "root": str(train.root), "image_size": image_size, "cache_size": size,
               "train_images": len(train.files), "test_images": len(test.files)},
     )
@@ -236,7 +268,7 @@ def load_imagefolder(
         raise missing(name, root / test_dir, f"{IMAGEFOLDER_LAYOUT} (option test_dir names another test folder)")
     test = _folder_split(name, root, test_dir, classes)
     return _image_dataset(name, train, test, image_size, cache_dir=cache_dir, cache_size=cache_size,
-                          normalize=normalize, info={"layout": "imagefolder"}, preset=crop_transforms)
+                          normalize=normalize, info={"layout": "imagefolder"})
 
 
 def _folder_split(name: str, root: Path, split: str, classes: list[str]) -> ImageList:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ktg.data import Dataset, ImageSet, register_dataset
+from ktg.data.preprocess import Preprocessing, register_preprocessing
 from ktg.data.transforms import Identity, RandomTranslate
 from ktg.errors import KTGError
 
@@ -29,6 +30,12 @@ def make_images(num_images: int, num_classes: int, size: int, seed: int, noise: 
     return (pixels.clamp(0, 1) * 255).round().to(torch.uint8), labels
 
 
+@register_preprocessing("synthetic")
+def synthetic_preprocessing(image_size: int | None, **options) -> Preprocessing:
+    """Squares of ``image_size`` (default 32) as they are; the loader's ``options`` only shape the data."""
+    return Preprocessing(image_size or 32, Identity())
+
+
 @register_dataset("synthetic")
 def load_synthetic(
     root: Path | None,
@@ -45,7 +52,8 @@ def load_synthetic(
             f"synthetic data needs num_classes ≥ 2, train_size ≥ num_classes and test_size ≥ 1; "
             f"got num_classes={num_classes}, train_size={train_size}, test_size={test_size}"
         )
-    size = image_size or 32
+    preprocessing = synthetic_preprocessing(image_size)
+    size = preprocessing.stored_size
     images, labels = make_images(train_size + test_size, num_classes, size, seed)
     classes = [f"class_{c}" for c in range(num_classes)]
     return Dataset(
@@ -53,6 +61,6 @@ def load_synthetic(
         train=ImageSet(images[:train_size], labels[:train_size], classes, "synthetic/train"),
         test=ImageSet(images[train_size:], labels[train_size:], classes, "synthetic/test"),
         train_transform=RandomTranslate(pad=max(1, size // 8), flip=True),
-        eval_transform=Identity(),
+        eval_transform=preprocessing.transform,
         info={"train_size": train_size, "test_size": test_size, "seed": seed},
     )
