@@ -24,14 +24,26 @@ from ktg.registry import GATES, LOSS_DESIGNS
 
 
 class StepLosses(NamedTuple):
-    """The gated loss of every active edge (scalars, keyed by edge name) and each gate's mean weight."""
+    """The gated loss of every active edge (scalars, keyed by edge name) and each gate's mean weight.
+
+    Both are empty for a graph whose edges are all cut off: it has nothing to learn.
+    """
 
     terms: dict[str, torch.Tensor]
     gate_weights: dict[str, torch.Tensor]
 
     @property
     def total(self) -> torch.Tensor:
+        """The sum of the terms, to train on; only for a graph that has at least one term."""
         return torch.stack(list(self.terms.values())).sum()
+
+    def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The terms and the mean gate weights as two detached vectors in the order of :attr:`terms`
+        (empty, on the CPU, when there are no terms)."""
+        if not self.terms:
+            return torch.zeros(0), torch.zeros(0)
+        return (torch.stack(list(self.terms.values())).detach(),
+                torch.stack(list(self.gate_weights.values())).detach())
 
 
 def label_edge_name(target: int, gate_name: str) -> str:

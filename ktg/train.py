@@ -106,7 +106,8 @@ def make_train_step(
             outputs = forward(images)
             step_losses = graph.losses(outputs, labels, iteration, total_iterations, sample_weights)
         optimizer.zero_grad(set_to_none=True)
-        step_losses.total.backward()
+        if step_losses.terms:  # else every edge is cut off: no weight gets a gradient, so the step moves none
+            step_losses.total.backward()
         optimizer.step()
         return step_losses
 
@@ -140,8 +141,7 @@ def train_one_epoch(
     for index, (images, labels, positions) in enumerate(batches):
         sample_weights = {node: counts[positions] for node, counts in bootstrap.items()} if bootstrap else None
         step_losses = step(images, labels, epoch * len(loader) + index + 1, total_iterations, sample_weights)
-        terms = torch.stack(list(step_losses.terms.values())).detach()
-        weights = torch.stack(list(step_losses.gate_weights.values())).detach()
+        terms, weights = step_losses.stacked()
         if loss_sums is None:
             names = list(step_losses.terms)
             loss_sums, weight_sums = torch.zeros_like(terms), torch.zeros_like(weights)

@@ -168,6 +168,16 @@ def test_the_last_epoch_is_reported_but_never_pruned(tmp_path):
     assert trial.user_attrs["epochs"] == 2 and len(trial.user_attrs["node_accuracy"]) == 2
 
 
+def test_a_trial_whose_graph_cuts_off_everything_completes(tmp_path):
+    space = SearchSpace(num_nodes=2, gates=("cutoff",), label_gates=("cutoff",), crop_sizes=(3,))
+    study = optuna.create_study(direction="maximize", sampler=TrialSeededSampler(0))
+    study.optimize(Objective(space, tiny_data(), dataclasses.replace(CONFIG, epochs=1), tmp_path,
+                             node_options=TINY), n_trials=1)
+    (trial,) = study.trials
+    assert trial.state == TrialState.COMPLETE and 0 <= trial.value <= 1
+    assert not GraphSpec.from_dict(trial.user_attrs[GRAPH_ATTR]).active_edges
+
+
 def test_the_search_never_scores_on_the_test_split(tmp_path):
     with pytest.raises(KTGError, match="test split"):
         Objective(SPACE, tiny_data(), dataclasses.replace(CONFIG, holdout=None), tmp_path)

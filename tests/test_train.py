@@ -1,5 +1,6 @@
 """Training runs end to end: files written, resume exactness, bad input and NaN handled, ktg eval."""
 
+import dataclasses
 import json
 
 import pytest
@@ -8,9 +9,10 @@ import torch
 from ktg.cli import main
 from ktg.config import TrainConfig
 from ktg.data import load_dataset
+from ktg.engine import build_graph
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml
-from ktg.train import CHECKPOINT, NonFiniteLossError, train
+from ktg.train import CHECKPOINT, NonFiniteLossError, make_optimizer, make_train_step, train
 
 TINY = {"base_width": 4}
 
@@ -45,6 +47,24 @@ def test_a_run_writes_its_files(tmp_path):
     state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
     assert state["epoch"] == 3
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_graph_with_everything_cut_off_moves_no_weight_and_finishes(tmp_path):
+    spec = GraphSpec((NodeSpec("abn_resnet20", TINY),) * 2, ("cutoff", "cutoff"),
+                     (EdgeSpec(0, 1, "prob_kl", "cutoff"), EdgeSpec(1, 0, "att_mse", "cutoff")), crop_sizes=(3,))
+    data = tiny_data()
+    graph = build_graph(spec, data.num_classes, 16).train()
+    step = make_train_step(graph, make_optimizer(graph, CONFIG, torch.device("cpu")), amp=False, channels_last=False)
+    before = {key: value.clone() for key, value in graph.state_dict().items()}
+    assert step(data.train.images[:16].float() / 255, data.train.labels[:16], 1, 10).terms == {}
+    moved = {key for key, value in graph.state_dict().items() if not torch.equal(value, before[key])}
+    assert moved and all(key.rsplit(".", 1)[1] in ("running_mean", "running_var", "num_batches_tracked")
+                         for key in moved)  # BatchNorm statistics only: the forward ran, nothing learned
+
+    final = train(spec, data, dataclasses.replace(CONFIG, epochs=1), tmp_path, progress=False)
+    assert final["epochs"] == 1 and not final["stopped_early"]
+    last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["losses"] == {} and last["gate_weights"] == {} and last["train_loss"] == 0
 
 
 class Interrupt(Exception):
