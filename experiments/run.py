@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from protocols import Job, check_argv, dry_run_job, expand, load_config  # noqa: E402
 
-from ktg.cli import key_value  # noqa: E402
+from ktg.cli.options import key_value  # noqa: E402
 from ktg.errors import KTGError  # noqa: E402
 
 

@@ -17,7 +17,8 @@ from torch._dynamo.utils import counters
 from torch.overrides import TorchFunctionMode
 from torchvision.models.resnet import BasicBlock
 
-from ktg.cli import build_parser, train_config_from_args
+from ktg.cli import build_parser
+from ktg.cli.options import train_config_from_args
 from ktg.config import TrainConfig
 from ktg.engine import KnowledgeTransferGraph
 from ktg.errors import KTGError

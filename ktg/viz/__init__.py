@@ -1,6 +1,6 @@
 """Pictures of graphs and of where nodes look: graph figures and text exports
-(:mod:`ktg.viz.graph_figure`), attention grids (:mod:`ktg.viz.attention`), and the ``ktg graph`` /
-``ktg attention`` commands (:mod:`ktg.viz.cli`).
+(:mod:`ktg.viz.graph_figure`) and attention grids (:mod:`ktg.viz.attention`), drawn by the ``ktg graph`` /
+``ktg attention`` commands (:mod:`ktg.cli.graph`, :mod:`ktg.cli.attention`).
 
 Figures are built with matplotlib's object API (``matplotlib.figure.Figure``), never through pyplot, so
 importing these modules changes no global backend and works the same in a script, a notebook or a trainer.

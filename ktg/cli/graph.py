@@ -1,4 +1,4 @@
-"""``ktg graph show`` and ``ktg attention``: pictures of graphs and of where nodes look, from the command line."""
+"""``ktg graph show``: draw a graph, export it (DOT, Mermaid) or summarise it in the terminal."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ TEXT_FORMATS = {"text": (".txt",), "dot": (".dot", ".gv"), "mermaid": (".mmd", "
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 
 
-def add_commands(commands) -> None:
-    """Add ``graph`` (with ``show``) and ``attention`` to the ``ktg`` subcommands."""
+def add_parser(commands) -> None:
+    """Add ``graph`` (with ``show``) to the ``ktg`` subcommands."""
     graph = commands.add_parser("graph", help="draw or describe a graph (ktg graph show --help)",
                                 description="Draw or describe a knowledge transfer graph.")
     actions = graph.add_subparsers(dest="graph_command", metavar="ACTION", required=True)
@@ -31,25 +31,7 @@ def add_commands(commands) -> None:
     show.add_argument("--size", type=float, nargs=2, default=(7.0, 6.5), metavar=("WIDTH", "HEIGHT"),
                       help="figure size in inches (default: 7 6.5)")
     show.add_argument("--dpi", type=int, default=100, help="figure resolution (default: 100; PNG = size × dpi pixels)")
-    show.set_defaults(handler=cmd_graph_show)
-
-    attention = commands.add_parser(
-        "attention", help="overlay every node's attention map on the same images of a run",
-        description="Draw a grid of attention maps of a trained run: rows = images, columns = the input, every "
-        "node and the ensemble node, each titled with the predicted class and ✓/✗ against the true one.")
-    attention.add_argument("--run", type=Path, required=True, help="the run folder written by ktg train")
-    attention.add_argument("--split", choices=("test", "val", "train"), default="test",
-                           help="images of this split (val: the held-out part of a --holdout run; default: test)")
-    attention.add_argument("--n", type=int, default=8, help="number of images (rows; default: 8)")
-    attention.add_argument("--seed", type=int, default=0, help="which images: a seeded random draw (default: 0)")
-    attention.add_argument("--first", action="store_true", help="take the split's first --n images instead")
-    attention.add_argument("--indices", type=int, nargs="+", help="exactly these images (indices into the split)")
-    attention.add_argument("--out", type=Path, help="figure file, .png .svg or .pdf (default: RUN/attention_<split>.png)")
-    attention.add_argument("--alpha", type=float, default=0.5, help="opacity of the overlay (default: 0.5)")
-    attention.add_argument("--no-ensemble", action="store_true", help="leave out the ensemble column")
-    attention.add_argument("--dpi", type=int, default=100, help="(default: 100)")
-    attention.add_argument("--device", default="cpu", help="where the nodes run (default: cpu)")
-    attention.set_defaults(handler=cmd_attention)
+    show.set_defaults(handler=run_show)
 
 
 def load_graph(name_or_path: str, num_nodes: int | None = None):
@@ -85,7 +67,7 @@ def _output_format(args: argparse.Namespace) -> str:
     return chosen
 
 
-def cmd_graph_show(args: argparse.Namespace) -> int:
+def run_show(args: argparse.Namespace) -> int:
     from ktg.io import write_text
     from ktg.viz.graph_figure import summary, to_dot, to_mermaid
 
@@ -109,19 +91,4 @@ def cmd_graph_show(args: argparse.Namespace) -> int:
     save_figure(graph_figure(spec, size=tuple(args.size), dpi=args.dpi), out)
     print(summary(spec), end="")
     print(f"figure written to {out}")
-    return 0
-
-
-def cmd_attention(args: argparse.Namespace) -> int:
-    from ktg.viz import save_figure
-    from ktg.viz.attention import attention_grid_for_run
-
-    out = args.out or args.run / f"attention_{args.split}.png"
-    if out.suffix.lower() not in FIGURE_SUFFIXES:
-        raise KTGError(f"--out {out} must end in one of {', '.join(FIGURE_SUFFIXES)}")
-    figure = attention_grid_for_run(args.run, args.split, args.n, None if args.first else args.seed,
-                                    indices=args.indices, device=args.device, alpha=args.alpha,
-                                    show_ensemble=not args.no_ensemble, dpi=args.dpi)
-    save_figure(figure, out)
-    print(f"attention grid written to {out}")
     return 0

@@ -1,13 +1,12 @@
-"""``ktg search`` (find the graph with the most accurate ensemble) and ``ktg study show`` (what a search found)."""
+"""``ktg search``: find the graph whose ensemble is most accurate."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ktg.cli import (add_data_arguments, add_model_arguments, add_training_arguments, data_source_from_args,
-                     node_options_from_args, train_config_from_args)
-from ktg.errors import KTGError
+from ktg.cli.options import (add_data_arguments, add_model_arguments, add_training_arguments, data_source_from_args,
+                             node_options_from_args, train_config_from_args)
 from ktg.registry import DEFAULT_PRUNER, design_names, gate_names, pruner_names
 
 #: Held-out fraction of the training split when --holdout is not given: the public code's splits
@@ -16,8 +15,8 @@ DEFAULT_HOLDOUT = {"cifar10": 0.2, "cifar100": 0.2}
 DEFAULT_HOLDOUT_OTHERS = 0.5
 
 
-def add_commands(commands) -> None:
-    """Add ``search`` and ``study`` (with ``show``) to the ``ktg`` subcommands."""
+def add_parser(commands) -> None:
+    """Add ``search`` to the ``ktg`` subcommands."""
     search = commands.add_parser(
         "search", help="search for the graph whose ensemble is most accurate",
         description="Search the knowledge transfer graphs of --nodes nodes (a gate per label edge, a loss design "
@@ -71,22 +70,7 @@ def add_commands(commands) -> None:
     add_model_arguments(search)
     add_data_arguments(search)
     add_training_arguments(search)
-    search.set_defaults(handler=cmd_search)
-
-    study = commands.add_parser("study", help="what a search found (ktg study show --help)",
-                                description="Read a search's study from its storage.")
-    actions = study.add_subparsers(dest="study_command", metavar="ACTION", required=True)
-    show = actions.add_parser(
-        "show", help="summary table of a study; export any trial's graph",
-        description="Print a study's trials, best first, from its storage alone (any machine that reaches the "
-        "database), and export the graph of any trial as a graph file for ktg train --graph.")
-    show.add_argument("--storage", required=True, help="database URL, a study.db file, or a search folder")
-    show.add_argument("--study", help="study name (default: the only study in the storage)")
-    show.add_argument("--top", type=int, default=20, help="rows to print (default: 20; 0 for all)")
-    show.add_argument("--export", nargs=2, metavar=("TRIAL", "FILE"), help="write the graph of trial number TRIAL "
-                      "(or 'best') to FILE")
-    show.add_argument("--csv", type=Path, help="also write the full leaderboard to this CSV file")
-    show.set_defaults(handler=cmd_study_show)
+    search.set_defaults(handler=run)
 
 
 def search_settings_from_args(args: argparse.Namespace):
@@ -116,7 +100,7 @@ def search_settings_from_args(args: argparse.Namespace):
     )
 
 
-def cmd_search(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from ktg.search.results import BEST_GRAPH, LEADERBOARD, best_trial, format_table, leaderboard, state_counts
     from ktg.search.storage import display_url
     from ktg.search.worker import run_search
@@ -147,37 +131,4 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"  {out / 'trials'}/<n>/  each trial's run: graph.json, metrics.jsonl, tensorboard/")
     print(f"  storage {url}, study {study.study_name!r}: ktg study show --storage {url} --study "
           f"{study.study_name}  |  optuna-dashboard {url}")
-    return 0
-
-
-def cmd_study_show(args: argparse.Namespace) -> int:
-    from ktg.search.results import (best_trial, export_graph, format_table, leaderboard, state_counts,
-                                    write_leaderboard)
-    from ktg.search.storage import SETTINGS_ATTR, display_url, load_study, resolve_storage_url
-
-    if args.top < 0:
-        raise KTGError(f"--top must be 0 (all) or more, got {args.top}")
-    url = resolve_storage_url(args.storage)
-    study = load_study(url, args.study)
-    counts = state_counts(study)
-    settings = study.user_attrs.get(SETTINGS_ATTR, {})
-    described = ""
-    if settings:
-        data, train = settings.get("data", {}), settings.get("train", {})
-        described = (f", {settings['space']['num_nodes']} nodes on {data.get('name')}, {train.get('epochs')} epochs, "
-                     f"holdout {train.get('holdout')}")
-    print(f"study {study.study_name!r} in {display_url(url)}{described}")
-    print("trials: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
-    rows = leaderboard(study)
-    best = best_trial(study)
-    if best is not None:
-        print(f"best: trial {best.number}, ensemble {100 * best.value:.2f} %")
-    print(format_table(rows, top=args.top or None))
-    if args.csv is not None:
-        write_leaderboard(rows, args.csv)
-        print(f"leaderboard written to {args.csv}")
-    if args.export is not None:
-        trial, path = args.export
-        spec = export_graph(study, trial, path)
-        print(f"{spec.name}'s graph written to {path}; retrain it with: ktg train --graph {path} --dataset NAME")
     return 0

@@ -1,19 +1,11 @@
-"""The ``ktg`` command line: ``ktg train``, ``ktg eval`` (``ktg <command> --help`` for each)."""
+"""Options several commands share (data, graph and models, training), and the values they turn into."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import sys
-import time
 from pathlib import Path
-from typing import Any, Sequence
-
-import torch
-
-from ktg import __version__
-from ktg.errors import KTGError
+from typing import Any
 
 
 def key_value(text: str) -> tuple[str, Any]:
@@ -34,7 +26,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", default="digits", help=f"one of: {', '.join(list_datasets())} (default: digits)")
     group.add_argument("--data-root", type=Path, help="the folder you unpacked the dataset into")
-    group.add_argument("--cache-dir", type=Path, help="where decoded images are cached (default: $KTG_CACHE_DIR or ~/.cache/ktg)")
+    group.add_argument("--cache-dir", type=Path,
+                       help="where decoded images are cached (default: $KTG_CACHE_DIR or ~/.cache/ktg)")
     group.add_argument("--image-size", type=int, help="side of the model's input images (default: the dataset's)")
     group.add_argument("--dataset-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                        help="extra loader option, e.g. train_size=256 for synthetic data (repeatable)")
@@ -44,6 +37,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options that choose the graph's size and every node's model."""
     from ktg.models import list_models
 
     group = parser.add_argument_group("graph and models")
@@ -57,6 +51,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of :class:`~ktg.config.TrainConfig`."""
     from ktg.config import COMPILE_MODES, SCHEDULES
 
     group = parser.add_argument_group("training")
@@ -86,6 +81,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_config_from_args(args: argparse.Namespace):
+    """The :class:`~ktg.config.TrainConfig` the training options describe."""
     from ktg.config import TrainConfig
 
     return TrainConfig(
@@ -107,6 +103,7 @@ def data_source_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def node_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Model options given to every node that does not set them itself."""
     options: dict[str, Any] = {}
     if args.width is not None:
         options["base_width"] = args.width
@@ -115,99 +112,3 @@ def node_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.no_attention_residual:
         options["attention_residual"] = False
     return options
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from ktg.data import load_from_source
-    from ktg.graph import resolve_graph
-    from ktg.train import train
-
-    spec = resolve_graph(args.graph, args.nodes, args.model)
-    config = train_config_from_args(args)
-    source = data_source_from_args(args)
-    dataset = load_from_source(source)
-    out = args.out or Path("runs") / f"{args.dataset}-{spec.name or 'graph'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    final = train(spec, dataset, config, out, resume=args.resume, progress=not args.no_progress,
-                  node_options=node_options_from_args(args), data_source=source)
-    print(f"\n{dataset.name}, graph {spec.name or args.graph}, {final['epochs']} epochs, evaluated on the {final['split']} split")
-    for i, value in enumerate(final["node_accuracy"]):
-        print(f"  node {i:<10} top-1 {100 * value:6.2f} %")
-    print(f"  {'mean node':<15} top-1 {100 * final['mean_node_accuracy']:6.2f} %")
-    print(f"  {'ensemble':<15} top-1 {100 * final['ensemble_accuracy']:6.2f} %")
-    print(f"run written to {out}/ (metrics.json, metrics.jsonl, graph.json, checkpoint.pt, tensorboard/)")
-    return 0
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from ktg.evaluate import evaluate_run
-
-    report = evaluate_run(args.run, split=args.split, device=args.device, batch_size=args.batch_size,
-                          powers=args.power, progress=not args.no_progress)
-    print(f"\n{report['dataset']} {report['split']} split, {report['num_images']} images, "
-          f"checkpoint of epoch {report['epoch']}")
-    for i, value in enumerate(report["node_accuracy"]):
-        print(f"  node {i:<24} top-1 {100 * value:6.2f} %")
-    for rule, value in report["ensemble_accuracy"].items():
-        print(f"  {rule:<29} top-1 {100 * value:6.2f} %")
-    print(f"written to {report['path']}")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ktg", description="Knowledge transfer graphs: train ensembles of Attention Branch Networks that teach "
-        "each other, and search for the graph that makes the best ensemble.")
-    parser.add_argument("--version", action="version", version=f"ktg {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    train = commands.add_parser("train", help="train one graph", description="Train one knowledge transfer graph "
-                                "and write metrics, checkpoints and TensorBoard logs into --out.")
-    train.add_argument("--graph", default="dml", help="graph file, or a named graph: independent, dml (default: dml)")
-    train.add_argument("--out", type=Path, help="run folder (default: runs/<dataset>-<graph>-<time>)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    add_model_arguments(train)
-    add_data_arguments(train)
-    add_training_arguments(train)
-    train.set_defaults(handler=cmd_train)
-
-    evaluate = commands.add_parser("eval", help="evaluate a run's checkpoint with several ensemble rules",
-                                   description="Evaluate the checkpoint of a finished or running run: every node, "
-                                   "the ensemble node and other ensemble rules (soft/hard voting, power means).")
-    evaluate.add_argument("--run", type=Path, required=True, help="the run folder written by ktg train")
-    evaluate.add_argument("--split", choices=("test", "val", "train"), default="test", help="(default: test)")
-    evaluate.add_argument("--power", type=float, nargs="+", default=[0.1, 0.5, 2.0],
-                          help="exponents u of the power-mean rule (default: 0.1 0.5 2)")
-    evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--batch-size", type=int, default=256)
-    evaluate.add_argument("--no-progress", action="store_true")
-    evaluate.set_defaults(handler=cmd_eval)
-
-    for module in COMMAND_MODULES:
-        importlib.import_module(module).add_commands(commands)
-    return parser
-
-
-#: Modules that add further subcommands: each defines ``add_commands(commands)`` taking the subparsers object.
-COMMAND_MODULES: tuple[str, ...] = ("ktg.viz.cli", "ktg.search.cli", "ktg.chain")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 user error, 3 out of memory, 130 interrupted)."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except KTGError as error:
-        print(f"ktg: error: {error}", file=sys.stderr)
-        return 2
-    except torch.OutOfMemoryError:
-        print("ktg: error: the GPU ran out of memory; lower --batch-size (or run fewer jobs per GPU). "
-              "Finished epochs are kept in the run's checkpoint: add --resume to continue.", file=sys.stderr)
-        return 3
-    except KeyboardInterrupt:
-        print("\nktg: interrupted; finished epochs are kept in the run's checkpoint (continue with --resume)",
-              file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

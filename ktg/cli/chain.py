@@ -1,0 +1,50 @@
+"""``ktg chain``: train the stages of a chain file in order (teachers → assistants → students)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ktg.cli.options import add_data_arguments, data_source_from_args
+
+
+def add_parser(commands) -> None:
+    """Add ``chain`` to the ``ktg`` subcommands."""
+    parser = commands.add_parser("chain", help="train a chain of graphs (teachers → assistants → students)",
+                                 description="Train the stages of a chain file in order; each finished stage's "
+                                 "nodes can teach later stages as frozen nodes (\"weights\": {\"run\": \"@stage\", "
+                                 "\"node\": i}). Re-running skips finished stages and resumes an interrupted one.")
+    parser.add_argument("chain", type=Path, help="the chain file (JSON, format ktg.chain)")
+    parser.add_argument("--out", type=Path, required=True, help="folder of the chain; one sub-folder per stage")
+    parser.add_argument("--device", help="auto, cpu, cuda (overrides the chain file)")
+    parser.add_argument("--epochs", type=int, help="epochs of every stage (overrides the chain file; quick runs)")
+    parser.add_argument("--batch-size", type=int, help="batch size of every stage (overrides the chain file)")
+    parser.add_argument("--width", type=int, help="base width of every trained node's model (quick runs)")
+    parser.add_argument("--no-progress", action="store_true")
+    add_data_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ktg.chain import load_chain, run_chain
+    from ktg.data import load_from_source
+
+    chain = load_chain(args.chain)
+    source = data_source_from_args(args)
+    overrides: dict[str, Any] = {"device": args.device} if args.device else {}
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.batch_size is not None:
+        overrides["batch_size"] = args.batch_size
+    if args.holdout is not None:
+        overrides.update(holdout=args.holdout, holdout_seed=args.holdout_seed)
+    node_options = {"base_width": args.width} if args.width is not None else {}
+    results = run_chain(chain, load_from_source(source), args.out, overrides=overrides, node_options=node_options,
+                        data_source=source, progress=not args.no_progress)
+    print()
+    for stage, final in zip(chain["stages"], results):
+        nodes = " ".join(f"{100 * a:.2f}" for a in final["node_accuracy"])
+        print(f"  {stage['name']:<16} ensemble {100 * final['ensemble_accuracy']:6.2f} %   nodes {nodes}")
+    print(f"stages written to {args.out}/")
+    return 0

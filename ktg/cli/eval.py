@@ -1,0 +1,36 @@
+"""``ktg eval``: evaluate a run's checkpoint with several ensemble rules."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(commands) -> None:
+    """Add ``eval`` to the ``ktg`` subcommands."""
+    parser = commands.add_parser("eval", help="evaluate a run's checkpoint with several ensemble rules",
+                                 description="Evaluate the checkpoint of a finished or running run: every node, "
+                                 "the ensemble node and other ensemble rules (soft/hard voting, power means).")
+    parser.add_argument("--run", type=Path, required=True, help="the run folder written by ktg train")
+    parser.add_argument("--split", choices=("test", "val", "train"), default="test", help="(default: test)")
+    parser.add_argument("--power", type=float, nargs="+", default=[0.1, 0.5, 2.0],
+                        help="exponents u of the power-mean rule (default: 0.1 0.5 2)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ktg.evaluate import evaluate_run
+
+    report = evaluate_run(args.run, split=args.split, device=args.device, batch_size=args.batch_size,
+                          powers=args.power, progress=not args.no_progress)
+    print(f"\n{report['dataset']} {report['split']} split, {report['num_images']} images, "
+          f"checkpoint of epoch {report['epoch']}")
+    for i, value in enumerate(report["node_accuracy"]):
+        print(f"  node {i:<24} top-1 {100 * value:6.2f} %")
+    for rule, value in report["ensemble_accuracy"].items():
+        print(f"  {rule:<29} top-1 {100 * value:6.2f} %")
+    print(f"written to {report['path']}")
+    return 0

@@ -1,0 +1,59 @@
+"""``ktg study show``: what a search found, read from its storage alone."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ktg.errors import KTGError
+
+
+def add_parser(commands) -> None:
+    """Add ``study`` (with ``show``) to the ``ktg`` subcommands."""
+    study = commands.add_parser("study", help="what a search found (ktg study show --help)",
+                                description="Read a search's study from its storage.")
+    actions = study.add_subparsers(dest="study_command", metavar="ACTION", required=True)
+    show = actions.add_parser(
+        "show", help="summary table of a study; export any trial's graph",
+        description="Print a study's trials, best first, from its storage alone (any machine that reaches the "
+        "database), and export the graph of any trial as a graph file for ktg train --graph.")
+    show.add_argument("--storage", required=True, help="database URL, a study.db file, or a search folder")
+    show.add_argument("--study", help="study name (default: the only study in the storage)")
+    show.add_argument("--top", type=int, default=20, help="rows to print (default: 20; 0 for all)")
+    show.add_argument("--export", nargs=2, metavar=("TRIAL", "FILE"), help="write the graph of trial number TRIAL "
+                      "(or 'best') to FILE")
+    show.add_argument("--csv", type=Path, help="also write the full leaderboard to this CSV file")
+    show.set_defaults(handler=run_show)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from ktg.search.results import (best_trial, export_graph, format_table, leaderboard, state_counts,
+                                    write_leaderboard)
+    from ktg.search.storage import SETTINGS_ATTR, display_url, load_study, resolve_storage_url
+
+    if args.top < 0:
+        raise KTGError(f"--top must be 0 (all) or more, got {args.top}")
+    url = resolve_storage_url(args.storage)
+    study = load_study(url, args.study)
+    counts = state_counts(study)
+    settings = study.user_attrs.get(SETTINGS_ATTR, {})
+    described = ""
+    if settings:
+        data, train = settings.get("data", {}), settings.get("train", {})
+        described = (f", {settings['space']['num_nodes']} nodes on {data.get('name')}, {train.get('epochs')} epochs, "
+                     f"holdout {train.get('holdout')}")
+    print(f"study {study.study_name!r} in {display_url(url)}{described}")
+    print("trials: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
+    rows = leaderboard(study)
+    best = best_trial(study)
+    if best is not None:
+        print(f"best: trial {best.number}, ensemble {100 * best.value:.2f} %")
+    print(format_table(rows, top=args.top or None))
+    if args.csv is not None:
+        write_leaderboard(rows, args.csv)
+        print(f"leaderboard written to {args.csv}")
+    if args.export is not None:
+        trial, path = args.export
+        spec = export_graph(study, trial, path)
+        print(f"{spec.name}'s graph written to {path}; retrain it with: ktg train --graph {path} --dataset NAME")
+    return 0

@@ -1,0 +1,45 @@
+"""``ktg train``: train one graph into a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ktg.cli.options import (add_data_arguments, add_model_arguments, add_training_arguments, data_source_from_args,
+                             node_options_from_args, train_config_from_args)
+
+
+def add_parser(commands) -> None:
+    """Add ``train`` to the ``ktg`` subcommands."""
+    parser = commands.add_parser("train", help="train one graph", description="Train one knowledge transfer graph "
+                                 "and write metrics, checkpoints and TensorBoard logs into --out.")
+    parser.add_argument("--graph", default="dml", help="graph file, or a named graph: independent, dml (default: dml)")
+    parser.add_argument("--out", type=Path, help="run folder (default: runs/<dataset>-<graph>-<time>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    add_model_arguments(parser)
+    add_data_arguments(parser)
+    add_training_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ktg.data import load_from_source
+    from ktg.graph import resolve_graph
+    from ktg.train import train
+
+    spec = resolve_graph(args.graph, args.nodes, args.model)
+    config = train_config_from_args(args)
+    source = data_source_from_args(args)
+    dataset = load_from_source(source)
+    out = args.out or Path("runs") / f"{args.dataset}-{spec.name or 'graph'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    final = train(spec, dataset, config, out, resume=args.resume, progress=not args.no_progress,
+                  node_options=node_options_from_args(args), data_source=source)
+    print(f"\n{dataset.name}, graph {spec.name or args.graph}, {final['epochs']} epochs, "
+          f"evaluated on the {final['split']} split")
+    for i, value in enumerate(final["node_accuracy"]):
+        print(f"  node {i:<10} top-1 {100 * value:6.2f} %")
+    print(f"  {'mean node':<15} top-1 {100 * final['mean_node_accuracy']:6.2f} %")
+    print(f"  {'ensemble':<15} top-1 {100 * final['ensemble_accuracy']:6.2f} %")
+    print(f"run written to {out}/ (metrics.json, metrics.jsonl, graph.json, checkpoint.pt, tensorboard/)")
+    return 0
