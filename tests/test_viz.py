@@ -1,9 +1,14 @@
 """Graph figures, text exports and attention grids: files written, images of the expected size, bad input."""
 
 import logging
+from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
+from matplotlib.transforms import Bbox
 
 from ktg.cli import main
 from ktg.config import TrainConfig
@@ -11,7 +16,7 @@ from ktg.data import load_dataset
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml
 from ktg.train import train
 from ktg.viz.attention import CELL_SIZE, log_attention_grid
-from ktg.viz.graph_figure import summary, to_dot, to_mermaid
+from ktg.viz.graph_figure import graph_figure, summary, to_dot, to_mermaid
 
 
 def mixed_graph() -> GraphSpec:
@@ -160,3 +165,46 @@ def test_a_run_stopped_by_its_callback_logs_no_attention_grid(tmp_path):
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert events.Tags()["images"] == [] and events.Scalars("accuracy/ensemble")
+
+
+def dense_graph(n: int = 4) -> GraphSpec:
+    """Every ordered pair of n nodes joined, the designs and gates mixed, every label edge on."""
+    designs = ["prob_kl", "prob_cos+att_cos", "att_mse", "prob_kl+att_mse", "att_cos", "prob_cos"]
+    gates = ["through", "linear", "correct"]
+    edges = tuple(EdgeSpec(s, t, designs[(s * n + t) % 6], gates[(s + t) % 3])
+                  for t in range(n) for s in range(n) if s != t)
+    return GraphSpec((NodeSpec("abn_resnet20"),) * n, tuple(gates[t % 3] for t in range(n)), edges, name="dense")
+
+
+def covered_by_labels(figure) -> list[str]:
+    """Every edge label whose box, as drawn (display coordinates), covers a node or an arrowhead."""
+    FigureCanvasAgg(figure).draw()
+    axes = figure.axes[0]
+    labels = [text for text in axes.texts if text.get_bbox_patch() is not None]
+    circles = [patch for patch in axes.patches if isinstance(patch, Circle)]
+    boxes = [patch.get_window_extent() for patch in axes.patches if isinstance(patch, FancyBboxPatch)]
+    polygons = [patch.get_transform().transform(polygon) for patch in axes.patches
+                if isinstance(patch, FancyArrowPatch) for polygon in patch.get_path().to_polygons(closed_only=False)]
+    heads = [polygon for polygon in polygons if len(polygon) > 3 and np.allclose(polygon[0], polygon[-1])]
+    assert len(labels) >= 8 and len(heads) == len(labels) and len(boxes) == 2
+    found = []
+    for label in labels:
+        box = label.get_bbox_patch().get_window_extent()
+        for circle in circles:
+            extent = circle.get_window_extent()
+            centre, radius = np.array([extent.x0 + extent.x1, extent.y0 + extent.y1]) / 2, extent.width / 2
+            if np.linalg.norm(centre - np.clip(centre, box.min, box.max)) < radius:
+                found.append(f"{label.get_text()!r} covers a node")
+        found += [f"{label.get_text()!r} covers a node box" for other in boxes if box.overlaps(other)]
+        found += [f"{label.get_text()!r} covers an arrowhead" for head in heads
+                  if box.overlaps(Bbox([head.min(axis=0), head.max(axis=0)]))]
+    return found
+
+
+@pytest.mark.parametrize("spec, size", [
+    (GraphSpec.load(Path(__file__).parents[1] / "docs" / "example_graph.json").with_models("abn_resnet20"), (6.4, 6)),
+    (dense_graph(), (7.0, 6.5)),
+    (dense_graph(), (5.0, 4.0)),
+], ids=["docs-example", "dense-4", "dense-4-small"])
+def test_edge_labels_never_cover_a_node_or_an_arrowhead(spec, size):
+    assert covered_by_labels(graph_figure(spec, size=size, dpi=100)) == []

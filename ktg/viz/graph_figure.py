@@ -2,8 +2,9 @@
 
 :func:`graph_figure` puts the label node on top, the network nodes around the centre and the ensemble node
 below; every active edge is one arrow, coloured by its gate and labelled by its loss design ("KL pull p",
-"cos push A", ...); the two directions of a pair curve apart; cut-off edges are left out. The network nodes
-are joined to the ensemble node by dotted lines (its logits are their mean; it learns nothing).
+"cos push A", ...), each label placed along its arc clear of every node and arrowhead; the two directions of a
+pair curve apart; cut-off edges are left out. The network nodes are joined to the ensemble node by dotted lines
+(its logits are their mean; it learns nothing).
 :func:`to_dot`, :func:`to_mermaid` and :func:`summary` describe the same edges as Graphviz, Mermaid and a
 plain-text table.
 """
@@ -13,9 +14,13 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
+from matplotlib.backends.backend_agg import RendererAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
+from matplotlib.text import Text
+from matplotlib.transforms import Bbox
 
 from ktg.graph import ENSEMBLE, LABEL, GraphSpec, NodeRef
 from ktg.registry import GATES, LOSS_DESIGNS
@@ -24,6 +29,11 @@ from ktg.registry import GATES, LOSS_DESIGNS
 LABEL_LOSS = "CE"
 
 _NODE_RADIUS = 0.42
+#: Where an edge's label may sit: arc parameters t around the preferred one (nearest first), then the same
+#: shifted across the arc by these drawing units; never nearer the ends than _ARC_ENDS.
+_ALONG = tuple(sorted((0.04 * k for k in range(-10, 11)), key=abs))
+_ACROSS = (0.0, 0.12, -0.12, 0.24, -0.24)
+_ARC_ENDS = 0.12
 
 
 class DrawnEdge(NamedTuple):
@@ -83,7 +93,8 @@ def layout(num_nodes: int) -> dict[NodeRef, tuple[float, float]]:
     radius = 1.5 if num_nodes <= 3 else 1.9
     start = math.pi / 2 if num_nodes % 2 else math.pi / 2 + math.pi / num_nodes
     positions: dict[NodeRef, tuple[float, float]] = {
-        i: (radius * math.cos(start + 2 * math.pi * i / num_nodes), radius * math.sin(start + 2 * math.pi * i / num_nodes))
+        i: (radius * math.cos(start + 2 * math.pi * i / num_nodes),
+            radius * math.sin(start + 2 * math.pi * i / num_nodes))
         for i in range(num_nodes)
     }
     if num_nodes == 1:
@@ -121,6 +132,7 @@ def graph_figure(spec: GraphSpec, *, size: tuple[float, float] = (7.0, 6.5), dpi
     patches = _draw_nodes(axes, spec, positions)
     edges = drawn_edges(spec)
     pairs = {(edge.source, edge.target) for edge in edges}
+    labels = []
     for edge in edges:
         # An edge whose reverse is drawn too bends more, so that the two directions separate clearly.
         if edge.source == LABEL:
@@ -128,7 +140,7 @@ def graph_figure(spec: GraphSpec, *, size: tuple[float, float] = (7.0, 6.5), dpi
             rad = _label_rad(_port(positions[LABEL], positions[edge.target]), positions[edge.target], others)
         else:
             rad = 0.22 if (edge.target, edge.source) in pairs else 0.1
-        _draw_edge(axes, edge, positions, patches, rad)
+        labels.append(_draw_edge(axes, edge, positions, patches, rad))
     # Limits with the figure's aspect ratio, so that circles stay round and nothing is cropped.
     half_height = positions[LABEL][1] + 0.9
     half_width = max(half_height * size[0] / size[1], positions[LABEL][1] + 0.9)
@@ -140,6 +152,7 @@ def graph_figure(spec: GraphSpec, *, size: tuple[float, float] = (7.0, 6.5), dpi
         f"{len(edges) - network_edges} label edges")
     figure.text(0.5, 0.985, heading, ha="center", va="top", fontsize=11)
     _legend(axes, {edge.gate for edge in edges}, any(edge.pushes for edge in edges))
+    _place_labels(figure, axes, labels, patches)
     return figure
 
 
@@ -158,7 +171,8 @@ def _draw_nodes(axes, spec: GraphSpec, positions) -> dict[NodeRef, object]:
     for ref, text, color in ((LABEL, "label ŷ", "#FFF4D6"), (ENSEMBLE, "ensemble (mean)", "#E3EEF9")):
         x, y = positions[ref]
         width, height = 1.7, 0.55
-        patch = FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.02,rounding_size=0.15",
+        patch = FancyBboxPatch((x - width / 2, y - height / 2), width, height,
+                               boxstyle="round,pad=0.02,rounding_size=0.15",
                                facecolor=color, edgecolor="#333333", linewidth=1.4, zorder=3)
         axes.add_patch(patch)
         axes.text(x, y, text, ha="center", va="center", fontsize=9, weight="bold", zorder=4)
@@ -170,20 +184,94 @@ def _draw_nodes(axes, spec: GraphSpec, positions) -> dict[NodeRef, object]:
     return patches
 
 
-def _draw_edge(axes, edge: DrawnEdge, positions, patches, rad: float) -> None:
+class _EdgeLabel(NamedTuple):
+    """An edge's label, the arrow it names and the arc it may sit on: from ``start`` to ``end``, bent by ``rad``,
+    preferably at parameter ``t``."""
+
+    text: Text
+    arrow: FancyArrowPatch
+    start: tuple[float, float]
+    end: tuple[float, float]
+    rad: float
+    t: float
+
+
+def _draw_edge(axes, edge: DrawnEdge, positions, patches, rad: float) -> _EdgeLabel:
+    """Draw the arrow of ``edge``; its label is made here and placed by :func:`_place_labels`."""
     color = gate_color(edge.gate)
-    (x1, y1) = positions[edge.target]
-    (x0, y0) = start = _port(positions[LABEL], (x1, y1)) if edge.source == LABEL else positions[edge.source]
-    axes.add_patch(FancyArrowPatch(
-        (x0, y0), (x1, y1), patchA=patches[edge.source], patchB=patches[edge.target], shrinkA=2, shrinkB=3,
+    end = positions[edge.target]
+    start = _port(positions[LABEL], end) if edge.source == LABEL else positions[edge.source]
+    arrow = FancyArrowPatch(
+        start, end, patchA=patches[edge.source], patchB=patches[edge.target], shrinkA=2, shrinkB=3,
         arrowstyle="-|>", mutation_scale=13, connectionstyle=f"arc3,rad={rad}", color=color, linewidth=1.6,
         linestyle=(0, (4, 2)) if edge.pushes else "-", zorder=2,
-    ))
-    # Texts sit past the middle, towards the target, so that the texts of crossing edges do not pile up
-    # in the centre.
-    mx, my = _arc_point(start, (x1, y1), rad, 0.5 if edge.source == LABEL else 0.62)
-    axes.text(mx, my, edge.text, ha="center", va="center", fontsize=7, color=color, zorder=5,
-              bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
+    )
+    axes.add_patch(arrow)
+    text = axes.text(*start, edge.text, ha="center", va="center", fontsize=7, color=color, zorder=5,
+                     bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
+    # Network labels prefer a spot past the middle, towards the target, so that the labels of crossing edges do
+    # not pile up in the centre.
+    return _EdgeLabel(text, arrow, start, end, rad, 0.5 if edge.source == LABEL else 0.62)
+
+
+def _place_labels(figure: Figure, axes, labels: list[_EdgeLabel], patches: dict[NodeRef, object]) -> None:
+    """Put each label on its arc where its box covers no node and no arrowhead, nor (where it can) the legend
+    or a label placed before it: the spot nearest its preferred one along the arc, else nudged across the arc;
+    where every spot covers something, the one covering least (nodes and arrowheads weigh most).
+
+    Works in display coordinates (pixels), after the axes' limits are set and the legend drawn.
+    """
+    renderer = RendererAgg(int(figure.bbox.width), int(figure.bbox.height), figure.dpi)
+    to_display = axes.transData.transform
+    circles = [(np.asarray(to_display(patch.center)), patch.get_window_extent().width / 2)
+               for patch in patches.values() if isinstance(patch, Circle)]
+    hard = [patch.get_window_extent() for patch in patches.values() if not isinstance(patch, Circle)]
+    hard += [_arrowhead_box(label.arrow).padded(4) for label in labels]
+    soft = [axes.get_legend().get_window_extent(renderer)]
+    for label in labels:
+        extent = label.text.get_window_extent(renderer)
+        # The white box around the text: pad 0.15 of the font size (points → pixels), and a pixel to spare.
+        pad = 0.15 * label.text.get_fontsize() * figure.dpi / 72 + 1
+        half = np.array([extent.width / 2 + pad, extent.height / 2 + pad])
+        (x0, y0), (x1, y1) = label.start, label.end
+        across = np.array([y1 - y0, x0 - x1]) / math.dist(label.start, label.end)
+        best = None
+        for offset in _ACROSS:
+            for delta in _ALONG:
+                t = label.t + delta
+                if not _ARC_ENDS <= t <= 1 - _ARC_ENDS:
+                    continue
+                point = np.asarray(_arc_point(label.start, label.end, label.rad, t)) + offset * across
+                centre = to_display(point)
+                box = Bbox([centre - half, centre + half])
+                cost = (_covered(box, circles, hard), _covered(box, [], soft))
+                if best is None or cost < best[0]:
+                    best = (cost, point, box)
+                if cost == (0.0, 0.0):
+                    break
+            if best[0] == (0.0, 0.0):
+                break
+        label.text.set_position(tuple(best[1]))
+        soft.append(best[2])
+
+
+def _arrowhead_box(arrow: FancyArrowPatch) -> Bbox:
+    """The display-coordinate box of an arrow's head: the closed polygon at the end of its path."""
+    head = arrow.get_transform().transform(arrow.get_path().to_polygons(closed_only=False)[-1])
+    return Bbox([head.min(axis=0), head.max(axis=0)])
+
+
+def _covered(box: Bbox, circles: list[tuple[np.ndarray, float]], boxes: list[Bbox]) -> float:
+    """How much ``box`` covers the circles (squared depth) and the boxes (area), in pixels²."""
+    total = 0.0
+    for centre, radius in circles:
+        depth = radius - float(np.linalg.norm(centre - np.clip(centre, box.min, box.max)))
+        total += max(depth, 0.0) ** 2
+    for other in boxes:
+        width = min(box.x1, other.x1) - max(box.x0, other.x0)
+        height = min(box.y1, other.y1) - max(box.y0, other.y0)
+        total += max(width, 0.0) * max(height, 0.0)
+    return total
 
 
 def _arc_point(start: tuple[float, float], end: tuple[float, float], rad: float, t: float) -> tuple[float, float]:
@@ -283,7 +371,8 @@ def summary(spec: GraphSpec) -> str:
     header = ("edge", "loss", "meaning", "gate")
     widths = [max(len(row[k]) for row in [header, *rows]) for k in range(4)]
     lines.append("")
-    lines += ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines += ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+              for row in [header, *rows]]
     cut = cut_off_edges(spec)
     lines.append("")
     lines.append(f"  cut off: {', '.join(cut)}" if cut else "  cut off: none")
