@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ktg.cli import build_parser, main
+from ktg.cli.search import search_settings_from_args
 from ktg.engine import build_graph
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec
 from ktg.registry import (
@@ -23,7 +24,6 @@ from ktg.registry import (
     register_design,
     register_gate,
 )
-from ktg.search.cli import search_settings_from_args
 from ktg.search.space import SearchSpace
 
 
