@@ -65,7 +65,8 @@ class KnowledgeTransferGraph(nn.Module):
             module mapping the target's features to the source's, keyed by :func:`adapter_key`.
     """
 
-    def __init__(self, spec: GraphSpec, nodes: Sequence[nn.Module], adapters: dict[str, nn.Module] | None = None) -> None:
+    def __init__(self, spec: GraphSpec, nodes: Sequence[nn.Module],
+                 adapters: dict[str, nn.Module] | None = None) -> None:
         super().__init__()
         if len(nodes) != spec.num_nodes:
             raise ValueError(f"graph has {spec.num_nodes} nodes but {len(nodes)} modules were given")
@@ -92,7 +93,8 @@ class KnowledgeTransferGraph(nn.Module):
             return self.nodes[node_index].get_submodule(stage)
         except AttributeError:
             names = ", ".join(name for name, _ in self.nodes[node_index].named_children())
-            raise GraphError(f"hint stage {stage!r} is not a module of node {node_index}; its stages: {names}") from None
+            raise GraphError(f"hint stage {stage!r} is not a module of node {node_index}; "
+                             f"its stages: {names}") from None
 
     def _keep_features(self, node_index: int, stage: str):
         def hook(module, inputs, output):

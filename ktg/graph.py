@@ -237,7 +237,8 @@ def _check_node(field_name: str, node: NodeSpec, label_gate: str) -> None:
                              f"got {weights!r}")
     if node.frozen:
         if weights is None:
-            raise GraphError(f"{field_name}: a frozen node needs weights ({{\"file\": …}} or {{\"run\": …, \"node\": …}})")
+            raise GraphError(f"{field_name}: a frozen node needs weights "
+                             f"({{\"file\": …}} or {{\"run\": …, \"node\": …}})")
         if GATES[label_gate].computed:
             never_computed = " or ".join(repr(name) for name in gate_names(on="label") if not GATES[name].computed)
             raise GraphError(f"{field_name}: a frozen node cannot learn; its label gate must be {never_computed}")
@@ -304,7 +305,8 @@ def _parse(data: Any) -> GraphSpec:
             raise GraphError(f"nodes[{i}].options: expected an object, got {options!r}")
         extra = sorted(set(node) - NODE_FIELDS)
         if extra:
-            raise GraphError(f"nodes[{i}]: unknown field(s) {', '.join(extra)}; allowed: {', '.join(sorted(NODE_FIELDS))}")
+            raise GraphError(f"nodes[{i}]: unknown field(s) {', '.join(extra)}; "
+                             f"allowed: {', '.join(sorted(NODE_FIELDS))}")
         weights = node.get("weights")
         if weights is not None and not isinstance(weights, dict):
             raise GraphError(f"nodes[{i}].weights: expected an object, got {weights!r}")
@@ -318,7 +320,8 @@ def _parse(data: Any) -> GraphSpec:
             raise GraphError(f"edges[{i}]: expected an object with source, target, loss, gate")
         extra = sorted(set(edge) - EDGE_FIELDS)
         if extra:
-            raise GraphError(f"edges[{i}]: unknown field(s) {', '.join(extra)}; allowed: {', '.join(sorted(EDGE_FIELDS))}")
+            raise GraphError(f"edges[{i}]: unknown field(s) {', '.join(extra)}; "
+                             f"allowed: {', '.join(sorted(EDGE_FIELDS))}")
         temperature = edge.get("temperature")
         if temperature is not None and (not isinstance(temperature, (int, float)) or isinstance(temperature, bool)):
             raise GraphError(f"edges[{i}].temperature: expected a positive number, got {temperature!r}")

@@ -96,7 +96,8 @@ def test_every_node_runs_once_per_step():
 def leaf_outputs(num_nodes: int, batch_size: int = 4, classes: int = 5):
     """Node outputs as leaves, so a backward stops at the losses instead of running through the nodes."""
     torch.manual_seed(2)
-    return [ABNOutput(torch.randn(batch_size, classes, requires_grad=True), torch.randn(batch_size, classes, requires_grad=True),
+    return [ABNOutput(torch.randn(batch_size, classes, requires_grad=True),
+                      torch.randn(batch_size, classes, requires_grad=True),
                       torch.rand(batch_size, 1, 8, 8, requires_grad=True)) for _ in range(num_nodes)]
 
 
@@ -105,7 +106,8 @@ def test_edges_computed_together_give_each_edge_its_own_gated_loss():
     edges = [EdgeSpec(1, 0, "prob_kl+att_mse", "through"), EdgeSpec(2, 0, "prob_kl+att_mse", "merit"),
              EdgeSpec(0, 1, "prob_kl+att_mse", "linear"), EdgeSpec(2, 1, "prob_kl+att_mse", "correct"),
              EdgeSpec(0, 2, "prob_kl+att_mse", "linear"), EdgeSpec("ensemble", 2, "prob_kl+att_mse", "through"),
-             EdgeSpec(1, 2, "prob_kl+att_mse", "linear", temperature=4.0), EdgeSpec("ensemble", 0, "att_cos", "correct")]
+             EdgeSpec(1, 2, "prob_kl+att_mse", "linear", temperature=4.0),
+             EdgeSpec("ensemble", 0, "att_cos", "correct")]
     nodes = (TINY, NodeSpec("abn_resnet20", {"base_width": 4}, bagging=True), TINY)
     spec = GraphSpec(nodes, ("merit_label", "linear", "correct"), tuple(edges), crop_sizes=(3, 5),
                      ensemble_as_source=True)
@@ -121,7 +123,8 @@ def test_edges_computed_together_give_each_edge_its_own_gated_loss():
     ce = torch.nn.functional.cross_entropy
     expected = {}
     for t, gate_name in enumerate(spec.label_gates):
-        per_sample = ce(outputs[t].att_logits, labels, reduction="none") + ce(outputs[t].logits, labels, reduction="none")
+        per_sample = (ce(outputs[t].att_logits, labels, reduction="none")
+                      + ce(outputs[t].logits, labels, reduction="none"))
         teacher = outputs[2].logits if gate_name == "merit_label" else None
         per_sample = per_sample * (counts if t == 1 else 1)
         expected[label_edge_name(t, gate_name)] = gate(gate_name, per_sample, teacher, labels, 3, 10)

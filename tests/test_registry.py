@@ -1,10 +1,11 @@
-"""The records of ktg.registry: consistent among themselves, torch-free, and the one place a design or gate is
-defined — a test-only design and gate registered here reach the engine, ``ktg graph show``, the search space and
-the CLI's choices with no other edit."""
+"""The records of ktg.registry: consistent among themselves, torch-free, and the one place a design, gate or pruner
+is defined — a test-only design, gate and pruner registered here reach the engine, ``ktg graph show``, the search
+space and the CLI's choices with no other edit."""
 
 import subprocess
 import sys
 
+import optuna
 import pytest
 import torch
 
@@ -18,18 +19,22 @@ from ktg.registry import (
     PRUNERS,
     DesignRecord,
     GateRecord,
+    PrunerRecord,
     composite,
     design_names,
     gate_names,
     register_design,
     register_gate,
+    register_pruner,
 )
 from ktg.search.space import SearchSpace
+from ktg.search.worker import make_pruner
 
 
 def test_every_record_resolves_and_figures_can_tell_them_apart():
-    for table in (LOSS_DESIGNS, GATES, PRUNERS):
+    for table in (LOSS_DESIGNS, GATES):
         assert all(callable(record.load()) for record in table.values())
+    assert all(isinstance(make_pruner(name, 4), optuna.pruners.BasePruner) for name in PRUNERS)
     labels = [record.label for record in LOSS_DESIGNS.values()]
     colors = [record.color for record in GATES.values()]
     assert len(set(labels)) == len(labels) and len(set(colors)) == len(colors)
@@ -60,7 +65,7 @@ def test_the_registry_imports_no_framework():
     assert result.stdout.strip() == "[]"
 
 
-# -- a design and a gate that exist only in this test -------------------------------------------------------
+# -- a design, a gate and a pruner that exist only in this test ------------------------------------------------
 
 
 def l1_of_probabilities(source, target, temperature, crop_sizes):
@@ -73,12 +78,23 @@ def half(loss, source_logits, labels, iteration, total_iterations):
     return torch.full_like(loss, 0.5)
 
 
+PATIENT_CALLS: list[int] = []
+
+
+def patient(epochs):
+    """Prune only after half of the epochs (and note the epochs it was made for)."""
+    PATIENT_CALLS.append(epochs)
+    return optuna.pruners.MedianPruner(n_warmup_steps=epochs // 2)
+
+
 @pytest.fixture
 def test_records():
-    """Register the test-only design ``l1_prob`` and gate ``half``; the registry is restored afterwards."""
-    saved = [(table, dict(table)) for table in (LOSS_DESIGNS, GATES)]
+    """Register the test-only design ``l1_prob``, gate ``half`` and pruner ``patient``; the registry is restored
+    afterwards."""
+    saved = [(table, dict(table)) for table in (LOSS_DESIGNS, GATES, PRUNERS)]
     register_design(DesignRecord("l1_prob", l1_of_probabilities, frozenset({"logits"}), "pull", "L1 pull p"))
     register_gate(GateRecord("half", half, "#123456"))
+    register_pruner(PrunerRecord("patient", patient))
     yield
     for table, content in saved:
         table.clear()
@@ -121,11 +137,14 @@ def test_a_registered_design_and_gate_appear_in_the_search_space_when_asked_for(
     assert params["1→0 loss"] == "l1_prob" and space.to_params(space.from_params(params)) == params
 
 
-def test_a_registered_design_and_gate_appear_in_the_cli_choices(test_records, capsys):
+def test_a_registered_design_gate_and_pruner_appear_in_the_cli_choices(test_records, capsys):
     args = build_parser().parse_args(["search", "--nodes", "2", "--designs", "l1_prob", "prob_kl", "--gates", "half",
-                                      "--label-gates", "half", "through"])
-    space = search_settings_from_args(args).space
+                                      "--label-gates", "half", "through", "--pruner", "patient", "--epochs", "6"])
+    settings = search_settings_from_args(args)
+    space = settings.space
     assert (space.designs, space.gates, space.label_gates) == (("l1_prob", "prob_kl"), ("half",), ("half", "through"))
+    assert isinstance(make_pruner(settings.pruner, settings.config.epochs), optuna.pruners.MedianPruner)
+    assert PATIENT_CALLS[-1] == 6
     with pytest.raises(SystemExit):
         main(["search", "--designs", "no_such_design"])
     error = capsys.readouterr().err
