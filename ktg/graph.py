@@ -13,7 +13,7 @@ from typing import Any, Union
 
 from ktg.errors import KTGError
 from ktg.io import read_json, write_json
-from ktg.registry import GATES, LOSS_DESIGNS, gate_names
+from ktg.registry import DEFAULT_CROP_SIZES, DEFAULT_TEMPERATURE, GATES, LOSS_DESIGNS, gate_names
 
 FORMAT = "ktg.graph"
 FORMAT_VERSION = 1
@@ -92,8 +92,8 @@ class GraphSpec:
     nodes: tuple[NodeSpec, ...]
     label_gates: tuple[str, ...]
     edges: tuple[EdgeSpec, ...] = ()
-    temperature: float = 1.0
-    crop_sizes: tuple[int, ...] = (3, 7, 11)
+    temperature: float = DEFAULT_TEMPERATURE
+    crop_sizes: tuple[int, ...] = DEFAULT_CROP_SIZES
     ensemble_as_source: bool = False
     name: str | None = None
     ensemble_members: tuple[int, ...] | None = None
@@ -343,10 +343,10 @@ def _parse(data: Any) -> GraphSpec:
     members = ensemble.get("members")
     if members is not None and not isinstance(members, list):
         raise GraphError(f"ensemble.members: expected a list of node indices, got {members!r}")
-    temperature = data.get("temperature", 1.0)
+    temperature = data.get("temperature", DEFAULT_TEMPERATURE)
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool):
         raise GraphError(f"temperature: expected a positive number, got {temperature!r}")
-    crop_sizes = data.get("crop_sizes", [3, 7, 11])
+    crop_sizes = data.get("crop_sizes", list(DEFAULT_CROP_SIZES))
     if not isinstance(crop_sizes, list):
         raise GraphError(f"crop_sizes: expected a list of positive integers, got {crop_sizes!r}")
     name = data.get("name")

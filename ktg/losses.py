@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ktg.errors import KTGError
-from ktg.registry import LOSS_DESIGNS
+from ktg.registry import DEFAULT_CROP_SIZES, DEFAULT_TEMPERATURE, LOSS_DESIGNS
 
 
 class Knowledge(NamedTuple):
@@ -154,8 +154,8 @@ def edge_loss(
     target_logits: torch.Tensor,
     source_attention: torch.Tensor | None,
     target_attention: torch.Tensor | None,
-    temperature: float = 1.0,
-    crop_sizes: Sequence[int] = (3, 7, 11),
+    temperature: float = DEFAULT_TEMPERATURE,
+    crop_sizes: Sequence[int] = DEFAULT_CROP_SIZES,
     source_features: torch.Tensor | None = None,
     target_features: torch.Tensor | None = None,
 ) -> torch.Tensor:

@@ -26,6 +26,10 @@ DIRECTIONS = ("pull", "push")
 CUTOFF = "cutoff"
 #: The pruner of the papers' search, and ``ktg search``'s default.
 DEFAULT_PRUNER = "successive-halving"
+#: The papers' temperature T of probability designs and k of the k×k attention crops: the defaults of every
+#: graph, of the search space and of the command line (``docs/method.md#attention-crops``).
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_CROP_SIZES = (3, 7, 11)
 
 FunctionRef = Union[str, Callable[..., Any]]
 

@@ -21,7 +21,8 @@ from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR, Objective
 from ktg.search.results import leaderboard
 from ktg.search.space import SearchSpace, TrialSeededSampler
 from ktg.search.storage import load_study, resolve_storage_url
-from ktg.search.worker import SearchSettings, Worker, run_search
+from ktg.search.settings import SearchSettings
+from ktg.search.worker import Worker, connect, run_search
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -229,7 +230,7 @@ def test_mps_is_refused_off_cuda_before_anything_is_written(tmp_path):
 
 def test_an_orphaned_running_trial_is_failed_requeued_and_the_budget_is_exact(tmp_path):
     s = settings(tmp_path, trials=1, pruner="none")
-    study, _, _ = s.connect(heartbeats=False)
+    study, _, _ = connect(s, heartbeats=False)
     study.ask()  # a worker died right after asking: RUNNING, no heartbeat, no worker name
     run_search(s, progress=False)
     trials = load_study(s.storage_url, "test").trials
@@ -240,7 +241,7 @@ def test_an_orphaned_running_trial_is_failed_requeued_and_the_budget_is_exact(tm
 
 def test_a_trial_started_in_a_race_for_the_last_place_is_handed_back(tmp_path):
     s = settings(tmp_path, trials=1)
-    study, storage, study_id = s.connect()
+    study, storage, study_id = connect(s)
     distributions = SPACE.distributions()
     params = SPACE.to_params(dml(2))
     study.add_trial(optuna.create_trial(state=TrialState.COMPLETE, value=0.5, params=params,
@@ -257,10 +258,10 @@ def test_a_trial_started_in_a_race_for_the_last_place_is_handed_back(tmp_path):
 
 
 def test_joining_with_other_settings_is_refused(tmp_path):
-    settings(tmp_path).connect()
+    connect(settings(tmp_path))
     with pytest.raises(KTGError, match="train.epochs: study has 2, you gave 3"):
-        settings(tmp_path, config=dataclasses.replace(CONFIG, epochs=3)).connect()
-    settings(tmp_path, config=dataclasses.replace(CONFIG, device="cuda:1")).connect()  # where it runs may differ
+        connect(settings(tmp_path, config=dataclasses.replace(CONFIG, epochs=3)))
+    connect(settings(tmp_path, config=dataclasses.replace(CONFIG, device="cuda:1")))  # where it runs may differ
 
 
 # -- the command line -----------------------------------------------------------------------------------------
@@ -301,7 +302,7 @@ def test_search_then_export_then_retrain(tmp_path, capsys):
 def test_study_show_explains_user_errors(tmp_path, capsys):
     assert main(["study", "show", "--storage", str(tmp_path / "nothing.db")]) == 2
     assert "neither a database URL" in capsys.readouterr().err
-    settings(tmp_path).connect(heartbeats=False)
+    connect(settings(tmp_path), heartbeats=False)
     assert main(["study", "show", "--storage", str(tmp_path), "--study", "other"]) == 2
     assert "no study 'other'" in capsys.readouterr().err
     assert main(["study", "show", "--storage", str(tmp_path), "--export", "best", str(tmp_path / "g.json")]) == 2

@@ -1,7 +1,10 @@
 """The ``ktg`` command line, the top layer of ktg: one module per command (``ktg <command> --help`` for each).
 
 Each command module adds its parser with ``add_parser(commands)`` and runs with ``run(args)``; nothing in the
-library imports this package.
+library imports this package. Building the parsers imports no framework (torch, Optuna, matplotlib,
+TensorBoard): defaults and choices come from torch-free modules (:mod:`ktg.config`, :mod:`ktg.registry`,
+:mod:`ktg.search.settings`), so ``ktg --help``, ``ktg --version`` and a mistyped option answer at once; a
+command imports what it needs when it runs.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from ktg import __version__
 from ktg.errors import KTGError
@@ -18,9 +21,17 @@ from ktg.errors import KTGError
 COMMANDS: tuple[str, ...] = ("train", "eval", "graph", "attention", "search", "study", "chain")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are one line (``ktg train: error: argument --epochs: …``) like every other
+    error of ktg; ``--help`` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ktg`` parser with every command."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ktg", description="Knowledge transfer graphs: train ensembles of Attention Branch Networks that teach "
         "each other, and search for the graph that makes the best ensemble.")
     parser.add_argument("--version", action="version", version=f"ktg {__version__}")
@@ -36,18 +47,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except KTGError as error:
-        print(f"ktg: error: {error}", file=sys.stderr)
-        return 2
+        return fail(str(error))
     except KeyboardInterrupt:
-        print("\nktg: interrupted; finished epochs are kept in the run's checkpoint (continue with --resume)",
-              file=sys.stderr)
+        print("\nktg: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:  # a folder that cannot be written, a disk that is full: the environment, not ktg
+        return fail(f"{error.filename}: {error.strerror}" if error.filename and error.strerror else str(error))
+    except ImportError as error:
+        if (error.name or "ktg").partition(".")[0] == "ktg":
+            raise  # a module of ktg itself is missing: a bug or a broken install, whose traceback helps
+        return fail(f"{error} (an optional package that this command needs is not installed; pip install it)")
     except Exception as error:
         if not _out_of_memory(error):
             raise
-        print("ktg: error: the GPU ran out of memory; lower --batch-size (or run fewer jobs per GPU). "
-              "Finished epochs are kept in the run's checkpoint: add --resume to continue.", file=sys.stderr)
+        print("ktg: error: the GPU ran out of memory; lower --batch-size (or run fewer jobs per GPU)", file=sys.stderr)
         return 3
+
+
+def fail(message: str) -> int:
+    """Print ``message`` as ktg's one-line error and return the exit status of a user error."""
+    print(f"ktg: error: {message}", file=sys.stderr)
+    return 2
 
 
 def _out_of_memory(error: Exception) -> bool:

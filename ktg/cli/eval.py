@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ktg.cli.options import defaults
+from ktg.config import TrainConfig
+
 
 def add_parser(commands) -> None:
     """Add ``eval`` to the ``ktg`` subcommands."""
@@ -15,8 +18,10 @@ def add_parser(commands) -> None:
     parser.add_argument("--split", choices=("test", "val", "train"), default="test", help="(default: test)")
     parser.add_argument("--power", type=float, nargs="+", default=[0.1, 0.5, 2.0],
                         help="exponents u of the power-mean rule (default: 0.1 0.5 2)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=256)
+    train = defaults(TrainConfig)
+    parser.add_argument("--device", default=train["device"], help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=train["eval_batch_size"],
+                        help="(default: %(default)s, the batch size of evaluation during training)")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(handler=run)
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
+
+from ktg.config import COMPILE_MODES, SCHEDULES, TrainConfig
+from ktg.registry import resolve
 
 
 def key_value(text: str) -> tuple[str, Any]:
@@ -19,31 +23,51 @@ def key_value(text: str) -> tuple[str, Any]:
         return key, value
 
 
+class Registered:
+    """The names a registry lists, looked up only when turned into text: the dataset and model registries
+    import torch, which a parser must not need until a help text is printed."""
+
+    def __init__(self, lister: str) -> None:
+        self.lister = lister  # "module:function" returning the names
+
+    def __str__(self) -> str:
+        return ", ".join(resolve(self.lister)())
+
+
+def with_registered(action: argparse.Action, lister: str) -> None:
+    """Let the help text of ``action`` say ``%(registered)s``: the names of a registry (see :class:`Registered`)."""
+    action.registered = Registered(lister)
+
+
+def defaults(cls: type) -> dict[str, Any]:
+    """The default of every field of the dataclass ``cls`` that has a plain one: the options' defaults."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that choose and load a dataset (shared by every command that trains)."""
-    from ktg.data import list_datasets
-
+    train = defaults(TrainConfig)
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", default="digits", help=f"one of: {', '.join(list_datasets())} (default: digits)")
+    with_registered(group.add_argument("--dataset", default="digits", help="one of: %(registered)s (default: "
+                                       "%(default)s)"), "ktg.data:list_datasets")
     group.add_argument("--data-root", type=Path, help="the folder you unpacked the dataset into")
     group.add_argument("--cache-dir", type=Path,
                        help="where decoded images are cached (default: $KTG_CACHE_DIR or ~/.cache/ktg)")
     group.add_argument("--image-size", type=int, help="side of the model's input images (default: the dataset's)")
     group.add_argument("--dataset-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                        help="extra loader option, e.g. train_size=256 for synthetic data (repeatable)")
-    group.add_argument("--holdout", type=float, help="hold out this fraction of the training split (stratified) and "
-                       "evaluate on it instead of the test split")
-    group.add_argument("--holdout-seed", type=int, default=0, help="seed of the held-out split (default: 0)")
+    group.add_argument("--holdout", type=float, default=train["holdout"], help="hold out this fraction of the "
+                       "training split (stratified) and evaluate on it instead of the test split")
+    group.add_argument("--holdout-seed", type=int, default=train["holdout_seed"],
+                       help="seed of the held-out split (default: %(default)s)")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that choose the graph's size and every node's model."""
-    from ktg.models import list_models
-
     group = parser.add_argument_group("graph and models")
     group.add_argument("--nodes", type=int, help="number of network nodes (named graphs; default 3)")
-    group.add_argument("--model", help=f"model of every node: {', '.join(list_models())} "
-                       "(default: abn_resnet20 for images ≤ 64 px, else abn_resnet18)")
+    with_registered(group.add_argument("--model", help="model of every node: %(registered)s (default: abn_resnet20 "
+                                       "for images ≤ 64 px, else abn_resnet18)"), "ktg.models:list_models")
     group.add_argument("--width", type=int, help="base width of the models (narrow models for quick runs)")
     group.add_argument("--pretrained", help="'imagenet' (torchvision weights) or a local state-dict file")
     group.add_argument("--no-attention-residual", action="store_true",
@@ -51,46 +75,45 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of :class:`~ktg.config.TrainConfig`."""
-    from ktg.config import COMPILE_MODES, SCHEDULES
-
+    """Options of :class:`~ktg.config.TrainConfig`, with its defaults."""
+    train = defaults(TrainConfig)
     group = parser.add_argument_group("training")
-    group.add_argument("--epochs", type=int, default=30, help="(default: 30)")
-    group.add_argument("--batch-size", type=int, default=64, help="(default: 64)")
-    group.add_argument("--eval-batch-size", type=int, default=256, help="(default: 256)")
-    group.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default: 0.1)")
-    group.add_argument("--momentum", type=float, default=0.9, help="(default: 0.9)")
-    group.add_argument("--weight-decay", type=float, default=5e-4, help="(default: 5e-4)")
-    group.add_argument("--nesterov", action="store_true")
-    group.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="(default: cosine)")
-    group.add_argument("--milestones", type=int, nargs="+", default=[], help="epochs where the step schedule drops")
-    group.add_argument("--gamma", type=float, default=0.1, help="step schedule factor (default: 0.1)")
-    group.add_argument("--seed", type=int, default=0, help="fixes initial weights, batch order, augmentation")
-    group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+    group.add_argument("--epochs", type=int, default=train["epochs"], help="(default: %(default)s)")
+    group.add_argument("--batch-size", type=int, default=train["batch_size"], help="(default: %(default)s)")
+    group.add_argument("--eval-batch-size", type=int, default=train["eval_batch_size"], help="(default: %(default)s)")
+    group.add_argument("--lr", type=float, default=train["lr"], help="initial learning rate (default: %(default)s)")
+    group.add_argument("--momentum", type=float, default=train["momentum"], help="(default: %(default)s)")
+    group.add_argument("--weight-decay", type=float, default=train["weight_decay"], help="(default: %(default)s)")
+    group.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=train["nesterov"],
+                       help="Nesterov momentum (default: %(default)s)")
+    group.add_argument("--schedule", choices=SCHEDULES, default=train["schedule"], help="(default: %(default)s)")
+    group.add_argument("--milestones", type=int, nargs="+", default=list(train["milestones"]),
+                       help="epochs where the step schedule drops")
+    group.add_argument("--gamma", type=float, default=train["gamma"],
+                       help="step schedule factor (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=train["seed"],
+                       help="fixes initial weights, batch order, augmentation (default: %(default)s)")
+    group.add_argument("--device", default=train["device"], help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=train["amp"],
                        help="bf16 autocast (default: on for CUDA)")
-    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=train["channels_last"],
                        help="channels-last memory format (default: on for CUDA)")
-    group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                       help="torch.compile the nodes (default: off; pays only when one process trains many trials)")
-    group.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
+    group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=train["compile"],
+                       help="torch.compile the nodes (default: %(default)s; pays only when one process trains many "
+                       "trials)")
+    group.add_argument("--compile-mode", choices=COMPILE_MODES, default=train["compile_mode"],
                        help="with --compile: torch.compile's mode; reduce-overhead replays the nodes' forward and "
                             "backward as CUDA graphs, which removes the launch cost that dominates at small batches")
-    group.add_argument("--deterministic", action="store_true", help="reproducible kernels (slower on CUDA)")
+    group.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=train["deterministic"],
+                       help="reproducible kernels, slower on CUDA (default: %(default)s)")
     group.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def train_config_from_args(args: argparse.Namespace):
-    """The :class:`~ktg.config.TrainConfig` the training options describe."""
-    from ktg.config import TrainConfig
-
-    return TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.weight_decay, nesterov=args.nesterov, schedule=args.schedule,
-        milestones=tuple(args.milestones), gamma=args.gamma, seed=args.seed, device=args.device, amp=args.amp,
-        channels_last=args.channels_last, compile=args.compile, compile_mode=args.compile_mode,
-        deterministic=args.deterministic, holdout=args.holdout, holdout_seed=args.holdout_seed,
-    )
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`~ktg.config.TrainConfig` the training options describe (fields without an option keep their
+    defaults)."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    return TrainConfig(**{**given, "milestones": tuple(given["milestones"])})
 
 
 def data_source_from_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 from ktg.cli.options import (add_data_arguments, add_model_arguments, add_training_arguments, data_source_from_args,
-                             node_options_from_args, train_config_from_args)
-from ktg.registry import DEFAULT_PRUNER, design_names, gate_names, pruner_names
+                             defaults, node_options_from_args, train_config_from_args)
+from ktg.registry import DEFAULT_CROP_SIZES, DEFAULT_TEMPERATURE, design_names, gate_names, pruner_names
+from ktg.search.settings import SearchSettings
 
 #: Held-out fraction of the training split when --holdout is not given: the public code's splits
 #: (``docs/method.md#search``).
@@ -24,6 +25,7 @@ def add_parser(commands) -> None:
         "of the training set. Trials are stored in a database; run the same command again (another terminal, "
         "GPU or machine) to add a worker to the same study, or to resume it after Ctrl-C. The study stops at "
         "--trials finished trials, however many workers join.")
+    settings = defaults(SearchSettings)
     group = search.add_argument_group("search")
     group.add_argument("--trials", type=int, default=100, help="budget of finished (complete or pruned) trials over "
                        "all workers (default: 100; the paper ran 6000)")
@@ -32,10 +34,10 @@ def add_parser(commands) -> None:
     group.add_argument("--storage", help="database URL shared by all workers, e.g. postgresql+psycopg2://USER:PASS@HOST"
                        "/DB (default: the SQLite file OUT/study.db)")
     group.add_argument("--study", help="study name in the storage (default: <dataset>-<N>nodes)")
-    group.add_argument("--pruner", choices=pruner_names(), default=DEFAULT_PRUNER, help="stop poor trials early; "
-                       f"epochs are the resource (default: {DEFAULT_PRUNER}, reduction factor 2, as in the paper)")
-    group.add_argument("--search-seed", type=int, default=0, help="seed of the random sampler: trial k draws the "
-                       "same graph whichever worker runs it (default: 0)")
+    group.add_argument("--pruner", choices=pruner_names(), default=settings["pruner"], help="stop poor trials early; "
+                       "epochs are the resource (default: %(default)s, reduction factor 2, as in the paper)")
+    group.add_argument("--search-seed", type=int, default=settings["seed"], help="seed of the random sampler: trial "
+                       "k draws the same graph whichever worker runs it (default: %(default)s)")
     group.add_argument("--jobs-per-device", type=int, help="trials run side by side on this device, each in its "
                        "own process (default: 1 on CPU; on CUDA enough to train ~256 images per step, bounded by "
                        "GPU memory and CPU cores)")
@@ -43,12 +45,13 @@ def add_parser(commands) -> None:
                        "MPS instead of taking turns: joins the MPS daemon already running, or starts a private one "
                        "(nvidia-cuda-mps-control) for the search and quits it at the end; never changes the GPU's "
                        "compute mode. Use it where your cluster allows MPS")
-    group.add_argument("--heartbeat-interval", type=int, default=30, help="seconds between a running trial's "
-                       "heartbeats (default: 30)")
-    group.add_argument("--grace-period", type=int, default=120, help="a running trial silent this long is taken "
-                       "for the trial of a dead worker: failed and queued again (default: 120 s)")
-    group.add_argument("--max-retry", type=int, default=2, help="how often a dead worker's trial is queued "
-                       "again (default: 2)")
+    group.add_argument("--heartbeat-interval", type=int, default=settings["heartbeat_interval"],
+                       help="seconds between a running trial's heartbeats (default: %(default)s)")
+    group.add_argument("--grace-period", type=int, default=settings["grace_period"], help="a running trial silent "
+                       "this long is taken for the trial of a dead worker: failed and queued again (default: "
+                       "%(default)s s)")
+    group.add_argument("--max-retry", type=int, default=settings["max_retry"], help="how often a dead worker's trial "
+                       "is queued again (default: %(default)s)")
 
     space = search.add_argument_group("search space")
     space.add_argument("--designs", nargs="+", choices=design_names(), metavar="DESIGN",
@@ -60,13 +63,15 @@ def add_parser(commands) -> None:
                            f"papers': {' '.join(gate_names(paper_only=True, on=edges))})")
     space.add_argument("--ensemble-as-source", action="store_true",
                        help="also search edges from the ensemble node to each node (off in the papers)")
-    space.add_argument("--temperature", type=float, default=1.0, help="T of probability edges (default: 1)")
+    space.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                       help="T of probability edges (default: %(default)g)")
     space.add_argument("--temperatures", type=float, nargs="+", metavar="T",
                        help="search each edge's temperature among these (default: not searched)")
     space.add_argument("--models", nargs="+", metavar="MODEL",
                        help="search each node's model among these, e.g. abn_resnet20 abn_resnet32 (default: --model)")
-    space.add_argument("--crop-sizes", type=int, nargs="+", default=[3, 7, 11],
-                       help="attention crop sizes; each must fit the attention map (default: 3 7 11)")
+    space.add_argument("--crop-sizes", type=int, nargs="+", default=list(DEFAULT_CROP_SIZES),
+                       help="attention crop sizes; each must fit the attention map (default: "
+                       f"{' '.join(map(str, DEFAULT_CROP_SIZES))})")
     add_model_arguments(search)
     add_data_arguments(search)
     add_training_arguments(search)
@@ -74,12 +79,11 @@ def add_parser(commands) -> None:
 
 
 def search_settings_from_args(args: argparse.Namespace):
-    """The :class:`~ktg.search.worker.SearchSettings` a ``ktg search`` command line describes."""
+    """The :class:`~ktg.search.settings.SearchSettings` a ``ktg search`` command line describes."""
     import dataclasses
 
     from ktg.search.space import SearchSpace
     from ktg.search.storage import resolve_storage_url
-    from ktg.search.worker import SearchSettings
 
     nodes = 3 if args.nodes is None else args.nodes
     holdout = args.holdout if args.holdout is not None else DEFAULT_HOLDOUT.get(args.dataset, DEFAULT_HOLDOUT_OTHERS)

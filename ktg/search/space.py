@@ -21,7 +21,7 @@ from optuna.distributions import CategoricalDistribution
 
 from ktg.errors import KTGError
 from ktg.graph import ENSEMBLE, LABEL, EdgeSpec, GraphSpec, NodeRef, NodeSpec
-from ktg.registry import CUTOFF, design_names, gate_names
+from ktg.registry import CUTOFF, DEFAULT_CROP_SIZES, DEFAULT_TEMPERATURE, design_names, gate_names
 
 
 def label_gate_param(target: int) -> str:
@@ -69,8 +69,8 @@ class SearchSpace:
     label_gates: tuple[str, ...] = field(default_factory=lambda: gate_names(paper_only=True, on="label"))
     ensemble_as_source: bool = False
     model: str | None = None
-    temperature: float = 1.0
-    crop_sizes: tuple[int, ...] = (3, 7, 11)
+    temperature: float = DEFAULT_TEMPERATURE
+    crop_sizes: tuple[int, ...] = DEFAULT_CROP_SIZES
     models: tuple[str, ...] | None = None
     temperatures: tuple[float, ...] | None = None
 

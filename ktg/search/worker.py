@@ -31,7 +31,6 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,15 +39,15 @@ import torch
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from ktg.config import TrainConfig
 from ktg.data import load_from_source
 from ktg.errors import KTGError
-from ktg.registry import DEFAULT_PRUNER, PRUNERS
+from ktg.registry import PRUNERS
 from ktg.runtime import resolve_device
 from ktg.runtime.mps import mps_daemon, running_daemon
 from ktg.search.objective import FAIL_REASON_ATTR, TRIALS_DIR, Objective
 from ktg.search.results import last_value, state_counts, write_results
-from ktg.search.space import SearchSpace, TrialSeededSampler
+from ktg.search.settings import SearchSettings, check_pruner
+from ktg.search.space import TrialSeededSampler
 from ktg.search.storage import WORKER_ATTR, RequeueTrial, fail_stale_trials, open_storage, open_study
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -64,80 +63,14 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     return PRUNERS[name].load()(epochs)
 
 
-def check_pruner(name: str) -> None:
-    """Raise KTGError naming the registered pruners if ``name`` is not one of them."""
-    if name not in PRUNERS:
-        raise KTGError(f"unknown pruner {name!r}; choose one of: {', '.join(PRUNERS)}")
-
-
-# Training options a worker may choose for itself: where it runs and how, not what a trial computes.
-_PER_WORKER_TRAINING = ("device", "amp", "channels_last", "compile", "compile_mode", "deterministic",
-                        "eval_batch_size")
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """Everything a worker needs; picklable, so spawned worker processes receive it whole.
-
-    Attributes:
-        space: the graphs searched.
-        config: the training of every trial (``holdout`` set: trials are scored on held-out training data).
-        out: this machine's search folder (trial runs, leaderboard, best graph).
-        storage_url, study_name: the study every worker joins.
-        trials: the budget of finished (complete or pruned) trials, counted over all workers.
-        data_source: what :func:`ktg.data.load_from_source` loads.
-        node_options: model options of every node.
-        pruner: a registered pruner (:data:`ktg.registry.PRUNERS`).
-        seed: the sampler's seed; trial k draws the same graph whichever worker runs it.
-        heartbeat_interval, grace_period: seconds between heartbeats, and of silence before a running trial
-            counts as abandoned by a dead worker.
-        max_retry: how often a trial of a dead worker is queued again.
-        max_failures_in_a_row: a worker stops with an error after this many consecutive failed trials
-            (a systematic problem such as a wrong option should not burn through the queue).
-    """
-
-    space: SearchSpace
-    config: TrainConfig
-    out: Path
-    storage_url: str
-    study_name: str
-    trials: int
-    data_source: dict[str, Any]
-    node_options: dict[str, Any] = field(default_factory=dict)
-    pruner: str = DEFAULT_PRUNER
-    seed: int = 0
-    heartbeat_interval: int = 30
-    grace_period: int = 120
-    max_retry: int = 2
-    max_failures_in_a_row: int = 10
-
-    def __post_init__(self) -> None:
-        if self.trials < 1:
-            raise KTGError(f"--trials must be at least 1, got {self.trials}")
-        if self.config.holdout is None or not 0 < self.config.holdout < 1:
-            raise KTGError(f"the search scores graphs on a held-out part of the training split: --holdout must lie "
-                           f"strictly between 0 and 1, got {self.config.holdout}")
-        check_pruner(self.pruner)
-        if self.heartbeat_interval < 1 or self.grace_period <= self.heartbeat_interval:
-            raise KTGError(f"the grace period ({self.grace_period} s) must exceed the heartbeat interval "
-                           f"({self.heartbeat_interval} s, at least 1)")
-
-    def shared(self) -> dict[str, Any]:
-        """What every worker of the study must agree on (stored with the study by its first worker)."""
-        training = {k: v for k, v in self.config.to_dict().items() if k not in _PER_WORKER_TRAINING}
-        data = {"name": self.data_source.get("name"), "image_size": self.data_source.get("image_size"),
-                "options": {k: v for k, v in self.data_source.get("options", {}).items() if k != "cache_dir"}}
-        return {"space": self.space.describe(), "train": training, "data": data,
-                "node_options": self.node_options, "pruner": self.pruner, "seed": self.seed}
-
-    def connect(self, heartbeats: bool = True) -> tuple[optuna.Study, Any, int]:
-        """Open the storage and create or join the study: (study, storage, study id)."""
-        storage = open_storage(self.storage_url, **({"heartbeat_interval": self.heartbeat_interval,
-                                                      "grace_period": self.grace_period,
-                                                      "max_retry": self.max_retry} if heartbeats else {}))
-        study = open_study(storage, self.study_name, sampler=TrialSeededSampler(self.seed),
-                           pruner=make_pruner(self.pruner, self.config.epochs), settings=self.shared())
-        return study, storage, storage.get_study_id_from_name(self.study_name)
+def connect(settings: SearchSettings, heartbeats: bool = True) -> tuple[optuna.Study, Any, int]:
+    """Open the storage of ``settings`` and create or join its study: (study, storage, study id)."""
+    storage = open_storage(settings.storage_url, **({"heartbeat_interval": settings.heartbeat_interval,
+                                                      "grace_period": settings.grace_period,
+                                                      "max_retry": settings.max_retry} if heartbeats else {}))
+    study = open_study(storage, settings.study_name, sampler=TrialSeededSampler(settings.seed),
+                       pruner=make_pruner(settings.pruner, settings.config.epochs), settings=settings.shared())
+    return study, storage, storage.get_study_id_from_name(settings.study_name)
 
 
 class Heartbeat:
@@ -191,7 +124,7 @@ class Worker:
 
     def run(self) -> None:
         s = self.settings
-        study, storage, study_id = s.connect()
+        study, storage, study_id = connect(s)
         objective = Objective(s.space, load_from_source(s.data_source), s.config, s.out,
                               node_options=s.node_options, data_source=s.data_source,
                               on_epoch=self._after_epoch, progress=self.progress)
@@ -388,7 +321,7 @@ def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, 
         print(f"{jobs} workers on {device}, each in its own process{_sharing(device, mps)}")
     elif mps:
         print("--mps: a single worker has no one to share the GPU with; MPS is not started")
-    study, _, _ = settings.connect(heartbeats=False)  # creates the study or checks that this command may join it
+    study, _, _ = connect(settings, heartbeats=False)  # creates the study or checks that this command may join it
     _check_trial_folders(study, settings.out)
     display = Progress(study, settings.trials, enabled=progress, epochs=settings.config.epochs)
     in_main_thread = threading.current_thread() is threading.main_thread()

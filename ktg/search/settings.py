@@ -1,0 +1,84 @@
+"""What a search is: :class:`SearchSettings`, everything every worker of a study needs.
+
+Free of torch and Optuna on purpose: the command line reads the search's defaults from here while it builds its
+parser, before any command has asked for a framework.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ktg.config import TrainConfig
+from ktg.errors import KTGError
+from ktg.registry import DEFAULT_PRUNER, PRUNERS
+
+if TYPE_CHECKING:
+    from ktg.search.space import SearchSpace
+
+# Training options a worker may choose for itself: where it runs and how, not what a trial computes.
+_PER_WORKER_TRAINING = ("device", "amp", "channels_last", "compile", "compile_mode", "deterministic",
+                        "eval_batch_size")
+
+
+def check_pruner(name: str) -> None:
+    """Raise KTGError naming the registered pruners if ``name`` is not one of them."""
+    if name not in PRUNERS:
+        raise KTGError(f"unknown pruner {name!r}; choose one of: {', '.join(PRUNERS)}")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything a worker needs; picklable, so spawned worker processes receive it whole.
+
+    Attributes:
+        space: the graphs searched.
+        config: the training of every trial (``holdout`` set: trials are scored on held-out training data).
+        out: this machine's search folder (trial runs, leaderboard, best graph).
+        storage_url, study_name: the study every worker joins.
+        trials: the budget of finished (complete or pruned) trials, counted over all workers.
+        data_source: what :func:`ktg.data.load_from_source` loads.
+        node_options: model options of every node.
+        pruner: a registered pruner (:data:`ktg.registry.PRUNERS`).
+        seed: the sampler's seed; trial k draws the same graph whichever worker runs it.
+        heartbeat_interval, grace_period: seconds between heartbeats, and of silence before a running trial
+            counts as abandoned by a dead worker.
+        max_retry: how often a trial of a dead worker is queued again.
+        max_failures_in_a_row: a worker stops with an error after this many consecutive failed trials
+            (a systematic problem such as a wrong option should not burn through the queue).
+    """
+
+    space: SearchSpace
+    config: TrainConfig
+    out: Path
+    storage_url: str
+    study_name: str
+    trials: int
+    data_source: dict[str, Any]
+    node_options: dict[str, Any] = field(default_factory=dict)
+    pruner: str = DEFAULT_PRUNER
+    seed: int = 0
+    heartbeat_interval: int = 30
+    grace_period: int = 120
+    max_retry: int = 2
+    max_failures_in_a_row: int = 10
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise KTGError(f"--trials must be at least 1, got {self.trials}")
+        if self.config.holdout is None or not 0 < self.config.holdout < 1:
+            raise KTGError(f"the search scores graphs on a held-out part of the training split: --holdout must lie "
+                           f"strictly between 0 and 1, got {self.config.holdout}")
+        check_pruner(self.pruner)
+        if self.heartbeat_interval < 1 or self.grace_period <= self.heartbeat_interval:
+            raise KTGError(f"the grace period ({self.grace_period} s) must exceed the heartbeat interval "
+                           f"({self.heartbeat_interval} s, at least 1)")
+
+    def shared(self) -> dict[str, Any]:
+        """What every worker of the study must agree on (stored with the study by its first worker)."""
+        training = {k: v for k, v in self.config.to_dict().items() if k not in _PER_WORKER_TRAINING}
+        data = {"name": self.data_source.get("name"), "image_size": self.data_source.get("image_size"),
+                "options": {k: v for k, v in self.data_source.get("options", {}).items() if k != "cache_dir"}}
+        return {"space": self.space.describe(), "train": training, "data": data,
+                "node_options": self.node_options, "pruner": self.pruner, "seed": self.seed}
