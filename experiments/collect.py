@@ -18,13 +18,12 @@ import argparse
 import csv
 import glob
 import io
-import json
 import re
 import statistics
 import string
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -32,6 +31,8 @@ from protocols import Config, find_configs, load_config  # noqa: E402
 
 from ktg.errors import KTGError  # noqa: E402
 from ktg.io import write_text  # noqa: E402
+from ktg.run_folder import RunFolder  # noqa: E402
+from ktg.search.results import BEST_GRAPH, LEADERBOARD  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
@@ -59,14 +60,14 @@ def pattern(template: str, runs: Path) -> tuple[str, re.Pattern]:
     return wildcard, re.compile(regex + "$")
 
 
-def find_runs(config: Config, runs: Path, marker: str) -> list[tuple[dict[str, str], Path]]:
-    """(placeholder values, folder) of every folder under ``runs`` matching the config's ``out`` that holds
-    ``marker`` (``metrics.json`` for a finished run, ``leaderboard.csv`` for a search)."""
+def find_runs(config: Config, runs: Path, done: Callable[[Path], bool]) -> list[tuple[dict[str, str], Path]]:
+    """(placeholder values, folder) of every folder under ``runs`` matching the config's ``out`` for which
+    ``done(folder)`` holds (a finished run, a search with a leaderboard)."""
     wildcard, regex = pattern(config.out, runs)
     found = []
     for name in sorted(glob.glob(wildcard)):
         match = regex.match(name)
-        if match and (Path(name) / marker).is_file():
+        if match and done(Path(name)):
             found.append((match.groupdict(), Path(name)))
     return found
 
@@ -100,9 +101,9 @@ def training_groups(config: Config, runs: Path) -> list[dict[str, Any]]:
     placeholder ``values``, ``ensemble`` and ``node_mean`` (mean, std) in %, ``seeds``, and ``reference``
     ({source: {"ensemble": (mean, std), "node_mean": ...}}) from the config's papers' numbers."""
     groups: dict[tuple, dict[str, Any]] = {}
-    for values, folder in find_runs(config, runs, "metrics.json"):
+    for values, folder in find_runs(config, runs, lambda folder: RunFolder(folder).is_finished()):
         seedless = {k: v for k, v in values.items() if k != "seed"}
-        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        metrics = RunFolder(folder).read_metrics()
         group = groups.setdefault(tuple(seedless.items()), {"values": seedless, "ensemble": [], "node_mean": []})
         group["ensemble"].append(100 * metrics["ensemble_accuracy"])
         group["node_mean"].append(100 * metrics["mean_node_accuracy"])
@@ -173,8 +174,8 @@ def search_rows(config: Config, runs: Path) -> tuple[list[str], list[dict[str, s
     """The table of a search config: trials by state and the best graph's validation accuracy."""
     header = ["variant", "complete", "pruned", "failed", "best val ensemble %", "best graph"]
     rows = []
-    for values, folder in find_runs(config, runs, "leaderboard.csv"):
-        with open(folder / "leaderboard.csv", newline="", encoding="utf-8") as file:
+    for values, folder in find_runs(config, runs, lambda folder: (folder / LEADERBOARD).is_file()):
+        with open(folder / LEADERBOARD, newline="", encoding="utf-8") as file:
             trials = list(csv.DictReader(file))
         complete = [t for t in trials if t["state"] == "complete" and t["ensemble_accuracy"]]
         best = max((100 * float(t["ensemble_accuracy"]) for t in complete), default=None)
@@ -183,7 +184,7 @@ def search_rows(config: Config, runs: Path) -> tuple[list[str], list[dict[str, s
                      "pruned": str(sum(t["state"] == "pruned" for t in trials)),
                      "failed": str(sum(t["state"] == "fail" for t in trials)),
                      "best val ensemble %": fmt(best),
-                     "best graph": str(folder / "best_graph.json") if (folder / "best_graph.json").exists() else ""})
+                     "best graph": str(folder / BEST_GRAPH) if (folder / BEST_GRAPH).exists() else ""})
     return header, rows
 
 

@@ -7,7 +7,7 @@
     python experiments/run.py CONFIG --list                                       # print, run nothing
     python experiments/run.py CONFIG --dry-run                                    # tiny budget, synthetic data
 
-Running a config again continues it: finished runs (``metrics.json`` present) are skipped, interrupted ones
+Running a config again continues it: finished runs are skipped, interrupted ones
 resume from their checkpoint, and a search joins its study (see ``ktg search --help``).
 """
 
@@ -26,6 +26,7 @@ from protocols import Job, check_argv, dry_run_job, expand, load_config  # noqa:
 
 from ktg.cli.options import key_value  # noqa: E402
 from ktg.errors import KTGError  # noqa: E402
+from ktg.run_folder import RunFolder  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -55,10 +56,11 @@ def run_job(job: Job) -> int:
     from ktg.cli import main as ktg_main
 
     if job.config.command == "train":
-        if (job.out / "metrics.json").exists():
-            print(f"  finished already: {job.out}/metrics.json")
+        run = RunFolder(job.out)
+        if run.is_finished():
+            print(f"  finished already: {job.out}")
             return 0
-        if (job.out / "checkpoint.pt").exists():
+        if run.holds_run():
             job = Job(job.config, job.variant, job.seed, {**job.args, "resume": True}, job.out, job.notes)
     return ktg_main(job.argv())
 

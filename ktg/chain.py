@@ -28,7 +28,8 @@ from ktg.data import Dataset
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec, resolve_graph
 from ktg.io import read_json
-from ktg.train import CHECKPOINT, train
+from ktg.run_folder import RunFolder
+from ktg.train import train
 
 FORMAT = "ktg.chain"
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -95,15 +96,15 @@ def run_chain(
     results = []
     for stage in chain["stages"]:
         name = stage["name"]
-        stage_dir = out / name
+        stage_run = RunFolder(out / name)
         spec = stage_graph(stage, out, finished)
         config = TrainConfig(**{**chain.get("train", {}), **stage.get("train", {}), **(overrides or {})})
-        if (stage_dir / "metrics.json").exists() and (stage_dir / CHECKPOINT).exists():
-            report(f"stage {name}: finished earlier, kept ({stage_dir})")
-            results.append(json.loads((stage_dir / "metrics.json").read_text(encoding="utf-8")))
+        if stage_run.is_finished():
+            report(f"stage {name}: finished earlier, kept ({stage_run.path})")
+            results.append(stage_run.read_metrics())
         else:
-            report(f"stage {name}: training {spec.num_nodes} node(s) into {stage_dir}")
-            results.append(train(spec, dataset, config, stage_dir, resume=(stage_dir / CHECKPOINT).exists(),
+            report(f"stage {name}: training {spec.num_nodes} node(s) into {stage_run.path}")
+            results.append(train(spec, dataset, config, stage_run.path, resume=stage_run.holds_run(),
                                  progress=progress, node_options=node_options, data_source=data_source))
         finished.append(name)
     return results

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import torch
@@ -21,6 +20,7 @@ from ktg.graph import ENSEMBLE, EdgeSpec, GraphError, GraphSpec, NodeSpec
 from ktg.losses import Knowledge, edge_loss
 from ktg.models import ABNOutput, create_model, read_pretrained
 from ktg.registry import GATES, LOSS_DESIGNS
+from ktg.run_folder import RunFolder
 
 
 class StepLosses(NamedTuple):
@@ -309,16 +309,13 @@ def load_node_weights(module: nn.Module, node: NodeSpec, index: int) -> None:
         state = read_pretrained(node.weights["file"], None)
         origin = node.weights["file"]
     else:
-        run, source_node = Path(node.weights["run"]), node.weights["node"]
-        checkpoint = run / "checkpoint.pt"
-        if not checkpoint.exists():
-            raise KTGError(f"node {index}: weights from run {run}, but {checkpoint} does not exist")
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
-        prefix = f"nodes.{source_node}."
-        state = {key[len(prefix):]: value for key, value in saved.items() if key.startswith(prefix)}
+        run, source_node = RunFolder(node.weights["run"]), node.weights["node"]
+        if not run.holds_run():
+            raise KTGError(f"node {index}: weights from run {run.path}, but {run.checkpoint_file} does not exist")
+        state = run.node_weights(source_node)
         if not state:
-            raise KTGError(f"node {index}: run {run} has no node {source_node}")
-        origin = f"node {source_node} of run {run}"
+            raise KTGError(f"node {index}: run {run.path} has no node {source_node}")
+        origin = f"node {source_node} of run {run.path}"
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as error:

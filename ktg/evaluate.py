@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -13,41 +12,33 @@ from ktg.data.loader import BatchLoader
 from ktg.engine import KnowledgeTransferGraph, build_graph
 from ktg.ensemble import ENSEMBLE_RULES
 from ktg.errors import KTGError
-from ktg.graph import GraphSpec
-from ktg.io import write_json
+from ktg.run_folder import RunFolder
 from ktg.runtime import resolve_device
-from ktg.train import CHECKPOINT, predict
+from ktg.train import predict
 
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[KnowledgeTransferGraph, dict, dict]:
-    """The trained graph of a run (weights of its last checkpoint), its config.json and the checkpoint's epoch
-    and history (``{"epoch": int, "history": [...]}``)."""
-    run = Path(run_dir)
-    for name in ("graph.json", "config.json", CHECKPOINT):
-        if not (run / name).exists():
-            raise KTGError(f"{run} is not a ktg run folder: {name} is missing")
-    spec = GraphSpec.load(run / "graph.json")
-    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    try:
-        state = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise KTGError(f"cannot read checkpoint {run / CHECKPOINT}: {error}") from None
-    graph = build_graph(spec, config["num_classes"], config.get("image_size"))
+    """The trained graph of a run (weights of its latest readable checkpoint), its config.json and the
+    checkpoint's epoch and history (``{"epoch": int, "history": [...]}``)."""
+    run = RunFolder(run_dir)
+    run.check_is_run()
+    config = run.read_config()
+    state = run.load_checkpoint()
+    graph = build_graph(run.read_graph(), config["num_classes"], config.get("image_size"))
     graph.load_state_dict(state["model"])
     return graph.to(device), config, {"epoch": state["epoch"], "history": state["history"]}
 
 
-def split_images(dataset: Dataset, split: str, run: Path) -> ImageSet:
-    """The images of ``split`` (test, train, or the held-out val part saved in the run's split.json)."""
+def split_images(dataset: Dataset, split: str, run: RunFolder) -> ImageSet:
+    """The images of ``split`` (test, train, or the held-out val part saved with the run)."""
     if split == "test":
         return dataset.test
     if split == "train":
         return dataset.train
-    split_file = run / "split.json"
-    if not split_file.exists():
-        raise KTGError(f"{run} was trained without a held-out split (no split.json); evaluate --split test")
-    indices = torch.tensor(json.loads(split_file.read_text(encoding="utf-8"))["val_indices"])
-    return dataset.train.subset(indices, f"{dataset.name}/val")
+    saved = run.read_split()
+    if saved is None:
+        raise KTGError(f"{run.path} was trained without a held-out split (no --holdout); evaluate --split test")
+    return dataset.train.subset(torch.tensor(saved["val_indices"]), f"{dataset.name}/val")
 
 
 def evaluate_run(
@@ -63,9 +54,9 @@ def evaluate_run(
 
     Writes ``eval_<split>.json`` into the run folder and returns the same report (plus ``path``).
     """
-    run = Path(run_dir)
+    run = RunFolder(run_dir)
     torch_device = resolve_device(device)
-    graph, config, checkpoint = load_run(run, torch_device)
+    graph, config, checkpoint = load_run(run.path, torch_device)
     dataset = load_from_source(config["data"])
     images = split_images(dataset, split, run)
     loader = BatchLoader(images, batch_size, dataset.eval_transform, torch_device, shuffle=False, drop_last=False)
@@ -91,6 +82,5 @@ def evaluate_run(
         "node_accuracy": [accuracy(node_logits) for node_logits in logits],
         "ensemble_accuracy": rules,
     }
-    path = run / f"eval_{split}.json"
-    write_json(path, report)
+    path = run.write_eval_report(split, report)
     return {**report, "path": str(path)}

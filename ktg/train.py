@@ -8,7 +8,6 @@ one narrow callback: after each epoch it receives the epoch's metrics and may an
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -24,11 +23,8 @@ from ktg.data.loader import BatchLoader
 from ktg.engine import KnowledgeTransferGraph, StepLosses, build_graph, ensemble_logits
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec
-from ktg.io import save_torch, write_json, write_text
+from ktg.run_folder import RunFolder
 from ktg.runtime import autocast, compile_options, configure_kernels, precision_options, resolve_device
-
-CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_FORMAT = "ktg.checkpoint"
 
 #: Called after every epoch with (epoch number from 1, that epoch's metrics); returning True stops training.
 EpochCallback = Callable[[int, dict], bool]
@@ -266,19 +262,22 @@ def train(
     out_dir: str | Path,
     *,
     resume: bool = False,
+    restart: bool = False,
     callback: EpochCallback | None = None,
     progress: bool = True,
     node_options: dict[str, Any] | None = None,
     data_source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train the graph ``spec`` on ``dataset`` and write the run into ``out_dir``.
+    """Train the graph ``spec`` on ``dataset`` and write the run into ``out_dir`` (see :class:`RunFolder`).
 
-    Files: ``graph.json`` (the graph as trained), ``config.json``, ``split.json`` (with a held-out split),
-    ``metrics.jsonl`` (one line per epoch), ``metrics.json`` (final), ``checkpoint.pt`` (after every epoch,
-    atomically) and ``tensorboard/``.
+    Everything that can be checked is checked before the folder is touched: the options, the device, the
+    graph's models and one probe step (a crop size that does not fit the attention map, say). While it
+    trains, the folder is locked against a second writer.
 
     Args:
-        resume: continue the run in ``out_dir`` from its checkpoint (same graph and config required).
+        resume: continue the run in ``out_dir`` from its checkpoint (same graph and config required); a
+            damaged latest checkpoint is reported and the previous epoch's is taken.
+        restart: replace the run in ``out_dir``, if there is one.
         callback: see :data:`EpochCallback`.
         node_options: model options given to nodes that do not set them (e.g. ``base_width``).
         data_source: how to load ``dataset`` again (name, root, image size, options), saved for ``ktg eval``.
@@ -286,7 +285,7 @@ def train(
     Returns:
         The final metrics (also written to ``metrics.json``).
     """
-    out = Path(out_dir)
+    run = RunFolder(out_dir)
     device = resolve_device(config.device)
     amp, channels_last = precision_options(config, device)
     configure_kernels(device, config.deterministic)
@@ -296,104 +295,106 @@ def train(
     node_options = {**dataset.info.get("node_options", {}), **(node_options or {})}
     spec = resolve_models(spec, image_size_of(dataset), node_options)
     train_images, eval_images, eval_split, split = split_for_training(dataset, config)
-    state = _load_resume_state(out, spec, config, resume)
 
     torch.manual_seed(config.seed)
     graph = build_graph(spec, dataset.num_classes, image_size_of(dataset)).to(device)
     if channels_last:
         graph = graph.to(memory_format=torch.channels_last)
+    probe_step(graph, eval_images, dataset.eval_transform, device)
     optimizer = make_optimizer(graph, config, device)
     scheduler = make_scheduler(optimizer, config)
-    history: list[dict] = []
-    if state is not None:
-        graph.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history = list(state["history"])
 
-    run_config = {"ktg_version": __version__, "train": config.to_dict(), "data": data_source or {"name": dataset.name},
-                  "eval_split": eval_split, "num_classes": dataset.num_classes, "classes": dataset.train.classes,
-                  "image_size": image_size_of(dataset)}
-    spec.save(out / "graph.json")
-    write_json(out / "config.json", run_config)
-    if split is not None:
-        write_json(out / "split.json", split)
-    bootstrap = bootstrap_counts(spec, len(train_images), config.seed)
-    if bootstrap:
-        write_json(out / "bagging.json", {"seed": config.seed, "counts": {
-            str(node): counts.int().tolist() for node, counts in bootstrap.items()}})
-        bootstrap = {node: counts.to(device) for node, counts in bootstrap.items()}
-    write_text(out / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in history))
+    with run.writing(resume=resume, restart=restart):
+        history: list[dict] = []
+        if resume:
+            state = run.load_checkpoint()
+            _check_resumable(state, spec, config, run)
+            graph.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            history = list(state["history"])
 
-    train_loader = BatchLoader(train_images, config.batch_size, dataset.train_transform, device,
-                               shuffle=True, drop_last=config.drop_last, seed=config.seed)
-    eval_loader = BatchLoader(eval_images, config.eval_batch_size, dataset.eval_transform, device,
-                              shuffle=False, drop_last=False)
-    total_iterations = config.epochs * len(train_loader)
-    step = make_train_step(graph, optimizer, amp=amp, channels_last=channels_last, **compile_options(config))
+        run_config = {"ktg_version": __version__, "train": config.to_dict(),
+                      "data": data_source or {"name": dataset.name}, "eval_split": eval_split,
+                      "num_classes": dataset.num_classes, "classes": dataset.train.classes,
+                      "image_size": image_size_of(dataset)}
+        run.write_graph(spec)
+        run.write_config(run_config)
+        if split is not None:
+            run.write_split(split)
+        bootstrap = bootstrap_counts(spec, len(train_images), config.seed)
+        if bootstrap:
+            run.write_bagging(config.seed, {node: counts.int().tolist() for node, counts in bootstrap.items()})
+            bootstrap = {node: counts.to(device) for node, counts in bootstrap.items()}
+        run.start_epochs(history)
 
-    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow and only runs need it
+        train_loader = BatchLoader(train_images, config.batch_size, dataset.train_transform, device,
+                                   shuffle=True, drop_last=config.drop_last, seed=config.seed)
+        eval_loader = BatchLoader(eval_images, config.eval_batch_size, dataset.eval_transform, device,
+                                  shuffle=False, drop_last=False)
+        total_iterations = config.epochs * len(train_loader)
+        step = make_train_step(graph, optimizer, amp=amp, channels_last=channels_last, **compile_options(config))
 
-    writer = SummaryWriter(str(out / "tensorboard"), purge_step=len(history) + 1)
-    stopped_early = False
-    epochs = tqdm(range(len(history), config.epochs), initial=len(history), total=config.epochs, desc="training",
-                  unit="epoch", disable=not progress)
-    try:
-        for epoch in epochs:
-            lr = optimizer.param_groups[0]["lr"]
-            stats = train_one_epoch(graph, step, train_loader, epoch, total_iterations, progress=progress,
-                                    bootstrap=bootstrap)
-            scheduler.step()
-            node_accuracy, ensemble_accuracy = evaluate(graph, eval_loader, amp=amp, channels_last=channels_last)
-            record = {"epoch": epoch + 1, "split": eval_split, "node_accuracy": node_accuracy,
-                      "ensemble_accuracy": ensemble_accuracy, "lr": lr, **stats}
-            history.append(record)
-            save_torch(out / CHECKPOINT, {
-                "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "model": graph.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "graph": spec.to_dict(), "train": config.to_dict(), "history": history,
-            })
-            with open(out / "metrics.jsonl", "a", encoding="utf-8") as log:
-                log.write(json.dumps(record) + "\n")
-            _log_tensorboard(writer, record)
-            epochs.set_postfix(ensemble=f"{ensemble_accuracy:.3f}", best_node=f"{max(node_accuracy):.3f}")
-            if callback is not None and callback(epoch + 1, record):
-                stopped_early = True
-                break
-        if not stopped_early:  # a run its callback stopped (a pruned trial) did not finish: no picture
-            from ktg.viz.attention import log_attention_grid  # matplotlib is needed once, when the run is done
+        from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow and only runs need it
 
-            log_attention_grid(writer, graph, eval_images, dataset.eval_transform, len(history))
-    finally:
-        writer.close()
+        writer = SummaryWriter(str(run.tensorboard_dir), purge_step=len(history) + 1)
+        stopped_early = False
+        epochs = tqdm(range(len(history), config.epochs), initial=len(history), total=config.epochs,
+                      desc="training", unit="epoch", disable=not progress)
+        try:
+            for epoch in epochs:
+                lr = optimizer.param_groups[0]["lr"]
+                stats = train_one_epoch(graph, step, train_loader, epoch, total_iterations, progress=progress,
+                                        bootstrap=bootstrap)
+                scheduler.step()
+                node_accuracy, ensemble_accuracy = evaluate(graph, eval_loader, amp=amp, channels_last=channels_last)
+                record = {"epoch": epoch + 1, "split": eval_split, "node_accuracy": node_accuracy,
+                          "ensemble_accuracy": ensemble_accuracy, "lr": lr, **stats}
+                history.append(record)
+                run.save_checkpoint({"epoch": epoch + 1, "model": graph.state_dict(),
+                                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                     "graph": spec.to_dict(), "train": config.to_dict(), "history": history})
+                run.append_epoch(record)
+                _log_tensorboard(writer, record)
+                epochs.set_postfix(ensemble=f"{ensemble_accuracy:.3f}", best_node=f"{max(node_accuracy):.3f}")
+                if callback is not None and callback(epoch + 1, record):
+                    stopped_early = True
+                    break
+            if not stopped_early:  # a run its callback stopped (a pruned trial) did not finish: no picture
+                from ktg.viz.attention import log_attention_grid  # matplotlib is needed once, when the run is done
 
-    final = summarise(history, eval_split, dataset.name, spec, stopped_early)
-    write_json(out / "metrics.json", final)
+                log_attention_grid(writer, graph, eval_images, dataset.eval_transform, len(history))
+        finally:
+            writer.close()
+
+        final = summarise(history, eval_split, dataset.name, spec, stopped_early)
+        run.write_metrics(final)
     return final
 
 
-def _load_resume_state(out: Path, spec: GraphSpec, config: TrainConfig, resume: bool) -> dict | None:
-    checkpoint = out / CHECKPOINT
-    if not checkpoint.exists():
-        if resume:
-            raise KTGError(f"nothing to resume: {checkpoint} does not exist")
-        return None
-    if not resume:
-        raise KTGError(f"{out} already holds a run ({CHECKPOINT}); add --resume to continue it or choose another --out")
+@torch.no_grad()
+def probe_step(graph: KnowledgeTransferGraph, images: ImageSet, transform, device: torch.device) -> None:
+    """Run the graph's forward and losses once on two of ``images``, in eval mode, so that a graph that cannot
+    train (an attention crop larger than the attention map, say) fails before its run folder is touched."""
+    first = torch.arange(min(2, len(images)))
+    sizes = None if images.original_sizes is None else images.original_sizes[first]
+    batch = transform(images.images[first].to(device), original_sizes=sizes)
+    was_training = graph.training
+    graph.eval()
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated or foreign file: say which, keep it for inspection
-        raise KTGError(f"cannot read checkpoint {checkpoint}: {error}") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise KTGError(f"{checkpoint} is not a ktg checkpoint")
+        graph.losses(graph(batch), images.labels[first].to(device), 1, 1)
+    finally:
+        graph.train(was_training)
+
+
+def _check_resumable(state: dict, spec: GraphSpec, config: TrainConfig, run: RunFolder) -> None:
     if state["graph"] != spec.to_dict():
-        raise KTGError(f"--resume: the graph differs from the one in {out}/graph.json; resume with the same graph")
+        raise KTGError(f"--resume: the graph differs from the one in {run.graph_file}; resume with the same graph")
     saved, wanted = state["train"], config.to_dict()
     changed = sorted(k for k in wanted if k not in _RESUMABLE_CHANGES and saved.get(k) != wanted[k])
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} → {wanted[k]!r}" for k in changed)
         raise KTGError(f"--resume: training options differ from the saved run ({details}); use the same options")
-    return state
 
 
 def _log_tensorboard(writer, record: dict) -> None:

@@ -32,10 +32,11 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ktg.run_folder import RunFolder
     from ktg.viz import save_figure
     from ktg.viz.attention import attention_grid_for_run
 
-    out = args.out or args.run / f"attention_{args.split}.png"
+    out = args.out or RunFolder(args.run).attention_figure_file(args.split)
     if out.suffix.lower() not in FIGURE_SUFFIXES:
         raise KTGError(f"--out {out} must end in one of {', '.join(FIGURE_SUFFIXES)}")
     figure = attention_grid_for_run(args.run, args.split, args.n, None if args.first else args.seed,

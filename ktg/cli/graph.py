@@ -40,10 +40,14 @@ def load_graph(name_or_path: str, num_nodes: int | None = None):
 
     path = Path(name_or_path)
     if path.is_dir():
-        for name in ("graph.json", "best_graph.json"):
-            if (path / name).is_file():
-                return resolve_graph(str(path / name), num_nodes)
-        raise KTGError(f"{path} is a folder without graph.json (a run) or best_graph.json (a search)")
+        from ktg.run_folder import RunFolder
+        from ktg.search.results import BEST_GRAPH
+
+        for graph_file in (RunFolder(path).graph_file, path / BEST_GRAPH):
+            if graph_file.is_file():
+                return resolve_graph(str(graph_file), num_nodes)
+        raise KTGError(f"{path} is a folder without {RunFolder(path).graph_file.name} (a run) or {BEST_GRAPH} "
+                       f"(a search)")
     if name_or_path not in NAMED_GRAPHS and not path.exists():
         raise KTGError(f"{name_or_path!r} is neither a named graph ({', '.join(NAMED_GRAPHS)}) nor an existing "
                        f"graph file, run folder or search folder")

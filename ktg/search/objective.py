@@ -18,7 +18,7 @@ import torch
 from ktg.config import TrainConfig
 from ktg.data import Dataset
 from ktg.errors import KTGError
-from ktg.graph import GraphSpec
+from ktg.run_folder import RunFolder
 from ktg.search.space import SearchSpace
 from ktg.train import image_size_of, resolve_models, train
 
@@ -42,7 +42,7 @@ def failure_reason(error: BaseException, run_dir: Path | None = None) -> str:
         return "interrupted (Ctrl-C)"
     if isinstance(error, KTGError):
         return str(error)
-    where = f" (traceback in {run_dir / 'error.txt'})" if run_dir is not None else ""
+    where = f" (traceback in {RunFolder(run_dir).error_file})" if run_dir is not None else ""
     return f"{type(error).__name__}: {error}{where}"
 
 
@@ -85,7 +85,7 @@ class Objective:
             raise
         except BaseException as error:
             if not isinstance(error, (KTGError, torch.OutOfMemoryError, KeyboardInterrupt)) and run_dir.exists():
-                (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+                RunFolder(run_dir).write_error(traceback.format_exc())
             try:
                 trial.set_user_attr(FAIL_REASON_ATTR, failure_reason(error, run_dir))
             except optuna.exceptions.UpdateFinishedTrialError:
@@ -101,7 +101,7 @@ class Objective:
 
         def after_epoch(epoch: int, metrics: dict) -> bool:
             if epoch == 1:  # the graph as trained (models and options as the trainer resolved them)
-                trial.set_user_attr(GRAPH_ATTR, GraphSpec.load(run_dir / "graph.json").to_dict())
+                trial.set_user_attr(GRAPH_ATTR, RunFolder(run_dir).read_graph().to_dict())
             trial.report(metrics["ensemble_accuracy"], epoch)
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, epoch, metrics)

@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec
 from ktg.io import write_text
+from ktg.run_folder import RunFolder
 from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR, RUN_DIR_ATTR
 from ktg.search.space import SearchSpace
 from ktg.search.storage import SETTINGS_ATTR
@@ -102,7 +103,7 @@ def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
             "seconds": round(trial.duration.total_seconds(), 1) if trial.duration is not None else "",
             "note": _note(trial, retried_as),
             "graph": describe_graph(spec) if spec is not None else "",
-            "graph_file": str(Path(trial.user_attrs[RUN_DIR_ATTR]) / "graph.json")
+            "graph_file": str(RunFolder(trial.user_attrs[RUN_DIR_ATTR]).graph_file)
             if RUN_DIR_ATTR in trial.user_attrs else "",
         })
     return rows

@@ -22,6 +22,7 @@ from ktg.data import ImageSet, load_from_source
 from ktg.data.transforms import BatchTransform, Identity, Normalize
 from ktg.engine import KnowledgeTransferGraph, ensemble_logits
 from ktg.errors import KTGError
+from ktg.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -173,12 +174,9 @@ def attention_grid_for_run(
     from ktg.evaluate import load_run, split_images
     from ktg.runtime import resolve_device
 
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise KTGError(f"run folder {run} does not exist")
-    graph, config, _ = load_run(run, resolve_device(device))
+    graph, config, _ = load_run(run_dir, resolve_device(device))
     dataset = load_from_source(config["data"])
-    split_set = split_images(dataset, split, run)
+    split_set = split_images(dataset, split, RunFolder(run_dir))
     if indices is None:
         chosen = choose_images(len(split_set), n, seed)
     else:
