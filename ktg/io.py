@@ -1,4 +1,7 @@
-"""Atomic file writes: a crash never leaves a half-written result or checkpoint behind."""
+"""Atomic file writes: a crash never leaves a half-written result or checkpoint behind.
+
+Torch-free, so the command line can use it before any command has asked for torch.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,6 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
-
-import torch
 
 from ktg.errors import KTGError
 
@@ -61,8 +62,3 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically."""
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
-
-def save_torch(path: str | os.PathLike, obj: Any) -> None:
-    """``torch.save`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)

@@ -197,7 +197,7 @@ class RunFolder:
             raise RuntimeError(f"{self} is already open for writing")
         created = not self.path.exists()
         if created and resume:
-            self._check_start(resume)
+            self._check_start(resume, restart)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             descriptor = os.open(self.path / _LOCK, os.O_RDWR | os.O_CREAT, 0o666)
@@ -214,7 +214,7 @@ class RunFolder:
         try:
             os.ftruncate(descriptor, 0)
             os.pwrite(descriptor, f"ktg pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-            self._check_start(resume)  # under the lock: no one else changes the folder from here on
+            self._check_start(resume, restart)  # under the lock: no one else changes the folder from here on
             if restart:
                 self._delete_run()
             yield self
@@ -227,10 +227,10 @@ class RunFolder:
             self._lock = None
             os.close(descriptor)  # releases the lock
 
-    def _check_start(self, resume: bool) -> None:
+    def _check_start(self, resume: bool, restart: bool) -> None:
         if resume and not self.holds_run():
             raise KTGError(f"nothing to resume: {self.path / _CHECKPOINT} does not exist")
-        if not resume and self.holds_run():
+        if not resume and not restart and self.holds_run():
             raise KTGError(f"{self.path} already holds a run ({_CHECKPOINT}); add --resume to continue it, "
                            f"--restart to replace it, or choose another --out")
 

@@ -309,7 +309,11 @@ def train(
         if resume:
             state = run.load_checkpoint()
             _check_resumable(state, spec, config, run)
-            graph.load_state_dict(state["model"])
+            try:
+                graph.load_state_dict(state["model"])
+            except RuntimeError as error:
+                raise KTGError(f"--resume: the saved weights do not fit this graph on {dataset.name} "
+                               f"({str(error).splitlines()[0]}); resume with the same data") from None
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             history = list(state["history"])

@@ -15,6 +15,7 @@ from ktg.chain import load_chain
 from ktg.cli import main
 from ktg.engine import label_edge_name
 from ktg.graph import GraphSpec
+from ktg.run_folder import RunFolder
 
 BEYOND = Path(__file__).resolve().parents[1] / "experiments" / "beyond"
 COMMON = ["--width", "4", "--image-size", "16", "--device", "cpu", "--no-progress"]
@@ -29,7 +30,7 @@ def run_chain(name, out, data=SYNTHETIC):
 
 
 def checkpoint(run):
-    return torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+    return RunFolder(run).load_checkpoint()["model"]
 
 
 def test_frozen_teacher_is_copied_and_never_updated(tmp_path):

@@ -12,7 +12,8 @@ from ktg.data import load_dataset
 from ktg.engine import build_graph
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml
-from ktg.train import CHECKPOINT, NonFiniteLossError, make_optimizer, make_train_step, train
+from ktg.run_folder import RunFolder
+from ktg.train import NonFiniteLossError, make_optimizer, make_train_step, train
 
 TINY = {"base_width": 4}
 
@@ -44,8 +45,7 @@ def test_a_run_writes_its_files(tmp_path):
     saved = GraphSpec.load(tmp_path / "graph.json")
     assert saved.nodes[0] == NodeSpec("abn_resnet20", TINY)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
-    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
-    assert state["epoch"] == 3
+    assert RunFolder(tmp_path).load_checkpoint()["epoch"] == 3
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -84,8 +84,8 @@ def test_resume_after_an_interruption_gives_the_same_weights(tmp_path):
     assert len((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()) == 1
     train(heavy_graph(), data, CONFIG, tmp_path / "resumed", progress=False, node_options=TINY, resume=True)
 
-    straight = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=True)
-    resumed = torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=True)
+    straight = RunFolder(tmp_path / "straight").load_checkpoint()
+    resumed = RunFolder(tmp_path / "resumed").load_checkpoint()
     for key, value in straight["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
     assert straight["history"][-1]["losses"] == resumed["history"][-1]["losses"]
@@ -117,7 +117,7 @@ def test_non_finite_loss_is_reported_and_the_last_good_checkpoint_kept(tmp_path)
     data = tiny_data()
     train(dml(2), data, TrainConfig(epochs=1, batch_size=16, device="cpu"), tmp_path / "ok", progress=False,
           node_options=TINY)
-    good = (tmp_path / "ok" / CHECKPOINT).read_bytes()
+    good = RunFolder(tmp_path / "ok").checkpoint_file.read_bytes()
     poisoned = tiny_data()
 
     def nan_transform(images, generator=None, **kwargs):
@@ -128,8 +128,8 @@ def test_non_finite_loss_is_reported_and_the_last_good_checkpoint_kept(tmp_path)
     with pytest.raises(NonFiniteLossError, match="non-finite loss in epoch 1 on label→0"):
         train(dml(2), poisoned, TrainConfig(epochs=2, batch_size=16, device="cpu"), tmp_path / "nan",
               progress=False, node_options=TINY)
-    assert not (tmp_path / "nan" / CHECKPOINT).exists()
-    assert (tmp_path / "ok" / CHECKPOINT).read_bytes() == good
+    assert not RunFolder(tmp_path / "nan").holds_run()
+    assert RunFolder(tmp_path / "ok").checkpoint_file.read_bytes() == good
 
 
 def test_holdout_evaluates_on_a_saved_validation_split(tmp_path):
