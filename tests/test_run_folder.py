@@ -69,7 +69,7 @@ def test_restart_replaces_the_run_and_leaves_other_files(tmp_path):
     again = TrainConfig(epochs=1, batch_size=16, lr=0.05, device="cpu")
     with pytest.raises(KTGError, match="--restart to replace it"):
         train(dml(2), data, again, tmp_path, progress=False, node_options=TINY)
-    train(dml(2), data, again, tmp_path, progress=False, node_options=TINY, restart=True)
+    assert main([*TRAIN_ARGS, "--epochs", "1", "--lr", "0.05", "--out", str(tmp_path), "--restart"]) == 0
     assert epochs_logged(tmp_path) == [1] and RunFolder(tmp_path).read_config()["train"]["lr"] == 0.05
     assert not (tmp_path / "eval_test.json").exists() and (tmp_path / "notes.txt").read_text() == "mine"
     with pytest.raises(KTGError, match="choose one"):

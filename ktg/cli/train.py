@@ -16,7 +16,11 @@ def add_parser(commands) -> None:
                                  "and write metrics, checkpoints and TensorBoard logs into --out.")
     parser.add_argument("--graph", default="dml", help="graph file, or a named graph: independent, dml (default: dml)")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/<dataset>-<graph>-<time>)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
+                       "(from the previous epoch's, with a warning, if the last one is damaged)")
+    start.add_argument("--restart", action="store_true", help="replace the run in --out: delete its files (and only "
+                       "those) and train from the start")
     add_model_arguments(parser)
     add_data_arguments(parser)
     add_training_arguments(parser)
@@ -26,6 +30,7 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from ktg.data import load_from_source
     from ktg.graph import resolve_graph
+    from ktg.run_folder import RunFolder
     from ktg.train import train
 
     spec = resolve_graph(args.graph, args.nodes, args.model)
@@ -33,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     source = data_source_from_args(args)
     dataset = load_from_source(source)
     out = args.out or Path("runs") / f"{args.dataset}-{spec.name or 'graph'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    final = train(spec, dataset, config, out, resume=args.resume, progress=not args.no_progress,
+    final = train(spec, dataset, config, out, resume=args.resume, restart=args.restart, progress=not args.no_progress,
                   node_options=node_options_from_args(args), data_source=source)
     print(f"\n{dataset.name}, graph {spec.name or args.graph}, {final['epochs']} epochs, "
           f"evaluated on the {final['split']} split")
@@ -41,5 +46,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"  node {i:<10} top-1 {100 * value:6.2f} %")
     print(f"  {'mean node':<15} top-1 {100 * final['mean_node_accuracy']:6.2f} %")
     print(f"  {'ensemble':<15} top-1 {100 * final['ensemble_accuracy']:6.2f} %")
-    print(f"run written to {out}/ (metrics.json, metrics.jsonl, graph.json, checkpoint.pt, tensorboard/)")
+    print(f"run written to {out}/ ({RunFolder.main_files()})")
     return 0
