@@ -12,16 +12,17 @@ import torch
 from optuna.trial import TrialState
 
 import ktg.search.objective as objective_module
-from ktg.cli import main
+from ktg.cli import build_parser, main
+from ktg.cli.search import search_settings_from_args
 from ktg.config import TrainConfig
 from ktg.data import load_dataset
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml
-from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR, Objective
+from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR, Objective, trial_seed
 from ktg.search.results import leaderboard
-from ktg.search.space import SearchSpace, TrialSeededSampler
-from ktg.search.storage import load_study, resolve_storage_url
 from ktg.search.settings import SearchSettings
+from ktg.search.space import SearchSpace, TrialSeededSampler
+from ktg.search.storage import RETRY_OF_ATTR, SETTINGS_ATTR, load_study, queue_again, resolve_storage_url
 from ktg.search.worker import Worker, connect, run_search
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -179,6 +180,23 @@ def test_a_trial_whose_graph_cuts_off_everything_completes(tmp_path):
     assert not GraphSpec.from_dict(trial.user_attrs[GRAPH_ATTR]).active_edges
 
 
+def test_every_trial_trains_with_a_seed_of_its_own_unless_same_seed(tmp_path):
+    data, config = tiny_data(), dataclasses.replace(CONFIG, epochs=1, seed=7)
+    own = Objective(SPACE, data, config, tmp_path, node_options=TINY)
+    trials = [optuna.trial.FixedTrial({}, number) for number in range(3)]
+    assert len({own.seed_of(trial) for trial in trials} | {7}) == 4
+    assert [Objective(SPACE, data, config, tmp_path, same_seed=True).seed_of(trial) for trial in trials] == [7] * 3
+    other = Objective(SPACE, data, dataclasses.replace(config, seed=8), tmp_path)
+    assert other.seed_of(trials[0]) != own.seed_of(trials[0])
+
+    optuna.create_study(direction="maximize", sampler=TrialSeededSampler(0)).optimize(own, n_trials=1)
+    recorded = json.loads((tmp_path / "trials" / "0" / "config.json").read_text())["train"]["seed"]
+    assert recorded == own.seed_of(trials[0]) == trial_seed(7, 0)
+    for flags, same_seed in (([], False), (["--same-seed"], True)):
+        args = build_parser().parse_args(["search", "--dataset", "synthetic", *flags])
+        assert search_settings_from_args(args).same_seed is same_seed
+
+
 def test_the_search_never_scores_on_the_test_split(tmp_path):
     with pytest.raises(KTGError, match="test split"):
         Objective(SPACE, tiny_data(), dataclasses.replace(CONFIG, holdout=None), tmp_path)
@@ -236,6 +254,8 @@ def test_an_orphaned_running_trial_is_failed_requeued_and_the_budget_is_exact(tm
     trials = load_study(s.storage_url, "test").trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].system_attrs["failed_trial"] == 0
+    config = json.loads((tmp_path / "trials" / "1" / "config.json").read_text())
+    assert config["train"]["seed"] == trial_seed(CONFIG.seed, 0)  # the retry trains with trial 0's seed
     assert "heartbeats" in leaderboard(load_study(s.storage_url, "test"))[-1]["note"]
 
 
@@ -246,15 +266,14 @@ def test_a_trial_started_in_a_race_for_the_last_place_is_handed_back(tmp_path):
     params = SPACE.to_params(dml(2))
     study.add_trial(optuna.create_trial(state=TrialState.COMPLETE, value=0.5, params=params,
                                         distributions=distributions))
-    study.add_trial(optuna.create_trial(state=TrialState.WAITING, params=params, distributions=distributions,
-                                        system_attrs={"failed_trial": 0, "retry_history": [0]}))
+    queue_again(study, study.trials[0], [0])
     worker = Worker(s)
     state, _ = worker._run_trial(study, storage, study_id, objective=None)  # surplus: it must not train
     assert state is None
     trials = study.get_trials()
     assert trials[1].state == TrialState.FAIL and trials[1].user_attrs[FAIL_REASON_ATTR].startswith("not run")
     assert trials[2].state == TrialState.WAITING and trials[2].params == params
-    assert trials[2].system_attrs["retry_history"] == [0]
+    assert trials[2].system_attrs["retry_history"] == [0] and trials[2].user_attrs == {RETRY_OF_ATTR: 0}
 
 
 def test_joining_with_other_settings_is_refused(tmp_path):
@@ -262,6 +281,17 @@ def test_joining_with_other_settings_is_refused(tmp_path):
     with pytest.raises(KTGError, match="train.epochs: study has 2, you gave 3"):
         connect(settings(tmp_path, config=dataclasses.replace(CONFIG, epochs=3)))
     connect(settings(tmp_path, config=dataclasses.replace(CONFIG, device="cuda:1")))  # where it runs may differ
+    with pytest.raises(KTGError, match="same_seed: study has False, you gave True"):
+        connect(settings(tmp_path, same_seed=True))
+
+
+def test_a_study_from_before_trial_seeds_trained_with_one_seed_and_resumes_with_same_seed(tmp_path):
+    study, _, _ = connect(settings(tmp_path))
+    stored = study.user_attrs[SETTINGS_ATTR]
+    study.set_user_attr(SETTINGS_ATTR, {key: value for key, value in stored.items() if key != "same_seed"})
+    connect(settings(tmp_path, same_seed=True))
+    with pytest.raises(KTGError, match="same_seed: study has True, you gave False"):
+        connect(settings(tmp_path))
 
 
 # -- the command line -----------------------------------------------------------------------------------------
@@ -274,7 +304,9 @@ def test_search_then_export_then_retrain(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "best_graph.json" in printed and "leaderboard.csv" in printed and "optuna-dashboard sqlite:///" in printed
     assert (out / "study.db").exists() and (out / "trials" / "0" / "tensorboard").is_dir()
-    assert json.loads((out / "trials/0/config.json").read_text())["eval_split"] == "val"
+    configs = [json.loads((out / f"trials/{n}/config.json").read_text()) for n in range(3)]
+    assert configs[0]["eval_split"] == "val"
+    assert len({config["train"]["seed"] for config in configs}) == 3  # a seed per trial by default
 
     exported = tmp_path / "trial1.json"
     assert main(["study", "show", "--storage", f"sqlite:///{out / 'study.db'}", "--study", "synthetic-2nodes",

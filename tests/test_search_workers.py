@@ -4,6 +4,7 @@ resumes; separate commands sharing a PostgreSQL database stop at the budget and 
 leaderboard agrees with the storage."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -74,7 +75,7 @@ def test_a_killed_worker_leaves_a_consistent_study_and_its_trial_is_retried(tmp_
     try:
         def training_trial():
             running = load_study(url, "synthetic-2nodes").get_trials(states=(TrialState.RUNNING,))
-            return [t for t in running if GRAPH_ATTR in t.user_attrs]
+            return [t for t in running if (out / "trials" / str(t.number) / "config.json").exists()]
 
         killed = wait_for(training_trial, 120, "a worker to start training a trial")[0]
         victim.send_signal(signal.SIGKILL)
@@ -90,6 +91,9 @@ def test_a_killed_worker_leaves_a_consistent_study_and_its_trial_is_retried(tmp_
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert retries[0].params == killed.params
+    seeds = {n: json.loads((out / "trials" / str(n) / "config.json").read_text())["train"]["seed"]
+             for n in (killed.number, retries[0].number)}
+    assert seeds[killed.number] == seeds[retries[0].number]  # the retry trains with the killed trial's seed
     note = next(row["note"] for row in leaderboard(load_study(url, None)) if row["trial"] == killed.number)
     assert "heartbeats" in note and f"retried as trial {retries[0].number}" in note
 

@@ -38,6 +38,9 @@ def add_parser(commands) -> None:
                        "epochs are the resource (default: %(default)s, reduction factor 2, as in the paper)")
     group.add_argument("--search-seed", type=int, default=settings["seed"], help="seed of the random sampler: trial "
                        "k draws the same graph whichever worker runs it (default: %(default)s)")
+    group.add_argument("--same-seed", action="store_true", help="train every trial with --seed (common random "
+                       "numbers: the same initial weights, batch order and augmentation) instead of a seed of its "
+                       "own derived from --seed and the trial number")
     group.add_argument("--jobs-per-device", type=int, help="trials run side by side on this device, each in its "
                        "own process (default: 1 on CPU; on CUDA enough to train ~256 images per step, bounded by "
                        "GPU memory and CPU cores)")
@@ -99,8 +102,8 @@ def search_settings_from_args(args: argparse.Namespace):
         space=space, config=config, out=out, storage_url=resolve_storage_url(args.storage, out),
         study_name=args.study or f"{args.dataset}-{nodes}nodes", trials=args.trials,
         data_source=data_source_from_args(args), node_options=node_options_from_args(args), pruner=args.pruner,
-        seed=args.search_seed, heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,
-        max_retry=args.max_retry,
+        seed=args.search_seed, same_seed=args.same_seed, heartbeat_interval=args.heartbeat_interval,
+        grace_period=args.grace_period, max_retry=args.max_retry,
     )
 
 

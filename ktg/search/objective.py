@@ -1,5 +1,9 @@
 """One trial: draw a graph, train it with :func:`ktg.train.train`, report the ensemble's validation accuracy.
 
+Each trial trains with its own seed (:func:`trial_seed`), so initial weights, batch order and augmentation are
+drawn afresh per trial as in the papers' search (docs/method.md#search); ``same_seed`` gives every trial the
+config's seed instead (common random numbers).
+
 The trainer knows nothing of Optuna. The only contact is its epoch callback: after every epoch the objective
 reports the ensemble accuracy as the intermediate value at step = epoch and answers the trainer's "stop?" with
 the pruner's verdict. The last epoch is reported but not put to the pruner: a trial that has trained all its
@@ -8,6 +12,8 @@ epochs is complete, pruning it then would save nothing and only hide a finished 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +26,7 @@ from ktg.data import Dataset
 from ktg.errors import KTGError
 from ktg.run_folder import RunFolder
 from ktg.search.space import SearchSpace
+from ktg.search.storage import RETRY_OF_ATTR
 from ktg.train import image_size_of, resolve_models, train
 
 TRIALS_DIR = "trials"
@@ -32,6 +39,13 @@ FAIL_REASON_ATTR = "fail_reason"
 def trial_dir(out: str | Path, number: int) -> Path:
     """Where trial ``number`` trains: ``OUT/trials/<number>/``."""
     return Path(out) / TRIALS_DIR / str(number)
+
+
+def trial_seed(seed: int, trial_number: int) -> int:
+    """The seed of trial ``trial_number`` in a search whose training config has ``seed``: a hash of both, in
+    [0, 2³¹), so every trial, and every study with another ``seed``, draws unrelated randomness."""
+    digest = hashlib.sha256(f"ktg trial seed/{seed}/{trial_number}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1
 
 
 def failure_reason(error: BaseException, run_dir: Path | None = None) -> str:
@@ -52,12 +66,14 @@ class Objective:
     Args:
         space: the graphs to draw from.
         dataset: loaded once per worker; ``config.holdout`` chooses the validation part of its training split.
-        config: training options of every trial (the same for all, so graphs are compared fairly).
+        config: training options of every trial (the same for all, so graphs are compared fairly); each trial
+            trains with its own seed derived from ``config.seed`` and its number (a retry: its original's number).
         out: the search folder; trial k trains in ``OUT/trials/k/``.
         node_options: model options of every node (e.g. ``base_width``).
         data_source: how to reload the data, saved with every trial's run (``ktg eval`` works on trials).
         on_epoch: called with (trial number, epoch, metrics) after every epoch, for progress displays.
         progress: show the trainer's own progress bars.
+        same_seed: train every trial with ``config.seed`` (common random numbers) instead.
 
     A trial that raises is recorded by the caller as failed; before re-raising, the objective stores a one-line
     reason as the user attribute ``fail_reason`` (and the traceback of a programming error in ``error.txt``).
@@ -65,7 +81,8 @@ class Objective:
 
     def __init__(self, space: SearchSpace, dataset: Dataset, config: TrainConfig, out: str | Path, *,
                  node_options: dict[str, Any] | None = None, data_source: dict[str, Any] | None = None,
-                 on_epoch: Callable[[int, int, dict], None] | None = None, progress: bool = False) -> None:
+                 on_epoch: Callable[[int, int, dict], None] | None = None, progress: bool = False,
+                 same_seed: bool = False) -> None:
         if config.holdout is None:
             raise KTGError("the search must never look at the test split: give the training config a holdout fraction")
         self.space = space
@@ -76,6 +93,13 @@ class Objective:
         self.data_source = data_source
         self.on_epoch = on_epoch
         self.progress = progress
+        self.same_seed = same_seed
+
+    def seed_of(self, trial: optuna.Trial) -> int:
+        """The seed ``trial`` trains with; a queued retry gets the seed of the trial it runs again."""
+        if self.same_seed:
+            return self.config.seed
+        return trial_seed(self.config.seed, trial.user_attrs.get(RETRY_OF_ATTR, trial.number))
 
     def __call__(self, trial: optuna.Trial) -> float:
         run_dir = trial_dir(self.out, trial.number)
@@ -107,7 +131,8 @@ class Objective:
                 self.on_epoch(trial.number, epoch, metrics)
             return epoch < self.config.epochs and trial.should_prune()
 
-        final = train(spec, self.dataset, self.config, run_dir, callback=after_epoch, progress=self.progress,
+        config = dataclasses.replace(self.config, seed=self.seed_of(trial))  # recorded in the run's config.json
+        final = train(spec, self.dataset, config, run_dir, callback=after_epoch, progress=self.progress,
                       node_options=self.node_options, data_source=self.data_source)
         for key in ("epochs", "node_accuracy", "mean_node_accuracy", "best_ensemble_accuracy", "best_epoch"):
             trial.set_user_attr(key, final[key])

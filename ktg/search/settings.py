@@ -42,6 +42,7 @@ class SearchSettings:
         node_options: model options of every node.
         pruner: a registered pruner (:data:`ktg.registry.PRUNERS`).
         seed: the sampler's seed; trial k draws the same graph whichever worker runs it.
+        same_seed: train every trial with ``config.seed`` (common random numbers) rather than a seed of its own.
         heartbeat_interval, grace_period: seconds between heartbeats, and of silence before a running trial
             counts as abandoned by a dead worker.
         max_retry: how often a trial of a dead worker is queued again.
@@ -59,6 +60,7 @@ class SearchSettings:
     node_options: dict[str, Any] = field(default_factory=dict)
     pruner: str = DEFAULT_PRUNER
     seed: int = 0
+    same_seed: bool = False
     heartbeat_interval: int = 30
     grace_period: int = 120
     max_retry: int = 2
@@ -81,4 +83,5 @@ class SearchSettings:
         data = {"name": self.data_source.get("name"), "image_size": self.data_source.get("image_size"),
                 "options": {k: v for k, v in self.data_source.get("options", {}).items() if k != "cache_dir"}}
         return {"space": self.space.describe(), "train": training, "data": data,
-                "node_options": self.node_options, "pruner": self.pruner, "seed": self.seed}
+                "node_options": self.node_options, "pruner": self.pruner, "seed": self.seed,
+                "same_seed": self.same_seed}

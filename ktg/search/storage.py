@@ -118,6 +118,10 @@ def _lock_on_begin(engine) -> None:
     engine.dispose()  # connections opened while the tables were created lack the hooks
 
 
+#: Settings that studies stored before ktg had them imply: such a study trained every trial with one seed.
+_BEFORE_TRIAL_SEEDS = {"same_seed": True}
+
+
 def open_study(storage: RDBStorage, name: str, *, sampler: optuna.samplers.BaseSampler | None = None,
                pruner: optuna.pruners.BasePruner | None = None, settings: dict[str, Any] | None = None) -> optuna.Study:
     """Create the study ``name`` (maximising) or join it if it exists.
@@ -135,7 +139,7 @@ def open_study(storage: RDBStorage, name: str, *, sampler: optuna.samplers.BaseS
         stored = study.user_attrs.get(SETTINGS_ATTR)
         if stored is None:
             study.set_user_attr(SETTINGS_ATTR, settings)
-        elif stored != settings:
+        elif (stored := {**_BEFORE_TRIAL_SEEDS, **stored}) != settings:
             raise KTGError(f"study {name!r} searches with other settings ({_differences(stored, settings)}); "
                            f"use the same options to join it, or another --study")
     return study
@@ -163,14 +167,29 @@ def load_study(url: str, name: str | None) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
+#: User attribute of a queued retry: the number of the original trial it runs again. Optuna keeps the same number
+#: in the system attribute ``failed_trial``, which a running trial cannot read; the objective derives the
+#: trial's seed from it, so a retry trains with the original trial's seed.
+RETRY_OF_ATTR = "retry_of"
+
+
+def queue_again(study: optuna.Study, trial: FrozenTrial, history: list[int]) -> None:
+    """Add a WAITING trial with ``trial``'s graph (parameters); ``history`` lists the trials of its chain, the
+    original first."""
+    study.add_trial(optuna.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        system_attrs={"failed_trial": history[0], "retry_history": history}, user_attrs={RETRY_OF_ATTR: history[0]},
+    ))
+
+
 class RequeueTrial:
-    """Queue a failed trial again as a new WAITING trial with the same graph (parameters).
+    """Queue a failed trial again as a new WAITING trial with the same graph (parameters) and the same seed.
 
     Used for trials whose worker stopped sending heartbeats (killed, machine lost) and for trials
     interrupted with Ctrl-C. The queued trial records ``failed_trial`` (the first trial of the chain) and
     ``retry_history`` as Optuna's ``RetryHeartbeatStaleTrialCallback`` does, so Optuna's helpers read it; unlike
-    that callback it starts clean: no user attributes and no pruner rungs of the dead run are carried over.
-    After ``max_retry`` retries of one original trial it stops queueing.
+    that callback it starts clean: of the dead run's user attributes only :data:`RETRY_OF_ATTR` is carried over,
+    and none of its pruner rungs. After ``max_retry`` retries of one original trial it stops queueing.
     """
 
     def __init__(self, max_retry: int = 2) -> None:
@@ -178,12 +197,8 @@ class RequeueTrial:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         history = [*trial.system_attrs.get("retry_history", []), trial.number]
-        if len(history) > self.max_retry:
-            return
-        study.add_trial(optuna.create_trial(
-            state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-            system_attrs={"failed_trial": history[0], "retry_history": history},
-        ))
+        if len(history) <= self.max_retry:
+            queue_again(study, trial, history)
 
 
 #: Trial user attribute a worker sets right after its first heartbeat; see :func:`fail_stale_trials`.

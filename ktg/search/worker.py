@@ -48,7 +48,7 @@ from ktg.search.objective import FAIL_REASON_ATTR, TRIALS_DIR, Objective
 from ktg.search.results import last_value, state_counts, write_results
 from ktg.search.settings import SearchSettings, check_pruner
 from ktg.search.space import TrialSeededSampler
-from ktg.search.storage import WORKER_ATTR, RequeueTrial, fail_stale_trials, open_storage, open_study
+from ktg.search.storage import WORKER_ATTR, RequeueTrial, fail_stale_trials, open_storage, open_study, queue_again
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
@@ -127,7 +127,7 @@ class Worker:
         study, storage, study_id = connect(s)
         objective = Objective(s.space, load_from_source(s.data_source), s.config, s.out,
                               node_options=s.node_options, data_source=s.data_source,
-                              on_epoch=self._after_epoch, progress=self.progress)
+                              on_epoch=self._after_epoch, progress=self.progress, same_seed=s.same_seed)
         failures_in_a_row = 0
         while True:
             StopRequest.check()
@@ -189,9 +189,8 @@ class Worker:
         trial.set_user_attr(FAIL_REASON_ATTR, f"not run: the other workers' trials already fill the budget of "
                             f"{self.settings.trials} trials")
         frozen = self._tell(study, trial, TrialState.FAIL)
-        if frozen is not None and frozen.params:
-            study.add_trial(optuna.create_trial(state=TrialState.WAITING, params=frozen.params,
-                                                distributions=frozen.distributions, system_attrs=frozen.system_attrs))
+        if frozen is not None and frozen.params:  # only a queued retry has its graph before it runs
+            queue_again(study, frozen, frozen.system_attrs["retry_history"])
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, state: TrialState,
               value: float | None = None) -> optuna.trial.FrozenTrial | None:
