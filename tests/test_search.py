@@ -18,7 +18,8 @@ from ktg.config import TrainConfig
 from ktg.data import load_dataset
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml
-from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR, Objective, trial_seed
+from ktg.run_folder import RunFolder
+from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR, Objective, trial_dir, trial_seed
 from ktg.search.results import leaderboard
 from ktg.search.settings import SearchSettings
 from ktg.search.space import SearchSpace, TrialSeededSampler
@@ -190,7 +191,7 @@ def test_every_trial_trains_with_a_seed_of_its_own_unless_same_seed(tmp_path):
     assert other.seed_of(trials[0]) != own.seed_of(trials[0])
 
     optuna.create_study(direction="maximize", sampler=TrialSeededSampler(0)).optimize(own, n_trials=1)
-    recorded = json.loads((tmp_path / "trials" / "0" / "config.json").read_text())["train"]["seed"]
+    recorded = RunFolder(trial_dir(tmp_path, 0)).read_config()["train"]["seed"]
     assert recorded == own.seed_of(trials[0]) == trial_seed(7, 0)
     for flags, same_seed in (([], False), (["--same-seed"], True)):
         args = build_parser().parse_args(["search", "--dataset", "synthetic", *flags])
@@ -254,7 +255,7 @@ def test_an_orphaned_running_trial_is_failed_requeued_and_the_budget_is_exact(tm
     trials = load_study(s.storage_url, "test").trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].system_attrs["failed_trial"] == 0
-    config = json.loads((tmp_path / "trials" / "1" / "config.json").read_text())
+    config = RunFolder(trial_dir(tmp_path, 1)).read_config()
     assert config["train"]["seed"] == trial_seed(CONFIG.seed, 0)  # the retry trains with trial 0's seed
     assert "heartbeats" in leaderboard(load_study(s.storage_url, "test"))[-1]["note"]
 
@@ -304,7 +305,7 @@ def test_search_then_export_then_retrain(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "best_graph.json" in printed and "leaderboard.csv" in printed and "optuna-dashboard sqlite:///" in printed
     assert (out / "study.db").exists() and (out / "trials" / "0" / "tensorboard").is_dir()
-    configs = [json.loads((out / f"trials/{n}/config.json").read_text()) for n in range(3)]
+    configs = [RunFolder(trial_dir(out, n)).read_config() for n in range(3)]
     assert configs[0]["eval_split"] == "val"
     assert len({config["train"]["seed"] for config in configs}) == 3  # a seed per trial by default
 

@@ -4,7 +4,6 @@ resumes; separate commands sharing a PostgreSQL database stop at the budget and 
 leaderboard agrees with the storage."""
 
 import csv
-import json
 import os
 import signal
 import subprocess
@@ -14,13 +13,14 @@ import uuid
 
 import pytest
 from optuna.trial import TrialState
+from test_search import one_thread  # noqa: F401 (autouse: this process trains on one thread too)
 
 from ktg.cli import main
 from ktg.errors import KTGError
-from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR
+from ktg.run_folder import RunFolder
+from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR, trial_dir, trial_seed
 from ktg.search.results import leaderboard
 from ktg.search.storage import load_study, resolve_storage_url
-from test_search import one_thread  # noqa: F401 (autouse: this process trains on one thread too)
 
 SEARCH = ["search", "--nodes", "2", "--crop-sizes", "3", "5", "--dataset", "synthetic", "--image-size", "16",
           "--dataset-option", "train_size=48", "--dataset-option", "test_size=8", "--dataset-option", "num_classes=2",
@@ -75,7 +75,7 @@ def test_a_killed_worker_leaves_a_consistent_study_and_its_trial_is_retried(tmp_
     try:
         def training_trial():
             running = load_study(url, "synthetic-2nodes").get_trials(states=(TrialState.RUNNING,))
-            return [t for t in running if (out / "trials" / str(t.number) / "config.json").exists()]
+            return [t for t in running if GRAPH_ATTR in t.user_attrs]
 
         killed = wait_for(training_trial, 120, "a worker to start training a trial")[0]
         victim.send_signal(signal.SIGKILL)
@@ -91,9 +91,8 @@ def test_a_killed_worker_leaves_a_consistent_study_and_its_trial_is_retried(tmp_
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert retries[0].params == killed.params
-    seeds = {n: json.loads((out / "trials" / str(n) / "config.json").read_text())["train"]["seed"]
-             for n in (killed.number, retries[0].number)}
-    assert seeds[killed.number] == seeds[retries[0].number]  # the retry trains with the killed trial's seed
+    retried_config = RunFolder(trial_dir(out, retries[0].number)).read_config()
+    assert retried_config["train"]["seed"] == trial_seed(0, killed.number)  # the killed trial's seed, not its own
     note = next(row["note"] for row in leaderboard(load_study(url, None)) if row["trial"] == killed.number)
     assert "heartbeats" in note and f"retried as trial {retries[0].number}" in note
 
