@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from dataset_trees import write_imagefolder, write_jpeg
-from ktg.data import cache
-from ktg.data.cache import ImageList, cached_image_set, default_cache_dir
+
+from ktg.data import ImageSet, cache
+from ktg.data.cache import ImageList, cached_image_set, default_cache_dir, stored_size
 from ktg.errors import KTGError
 
 
@@ -32,16 +33,25 @@ def tree(tmp_path: Path) -> ImageList:
 
 @pytest.fixture
 def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Counts the images decoded (the cache calls ``decode_resized`` once per image it builds)."""
+    """Counts the images decoded (the cache calls ``decode_photo_file`` once per image it builds)."""
     calls: list[str] = []
-    real = cache.decode_resized
+    real = cache.decode_photo_file
 
-    def counting(path, size):
+    def counting(path, side):
         calls.append(str(path))
-        return real(path, size)
+        return real(path, side)
 
-    monkeypatch.setattr(cache, "decode_resized", counting)
+    monkeypatch.setattr(cache, "decode_photo_file", counting)
     return calls
+
+
+def pictures(images: ImageSet) -> list[torch.Tensor]:
+    """Every image of the set as C×H×W uint8."""
+    return [images.images.image(i) for i in range(len(images))]
+
+
+def same_pictures(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 def cache_files(folder: Path) -> list[str]:
@@ -50,24 +60,31 @@ def cache_files(folder: Path) -> list[str]:
 
 def test_cache_is_built_once_then_reused(tmp_path: Path, tree: ImageList, decodes: list[str]) -> None:
     first = cached_image_set("demo", "train", tree, 24, tmp_path / "cache")
-    assert len(decodes) == 12 and first.images.shape == (12, 3, 24, 24) and first.name == "demo/train"
+    # write_jpeg's images are 40-68 pixels: the cache reduces them to 24 on the shorter side, aspect kept.
+    assert len(decodes) == 12 and len(first) == 12 and first.name == "demo/train"
+    assert first.images.sizes.tolist() == [list(stored_size(tuple(size), 24)) for size in first.original_sizes.tolist()]
+    assert first.images.sizes.min(dim=1).values.eq(24).all() and first.images.sizes.max() > 24
     again = cached_image_set("demo", "train", tree, 24, tmp_path / "cache")
     assert len(decodes) == 12  # nothing decoded the second time
-    assert torch.equal(first.images, again.images) and torch.equal(first.original_sizes, again.original_sizes)
+    assert same_pictures(pictures(first), pictures(again))
+    assert torch.equal(first.original_sizes, again.original_sizes)
     assert torch.equal(again.labels, torch.tensor(tree.labels))
     names = cache_files(tmp_path / "cache")
     assert [name.rsplit(".", 1)[1] for name in names] == ["json", "lock", "npy"]
     assert names[0].startswith("train-24px-")
-    cached_image_set("demo", "train", tree, 20, tmp_path / "cache")  # another size is another cache
+    whole = cached_image_set("demo", "train", tree, 100, tmp_path / "cache")  # another side is another cache
     assert len(decodes) == 24
+    assert torch.equal(whole.images.sizes, whole.original_sizes)  # never enlarged: stored as they are
+    decoded, _ = cache.decode_photo_file(tree.root / tree.files[0], 100)
+    assert torch.equal(whole.images.image(0), torch.tensor(decoded).permute(2, 0, 1))
 
 
 def test_stale_caches_are_rebuilt(tmp_path: Path, tree: ImageList, decodes: list[str]) -> None:
-    before = cached_image_set("demo", "train", tree, 24, tmp_path / "cache")
+    before = pictures(cached_image_set("demo", "train", tree, 24, tmp_path / "cache"))
     write_jpeg(tree.root / tree.files[0], 2, 99)  # the image was replaced (a different size in bytes)
-    after = cached_image_set("demo", "train", tree, 24, tmp_path / "cache")
-    assert len(decodes) == 24 and not torch.equal(before.images[0], after.images[0])
-    assert torch.equal(before.images[1:], after.images[1:])
+    after = pictures(cached_image_set("demo", "train", tree, 24, tmp_path / "cache"))
+    assert len(decodes) == 24 and not same_pictures(before[:1], after[:1])
+    assert same_pictures(before[1:], after[1:])
     relabelled = ImageList(tree.root, tree.files, [2 - label for label in tree.labels], tree.classes, tree.source)
     cached_image_set("demo", "train", relabelled, 24, tmp_path / "cache")
     assert len(decodes) == 36
@@ -77,9 +94,12 @@ def test_stale_caches_are_rebuilt(tmp_path: Path, tree: ImageList, decodes: list
     assert len(cache_files(tmp_path / "cache")) == 3  # rebuilt in place, not beside the stale one
 
 
-@pytest.mark.parametrize("damage", ["truncate array", "delete array", "garble sidecar", "empty sidecar", "delete sidecar"])
+DAMAGES = ["truncate array", "delete array", "garble sidecar", "empty sidecar", "delete sidecar", "resize sidecar"]
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
 def test_damaged_caches_are_rebuilt(tmp_path: Path, tree: ImageList, decodes: list[str], damage: str) -> None:
-    good = cached_image_set("demo", "train", tree, 24, tmp_path / "cache").images.clone()
+    good = pictures(cached_image_set("demo", "train", tree, 24, tmp_path / "cache"))
     array = next((tmp_path / "cache").rglob("*.npy"))
     target = array if damage.endswith("array") else array.with_suffix(".json")
     if damage.startswith("truncate"):
@@ -88,15 +108,20 @@ def test_damaged_caches_are_rebuilt(tmp_path: Path, tree: ImageList, decodes: li
         target.write_text("{not json")
     elif damage.startswith("empty"):
         target.write_text("[]")
+    elif damage.startswith("resize"):  # the sizes no longer add up to the array's length
+        meta = json.loads(target.read_text())
+        meta["stored_sizes"][0] = [1, 1]
+        target.write_text(json.dumps(meta))
     else:
         target.unlink()
     rebuilt = cached_image_set("demo", "train", tree, 24, tmp_path / "cache")
-    assert len(decodes) == 24 and torch.equal(rebuilt.images, good)
+    assert len(decodes) == 24 and same_pictures(pictures(rebuilt), good)
 
 
 def test_a_failed_build_leaves_nothing_half_written(tmp_path: Path, tree: ImageList) -> None:
     (tree.root / tree.files[5]).write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
-    with pytest.raises(KTGError, match=f"demo: cannot decode {tree.root / tree.files[5]} \\(train split, listed in a test list\\)"):
+    message = f"demo: cannot decode {tree.root / tree.files[5]} \\(train split, listed in a test list\\)"
+    with pytest.raises(KTGError, match=message):
         cached_image_set("demo", "train", tree, 24, tmp_path / "cache")
     assert [name.rsplit(".", 1)[1] for name in cache_files(tmp_path / "cache")] == ["lock"]
 
@@ -131,11 +156,11 @@ BUILDER = textwrap.dedent("""
     from test_data_cache import image_list
     from ktg.data import cache
 
-    real = cache.decode_resized
-    def slow(path, size):
+    real = cache.decode_photo_file
+    def slow(path, side):
         time.sleep(0.02)  # so that the two builders overlap
-        return real(path, size)
-    cache.decode_resized = slow
+        return real(path, side)
+    cache.decode_photo_file = slow
     real_build = cache._build
     def logged_build(*args):
         with open({log!r}, "a") as log:
@@ -147,7 +172,7 @@ BUILDER = textwrap.dedent("""
     while not Path({go!r}).exists():
         time.sleep(0.01)
     images = cache.cached_image_set("demo", "train", image_list(Path({root!r})), 24, {cache_dir!r})
-    print(int(images.images.long().sum()))
+    print(int(images.images.pixels.astype("int64").sum()))
 """)
 
 

@@ -47,14 +47,16 @@ def test_photo_datasets_read_classes_counts_and_sizes(tmp_path: Path, name: str,
     assert (len(dataset.train), len(dataset.test)) == (9, 6)
     assert dataset.train.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert dataset.test.labels.tolist() == [0, 0, 1, 1, 2, 2]
-    cache_size = round(32 * 256 / 224)  # the evaluation resize of 32-pixel inputs
-    assert dataset.train.images.shape == (9, 3, cache_size, cache_size)
     # write_jpeg makes image i of class c (40 + 7·(i mod 5)) × (48 + 11·((i + c) mod 4)) pixels.
     assert dataset.train.original_sizes[3].tolist() == [40, 48 + 11]
     assert dataset.test.original_sizes[0].tolist() == [40 + 7 * 3, 48 + 11 * 3]
+    # At 32-pixel inputs photos are kept up to 129 (ratio (1, 1.3)) or 131 pixels on the shorter side: as they are.
+    assert dataset.info["cache_size"] == (131 if name == "imagefolder" else 129)
+    assert torch.equal(dataset.train.images.sizes, dataset.train.original_sizes)
     assert dataset.eval_transform(dataset.test.images, original_sizes=dataset.test.original_sizes).shape == (6, 3, 32, 32)
     # The first class is reddish-dark (R = 0): the cache kept the colours and the channel order.
-    assert dataset.train.images[0, 0].float().mean() < 40 and dataset.train.images[0, 2].float().mean() > 120
+    first = dataset.train.images.image(0).float()
+    assert first[0].mean() < 40 and first[2].mean() > 120
 
 
 @pytest.mark.parametrize("where", ["parent", "itself"])

@@ -47,7 +47,8 @@ def test_photo_files_become_their_evaluation_inputs(tmp_path):
     preprocessing = preprocessing_for({"name": "imagefolder", "image_size": 24, "options": options})
     expected = dataset.eval_transform(dataset.test.images, original_sizes=dataset.test.original_sizes)
     assert torch.equal(preprocessing(files), expected)
-    assert expected.shape == (6, 3, 24, 24) and preprocessing.stored_size == 27
+    # Photos up to 98 pixels on the shorter side (the detail side of ImageNet crops at 24) are kept as they are.
+    assert expected.shape == (6, 3, 24, 24) and preprocessing.stored_size == 98 and preprocessing.photos
 
 
 def test_pil_images_and_uint8_tensors_equal_their_files(tmp_path):

@@ -1,8 +1,11 @@
-"""Batched crop transforms: torchvision's parameter semantics, flips, seeding, and agreement with PIL pipelines."""
+"""Batched crop transforms: torchvision's parameter semantics, flips, seeding, agreement with PIL pipelines, and
+crops of real photos as sharp as torchvision's."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,21 +16,25 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from ktg.data import ImageSet
-from ktg.data.cache import decode_resized
+from ktg.data import transforms as transforms_module
+from ktg.data.cache import decode_photo_file
 from ktg.data.loader import BatchLoader
+from ktg.data.packed import PackedImages
 from ktg.data.transforms import (
     Identity,
     Normalize,
     RandomResizedCrop,
     RandomTranslate,
     ResizeCenterCrop,
+    detail_side,
     reference_transforms,
     resample_boxes,
 )
 
-# Mean absolute difference (pixel values in [0, 1]) allowed against torchvision on PIL images. The cache
-# resamples once more than torchvision does; measured values are about 0.002-0.003 (PSNR ≈ 45 dB).
-TOLERANCE = 0.01
+# Mean absolute difference (pixel values in [0, 1]) allowed against torchvision on PIL images: issue 12's
+# bound. PIL rounds to whole levels between its two passes; measured values are about 0.001.
+TOLERANCE = 0.005
+DEFAULT_SIDE = detail_side(reference_transforms(224))
 
 
 def photo_like(height: int, width: int, seed: int) -> Image.Image:
@@ -54,17 +61,18 @@ def jpegs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return paths
 
 
-def cached(path: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The image as the cache stores it (1×3×size×size uint8) and its original size (1×2)."""
-    pixels, original = decode_resized(path, size)
-    return torch.from_numpy(pixels.copy())[None], torch.tensor([original])
+def cached(path: Path, side: int) -> tuple[PackedImages, torch.Tensor]:
+    """The image as the cache stores it (at most ``side`` on the shorter side) and its original size (1×2)."""
+    pixels, original = decode_photo_file(path, side)
+    return PackedImages.pack([pixels]), torch.tensor([original])
 
 
 def mae(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().mean())
 
 
-@pytest.mark.parametrize("scale, ratio", [((0.08, 1.0), (3 / 4, 4 / 3)), ((0.08, 1.0), (1.0, 1.3)), ((0.3, 0.5), (0.5, 2.0))])
+@pytest.mark.parametrize("scale, ratio", [((0.08, 1.0), (3 / 4, 4 / 3)), ((0.08, 1.0), (1.0, 1.3)),
+                                          ((0.3, 0.5), (0.5, 2.0))])
 def test_crop_boxes_follow_scale_and_ratio(scale: tuple[float, float], ratio: tuple[float, float]) -> None:
     generator = torch.Generator().manual_seed(0)
     # Aspect ratios within [0.5, 2], where some of the 10 tries always fit, so no box is a fallback.
@@ -89,7 +97,8 @@ def test_crop_parameters_are_distributed_as_torchvision() -> None:
     scale, ratio = (0.08, 1.0), (1.0, 1.3)
     torch.manual_seed(0)
     image = torch.zeros(3, height, width)
-    reference = torch.tensor([T.RandomResizedCrop.get_params(image, list(scale), list(ratio)) for _ in range(n)]).double()
+    reference = torch.tensor([T.RandomResizedCrop.get_params(image, list(scale), list(ratio))
+                              for _ in range(n)]).double()
     ours = RandomResizedCrop(224, scale, ratio).sample_boxes(
         torch.tensor([[height, width]] * n), torch.Generator().manual_seed(1)).double()
 
@@ -104,7 +113,8 @@ def test_crop_parameters_are_distributed_as_torchvision() -> None:
 
 def test_fallback_is_torchvisions_central_crop() -> None:
     # No try can fit a box of the whole area with aspect 2 into a square: the central crop of aspect 2 is taken.
-    boxes = RandomResizedCrop(64, scale=(1.0, 1.0), ratio=(2.0, 2.0)).sample_boxes(torch.tensor([[100, 100], [99, 300]]))
+    crop = RandomResizedCrop(64, scale=(1.0, 1.0), ratio=(2.0, 2.0))
+    boxes = crop.sample_boxes(torch.tensor([[100, 100], [99, 300]]))
     assert boxes.tolist() == [[25, 0, 50, 100], [0, 51, 99, 198]]
 
 
@@ -122,14 +132,14 @@ def test_flip_mirrors_the_crop_and_seeds_reproduce() -> None:
 
 
 def test_random_crops_match_torchvision_resized_crop(jpegs: list[Path]) -> None:
-    """For the same box and flip, the crop from the 256-pixel cache matches torchvision's on the full image."""
+    """For the same box and flip, the crop from the default cache matches torchvision's on the full image."""
     crop = RandomResizedCrop(224, ratio=(1.0, 1.3))
     for path in jpegs:
-        pixels, original = cached(path, 256)
+        pixels, original = cached(path, DEFAULT_SIDE)
         generator = torch.Generator().manual_seed(0)
         boxes = crop.sample_boxes(original.repeat(8, 1), generator)
         flips = torch.arange(8) % 2 == 1
-        out = resample_boxes(pixels.repeat(8, 1, 1, 1), boxes / original.double().repeat(8, 2), flips, 224)
+        out = resample_boxes(pixels[[0] * 8], boxes / original.double().repeat(8, 2), flips, 224)
         with Image.open(path) as image:
             rgb = image.convert("RGB")
             for box, flip, ours in zip(boxes.tolist(), flips, out):
@@ -138,10 +148,10 @@ def test_random_crops_match_torchvision_resized_crop(jpegs: list[Path]) -> None:
                 assert mae(ours, reference) < TOLERANCE, (path.name, box)
 
 
-@pytest.mark.parametrize("resize, size, cache_size", [(256, 224, 256), (73, 64, 256)])
+@pytest.mark.parametrize("resize, size, cache_size", [(256, 224, DEFAULT_SIDE), (73, 64, 256)])
 def test_eval_crop_matches_torchvision(jpegs: list[Path], resize: int, size: int, cache_size: int) -> None:
     """Resize + CenterCrop from the cache vs torchvision on the decoded JPEG; (73, 64) from a 256 cache
-    shrinks about 3.5 times and exercises the supersampling antialias."""
+    shrinks about 3.5 times more, from photos the cache reduced first."""
     reference_tf = T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor()])
     for path in jpegs:
         pixels, original = cached(path, cache_size)
@@ -186,3 +196,69 @@ def test_loader_passes_original_sizes_in_batch_order() -> None:
     for transform in (Identity(), RandomTranslate(2, flip=True), Normalize(Identity(), [0.5] * 3, [0.5] * 3)):
         assert transform(images, torch.Generator(), original_sizes=sizes).shape == (n, 3, 4, 4)
     assert math.isclose(float(Identity()(images)[1, 0, 0, 0]), 1 / 255, rel_tol=1e-6)
+
+
+def test_packed_photos_and_dense_images_give_the_same_crops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Packed photos fetch only the pixels under the boxes; dense images resample from the whole image; both
+    paths, and a batch resampled in parts, give the same crops."""
+    generator = torch.Generator().manual_seed(0)
+    dense = torch.randint(0, 256, (6, 3, 40, 52), dtype=torch.uint8, generator=generator)
+    packed = PackedImages.pack([image.permute(1, 2, 0).numpy() for image in dense])
+    crop = RandomResizedCrop(24, scale=(0.1, 1.0))
+    for transform in (crop, ResizeCenterCrop(28, 24)):
+        expected = transform(dense, torch.Generator().manual_seed(1))
+        assert torch.allclose(transform(packed, torch.Generator().manual_seed(1)), expected, atol=1e-5)
+        monkeypatch.setattr(transforms_module, "RESAMPLE_CHUNK", 3 * 40 * 52)  # one image per part
+        assert torch.allclose(transform(packed, torch.Generator().manual_seed(1)), expected, atol=1e-5)
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("ratio", [(1.0, 1.3), (3 / 4, 4 / 3)])
+def test_the_detail_side_lets_the_smallest_box_span_the_output(ratio: tuple[float, float]) -> None:
+    crop = RandomResizedCrop(224, ratio=ratio)
+    side = detail_side([crop, ResizeCenterCrop(256, 224)])
+    assert side == {(1.0, 1.3): 903, (3 / 4, 4 / 3): 915}[ratio]
+    generator = torch.Generator().manual_seed(0)
+    for long_side in (side, 4 * side // 3):
+        for sizes in ([side, long_side], [long_side, side]):  # landscape and portrait
+            boxes = crop.sample_boxes(torch.tensor([sizes] * 20000), generator)
+            assert boxes[:, 2:].min() >= 223  # box sides are rounded to whole pixels
+    # One pixel less and the smallest boxes would have to be enlarged.
+    boxes = crop.sample_boxes(torch.tensor([[side - 40, side - 40]] * 20000), generator)
+    assert boxes[:, 2:].min() < 224
+    with pytest.raises(TypeError, match="Identity does not crop photos"):
+        detail_side([Identity()])
+
+
+def test_loader_cuts_packed_photos_in_batch_order() -> None:
+    """Photos of different sizes, each one flat colour (its index): every crop of a batch has its image's colour."""
+    sizes = [(30 + 3 * i, 50 - 2 * i) for i in range(7)]
+    packed = PackedImages.pack([np.full((h, w, 3), i, dtype=np.uint8) for i, (h, w) in enumerate(sizes)])
+    images = ImageSet(packed, torch.arange(7), [str(i) for i in range(7)], "photos", torch.tensor(sizes) * 10)
+    loader = BatchLoader(images, 3, RandomResizedCrop(16), torch.device("cpu"), shuffle=True, drop_last=False)
+    seen = []
+    for batch, labels in loader.epoch(0):
+        assert batch.shape[1:] == (3, 16, 16)
+        assert torch.allclose(batch, labels.view(-1, 1, 1, 1) / 255.0, atol=1e-6)
+        seen += labels.tolist()
+    assert sorted(seen) == list(range(7)) and seen != list(range(7))
+
+
+def _benchmark_data():
+    """experiments/benchmark_data.py as a module: the real-photo comparison lives there."""
+    path = Path(__file__).resolve().parents[1] / "experiments" / "benchmark_data.py"
+    spec = importlib.util.spec_from_file_location("experiments_benchmark_data", path)
+    module = sys.modules["experiments_benchmark_data"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_crops_of_real_photos_are_as_sharp_as_torchvision(tmp_path: Path) -> None:
+    """Issue 12's bounds at the default settings, on three real photos: the smallest one stored as it is, and
+    one larger than the cache side, which the cache reduces."""
+    benchmark_data = _benchmark_data()
+    chosen = ("chelsea.png", "china.jpg", "retina.jpg")
+    photos = [path for path in benchmark_data.sample_photos() if path.name in chosen]
+    results = benchmark_data.photo_fidelity(photos, tmp_path, crops=6)
+    assert [row["stored"] for row in results["photos"]] == [[427, 640], [300, 451], [903, 903]]
+    assert results["eval_mae"] <= 0.005 and results["detail_ratio"] >= 0.95, results

@@ -1,8 +1,9 @@
 """Datasets as in-memory uint8 image tensors, a registry of loaders, splits and a device-side batch loader.
 
-Every dataset is decoded once into an :class:`ImageSet` (N×C×H×W uint8 plus labels); batches are cut,
-augmented and normalised on the training device (see :mod:`ktg.data.transforms`), so a run never decodes
-an image twice and the GPU is never waiting for Python workers.
+Every dataset is decoded once into an :class:`ImageSet` (N×C×H×W uint8, or photos of their own sizes
+packed in a memory-mapped cache, plus labels); batches are cut, augmented and normalised on the training
+device (see :mod:`ktg.data.transforms`), so a run never decodes an image twice and the GPU is never waiting
+for Python workers.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Callable
 
 import torch
 
-from ktg.errors import KTGError
+from ktg.data.packed import PackedImages
 from ktg.data.transforms import BatchTransform
+from ktg.errors import KTGError
 
 
 @dataclass
@@ -23,31 +25,32 @@ class ImageSet:
     """Images and labels of one split.
 
     Attributes:
-        images: N×C×H×W uint8 tensor (C = 3).
+        images: N×C×H×W uint8 tensor (C = 3), or :class:`~ktg.data.packed.PackedImages` of N photos of their
+            own sizes (host memory, shared between processes; only the crop transforms take them).
         labels: N int64 tensor of class indices in [0, len(classes)).
         classes: class names, index = label.
         name: a human-readable name such as ``"digits/train"``, used in messages and metrics.
-        original_sizes: N×2 int64 (height, width) of each image before it was cached at H×W, or ``None`` when
-            the stored images are the originals. Crop transforms choose their boxes in these coordinates.
+        original_sizes: N×2 int64 (height, width) of each image before it was cached, or ``None`` when the
+            stored images are the originals. Crop transforms choose their boxes in these coordinates.
     """
 
-    images: torch.Tensor
+    images: torch.Tensor | PackedImages
     labels: torch.Tensor
     classes: list[str]
     name: str
     original_sizes: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+        if not isinstance(self.images, PackedImages) and (self.images.dtype != torch.uint8 or self.images.dim() != 4):
             raise ValueError(f"{self.name}: images must be N×C×H×W uint8, got {tuple(self.images.shape)} {self.images.dtype}")
-        if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"{self.name}: {self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}")
-        if self.original_sizes is not None and self.original_sizes.shape != (self.images.shape[0], 2):
-            raise ValueError(f"{self.name}: {self.images.shape[0]} images but original sizes of shape "
+        if self.labels.shape != (len(self),):
+            raise ValueError(f"{self.name}: {len(self)} images but labels of shape {tuple(self.labels.shape)}")
+        if self.original_sizes is not None and self.original_sizes.shape != (len(self), 2):
+            raise ValueError(f"{self.name}: {len(self)} images but original sizes of shape "
                              f"{tuple(self.original_sizes.shape)}")
 
     def __len__(self) -> int:
-        return self.images.shape[0]
+        return len(self.images)
 
     @property
     def num_classes(self) -> int:

@@ -1,14 +1,18 @@
-"""Decode-once cache: every image of a split decoded, squashed to size×size and stored as one uint8 array.
+"""Decode-once cache: every photo of a split decoded once, kept at (nearly) its own resolution, in one file.
 
-A split is cached as ``<cache>/<dataset>/<split>-<size>px-<root hash>.npy`` (N×3×S×S uint8, memory-mapped
-when read) with a JSON sidecar of the same stem holding the class names, labels, each image's original
+A split is cached as ``<cache>/<dataset>/<split>-<side>px-<root hash>.npy``, a flat uint8 array of every
+image H×W×3 one after another (memory-mapped when read, see :class:`~ktg.data.packed.PackedImages`), with
+a JSON sidecar of the same stem holding the class names, labels, each image's original and stored
 (height, width), the file list and a fingerprint. The fingerprint covers the format version, dataset,
-split, size, classes, and every file's relative path, byte size, modification time and label, so an edited
-list, a replaced image or a new label makes the cache stale; it is then rebuilt. Keeping the original sizes
-lets the crop transforms (:mod:`ktg.data.transforms`) choose boxes in original pixels, as torchvision does.
-Squashing keeps S samples along both sides: along the shorter one that is what torchvision's Resize(S)
-keeps, along the longer one it is fewer (by the aspect ratio, typically 4:3). At S = 256, Stanford Dogs
-takes 2.4 GB (train) + 1.7 GB (test) of uint8, which the batch loader holds on the GPU.
+split, side, classes, and every file's relative path, byte size, modification time and label, so an
+edited list, a replaced image or a new label makes the cache stale; it is then rebuilt.
+
+A photo is stored as it is when its shorter side is at most ``side`` pixels, and reduced (aspect kept) to
+``side`` on the shorter side otherwise; it is never enlarged. The default ``side`` is the transforms'
+:func:`~ktg.data.transforms.detail_side` (903 for the reference recipe at 224): from there even the
+smallest random crop spans 224 stored pixels, so the crops keep the detail torchvision's crops of the
+original file have. Keeping the original sizes lets the crop transforms (:mod:`ktg.data.transforms`) choose
+boxes in original pixels, as torchvision does.
 
 Building is parallel (threads: PIL releases the GIL while decoding and resizing) and atomic: the array is
 written to a temporary file and renamed, and the sidecar, written last, marks the cache complete. A lock
@@ -25,6 +29,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
@@ -32,10 +37,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from ktg.data import ImageSet
+from ktg.data.packed import PackedImages
 from ktg.errors import KTGError
 from ktg.io import atomic_path, write_json
 
-FORMAT_VERSION = 1
+T = TypeVar("T")
+FORMAT_VERSION = 2  # 2: photos at their own size, packed (1 squashed them to squares)
 
 
 @dataclass
@@ -69,18 +76,21 @@ def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-def decode_image(image: Image.Image, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """``image`` as RGB squashed to size×size: (uint8 3×size×size, original (h, w)).
-
-    A JPEG not yet loaded is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still covers size×size,
-    which is several times faster for large photos; PIL's bilinear resize then antialiases the rest of the
-    way. Grey, CMYK, RGBA and palette images are converted to RGB (an alpha channel is dropped).
-    """
-    original = (image.height, image.width)
-    image.draft("RGB", (size, size))
+def _rgb(image: Image.Image, width: int, height: int) -> Image.Image:
+    """``image`` as RGB; a JPEG not yet loaded is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still
+    covers width×height, which is several times faster for large photos. Grey, CMYK, RGBA and palette images
+    are converted to RGB (an alpha channel is dropped)."""
+    image.draft("RGB", (width, height))
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # the same colours; PIL warns when a palette's transparency goes in one step
-    rgb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    return image.convert("RGB")
+
+
+def decode_image(image: Image.Image, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """``image`` as RGB squashed to size×size (PIL's bilinear resize): (uint8 3×size×size, original (h, w)).
+    How the in-memory datasets store a new image; photos keep their shape (:func:`decode_photo`)."""
+    original = (image.height, image.width)
+    rgb = _rgb(image, size, size).resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(rgb).transpose(2, 0, 1), original
 
 
@@ -90,19 +100,49 @@ def decode_resized(path: str | os.PathLike, size: int) -> tuple[np.ndarray, tupl
         return decode_image(image, size)
 
 
+def stored_size(original: tuple[int, int], side: int) -> tuple[int, int]:
+    """(height, width) at which a photo of ``original`` (height, width) is stored: as it is if its shorter side
+    is at most ``side``, else reduced to ``side`` on the shorter side, aspect ratio kept."""
+    height, width = original
+    scale = min(1.0, side / min(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def decode_photo(image: Image.Image, side: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """``image`` as RGB at its :func:`stored_size`: (uint8 H×W×3, original (h, w)), as the cache stores photos.
+
+    Where the photo is reduced, PIL's Lanczos filter does it. The crops resample once more, so the sharpest
+    of PIL's filters here keeps the pair as sharp as torchvision's one bilinear pass on the original (on a
+    1411-pixel photo, detail 0.99 of torchvision's against 0.96 with bilinear).
+    """
+    original = (image.height, image.width)
+    height, width = stored_size(original, side)
+    rgb = _rgb(image, width, height)
+    if rgb.size != (width, height):
+        rgb = rgb.resize((width, height), Image.Resampling.LANCZOS)
+    return np.asarray(rgb), original
+
+
+def decode_photo_file(path: str | os.PathLike, side: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`decode_photo` of the image file at ``path``; raises one of :data:`DECODE_ERRORS` if PIL cannot."""
+    with Image.open(path) as image:
+        return decode_photo(image, side)
+
+
 def cached_image_set(
-    dataset: str, split: str, images: ImageList, size: int, cache_dir: str | os.PathLike | None = None
+    dataset: str, split: str, images: ImageList, side: int, cache_dir: str | os.PathLike | None = None
 ) -> ImageSet:
-    """The split ``images`` of ``dataset`` squashed to size×size, from the cache (built first if needed).
+    """The split ``images`` of ``dataset`` stored at most ``side`` pixels on the shorter side (see
+    :func:`stored_size`), from the cache (built first if needed), as :class:`~ktg.data.packed.PackedImages`.
 
     Raises :class:`KTGError` naming the file when an image is missing or cannot be decoded; nothing is
     left in the cache then.
     """
     if not images.files:
         raise KTGError(f"{dataset}: {images.source} lists no images for the {split} split")
-    fingerprint = _fingerprint(dataset, split, images, size)
+    fingerprint = _fingerprint(dataset, split, images, side)
     root_key = hashlib.sha256(str(images.root.resolve()).encode()).hexdigest()[:8]
-    stem = default_cache_dir(cache_dir) / dataset / f"{split}-{size}px-{root_key}"
+    stem = default_cache_dir(cache_dir) / dataset / f"{split}-{side}px-{root_key}"
     array_path, sidecar_path = stem.with_suffix(".npy"), stem.with_suffix(".json")
     cached = _read(array_path, sidecar_path, fingerprint)
     if cached is None:
@@ -111,7 +151,7 @@ def cached_image_set(
             fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent builder finishes first; then its cache is reused
             cached = _read(array_path, sidecar_path, fingerprint)
             if cached is None:
-                _build(dataset, split, images, size, fingerprint, array_path, sidecar_path)
+                _build(dataset, split, images, side, fingerprint, array_path, sidecar_path)
                 cached = _read(array_path, sidecar_path, fingerprint)
     if cached is None:
         raise RuntimeError(f"the cache {array_path} was written but does not read back")
@@ -125,7 +165,7 @@ def cached_image_set(
     )
 
 
-def _fingerprint(dataset: str, split: str, images: ImageList, size: int) -> str:
+def _fingerprint(dataset: str, split: str, images: ImageList, side: int) -> str:
     """A hash of everything the cache's content depends on; stats every file, so a missing one is reported."""
     file_stats, missing = [], []
     for name in images.files:
@@ -139,69 +179,94 @@ def _fingerprint(dataset: str, split: str, images: ImageList, size: int) -> str:
             f"{dataset}: {len(missing)} image(s) listed in {images.source} are missing under {images.root}, "
             f"e.g. {images.root / missing[0]}; the list and the image folder must come from the same copy"
         )
-    key = [FORMAT_VERSION, dataset, split, size, images.classes, images.files, images.labels, file_stats]
+    key = [FORMAT_VERSION, dataset, split, side, images.classes, images.files, images.labels, file_stats]
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()
 
 
-def _read(array_path: Path, sidecar_path: Path, fingerprint: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(pixels N×3×S×S uint8, memory-mapped; original sizes N×2) if a complete cache with this fingerprint
+def _read(array_path: Path, sidecar_path: Path, fingerprint: str) -> tuple[PackedImages, torch.Tensor] | None:
+    """(the packed images, memory-mapped; original sizes N×2) if a complete cache with this fingerprint
     exists, else ``None`` (missing, stale, truncated or unreadable)."""
     try:
         meta = json.loads(sidecar_path.read_text(encoding="utf-8"))
         if meta["fingerprint"] != fingerprint:
             return None
-        # Copy-on-write mapping: pages are shared between processes, and torch gets a writable array. A
-        # truncated file fails here, as its header promises more bytes than it has.
-        pixels = np.load(array_path, mmap_mode="c", allow_pickle=False)
+        # A read-only mapping: the pages are the operating system's page cache, shared by every process that
+        # maps the file. A truncated file fails here, as its header promises more bytes than it has.
+        pixels = np.load(array_path, mmap_mode="r", allow_pickle=False)
         original_sizes = torch.tensor(meta["original_sizes"], dtype=torch.int64).view(-1, 2)
-        complete = pixels.dtype == np.uint8 and list(pixels.shape) == meta["shape"] == [len(original_sizes), *pixels.shape[1:]]
+        packed = PackedImages(pixels, torch.tensor(meta["stored_sizes"], dtype=torch.int64).view(-1, 2))
+        complete = len(packed) == len(original_sizes) and packed.nbytes == len(pixels)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError):  # missing, unreadable or not ours
         return None
-    return (torch.from_numpy(pixels), original_sizes) if complete else None
+    return (packed, original_sizes) if complete else None
 
 
 def _build(
-    dataset: str, split: str, images: ImageList, size: int, fingerprint: str, array_path: Path, sidecar_path: Path
+    dataset: str, split: str, images: ImageList, side: int, fingerprint: str, array_path: Path, sidecar_path: Path
 ) -> None:
-    """Decode every image into a new array file, then write the sidecar that marks it complete."""
+    """Read every image's size, decode every image into a new array file, then write the sidecar that marks it
+    complete."""
     sidecar_path.unlink(missing_ok=True)  # the array is about to change: until the new sidecar, no cache
     for leftover in array_path.parent.glob(f".{array_path.name}.*.tmp"):
         leftover.unlink()  # from a builder that was killed; we hold the lock, so nobody is writing it
-    shape = (len(images.files), 3, size, size)
-    original_sizes = np.zeros((shape[0], 2), dtype=np.int64)
+
+    def undecodable(path: Path, error: Exception) -> KTGError:
+        return KTGError(f"{dataset}: cannot decode {path} ({split} split, listed in {images.source}): {error}; "
+                        "replace the file with a good copy")
+
+    def original_size(index: int) -> tuple[int, int]:
+        path = images.root / images.files[index]
+        try:
+            with Image.open(path) as image:  # reads the header only
+                return image.height, image.width
+        except DECODE_ERRORS as error:
+            raise undecodable(path, error) from error
+
+    count = len(images.files)
+    original_sizes = _parallel_map(original_size, count)
+    stored_sizes = [stored_size(original, side) for original in original_sizes]
+    lengths = [3 * height * width for height, width in stored_sizes]
+    offsets = np.cumsum([0, *lengths[:-1]]).tolist()
     with atomic_path(array_path) as tmp:
-        pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(sum(lengths),))
 
         def decode(index: int) -> None:
             path = images.root / images.files[index]
             try:
-                pixels[index], original_sizes[index] = decode_resized(path, size)
+                image, _ = decode_photo_file(path, side)
             except DECODE_ERRORS as error:
-                raise KTGError(
-                    f"{dataset}: cannot decode {path} ({split} split, listed in {images.source}): {error}; "
-                    "replace the file with a good copy"
-                ) from error
+                raise undecodable(path, error) from error
+            if image.shape[:2] != stored_sizes[index]:  # the file was replaced between the two reads
+                raise undecodable(path, ValueError(f"its size changed to {image.shape[:2]} while caching"))
+            pixels[offsets[index]: offsets[index] + lengths[index]] = image.reshape(-1)
 
-        pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
-        try:
-            progress = tqdm(total=shape[0], desc=f"caching {dataset}/{split} at {size}px", unit="img", mininterval=1)
-            with progress:
-                for _ in pool.map(decode, range(shape[0])):
-                    progress.update()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)  # on an error, no thread may write after the file is gone
+        with tqdm(total=count, desc=f"caching {dataset}/{split} at ≤{side}px", unit="img", mininterval=1) as progress:
+            _parallel_map(decode, count, progress.update)
         pixels.flush()
-        del pixels
     write_json(sidecar_path, {
         "format": FORMAT_VERSION,
         "dataset": dataset,
         "split": split,
-        "size": size,
+        "side": side,
         "fingerprint": fingerprint,
-        "shape": list(shape),
         "root": str(images.root),
         "classes": images.classes,
         "labels": images.labels,
-        "original_sizes": original_sizes.tolist(),
+        "original_sizes": [list(size) for size in original_sizes],
+        "stored_sizes": [list(size) for size in stored_sizes],
         "files": images.files,
     })
+
+
+def _parallel_map(function: Callable[[int], T], count: int, done: Callable[[], object] | None = None) -> list[T]:
+    """[function(0), …, function(count - 1)] computed by a thread per core, calling ``done`` after each."""
+    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+    results = []
+    try:
+        for result in pool.map(function, range(count)):
+            results.append(result)
+            if done is not None:
+                done()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # on an error, no thread may write after the file is gone
+    return results

@@ -1,12 +1,15 @@
 """Photo datasets in their authors' layouts: Stanford Dogs, CUB-200-2011, Stanford Cars, and any image folder tree.
 
 Class names and counts come from each dataset's metadata files; images are decoded once into the cache
-(:mod:`ktg.data.cache`) at ``cache_size`` (default: the evaluation resize, 256 for 224-pixel inputs) and
-augmented on the device with the SPEC §5 recipe (:func:`ktg.data.transforms.reference_transforms`).
+(:mod:`ktg.data.cache`), at most ``cache_size`` pixels on the shorter side (default: the transforms'
+:func:`~ktg.data.transforms.detail_side`, 903 for 224-pixel inputs, so that crops keep the original's
+detail), and augmented on the device with the reference recipe (docs/method.md#reference-protocol,
+:func:`ktg.data.transforms.reference_transforms`).
 Bounding boxes in the metadata are not used: like the papers, ktg trains on whole images.
 
 Options common to these loaders: ``cache_dir`` (default ``$KTG_CACHE_DIR`` or ``~/.cache/ktg``),
-``cache_size`` (side of the cached squares) and ``normalize`` (ImageNet mean/std; off in the reference code).
+``cache_size`` (the longest shorter side kept; larger photos are reduced to it) and ``normalize`` (ImageNet
+mean/std; off in the reference code).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from ktg.data.metadata import (
     strings,
 )
 from ktg.data.preprocess import Preprocessing, register_preprocessing
-from ktg.data.transforms import BatchTransform, crop_transforms, eval_resize, reference_transforms
+from ktg.data.transforms import BatchTransform, crop_transforms, detail_side, reference_transforms
 from ktg.errors import KTGError
 
 DOGS_LAYOUT = (
@@ -68,12 +71,13 @@ def _photo_pipeline(
     name: str, image_size: int, cache_size: int | None, normalize: bool
 ) -> tuple[BatchTransform, Preprocessing]:
     """(training transform, evaluation preprocessing) of photo dataset ``name`` at ``image_size``, its images
-    cached at ``cache_size`` (default: the evaluation resize, 256 for 224-pixel inputs)."""
-    size = cache_size or eval_resize(image_size)
+    cached at most ``cache_size`` pixels on the shorter side (default: the transforms'
+    :func:`~ktg.data.transforms.detail_side`, 903 for 224-pixel inputs)."""
+    train_transform, eval_transform = PRESETS[name](image_size, normalize=normalize)
+    size = detail_side([train_transform, eval_transform]) if cache_size is None else cache_size
     if size < 1:
         raise KTGError(f"{name}: cache_size must be a positive number of pixels, got {size}")
-    train_transform, eval_transform = PRESETS[name](image_size, normalize=normalize)
-    return train_transform, Preprocessing(size, eval_transform)
+    return train_transform, Preprocessing(size, eval_transform, photos=True)
 
 
 def _photo_preprocessing(

@@ -1,4 +1,8 @@
-"""Batches cut from a device-resident :class:`~ktg.data.ImageSet`, shuffled and augmented per seeded epoch."""
+"""Batches cut from an :class:`~ktg.data.ImageSet`, shuffled and augmented per seeded epoch.
+
+Dense image sets (digits, CIFAR, synthetic) are moved to the device once; photos stay in the shared host
+cache (:class:`~ktg.data.packed.PackedImages`) and each batch copies the pixels under its crops there.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Iterator
 import torch
 
 from ktg.data import ImageSet
+from ktg.data.packed import PackedImages
 from ktg.data.transforms import BatchTransform
 
 
@@ -17,7 +22,8 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 class BatchLoader:
-    """Iterate over ``images`` in batches on ``device``: uint8 pixels live there once, batches are transformed there.
+    """Iterate over ``images`` in batches on ``device``, transformed there: dense uint8 pixels live on the device
+    once; packed photos stay in host memory and go to the device batch by batch (see the module docstring).
 
     Args:
         images: the split to iterate over.
@@ -55,24 +61,25 @@ class BatchLoader:
         self.seed = seed
 
     def __len__(self) -> int:
-        n = self.pixels.shape[0]
+        n = len(self.pixels)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     @property
     def num_images(self) -> int:
         """Images seen per epoch (after dropping the last partial batch, if asked)."""
-        return len(self) * self.batch_size if self.drop_last else self.pixels.shape[0]
+        return len(self) * self.batch_size if self.drop_last else len(self.pixels)
 
     def epoch(self, epoch: int, *, with_index: bool = False) -> Iterator[tuple[torch.Tensor, ...]]:
         """Yield (images B×C×S×S float, labels B int64) for one epoch, and with ``with_index`` the B positions
         of the batch's images in the split (for per-sample data such as bootstrap counts)."""
         generator = epoch_generator(self.seed, epoch)
-        n = self.pixels.shape[0]
+        n = len(self.pixels)
         order_cpu = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
         order = order_cpu.to(self.device, non_blocking=True)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             stop = start + self.batch_size
-            index = order[start:stop]
-            sizes = None if self.original_sizes is None else self.original_sizes[order_cpu[start:stop]]
-            batch = self.transform(self.pixels[index], generator, original_sizes=sizes), self.labels[index]
+            index, index_cpu = order[start:stop], order_cpu[start:stop]
+            sizes = None if self.original_sizes is None else self.original_sizes[index_cpu]
+            pixels = self.pixels[index_cpu if isinstance(self.pixels, PackedImages) else index]
+            batch = self.transform(pixels, generator, original_sizes=sizes), self.labels[index]
             yield (*batch, index) if with_index else batch

@@ -1,8 +1,9 @@
 """How a new image becomes a model input exactly as a dataset's test images did.
 
-A dataset stores every image decoded as RGB and squashed to a square (the decode-once cache of photo
-datasets, the in-memory arrays of the others) together with its original size, and its evaluation transform
-turns a batch of those squares into model inputs. :class:`Preprocessing` is that pair, for images that are
+A dataset stores every image decoded as RGB, photos at their own shape in the decode-once cache (reduced
+only past a size, see :mod:`ktg.data.cache`), the images of the other datasets squashed to a square in
+memory, together with its original size, and its evaluation transform turns a batch of those into model
+inputs. :class:`Preprocessing` is that pair, for images that are
 not in the dataset: it decodes with the very function the cache decodes with, so an image file of the
 test split becomes exactly the tensor ``ktg eval`` fed the model.
 
@@ -23,8 +24,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ktg.data.cache import DECODE_ERRORS, decode_image, decode_resized
-from ktg.data.transforms import BatchTransform, Identity, Normalize, ResizeCenterCrop
+from ktg.data.cache import DECODE_ERRORS, decode_image, decode_photo, decode_photo_file, decode_resized
+from ktg.data.packed import PackedImages
+from ktg.data.transforms import BatchTransform, Identity, Images, Normalize, ResizeCenterCrop
 from ktg.errors import KTGError
 
 #: What :class:`Preprocessing` accepts as one image: a file, a PIL image, or a uint8 tensor C×H×W or H×W.
@@ -40,14 +42,15 @@ class UnreadableImageError(KTGError):
         self.reason = reason
 
 
-def decode_file(path: str | os.PathLike, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """The dataset cache's decoding of the image file at ``path`` (:func:`~ktg.data.cache.decode_resized`);
-    a file PIL cannot decode raises :class:`UnreadableImageError` naming it."""
+def decode_file(path: str | os.PathLike, size: int, photos: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
+    """The dataset's decoding of the image file at ``path`` (:func:`~ktg.data.cache.decode_photo_file` for
+    ``photos``, else :func:`~ktg.data.cache.decode_resized`); a file PIL cannot decode raises
+    :class:`UnreadableImageError` naming it."""
     try:
         with warnings.catch_warnings():
             # Past Image.MAX_IMAGE_PIXELS PIL warns, past twice that it refuses: one message, not a warning too.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return decode_resized(path, size)
+            return (decode_photo_file if photos else decode_resized)(path, size)
     except Image.UnidentifiedImageError:
         raise UnreadableImageError(str(path), "not an image file that PIL can decode") from None
     except FileNotFoundError:
@@ -75,30 +78,34 @@ class Preprocessing:
     """A dataset's evaluation pipeline for single images.
 
     Attributes:
-        stored_size: the side of the squares the dataset stores its images as (the cache size of photo
-            datasets, the image size of the others).
-        transform: the dataset's evaluation transform (uint8 B×3×S×S squares and original sizes → model input).
+        stored_size: the side of the squares the dataset stores its images as, or for ``photos`` the longest
+            shorter side it keeps (the cache size of photo datasets; the image size of the others).
+        transform: the dataset's evaluation transform (stored images and original sizes → model input).
+        photos: images keep their shape, as :class:`~ktg.data.packed.PackedImages` (photo datasets).
     """
 
     stored_size: int
     transform: BatchTransform
+    photos: bool = False
 
     def decode(self, image: ImageInput, name: str | None = None) -> tuple[np.ndarray, tuple[int, int]]:
-        """One image as the dataset stores it: (uint8 3×S×S, original (h, w)). ``name`` is used in messages."""
+        """One image as the dataset stores it: (uint8 3×S×S, or H×W×3 for ``photos``; original (h, w)).
+        ``name`` is used in messages."""
         if isinstance(image, (str, os.PathLike)):
-            return decode_file(image, self.stored_size)
+            return decode_file(image, self.stored_size, self.photos)
         name = name or "the image"
         if isinstance(image, torch.Tensor):
             image = _to_pil(image, name)
         if not isinstance(image, Image.Image):
             raise KTGError(f"{name}: expected a file path, a PIL image or a uint8 tensor, got {type(image).__name__}")
         try:
-            return decode_image(image, self.stored_size)
+            return (decode_photo if self.photos else decode_image)(image, self.stored_size)
         except DECODE_ERRORS as error:
             raise UnreadableImageError(name, str(error) or type(error).__name__) from None
 
-    def stack(self, images: Sequence[ImageInput] | ImageInput) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decode ``images`` (one, a sequence, or a uint8 B×C×H×W tensor): (uint8 B×3×S×S, original sizes B×2)."""
+    def stack(self, images: Sequence[ImageInput] | ImageInput) -> tuple[Images, torch.Tensor]:
+        """Decode ``images`` (one, a sequence, or a uint8 B×C×H×W tensor): (uint8 B×3×S×S, or packed
+        :class:`~ktg.data.packed.PackedImages` for ``photos``; original sizes B×2)."""
         if isinstance(images, torch.Tensor) and images.dim() == 4:
             images = list(images)
         elif isinstance(images, (str, os.PathLike, Image.Image, torch.Tensor)):
@@ -106,11 +113,12 @@ class Preprocessing:
         if len(images) == 0:
             raise KTGError("no images to preprocess")
         decoded = [self.decode(image, f"image {i}") for i, image in enumerate(images)]
-        pixels = torch.from_numpy(np.stack([array for array, _ in decoded]))
+        arrays = [array for array, _ in decoded]
+        pixels = PackedImages.pack(arrays) if self.photos else torch.from_numpy(np.stack(arrays))
         return pixels, torch.tensor([size for _, size in decoded], dtype=torch.int64)
 
-    def apply(self, pixels: torch.Tensor, original_sizes: torch.Tensor) -> torch.Tensor:
-        """The evaluation transform of decoded squares (on their device): float B×3×S'×S' model inputs."""
+    def apply(self, pixels: Images, original_sizes: torch.Tensor) -> torch.Tensor:
+        """The evaluation transform of decoded images (on their device): float B×3×S'×S' model inputs."""
         return self.transform(pixels, original_sizes=original_sizes)
 
     def __call__(self, images: Sequence[ImageInput] | ImageInput, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -123,9 +131,9 @@ class Preprocessing:
         """The pipeline in plain steps, for whoever feeds an exported model without ktg: a list of operations
         (``steps``), a one-line ``summary`` and the equivalent torchvision transform (``torchvision``).
 
-        ktg itself resizes from the stored square in original-image coordinates; the steps below resize the
+        ktg itself resizes from the stored image in original-image coordinates; the steps below resize the
         original image directly, as torchvision does, which gives the same crop up to resampling (a mean
-        absolute difference of a few thousandths of the [0, 1] range for photos).
+        absolute difference of about 0.001 of the [0, 1] range for photos).
         """
         steps: list[dict[str, Any]] = [{"op": "decode", "mode": "RGB", "note": "grey, CMYK, RGBA and palette images "
                                         "converted to RGB; alpha dropped"}]

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from ktg.data import ImageSet, load_from_source
-from ktg.data.transforms import BatchTransform, Identity, Normalize
+from ktg.data.packed import PackedImages
+from ktg.data.transforms import BatchTransform, Identity, Images, Normalize
 from ktg.engine import KnowledgeTransferGraph, ensemble_logits
 from ktg.errors import KTGError
 from ktg.run_folder import RunFolder
@@ -63,7 +64,7 @@ def _short(name: str, limit: int = 12) -> str:
 
 def attention_grid(
     graph: KnowledgeTransferGraph,
-    images: torch.Tensor,
+    images: Images,
     labels: torch.Tensor | Sequence[int],
     classes: Sequence[str],
     *,
@@ -80,7 +81,7 @@ def attention_grid(
 
     Args:
         graph: a trained graph (any device; it runs there in eval mode, without gradients).
-        images: B×3×H×W uint8 images, as stored in an :class:`~ktg.data.ImageSet`.
+        images: B×3×H×W uint8 images or packed photos, as stored in an :class:`~ktg.data.ImageSet`.
         labels: B true class indices.
         classes: class names, index = label.
         transform: the dataset's evaluation transform (uint8 → model input); default: pixels / 255.
@@ -94,9 +95,11 @@ def attention_grid(
     """
     transform = transform or Identity()
     labels = torch.as_tensor(labels).cpu()
-    if images.dim() != 4 or images.dtype != torch.uint8 or len(labels) != images.shape[0] or images.shape[0] == 0:
-        raise ValueError(f"expected B×3×H×W uint8 images with B ≥ 1 labels, got {tuple(images.shape)} "
-                         f"{images.dtype} and {len(labels)} labels")
+    dense = not isinstance(images, PackedImages)
+    if (dense and (images.dim() != 4 or images.dtype != torch.uint8)) or len(labels) != len(images) or len(images) == 0:
+        shape = f"{tuple(images.shape)} {images.dtype}" if dense else f"{len(images)} packed"
+        raise ValueError(f"expected B×3×H×W uint8 images with B ≥ 1 labels, got {shape} images and {len(labels)} "
+                         "labels")
     logits, maps = node_attention(graph, transform(images, original_sizes=original_sizes))
     pictures = _display_transform(transform)(images, original_sizes=original_sizes).float().clamp(0, 1).cpu()
     columns = [(f"node {i}", logits[i], maps[i]) for i in range(len(logits))]
@@ -106,7 +109,7 @@ def attention_grid(
 
     # The whole grid is composed as one RGB picture at the figure's exact pixel size and shown by a single
     # imshow: far faster to draw than an axes per cell, which matters when every finished run logs one.
-    rows, cols = images.shape[0], len(columns) + show_input
+    rows, cols = len(images), len(columns) + show_input
     width, height = round(cols * CELL_SIZE[0] * dpi), round(rows * CELL_SIZE[1] * dpi)
     cell_w, cell_h = width / cols, height / rows
     title, pad, frame = round(_TITLE_INCHES * dpi), max(1, round(0.06 * dpi)), max(1, round(0.02 * dpi))
