@@ -42,7 +42,8 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, PackedImages) and (self.images.dtype != torch.uint8 or self.images.dim() != 4):
-            raise ValueError(f"{self.name}: images must be N×C×H×W uint8, got {tuple(self.images.shape)} {self.images.dtype}")
+            raise ValueError(f"{self.name}: images must be N×C×H×W uint8, got {tuple(self.images.shape)} "
+                             f"{self.images.dtype}")
         if self.labels.shape != (len(self),):
             raise ValueError(f"{self.name}: {len(self)} images but labels of shape {tuple(self.labels.shape)}")
         if self.original_sizes is not None and self.original_sizes.shape != (len(self), 2):

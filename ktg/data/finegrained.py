@@ -14,8 +14,8 @@ mean/std; off in the reference code).
 
 from __future__ import annotations
 
-from pathlib import Path
 from functools import partial
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
