@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from ktg import __version__
 from ktg.config import TrainConfig
@@ -23,6 +22,7 @@ from ktg.data.loader import BatchLoader
 from ktg.engine import KnowledgeTransferGraph, StepLosses, build_graph, ensemble_logits
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec
+from ktg.progress import Progress, inner_bar
 from ktg.run_folder import RunFolder
 from ktg.runtime import autocast, compile_options, configure_kernels, precision_options, resolve_device
 
@@ -122,7 +122,7 @@ def train_one_epoch(
 ) -> dict[str, Any]:
     """Train every node for one epoch with ``step`` (see :func:`make_train_step`); returns the epoch's mean
     loss per edge and mean gate weight per edge. ``bootstrap`` maps bagging nodes to their per-sample counts
-    over the training split (see :func:`bootstrap_counts`).
+    over the training split (see :func:`bootstrap_counts`). ``progress``: a bar over the batches on a terminal.
 
     Nothing is read back from the device inside the loop: per-edge sums stay on the device and are read
     once at the end (which is also where a non-finite loss is detected).
@@ -132,8 +132,8 @@ def train_one_epoch(
     loss_sums = weight_sums = None
     steps = 0
     start = time.perf_counter()
-    batches = tqdm(loader.epoch(epoch, with_index=True), total=len(loader), desc=f"epoch {epoch + 1}", leave=False,
-                   disable=not progress, unit="batch")
+    batches = inner_bar(loader.epoch(epoch, with_index=True), total=len(loader), desc=f"epoch {epoch + 1}",
+                        unit="batch", enabled=progress)
     for index, (images, labels, positions) in enumerate(batches):
         sample_weights = {node: counts[positions] for node, counts in bootstrap.items()} if bootstrap else None
         step_losses = step(images, labels, epoch * len(loader) + index + 1, total_iterations, sample_weights)
@@ -183,8 +183,8 @@ def predict(
     """Perception logits of every node on every image of ``loader``: (N×M×C float32, M labels), on its device."""
     graph.eval()
     all_logits, all_labels = [], []
-    for images, labels in tqdm(loader.epoch(0), total=len(loader), desc="evaluate", leave=False,
-                               disable=not progress, unit="batch"):
+    for images, labels in inner_bar(loader.epoch(0), total=len(loader), desc="evaluate", unit="batch",
+                                    enabled=progress):
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(loader.device, amp):
@@ -343,10 +343,9 @@ def train(
 
         writer = SummaryWriter(str(run.tensorboard_dir), purge_step=len(history) + 1)
         stopped_early = False
-        epochs = tqdm(range(len(history), config.epochs), initial=len(history), total=config.epochs,
-                      desc="training", unit="epoch", disable=not progress)
+        display = Progress(config.epochs, desc="training", unit="epoch", initial=len(history), enabled=progress)
         try:
-            for epoch in epochs:
+            for epoch in range(len(history), config.epochs):
                 lr = optimizer.param_groups[0]["lr"]
                 stats = train_one_epoch(graph, step, train_loader, epoch, total_iterations, progress=progress,
                                         bootstrap=bootstrap)
@@ -360,7 +359,8 @@ def train(
                                      "graph": spec.to_dict(), "train": config.to_dict(), "history": history})
                 run.append_epoch(record)
                 _log_tensorboard(writer, record)
-                epochs.set_postfix(ensemble=f"{ensemble_accuracy:.3f}", best_node=f"{max(node_accuracy):.3f}")
+                display.finished(epoch_line(record, config.epochs), ensemble=f"{ensemble_accuracy:.3f}",
+                                 best_node=f"{max(node_accuracy):.3f}")
                 if callback is not None and callback(epoch + 1, record):
                     stopped_early = True
                     break
@@ -369,6 +369,7 @@ def train(
 
                 log_attention_grid(writer, graph, eval_images, dataset.eval_transform, len(history))
         finally:
+            display.close()
             writer.close()
 
         final = summarise(history, eval_split, dataset.name, spec, stopped_early)
@@ -399,6 +400,14 @@ def _check_resumable(state: dict, spec: GraphSpec, config: TrainConfig, run: Run
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} → {wanted[k]!r}" for k in changed)
         raise KTGError(f"--resume: training options differ from the saved run ({details}); use the same options")
+
+
+def epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """One line about a finished epoch, for logs: its accuracies on the evaluated split, loss and speed."""
+    nodes = " ".join(f"{100 * value:.2f}" for value in record["node_accuracy"])
+    return (f"epoch {record['epoch']}/{epochs}: ensemble {100 * record['ensemble_accuracy']:.2f} %, nodes {nodes} % "
+            f"on {record['split']}; loss {record['train_loss']:.4f}, lr {record['lr']:.4g}, "
+            f"{record['train_seconds']:.1f} s ({record['images_per_second']:.0f} images/s)")
 
 
 def _log_tensorboard(writer, record: dict) -> None:

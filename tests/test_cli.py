@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import io
 import resource
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 import ktg
+from ktg.cli import main
+from ktg.progress import Progress
 
 PACKAGE = Path(ktg.__file__).parent
 
@@ -81,3 +84,55 @@ def test_an_argument_error_is_one_line_naming_the_option_in_under_a_second_of_cp
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and ": error: " in lines[0] and option in lines[0], done.stderr
     assert cpu_seconds < 1.0
+
+
+# -- progress a person can read ---------------------------------------------------------------------------------
+
+TINY_RUN = ["--dataset", "synthetic", "--image-size", "16", "--dataset-option", "train_size=32", "--dataset-option",
+            "test_size=8", "--dataset-option", "num_classes=2", "--width", "4", "--batch-size", "8", "--device", "cpu"]
+
+
+def test_a_log_gets_one_plain_line_per_epoch(tmp_path, capsys):
+    assert main(["train", "--nodes", "2", "--epochs", "2", "--out", str(tmp_path / "run"), *TINY_RUN]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert all("ensemble" in line and "\r" not in line and "\x1b" not in line for line in lines)
+    assert main(["eval", "--run", str(tmp_path / "run"), "--device", "cpu"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_gets_bars_and_no_progress_gets_nothing(monkeypatch):
+    for stream, enabled in ((Terminal(), True), (io.StringIO(), False), (Terminal(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        with Progress(2, desc="training", unit="epoch", enabled=enabled) as progress:
+            for epoch in (1, 2):
+                list(progress.inner(range(3), total=3, desc=f"epoch {epoch}", unit="batch"))
+                progress.finished(f"epoch {epoch}/2", ensemble="0.5")
+        shown = stream.getvalue()
+        if enabled:
+            assert "\r" in shown and "training" in shown and "ensemble=0.5" in shown and "epoch 1/2" not in shown
+        else:
+            assert shown == ""
+
+
+def test_a_search_log_gets_one_line_per_ended_trial(capsys):
+    import optuna
+
+    from ktg.search.worker import SearchDisplay
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    display = SearchDisplay(study, 3, enabled=True, epochs=2)
+    study.add_trial(optuna.create_trial(value=0.5, intermediate_values={1: 0.4, 2: 0.5}))
+    display.epoch(1, 1, {"ensemble_accuracy": 0.25})
+    study.add_trial(optuna.create_trial(state=optuna.trial.TrialState.PRUNED, intermediate_values={1: 0.1}))
+    display.update(study)
+    display.update(study)
+    display.close()
+    assert capsys.readouterr().err.splitlines() == ["trial 0: complete, ensemble 50.00 % after 2 epochs",
+                                                    "trial 1: pruned after epoch 1, ensemble 10.00 %"]

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ktg.cli.options import add_data_arguments, data_source_from_args
+from ktg.cli.options import add_data_arguments, add_progress_argument, data_source_from_args
 
 
 def add_parser(commands) -> None:
@@ -21,7 +21,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--epochs", type=int, help="epochs of every stage (overrides the chain file; quick runs)")
     parser.add_argument("--batch-size", type=int, help="batch size of every stage (overrides the chain file)")
     parser.add_argument("--width", type=int, help="base width of every trained node's model (quick runs)")
-    parser.add_argument("--no-progress", action="store_true")
+    add_progress_argument(parser)
     add_data_arguments(parser)
     parser.set_defaults(handler=run)
 

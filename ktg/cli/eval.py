@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ktg.cli.options import defaults
+from ktg.cli.options import add_progress_argument, defaults
 from ktg.config import TrainConfig
 
 
@@ -22,7 +22,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--device", default=train["device"], help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=train["eval_batch_size"],
                         help="(default: %(default)s, the batch size of evaluation during training)")
-    parser.add_argument("--no-progress", action="store_true")
+    add_progress_argument(parser)
     parser.set_defaults(handler=run)
 
 

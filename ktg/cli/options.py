@@ -106,7 +106,13 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                             "backward as CUDA graphs, which removes the launch cost that dominates at small batches")
     group.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=train["deterministic"],
                        help="reproducible kernels, slower on CUDA (default: %(default)s)")
-    group.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_argument(parser)
+
+
+def add_progress_argument(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress``: progress is bars on a terminal and one line per epoch (per trial in a search) in a log."""
+    parser.add_argument("--no-progress", action="store_true", help="show no progress: no bars on a terminal, no "
+                        "line per epoch or trial in a log")
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -37,10 +37,10 @@ from typing import Any, Callable
 import optuna
 import torch
 from optuna.trial import TrialState
-from tqdm.auto import tqdm
 
 from ktg.data import load_from_source
 from ktg.errors import KTGError
+from ktg.progress import Progress
 from ktg.registry import PRUNERS
 from ktg.runtime import resolve_device
 from ktg.runtime.mps import mps_daemon, running_daemon
@@ -257,35 +257,35 @@ def _worker_process(settings: SearchSettings, threads: int | None) -> None:
         sys.exit(130)
 
 
-class Progress:
-    """A progress bar over the budget of finished trials, and one line for every trial that ends."""
+class SearchDisplay:
+    """The search's progress over its budget of finished trials: one line for every trial that ends and, on a
+    terminal, a bar showing the best accuracy so far and the running trial's epoch (see :class:`Progress`)."""
 
     def __init__(self, study: optuna.Study, total: int, *, enabled: bool, epochs: int) -> None:
-        self.total, self.epochs = total, epochs
+        self.epochs = epochs
         self.seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
         counts = state_counts(study)
-        self.bar = tqdm(total=total, initial=min(total, counts["complete"] + counts["pruned"]), unit="trial",
-                        desc="search", disable=not enabled, dynamic_ncols=True)
+        self.progress = Progress(total, desc="search", unit="trial", initial=counts["complete"] + counts["pruned"],
+                                 enabled=enabled)
 
     def update(self, study: optuna.Study) -> None:
         trials = study.get_trials(deepcopy=False)
         for trial in trials:
             if trial.state.is_finished() and trial.number not in self.seen:
                 self.seen.add(trial.number)
-                tqdm.write(trial_line(trial))
+                self.progress.write(trial_line(trial))
         counts = state_counts(study)
         complete = [t.value for t in trials if t.state == TrialState.COMPLETE]
-        self.bar.n = min(self.total, counts["complete"] + counts["pruned"])
-        postfix = {"best": f"{100 * max(complete):.2f}%" if complete else "-", "running": counts["running"],
-                   "failed": counts["fail"]}
-        self.bar.set_postfix(postfix, refresh=True)
+        self.progress.advance(counts["complete"] + counts["pruned"],
+                              best=f"{100 * max(complete):.2f}%" if complete else "-", running=counts["running"],
+                              failed=counts["fail"])
 
     def epoch(self, trial: int, epoch: int, metrics: dict) -> None:
-        self.bar.set_postfix_str(f"trial {trial}: epoch {epoch}/{self.epochs}, "
-                                 f"ensemble {100 * metrics['ensemble_accuracy']:.2f}%", refresh=True)
+        self.progress.status(trial=f"{trial}: epoch {epoch}/{self.epochs}, "
+                             f"ensemble {100 * metrics['ensemble_accuracy']:.2f}%")
 
     def close(self) -> None:
-        self.bar.close()
+        self.progress.close()
 
 
 def trial_line(trial: optuna.trial.FrozenTrial) -> str:
@@ -322,7 +322,7 @@ def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, 
         print("--mps: a single worker has no one to share the GPU with; MPS is not started")
     study, _, _ = connect(settings, heartbeats=False)  # creates the study or checks that this command may join it
     _check_trial_folders(study, settings.out)
-    display = Progress(study, settings.trials, enabled=progress, epochs=settings.config.epochs)
+    display = SearchDisplay(study, settings.trials, enabled=progress, epochs=settings.config.epochs)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, StopRequest.handle) if in_main_thread else None
     StopRequest.requested = False
@@ -361,7 +361,7 @@ def _check_trial_folders(study: optuna.Study, out: Path) -> None:
 
 
 def _run_processes(settings: SearchSettings, jobs: int, device: torch.device, study: optuna.Study,
-                   display: Progress) -> None:
+                   display: SearchDisplay) -> None:
     context = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // jobs) if device.type == "cpu" else None
     workers = [context.Process(target=_worker_process, args=(settings, threads), name=f"ktg-search-worker-{i}")
