@@ -142,9 +142,10 @@ def detail(images: torch.Tensor) -> torch.Tensor:
 
 
 def photo_fidelity(paths: list[Path], cache_dir: Path, *, image_size: int = 224, crops: int = 16,
-                   seed: int = 0) -> dict:
+                   seed: int = 0, cache_size: int | None = None) -> dict:
     """ktg's crops of ``paths`` against torchvision's on the original files, at the fine-grained datasets'
-    defaults (the reference transforms, photos cached at their :func:`~ktg.data.transforms.detail_side`).
+    defaults (the reference transforms, photos cached at their :func:`~ktg.data.transforms.detail_side`, or
+    at most ``cache_size`` pixels on the shorter side).
 
     Returns per photo and overall: ``eval_mae`` (mean absolute error in [0, 1] units of the evaluation crop
     against Resize + CenterCrop + ToTensor), ``train_mae`` and ``detail_ratio`` (summed detail of ktg's
@@ -157,7 +158,8 @@ def photo_fidelity(paths: list[Path], cache_dir: Path, *, image_size: int = 224,
     root = Path(os.path.commonpath([path.resolve() for path in paths]))
     files = [path.resolve().relative_to(root).as_posix() for path in paths]
     listed = ImageList(root, files, [0] * len(files), ["photo"], "the sample photos")
-    photos = cached_image_set("photos", "test", listed, detail_side([train_tf, eval_tf]), cache_dir)
+    side = detail_side([train_tf, eval_tf]) if cache_size is None else cache_size
+    photos = cached_image_set("photos", "test", listed, side, cache_dir)
     reference_eval = T.Compose([T.Resize(eval_resize(image_size)), T.CenterCrop(image_size), T.ToTensor()])
     ours_eval = eval_tf(photos.images, original_sizes=photos.original_sizes)
     rows, ours_detail, reference_detail = [], 0.0, 0.0
@@ -179,7 +181,7 @@ def photo_fidelity(paths: list[Path], cache_dir: Path, *, image_size: int = 224,
                      "eval_mae": float((ours_eval[index] - reference_eval(rgb)).abs().mean()),
                      "train_mae": float((ours - reference).abs().mean()),
                      "detail_ratio": float(detail(ours).sum() / detail(reference).sum())})
-    return {"cache_side": detail_side([train_tf, eval_tf]), "photos": rows,
+    return {"cache_side": side, "default": cache_size is None, "photos": rows,
             "eval_mae": sum(row["eval_mae"] for row in rows) / len(rows),
             "train_mae": sum(row["train_mae"] for row in rows) / len(rows),
             "detail_ratio": ours_detail / reference_detail}
@@ -187,7 +189,8 @@ def photo_fidelity(paths: list[Path], cache_dir: Path, *, image_size: int = 224,
 
 def print_fidelity(results: dict) -> None:
     """The table of :func:`photo_fidelity`'s results."""
-    print(f"photos cached at ≤ {results['cache_side']} px on the shorter side (the default); "
+    default = " (the default)" if results["default"] else ""
+    print(f"photos cached at ≤ {results['cache_side']} px on the shorter side{default}; "
           "ktg against torchvision on the original files")
     print(f"{'photo':<24}{'size':>11}{'stored':>11}{'eval MAE':>10}{'train MAE':>11}{'detail':>8}")
     for row in results["photos"]:
@@ -216,13 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", action="store_true",
                         help="compare ktg's crops of real photos with torchvision's instead of timing")
     parser.add_argument("--crops", type=int, default=32, help="training crops per photo with --photos (default: 32)")
+    parser.add_argument("--cache-size", type=int,
+                        help="with --photos, cache at most this shorter side instead of the default detail side")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.photos:
         with tempfile.TemporaryDirectory(prefix="ktg-photos-") as scratch:
-            fidelity = photo_fidelity(sample_photos(), Path(scratch), image_size=args.image_size, crops=args.crops)
+            fidelity = photo_fidelity(sample_photos(), Path(scratch), image_size=args.image_size, crops=args.crops,
+                                      cache_size=args.cache_size)
         print_fidelity(fidelity)
         if args.json:
             args.json.write_text(json.dumps(fidelity, indent=2) + "\n")

@@ -71,6 +71,10 @@ def test_cache_is_built_once_then_reused(tmp_path: Path, tree: ImageList, decode
     assert torch.equal(again.labels, torch.tensor(tree.labels))
     names = cache_files(tmp_path / "cache")
     assert [name.rsplit(".", 1)[1] for name in names] == ["json", "lock", "npy"]
+    # The pixels are a read-only mapping of the cache file: processes that load the split share its pages.
+    pixels = again.images.pixels
+    assert isinstance(pixels, np.memmap) and not pixels.flags.writeable
+    assert Path(pixels.filename) == next((tmp_path / "cache").rglob("*.npy"))
     assert names[0].startswith("train-24px-")
     whole = cached_image_set("demo", "train", tree, 100, tmp_path / "cache")  # another side is another cache
     assert len(decodes) == 24

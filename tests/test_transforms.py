@@ -236,6 +236,7 @@ def test_loader_cuts_packed_photos_in_batch_order() -> None:
     packed = PackedImages.pack([np.full((h, w, 3), i, dtype=np.uint8) for i, (h, w) in enumerate(sizes)])
     images = ImageSet(packed, torch.arange(7), [str(i) for i in range(7)], "photos", torch.tensor(sizes) * 10)
     loader = BatchLoader(images, 3, RandomResizedCrop(16), torch.device("cpu"), shuffle=True, drop_last=False)
+    assert loader.pixels.pixels is packed.pixels  # the loader keeps the shared array, it copies batches only
     seen = []
     for batch, labels in loader.epoch(0):
         assert batch.shape[1:] == (3, 16, 16)
