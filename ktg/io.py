@@ -22,8 +22,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     On an exception the temporary file is removed and ``path`` keeps its previous content.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:  # where the user asked to write: a read-only folder, a file in the way
+        raise KTGError(f"cannot write {path}: {unwritable_reason(path, error)}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -36,6 +39,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def unwritable_reason(path: Path, error: OSError) -> str:
+    """Why ``path`` cannot be written, for a message: a file standing where one of its folders should be is named
+    (mkdir then says "File exists" or "Not a directory", which points at nothing), else the system's reason."""
+    blocking = next((parent for parent in path.parents if parent.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        return f"{blocking} is a file, not a folder"
+    return error.strerror or str(error)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -136,3 +136,35 @@ def test_a_search_log_gets_one_line_per_ended_trial(capsys):
     display.close()
     assert capsys.readouterr().err.splitlines() == ["trial 0: complete, ensemble 50.00 % after 2 epochs",
                                                     "trial 1: pruned after epoch 1, ensemble 10.00 %"]
+
+
+# -- no traceback from user input or environment -----------------------------------------------------------------
+
+
+def one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ktg: error: ") and "Traceback" not in captured.err, captured.err
+    return lines[0]
+
+
+def test_a_missing_database_driver_says_what_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "psycopg2", None)  # as if psycopg2 were not installed
+    assert main(["study", "show", "--storage", "postgresql+psycopg2://user:secret@localhost/db"]) == 2
+    line = one_error_line(capsys)
+    assert "'psycopg2'" in line and "pip install 'ktg[postgres]'" in line and "secret" not in line
+
+
+def test_a_storage_that_cannot_be_created_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["study", "show", "--storage", f"sqlite:///{tmp_path}/file/study.db"]) == 2
+    assert "cannot create the storage" in one_error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize("name", ["graph.dot", "graph.png"])
+def test_an_output_under_a_file_is_one_line_naming_the_file_in_the_way(tmp_path, name, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["graph", "show", "dml", "--out", str(tmp_path / "file" / name)]) == 2
+    assert one_error_line(capsys).endswith(f"{tmp_path / 'file'} is a file, not a folder")
+    assert (tmp_path / "file").read_text() == ""

@@ -75,7 +75,10 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
     if is_sqlite:
         database = sqlalchemy.engine.make_url(url).database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise KTGError(f"cannot create the storage {display_url(url)}: {error.strerror or error}") from None
     heartbeat = {} if heartbeat_interval is None else {
         "heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
         "heartbeat_stale_trial_callback": RequeueTrial(max_retry)}
@@ -92,9 +95,10 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
                 if attempt == CREATE_ATTEMPTS - 1:
                     raise
                 time.sleep(random.uniform(0.5, 2.0))
-    except ModuleNotFoundError as error:
-        raise KTGError(f"the storage {display_url(url)} needs the Python package {error.name!r}; for PostgreSQL "
-                       f"install ktg with the postgres extra: pip install 'ktg[postgres]'") from None
+    except ImportError as error:  # Optuna re-raises a missing database driver as a plain ImportError
+        driver = error.name or sqlalchemy.engine.make_url(url).get_driver_name()
+        raise KTGError(f"the storage {display_url(url)} needs the Python package {driver!r}, which is not installed; "
+                       f"for PostgreSQL install ktg with the postgres extra: pip install 'ktg[postgres]'") from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         raise KTGError(f"cannot open the storage {display_url(url)}: {reason}") from None
