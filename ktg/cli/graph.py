@@ -6,9 +6,12 @@ import argparse
 from pathlib import Path
 
 from ktg.errors import KTGError
+from ktg.graph import NAMED_GRAPHS
+from ktg.viz import FIGURE_FORMATS
 
+#: Text outputs of ``ktg graph show`` and the file suffixes that choose them.
 TEXT_FORMATS = {"text": (".txt",), "dot": (".dot", ".gv"), "mermaid": (".mmd", ".mermaid")}
-FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
+FIGURE_SUFFIXES = tuple(f".{kind}" for kind in FIGURE_FORMATS)
 
 
 def add_parser(commands) -> None:
@@ -22,11 +25,12 @@ def add_parser(commands) -> None:
         "below; one arrow per active edge, coloured by gate, labelled by loss design; cut-off edges left out), "
         "export it as Graphviz DOT or Mermaid, or print a plain-text summary (the default).")
     show.add_argument("graph", help="graph file, run or search folder (its graph.json / best_graph.json), "
-                      "or a named graph: independent, dml")
+                      f"or a named graph: {', '.join(NAMED_GRAPHS)}")
     show.add_argument("--nodes", type=int, help="number of network nodes of a named graph (default 3)")
-    show.add_argument("--out", type=Path, help="write here; the suffix picks the format: .png .svg .pdf "
-                      "(figure), .dot .gv, .mmd .mermaid, .txt (default: print to the terminal)")
-    show.add_argument("--format", choices=("text", "dot", "mermaid", "png", "svg", "pdf"),
+    text_suffixes = ", ".join(" ".join(suffixes) for suffixes in TEXT_FORMATS.values())
+    show.add_argument("--out", type=Path, help=f"write here; the suffix picks the format: {' '.join(FIGURE_SUFFIXES)} "
+                      f"(figure), {text_suffixes} (default: print to the terminal)")
+    show.add_argument("--format", choices=(*TEXT_FORMATS, *FIGURE_FORMATS),
                       help="output format (default: from --out's suffix, else text)")
     show.add_argument("--size", type=float, nargs=2, default=(7.0, 6.5), metavar=("WIDTH", "HEIGHT"),
                       help="figure size in inches (default: 7 6.5)")
@@ -36,7 +40,7 @@ def add_parser(commands) -> None:
 
 def load_graph(name_or_path: str, num_nodes: int | None = None):
     """A named graph, a graph file, or the graph of a run folder (graph.json) or search folder (best_graph.json)."""
-    from ktg.graph import NAMED_GRAPHS, resolve_graph
+    from ktg.graph import resolve_graph
 
     path = Path(name_or_path)
     if path.is_dir():
