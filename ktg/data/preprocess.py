@@ -112,7 +112,11 @@ class Preprocessing:
             images = [images]
         if len(images) == 0:
             raise KTGError("no images to preprocess")
-        decoded = [self.decode(image, f"image {i}") for i, image in enumerate(images)]
+        return self.collate([self.decode(image, f"image {i}") for i, image in enumerate(images)])
+
+    def collate(self, decoded: Sequence[tuple[np.ndarray, tuple[int, int]]]) -> tuple[Images, torch.Tensor]:
+        """Decoded images (:meth:`decode`) as one batch: (uint8 B×3×S×S, or packed for ``photos``; original
+        sizes B×2 int64)."""
         arrays = [array for array, _ in decoded]
         pixels = PackedImages.pack(arrays) if self.photos else torch.from_numpy(np.stack(arrays))
         return pixels, torch.tensor([size for _, size in decoded], dtype=torch.int64)

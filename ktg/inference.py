@@ -1,0 +1,236 @@
+"""Use a trained graph: a run folder loaded as one module that answers as the trained ensemble, and the
+predictions ``ktg predict`` prints for image files.
+
+>>> import ktg
+>>> model = ktg.load_run("runs/cub-best", device="cuda")        # eval mode, weights of the last checkpoint
+>>> inputs = model.transform(["a.jpg", "b.png"], device="cuda")  # the run's own evaluation pipeline
+>>> probabilities = model(inputs).softmax(dim=1)                 # the ensemble node: B×C
+>>> out = model.outputs(inputs)                                  # plus every node's logits and attention maps
+
+The ensemble's logits are the mean of its member nodes' perception logits, as in training and ``ktg eval``
+(docs/method.md#ensemble-node); the other rules of ``ktg eval`` (soft and hard voting, power means) are
+available through :func:`predict_images`.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, NamedTuple, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ktg.data.preprocess import ImageInput, Preprocessing, UnreadableImageError, preprocessing_for
+from ktg.engine import KnowledgeTransferGraph, ensemble_logits
+from ktg.ensemble import ENSEMBLE_RULES
+from ktg.errors import KTGError
+from ktg.runtime import autocast, resolve_device
+
+
+class GraphOutputs(NamedTuple):
+    """Everything a trained graph says about a batch of B images (N nodes, C classes).
+
+    Attributes:
+        logits: B×C, the ensemble node's logits (mean of the member nodes' ``node_logits``).
+        node_logits: N×B×C, every node's perception-branch logits.
+        attention: N×B×H×W, every node's attention map in [0, 1] at its own resolution (the trunk's output:
+            S/4 for CIFAR-style models, S/16 for ImageNet-style ones, S the input side).
+    """
+
+    logits: torch.Tensor
+    node_logits: torch.Tensor
+    attention: torch.Tensor
+
+
+class TrainedGraph(nn.Module):
+    """A trained knowledge transfer graph as one classifier, in evaluation mode.
+
+    ``forward`` takes a float B×3×S×S batch (what :attr:`transform` makes of images) and returns the
+    ensemble's B×C logits; :meth:`outputs` adds every node's logits and attention maps.
+
+    Attributes:
+        graph: the trained :class:`~ktg.engine.KnowledgeTransferGraph` (its nodes hold the weights).
+        classes: class names, index = class.
+        transform: the run's evaluation pipeline (:class:`~ktg.data.preprocess.Preprocessing`): files, PIL
+            images or uint8 tensors → model inputs, exactly as ``ktg eval`` prepared the test images.
+        image_size: S, the side of the model's input.
+        dataset: the name of the dataset the run was trained on.
+        epoch: the checkpoint's epoch.
+    """
+
+    def __init__(self, graph: KnowledgeTransferGraph, classes: Sequence[str], transform: Preprocessing,
+                 image_size: int, *, dataset: str, epoch: int) -> None:
+        super().__init__()
+        self.graph = graph
+        self.classes = list(classes)
+        self.transform = transform
+        self.image_size = image_size
+        self.dataset = dataset
+        self.epoch = epoch
+        self.eval()
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        """The nodes whose mean is the ensemble (frozen teachers outside the ensemble are left out)."""
+        return tuple(self.graph.spec.members)
+
+    @property
+    def num_nodes(self) -> int:
+        return self.graph.spec.num_nodes
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def outputs(self, inputs: torch.Tensor) -> GraphOutputs:
+        """The ensemble's logits, every node's logits and every node's attention map for a B×3×S×S batch."""
+        outputs = self.graph(inputs)
+        node_logits = torch.stack([out.logits for out in outputs])
+        attention = torch.cat([out.attention for out in outputs], dim=1).transpose(0, 1)
+        return GraphOutputs(ensemble_logits(node_logits[list(self.members)]), node_logits, attention)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The ensemble's B×C logits for a float B×3×S×S batch."""
+        return self.outputs(inputs).logits
+
+    def preprocess(self, images: Sequence[ImageInput] | ImageInput) -> torch.Tensor:
+        """:attr:`transform` of ``images`` on this module's device."""
+        return self.transform(images, device=self.device)
+
+
+# The two places this module reads a run folder.
+
+
+def _read_run(run_dir: Path, device: torch.device) -> tuple[KnowledgeTransferGraph, dict, int]:
+    """(trained graph on ``device``, config.json, checkpoint epoch)."""
+    from ktg.evaluate import load_run as load_graph
+
+    graph, config, checkpoint = load_graph(run_dir, device)
+    return graph, config, checkpoint["epoch"]
+
+
+def _read_config(run_dir: Path) -> dict:
+    """The run's config.json (what it was trained on), without its weights."""
+    from ktg.io import read_json
+
+    return read_json(run_dir / "config.json", "run configuration")
+
+
+def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> TrainedGraph:
+    """The trained graph of a run folder (its last checkpoint) as a :class:`TrainedGraph` in evaluation mode on
+    ``device`` (``"auto"``: CUDA when available)."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise KTGError(f"run folder {run} does not exist")
+    torch_device = resolve_device(device) if isinstance(device, str) else device
+    graph, config, epoch = _read_run(run, torch_device)
+    return TrainedGraph(graph, config["classes"], preprocessing_for(config["data"]), config["image_size"],
+                        dataset=config["data"]["name"], epoch=epoch)
+
+
+def preprocess(images: Sequence[ImageInput] | ImageInput, run: TrainedGraph | str | Path,
+               device: torch.device | str = "cpu") -> torch.Tensor:
+    """Model inputs of ``images`` (paths, PIL images, uint8 tensors) by the evaluation pipeline of ``run`` (a
+    loaded graph, or a run folder: then only its config.json is read, no weights)."""
+    if isinstance(run, TrainedGraph):
+        return run.transform(images, device=device)
+    return preprocessing_for(_read_config(Path(run))["data"])(images, device=device)
+
+
+# -- predicting files ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Prediction:
+    """What the graph says about one image.
+
+    Attributes:
+        name: the image's path (or its name).
+        scores: C scores of the chosen ensemble rule (a distribution: probabilities for the mean rules).
+        node_probabilities: N×C softmax of every node's logits.
+    """
+
+    name: str
+    scores: torch.Tensor
+    node_probabilities: torch.Tensor
+
+    def top(self, k: int, classes: Sequence[str], node: int | None = None) -> list[tuple[str, float]]:
+        """The ``k`` best (class name, score) of the ensemble, or of ``node``."""
+        values = self.scores if node is None else self.node_probabilities[node]
+        best = values.topk(min(k, len(values)))
+        return [(classes[i], float(p)) for p, i in zip(best.values.tolist(), best.indices.tolist())]
+
+
+#: Called with every decoded batch: (uint8 B×3×s×s squares, original sizes B×2, names) — e.g. to draw it.
+BatchCallback = Callable[[torch.Tensor, torch.Tensor, list[str]], None]
+
+
+def predict_images(
+    model: TrainedGraph,
+    paths: Sequence[str | os.PathLike],
+    *,
+    rule: str = "mean_logits",
+    power: float = 1.0,
+    batch_size: int = 64,
+    progress: bool = False,
+    on_batch: BatchCallback | None = None,
+) -> tuple[list[Prediction], list[UnreadableImageError]]:
+    """Classify image files in batches on the model's device: (predictions of the readable files in order,
+    errors of the unreadable ones, each naming its file).
+
+    The images go through the run's evaluation pipeline and, on CUDA, bf16 autocast, exactly as ``ktg eval``
+    evaluates; ``rule`` is one of :data:`~ktg.ensemble.ENSEMBLE_RULES` (``power``: the power mean's exponent).
+    """
+    if rule not in ENSEMBLE_RULES:
+        raise KTGError(f"unknown ensemble rule {rule!r}; choose one of: {', '.join(ENSEMBLE_RULES)}")
+    if rule == "power_mean" and power <= 0:
+        raise KTGError(f"the power-mean exponent must be positive, got {power}")
+    if batch_size < 1:
+        raise KTGError(f"the batch size must be a positive integer, got {batch_size}")
+    device = model.device
+    predictions: list[Prediction] = []
+    errors: list[UnreadableImageError] = []
+    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress)
+    with bar:
+        for names, pixels, sizes, failed in _decoded_batches(model.transform, paths, batch_size):
+            errors += failed
+            bar.update(len(names) + len(failed))
+            if not names:
+                continue
+            if on_batch is not None:
+                on_batch(pixels, sizes, names)
+            with torch.no_grad(), autocast(device, device.type == "cuda"):
+                node_logits = model.outputs(model.transform.apply(pixels.to(device), sizes)).node_logits.float()
+            scores = ENSEMBLE_RULES[rule](node_logits[list(model.members)], power).cpu()
+            probabilities = node_logits.softmax(dim=2).transpose(0, 1).cpu()
+            predictions += [Prediction(name, s, p) for name, s, p in zip(names, scores, probabilities)]
+    return predictions, errors
+
+
+def _decoded_batches(
+    transform: Preprocessing, paths: Sequence[str | os.PathLike], batch_size: int
+) -> Iterator[tuple[list[str], torch.Tensor, torch.Tensor, list[UnreadableImageError]]]:
+    """(names, uint8 squares, original sizes, errors) per batch of ``paths``, decoded by threads (PIL releases
+    the GIL while decoding); the next batch is decoded while the caller works on this one."""
+
+    def decode(path: str | os.PathLike):
+        try:
+            return transform.decode(path)
+        except UnreadableImageError as error:
+            return error
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        chunks = [paths[start:start + batch_size] for start in range(0, len(paths), batch_size)]
+        pending = pool.map(decode, chunks[0]) if chunks else None
+        for index, chunk in enumerate(chunks):
+            results = list(pending)
+            if index + 1 < len(chunks):
+                pending = pool.map(decode, chunks[index + 1])
+            good = [(str(path), result) for path, result in zip(chunk, results) if not isinstance(result, Exception)]
+            failed = [result for result in results if isinstance(result, Exception)]
+            pixels, sizes = transform.collate([decoded for _, decoded in good]) if good else (None, None)
+            yield [name for name, _ in good], pixels, sizes, failed
