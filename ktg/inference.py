@@ -14,6 +14,7 @@ available through :func:`predict_images`.
 
 from __future__ import annotations
 
+import glob
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -142,6 +143,40 @@ def preprocess(images: Sequence[ImageInput] | ImageInput, run: TrainedGraph | st
 
 
 # -- predicting files ---------------------------------------------------------------------------------
+
+
+def find_images(arguments: Sequence[str | os.PathLike]) -> tuple[list[Path], list[UnreadableImageError]]:
+    """The image files that ``arguments`` name, in order and each once: files as given, folders' image files
+    (by suffix, recursively, hidden ones left out, sorted) and glob patterns' matches (``**`` recursive). A
+    path that does not exist, a pattern that matches nothing or a folder without images is returned as an
+    error naming it."""
+    from ktg.data.finegrained import IMAGE_EXTENSIONS
+
+    found: dict[Path, None] = {}
+    problems: list[UnreadableImageError] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.exists() or not glob.has_magic(str(argument)):
+            matches = [path]
+        else:
+            matches = [Path(match) for match in sorted(glob.glob(str(argument), recursive=True))]
+            if not matches:
+                problems.append(UnreadableImageError(str(argument), "no file matches this pattern"))
+        for match in matches:
+            if match.is_dir():
+                images = sorted(file for file in match.rglob("*") if file.suffix.lower() in IMAGE_EXTENSIONS
+                                and file.is_file() and not any(part.startswith(".")
+                                                               for part in file.relative_to(match).parts))
+                if not images:
+                    problems.append(UnreadableImageError(str(match), "a folder without images "
+                                                         f"({', '.join(IMAGE_EXTENSIONS)})"))
+                found.update(dict.fromkeys(images))
+            elif match.exists():
+                found[match] = None
+            else:
+                problems.append(UnreadableImageError(str(match), "no such file or folder"))
+    return list(found), problems
+
 
 
 @dataclass

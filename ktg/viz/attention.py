@@ -65,7 +65,7 @@ def _short(name: str, limit: int = 12) -> str:
 def attention_grid(
     graph: KnowledgeTransferGraph,
     images: Images,
-    labels: torch.Tensor | Sequence[int],
+    labels: torch.Tensor | Sequence[int] | None,
     classes: Sequence[str],
     *,
     transform: BatchTransform | None = None,
@@ -82,7 +82,7 @@ def attention_grid(
     Args:
         graph: a trained graph (any device; it runs there in eval mode, without gradients).
         images: B×3×H×W uint8 images or packed photos, as stored in an :class:`~ktg.data.ImageSet`.
-        labels: B true class indices.
+        labels: B true class indices, or None for images of unknown class (then no cell is marked ✓ or ✗).
         classes: class names, index = label.
         transform: the dataset's evaluation transform (uint8 → model input); default: pixels / 255.
         original_sizes: B×2 (h, w) of the images before caching (:attr:`ImageSet.original_sizes`), for
@@ -94,12 +94,13 @@ def attention_grid(
         row_names: a short name per image (e.g. its index in the split), shown in the input column.
     """
     transform = transform or Identity()
-    labels = torch.as_tensor(labels).cpu()
+    labels = None if labels is None else torch.as_tensor(labels).cpu()
     dense = not isinstance(images, PackedImages)
-    if (dense and (images.dim() != 4 or images.dtype != torch.uint8)) or len(labels) != len(images) or len(images) == 0:
+    if ((dense and (images.dim() != 4 or images.dtype != torch.uint8)) or len(images) == 0
+            or (labels is not None and len(labels) != len(images))):
         shape = f"{tuple(images.shape)} {images.dtype}" if dense else f"{len(images)} packed"
-        raise ValueError(f"expected B×3×H×W uint8 images with B ≥ 1 labels, got {shape} images and {len(labels)} "
-                         "labels")
+        raise ValueError(f"expected B×3×H×W uint8 images with B ≥ 1 labels or none, got {shape} images and "
+                         f"{'no' if labels is None else len(labels)} labels")
     logits, maps = node_attention(graph, transform(images, original_sizes=original_sizes))
     pictures = _display_transform(transform)(images, original_sizes=original_sizes).float().clamp(0, 1).cpu()
     columns = [(f"node {i}", logits[i], maps[i]) for i in range(len(logits))]
@@ -123,13 +124,16 @@ def attention_grid(
     canvas = torch.ones(3, height, width)
     figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     for r in range(rows):
-        true = int(labels[r])
+        true = None if labels is None else int(labels[r])
         cells = [("input", None, pictures[r])] if show_input else []
         cells += [(name, node_logits, overlays[r, k]) for k, (name, node_logits, _) in enumerate(columns)]
         for c, (name, node_logits, picture) in enumerate(cells):
             x, y = round(c * cell_w + (cell_w - side) / 2), round(r * cell_h + title)
             if node_logits is None:
-                text, colour = f"{row_names[r] + ': ' if row_names is not None else ''}input\ntrue {_short(classes[true])}", None
+                text, colour = f"{row_names[r] + ': ' if row_names is not None else ''}input", None
+                text += "" if true is None else f"\ntrue {_short(classes[true])}"
+            elif true is None:
+                text, colour = f"{name}\npred {_short(classes[int(node_logits[r].argmax())])}", None
             else:
                 predicted = int(node_logits[r].argmax())
                 right = predicted == true

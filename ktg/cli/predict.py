@@ -1,0 +1,156 @@
+"""``ktg predict``: classify new images with a trained graph: the ensemble's answer, every node's, and where
+each node looked."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+from ktg.ensemble import ENSEMBLE_RULES
+from ktg.errors import KTGError
+
+OUTPUT_SUFFIXES = (".csv", ".json")
+
+
+def add_parser(commands) -> None:
+    """Add ``predict`` to the ``ktg`` subcommands."""
+    parser = commands.add_parser(
+        "predict", help="classify image files with a trained run",
+        description="Classify image files with the graph of a run: each image goes through the run's own "
+        "evaluation pipeline and gets the ensemble's top classes (and with --per-node every node's). Files that "
+        "cannot be read are listed and skipped; the exit status is then 2, after the readable ones are done.")
+    parser.add_argument("--run", type=Path, required=True, help="the run folder written by ktg train")
+    parser.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="image files, folders (searched recursively) or glob patterns such as 'photos/**/*.jpg'")
+    parser.add_argument("--top-k", type=int, default=5, help="classes shown per image (default: 5)")
+    parser.add_argument("--per-node", action="store_true", help="also every node's top classes")
+    parser.add_argument("--ensemble", choices=tuple(ENSEMBLE_RULES), default="mean_logits",
+                        help="how the nodes' answers combine: the ensemble node (mean_logits, default, as trained), "
+                        "soft voting (mean_probabilities), hard voting (majority_vote) or power_mean (see --power)")
+    parser.add_argument("--power", type=float, default=0.5, help="exponent u of power_mean (default: 0.5)")
+    parser.add_argument("--out", type=Path, help="write the predictions to a .csv (one row per image) or .json file "
+                        "instead of printing them")
+    parser.add_argument("--attention", type=Path, metavar="DIR",
+                        help="save, per image, the grid of every node's attention map (as ktg attention draws it) "
+                        "into DIR, as <image path relative to the inputs' common folder>.png")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ktg.inference import find_images, load_run, predict_images
+
+    if args.top_k < 1:
+        raise KTGError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.out is not None and args.out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise KTGError(f"--out {args.out} must end in {' or '.join(OUTPUT_SUFFIXES)}")
+    paths, problems = find_images(args.images)
+    _report(problems)
+    if not paths:
+        raise KTGError(f"no images to classify in {' '.join(map(str, args.images))}")
+    model = load_run(args.run, args.device)
+    on_batch = None if args.attention is None else _attention_writer(model, args.attention, paths)
+    predictions, unreadable = predict_images(model, paths, rule=args.ensemble, power=args.power,
+                                             batch_size=args.batch_size, progress=not args.no_progress,
+                                             on_batch=on_batch)
+    if args.out is None:
+        _print(predictions, model, args)
+    else:
+        from ktg.io import write_text
+
+        write_text(args.out, (_csv if args.out.suffix.lower() == ".csv" else _json)(predictions, model, args))
+        print(f"predictions for {len(predictions)} image(s) written to {args.out}")
+    if args.attention is not None and predictions:
+        print(f"attention grids written to {args.attention}/")
+    _report(unreadable)
+    failed = len(problems) + len(unreadable)
+    if failed:
+        raise KTGError(f"{failed} input(s) could not be read and were skipped (listed above); "
+                       f"{len(predictions)} image(s) classified")
+    return 0
+
+
+def _report(errors) -> None:
+    for error in errors:
+        print(f"ktg: skipped {error}", file=sys.stderr)
+
+
+def _ranked(prediction, model, args, node: int | None = None) -> list[tuple[str, float]]:
+    return prediction.top(args.top_k, model.classes, node)
+
+
+def _print(predictions, model, args) -> None:
+    def line(ranked) -> str:
+        return ", ".join(f"{name} {100 * score:.1f} %" for name, score in ranked)
+
+    for prediction in predictions:
+        print(f"{prediction.name}: {line(_ranked(prediction, model, args))}")
+        if args.per_node:
+            for node in range(model.num_nodes):
+                print(f"    node {node}: {line(_ranked(prediction, model, args, node))}")
+
+
+def _columns(prefix: str, k: int) -> list[str]:
+    return [name for rank in range(1, k + 1) for name in (f"{prefix}class_{rank}", f"{prefix}score_{rank}")]
+
+
+def _csv(predictions, model, args) -> str:
+    k = min(args.top_k, len(model.classes))
+    header = ["path", *_columns("", k)]
+    nodes = range(model.num_nodes) if args.per_node else range(0)
+    for node in nodes:
+        header += _columns(f"node{node}_", k)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for prediction in predictions:
+        row = [prediction.name]
+        for node in (None, *nodes):
+            row += [value for name, score in _ranked(prediction, model, args, node) for value in (name, f"{score:.6f}")]
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def _json(predictions, model, args) -> str:
+    def ranked(prediction, node=None):
+        return [{"class": name, "score": round(score, 6)} for name, score in _ranked(prediction, model, args, node)]
+
+    records = []
+    for prediction in predictions:
+        record = {"path": prediction.name, "top": ranked(prediction)}
+        if args.per_node:
+            record["nodes"] = [ranked(prediction, node) for node in range(model.num_nodes)]
+        records.append(record)
+    report = {"run": str(args.run), "epoch": model.epoch, "rule": args.ensemble,
+              **({"power": args.power} if args.ensemble == "power_mean" else {}), "predictions": records}
+    return json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+
+
+def _attention_writer(model, folder: Path, paths: list[Path]):
+    """A batch callback that saves every image's attention grid as ``folder/<path relative to the common
+    folder of all inputs>.png``."""
+    from ktg.viz import save_figure
+    from ktg.viz.attention import attention_grid
+
+    common = Path(os.path.commonpath([path.resolve().parent for path in paths]))
+
+    def write(pixels, sizes, names) -> None:
+        for index, name in enumerate(names):
+            relative = Path(name).resolve().relative_to(common)
+            figure = attention_grid(model.graph, pixels[index:index + 1], None, model.classes,
+                                    transform=model.transform.transform, original_sizes=sizes[index:index + 1],
+                                    row_names=[_shorten(relative.name)])
+            save_figure(figure, folder / relative.parent / f"{relative.name}.png")
+
+    return write
+
+
+def _shorten(name: str, limit: int = 20) -> str:
+    return name if len(name) <= limit else name[: limit - 1] + "…"
