@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 
 $(BIN)/ktg: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,export]'
 	touch $@
 
 DEMO_OPTIONS := --dataset digits --batch-size 32 --device cpu

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -41,6 +42,39 @@ def split_images(dataset: Dataset, split: str, run: RunFolder) -> ImageSet:
     return dataset.train.subset(torch.tensor(saved["val_indices"]), f"{dataset.name}/val")
 
 
+@dataclass
+class SplitLogits:
+    """Every node's perception logits on one split of a run's dataset, as ``ktg eval`` computes them.
+
+    Attributes:
+        logits: N×M×C (nodes, images in the split's order, classes), float32 on the evaluation device.
+        labels: the M true classes.
+        members: the nodes the ensemble node averages (a student's frozen teachers are not among them).
+        dataset: the dataset's name; epoch: the checkpoint's epoch.
+    """
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+    members: tuple[int, ...]
+    dataset: str
+    epoch: int
+
+
+def split_logits(
+    run_dir: str | Path, split: str = "test", *, device: str = "auto", batch_size: int = 256, progress: bool = False
+) -> SplitLogits:
+    """Every node's logits on ``split`` of the run's dataset: its evaluation transform, and bf16 autocast on CUDA."""
+    run = RunFolder(run_dir)
+    torch_device = resolve_device(device)
+    graph, config, checkpoint = load_run(run.path, torch_device)
+    dataset = load_from_source(config["data"])
+    images = split_images(dataset, split, run)
+    loader = BatchLoader(images, batch_size, dataset.eval_transform, torch_device, shuffle=False, drop_last=False)
+    amp = torch_device.type == "cuda"
+    logits, labels = predict(graph, loader, amp=amp, channels_last=False, progress=progress)
+    return SplitLogits(logits, labels, tuple(graph.spec.members), dataset.name, checkpoint["epoch"])
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -55,18 +89,13 @@ def evaluate_run(
     Writes ``eval_<split>.json`` into the run folder and returns the same report (plus ``path``).
     """
     run = RunFolder(run_dir)
-    torch_device = resolve_device(device)
-    graph, config, checkpoint = load_run(run.path, torch_device)
-    dataset = load_from_source(config["data"])
-    images = split_images(dataset, split, run)
-    loader = BatchLoader(images, batch_size, dataset.eval_transform, torch_device, shuffle=False, drop_last=False)
-    amp = torch_device.type == "cuda"
-    logits, labels = predict(graph, loader, amp=amp, channels_last=False, progress=progress)
+    result = split_logits(run.path, split, device=device, batch_size=batch_size, progress=progress)
+    logits, labels = result.logits, result.labels
 
     def accuracy(scores: torch.Tensor) -> float:
         return (scores.argmax(dim=-1) == labels).float().mean().item()
 
-    members = logits[list(graph.spec.members)]  # the ensemble node's nodes (a student's teachers excluded)
+    members = logits[list(result.members)]
     rules: dict[str, float] = {}
     for name, rule in ENSEMBLE_RULES.items():
         if name == "power_mean":
@@ -75,10 +104,10 @@ def evaluate_run(
         else:
             rules[name] = accuracy(rule(members, 1.0))
     report = {
-        "dataset": dataset.name,
+        "dataset": result.dataset,
         "split": split,
-        "num_images": len(images),
-        "epoch": checkpoint["epoch"],
+        "num_images": len(labels),
+        "epoch": result.epoch,
         "node_accuracy": [accuracy(node_logits) for node_logits in logits],
         "ensemble_accuracy": rules,
     }

@@ -29,6 +29,7 @@ from ktg.data.preprocess import ImageInput, Preprocessing, UnreadableImageError,
 from ktg.engine import KnowledgeTransferGraph, ensemble_logits
 from ktg.ensemble import ENSEMBLE_RULES
 from ktg.errors import KTGError
+from ktg.run_folder import RunFolder
 from ktg.runtime import autocast, resolve_device
 
 
@@ -39,7 +40,7 @@ class GraphOutputs(NamedTuple):
         logits: B×C, the ensemble node's logits (mean of the member nodes' ``node_logits``).
         node_logits: N×B×C, every node's perception-branch logits.
         attention: N×B×H×W, every node's attention map in [0, 1] at its own resolution (the trunk's output:
-            S/4 for CIFAR-style models, S/16 for ImageNet-style ones, S the input side).
+            S/2 for CIFAR-style models, S/16 for ImageNet-style ones, S the input side).
     """
 
     logits: torch.Tensor
@@ -116,17 +117,13 @@ def _read_run(run_dir: Path, device: torch.device) -> tuple[KnowledgeTransferGra
 
 def _read_config(run_dir: Path) -> dict:
     """The run's config.json (what it was trained on), without its weights."""
-    from ktg.io import read_json
-
-    return read_json(run_dir / "config.json", "run configuration")
+    return RunFolder(run_dir).read_config()
 
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> TrainedGraph:
     """The trained graph of a run folder (its last checkpoint) as a :class:`TrainedGraph` in evaluation mode on
     ``device`` (``"auto"``: CUDA when available)."""
     run = Path(run_dir)
-    if not run.is_dir():
-        raise KTGError(f"run folder {run} does not exist")
     torch_device = resolve_device(device) if isinstance(device, str) else device
     graph, config, epoch = _read_run(run, torch_device)
     return TrainedGraph(graph, config["classes"], preprocessing_for(config["data"]), config["image_size"],

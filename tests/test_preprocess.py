@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dataset_trees import write_cifar, write_imagefolder
 from PIL import Image
 
-from dataset_trees import write_cifar, write_imagefolder
 from ktg.data import load_dataset
 from ktg.data.preprocess import UnreadableImageError, preprocessing_for
 

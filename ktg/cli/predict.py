@@ -52,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None and args.out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise KTGError(f"--out {args.out} must end in {' or '.join(OUTPUT_SUFFIXES)}")
     paths, problems = find_images(args.images)
-    _report(problems)
     if not paths:
-        raise KTGError(f"no images to classify in {' '.join(map(str, args.images))}")
+        raise KTGError("no images to classify: " + "; ".join(f"{error.name}: {error.reason}" for error in problems))
+    _report(problems)
     model = load_run(args.run, args.device)
     on_batch = None if args.attention is None else _attention_writer(model, args.attention, paths)
     predictions, unreadable = predict_images(model, paths, rule=args.ensemble, power=args.power,
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _report(errors) -> None:
     for error in errors:
-        print(f"ktg: skipped {error}", file=sys.stderr)
+        print(f"ktg: skipped {error.name}: {error.reason}", file=sys.stderr)
 
 
 def _ranked(prediction, model, args, node: int | None = None) -> list[tuple[str, float]]:

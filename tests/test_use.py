@@ -1,0 +1,255 @@
+"""Using a trained graph: ktg.load_run, ktg predict and ktg export, on a short digits run and on a run over an
+image-folder tree of real photographs."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import ktg
+from ktg.cli import main
+from ktg.config import TrainConfig
+from ktg.data import load_dataset
+from ktg.ensemble import ENSEMBLE_RULES
+from ktg.evaluate import split_logits
+from ktg.graph import dml
+from ktg.train import train
+
+
+def package_file(package: str, relative: str) -> Path:
+    """A data file shipped inside an installed package (found without importing the package)."""
+    return Path(importlib.util.find_spec(package).origin).parent / relative
+
+
+#: Real photographs shipped by scikit-learn and scikit-image (427×640, 427×640, 300×451, 400×600).
+PHOTOS = {
+    "china": package_file("sklearn", "datasets/images/china.jpg"),
+    "flower": package_file("sklearn", "datasets/images/flower.jpg"),
+    "cat": package_file("skimage", "data/chelsea.png"),
+    "coffee": package_file("skimage", "data/coffee.png"),
+}
+
+
+def write_photo_tree(root: Path, train_per_class: int = 5, test_per_class: int = 3) -> Path:
+    """``root/{train,test}/<photo>/`` with crops of each photo (varied sizes and aspect ratios, JPEG and PNG);
+    a few test images are stored grey, palette with transparency, RGBA or CMYK."""
+    rng = np.random.default_rng(0)
+    odd_modes = iter(["L", "P", "RGBA", "CMYK"])
+    for name, file in PHOTOS.items():
+        photo = Image.open(file).convert("RGB")
+        for index in range(train_per_class + test_per_class):
+            split = "train" if index < train_per_class else "test"
+            w, h = (int(side * rng.uniform(0.45, 0.95)) for side in photo.size)
+            left, top = int(rng.integers(0, photo.width - w + 1)), int(rng.integers(0, photo.height - h + 1))
+            crop = photo.crop((left, top, left + w, top + h))
+            mode = next(odd_modes, "RGB") if split == "test" and index == train_per_class else "RGB"
+            suffix = "jpg" if mode == "CMYK" or (mode == "RGB" and index % 2) else "png"
+            path = root / split / name / f"{index}.{suffix}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image = crop.quantize(32) if mode == "P" else crop.convert(mode)
+            image.save(path, **({"transparency": 0} if mode == "P" else {}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(a 2-node DML run of three short epochs on a fifth of the digits at 16 px, a folder with the test split
+    as PNG files ``<index in the split>-<class>.png``): a few seconds."""
+    run, images = tmp_path_factory.mktemp("digits-run"), tmp_path_factory.mktemp("digits-test")
+    data = load_dataset("digits", image_size=16)
+    train(dml(2), data, TrainConfig(epochs=3, batch_size=16, lr=0.05, holdout=0.8, device="cpu"), run,
+          progress=False, node_options={"base_width": 4}, data_source={"name": "digits", "image_size": 16})
+    for index, (image, label) in enumerate(zip(data.test.images, data.test.labels)):
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(images / f"{index:03d}-{label}.png")
+    return run, images
+
+
+@pytest.fixture(scope="module")
+def photo_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(a 2-node DML run of two epochs on crops of four real photos at 32 px, its test folder ``<class>/<file>``)."""
+    root = write_photo_tree(tmp_path_factory.mktemp("photos"))
+    run = tmp_path_factory.mktemp("photo-run")
+    source = {"name": "imagefolder", "root": str(root), "image_size": 32,
+              "options": {"cache_dir": str(tmp_path_factory.mktemp("cache")), "normalize": True}}
+    data = load_dataset("imagefolder", root, 32, **source["options"])
+    train(dml(2), data, TrainConfig(epochs=2, batch_size=8, device="cpu"), run, progress=False,
+          node_options={"base_width": 4}, data_source=source)
+    return run, root / "test"
+
+
+def predicted_classes(csv_file: Path) -> dict[str, str]:
+    with open(csv_file, newline="", encoding="utf-8") as file:
+        return {row["path"]: row["class_1"] for row in csv.DictReader(file)}
+
+
+
+
+@pytest.mark.parametrize("which", ["digits_run", "photo_run"])
+def test_predict_agrees_with_eval_on_every_test_image(which, request, tmp_path, capsys):
+    run, images = request.getfixturevalue(which)
+    files = sorted(path for path in images.rglob("*") if path.is_file())  # both trees sort in the split's order
+    classes = ktg.load_run(run).classes
+    evaluated = split_logits(run, "test", device="cpu")  # what ktg eval computes
+    for rule, power in [("mean_logits", 1.0), ("majority_vote", 1.0), ("power_mean", 0.5)]:
+        out = tmp_path / f"{rule}.csv"
+        assert main(["predict", "--run", str(run), str(images), "--ensemble", rule, "--power", str(power),
+                     "--out", str(out), "--device", "cpu", "--batch-size", "50", "--no-progress"]) == 0
+        predicted = predicted_classes(out)
+        assert list(predicted) == [str(path) for path in files]
+        scores = ENSEMBLE_RULES[rule](evaluated.logits[list(evaluated.members)], power)
+        expected = [classes[i] for i in scores.argmax(dim=1).tolist()]
+        assert list(predicted.values()) == expected, f"{rule}: predict and eval disagree"
+        assert len(set(expected)) > 1, "a run that answers one class for everything would prove nothing"
+    # and the accuracy ktg eval reports is what these predictions score
+    assert main(["eval", "--run", str(run), "--device", "cpu", "--no-progress", "--power", "0.5"]) == 0
+    report = json.loads((run / "eval_test.json").read_text())
+    truth = [path.stem.split("-")[1] if which == "digits_run" else path.parent.name for path in files]
+    correct = np.mean([p == t for p, t in zip(predicted_classes(tmp_path / "power_mean.csv").values(), truth)])
+    assert correct == pytest.approx(report["ensemble_accuracy"]["power_mean(u=0.5)"])
+    capsys.readouterr()
+
+
+def test_load_run_is_the_ensemble_as_one_module(digits_run):
+    run, images = digits_run
+    model = ktg.load_run(run, device="cpu")
+    assert isinstance(model, torch.nn.Module) and not model.training and model.classes == [str(d) for d in range(10)]
+    files = sorted(images.glob("*.png"))[:5]
+    inputs = model.transform(files)
+    assert torch.equal(inputs, ktg.preprocess(files, run)) and torch.equal(inputs, ktg.preprocess(files, model))
+    with torch.no_grad():
+        logits, outputs = model(inputs), model.outputs(inputs)
+    assert logits.shape == (5, 10) and outputs.node_logits.shape == (2, 5, 10)
+    assert torch.allclose(logits, outputs.node_logits.mean(dim=0))
+    assert outputs.attention.shape == (2, 5, 8, 8) and 0 <= outputs.attention.min() <= outputs.attention.max() <= 1
+    from_pil = model.preprocess([Image.open(files[0])])
+    assert torch.equal(from_pil, inputs[:1])
+
+
+def test_predict_prints_the_top_classes_of_the_ensemble_and_of_every_node(digits_run, capsys):
+    run, images = digits_run
+    file = sorted(images.glob("*.png"))[0]
+    assert main(["predict", "--run", str(run), str(file), "--top-k", "3", "--per-node", "--device", "cpu",
+                 "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[0].startswith(f"{file}: ")
+    assert lines[1].startswith("    node 0: ") and lines[2].startswith("    node 1: ")
+    scores = [float(part.split()[-2]) for part in lines[0].split(": ", 1)[1].split(", ")]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True) and sum(scores) <= 100
+
+
+def test_predict_writes_json_and_an_attention_grid_per_image(digits_run, tmp_path, capsys):
+    run, images = digits_run
+    files = sorted(images.glob("*-7.png"))[:3]
+    out, grids = tmp_path / "predictions.json", tmp_path / "grids"
+    assert main(["predict", "--run", str(run), *map(str, files), "--top-k", "2", "--per-node", "--out", str(out),
+                 "--attention", str(grids), "--device", "cpu", "--no-progress"]) == 0
+    report = json.loads(out.read_text())
+    assert report["rule"] == "mean_logits" and [p["path"] for p in report["predictions"]] == list(map(str, files))
+    first = report["predictions"][0]
+    assert len(first["top"]) == 2 and len(first["nodes"]) == 2 and set(first["top"][0]) == {"class", "score"}
+    assert sorted(p.name for p in grids.iterdir()) == [f"{f.name}.png" for f in files]
+    height, width = Image.open(grids / f"{files[0].name}.png").size[::-1]
+    assert (height, width) == (195, 4 * 160)  # one row; input, two nodes, ensemble
+    capsys.readouterr()
+
+
+def test_unreadable_inputs_are_listed_and_skipped_and_the_rest_is_predicted(digits_run, tmp_path, capsys):
+    run, images = digits_run
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for file in images.glob("*-3.png"):
+        shutil.copy(file, folder)
+    (folder / "notes.jpg").write_text("not an image")
+    whole = folder / sorted(folder.glob("*.png"))[0].name
+    Image.open(whole).convert("RGB").save(tmp_path / "whole.jpg")
+    (folder / "cut.jpg").write_bytes((tmp_path / "whole.jpg").read_bytes()[:200])
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out.csv"
+    status = main(["predict", "--run", str(run), str(folder), str(tmp_path / "empty"), str(tmp_path / "gone.png"),
+                   str(tmp_path / "nothing-*.png"), "--out", str(out), "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err.splitlines()
+    assert status == 2
+    skipped = {line.removeprefix("ktg: skipped ").split(": ")[0]: line for line in err[:-1]}
+    assert set(skipped) == {str(folder / "notes.jpg"), str(folder / "cut.jpg"), str(tmp_path / "empty"),
+                            str(tmp_path / "gone.png"), str(tmp_path / "nothing-*.png")}
+    assert err[-1].startswith("ktg: error: 5 input(s) could not be read and were skipped")
+    assert len(predicted_classes(out)) == len(list(images.glob("*-3.png")))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--run", "{run}", "{empty}"], "no images to classify: {empty}: a folder without images"),
+    (["--run", "{no_checkpoint}", "{image}"], "is not a ktg run folder: checkpoint.pt is missing"),
+    (["--run", "{run}", "{image}", "--out", "x.txt"], "must end in .csv or .json"),
+    (["--run", "{run}", "{image}", "--top-k", "0"], "--top-k must be at least 1"),
+])
+def test_bad_predict_input_is_one_line(digits_run, tmp_path, capsys, argv, message):
+    run, images = digits_run
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "run").mkdir()
+    for name in ("graph.json", "config.json"):
+        shutil.copy(run / name, tmp_path / "run" / name)
+    values = {"run": run, "empty": tmp_path / "empty", "no_checkpoint": tmp_path / "run",
+              "image": sorted(images.glob("*.png"))[0]}
+    assert main(["predict", *[part.format(**values) for part in argv], "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message.format(**values) in err and "Traceback" not in err
+
+
+def run_exported(fmt: str, path: Path, inputs: torch.Tensor) -> list[torch.Tensor]:
+    """The exported model's outputs, run the way a deployer would (without ktg)."""
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return [torch.from_numpy(value) for value in session.run(None, {"input": inputs.numpy()})]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, TorchScript files still load
+        return list(torch.jit.load(str(path))(inputs))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_matches_pytorch_on_another_batch_size(fmt, digits_run, tmp_path, capsys):
+    run, images = digits_run
+    out = tmp_path / f"model.{'onnx' if fmt == 'onnx' else 'pt'}"
+    assert main(["export", "--run", str(run), "--format", fmt, "--out", str(out), "--node-logits",
+                 "--attention"]) == 0
+    assert "largest difference to PyTorch" in capsys.readouterr().out
+    description = json.loads(Path(f"{out}.json").read_text())
+    assert description["classes"] == [str(d) for d in range(10)]
+    assert description["input"]["shape"] == ["batch", 3, 16, 16]
+    assert [o["name"] for o in description["outputs"]] == ["logits", "node_logits", "attention"]
+    assert description["preprocessing"]["summary"] == "RGB, resize to 16×16 (bilinear), divide by 255 (N×3×H×W, RGB)"
+    assert description["verified"]["batch_size"] != description["verified"]["traced_batch_size"]
+
+    model = ktg.load_run(run)
+    inputs = model.transform(sorted(images.glob("*.png"))[:5])  # 5: neither the traced nor the checked size
+    with torch.no_grad():
+        expected = model.outputs(inputs)
+    for got, want in zip(run_exported(fmt, out, inputs), expected):
+        assert got.shape == want.shape and float((got - want).abs().max()) <= 1e-4
+
+
+def test_an_export_that_fails_its_check_leaves_no_file(digits_run, tmp_path, capsys):
+    run, _ = digits_run
+    out = tmp_path / "model.onnx"
+    # ONNX Runtime's kernels round differently from PyTorch's: no export matches to zero
+    assert main(["export", "--run", str(run), "--format", "onnx", "--out", str(out), "--tolerance", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "differs from PyTorch by up to" in err and "in logits (tolerance 0)" in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_export_without_the_extra_says_how_to_install_it(digits_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    assert main(["export", "--run", str(digits_run[0]), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "pip install -e '.[export]'" in capsys.readouterr().err
