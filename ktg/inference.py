@@ -23,12 +23,12 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ktg.data.preprocess import ImageInput, Preprocessing, UnreadableImageError, preprocessing_for
 from ktg.engine import KnowledgeTransferGraph, ensemble_logits
 from ktg.ensemble import ENSEMBLE_RULES
 from ktg.errors import KTGError
+from ktg.progress import Progress
 from ktg.run_folder import RunFolder
 from ktg.runtime import autocast, resolve_device
 
@@ -207,12 +207,12 @@ def predict_images(
     *,
     rule: str = "mean_logits",
     power: float = 1.0,
-    batch_size: int = 64,
+    batch_size: int = 256,
     progress: bool = False,
     on_batch: BatchCallback | None = None,
 ) -> tuple[list[Prediction], list[UnreadableImageError]]:
     """Classify image files in batches on the model's device: (predictions of the readable files in order,
-    errors of the unreadable ones, each naming its file).
+    errors of the unreadable ones, each naming its file). ``progress``: a bar on a terminal (nothing in a log).
 
     The images go through the run's evaluation pipeline and, on CUDA, bf16 autocast, exactly as ``ktg eval``
     evaluates; ``rule`` is one of :data:`~ktg.ensemble.ENSEMBLE_RULES` (``power``: the power mean's exponent).
@@ -226,20 +226,18 @@ def predict_images(
     device = model.device
     predictions: list[Prediction] = []
     errors: list[UnreadableImageError] = []
-    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress)
-    with bar:
+    with Progress(len(paths), desc="predict", unit="img", enabled=progress) as bar:
         for names, pixels, sizes, failed in _decoded_batches(model.transform, paths, batch_size):
             errors += failed
-            bar.update(len(names) + len(failed))
-            if not names:
-                continue
-            if on_batch is not None:
-                on_batch(pixels, sizes, names)
-            with torch.no_grad(), autocast(device, device.type == "cuda"):
-                node_logits = model.outputs(model.transform.apply(pixels.to(device), sizes)).node_logits.float()
-            scores = ENSEMBLE_RULES[rule](node_logits[list(model.members)], power).cpu()
-            probabilities = node_logits.softmax(dim=2).transpose(0, 1).cpu()
-            predictions += [Prediction(name, s, p) for name, s, p in zip(names, scores, probabilities)]
+            if names:
+                if on_batch is not None:
+                    on_batch(pixels, sizes, names)
+                with torch.no_grad(), autocast(device, device.type == "cuda"):
+                    node_logits = model.outputs(model.transform.apply(pixels.to(device), sizes)).node_logits.float()
+                scores = ENSEMBLE_RULES[rule](node_logits[list(model.members)], power).cpu()
+                probabilities = node_logits.softmax(dim=2).transpose(0, 1).cpu()
+                predictions += [Prediction(name, s, p) for name, s, p in zip(names, scores, probabilities)]
+            bar.advance(len(predictions) + len(errors))
     return predictions, errors
 
 

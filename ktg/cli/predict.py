@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from ktg.cli.options import add_progress_argument, defaults
+from ktg.config import TrainConfig
 from ktg.ensemble import ENSEMBLE_RULES
 from ktg.errors import KTGError
 
@@ -38,9 +40,11 @@ def add_parser(commands) -> None:
     parser.add_argument("--attention", type=Path, metavar="DIR",
                         help="save, per image, the grid of every node's attention map (as ktg attention draws it) "
                         "into DIR, as <image path relative to the inputs' common folder>.png")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train = defaults(TrainConfig)
+    parser.add_argument("--batch-size", type=int, default=train["eval_batch_size"],
+                        help="images per batch (default: %(default)s, the batch size of evaluation during training)")
+    parser.add_argument("--device", default=train["device"], help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    add_progress_argument(parser)
     parser.set_defaults(handler=run)
 
 
