@@ -36,6 +36,11 @@ class Progress:
         """``iterable`` with a bar of its own under the main one (the batches of an epoch); see :func:`inner_bar`."""
         return inner_bar(iterable, total=total, desc=desc, unit=unit, enabled=self.enabled)
 
+    def announce(self, line: str) -> None:
+        """Say what begins: in a log as ``line``; on a terminal the bar's label says it."""
+        if not self.bars:
+            self.write(line)
+
     def finished(self, line: str, **status: Any) -> None:
         """One unit finished: on a terminal the bar moves on and shows ``status``; in a log ``line`` is written."""
         if self.bars:
@@ -46,8 +51,9 @@ class Progress:
     def advance(self, done: int | None = None, **status: Any) -> None:
         """Move the bar to ``done`` units (default: one further) and show ``status``; a terminal only."""
         if self.bars:
-            self.bar.n = self.bar.n + 1 if done is None else min(done, self.bar.total)
-            self.status(**status)
+            if status:
+                self.bar.set_postfix(status, refresh=False)
+            self.bar.update((self.bar.n + 1 if done is None else min(done, self.bar.total)) - self.bar.n)
 
     def status(self, **status: Any) -> None:
         """Show ``status`` beside the bar (a terminal only: a log gets one line per unit, not per update)."""

@@ -34,12 +34,12 @@ from typing import Callable, TypeVar
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from ktg.data import ImageSet
 from ktg.data.packed import PackedImages
 from ktg.errors import KTGError
 from ktg.io import atomic_path, write_json
+from ktg.progress import Progress
 
 T = TypeVar("T")
 FORMAT_VERSION = 2  # 2: photos at their own size, packed (1 squashed them to squares)
@@ -240,8 +240,10 @@ def _build(
                 raise undecodable(path, ValueError(f"its size changed to {image.shape[:2]} while caching"))
             pixels[offsets[index]: offsets[index] + lengths[index]] = image.reshape(-1)
 
-        with tqdm(total=count, desc=f"caching {dataset}/{split} at ≤{side}px", unit="img", mininterval=1) as progress:
-            _parallel_map(decode, count, progress.update)
+        what = f"caching {dataset}/{split} at ≤{side}px"
+        with Progress(count, desc=what, unit="img") as progress:
+            progress.announce(f"{what}: {count} images")
+            _parallel_map(decode, count, progress.advance)
         pixels.flush()
     write_json(sidecar_path, {
         "format": FORMAT_VERSION,
