@@ -68,7 +68,7 @@ from ktg.io import write_json
 from ktg.profiling import CountOperators
 from ktg.runtime import compile_options, configure_kernels, precision_options, resolve_device
 from ktg.runtime.mps import mps_daemon, running_daemon
-from ktg.train import TrainStep, make_optimizer, make_train_step, predict, resolve_models
+from ktg.train import TrainStep, make_optimizer, make_train_step, predict
 
 GRAPHS = ("independent", "heavy", "random")
 #: Each mode's TrainConfig, and whether its SGD loops over tensors one by one (the public code's torch 1.x).
@@ -128,7 +128,7 @@ def benchmark_graph(case: Case) -> GraphSpec:
     if case.model is not None:
         spec = spec.with_models(case.model)
     options = {} if case.width is None else {"base_width": case.width}
-    return resolve_models(spec, case.image_size, options)
+    return spec.resolved(case.image_size, options)
 
 
 # -- one trial -----------------------------------------------------------------------------------------

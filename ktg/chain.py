@@ -82,14 +82,16 @@ def run_chain(
     out_dir: str | Path,
     *,
     overrides: dict[str, Any] | None = None,
+    suggested: dict[str, Any] | None = None,
     node_options: dict[str, Any] | None = None,
-    data_source: dict[str, Any] | None = None,
     progress: bool = True,
     report: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Train every stage of ``chain`` in order into ``out_dir/<stage name>``; returns each stage's final metrics.
 
-    ``overrides`` (e.g. the device) apply to every stage on top of the chain's own training options.
+    Training options of a stage, weakest first: ``suggested`` (a dataset's suggestions, see
+    :class:`ktg.data.DatasetDefaults`), the chain's, the stage's, ``overrides`` (e.g. the device). ``node_options``
+    go to every node of every stage that does not set them itself.
     """
     out = Path(out_dir)
     finished: list[str] = []
@@ -97,14 +99,15 @@ def run_chain(
     for stage in chain["stages"]:
         name = stage["name"]
         stage_run = RunFolder(out / name)
-        spec = stage_graph(stage, out, finished)
-        config = TrainConfig(**{**chain.get("train", {}), **stage.get("train", {}), **(overrides or {})})
+        spec = stage_graph(stage, out, finished).resolved(dataset.image_size, node_options)
+        config = TrainConfig(**{**(suggested or {}), **chain.get("train", {}), **stage.get("train", {}),
+                                **(overrides or {})})
         if stage_run.is_finished():
             report(f"stage {name}: finished earlier, kept ({stage_run.path})")
             results.append(stage_run.read_metrics())
         else:
             report(f"stage {name}: training {spec.num_nodes} node(s) into {stage_run.path}")
             results.append(train(spec, dataset, config, stage_run.path, resume=stage_run.holds_run(),
-                                 progress=progress, node_options=node_options, data_source=data_source))
+                                 progress=progress))
         finished.append(name)
     return results

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ktg.data import Dataset, ImageSet, load_from_source
+from ktg.data import Dataset, DataSource, ImageSet
 from ktg.data.loader import BatchLoader
 from ktg.engine import KnowledgeTransferGraph, build_graph
 from ktg.ensemble import ENSEMBLE_RULES
@@ -67,7 +67,7 @@ def split_logits(
     run = RunFolder(run_dir)
     torch_device = resolve_device(device)
     graph, config, checkpoint = load_run(run.path, torch_device)
-    dataset = load_from_source(config["data"])
+    dataset = DataSource.from_dict(config["data"]).load()
     images = split_images(dataset, split, run)
     loader = BatchLoader(images, batch_size, dataset.eval_transform, torch_device, shuffle=False, drop_last=False)
     amp = torch_device.type == "cuda"

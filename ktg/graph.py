@@ -132,6 +132,20 @@ class GraphSpec:
         nodes = tuple(node if node.frozen else replace(node, model=model) for node in self.nodes)
         return replace(self, nodes=nodes)
 
+    def resolved(self, image_size: int, node_options: dict[str, Any] | None = None) -> "GraphSpec":
+        """The graph as it will be trained: every node's model filled in (:func:`default_model` for
+        ``image_size`` where unset) and ``node_options`` added where a node does not set them itself, so a
+        run's graph file says exactly what was trained."""
+        nodes = tuple(replace(node, model=node.model or default_model(image_size),
+                              options={**(node_options or {}), **node.options})
+                      for node in self.nodes)
+        return replace(self, nodes=nodes)
+
+    @property
+    def is_resolved(self) -> bool:
+        """Whether every node names its model (see :meth:`resolved`)."""
+        return all(node.model is not None for node in self.nodes)
+
     # -- serialisation -------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -365,6 +379,11 @@ def _flag(mapping: dict, key: str, path: str) -> bool:
 
 
 # -- named graphs -------------------------------------------------------------------------------------
+
+def default_model(image_size: int) -> str:
+    """CIFAR-style ABN for small images, ImageNet-style ABN-ResNet-18 for large ones."""
+    return "abn_resnet20" if image_size <= 64 else "abn_resnet18"
+
 
 def independent(num_nodes: int, model: str | None = None) -> GraphSpec:
     """Every node learns from the labels alone; no network edges (the papers' baseline)."""

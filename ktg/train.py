@@ -7,7 +7,6 @@ one narrow callback: after each epoch it receives the epoch's metrics and may an
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 
 from ktg import __version__
 from ktg.config import TrainConfig
-from ktg.data import Dataset, ImageSet, stratified_split
+from ktg.data import Dataset, DataSource, ImageSet, stratified_split
 from ktg.data.loader import BatchLoader
 from ktg.engine import KnowledgeTransferGraph, StepLosses, build_graph, ensemble_logits
 from ktg.errors import KTGError
@@ -32,27 +31,6 @@ EpochCallback = Callable[[int, dict], bool]
 
 # Fields that may differ when a run is resumed: where and how it runs, not what it computes.
 _RESUMABLE_CHANGES = {"device", "compile", "compile_mode"}
-
-
-def default_model(image_size: int) -> str:
-    """CIFAR-style ABN for small images, ImageNet-style ABN-ResNet-18 for large ones."""
-    return "abn_resnet20" if image_size <= 64 else "abn_resnet18"
-
-
-def resolve_models(spec: GraphSpec, image_size: int, node_options: dict[str, Any] | None = None) -> GraphSpec:
-    """Fill in every node's model (the default for ``image_size`` where unset) and add ``node_options``
-    where a node does not set them itself, so the run's graph file says exactly what was trained."""
-    nodes = tuple(
-        dataclasses.replace(node, model=node.model or default_model(image_size),
-                            options={**(node_options or {}), **node.options})
-        for node in spec.nodes
-    )
-    return dataclasses.replace(spec, nodes=nodes)
-
-
-def image_size_of(dataset: Dataset) -> int:
-    """The side of the images the model sees (the evaluation transform's output)."""
-    return int(dataset.eval_transform(dataset.test.images[:1]).shape[-1])
 
 
 # -- one epoch ----------------------------------------------------------------------------------------
@@ -265,10 +243,11 @@ def train(
     restart: bool = False,
     callback: EpochCallback | None = None,
     progress: bool = True,
-    node_options: dict[str, Any] | None = None,
-    data_source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train the graph ``spec`` on ``dataset`` and write the run into ``out_dir`` (see :class:`RunFolder`).
+
+    ``spec`` must be resolved (:meth:`GraphSpec.resolved`): the trainer adds nothing to it, so its graph.json is
+    the graph as given. ``dataset.source`` is saved so that ``ktg eval`` can load the data again.
 
     Everything that can be checked is checked before the folder is touched: the options, the device, the
     graph's models and one probe step (a crop size that does not fit the attention map, say). While it
@@ -279,25 +258,21 @@ def train(
             damaged latest checkpoint is reported and the previous epoch's is taken.
         restart: replace the run in ``out_dir``, if there is one.
         callback: see :data:`EpochCallback`.
-        node_options: model options given to nodes that do not set them (e.g. ``base_width``).
-        data_source: how to load ``dataset`` again (name, root, image size, options), saved for ``ktg eval``.
 
     Returns:
         The final metrics (also written to ``metrics.json``).
     """
+    if not spec.is_resolved:
+        raise ValueError("train() needs a resolved graph (every node's model set): see GraphSpec.resolved")
     run = RunFolder(out_dir)
     device = resolve_device(config.device)
     amp, channels_last = precision_options(config, device)
     configure_kernels(device, config.deterministic)
 
-    # A dataset may suggest model options (the digits demo: narrow nodes that train in seconds on a CPU);
-    # the caller's options, and each node's own, take precedence.
-    node_options = {**dataset.info.get("node_options", {}), **(node_options or {})}
-    spec = resolve_models(spec, image_size_of(dataset), node_options)
     train_images, eval_images, eval_split, split = split_for_training(dataset, config)
 
     torch.manual_seed(config.seed)
-    graph = build_graph(spec, dataset.num_classes, image_size_of(dataset)).to(device)
+    graph = build_graph(spec, dataset.num_classes, dataset.image_size).to(device)
     if channels_last:
         graph = graph.to(memory_format=torch.channels_last)
     probe_step(graph, eval_images, dataset.eval_transform, device)
@@ -319,9 +294,9 @@ def train(
             history = list(state["history"])
 
         run_config = {"ktg_version": __version__, "train": config.to_dict(),
-                      "data": data_source or {"name": dataset.name}, "eval_split": eval_split,
+                      "data": (dataset.source or DataSource(dataset.name)).to_dict(), "eval_split": eval_split,
                       "num_classes": dataset.num_classes, "classes": dataset.train.classes,
-                      "image_size": image_size_of(dataset)}
+                      "image_size": dataset.image_size}
         run.write_graph(spec)
         run.write_config(run_config)
         if split is not None:

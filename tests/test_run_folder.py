@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny_runs import narrow
 
 from ktg.cli import main
 from ktg.config import TrainConfig
@@ -18,7 +19,6 @@ from ktg.graph import dml
 from ktg.run_folder import RunFolder
 from ktg.train import train
 
-TINY = {"base_width": 4}
 CONFIG = TrainConfig(epochs=2, batch_size=16, lr=0.05, device="cpu")
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_ARGS = ["train", "--graph", "dml", "--nodes", "2", "--dataset", "synthetic", "--image-size", "16",
@@ -36,13 +36,13 @@ def epochs_logged(run: Path) -> list[int]:
 
 def test_a_truncated_latest_checkpoint_resumes_from_the_previous_epoch(tmp_path, capsys):
     data = tiny_data()
-    train(dml(2), data, CONFIG, tmp_path, progress=False, node_options=TINY)
+    train(narrow(dml(2)), data, CONFIG, tmp_path, progress=False)
     run = RunFolder(tmp_path)
     assert run.load_checkpoint()["epoch"] == 2
     latest = run.checkpoint_file.read_bytes()
     run.checkpoint_file.write_bytes(latest[: len(latest) // 2])
 
-    final = train(dml(2), data, CONFIG, tmp_path, progress=False, node_options=TINY, resume=True)
+    final = train(narrow(dml(2)), data, CONFIG, tmp_path, progress=False, resume=True)
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ktg: warning:")]
     assert len(warnings) == 1 and "cannot read checkpoint" in warnings[0] and "(epoch 1)" in warnings[0]
     assert final["epochs"] == 2 and epochs_logged(tmp_path) == [1, 2]
@@ -53,8 +53,7 @@ def test_a_truncated_latest_checkpoint_resumes_from_the_previous_epoch(tmp_path,
 
 
 def test_without_any_readable_checkpoint_resume_says_to_restart(tmp_path):
-    train(dml(2), tiny_data(), TrainConfig(epochs=1, batch_size=16, device="cpu"), tmp_path, progress=False,
-          node_options=TINY)
+    train(narrow(dml(2)), tiny_data(), TrainConfig(epochs=1, batch_size=16, device="cpu"), tmp_path, progress=False)
     RunFolder(tmp_path).checkpoint_file.write_bytes(b"garbage")
     with pytest.raises(KTGError, match="no previous checkpoint to go back to.*--restart"):
         RunFolder(tmp_path).load_checkpoint()
@@ -62,18 +61,17 @@ def test_without_any_readable_checkpoint_resume_says_to_restart(tmp_path):
 
 def test_restart_replaces_the_run_and_leaves_other_files(tmp_path):
     data = tiny_data()
-    train(dml(2), data, TrainConfig(epochs=1, batch_size=16, device="cpu"), tmp_path, progress=False,
-          node_options=TINY)
+    train(narrow(dml(2)), data, TrainConfig(epochs=1, batch_size=16, device="cpu"), tmp_path, progress=False)
     (tmp_path / "eval_test.json").write_text("{}")
     (tmp_path / "notes.txt").write_text("mine")
     again = TrainConfig(epochs=1, batch_size=16, lr=0.05, device="cpu")
     with pytest.raises(KTGError, match="--restart to replace it"):
-        train(dml(2), data, again, tmp_path, progress=False, node_options=TINY)
+        train(narrow(dml(2)), data, again, tmp_path, progress=False)
     assert main([*TRAIN_ARGS, "--epochs", "1", "--lr", "0.05", "--out", str(tmp_path), "--restart"]) == 0
     assert epochs_logged(tmp_path) == [1] and RunFolder(tmp_path).read_config()["train"]["lr"] == 0.05
     assert not (tmp_path / "eval_test.json").exists() and (tmp_path / "notes.txt").read_text() == "mine"
     with pytest.raises(KTGError, match="choose one"):
-        train(dml(2), data, again, tmp_path, progress=False, node_options=TINY, resume=True, restart=True)
+        train(narrow(dml(2)), data, again, tmp_path, progress=False, resume=True, restart=True)
 
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):
@@ -131,7 +129,7 @@ def test_a_second_ktg_train_is_refused_and_a_killed_run_can_resume(tmp_path, cap
     assert done == list(range(1, len(done) + 1))
     # the killed run's lock went with it: --resume continues (here for one more epoch)
     config = TrainConfig(epochs=200, batch_size=16, device="cpu")
-    final = train(dml(2), tiny_data(), config, out, progress=False, node_options=TINY, resume=True,
+    final = train(narrow(dml(2)), tiny_data(), config, out, progress=False, resume=True,
                   callback=lambda epoch, metrics: True)
     assert final["epochs"] == RunFolder(out).load_checkpoint()["epoch"] >= len(done)
     assert epochs_logged(out) == list(range(1, final["epochs"] + 1))

@@ -15,7 +15,7 @@ import ktg.search.objective as objective_module
 from ktg.cli import build_parser, main
 from ktg.cli.search import search_settings_from_args
 from ktg.config import TrainConfig
-from ktg.data import load_dataset
+from ktg.data import DataSource
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml
 from ktg.run_folder import RunFolder
@@ -28,8 +28,7 @@ from ktg.search.worker import Worker, connect, run_search
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-DATA = {"name": "synthetic", "root": None, "image_size": 16,
-        "options": {"train_size": 32, "test_size": 8, "num_classes": 2}}
+DATA = DataSource("synthetic", image_size=16, options={"train_size": 32, "test_size": 8, "num_classes": 2})
 TINY = {"base_width": 4}
 CONFIG = TrainConfig(epochs=2, batch_size=8, lr=0.05, device="cpu", holdout=0.5)
 SPACE = SearchSpace(num_nodes=2, crop_sizes=(3, 5))
@@ -55,7 +54,7 @@ def settings(tmp_path: Path, **changes) -> SearchSettings:
 
 
 def tiny_data():
-    return load_dataset("synthetic", image_size=16, **DATA["options"])
+    return DATA.load()
 
 
 # -- the search space ------------------------------------------------------------------------------------
@@ -145,9 +144,8 @@ class PruneAt(optuna.pruners.BasePruner):
 def run_objective(tmp_path, pruner, epochs):
     config = dataclasses.replace(CONFIG, epochs=epochs)
     data = tiny_data()
-    data.info["node_options"] = TINY  # options a dataset suggests reach the stored graph, as the trainer uses them
     study = optuna.create_study(direction="maximize", pruner=pruner, sampler=TrialSeededSampler(0))
-    study.optimize(Objective(SPACE, data, config, tmp_path), n_trials=1)
+    study.optimize(Objective(SPACE, data, config, tmp_path, node_options=TINY), n_trials=1)
     return study.trials[0]
 
 

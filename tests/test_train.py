@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from tiny_runs import TINY, narrow
 
 from ktg.cli import main
 from ktg.config import TrainConfig
@@ -14,8 +15,6 @@ from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml
 from ktg.run_folder import RunFolder
 from ktg.train import NonFiniteLossError, make_optimizer, make_train_step, train
-
-TINY = {"base_width": 4}
 
 
 def tiny_data():
@@ -34,7 +33,7 @@ CONFIG = TrainConfig(epochs=3, batch_size=16, lr=0.05, device="cpu")
 
 
 def test_a_run_writes_its_files(tmp_path):
-    final = train(heavy_graph(), tiny_data(), CONFIG, tmp_path, progress=False, node_options=TINY)
+    final = train(narrow(heavy_graph()), tiny_data(), CONFIG, tmp_path, progress=False)
     assert set(final) >= {"node_accuracy", "ensemble_accuracy", "split"}
     assert len(final["node_accuracy"]) == 3 and all(0 <= a <= 1 for a in final["node_accuracy"])
     assert json.loads((tmp_path / "metrics.json").read_text()) == final
@@ -73,16 +72,16 @@ class Interrupt(Exception):
 
 def test_resume_after_an_interruption_gives_the_same_weights(tmp_path):
     data = tiny_data()
-    train(heavy_graph(), data, CONFIG, tmp_path / "straight", progress=False, node_options=TINY)
+    train(narrow(heavy_graph()), data, CONFIG, tmp_path / "straight", progress=False)
 
     def stop_after_first_epoch(epoch, metrics):
         raise Interrupt
 
     with pytest.raises(Interrupt):
-        train(heavy_graph(), data, CONFIG, tmp_path / "resumed", progress=False, node_options=TINY,
+        train(narrow(heavy_graph()), data, CONFIG, tmp_path / "resumed", progress=False,
               callback=stop_after_first_epoch)
     assert len((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()) == 1
-    train(heavy_graph(), data, CONFIG, tmp_path / "resumed", progress=False, node_options=TINY, resume=True)
+    train(narrow(heavy_graph()), data, CONFIG, tmp_path / "resumed", progress=False, resume=True)
 
     straight = RunFolder(tmp_path / "straight").load_checkpoint()
     resumed = RunFolder(tmp_path / "resumed").load_checkpoint()
@@ -95,7 +94,7 @@ def test_resume_after_an_interruption_gives_the_same_weights(tmp_path):
 
 def test_a_callback_can_stop_the_run_early(tmp_path):
     seen = []
-    final = train(dml(2), tiny_data(), CONFIG, tmp_path, progress=False, node_options=TINY,
+    final = train(narrow(dml(2)), tiny_data(), CONFIG, tmp_path, progress=False,
                   callback=lambda epoch, metrics: seen.append(metrics["ensemble_accuracy"]) or epoch == 2)
     assert len(seen) == 2 and final["epochs"] == 2 and final["stopped_early"]
 
@@ -103,20 +102,19 @@ def test_a_callback_can_stop_the_run_early(tmp_path):
 def test_existing_run_needs_resume_and_resume_needs_the_same_options(tmp_path):
     data = tiny_data()
     short = TrainConfig(epochs=1, batch_size=16, device="cpu")
-    train(dml(2), data, short, tmp_path, progress=False, node_options=TINY)
+    train(narrow(dml(2)), data, short, tmp_path, progress=False)
     with pytest.raises(KTGError, match="already holds a run"):
-        train(dml(2), data, short, tmp_path, progress=False, node_options=TINY)
+        train(narrow(dml(2)), data, short, tmp_path, progress=False)
     with pytest.raises(KTGError, match=r"lr: 0.1 → 0.2"):
-        train(dml(2), data, TrainConfig(epochs=1, batch_size=16, lr=0.2, device="cpu"), tmp_path,
-              progress=False, node_options=TINY, resume=True)
+        train(narrow(dml(2)), data, TrainConfig(epochs=1, batch_size=16, lr=0.2, device="cpu"), tmp_path,
+              progress=False, resume=True)
     with pytest.raises(KTGError, match="nothing to resume"):
-        train(dml(2), data, short, tmp_path / "new", progress=False, node_options=TINY, resume=True)
+        train(narrow(dml(2)), data, short, tmp_path / "new", progress=False, resume=True)
 
 
 def test_non_finite_loss_is_reported_and_the_last_good_checkpoint_kept(tmp_path):
     data = tiny_data()
-    train(dml(2), data, TrainConfig(epochs=1, batch_size=16, device="cpu"), tmp_path / "ok", progress=False,
-          node_options=TINY)
+    train(narrow(dml(2)), data, TrainConfig(epochs=1, batch_size=16, device="cpu"), tmp_path / "ok", progress=False)
     good = RunFolder(tmp_path / "ok").checkpoint_file.read_bytes()
     poisoned = tiny_data()
 
@@ -126,15 +124,15 @@ def test_non_finite_loss_is_reported_and_the_last_good_checkpoint_kept(tmp_path)
 
     poisoned.train_transform = nan_transform
     with pytest.raises(NonFiniteLossError, match="non-finite loss in epoch 1 on label→0"):
-        train(dml(2), poisoned, TrainConfig(epochs=2, batch_size=16, device="cpu"), tmp_path / "nan",
-              progress=False, node_options=TINY)
+        train(narrow(dml(2)), poisoned, TrainConfig(epochs=2, batch_size=16, device="cpu"), tmp_path / "nan",
+              progress=False)
     assert not RunFolder(tmp_path / "nan").holds_run()
     assert RunFolder(tmp_path / "ok").checkpoint_file.read_bytes() == good
 
 
 def test_holdout_evaluates_on_a_saved_validation_split(tmp_path):
     config = TrainConfig(epochs=1, batch_size=16, device="cpu", holdout=0.5)
-    final = train(dml(2), tiny_data(), config, tmp_path, progress=False, node_options=TINY)
+    final = train(narrow(dml(2)), tiny_data(), config, tmp_path, progress=False)
     split = json.loads((tmp_path / "split.json").read_text())
     assert final["split"] == "val"
     assert len(split["train_indices"]) + len(split["val_indices"]) == 64

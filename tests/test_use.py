@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_runs import narrow
 
 import ktg
 from ktg.cli import main
@@ -67,8 +68,8 @@ def digits_run(tmp_path_factory) -> tuple[Path, Path]:
     as PNG files ``<index in the split>-<class>.png``): a few seconds."""
     run, images = tmp_path_factory.mktemp("digits-run"), tmp_path_factory.mktemp("digits-test")
     data = load_dataset("digits", image_size=16)
-    train(dml(2), data, TrainConfig(epochs=3, batch_size=16, lr=0.05, holdout=0.8, device="cpu"), run,
-          progress=False, node_options={"base_width": 4}, data_source={"name": "digits", "image_size": 16})
+    train(narrow(dml(2)), data, TrainConfig(epochs=3, batch_size=16, lr=0.05, holdout=0.8, device="cpu"), run,
+          progress=False)
     for index, (image, label) in enumerate(zip(data.test.images, data.test.labels)):
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(images / f"{index:03d}-{label}.png")
     return run, images
@@ -79,11 +80,8 @@ def photo_run(tmp_path_factory) -> tuple[Path, Path]:
     """(a 2-node DML run of two epochs on crops of four real photos at 32 px, its test folder ``<class>/<file>``)."""
     root = write_photo_tree(tmp_path_factory.mktemp("photos"))
     run = tmp_path_factory.mktemp("photo-run")
-    source = {"name": "imagefolder", "root": str(root), "image_size": 32,
-              "options": {"cache_dir": str(tmp_path_factory.mktemp("cache")), "normalize": True}}
-    data = load_dataset("imagefolder", root, 32, **source["options"])
-    train(dml(2), data, TrainConfig(epochs=2, batch_size=8, device="cpu"), run, progress=False,
-          node_options={"base_width": 4}, data_source=source)
+    data = load_dataset("imagefolder", root, 32, cache_dir=str(tmp_path_factory.mktemp("cache")), normalize=True)
+    train(narrow(dml(2), 32), data, TrainConfig(epochs=2, batch_size=8, device="cpu"), run, progress=False)
     return run, root / "test"
 
 

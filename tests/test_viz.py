@@ -9,6 +9,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 from matplotlib.transforms import Bbox
+from tiny_runs import narrow
 
 from ktg.cli import main
 from ktg.config import TrainConfig
@@ -114,8 +115,7 @@ def tiny_run(tmp_path_factory):
     """A 2-node DML run of one epoch on synthetic 16-pixel images (a few seconds on a CPU)."""
     out = tmp_path_factory.mktemp("run")
     data = load_dataset("synthetic", image_size=16, train_size=32, test_size=16, num_classes=4)
-    train(dml(2), data, TrainConfig(epochs=1, batch_size=16, device="cpu"), out, progress=False,
-          node_options={"base_width": 4})
+    train(narrow(dml(2)), data, TrainConfig(epochs=1, batch_size=16, device="cpu"), out, progress=False)
     return out
 
 
@@ -160,8 +160,8 @@ def test_a_run_stopped_by_its_callback_logs_no_attention_grid(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     data = load_dataset("synthetic", image_size=16, train_size=32, test_size=16, num_classes=4)
-    train(dml(2), data, TrainConfig(epochs=2, batch_size=16, device="cpu"), tmp_path, progress=False,
-          node_options={"base_width": 4}, callback=lambda epoch, metrics: True)
+    train(narrow(dml(2)), data, TrainConfig(epochs=2, batch_size=16, device="cpu"), tmp_path, progress=False,
+          callback=lambda epoch, metrics: True)
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert events.Tags()["images"] == [] and events.Scalars("accuracy/ensemble")

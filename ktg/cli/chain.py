@@ -28,7 +28,6 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ktg.chain import load_chain, run_chain
-    from ktg.data import load_from_source
 
     chain = load_chain(args.chain)
     source = data_source_from_args(args)
@@ -40,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
     if args.holdout is not None:
         overrides.update(holdout=args.holdout, holdout_seed=args.holdout_seed)
     node_options = {"base_width": args.width} if args.width is not None else {}
-    results = run_chain(chain, load_from_source(source), args.out, overrides=overrides, node_options=node_options,
-                        data_source=source, progress=not args.no_progress)
+    results = run_chain(chain, source.load(), args.out, overrides=overrides, suggested=source.defaults.train,
+                        node_options=source.defaults.with_node_options(node_options), progress=not args.no_progress)
     print()
     for stage, final in zip(chain["stages"], results):
         nodes = " ".join(f"{100 * a:.2f}" for a in final["node_accuracy"])

@@ -75,37 +75,41 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of :class:`~ktg.config.TrainConfig`, with its defaults."""
+    """Options of :class:`~ktg.config.TrainConfig`. An option left out is None here: the dataset's suggestion
+    (:class:`ktg.data.DatasetDefaults`) takes its place, else TrainConfig's default, shown in the help."""
     train = defaults(TrainConfig)
-    group = parser.add_argument_group("training")
-    group.add_argument("--epochs", type=int, default=train["epochs"], help="(default: %(default)s)")
-    group.add_argument("--batch-size", type=int, default=train["batch_size"], help="(default: %(default)s)")
-    group.add_argument("--eval-batch-size", type=int, default=train["eval_batch_size"], help="(default: %(default)s)")
-    group.add_argument("--lr", type=float, default=train["lr"], help="initial learning rate (default: %(default)s)")
-    group.add_argument("--momentum", type=float, default=train["momentum"], help="(default: %(default)s)")
-    group.add_argument("--weight-decay", type=float, default=train["weight_decay"], help="(default: %(default)s)")
-    group.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=train["nesterov"],
-                       help="Nesterov momentum (default: %(default)s)")
-    group.add_argument("--schedule", choices=SCHEDULES, default=train["schedule"], help="(default: %(default)s)")
-    group.add_argument("--milestones", type=int, nargs="+", default=list(train["milestones"]),
-                       help="epochs where the step schedule drops")
-    group.add_argument("--gamma", type=float, default=train["gamma"],
-                       help="step schedule factor (default: %(default)s)")
-    group.add_argument("--seed", type=int, default=train["seed"],
-                       help="fixes initial weights, batch order, augmentation (default: %(default)s)")
-    group.add_argument("--device", default=train["device"], help="auto, cpu, cuda or cuda:N (default: %(default)s)")
-    group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=train["amp"],
-                       help="bf16 autocast (default: on for CUDA)")
-    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=train["channels_last"],
+    group = parser.add_argument_group("training", description="An option left out takes the value the dataset "
+                                      "suggests, if it suggests one, else the default shown.")
+
+    def default(name: str) -> str:
+        return f"(default: {train[name]})"
+
+    group.add_argument("--epochs", type=int, help=default("epochs"))
+    group.add_argument("--batch-size", type=int, help=default("batch_size"))
+    group.add_argument("--eval-batch-size", type=int, help=default("eval_batch_size"))
+    group.add_argument("--lr", type=float, help=f"initial learning rate {default('lr')}")
+    group.add_argument("--momentum", type=float, help=default("momentum"))
+    group.add_argument("--weight-decay", type=float, help=default("weight_decay"))
+    group.add_argument("--nesterov", action=argparse.BooleanOptionalAction,
+                       help=f"Nesterov momentum {default('nesterov')}")
+    group.add_argument("--schedule", choices=SCHEDULES, help=default("schedule"))
+    group.add_argument("--milestones", type=int, nargs="+", help="epochs where the step schedule drops")
+    group.add_argument("--gamma", type=float, help=f"step schedule factor {default('gamma')}")
+    group.add_argument("--seed", type=int,
+                       help=f"fixes initial weights, batch order, augmentation {default('seed')}")
+    group.add_argument("--device", help=f"auto, cpu, cuda or cuda:N {default('device')}")
+    group.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on for CUDA)")
+    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
                        help="channels-last memory format (default: on for CUDA)")
-    group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=train["compile"],
-                       help="torch.compile the nodes (default: %(default)s; pays only when one process trains many "
-                       "trials)")
-    group.add_argument("--compile-mode", choices=COMPILE_MODES, default=train["compile_mode"],
+    group.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                       help=f"torch.compile the nodes {default('compile')}; pays only when one process trains many "
+                       "trials")
+    group.add_argument("--compile-mode", choices=COMPILE_MODES,
                        help="with --compile: torch.compile's mode; reduce-overhead replays the nodes' forward and "
-                            "backward as CUDA graphs, which removes the launch cost that dominates at small batches")
-    group.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=train["deterministic"],
-                       help="reproducible kernels, slower on CUDA (default: %(default)s)")
+                            "backward as CUDA graphs, which removes the launch cost that dominates at small batches "
+                            f"{default('compile_mode')}")
+    group.add_argument("--deterministic", action=argparse.BooleanOptionalAction,
+                       help=f"reproducible kernels, slower on CUDA {default('deterministic')}")
     add_progress_argument(parser)
 
 
@@ -115,20 +119,29 @@ def add_progress_argument(parser: argparse.ArgumentParser) -> None:
                         "line per epoch or trial in a log")
 
 
-def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The :class:`~ktg.config.TrainConfig` the training options describe (fields without an option keep their
-    defaults)."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
-    return TrainConfig(**{**given, "milestones": tuple(given["milestones"])})
+def given_training(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`~ktg.config.TrainConfig` fields the command line gave (options left out are absent)."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if getattr(args, f.name, None) is not None}
+    if "milestones" in given:
+        given["milestones"] = tuple(given["milestones"])
+    return given
 
 
-def data_source_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """What :func:`ktg.data.load_dataset` needs, as saved with a run."""
+def train_config_from_args(args: argparse.Namespace, suggested: dict[str, Any] | None = None) -> TrainConfig:
+    """The :class:`~ktg.config.TrainConfig` the training options describe: the options given, over the
+    ``suggested`` values (a dataset's, see :class:`ktg.data.DatasetDefaults`), over TrainConfig's defaults."""
+    return TrainConfig(**{**(suggested or {}), **given_training(args)})
+
+
+def data_source_from_args(args: argparse.Namespace):
+    """The :class:`ktg.data.DataSource` the data options describe, as saved with a run."""
+    from ktg.data import DataSource  # the data registry imports torch: only a command that runs needs it
+
     options = dict(args.dataset_option)
     if args.cache_dir is not None:
         options["cache_dir"] = str(args.cache_dir)
-    return {"name": args.dataset, "root": str(args.data_root) if args.data_root else None,
-            "image_size": args.image_size, "options": options}
+    return DataSource(args.dataset, str(args.data_root) if args.data_root else None, args.image_size, options)
 
 
 def node_options_from_args(args: argparse.Namespace) -> dict[str, Any]:

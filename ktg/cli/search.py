@@ -90,7 +90,8 @@ def search_settings_from_args(args: argparse.Namespace):
 
     nodes = 3 if args.nodes is None else args.nodes
     holdout = args.holdout if args.holdout is not None else DEFAULT_HOLDOUT.get(args.dataset, DEFAULT_HOLDOUT_OTHERS)
-    config = dataclasses.replace(train_config_from_args(args), holdout=holdout)
+    source = data_source_from_args(args)
+    config = dataclasses.replace(train_config_from_args(args, source.defaults.train), holdout=holdout)
     choices = {key: tuple(value) for key, value in
                (("designs", args.designs), ("gates", args.gates), ("label_gates", args.label_gates)) if value}
     space = SearchSpace(num_nodes=nodes, ensemble_as_source=args.ensemble_as_source, model=args.model,
@@ -101,9 +102,9 @@ def search_settings_from_args(args: argparse.Namespace):
     return SearchSettings(
         space=space, config=config, out=out, storage_url=resolve_storage_url(args.storage, out),
         study_name=args.study or f"{args.dataset}-{nodes}nodes", trials=args.trials,
-        data_source=data_source_from_args(args), node_options=node_options_from_args(args), pruner=args.pruner,
-        seed=args.search_seed, same_seed=args.same_seed, heartbeat_interval=args.heartbeat_interval,
-        grace_period=args.grace_period, max_retry=args.max_retry,
+        data_source=source, node_options=source.defaults.with_node_options(node_options_from_args(args)),
+        pruner=args.pruner, seed=args.search_seed, same_seed=args.same_seed,
+        heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, max_retry=args.max_retry,
     )
 
 

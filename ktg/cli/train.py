@@ -28,18 +28,17 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ktg.data import load_from_source
     from ktg.graph import resolve_graph
     from ktg.run_folder import RunFolder
     from ktg.train import train
 
-    spec = resolve_graph(args.graph, args.nodes, args.model)
-    config = train_config_from_args(args)
     source = data_source_from_args(args)
-    dataset = load_from_source(source)
+    config = train_config_from_args(args, source.defaults.train)
+    dataset = source.load()
+    spec = resolve_graph(args.graph, args.nodes, args.model).resolved(
+        dataset.image_size, source.defaults.with_node_options(node_options_from_args(args)))
     out = args.out or Path("runs") / f"{args.dataset}-{spec.name or 'graph'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    final = train(spec, dataset, config, out, resume=args.resume, restart=args.restart, progress=not args.no_progress,
-                  node_options=node_options_from_args(args), data_source=source)
+    final = train(spec, dataset, config, out, resume=args.resume, restart=args.restart, progress=not args.no_progress)
     print(f"\n{dataset.name}, graph {spec.name or args.graph}, {final['epochs']} epochs, "
           f"evaluated on the {final['split']} split")
     for i, value in enumerate(final["node_accuracy"]):

@@ -27,7 +27,7 @@ from ktg.errors import KTGError
 from ktg.run_folder import RunFolder
 from ktg.search.space import SearchSpace
 from ktg.search.storage import RETRY_OF_ATTR
-from ktg.train import image_size_of, resolve_models, train
+from ktg.train import train
 
 TRIALS_DIR = "trials"
 #: Trial user attributes (visible in optuna-dashboard and read by ``ktg study show``).
@@ -65,12 +65,13 @@ class Objective:
 
     Args:
         space: the graphs to draw from.
-        dataset: loaded once per worker; ``config.holdout`` chooses the validation part of its training split.
+        dataset: loaded once per worker; ``config.holdout`` chooses the validation part of its training split. Its
+            source is saved with every trial's run, so ``ktg eval`` works on trials.
         config: training options of every trial (the same for all, so graphs are compared fairly); each trial
             trains with its own seed derived from ``config.seed`` and its number (a retry: its original's number).
         out: the search folder; trial k trains in ``OUT/trials/k/``.
-        node_options: model options of every node (e.g. ``base_width``).
-        data_source: how to reload the data, saved with every trial's run (``ktg eval`` works on trials).
+        node_options: model options of every node that sets none itself (e.g. ``base_width``), final: the
+            dataset's suggestions are the caller's to add.
         on_epoch: called with (trial number, epoch, metrics) after every epoch, for progress displays.
         progress: show the trainer's own progress bars.
         same_seed: train every trial with ``config.seed`` (common random numbers) instead.
@@ -80,9 +81,8 @@ class Objective:
     """
 
     def __init__(self, space: SearchSpace, dataset: Dataset, config: TrainConfig, out: str | Path, *,
-                 node_options: dict[str, Any] | None = None, data_source: dict[str, Any] | None = None,
-                 on_epoch: Callable[[int, int, dict], None] | None = None, progress: bool = False,
-                 same_seed: bool = False) -> None:
+                 node_options: dict[str, Any] | None = None, on_epoch: Callable[[int, int, dict], None] | None = None,
+                 progress: bool = False, same_seed: bool = False) -> None:
         if config.holdout is None:
             raise KTGError("the search must never look at the test split: give the training config a holdout fraction")
         self.space = space
@@ -90,7 +90,6 @@ class Objective:
         self.config = config
         self.out = Path(out)
         self.node_options = node_options or {}
-        self.data_source = data_source
         self.on_epoch = on_epoch
         self.progress = progress
         self.same_seed = same_seed
@@ -117,23 +116,18 @@ class Objective:
             raise
 
     def _run(self, trial: optuna.Trial, run_dir: Path) -> float:
-        spec = self.space.suggest(trial)
-        # What the trial will train, for displays while it starts; replaced below by what the trainer wrote.
-        drawn = resolve_models(spec, image_size_of(self.dataset), self.node_options)
-        trial.set_user_attr(GRAPH_ATTR, drawn.to_dict())
+        spec = self.space.suggest(trial).resolved(self.dataset.image_size, self.node_options)
+        trial.set_user_attr(GRAPH_ATTR, spec.to_dict())  # exactly what the trainer trains
         trial.set_user_attr(RUN_DIR_ATTR, str(run_dir.resolve()))  # absolute: readable from any working directory
 
         def after_epoch(epoch: int, metrics: dict) -> bool:
-            if epoch == 1:  # the graph as trained (models and options as the trainer resolved them)
-                trial.set_user_attr(GRAPH_ATTR, RunFolder(run_dir).read_graph().to_dict())
             trial.report(metrics["ensemble_accuracy"], epoch)
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, epoch, metrics)
             return epoch < self.config.epochs and trial.should_prune()
 
         config = dataclasses.replace(self.config, seed=self.seed_of(trial))  # recorded in the run's config.json
-        final = train(spec, self.dataset, config, run_dir, callback=after_epoch, progress=self.progress,
-                      node_options=self.node_options, data_source=self.data_source)
+        final = train(spec, self.dataset, config, run_dir, callback=after_epoch, progress=self.progress)
         for key in ("epochs", "node_accuracy", "mean_node_accuracy", "best_ensemble_accuracy", "best_epoch"):
             trial.set_user_attr(key, final[key])
         if final["stopped_early"]:

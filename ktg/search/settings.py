@@ -15,6 +15,7 @@ from ktg.errors import KTGError
 from ktg.registry import DEFAULT_PRUNER, PRUNERS
 
 if TYPE_CHECKING:
+    from ktg.data import DataSource
     from ktg.search.space import SearchSpace
 
 # Training options a worker may choose for itself: where it runs and how, not what a trial computes.
@@ -38,8 +39,8 @@ class SearchSettings:
         out: this machine's search folder (trial runs, leaderboard, best graph).
         storage_url, study_name: the study every worker joins.
         trials: the budget of finished (complete or pruned) trials, counted over all workers.
-        data_source: what :func:`ktg.data.load_from_source` loads.
-        node_options: model options of every node.
+        data_source: the data every trial trains on.
+        node_options: model options of every node that sets none itself, the dataset's suggestions included.
         pruner: a registered pruner (:data:`ktg.registry.PRUNERS`).
         seed: the sampler's seed; trial k draws the same graph whichever worker runs it.
         same_seed: train every trial with ``config.seed`` (common random numbers) rather than a seed of its own.
@@ -56,7 +57,7 @@ class SearchSettings:
     storage_url: str
     study_name: str
     trials: int
-    data_source: dict[str, Any]
+    data_source: DataSource
     node_options: dict[str, Any] = field(default_factory=dict)
     pruner: str = DEFAULT_PRUNER
     seed: int = 0
@@ -80,8 +81,9 @@ class SearchSettings:
     def shared(self) -> dict[str, Any]:
         """What every worker of the study must agree on (stored with the study by its first worker)."""
         training = {k: v for k, v in self.config.to_dict().items() if k not in _PER_WORKER_TRAINING}
-        data = {"name": self.data_source.get("name"), "image_size": self.data_source.get("image_size"),
-                "options": {k: v for k, v in self.data_source.get("options", {}).items() if k != "cache_dir"}}
+        source = self.data_source
+        data = {"name": source.name, "image_size": source.image_size,
+                "options": {k: v for k, v in source.options.items() if k != "cache_dir"}}
         return {"space": self.space.describe(), "train": training, "data": data,
                 "node_options": self.node_options, "pruner": self.pruner, "seed": self.seed,
                 "same_seed": self.same_seed}

@@ -38,7 +38,6 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from ktg.data import load_from_source
 from ktg.errors import KTGError
 from ktg.progress import Progress
 from ktg.registry import PRUNERS
@@ -125,8 +124,7 @@ class Worker:
     def run(self) -> None:
         s = self.settings
         study, storage, study_id = connect(s)
-        objective = Objective(s.space, load_from_source(s.data_source), s.config, s.out,
-                              node_options=s.node_options, data_source=s.data_source,
+        objective = Objective(s.space, s.data_source.load(), s.config, s.out, node_options=s.node_options,
                               on_epoch=self._after_epoch, progress=self.progress, same_seed=s.same_seed)
         failures_in_a_row = 0
         while True:

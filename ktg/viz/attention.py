@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from ktg.data import ImageSet, load_from_source
+from ktg.data import DataSource, ImageSet
 from ktg.data.packed import PackedImages
 from ktg.data.transforms import BatchTransform, Identity, Images, Normalize
 from ktg.engine import KnowledgeTransferGraph, ensemble_logits
@@ -182,7 +182,7 @@ def attention_grid_for_run(
     from ktg.runtime import resolve_device
 
     graph, config, _ = load_run(run_dir, resolve_device(device))
-    dataset = load_from_source(config["data"])
+    dataset = DataSource.from_dict(config["data"]).load()
     split_set = split_images(dataset, split, RunFolder(run_dir))
     if indices is None:
         chosen = choose_images(len(split_set), n, seed)

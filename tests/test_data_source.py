@@ -1,0 +1,41 @@
+"""The data a run was trained on, as a value, and what a dataset suggests where the user gives no value."""
+
+import pytest
+
+from ktg.cli import build_parser, main
+from ktg.cli.options import train_config_from_args
+from ktg.config import TrainConfig
+from ktg.data import DatasetDefaults, DataSource, dataset_defaults, load_dataset
+from ktg.run_folder import RunFolder
+
+SYNTHETIC = DataSource("synthetic", image_size=16, options={"train_size": 32, "test_size": 16, "num_classes": 4})
+
+
+def test_a_source_round_trips_through_its_json_form_and_loads_what_it_says():
+    assert DataSource.from_dict(SYNTHETIC.to_dict()) == SYNTHETIC
+    assert DataSource.from_dict({"name": "digits"}) == DataSource("digits")
+    dataset = SYNTHETIC.load()
+    assert dataset.source == SYNTHETIC and dataset.image_size == 16 and len(dataset.train) == 32
+    assert load_dataset("synthetic", image_size=16, train_size=32, test_size=16, num_classes=4).source == SYNTHETIC
+
+
+def test_digits_suggest_narrow_nodes_and_an_option_given_wins(tmp_path):
+    assert dataset_defaults("digits").with_node_options({"base_width": 4}) == {"base_width": 4}
+    assert main(["train", "--dataset", "digits", "--image-size", "8", "--holdout", "0.95", "--nodes", "2",
+                 "--epochs", "1", "--batch-size", "32", "--device", "cpu", "--no-progress", "--out", str(tmp_path)]) == 0
+    run = RunFolder(tmp_path)
+    assert {node.options["base_width"] for node in run.read_graph().nodes} == {8}
+    assert DataSource.from_dict(run.read_config()["data"]) == DataSource("digits", image_size=8)
+
+
+def test_suggested_training_values_fill_only_the_options_left_out():
+    parse = build_parser().parse_args
+    suggested = DatasetDefaults(train={"epochs": 7, "lr": 0.05}).train
+    config = train_config_from_args(parse(["train", "--epochs", "2"]), suggested)
+    assert (config.epochs, config.lr, config.batch_size) == (2, 0.05, TrainConfig().batch_size)
+    assert train_config_from_args(parse(["train"])) == TrainConfig()
+
+
+def test_defaults_may_name_only_training_options():
+    with pytest.raises(ValueError, match="learning_rate"):
+        DatasetDefaults(train={"learning_rate": 0.1})
