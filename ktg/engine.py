@@ -265,18 +265,24 @@ def adapter_key(edge: EdgeSpec) -> str:
     return f"{edge.source}_to_{edge.target}_{edge.stage.replace('.', '_')}"
 
 
-def build_graph(spec: GraphSpec, num_classes: int, image_size: int | None = None) -> KnowledgeTransferGraph:
+def build_graph(
+    spec: GraphSpec, num_classes: int, image_size: int | None = None, *, initial_weights: bool = True
+) -> KnowledgeTransferGraph:
     """Create every node's model from the registry, load node weights, and size the hint adapters.
 
     ``spec`` must name a model for every node. ``image_size`` is needed only when the graph has hint edges:
-    one probe forward at that size measures the stage outputs the adapters connect.
+    one probe forward at that size measures the stage outputs the adapters connect. ``initial_weights=False``
+    leaves out the nodes' pretrained and ``weights`` files: for a graph whose trained weights are loaded next
+    (a run's checkpoint), which then runs where those files are not.
     """
     missing = [i for i, node in enumerate(spec.nodes) if node.model is None]
     if missing:
         raise ValueError(f"nodes {missing} have no model; resolve the graph's models before building it")
-    nodes = [create_model(node.model, num_classes, **node.options) for node in spec.nodes]
+    nodes = [create_model(node.model, num_classes, **{key: value for key, value in node.options.items()
+                                                      if initial_weights or key != "pretrained"})
+             for node in spec.nodes]
     for i, (node, module) in enumerate(zip(spec.nodes, nodes)):
-        if node.weights is not None:
+        if node.weights is not None and initial_weights:
             load_node_weights(module, node, i)
     graph = KnowledgeTransferGraph(spec, nodes)
     hint_edges = [e for e in spec.active_edges if LOSS_DESIGNS[e.loss].needs_features]

@@ -25,7 +25,8 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[K
     run.check_is_run()
     config = run.read_config()
     state = run.load_checkpoint()
-    graph = build_graph(run.read_graph(), config["num_classes"], config.get("image_size"))
+    # The checkpoint holds every weight: the files the nodes started from are neither read nor needed.
+    graph = build_graph(run.read_graph(), config["num_classes"], config.get("image_size"), initial_weights=False)
     graph.load_state_dict(state["model"])
     return graph.to(device), config, {"epoch": state["epoch"], "history": state["history"]}
 

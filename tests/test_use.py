@@ -251,3 +251,15 @@ def test_onnx_export_without_the_extra_says_how_to_install_it(digits_run, tmp_pa
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     assert main(["export", "--run", str(digits_run[0]), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
     assert "pip install -e '.[export]'" in capsys.readouterr().err
+
+
+def test_a_run_loads_without_the_files_its_nodes_started_from(digits_run, tmp_path):
+    run, images = digits_run
+    moved = tmp_path / "run"
+    shutil.copytree(run, moved)
+    graph = json.loads((moved / "graph.json").read_text())
+    graph["nodes"][0]["weights"] = {"file": str(tmp_path / "deleted-start.pt")}  # gone since training
+    (moved / "graph.json").write_text(json.dumps(graph))
+    inputs = ktg.preprocess(sorted(images.glob("*.png"))[:3], run)
+    with torch.no_grad():
+        assert torch.equal(ktg.load_run(moved)(inputs), ktg.load_run(run)(inputs))
