@@ -24,7 +24,8 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import torch
 from torch import nn
 
-from ktg.data.preprocess import ImageInput, Preprocessing, UnreadableImageError, preprocessing_for
+from ktg.data import DataSource
+from ktg.data.preprocess import ImageInput, Preprocessing, UnreadableImageError
 from ktg.engine import KnowledgeTransferGraph, ensemble_logits
 from ktg.ensemble import ENSEMBLE_RULES
 from ktg.errors import KTGError
@@ -126,8 +127,9 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> Trained
     run = Path(run_dir)
     torch_device = resolve_device(device) if isinstance(device, str) else device
     graph, config, epoch = _read_run(run, torch_device)
-    return TrainedGraph(graph, config["classes"], preprocessing_for(config["data"]), config["image_size"],
-                        dataset=config["data"]["name"], epoch=epoch)
+    source = DataSource.from_dict(config["data"])
+    return TrainedGraph(graph, config["classes"], source.preprocessing(), config["image_size"], dataset=source.name,
+                        epoch=epoch)
 
 
 def preprocess(images: Sequence[ImageInput] | ImageInput, run: TrainedGraph | str | Path,
@@ -136,7 +138,7 @@ def preprocess(images: Sequence[ImageInput] | ImageInput, run: TrainedGraph | st
     loaded graph, or a run folder: then only its config.json is read, no weights)."""
     if isinstance(run, TrainedGraph):
         return run.transform(images, device=device)
-    return preprocessing_for(_read_config(Path(run))["data"])(images, device=device)
+    return DataSource.from_dict(_read_config(Path(run))["data"]).preprocessing()(images, device=device)
 
 
 # -- predicting files ---------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ import torch
 from dataset_trees import write_cifar, write_imagefolder
 from PIL import Image
 
-from ktg.data import load_dataset
-from ktg.data.preprocess import UnreadableImageError, preprocessing_for
+from ktg.data import DataSource, load_dataset
+from ktg.data.preprocess import UnreadableImageError
 
 
 def write_pngs(images: torch.Tensor, folder: Path) -> list[Path]:
@@ -33,8 +33,7 @@ def test_image_files_of_in_memory_datasets_become_their_evaluation_inputs(tmp_pa
     dataset = load_dataset(name, root, 16 if name == "synthetic" else None, **options)
     test = dataset.test.subset(torch.arange(6), "first six")
     paths = write_pngs(test.images, tmp_path / "png")
-    preprocessing = preprocessing_for({"name": name, "image_size": 16 if name == "synthetic" else None,
-                                       "options": options})
+    preprocessing = DataSource(name, image_size=16 if name == "synthetic" else None, options=options).preprocessing()
     assert torch.equal(preprocessing(paths), dataset.eval_transform(test.images))
 
 
@@ -44,7 +43,7 @@ def test_photo_files_become_their_evaluation_inputs(tmp_path):
     dataset = load_dataset("imagefolder", root, 24, **options)
     # the loader lists class folders in name order and the files of each sorted
     files = sorted((root / "test").rglob("*.jpg"))
-    preprocessing = preprocessing_for({"name": "imagefolder", "image_size": 24, "options": options})
+    preprocessing = DataSource("imagefolder", image_size=24, options=options).preprocessing()
     expected = dataset.eval_transform(dataset.test.images, original_sizes=dataset.test.original_sizes)
     assert torch.equal(preprocessing(files), expected)
     # Photos up to 98 pixels on the shorter side (the detail side of ImageNet crops at 24) are kept as they are.
@@ -52,7 +51,7 @@ def test_photo_files_become_their_evaluation_inputs(tmp_path):
 
 
 def test_pil_images_and_uint8_tensors_equal_their_files(tmp_path):
-    preprocessing = preprocessing_for({"name": "imagefolder", "image_size": 24})
+    preprocessing = DataSource("imagefolder", image_size=24).preprocessing()
     path = tmp_path / "photo.png"
     pixels = np.random.default_rng(0).integers(0, 256, (30, 41, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(path)
@@ -78,7 +77,7 @@ def odd_images(folder: Path) -> dict[str, Path]:
 
 
 def test_grey_cmyk_rgba_and_palette_images_are_converted_to_rgb(tmp_path, recwarn):
-    preprocessing = preprocessing_for({"name": "imagefolder", "image_size": 16})
+    preprocessing = DataSource("imagefolder", image_size=16).preprocessing()
     for mode, path in odd_images(tmp_path / "odd").items():
         batch = preprocessing(path)
         assert batch.shape == (1, 3, 16, 16), mode
@@ -88,7 +87,7 @@ def test_grey_cmyk_rgba_and_palette_images_are_converted_to_rgb(tmp_path, recwar
 
 
 def test_unreadable_files_are_named_in_one_line(tmp_path):
-    preprocessing = preprocessing_for({"name": "digits"})
+    preprocessing = DataSource("digits").preprocessing()
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
     truncated = tmp_path / "cut.jpg"
@@ -104,7 +103,7 @@ def test_a_20_megapixel_photo_works_and_a_decompression_bomb_is_one_clear_error(
     photo = tmp_path / "big.jpg"
     gradient = np.linspace(0, 255, 5472, dtype=np.uint8)
     Image.fromarray(np.broadcast_to(gradient[None, :, None], (3648, 5472, 3)).copy()).save(photo, quality=70)
-    preprocessing = preprocessing_for({"name": "imagefolder", "image_size": 16})
+    preprocessing = DataSource("imagefolder", image_size=16).preprocessing()
     assert preprocessing(photo).shape == (1, 3, 16, 16)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)  # the photo is now 10× past PIL's limit
     with pytest.raises(UnreadableImageError, match="exceeds limit") as caught:
@@ -121,7 +120,7 @@ def test_a_20_megapixel_photo_works_and_a_decompression_bomb_is_one_clear_error(
      "subtract the mean and divide by the std per channel"),
 ])
 def test_the_pipeline_is_described_for_deployers(source, summary):
-    description = preprocessing_for(source).describe()
+    description = DataSource.from_dict(source).preprocessing().describe()
     assert description["summary"] == summary
     assert description["steps"][0]["op"] == "decode"
     if source["name"] == "stanford_dogs":

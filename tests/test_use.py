@@ -161,6 +161,17 @@ def test_predict_writes_json_and_an_attention_grid_per_image(digits_run, tmp_pat
     capsys.readouterr()
 
 
+def test_attention_grids_of_photos_mirror_the_folders_below_the_inputs(photo_run, tmp_path, capsys):
+    run, images = photo_run
+    grids = tmp_path / "grids"
+    assert main(["predict", "--run", str(run), str(images / "cat"), str(images / "china"), "--attention", str(grids),
+                 "--device", "cpu", "--no-progress"]) == 0
+    expected = sorted(f"{path.relative_to(images)}.png" for folder in ("cat", "china")
+                      for path in (images / folder).iterdir())
+    assert sorted(str(path.relative_to(grids)) for path in grids.rglob("*.png")) == expected
+    capsys.readouterr()
+
+
 def test_unreadable_inputs_are_listed_and_skipped_and_the_rest_is_predicted(digits_run, tmp_path, capsys):
     run, images = digits_run
     folder = tmp_path / "mixed"

@@ -12,7 +12,7 @@ import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -20,6 +20,9 @@ from ktg.config import TrainConfig
 from ktg.data.packed import PackedImages
 from ktg.data.transforms import BatchTransform
 from ktg.errors import KTGError
+
+if TYPE_CHECKING:
+    from ktg.data.preprocess import Preprocessing
 
 
 @dataclass
@@ -92,6 +95,13 @@ class DataSource:
     def from_dict(cls, data: dict[str, Any]) -> DataSource:
         """The source a :meth:`to_dict` dict describes (``root``, ``image_size`` and ``options`` optional)."""
         return cls(data["name"], data.get("root"), data.get("image_size"), dict(data.get("options", {})))
+
+    def preprocessing(self) -> Preprocessing:
+        """How a new image becomes a model input as this dataset's test images do, without loading the dataset
+        (see :mod:`ktg.data.preprocess`)."""
+        from ktg.data.preprocess import preprocessing_for
+
+        return preprocessing_for(self)
 
     @property
     def defaults(self) -> DatasetDefaults:

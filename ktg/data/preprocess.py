@@ -9,8 +9,8 @@ test split becomes exactly the tensor ``ktg eval`` fed the model.
 
 Each dataset registers, beside its loader, a function that builds its :class:`Preprocessing` from the
 options saved with a run (:func:`register_preprocessing`); its loader takes the evaluation transform from
-that same function, so the two cannot drift apart. :func:`preprocessing_for` reads it for a run without
-loading the dataset: predicting needs neither the training images nor their cache.
+that same function, so the two cannot drift apart. :meth:`DataSource.preprocessing <ktg.data.DataSource>`
+gives it for a run's data without loading them: predicting needs neither the training images nor their cache.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from ktg.data.cache import DECODE_ERRORS, decode_image, decode_photo, decode_pho
 from ktg.data.packed import PackedImages
 from ktg.data.transforms import BatchTransform, Identity, Images, Normalize, ResizeCenterCrop
 from ktg.errors import KTGError
+
+if TYPE_CHECKING:
+    from ktg.data import DataSource
 
 #: What :class:`Preprocessing` accepts as one image: a file, a PIL image, or a uint8 tensor C×H×W or H×W.
 ImageInput = str | os.PathLike | Image.Image | torch.Tensor
@@ -192,12 +195,11 @@ def register_preprocessing(name: str) -> Callable[[PreprocessingFactory], Prepro
     return decorator
 
 
-def preprocessing_for(source: dict[str, Any]) -> Preprocessing:
-    """The evaluation pipeline of the dataset a run was trained on (its config.json's ``data``), without
-    loading the dataset."""
-    name = source.get("name")
-    if name not in _PREPROCESSING:
-        raise KTGError(f"dataset {name!r} has no preprocessing for new images; "
+def preprocessing_for(source: DataSource) -> Preprocessing:
+    """The evaluation pipeline of the dataset ``source`` loads (e.g. a run's), without loading it; also
+    :meth:`DataSource.preprocessing`."""
+    if source.name not in _PREPROCESSING:
+        raise KTGError(f"dataset {source.name!r} has no preprocessing for new images; "
                        f"known: {', '.join(sorted(_PREPROCESSING))}")
-    return _PREPROCESSING[name](source.get("image_size"), **source.get("options", {}))
+    return _PREPROCESSING[source.name](source.image_size, **source.options)
 
