@@ -168,3 +168,29 @@ def test_an_output_under_a_file_is_one_line_naming_the_file_in_the_way(tmp_path,
     assert main(["graph", "show", "dml", "--out", str(tmp_path / "file" / name)]) == 2
     assert one_error_line(capsys).endswith(f"{tmp_path / 'file'} is a file, not a folder")
     assert (tmp_path / "file").read_text() == ""
+
+
+@pytest.mark.parametrize("finished", [0, 1])
+def test_ctrl_c_says_whether_finished_epochs_are_kept(tmp_path, monkeypatch, capsys, finished):
+    import ktg.train
+
+    real_epoch = ktg.train.train_one_epoch
+    calls = []
+
+    def interrupted_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > finished:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(ktg.train, "train_one_epoch", interrupted_epoch)
+    command = ["train", "--nodes", "2", "--epochs", "2", "--out", str(tmp_path / "run"), "--no-progress", *TINY_RUN]
+    assert main(command) == 130
+    message = capsys.readouterr().err.strip()
+    monkeypatch.setattr(ktg.train, "train_one_epoch", real_epoch)
+    if finished:
+        assert message.endswith("its finished epochs are kept: add --resume to continue")
+        assert main([*command, "--resume"]) == 0
+    else:
+        assert message.endswith("no epoch had finished, so nothing is kept: run the same command again to start over")
+        assert main(command) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,14 @@ def run(args: argparse.Namespace) -> int:
     if args.holdout is not None:
         overrides.update(holdout=args.holdout, holdout_seed=args.holdout_seed)
     node_options = {"base_width": args.width} if args.width is not None else {}
-    results = run_chain(chain, source.load(), args.out, overrides=overrides, suggested=source.defaults.train,
-                        node_options=source.defaults.with_node_options(node_options), progress=not args.no_progress)
+    try:
+        results = run_chain(chain, source.load(), args.out, overrides=overrides, suggested=source.defaults.train,
+                            node_options=source.defaults.with_node_options(node_options),
+                            progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("\nktg: interrupted; run the same command again: finished stages are kept and the interrupted one "
+              "continues from its last finished epoch", file=sys.stderr)
+        return 130
     print()
     for stage, final in zip(chain["stages"], results):
         nodes = " ".join(f"{100 * a:.2f}" for a in final["node_accuracy"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -38,7 +39,14 @@ def run(args: argparse.Namespace) -> int:
     spec = resolve_graph(args.graph, args.nodes, args.model).resolved(
         dataset.image_size, source.defaults.with_node_options(node_options_from_args(args)))
     out = args.out or Path("runs") / f"{args.dataset}-{spec.name or 'graph'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    final = train(spec, dataset, config, out, resume=args.resume, restart=args.restart, progress=not args.no_progress)
+    try:
+        final = train(spec, dataset, config, out, resume=args.resume, restart=args.restart,
+                      progress=not args.no_progress)
+    except KeyboardInterrupt:
+        kept = ("its finished epochs are kept: add --resume to continue" if RunFolder(out).holds_run()
+                else "no epoch had finished, so nothing is kept: run the same command again to start over")
+        print(f"\nktg: interrupted; {out}: {kept}", file=sys.stderr)
+        return 130
     print(f"\n{dataset.name}, graph {spec.name or args.graph}, {final['epochs']} epochs, "
           f"evaluated on the {final['split']} split")
     for i, value in enumerate(final["node_accuracy"]):
