@@ -100,10 +100,6 @@ class TrainedGraph(nn.Module):
         """The ensemble's B×C logits for a float B×3×S×S batch."""
         return self.outputs(inputs).logits
 
-    def preprocess(self, images: Sequence[ImageInput] | ImageInput) -> torch.Tensor:
-        """:attr:`transform` of ``images`` on this module's device."""
-        return self.transform(images, device=self.device)
-
 
 # The two places this module reads a run folder.
 

@@ -129,7 +129,7 @@ def test_load_run_is_the_ensemble_as_one_module(digits_run):
     assert logits.shape == (5, 10) and outputs.node_logits.shape == (2, 5, 10)
     assert torch.allclose(logits, outputs.node_logits.mean(dim=0))
     assert outputs.attention.shape == (2, 5, 8, 8) and 0 <= outputs.attention.min() <= outputs.attention.max() <= 1
-    from_pil = model.preprocess([Image.open(files[0])])
+    from_pil = model.transform([Image.open(files[0])])
     assert torch.equal(from_pil, inputs[:1])
 
 

@@ -39,7 +39,8 @@ def add_parser(commands) -> None:
                         "instead of printing them")
     parser.add_argument("--attention", type=Path, metavar="DIR",
                         help="save, per image, the grid of every node's attention map (as ktg attention draws it) "
-                        "into DIR, as <image path relative to the inputs' common folder>.png")
+                        "into DIR, as <image path relative to the inputs' common folder>.png (its ensemble column is "
+                        "the ensemble node, mean logits, whatever --ensemble says)")
     train = defaults(TrainConfig)
     parser.add_argument("--batch-size", type=int, default=train["eval_batch_size"],
                         help="images per batch (default: %(default)s, the batch size of evaluation during training)")
@@ -86,19 +87,15 @@ def _report(errors) -> None:
         print(f"ktg: skipped {error.name}: {error.reason}", file=sys.stderr)
 
 
-def _ranked(prediction, model, args, node: int | None = None) -> list[tuple[str, float]]:
-    return prediction.top(args.top_k, model.classes, node)
-
-
 def _print(predictions, model, args) -> None:
     def line(ranked) -> str:
         return ", ".join(f"{name} {100 * score:.1f} %" for name, score in ranked)
 
     for prediction in predictions:
-        print(f"{prediction.name}: {line(_ranked(prediction, model, args))}")
+        print(f"{prediction.name}: {line(prediction.top(args.top_k, model.classes))}")
         if args.per_node:
             for node in range(model.num_nodes):
-                print(f"    node {node}: {line(_ranked(prediction, model, args, node))}")
+                print(f"    node {node}: {line(prediction.top(args.top_k, model.classes, node))}")
 
 
 def _columns(prefix: str, k: int) -> list[str]:
@@ -117,14 +114,16 @@ def _csv(predictions, model, args) -> str:
     for prediction in predictions:
         row = [prediction.name]
         for node in (None, *nodes):
-            row += [value for name, score in _ranked(prediction, model, args, node) for value in (name, f"{score:.6f}")]
+            ranked = prediction.top(args.top_k, model.classes, node)
+            row += [value for name, score in ranked for value in (name, f"{score:.6f}")]
         writer.writerow(row)
     return buffer.getvalue()
 
 
 def _json(predictions, model, args) -> str:
     def ranked(prediction, node=None):
-        return [{"class": name, "score": round(score, 6)} for name, score in _ranked(prediction, model, args, node)]
+        return [{"class": name, "score": round(score, 6)}
+                for name, score in prediction.top(args.top_k, model.classes, node)]
 
     records = []
     for prediction in predictions:
