@@ -29,7 +29,7 @@ from ktg.errors import KTGError
 from ktg.graph import GraphSpec, resolve_graph
 from ktg.io import read_json
 from ktg.run_folder import RunFolder
-from ktg.train import train
+from ktg.train import FinishCallback, train
 
 FORMAT = "ktg.chain"
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -84,6 +84,7 @@ def run_chain(
     overrides: dict[str, Any] | None = None,
     suggested: dict[str, Any] | None = None,
     node_options: dict[str, Any] | None = None,
+    on_finish: FinishCallback | None = None,
     progress: bool = True,
     report: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
@@ -91,7 +92,8 @@ def run_chain(
 
     Training options of a stage, weakest first: ``suggested`` (a dataset's suggestions, see
     :class:`ktg.data.DatasetDefaults`), the chain's, the stage's, ``overrides`` (e.g. the device). ``node_options``
-    go to every node of every stage that does not set them itself.
+    go to every node of every stage that does not set them itself. ``on_finish`` is called as each stage
+    finishes (see :data:`ktg.train.FinishCallback`).
     """
     out = Path(out_dir)
     finished: list[str] = []
@@ -108,6 +110,6 @@ def run_chain(
         else:
             report(f"stage {name}: training {spec.num_nodes} node(s) into {stage_run.path}")
             results.append(train(spec, dataset, config, stage_run.path, resume=stage_run.holds_run(),
-                                 progress=progress))
+                                 on_finish=on_finish, progress=progress))
         finished.append(name)
     return results

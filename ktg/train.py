@@ -18,6 +18,7 @@ from ktg import __version__
 from ktg.config import TrainConfig
 from ktg.data import Dataset, DataSource, ImageSet, stratified_split
 from ktg.data.loader import BatchLoader
+from ktg.data.transforms import BatchTransform
 from ktg.engine import KnowledgeTransferGraph, StepLosses, build_graph, ensemble_logits
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec
@@ -27,6 +28,10 @@ from ktg.runtime import autocast, compile_options, configure_kernels, precision_
 
 #: Called after every epoch with (epoch number from 1, that epoch's metrics); returning True stops training.
 EpochCallback = Callable[[int, dict], bool]
+#: Called once when a run has trained all its epochs (not when its callback stopped it) with (the run's
+#: TensorBoard SummaryWriter, the trained graph, the evaluated images, their transform, the last epoch), to add
+#: what only a finished run shows: the command line passes :func:`ktg.viz.attention.log_attention_grid`.
+FinishCallback = Callable[[Any, KnowledgeTransferGraph, ImageSet, BatchTransform, int], None]
 
 
 # Fields that may differ when a run is resumed: where and how it runs, not what it computes.
@@ -242,6 +247,7 @@ def train(
     resume: bool = False,
     restart: bool = False,
     callback: EpochCallback | None = None,
+    on_finish: FinishCallback | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train the graph ``spec`` on ``dataset`` and write the run into ``out_dir`` (see :class:`RunFolder`).
@@ -258,6 +264,7 @@ def train(
             damaged latest checkpoint is reported and the previous epoch's is taken.
         restart: replace the run in ``out_dir``, if there is one.
         callback: see :data:`EpochCallback`.
+        on_finish: see :data:`FinishCallback`.
 
     Returns:
         The final metrics (also written to ``metrics.json``).
@@ -339,10 +346,8 @@ def train(
                 if callback is not None and callback(epoch + 1, record):
                     stopped_early = True
                     break
-            if not stopped_early:  # a run its callback stopped (a pruned trial) did not finish: no picture
-                from ktg.viz.attention import log_attention_grid  # matplotlib is needed once, when the run is done
-
-                log_attention_grid(writer, graph, eval_images, dataset.eval_transform, len(history))
+            if on_finish is not None and not stopped_early:  # a pruned trial, say, did not finish
+                on_finish(writer, graph, eval_images, dataset.eval_transform, len(history))
         finally:
             display.close()
             writer.close()

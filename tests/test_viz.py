@@ -115,7 +115,8 @@ def tiny_run(tmp_path_factory):
     """A 2-node DML run of one epoch on synthetic 16-pixel images (a few seconds on a CPU)."""
     out = tmp_path_factory.mktemp("run")
     data = load_dataset("synthetic", image_size=16, train_size=32, test_size=16, num_classes=4)
-    train(narrow(dml(2)), data, TrainConfig(epochs=1, batch_size=16, device="cpu"), out, progress=False)
+    train(narrow(dml(2)), data, TrainConfig(epochs=1, batch_size=16, device="cpu"), out, progress=False,
+          on_finish=log_attention_grid)
     return out
 
 
@@ -161,7 +162,7 @@ def test_a_run_stopped_by_its_callback_logs_no_attention_grid(tmp_path):
 
     data = load_dataset("synthetic", image_size=16, train_size=32, test_size=16, num_classes=4)
     train(narrow(dml(2)), data, TrainConfig(epochs=2, batch_size=16, device="cpu"), tmp_path, progress=False,
-          callback=lambda epoch, metrics: True)
+          callback=lambda epoch, metrics: True, on_finish=log_attention_grid)
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert events.Tags()["images"] == [] and events.Scalars("accuracy/ensemble")

@@ -29,6 +29,7 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ktg.chain import load_chain, run_chain
+    from ktg.viz.attention import log_attention_grid
 
     chain = load_chain(args.chain)
     source = data_source_from_args(args)
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         results = run_chain(chain, source.load(), args.out, overrides=overrides, suggested=source.defaults.train,
                             node_options=source.defaults.with_node_options(node_options),
-                            progress=not args.no_progress)
+                            on_finish=log_attention_grid, progress=not args.no_progress)
     except KeyboardInterrupt:
         print("\nktg: interrupted; run the same command again: finished stages are kept and the interrupted one "
               "continues from its last finished epoch", file=sys.stderr)

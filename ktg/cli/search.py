@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from ktg.search.results import BEST_GRAPH, LEADERBOARD, best_trial, format_table, leaderboard, state_counts
     from ktg.search.storage import display_url
     from ktg.search.worker import run_search
+    from ktg.viz.attention import log_attention_grid
 
     settings = search_settings_from_args(args)
     url = display_url(settings.storage_url)
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
           f"scored on a held-out {settings.config.holdout:.0%} of the {args.dataset} training split")
     try:
         study = run_search(settings, jobs_per_device=args.jobs_per_device, mps=args.mps,
-                           progress=not args.no_progress)
+                           on_finish=log_attention_grid, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"\nktg: search interrupted; finished trials are kept in {url}, an interrupted trial is queued to "
               f"run again. Run the same command to resume.")

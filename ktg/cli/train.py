@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from ktg.graph import resolve_graph
     from ktg.run_folder import RunFolder
     from ktg.train import train
+    from ktg.viz.attention import log_attention_grid
 
     source = data_source_from_args(args)
     config = train_config_from_args(args, source.defaults.train)
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"{args.dataset}-{spec.name or 'graph'}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         final = train(spec, dataset, config, out, resume=args.resume, restart=args.restart,
-                      progress=not args.no_progress)
+                      on_finish=log_attention_grid, progress=not args.no_progress)
     except KeyboardInterrupt:
         kept = ("its finished epochs are kept: add --resume to continue" if RunFolder(out).holds_run()
                 else "no epoch had finished, so nothing is kept: run the same command again to start over")

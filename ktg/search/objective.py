@@ -27,7 +27,7 @@ from ktg.errors import KTGError
 from ktg.run_folder import RunFolder
 from ktg.search.space import SearchSpace
 from ktg.search.storage import RETRY_OF_ATTR
-from ktg.train import train
+from ktg.train import FinishCallback, train
 
 TRIALS_DIR = "trials"
 #: Trial user attributes (visible in optuna-dashboard and read by ``ktg study show``).
@@ -73,6 +73,7 @@ class Objective:
         node_options: model options of every node that sets none itself (e.g. ``base_width``), final: the
             dataset's suggestions are the caller's to add.
         on_epoch: called with (trial number, epoch, metrics) after every epoch, for progress displays.
+        on_finish: called as a trial's run finishes all its epochs (see :data:`ktg.train.FinishCallback`).
         progress: show the trainer's own progress bars.
         same_seed: train every trial with ``config.seed`` (common random numbers) instead.
 
@@ -82,7 +83,7 @@ class Objective:
 
     def __init__(self, space: SearchSpace, dataset: Dataset, config: TrainConfig, out: str | Path, *,
                  node_options: dict[str, Any] | None = None, on_epoch: Callable[[int, int, dict], None] | None = None,
-                 progress: bool = False, same_seed: bool = False) -> None:
+                 on_finish: FinishCallback | None = None, progress: bool = False, same_seed: bool = False) -> None:
         if config.holdout is None:
             raise KTGError("the search must never look at the test split: give the training config a holdout fraction")
         self.space = space
@@ -91,6 +92,7 @@ class Objective:
         self.out = Path(out)
         self.node_options = node_options or {}
         self.on_epoch = on_epoch
+        self.on_finish = on_finish
         self.progress = progress
         self.same_seed = same_seed
 
@@ -127,7 +129,8 @@ class Objective:
             return epoch < self.config.epochs and trial.should_prune()
 
         config = dataclasses.replace(self.config, seed=self.seed_of(trial))  # recorded in the run's config.json
-        final = train(spec, self.dataset, config, run_dir, callback=after_epoch, progress=self.progress)
+        final = train(spec, self.dataset, config, run_dir, callback=after_epoch, on_finish=self.on_finish,
+                      progress=self.progress)
         for key in ("epochs", "node_accuracy", "mean_node_accuracy", "best_ensemble_accuracy", "best_epoch"):
             trial.set_user_attr(key, final[key])
         if final["stopped_early"]:

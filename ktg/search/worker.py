@@ -48,6 +48,7 @@ from ktg.search.results import last_value, state_counts, write_results
 from ktg.search.settings import SearchSettings, check_pruner
 from ktg.search.space import TrialSeededSampler
 from ktg.search.storage import WORKER_ATTR, RequeueTrial, fail_stale_trials, open_storage, open_study, queue_again
+from ktg.train import FinishCallback
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
@@ -109,14 +110,17 @@ class Worker:
         settings: see :class:`SearchSettings`.
         on_trial: called with the study after every trial this worker ends (progress displays).
         on_epoch: called with (trial number, epoch, metrics) after every epoch.
+        on_finish: called as a trial's run finishes all its epochs (see :data:`ktg.train.FinishCallback`).
         progress: show the trainer's progress bars.
     """
 
     def __init__(self, settings: SearchSettings, *, on_trial: Callable[[optuna.Study], None] | None = None,
-                 on_epoch: Callable[[int, int, dict], None] | None = None, progress: bool = False) -> None:
+                 on_epoch: Callable[[int, int, dict], None] | None = None, on_finish: FinishCallback | None = None,
+                 progress: bool = False) -> None:
         self.settings = settings
         self.on_trial = on_trial
         self.on_epoch = on_epoch
+        self.on_finish = on_finish
         self.progress = progress
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.poll_seconds = min(5.0, settings.heartbeat_interval)
@@ -125,7 +129,8 @@ class Worker:
         s = self.settings
         study, storage, study_id = connect(s)
         objective = Objective(s.space, s.data_source.load(), s.config, s.out, node_options=s.node_options,
-                              on_epoch=self._after_epoch, progress=self.progress, same_seed=s.same_seed)
+                              on_epoch=self._after_epoch, on_finish=self.on_finish, progress=self.progress,
+                              same_seed=s.same_seed)
         failures_in_a_row = 0
         while True:
             StopRequest.check()
@@ -238,7 +243,7 @@ class StopRequest:
             raise KeyboardInterrupt
 
 
-def _worker_process(settings: SearchSettings, threads: int | None) -> None:
+def _worker_process(settings: SearchSettings, threads: int | None, on_finish: FinishCallback | None) -> None:
     """Entry point of a spawned worker: exit status 0 done, 2 user error, 130 interrupted."""
     # The parent forwards Ctrl-C as exactly one SIGTERM, so a second key press cannot cut the cleanup short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -247,7 +252,7 @@ def _worker_process(settings: SearchSettings, threads: int | None) -> None:
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        Worker(settings).run()
+        Worker(settings, on_finish=on_finish).run()
     except KTGError as error:
         print(f"ktg: error: worker {os.getpid()}: {error}", file=sys.stderr)
         sys.exit(2)
@@ -299,12 +304,14 @@ def trial_line(trial: optuna.trial.FrozenTrial) -> str:
 
 
 def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, mps: bool = False,
-               progress: bool = True) -> optuna.Study:
+               on_finish: FinishCallback | None = None, progress: bool = True) -> optuna.Study:
     """Run ``jobs_per_device`` workers on this machine (None: :func:`auto_jobs_per_device`) until the study
     holds its budget of finished trials; write the leaderboard and best graph; return the study.
 
     With one job the worker runs in this process. With ``mps``, several workers on a GPU run side by side
-    through CUDA MPS (:func:`ktg.runtime.mps.mps_daemon`). Raises KeyboardInterrupt after a clean stop on Ctrl-C.
+    through CUDA MPS (:func:`ktg.runtime.mps.mps_daemon`). ``on_finish`` is called as each trial's run finishes
+    all its epochs (:data:`ktg.train.FinishCallback`; a module-level function, for spawned workers). Raises
+    KeyboardInterrupt after a clean stop on Ctrl-C.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     device = resolve_device(settings.config.device)
@@ -326,10 +333,10 @@ def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, 
     StopRequest.requested = False
     try:
         if jobs == 1:
-            Worker(settings, on_trial=display.update, on_epoch=display.epoch).run()
+            Worker(settings, on_trial=display.update, on_epoch=display.epoch, on_finish=on_finish).run()
         else:
             with mps_daemon() if mps else contextlib.nullcontext():
-                _run_processes(settings, jobs, device, study, display)
+                _run_processes(settings, jobs, device, study, display, on_finish)
         display.update(study)
     finally:
         if in_main_thread:
@@ -359,11 +366,11 @@ def _check_trial_folders(study: optuna.Study, out: Path) -> None:
 
 
 def _run_processes(settings: SearchSettings, jobs: int, device: torch.device, study: optuna.Study,
-                   display: SearchDisplay) -> None:
+                   display: SearchDisplay, on_finish: FinishCallback | None) -> None:
     context = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // jobs) if device.type == "cpu" else None
-    workers = [context.Process(target=_worker_process, args=(settings, threads), name=f"ktg-search-worker-{i}")
-               for i in range(jobs)]
+    workers = [context.Process(target=_worker_process, args=(settings, threads, on_finish),
+                               name=f"ktg-search-worker-{i}") for i in range(jobs)]
     for worker in workers:
         worker.start()
     try:
