@@ -65,10 +65,11 @@ from ktg.engine import KnowledgeTransferGraph, build_graph
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, independent
 from ktg.io import write_json
+from ktg.optim import make_optimizer
 from ktg.profiling import CountOperators
 from ktg.runtime import compile_options, configure_kernels, precision_options, resolve_device
 from ktg.runtime.mps import mps_daemon, running_daemon
-from ktg.train import TrainStep, make_optimizer, make_train_step, predict
+from ktg.train import TrainStep, make_train_step, predict
 
 GRAPHS = ("independent", "heavy", "random")
 #: Each mode's TrainConfig, and whether its SGD loops over tensors one by one (the public code's torch 1.x).

@@ -1,8 +1,11 @@
 """Training a knowledge transfer graph: one run, from a graph, a dataset and a config to files a person can open.
 
-Read it top to bottom: :func:`train` prepares the run (or resumes it), then alternates
-:func:`train_one_epoch` and :func:`evaluate`, checkpointing after every epoch. The search drives it through
-one narrow callback: after each epoch it receives the epoch's metrics and may answer "stop".
+Read it top to bottom: :func:`train` prepares the run (everything is checked before its folder is touched),
+resumes it if asked, then alternates :func:`train_one_epoch` and :func:`evaluate`, saving a checkpoint after
+every epoch; the helpers they use follow in that order. The run's files belong to :class:`ktg.run_folder.RunFolder`.
+Callers talk to a run through two narrow callbacks: after each epoch one receives the epoch's metrics and may
+answer "stop" (the search prunes this way), and one is called when the run has finished (the command line adds
+the attention grid this way).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ktg import __version__
+from ktg.bagging import bootstrap_counts
 from ktg.config import TrainConfig
 from ktg.data import Dataset, DataSource, ImageSet, stratified_split
 from ktg.data.loader import BatchLoader
@@ -22,6 +26,7 @@ from ktg.data.transforms import BatchTransform
 from ktg.engine import KnowledgeTransferGraph, StepLosses, build_graph, ensemble_logits
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec
+from ktg.optim import make_optimizer, make_scheduler
 from ktg.progress import Progress, inner_bar
 from ktg.run_folder import RunFolder
 from ktg.runtime import autocast, compile_options, configure_kernels, precision_options, resolve_device
@@ -33,64 +38,171 @@ EpochCallback = Callable[[int, dict], bool]
 #: what only a finished run shows: the command line passes :func:`ktg.viz.attention.log_attention_grid`.
 FinishCallback = Callable[[Any, KnowledgeTransferGraph, ImageSet, BatchTransform, int], None]
 
-
 # Fields that may differ when a run is resumed: where and how it runs, not what it computes.
 _RESUMABLE_CHANGES = {"device", "compile", "compile_mode"}
 
 
-# -- one epoch ----------------------------------------------------------------------------------------
-
-
-#: One optimisation step: (images B×3×H×W, labels B, iteration k from 1, total iterations K, bagging nodes'
-#: per-sample weights or None) → the step's losses.
-TrainStep = Callable[[torch.Tensor, torch.Tensor, int, int, "dict[int, torch.Tensor] | None"], StepLosses]
-
-
-def make_train_step(
-    graph: KnowledgeTransferGraph,
-    optimizer: torch.optim.Optimizer,
+def train(
+    spec: GraphSpec,
+    dataset: Dataset,
+    config: TrainConfig,
+    out_dir: str | Path,
     *,
-    amp: bool,
-    channels_last: bool,
-    compile_backend: str | None = None,
-    compile_mode: str = "default",
-) -> TrainStep:
-    """The training step of every node at once: forward, gated edge losses, one backward, one optimizer step.
+    resume: bool = False,
+    restart: bool = False,
+    callback: EpochCallback | None = None,
+    on_finish: FinishCallback | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the graph ``spec`` on ``dataset`` and write the run into ``out_dir`` (see :class:`RunFolder`).
 
-    The step reads nothing back to the host, so on CUDA the CPU queues the next steps while the GPU works.
-    ``graph`` must be in training mode.
+    ``spec`` must be resolved (:meth:`GraphSpec.resolved`): the trainer adds nothing to it, so its graph.json is
+    the graph as given. ``dataset.source`` is saved so that ``ktg eval`` can load the data again.
+
+    Everything that can be checked is checked before the folder is touched: the options, the device, the
+    graph's models and one probe step (a crop size that does not fit the attention map, say). While it
+    trains, the folder is locked against a second writer.
 
     Args:
-        amp: run forward and losses under bf16 autocast (losses are computed in float32 all the same).
-        channels_last: give the nodes channels-last batches (the nodes must be channels-last too).
-        compile_backend: None runs eagerly; otherwise the graph's forward (all nodes, and with it their
-            backward) runs through ``torch.compile(backend=compile_backend, dynamic=False)``. The edge losses
-            stay eager: they change from trial to trial, while the forward depends only on the nodes, so
-            later graphs with the same models and batch shape reuse the compiled code in this process
-            without recompiling, and the iteration k never enters compiled code.
-        compile_mode: torch.compile's ``mode`` (see :data:`COMPILE_MODES`); backends other than inductor
-            ignore it.
+        resume: continue the run in ``out_dir`` from its checkpoint (same graph and config required); a
+            damaged latest checkpoint is reported and the previous epoch's is taken.
+        restart: replace the run in ``out_dir``, if there is one.
+        callback: see :data:`EpochCallback`.
+        on_finish: see :data:`FinishCallback`.
+        progress: a bar on a terminal, one line per epoch in a log (see :class:`ktg.progress.Progress`).
+
+    Returns:
+        The final metrics (also written to ``metrics.json``).
     """
-    forward = graph if compile_backend is None else torch.compile(graph, backend=compile_backend, mode=compile_mode,
-                                                                  dynamic=False)
-    replays_cuda_graphs = compile_backend is not None and compile_mode == "reduce-overhead"
+    if not spec.is_resolved:
+        raise ValueError("train() needs a resolved graph (every node's model set): see GraphSpec.resolved")
 
-    def step(images: torch.Tensor, labels: torch.Tensor, iteration: int, total_iterations: int,
-             sample_weights: dict[int, torch.Tensor] | None = None) -> StepLosses:
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        if replays_cuda_graphs:  # the last step's graph outputs may be overwritten from here on
-            torch.compiler.cudagraph_mark_step_begin()
-        with autocast(images.device, amp):
-            outputs = forward(images)
-            step_losses = graph.losses(outputs, labels, iteration, total_iterations, sample_weights)
-        optimizer.zero_grad(set_to_none=True)
-        if step_losses.terms:  # else every edge is cut off: no weight gets a gradient, so the step moves none
-            step_losses.total.backward()
-        optimizer.step()
-        return step_losses
+    # Prepare the run: nothing here writes a file.
+    run = RunFolder(out_dir)
+    device = resolve_device(config.device)
+    amp, channels_last = precision_options(config, device)
+    configure_kernels(device, config.deterministic)
+    train_images, eval_images, eval_split, split = split_for_training(dataset, config)
+    torch.manual_seed(config.seed)
+    graph = build_graph(spec, dataset.num_classes, dataset.image_size).to(device)
+    if channels_last:
+        graph = graph.to(memory_format=torch.channels_last)
+    probe_step(graph, eval_images, dataset.eval_transform, device)
+    optimizer = make_optimizer(graph, config, device)
+    scheduler = make_scheduler(optimizer, config)
+    bootstrap = bootstrap_counts(spec, len(train_images), config.seed)
+    train_loader = BatchLoader(train_images, config.batch_size, dataset.train_transform, device,
+                               shuffle=True, drop_last=config.drop_last, seed=config.seed)
+    eval_loader = BatchLoader(eval_images, config.eval_batch_size, dataset.eval_transform, device,
+                              shuffle=False, drop_last=False)
+    step = make_train_step(graph, optimizer, amp=amp, channels_last=channels_last, **compile_options(config))
+    total_iterations = config.epochs * len(train_loader)
 
-    return step
+    with run.writing(resume=resume, restart=restart):
+        history = resume_from(run, graph, optimizer, scheduler, spec, config) if resume else []
+        run.write_graph(spec)
+        run.write_config({"ktg_version": __version__, "train": config.to_dict(),
+                          "data": (dataset.source or DataSource(dataset.name)).to_dict(), "eval_split": eval_split,
+                          "num_classes": dataset.num_classes, "classes": dataset.train.classes,
+                          "image_size": dataset.image_size})
+        if split is not None:
+            run.write_split(split)
+        if bootstrap:
+            run.write_bagging(config.seed, {node: counts.int().tolist() for node, counts in bootstrap.items()})
+            bootstrap = {node: counts.to(device) for node, counts in bootstrap.items()}
+        run.start_epochs(history)
+
+        from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow and only runs need it
+
+        writer = SummaryWriter(str(run.tensorboard_dir), purge_step=len(history) + 1)
+        display = Progress(config.epochs, desc="training", unit="epoch", initial=len(history), enabled=progress)
+        stopped_early = False
+        try:
+            for epoch in range(len(history), config.epochs):
+                lr = optimizer.param_groups[0]["lr"]
+                stats = train_one_epoch(graph, step, train_loader, epoch, total_iterations, progress=progress,
+                                        bootstrap=bootstrap)
+                scheduler.step()
+                node_accuracy, ensemble_accuracy = evaluate(graph, eval_loader, amp=amp, channels_last=channels_last)
+                record = {"epoch": epoch + 1, "split": eval_split, "node_accuracy": node_accuracy,
+                          "ensemble_accuracy": ensemble_accuracy, "lr": lr, **stats}
+                history.append(record)
+                run.save_checkpoint({"epoch": epoch + 1, "model": graph.state_dict(),
+                                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                     "graph": spec.to_dict(), "train": config.to_dict(), "history": history})
+                run.append_epoch(record)
+                log_tensorboard(writer, record)
+                display.finished(epoch_line(record, config.epochs), ensemble=f"{ensemble_accuracy:.3f}",
+                                 best_node=f"{max(node_accuracy):.3f}")
+                if callback is not None and callback(epoch + 1, record):
+                    stopped_early = True
+                    break
+            if on_finish is not None and not stopped_early:  # a pruned trial, say, did not finish
+                on_finish(writer, graph, eval_images, dataset.eval_transform, len(history))
+        finally:
+            display.close()
+            writer.close()
+
+        final = summarise(history, eval_split, dataset.name, spec, stopped_early)
+        run.write_metrics(final)
+    return final
+
+
+# -- preparing the run -----------------------------------------------------------------------------------
+
+
+def split_for_training(dataset: Dataset, config: TrainConfig) -> tuple[ImageSet, ImageSet, str, dict | None]:
+    """(training images, evaluation images, name of the evaluated split, saved split or None)."""
+    if config.holdout is None:
+        return dataset.train, dataset.test, "test", None
+    kept, held_out = stratified_split(dataset.train.labels, config.holdout, config.holdout_seed)
+    split = {"holdout": config.holdout, "seed": config.holdout_seed,
+             "train_indices": kept.tolist(), "val_indices": held_out.tolist()}
+    return (dataset.train.subset(kept, f"{dataset.name}/train-part"),
+            dataset.train.subset(held_out, f"{dataset.name}/val"), "val", split)
+
+
+@torch.no_grad()
+def probe_step(graph: KnowledgeTransferGraph, images: ImageSet, transform: BatchTransform,
+               device: torch.device) -> None:
+    """Run the graph's forward and losses once on two of ``images``, in eval mode, so that a graph that cannot
+    train (an attention crop larger than the attention map, say) fails before its run folder is touched."""
+    first = torch.arange(min(2, len(images)))
+    sizes = None if images.original_sizes is None else images.original_sizes[first]
+    batch = transform(images.images[first].to(device), original_sizes=sizes)
+    was_training = graph.training
+    graph.eval()
+    try:
+        graph.losses(graph(batch), images.labels[first].to(device), 1, 1)
+    finally:
+        graph.train(was_training)
+
+
+def resume_from(run: RunFolder, graph: KnowledgeTransferGraph, optimizer: torch.optim.Optimizer,
+                scheduler: torch.optim.lr_scheduler.LRScheduler, spec: GraphSpec, config: TrainConfig) -> list[dict]:
+    """Load the run's checkpoint into ``graph``, ``optimizer`` and ``scheduler``; returns the epochs done.
+
+    The graph and the training options must be those of the saved run (where and how it runs may change).
+    """
+    state = run.load_checkpoint()
+    if state["graph"] != spec.to_dict():
+        raise KTGError(f"--resume: the graph differs from the one in {run.graph_file}; resume with the same graph")
+    saved, wanted = state["train"], config.to_dict()
+    changed = sorted(k for k in wanted if k not in _RESUMABLE_CHANGES and saved.get(k) != wanted[k])
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} → {wanted[k]!r}" for k in changed)
+        raise KTGError(f"--resume: training options differ from the saved run ({details}); use the same options")
+    try:
+        graph.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise KTGError(f"--resume: the saved weights do not fit this graph ({str(error).splitlines()[0]}); resume "
+                       f"with the same data") from None
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return list(state["history"])
+
+
+# -- one epoch of training -------------------------------------------------------------------------------
 
 
 def train_one_epoch(
@@ -144,6 +256,58 @@ def train_one_epoch(
     }
 
 
+#: One optimisation step: (images B×3×H×W, labels B, iteration k from 1, total iterations K, bagging nodes'
+#: per-sample weights or None) → the step's losses.
+TrainStep = Callable[[torch.Tensor, torch.Tensor, int, int, "dict[int, torch.Tensor] | None"], StepLosses]
+
+
+def make_train_step(
+    graph: KnowledgeTransferGraph,
+    optimizer: torch.optim.Optimizer,
+    *,
+    amp: bool,
+    channels_last: bool,
+    compile_backend: str | None = None,
+    compile_mode: str = "default",
+) -> TrainStep:
+    """The training step of every node at once: forward, gated edge losses, one backward, one optimizer step.
+
+    The step reads nothing back to the host, so on CUDA the CPU queues the next steps while the GPU works.
+    ``graph`` must be in training mode.
+
+    Args:
+        amp: run forward and losses under bf16 autocast (losses are computed in float32 all the same).
+        channels_last: give the nodes channels-last batches (the nodes must be channels-last too).
+        compile_backend: None runs eagerly; otherwise the graph's forward (all nodes, and with it their
+            backward) runs through ``torch.compile(backend=compile_backend, dynamic=False)``. The edge losses
+            stay eager: they change from trial to trial, while the forward depends only on the nodes, so
+            later graphs with the same models and batch shape reuse the compiled code in this process
+            without recompiling, and the iteration k never enters compiled code.
+        compile_mode: torch.compile's ``mode`` (see :data:`ktg.config.COMPILE_MODES`); backends other than inductor
+            ignore it.
+    """
+    forward = graph if compile_backend is None else torch.compile(graph, backend=compile_backend, mode=compile_mode,
+                                                                  dynamic=False)
+    replays_cuda_graphs = compile_backend is not None and compile_mode == "reduce-overhead"
+
+    def step(images: torch.Tensor, labels: torch.Tensor, iteration: int, total_iterations: int,
+             sample_weights: dict[int, torch.Tensor] | None = None) -> StepLosses:
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if replays_cuda_graphs:  # the last step's graph outputs may be overwritten from here on
+            torch.compiler.cudagraph_mark_step_begin()
+        with autocast(images.device, amp):
+            outputs = forward(images)
+            step_losses = graph.losses(outputs, labels, iteration, total_iterations, sample_weights)
+        optimizer.zero_grad(set_to_none=True)
+        if step_losses.terms:  # else every edge is cut off: no weight gets a gradient, so the step moves none
+            step_losses.total.backward()
+        optimizer.step()
+        return step_losses
+
+    return step
+
+
 class NonFiniteLossError(KTGError):
     """A loss became NaN or infinite during an epoch; the previous epoch's checkpoint is kept."""
 
@@ -156,7 +320,14 @@ class NonFiniteLossError(KTGError):
         self.edges = edges
 
 
-# -- evaluation ---------------------------------------------------------------------------------------
+# -- evaluation ------------------------------------------------------------------------------------------
+
+
+def evaluate(graph: KnowledgeTransferGraph, loader: BatchLoader, *, amp: bool, channels_last: bool,
+             progress: bool = False) -> tuple[list[float], float]:
+    """Top-1 accuracy of every node and of the ensemble node on ``loader``."""
+    logits, labels = predict(graph, loader, amp=amp, channels_last=channels_last, progress=progress)
+    return accuracies(logits, labels, graph.spec.members)
 
 
 @torch.no_grad()
@@ -177,7 +348,8 @@ def predict(
     return torch.cat(all_logits, dim=1), torch.cat(all_labels)
 
 
-def accuracies(logits: torch.Tensor, labels: torch.Tensor, members: Sequence[int] | None = None) -> tuple[list[float], float]:
+def accuracies(logits: torch.Tensor, labels: torch.Tensor,
+               members: Sequence[int] | None = None) -> tuple[list[float], float]:
     """Top-1 accuracy in [0, 1] of every node and of the ensemble node (the mean of the ``members``' logits,
     all nodes by default), from N×M×C logits."""
     node_correct = (logits.argmax(dim=2) == labels).float().mean(dim=1)
@@ -187,199 +359,7 @@ def accuracies(logits: torch.Tensor, labels: torch.Tensor, members: Sequence[int
     return values[:-1], values[-1]
 
 
-def evaluate(graph: KnowledgeTransferGraph, loader: BatchLoader, *, amp: bool, channels_last: bool,
-             progress: bool = False) -> tuple[list[float], float]:
-    """Top-1 accuracy of every node and of the ensemble node on ``loader``."""
-    logits, labels = predict(graph, loader, amp=amp, channels_last=channels_last, progress=progress)
-    return accuracies(logits, labels, graph.spec.members)
-
-
-# -- the run ------------------------------------------------------------------------------------------
-
-
-def split_for_training(dataset: Dataset, config: TrainConfig) -> tuple[ImageSet, ImageSet, str, dict | None]:
-    """(training images, evaluation images, name of the evaluated split, saved split or None)."""
-    if config.holdout is None:
-        return dataset.train, dataset.test, "test", None
-    kept, held_out = stratified_split(dataset.train.labels, config.holdout, config.holdout_seed)
-    split = {"holdout": config.holdout, "seed": config.holdout_seed,
-             "train_indices": kept.tolist(), "val_indices": held_out.tolist()}
-    return (dataset.train.subset(kept, f"{dataset.name}/train-part"),
-            dataset.train.subset(held_out, f"{dataset.name}/val"), "val", split)
-
-
-def bootstrap_counts(spec: GraphSpec, num_samples: int, seed: int) -> dict[int, torch.Tensor]:
-    """Per-sample Poisson(1) counts over the training split for every bagging node: how often each image
-    appears in that node's bootstrap replicate (as n → ∞, the same law as drawing n of n with replacement).
-
-    Realised as loss weights, so every node still sees the shared batch. Seeded by (seed, node).
-    """
-    counts = {}
-    for node_index, node in enumerate(spec.nodes):
-        if node.bagging:
-            generator = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * (node_index + 1))
-            counts[node_index] = torch.poisson(torch.ones(num_samples), generator=generator)
-    return counts
-
-
-def make_optimizer(graph: KnowledgeTransferGraph, config: TrainConfig, device: torch.device) -> torch.optim.SGD:
-    """One SGD over all trainable parameters (frozen teachers excluded): fused kernels on CUDA, foreach on the CPU."""
-    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    return torch.optim.SGD([p for p in graph.parameters() if p.requires_grad], lr=config.lr, momentum=config.momentum,
-                           weight_decay=config.weight_decay, nesterov=config.nesterov, **fast)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
-    """The learning-rate schedule, stepped once per epoch."""
-    if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    if config.schedule == "step":
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones), gamma=config.gamma)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
-
-
-def train(
-    spec: GraphSpec,
-    dataset: Dataset,
-    config: TrainConfig,
-    out_dir: str | Path,
-    *,
-    resume: bool = False,
-    restart: bool = False,
-    callback: EpochCallback | None = None,
-    on_finish: FinishCallback | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train the graph ``spec`` on ``dataset`` and write the run into ``out_dir`` (see :class:`RunFolder`).
-
-    ``spec`` must be resolved (:meth:`GraphSpec.resolved`): the trainer adds nothing to it, so its graph.json is
-    the graph as given. ``dataset.source`` is saved so that ``ktg eval`` can load the data again.
-
-    Everything that can be checked is checked before the folder is touched: the options, the device, the
-    graph's models and one probe step (a crop size that does not fit the attention map, say). While it
-    trains, the folder is locked against a second writer.
-
-    Args:
-        resume: continue the run in ``out_dir`` from its checkpoint (same graph and config required); a
-            damaged latest checkpoint is reported and the previous epoch's is taken.
-        restart: replace the run in ``out_dir``, if there is one.
-        callback: see :data:`EpochCallback`.
-        on_finish: see :data:`FinishCallback`.
-
-    Returns:
-        The final metrics (also written to ``metrics.json``).
-    """
-    if not spec.is_resolved:
-        raise ValueError("train() needs a resolved graph (every node's model set): see GraphSpec.resolved")
-    run = RunFolder(out_dir)
-    device = resolve_device(config.device)
-    amp, channels_last = precision_options(config, device)
-    configure_kernels(device, config.deterministic)
-
-    train_images, eval_images, eval_split, split = split_for_training(dataset, config)
-
-    torch.manual_seed(config.seed)
-    graph = build_graph(spec, dataset.num_classes, dataset.image_size).to(device)
-    if channels_last:
-        graph = graph.to(memory_format=torch.channels_last)
-    probe_step(graph, eval_images, dataset.eval_transform, device)
-    optimizer = make_optimizer(graph, config, device)
-    scheduler = make_scheduler(optimizer, config)
-
-    with run.writing(resume=resume, restart=restart):
-        history: list[dict] = []
-        if resume:
-            state = run.load_checkpoint()
-            _check_resumable(state, spec, config, run)
-            try:
-                graph.load_state_dict(state["model"])
-            except RuntimeError as error:
-                raise KTGError(f"--resume: the saved weights do not fit this graph on {dataset.name} "
-                               f"({str(error).splitlines()[0]}); resume with the same data") from None
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            history = list(state["history"])
-
-        run_config = {"ktg_version": __version__, "train": config.to_dict(),
-                      "data": (dataset.source or DataSource(dataset.name)).to_dict(), "eval_split": eval_split,
-                      "num_classes": dataset.num_classes, "classes": dataset.train.classes,
-                      "image_size": dataset.image_size}
-        run.write_graph(spec)
-        run.write_config(run_config)
-        if split is not None:
-            run.write_split(split)
-        bootstrap = bootstrap_counts(spec, len(train_images), config.seed)
-        if bootstrap:
-            run.write_bagging(config.seed, {node: counts.int().tolist() for node, counts in bootstrap.items()})
-            bootstrap = {node: counts.to(device) for node, counts in bootstrap.items()}
-        run.start_epochs(history)
-
-        train_loader = BatchLoader(train_images, config.batch_size, dataset.train_transform, device,
-                                   shuffle=True, drop_last=config.drop_last, seed=config.seed)
-        eval_loader = BatchLoader(eval_images, config.eval_batch_size, dataset.eval_transform, device,
-                                  shuffle=False, drop_last=False)
-        total_iterations = config.epochs * len(train_loader)
-        step = make_train_step(graph, optimizer, amp=amp, channels_last=channels_last, **compile_options(config))
-
-        from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow and only runs need it
-
-        writer = SummaryWriter(str(run.tensorboard_dir), purge_step=len(history) + 1)
-        stopped_early = False
-        display = Progress(config.epochs, desc="training", unit="epoch", initial=len(history), enabled=progress)
-        try:
-            for epoch in range(len(history), config.epochs):
-                lr = optimizer.param_groups[0]["lr"]
-                stats = train_one_epoch(graph, step, train_loader, epoch, total_iterations, progress=progress,
-                                        bootstrap=bootstrap)
-                scheduler.step()
-                node_accuracy, ensemble_accuracy = evaluate(graph, eval_loader, amp=amp, channels_last=channels_last)
-                record = {"epoch": epoch + 1, "split": eval_split, "node_accuracy": node_accuracy,
-                          "ensemble_accuracy": ensemble_accuracy, "lr": lr, **stats}
-                history.append(record)
-                run.save_checkpoint({"epoch": epoch + 1, "model": graph.state_dict(),
-                                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                     "graph": spec.to_dict(), "train": config.to_dict(), "history": history})
-                run.append_epoch(record)
-                _log_tensorboard(writer, record)
-                display.finished(epoch_line(record, config.epochs), ensemble=f"{ensemble_accuracy:.3f}",
-                                 best_node=f"{max(node_accuracy):.3f}")
-                if callback is not None and callback(epoch + 1, record):
-                    stopped_early = True
-                    break
-            if on_finish is not None and not stopped_early:  # a pruned trial, say, did not finish
-                on_finish(writer, graph, eval_images, dataset.eval_transform, len(history))
-        finally:
-            display.close()
-            writer.close()
-
-        final = summarise(history, eval_split, dataset.name, spec, stopped_early)
-        run.write_metrics(final)
-    return final
-
-
-@torch.no_grad()
-def probe_step(graph: KnowledgeTransferGraph, images: ImageSet, transform, device: torch.device) -> None:
-    """Run the graph's forward and losses once on two of ``images``, in eval mode, so that a graph that cannot
-    train (an attention crop larger than the attention map, say) fails before its run folder is touched."""
-    first = torch.arange(min(2, len(images)))
-    sizes = None if images.original_sizes is None else images.original_sizes[first]
-    batch = transform(images.images[first].to(device), original_sizes=sizes)
-    was_training = graph.training
-    graph.eval()
-    try:
-        graph.losses(graph(batch), images.labels[first].to(device), 1, 1)
-    finally:
-        graph.train(was_training)
-
-
-def _check_resumable(state: dict, spec: GraphSpec, config: TrainConfig, run: RunFolder) -> None:
-    if state["graph"] != spec.to_dict():
-        raise KTGError(f"--resume: the graph differs from the one in {run.graph_file}; resume with the same graph")
-    saved, wanted = state["train"], config.to_dict()
-    changed = sorted(k for k in wanted if k not in _RESUMABLE_CHANGES and saved.get(k) != wanted[k])
-    if changed:
-        details = ", ".join(f"{k}: {saved.get(k)!r} → {wanted[k]!r}" for k in changed)
-        raise KTGError(f"--resume: training options differ from the saved run ({details}); use the same options")
+# -- what a run reports ----------------------------------------------------------------------------------
 
 
 def epoch_line(record: dict[str, Any], epochs: int) -> str:
@@ -390,7 +370,8 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
             f"{record['train_seconds']:.1f} s ({record['images_per_second']:.0f} images/s)")
 
 
-def _log_tensorboard(writer, record: dict) -> None:
+def log_tensorboard(writer: Any, record: dict[str, Any]) -> None:
+    """Add one epoch's metrics to the run's TensorBoard log."""
     step = record["epoch"]
     for i, value in enumerate(record["node_accuracy"]):
         writer.add_scalar(f"accuracy/node_{i}", value, step)

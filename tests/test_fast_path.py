@@ -24,8 +24,9 @@ from ktg.engine import KnowledgeTransferGraph
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec
 from ktg.models import ABNResNet
+from ktg.optim import make_optimizer
 from ktg.runtime import configure_kernels
-from ktg.train import make_optimizer, make_train_step
+from ktg.train import make_train_step
 
 CLASSES = 5
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -13,8 +13,9 @@ from ktg.data import load_dataset
 from ktg.engine import build_graph
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml
+from ktg.optim import make_optimizer
 from ktg.run_folder import RunFolder
-from ktg.train import NonFiniteLossError, make_optimizer, make_train_step, train
+from ktg.train import NonFiniteLossError, make_train_step, train
 
 
 def tiny_data():

@@ -23,7 +23,9 @@ from ktg.data.packed import PackedImages
 from ktg.data.transforms import BatchTransform, Identity, Images, Normalize
 from ktg.engine import KnowledgeTransferGraph, ensemble_logits
 from ktg.errors import KTGError
+from ktg.evaluate import load_run, split_images
 from ktg.run_folder import RunFolder
+from ktg.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +180,6 @@ def attention_grid_for_run(
     """:func:`attention_grid` of a saved run on ``n`` images of its ``split`` (``test``, ``val``: the held-out
     part of the training split, or ``train``), chosen by ``seed`` (see :func:`choose_images`) or given as
     ``indices`` into the split. Further keyword arguments go to :func:`attention_grid`."""
-    from ktg.evaluate import load_run, split_images
-    from ktg.runtime import resolve_device
-
     graph, config, _ = load_run(run_dir, resolve_device(device))
     dataset = DataSource.from_dict(config["data"]).load()
     split_set = split_images(dataset, split, RunFolder(run_dir))
