@@ -41,6 +41,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def check_writable(folder: str | os.PathLike, what: str) -> None:
+    """Raise KTGError if ``folder`` could not be created or written in, without creating it; ``what`` names it in
+    the message ("the search folder --out")."""
+    folder = Path(folder)
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if not existing.is_dir():
+        raise KTGError(f"cannot write {what} {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise KTGError(f"cannot write {what} {folder}: {existing} is not writable")
+
+
 def unwritable_reason(path: Path, error: OSError) -> str:
     """Why ``path`` cannot be written, for a message: a file standing where one of its folders should be is named
     (mkdir then says "File exists" or "Not a directory", which points at nothing), else the system's reason."""

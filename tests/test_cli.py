@@ -194,3 +194,23 @@ def test_ctrl_c_says_whether_finished_epochs_are_kept(tmp_path, monkeypatch, cap
     else:
         assert message.endswith("no epoch had finished, so nothing is kept: run the same command again to start over")
         assert main(command) == 0
+
+
+SEARCH = ["search", "--nodes", "2", "--trials", "1", "--epochs", "1", "--crop-sizes", "3", "5", "--device", "cpu"]
+
+
+@pytest.mark.parametrize("args, message", [
+    ([*TINY_RUN, "--image-size", "8", "--crop-sizes", "3", "5"],
+     "--crop-sizes: the attention maps of abn_resnet20 on 8-px images (--image-size) are 4×4, too small for crop "
+     "size 5"),
+    (["--dataset", "cifar10", "--data-root", "{tmp}/nothing"], "cifar10: expected"),
+    ([*TINY_RUN, "--out", "{tmp}/file/search"], "cannot write the search folder --out"),
+    ([*TINY_RUN, "--storage", "postgresql+psycopg2://user:secret@localhost/db"], "pip install 'ktg[postgres]'"),
+])
+def test_a_search_refuses_bad_input_before_it_writes_anything(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.setitem(sys.modules, "psycopg2", None)  # as if psycopg2 were not installed
+    (tmp_path / "file").write_text("")
+    command = [*SEARCH, "--out", str(tmp_path / "search"), *(arg.format(tmp=tmp_path) for arg in args)]
+    assert main(command) == 2
+    assert message in one_error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

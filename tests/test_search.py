@@ -231,12 +231,13 @@ def test_nan_and_out_of_memory_fail_only_their_trials(tmp_path, monkeypatch):
     assert GraphSpec.load(tmp_path / "best_graph.json") == GraphSpec.from_dict(best.user_attrs[GRAPH_ATTR])
 
 
-def test_a_systematic_failure_stops_the_worker(tmp_path):
-    s = settings(tmp_path, space=SearchSpace(num_nodes=2, designs=("att_mse",), gates=("through",)),
-                 max_failures_in_a_row=2)  # 16 px images: an 11×11 crop never fits the 8×8 attention map
-    s = dataclasses.replace(s, space=dataclasses.replace(s.space, crop_sizes=(11,)))
-    with pytest.raises(KTGError, match="2 trials in a row failed.*crop size 11"):
-        run_search(s, progress=False)
+def test_a_systematic_failure_stops_the_worker(tmp_path, monkeypatch):
+    def broken_train(*args, **kwargs):
+        raise KTGError("the disk is full")
+
+    monkeypatch.setattr("ktg.search.objective.train", broken_train)
+    with pytest.raises(KTGError, match="2 trials in a row failed.*the disk is full"):
+        run_search(settings(tmp_path, max_failures_in_a_row=2), progress=False)
 
 
 def test_mps_is_refused_off_cuda_before_anything_is_written(tmp_path):

@@ -116,12 +116,15 @@ def run(args: argparse.Namespace) -> int:
 
     settings = search_settings_from_args(args)
     url = display_url(settings.storage_url)
-    print(f"search: study {settings.study_name!r} in {url}, {settings.space.size:.3g} graphs of "
-          f"{settings.space.num_nodes} nodes, budget {settings.trials} trials of {settings.config.epochs} epochs, "
-          f"scored on a held-out {settings.config.holdout:.0%} of the {args.dataset} training split")
+
+    def announce() -> None:
+        print(f"search: study {settings.study_name!r} in {url}, {settings.space.size:.3g} graphs of "
+              f"{settings.space.num_nodes} nodes, budget {settings.trials} trials of {settings.config.epochs} "
+              f"epochs, scored on a held-out {settings.config.holdout:.0%} of the {args.dataset} training split")
+
     try:
         study = run_search(settings, jobs_per_device=args.jobs_per_device, mps=args.mps,
-                           on_finish=log_attention_grid, progress=not args.no_progress)
+                           on_finish=log_attention_grid, progress=not args.no_progress, on_start=announce)
     except KeyboardInterrupt:
         print(f"\nktg: search interrupted; finished trials are kept in {url}, an interrupted trial is queued to "
               f"run again. Run the same command to resume.")

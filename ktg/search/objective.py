@@ -24,6 +24,9 @@ import torch
 from ktg.config import TrainConfig
 from ktg.data import Dataset
 from ktg.errors import KTGError
+from ktg.graph import default_model
+from ktg.models import create_model
+from ktg.registry import LOSS_DESIGNS
 from ktg.run_folder import RunFolder
 from ktg.search.space import SearchSpace
 from ktg.search.storage import RETRY_OF_ATTR
@@ -58,6 +61,26 @@ def failure_reason(error: BaseException, run_dir: Path | None = None) -> str:
         return str(error)
     where = f" (traceback in {RunFolder(run_dir).error_file})" if run_dir is not None else ""
     return f"{type(error).__name__}: {error}{where}"
+
+
+def check_space(space: SearchSpace, dataset: Dataset, node_options: dict[str, Any] | None = None) -> None:
+    """Refuse, before any trial, a search space whose attention crops do not fit the attention maps of its models
+    at the dataset's image size (``docs/method.md#attention-crops``): every trial that draws an attention edge
+    would fail, and the search would quietly favour the graphs without one. Each searched model is built (with
+    the nodes' options, without pretrained weights, which change no shape) and measured on one blank image."""
+    if not any(LOSS_DESIGNS[design].needs_attention for design in space.designs):
+        return
+    options = {key: value for key, value in (node_options or {}).items() if key != "pretrained"}
+    size = dataset.image_size
+    for model in dict.fromkeys(space.models or (space.model or default_model(size),)):
+        network = create_model(model, dataset.num_classes, **options).eval()
+        with torch.no_grad():
+            height, width = network(torch.zeros(1, 3, size, size)).attention.shape[-2:]
+        too_large = [k for k in space.crop_sizes if k > min(height, width)]
+        if too_large:
+            raise KTGError(f"--crop-sizes: the attention maps of {model} on {size}-px images (--image-size) are "
+                           f"{height}×{width}, too small for crop size {' '.join(map(str, too_large))}; use crop "
+                           f"sizes ≤ {min(height, width)}, larger images, or --designs without attention")
 
 
 class Objective:

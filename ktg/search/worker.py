@@ -38,12 +38,14 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from ktg.data import Dataset
 from ktg.errors import KTGError
+from ktg.io import check_writable
 from ktg.progress import Progress
 from ktg.registry import PRUNERS
 from ktg.runtime import resolve_device
 from ktg.runtime.mps import mps_daemon, running_daemon
-from ktg.search.objective import FAIL_REASON_ATTR, TRIALS_DIR, Objective
+from ktg.search.objective import FAIL_REASON_ATTR, TRIALS_DIR, Objective, check_space
 from ktg.search.results import last_value, state_counts, write_results
 from ktg.search.settings import SearchSettings, check_pruner
 from ktg.search.space import TrialSeededSampler
@@ -108,16 +110,19 @@ class Worker:
 
     Args:
         settings: see :class:`SearchSettings`.
+        dataset: the data, when the caller has loaded it already; else it is loaded from ``settings.data_source``.
         on_trial: called with the study after every trial this worker ends (progress displays).
         on_epoch: called with (trial number, epoch, metrics) after every epoch.
         on_finish: called as a trial's run finishes all its epochs (see :data:`ktg.train.FinishCallback`).
         progress: show the trainer's progress bars.
     """
 
-    def __init__(self, settings: SearchSettings, *, on_trial: Callable[[optuna.Study], None] | None = None,
+    def __init__(self, settings: SearchSettings, *, dataset: Dataset | None = None,
+                 on_trial: Callable[[optuna.Study], None] | None = None,
                  on_epoch: Callable[[int, int, dict], None] | None = None, on_finish: FinishCallback | None = None,
                  progress: bool = False) -> None:
         self.settings = settings
+        self.dataset = dataset
         self.on_trial = on_trial
         self.on_epoch = on_epoch
         self.on_finish = on_finish
@@ -128,7 +133,8 @@ class Worker:
     def run(self) -> None:
         s = self.settings
         study, storage, study_id = connect(s)
-        objective = Objective(s.space, s.data_source.load(), s.config, s.out, node_options=s.node_options,
+        dataset = self.dataset if self.dataset is not None else s.data_source.load()
+        objective = Objective(s.space, dataset, s.config, s.out, node_options=s.node_options,
                               on_epoch=self._after_epoch, on_finish=self.on_finish, progress=self.progress,
                               same_seed=s.same_seed)
         failures_in_a_row = 0
@@ -304,14 +310,18 @@ def trial_line(trial: optuna.trial.FrozenTrial) -> str:
 
 
 def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, mps: bool = False,
-               on_finish: FinishCallback | None = None, progress: bool = True) -> optuna.Study:
+               on_finish: FinishCallback | None = None, progress: bool = True,
+               on_start: Callable[[], None] | None = None) -> optuna.Study:
     """Run ``jobs_per_device`` workers on this machine (None: :func:`auto_jobs_per_device`) until the study
     holds its budget of finished trials; write the leaderboard and best graph; return the study.
 
-    With one job the worker runs in this process. With ``mps``, several workers on a GPU run side by side
-    through CUDA MPS (:func:`ktg.runtime.mps.mps_daemon`). ``on_finish`` is called as each trial's run finishes
-    all its epochs (:data:`ktg.train.FinishCallback`; a module-level function, for spawned workers). Raises
-    KeyboardInterrupt after a clean stop on Ctrl-C.
+    What can be checked is checked before anything is written: the device, that the search folder can be
+    written, the data (loaded here once), the space against the data (:func:`check_space`) and the storage.
+    Then ``on_start`` is called (the command line says what it searches) and the trials begin. With one job the
+    worker runs in this process. With ``mps``, several workers on a GPU run side by side through CUDA MPS
+    (:func:`ktg.runtime.mps.mps_daemon`). ``on_finish`` is called as each trial's run finishes all its epochs
+    (:data:`ktg.train.FinishCallback`; a module-level function, for spawned workers). Raises KeyboardInterrupt
+    after a clean stop on Ctrl-C.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     device = resolve_device(settings.config.device)
@@ -321,19 +331,25 @@ def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, 
             if jobs_per_device is None else jobs_per_device)
     if jobs < 1:
         raise KTGError(f"--jobs-per-device must be at least 1, got {jobs}")
+    check_writable(settings.out, "the search folder --out")
+    dataset = settings.data_source.load()
+    check_space(settings.space, dataset, settings.node_options)
+    study, _, _ = connect(settings, heartbeats=False)  # creates the study or checks that this command may join it
+    _check_trial_folders(study, settings.out)
+    if on_start is not None:
+        on_start()
     if jobs > 1:
         print(f"{jobs} workers on {device}, each in its own process{_sharing(device, mps)}")
     elif mps:
         print("--mps: a single worker has no one to share the GPU with; MPS is not started")
-    study, _, _ = connect(settings, heartbeats=False)  # creates the study or checks that this command may join it
-    _check_trial_folders(study, settings.out)
     display = SearchDisplay(study, settings.trials, enabled=progress, epochs=settings.config.epochs)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, StopRequest.handle) if in_main_thread else None
     StopRequest.requested = False
     try:
         if jobs == 1:
-            Worker(settings, on_trial=display.update, on_epoch=display.epoch, on_finish=on_finish).run()
+            Worker(settings, dataset=dataset, on_trial=display.update, on_epoch=display.epoch,
+                   on_finish=on_finish).run()
         else:
             with mps_daemon() if mps else contextlib.nullcontext():
                 _run_processes(settings, jobs, device, study, display, on_finish)
