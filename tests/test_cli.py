@@ -29,13 +29,6 @@ def imported_modules(path: Path) -> set[str]:
     return modules
 
 
-def test_nothing_in_the_library_imports_the_cli():
-    library = [path for path in PACKAGE.rglob("*.py") if PACKAGE / "cli" not in path.parents]
-    importers = sorted(str(path.relative_to(PACKAGE)) for path in library
-                       if any(m == "ktg.cli" or m.startswith("ktg.cli.") for m in imported_modules(path)))
-    assert importers == []
-
-
 def test_only_the_cli_imports_argparse():
     library = [path for path in PACKAGE.rglob("*.py") if PACKAGE / "cli" not in path.parents]
     assert sorted(str(path.relative_to(PACKAGE)) for path in library if "argparse" in imported_modules(path)) == []
