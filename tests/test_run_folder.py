@@ -15,7 +15,7 @@ from ktg.cli import main
 from ktg.config import TrainConfig
 from ktg.data import load_dataset
 from ktg.errors import KTGError
-from ktg.graph import dml
+from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml
 from ktg.run_folder import RunFolder
 from ktg.train import train
 
@@ -72,6 +72,17 @@ def test_restart_replaces_the_run_and_leaves_other_files(tmp_path):
     assert not (tmp_path / "eval_test.json").exists() and (tmp_path / "notes.txt").read_text() == "mine"
     with pytest.raises(KTGError, match="choose one"):
         train(narrow(dml(2)), data, again, tmp_path, progress=False, resume=True, restart=True)
+
+
+def test_a_graph_that_cannot_train_is_refused_before_the_run_folder_is_made(tmp_path, capsys):
+    graph = tmp_path / "crops.json"
+    GraphSpec((NodeSpec(), NodeSpec()), ("through", "through"), (EdgeSpec(0, 1, "att_mse", "through"),),
+              crop_sizes=(3, 11)).save(graph)
+    out = tmp_path / "run"
+    assert main([*TRAIN_ARGS, "--graph", str(graph), "--epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ktg: error: attention crop size 11 does not fit") and err.count("\n") == 1
+    assert not out.exists()
 
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path):
