@@ -400,6 +400,8 @@ def dml(num_nodes: int, model: str | None = None) -> GraphSpec:
 
 
 NAMED_GRAPHS = {"independent": independent, "dml": dml}
+#: Network nodes of a named graph, and of a searched one, when the caller gives no number (the papers' three).
+DEFAULT_NODES = 3
 
 
 def resolve_graph(name_or_path: str, num_nodes: int | None = None, model: str | None = None) -> GraphSpec:
@@ -408,7 +410,7 @@ def resolve_graph(name_or_path: str, num_nodes: int | None = None, model: str | 
     With a file, ``num_nodes`` must agree with it when given, and ``model`` replaces every node's model.
     """
     if name_or_path in NAMED_GRAPHS:
-        n = 3 if num_nodes is None else num_nodes
+        n = DEFAULT_NODES if num_nodes is None else num_nodes
         fewest = 1 if name_or_path == "independent" else 2  # one independent node is a plain ABN (a teacher)
         if n < fewest:
             raise GraphError(f"the named graph {name_or_path!r} needs --nodes ≥ {fewest}, got {n}")

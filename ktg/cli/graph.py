@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ktg.errors import KTGError
-from ktg.graph import NAMED_GRAPHS
+from ktg.graph import DEFAULT_NODES, NAMED_GRAPHS
 from ktg.viz import FIGURE_FORMATS
 
 #: Text outputs of ``ktg graph show`` and the file suffixes that choose them.
@@ -26,7 +26,7 @@ def add_parser(commands) -> None:
         "export it as Graphviz DOT or Mermaid, or print a plain-text summary (the default).")
     show.add_argument("graph", help="graph file, run or search folder (its graph.json / best_graph.json), "
                       f"or a named graph: {', '.join(NAMED_GRAPHS)}")
-    show.add_argument("--nodes", type=int, help="number of network nodes of a named graph (default 3)")
+    show.add_argument("--nodes", type=int, help=f"number of network nodes of a named graph (default {DEFAULT_NODES})")
     text_suffixes = ", ".join(" ".join(suffixes) for suffixes in TEXT_FORMATS.values())
     show.add_argument("--out", type=Path, help=f"write here; the suffix picks the format: {' '.join(FIGURE_SUFFIXES)} "
                       f"(figure), {text_suffixes} (default: print to the terminal)")

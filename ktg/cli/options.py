@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ktg.config import COMPILE_MODES, SCHEDULES, TrainConfig
+from ktg.graph import DEFAULT_NODES
 from ktg.registry import resolve
 
 
@@ -65,7 +66,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that choose the graph's size and every node's model."""
     group = parser.add_argument_group("graph and models")
-    group.add_argument("--nodes", type=int, help="number of network nodes (named graphs; default 3)")
+    group.add_argument("--nodes", type=int, help=f"number of network nodes (named graphs; default {DEFAULT_NODES})")
     with_registered(group.add_argument("--model", help="model of every node: %(registered)s (default: abn_resnet20 "
                                        "for images ≤ 64 px, else abn_resnet18)"), "ktg.models:list_models")
     group.add_argument("--width", type=int, help="base width of the models (narrow models for quick runs)")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ktg.cli.options import (add_data_arguments, add_model_arguments, add_training_arguments, data_source_from_args,
                              defaults, node_options_from_args, train_config_from_args)
+from ktg.graph import DEFAULT_NODES
 from ktg.registry import DEFAULT_CROP_SIZES, DEFAULT_TEMPERATURE, design_names, gate_names, pruner_names
 from ktg.search.settings import SearchSettings
 
@@ -88,7 +89,7 @@ def search_settings_from_args(args: argparse.Namespace):
     from ktg.search.space import SearchSpace
     from ktg.search.storage import resolve_storage_url
 
-    nodes = 3 if args.nodes is None else args.nodes
+    nodes = DEFAULT_NODES if args.nodes is None else args.nodes
     holdout = args.holdout if args.holdout is not None else DEFAULT_HOLDOUT.get(args.dataset, DEFAULT_HOLDOUT_OTHERS)
     source = data_source_from_args(args)
     config = dataclasses.replace(train_config_from_args(args, source.defaults.train), holdout=holdout)

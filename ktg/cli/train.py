@@ -9,13 +9,15 @@ from pathlib import Path
 
 from ktg.cli.options import (add_data_arguments, add_model_arguments, add_training_arguments, data_source_from_args,
                              node_options_from_args, train_config_from_args)
+from ktg.graph import NAMED_GRAPHS, resolve_graph
 
 
 def add_parser(commands) -> None:
     """Add ``train`` to the ``ktg`` subcommands."""
     parser = commands.add_parser("train", help="train one graph", description="Train one knowledge transfer graph "
                                  "and write metrics, checkpoints and TensorBoard logs into --out.")
-    parser.add_argument("--graph", default="dml", help="graph file, or a named graph: independent, dml (default: dml)")
+    parser.add_argument("--graph", default="dml", help=f"graph file, or a named graph: {', '.join(NAMED_GRAPHS)} "
+                        "(default: %(default)s)")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/<dataset>-<graph>-<time>)")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
@@ -29,7 +31,6 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ktg.graph import resolve_graph
     from ktg.run_folder import RunFolder
     from ktg.train import train
     from ktg.viz.attention import log_attention_grid
