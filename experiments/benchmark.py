@@ -24,7 +24,9 @@ eager step dispatches (views excluded): about one kernel launch each, so it show
 costs where launches dominate, as on a GPU at batch 16. Concurrent trials are K processes
 (``--jobs``) each training the random graph in fast mode at ``--jobs-batch-size`` for ``--seconds``, started
 together; their node-images/s add up. By default they take turns on a GPU; ``--mps`` measures them once more
-side by side through CUDA MPS (as ``ktg search --mps``). One process at ``--big-batch-size`` is the yardstick.
+side by side through CUDA MPS (as ``ktg search --mps``); where MPS cannot start, its rows say why and the other
+numbers stand. One process at ``--big-batch-size`` is the yardstick. On CUDA every row also records the trial's
+peak GPU memory. ``--steps-only`` times the steps alone (``experiments/gpu_check.py`` times the compiled modes so).
 
 The projection multiplies the measured costs by the search's size: ``--trials`` trials, each training on
 ``--train-images`` and evaluating on ``--val-images`` per epoch (Stanford Dogs' 50/50 search split) for the
@@ -183,11 +185,24 @@ def run_steps(step: TrainStep, batches: Iterator, count: int, iterations: Iterat
         step(images, labels, next(iterations), TOTAL_ITERATIONS)
 
 
+def peak_memory_mib(device: torch.device) -> float | None:
+    """GPU memory (MiB) this process's tensors have held at most since the last :func:`reset_peak_memory`
+    (None off CUDA)."""
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
 def step_seconds(case: Case, images: ImageSet, *, warmup: int, steps: int,
-                 repeats: int) -> tuple[list[float], int | None]:
+                 repeats: int) -> tuple[list[float], int | None, float | None]:
     """Seconds per training step of ``case``, one value per repeat of ``steps`` steps, after ``warmup`` steps;
-    and the operators of one step (None for a compiled step, whose operators are fused)."""
+    the operators of one step (None for a compiled step, whose operators are fused); and the peak GPU memory
+    of the trial in MiB (None off CUDA), the resident training images included."""
     device = torch.device(case.device)
+    reset_peak_memory(device)
     step, batches = build_trial(case, images)
     iterations = itertools.count(1)
     run_steps(step, batches, warmup, iterations)
@@ -203,7 +218,7 @@ def step_seconds(case: Case, images: ImageSet, *, warmup: int, steps: int,
         run_steps(step, batches, steps, iterations)
         synchronize(device)
         seconds.append((time.perf_counter() - start) / steps)
-    return seconds, operators
+    return seconds, operators, peak_memory_mib(device)
 
 
 def eval_node_images_per_second(case: Case, images: ImageSet, batch_size: int) -> float:
@@ -225,7 +240,8 @@ def eval_node_images_per_second(case: Case, images: ImageSet, batch_size: int) -
 
 def concurrent_worker(case: Case, warmup: int, seconds: float, threads: int, environment: dict[str, str], barrier,
                       results) -> None:
-    """One of K processes: build the trial, warm up, wait for the others, train for ``seconds``, report.
+    """One of K processes: build the trial, warm up, wait for the others, train for ``seconds``, report the
+    steps, the seconds and the peak GPU memory.
 
     ``environment`` is set before CUDA starts: the fork server may predate the MPS daemon it names."""
     os.environ.update(environment)
@@ -243,10 +259,10 @@ def concurrent_worker(case: Case, warmup: int, seconds: float, threads: int, env
             run_steps(step, batches, 1, iterations)
             steps += 1
         synchronize(device)
-        results.put((steps, time.perf_counter() - start, None))
+        results.put((steps, time.perf_counter() - start, peak_memory_mib(device), None))
     except Exception as error:  # reported as the row's error: an OOM at K = 8 must not hide K = 1, 2, 4
         barrier.abort()
-        results.put((0, 0.0, f"{type(error).__name__}: {error}"))
+        results.put((0, 0.0, None, f"{type(error).__name__}: {error}"))
 
 
 def concurrent_node_images_per_second(case: Case, jobs: int, *, warmup: int, seconds: float, threads: int | None,
@@ -269,19 +285,20 @@ def concurrent_node_images_per_second(case: Case, jobs: int, *, warmup: int, sec
     try:
         reports = [results.get(timeout=900 + seconds) for _ in workers]
     except queue.Empty:  # a worker was killed (e.g. out of host memory) before it could report
-        reports = [(0, 0.0, f"a worker died without reporting (exit codes {[w.exitcode for w in workers]})")]
+        reports = [(0, 0.0, None, f"a worker died without reporting (exit codes {[w.exitcode for w in workers]})")]
     finally:
         for worker in workers:
             worker.join(timeout=60)
             if worker.is_alive():
                 worker.terminate()
-    errors = sorted({error for _, _, error in reports if error is not None})
+    errors = sorted({error for *_, error in reports if error is not None})
     row: dict[str, Any] = {"jobs": jobs, "batch_size": case.batch_size,
                            "mps": mps is not None or running_daemon() is not None}
     if errors:
         return {**row, "error": "; ".join(errors)}
-    rates = [steps * case.batch_size * case.nodes / elapsed for steps, elapsed, _ in reports]
-    return {**row, "node_images_per_s": sum(rates), "per_job": rates}
+    rates = [steps * case.batch_size * case.nodes / elapsed for steps, elapsed, *_ in reports]
+    return {**row, "node_images_per_s": sum(rates), "per_job": rates,
+            "peak_memory_mib_per_job": [memory for _, _, memory, _ in reports]}
 
 
 # -- the search's wall-clock ---------------------------------------------------------------------------
@@ -342,11 +359,15 @@ def measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     for graph, mode, batch_size in itertools.product(GRAPHS, args.modes, args.batch_sizes):
         case = replace(base, graph=graph, mode=mode, batch_size=batch_size)
         print(f"timing {graph} {mode} batch {batch_size}", file=sys.stderr)
-        seconds, operators = step_seconds(case, images, **timing)
+        seconds, operators, memory = step_seconds(case, images, **timing)
         median = statistics.median(seconds)
         rows.append({"graph": graph, "mode": mode, "batch_size": batch_size, "step_ms": 1000 * median,
                      "step_ms_repeats": [1000 * s for s in seconds], "operators_per_step": operators,
-                     "node_images_per_s": batch_size * args.nodes / median})
+                     "node_images_per_s": batch_size * args.nodes / median, "peak_memory_mib": memory})
+    measured = {"rows": rows, "graphs": {name: benchmark_graph(replace(base, graph=name)).to_dict()
+                                         for name in GRAPHS}}
+    if args.steps_only:
+        return measured
     eval_rate = eval_node_images_per_second(base, images, args.eval_batch_size)
 
     search_case = replace(base, graph="random", mode="fast", batch_size=args.jobs_batch_size)
@@ -356,14 +377,17 @@ def measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         print(f"{jobs} concurrent trials, {args.seconds:g} s", file=sys.stderr)
         concurrency.append(concurrent_node_images_per_second(search_case, jobs, **timing))
     if args.mps and running_daemon() is None:  # (with a daemon already running, the rows above used it)
-        with mps_daemon() as variables:
-            for jobs in args.jobs:
-                print(f"{jobs} concurrent trials through CUDA MPS, {args.seconds:g} s", file=sys.stderr)
-                concurrency.append(concurrent_node_images_per_second(search_case, jobs, mps=variables, **timing))
+        try:
+            with mps_daemon() as variables:
+                for jobs in args.jobs:
+                    print(f"{jobs} concurrent trials through CUDA MPS, {args.seconds:g} s", file=sys.stderr)
+                    concurrency.append(concurrent_node_images_per_second(search_case, jobs, mps=variables, **timing))
+        except KTGError as error:  # MPS is not allowed everywhere: say so in its rows and keep every other number
+            concurrency += [{"jobs": jobs, "batch_size": args.jobs_batch_size, "mps": True, "error": str(error)}
+                            for jobs in args.jobs]
     print(f"one trial at batch {args.big_batch_size}, {args.seconds:g} s", file=sys.stderr)
     big = concurrent_node_images_per_second(replace(search_case, batch_size=args.big_batch_size), 1, **timing)
-    return {"rows": rows, "eval_node_images_per_s": eval_rate, "concurrency": concurrency, "big_batch": big,
-            "graphs": {name: benchmark_graph(replace(base, graph=name)).to_dict() for name in GRAPHS}}
+    return {**measured, "eval_node_images_per_s": eval_rate, "concurrency": concurrency, "big_batch": big}
 
 
 def row(rows: list[dict], graph: str, mode: str, batch_size: int) -> dict | None:
@@ -372,7 +396,7 @@ def row(rows: list[dict], graph: str, mode: str, batch_size: int) -> dict | None
 
 def summarise(args: argparse.Namespace, measured: dict[str, Any], judge: bool) -> dict[str, Any]:
     """Ratios, the recommended number of concurrent trials, the projection and the issue's targets, judged
-    (``met`` true or false) only if ``judge``: they were set for an H100."""
+    (``met`` true or false) only if ``judge``: they were set for a Hopper GPU (H100, H200)."""
     rows = measured["rows"]
     ratios: dict[str, float] = {}
     for graph, batch_size in itertools.product(GRAPHS, args.batch_sizes):
@@ -387,6 +411,8 @@ def summarise(args: argparse.Namespace, measured: dict[str, Any], judge: bool) -
         if heavy_row["operators_per_step"] and independent_row["operators_per_step"]:
             ratios[f"heavy/independent operators per step, {mode}, batch {batch_size}"] = \
                 heavy_row["operators_per_step"] / independent_row["operators_per_step"]
+    if "concurrency" not in measured:  # --steps-only
+        return {"ratios": ratios}
 
     ok = [r for r in measured["concurrency"] if "node_images_per_s" in r]
     best_rate = max((r["node_images_per_s"] for r in ok), default=math.nan)
@@ -431,6 +457,11 @@ def finite_or_none(data: Any) -> Any:
     return data
 
 
+def is_hopper(device: torch.device) -> bool:
+    """Whether ``device`` is a Hopper GPU (compute capability 9.x: H100, H200), the GPUs the targets are set for."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9
+
+
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -444,14 +475,18 @@ def print_table(results: dict[str, Any]) -> None:
           f"{settings['classes']} classes")
     for mode in settings["modes"]:
         print(f"  {mode:<10} {results['modes'][mode]}")
-    print(f"\n{'graph':<12}{'mode':<11}{'batch':>6}{'step ms':>10}{'node-img/s':>12}{'ops/step':>10}")
+    print(f"\n{'graph':<12}{'mode':<11}{'batch':>6}{'step ms':>10}{'node-img/s':>12}{'ops/step':>10}"
+          f"{'peak MiB':>10}")
     for r in results["rows"]:
         operators = "—" if r["operators_per_step"] is None else r["operators_per_step"]
+        memory = "—" if r["peak_memory_mib"] is None else f"{r['peak_memory_mib']:.0f}"
         print(f"{r['graph']:<12}{r['mode']:<11}{r['batch_size']:>6}{r['step_ms']:>10.1f}"
-              f"{r['node_images_per_s']:>12.0f}{operators:>10}")
+              f"{r['node_images_per_s']:>12.0f}{operators:>10}{memory:>10}")
     print()
     for name, value in summary["ratios"].items():
         print(f"  {name:<60}{value:>7.2f}×")
+    if "concurrency" not in results:  # --steps-only
+        return
     print(f"\nconcurrent trials ({settings['nodes']} nodes, random graph, fast), aggregate node-img/s:")
     for r in results["concurrency"] + [results["big_batch"]]:
         label = f"{r['jobs']} × batch {r['batch_size']}{', MPS' if r['mps'] else ''}"
@@ -465,7 +500,7 @@ def print_table(results: dict[str, Any]) -> None:
           f"  an epoch trains {p['train_images_per_epoch']} images in {p['train_epoch_seconds']:.1f} s "
           f"(--jobs-per-device {p['jobs']}) and evaluates {p['val_images_per_epoch']} in "
           f"{p['eval_epoch_seconds']:.1f} s: {p['hours']:.1f} h")
-    print("\nthe issue's targets, set for an H100 (judged only on one):")
+    print("\nthe issue's targets, set for a Hopper GPU, H100 or H200 (judged only on one):")
     for t in summary["targets"]:
         verdict = {True: "met", False: "NOT met", None: ""}[t["met"]]
         sign = "≤" if t["at_most"] else "≥"
@@ -497,6 +532,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mps", action="store_true", help="also measure the concurrent trials side by side "
                         "through CUDA MPS (a private daemon, quit at the end; as ktg search --mps)")
     parser.add_argument("--seconds", type=float, help="seconds each concurrency run trains (default: 30; --quick: 1)")
+    parser.add_argument("--steps-only", action="store_true", help="time the training steps only: no evaluation, "
+                        "concurrent trials, yardstick, projection or targets")
     group = parser.add_argument_group("projection (SPEC §5 search)")
     group.add_argument("--trials", type=int, default=6000, help="(default: 6000)")
     group.add_argument("--train-images", type=int, default=6000, help="per epoch (default: 6000, Dogs' 50 %% split)")
@@ -544,7 +581,7 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     measured = measure(args, device)
     name = describe_device(device)
-    summary = summarise(args, measured, judge="H100" in name)
+    summary = summarise(args, measured, judge=is_hopper(device))
     model = benchmark_graph(base_case(args, device)).nodes[0].model
     results = {
         "device": name, "torch": torch.__version__,

@@ -220,8 +220,12 @@ def train_one_epoch(
     over the training split (see :func:`bootstrap_counts`). ``progress``: a bar over the batches on a terminal.
 
     Nothing is read back from the device inside the loop: per-edge sums stay on the device and are read
-    once at the end (which is also where a non-finite loss is detected).
+    once at the end (which is also where a non-finite loss is detected). On CUDA the stats also hold the
+    epoch's peak GPU memory in MiB (what bounds the trials that fit on one GPU).
     """
+    on_cuda = loader.device.type == "cuda"
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats(loader.device)
     graph.train()
     names: list[str] = []
     loss_sums = weight_sums = None
@@ -247,12 +251,14 @@ def train_one_epoch(
     bad = [name for name, value in zip(names, mean_losses) if not math.isfinite(value)]
     if bad:
         raise NonFiniteLossError(epoch + 1, bad)
+    memory = {"peak_memory_mib": torch.cuda.max_memory_allocated(loader.device) / 2**20} if on_cuda else {}
     return {
         "train_loss": sum(mean_losses),
         "losses": dict(zip(names, mean_losses)),
         "gate_weights": dict(zip(names, mean_weights)),
         "train_seconds": seconds,
         "images_per_second": loader.num_images / seconds,
+        **memory,
     }
 
 
