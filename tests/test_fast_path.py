@@ -2,8 +2,8 @@
 (CUDA: fused) SGD against fp32 + NCHW + for-loop SGD, the compiled step against the eager one, and no host reads
 inside a step.
 
-Every test that takes ``device`` also runs on a CUDA GPU when there is one (CI has none; run
-``pytest tests/test_fast_path.py`` on a GPU machine): there it checks what only a GPU can show, that a step
+Every test that takes ``device`` also runs on a CUDA GPU when there is one (CI has none; on a GPU machine run
+``pytest -m cuda`` or ``experiments/gpu_check.py``): there it checks what only a GPU can show, that a step
 never synchronises with the host, that ``--deterministic`` repeats bit for bit, and that CUDA graphs replay the
 eager step.
 """
@@ -29,10 +29,9 @@ from ktg.runtime import configure_kernels
 from ktg.train import make_train_step
 
 CLASSES = 5
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-@pytest.fixture(params=["cpu", pytest.param("cuda", marks=needs_cuda)])
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def device(request) -> torch.device:
     return torch.device(request.param)
 
@@ -168,7 +167,7 @@ def test_a_training_step_reads_nothing_back_to_the_host(fast, device):
             torch.cuda.set_sync_debug_mode("default")
 
 
-@needs_cuda
+@pytest.mark.cuda
 def test_cuda_graphs_replay_the_eager_step():
     device = torch.device("cuda")
     eager = KnowledgeTransferGraph(mixed_spec(), nodes(seed=0))
