@@ -31,14 +31,13 @@ the folder, and name it with ``--wheels`` there (docs/performance.md has the exa
     python3 experiments/gpu_check.py --wheels .whl --out $OUT     # there: ~8 minutes on an H200
     python experiments/gpu_check.py --device cpu --quick --out /tmp/check   # anywhere, about a minute (CI)
 
-This script itself imports nothing beyond the standard library until a step needs it, so that wheels are in
-place before any step runs and this process never holds a CUDA context (MPS daemons start from here).
+This script imports nothing beyond the standard library until the wheels are in place, and it never starts
+CUDA itself (MPS daemons start from here): every step is a process of its own.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import importlib.metadata
 import json
@@ -120,6 +119,8 @@ class Check:
         }
 
     def save(self) -> None:
+        from ktg.io import write_json
+
         write_json(self.args.out / "gpu_check.json", self.results)
 
     def run(self, name: str, command: list[str], *, step: str | None = None,
@@ -204,13 +205,6 @@ def quit_new_mps_daemons(before: set[Path], env: dict[str, str]) -> None:
         if control and (folder / "pipe" / "control").exists():
             subprocess.run([control], input="quit\n", text=True, timeout=30, capture_output=True,
                            env={**env, "CUDA_MPS_PIPE_DIRECTORY": str(folder / "pipe")})
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` atomically (ktg's own writer needs torch; this process imports only the standard library)."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
 
 
 # -- the steps -----------------------------------------------------------------------------------------
@@ -314,11 +308,7 @@ def test_checks(tests: list[dict[str, str]] | None) -> list[dict[str, Any]]:
 def prepare_data(check: Check) -> tuple[Path, Path]:
     """The synthetic photo tree and the heavy graph's file, both in the work folder. (The tree puts every fifth
     image in ``test/`` and image i in class i mod classes: a class count prime to 5 gives every class both.)"""
-    sys.path.insert(0, str(EXPERIMENTS))
-    sys.path.insert(0, str(ROOT))
-    from benchmark import (
-        heavy,  # imports torch (never CUDA): only here, after the wheels are in place
-    )
+    from benchmark import heavy
     from benchmark_data import write_tree
 
     tree, graph = check.work / "photos", check.work / "heavy.json"
@@ -341,8 +331,10 @@ def run_train(check: Check, tree: Path, graph: Path) -> None:
     record = check.run("train", check.ktg("train", "--graph", str(graph), "--epochs", "2", "--out", str(out),
                                           *data_options(check, tree)))
     if record["status"] == "ok":
-        final = json.loads((out / "metrics.json").read_text())
-        epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        from ktg.run_folder import RunFolder
+
+        run = RunFolder(out)
+        final, epochs = run.read_metrics(), run.read_epochs()
         check.results["train"] = {
             "ensemble_accuracy": final["ensemble_accuracy"], "node_accuracy": final["node_accuracy"],
             "epochs": [{key: epoch.get(key) for key in ("epoch", "train_seconds", "images_per_second",
@@ -371,17 +363,18 @@ def run_search(check: Check, tree: Path) -> None:
 
 
 def read_search(out: Path, mps: bool) -> dict[str, Any]:
-    """The finished search's trials: state, accuracy, epochs and each epoch's peak GPU memory."""
-    with (out / "leaderboard.csv").open(newline="", encoding="utf-8") as table:
-        rows = list(csv.DictReader(table))
+    """The finished search's trials, read from its study: state, accuracy, epochs and peak GPU memory."""
+    from ktg.run_folder import RunFolder
+    from ktg.search.objective import RUN_DIR_ATTR
+    from ktg.search.results import last_value
+    from ktg.search.storage import load_study, resolve_storage_url
+
     trials = []
-    for row in rows:
-        metrics = out / "trials" / row["trial"] / "metrics.jsonl"
-        epochs = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+    for trial in load_study(resolve_storage_url(None, out), None).get_trials(deepcopy=False):
+        epochs = RunFolder(trial.user_attrs[RUN_DIR_ATTR]).read_epochs() if RUN_DIR_ATTR in trial.user_attrs else []
         peaks = [epoch["peak_memory_mib"] for epoch in epochs if "peak_memory_mib" in epoch]
-        trials.append({"trial": int(row["trial"]), "state": row["state"], "epochs": len(epochs),
-                       "ensemble_accuracy": float(row["ensemble_accuracy"]) if row["ensemble_accuracy"] else None,
-                       "peak_memory_mib": max(peaks) if peaks else None, "note": row["note"]})
+        trials.append({"trial": trial.number, "state": trial.state.name.lower(), "epochs": len(epochs),
+                       "ensemble_accuracy": last_value(trial), "peak_memory_mib": max(peaks) if peaks else None})
     return {"mps": mps, "trials": trials}
 
 
@@ -563,7 +556,9 @@ def child_environment(args: argparse.Namespace, work: Path) -> dict[str, str]:
     and the driver's folders on PATH when nvidia-cuda-mps-control is not on it. ``--quick`` runs on one thread
     per process: its tiny models on a busy CPU otherwise spend their time handing work between threads."""
     paths = [str(install_wheels(args.wheels, work))] if args.wheels else []
-    paths += [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    paths.append(str(ROOT))
+    sys.path[:0] = [*paths, str(EXPERIMENTS)]  # this process reads the runs through ktg (it never starts CUDA)
+    paths += filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
     if args.quick:
         env.setdefault("OMP_NUM_THREADS", "1")

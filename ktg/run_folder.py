@@ -135,6 +135,13 @@ class RunFolder:
         """metrics.json: the final metrics of an ended run."""
         return read_json(self.path / _METRICS, "run metrics")
 
+    def read_epochs(self) -> list[dict[str, Any]]:
+        """metrics.jsonl: the record of every finished epoch, in order (none for a run that finished none)."""
+        path = self.path / _METRICS_LOG
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
     def read_split(self) -> dict[str, Any] | None:
         """split.json (``holdout``, ``seed``, ``train_indices``, ``val_indices``), or None for a run without one."""
         path = self.path / _SPLIT
