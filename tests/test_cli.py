@@ -207,3 +207,25 @@ def test_a_search_refuses_bad_input_before_it_writes_anything(tmp_path, monkeypa
     assert main(command) == 2
     assert message in one_error_line(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize("error, expected", [
+    (PermissionError(13, "Permission denied", "/data/run"), "ktg: error: /data/run: Permission denied"),
+    (ModuleNotFoundError("No module named 'h5py'", name="h5py"), "ktg: error: No module named 'h5py' (a package"),
+])
+def test_an_error_of_the_environment_is_one_line(monkeypatch, capsys, error, expected):
+    def failing(args):
+        raise error
+
+    monkeypatch.setattr("ktg.cli.eval.run", failing)
+    assert main(["eval", "--run", "somewhere"]) == 2
+    assert one_error_line(capsys).startswith(expected)
+
+
+def test_a_missing_module_of_ktg_itself_keeps_its_traceback(monkeypatch):
+    def failing(args):
+        raise ModuleNotFoundError("No module named 'ktg.nowhere'", name="ktg.nowhere")
+
+    monkeypatch.setattr("ktg.cli.eval.run", failing)
+    with pytest.raises(ModuleNotFoundError):
+        main(["eval", "--run", "somewhere"])

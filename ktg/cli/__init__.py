@@ -52,11 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nktg: interrupted", file=sys.stderr)
         return 130
     except OSError as error:  # a folder that cannot be written, a disk that is full: the environment, not ktg
-        return fail(f"{error.filename}: {error.strerror}" if error.filename and error.strerror else str(error))
+        return fail(f"{error.filename}: {error.strerror}" if error.filename and error.strerror else first_line(error))
     except ImportError as error:
-        if (error.name or "ktg").partition(".")[0] == "ktg":
+        if (error.name or "").partition(".")[0] == "ktg":
             raise  # a module of ktg itself is missing: a bug or a broken install, whose traceback helps
-        return fail(f"{error} (an optional package that this command needs is not installed; pip install it)")
+        return fail(f"{first_line(error)} (a package this command needs is not installed: pip install it)")
     except Exception as error:
         if not _out_of_memory(error):
             raise
@@ -68,6 +68,11 @@ def fail(message: str) -> int:
     """Print ``message`` as ktg's one-line error and return the exit status of a user error."""
     print(f"ktg: error: {message}", file=sys.stderr)
     return 2
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (or its type when it has none)."""
+    return next(iter(str(error).splitlines()), "") or type(error).__name__
 
 
 def _out_of_memory(error: Exception) -> bool:
