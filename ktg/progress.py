@@ -28,7 +28,7 @@ class Progress:
 
     def __init__(self, total: int, *, desc: str, unit: str, initial: int = 0, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.bars = enabled and sys.stderr.isatty()  # the one place that chooses bars or lines
+        self.bars = bars_wanted(enabled)
         self.bar = tqdm(total=total, initial=min(initial, total), desc=desc, unit=unit, disable=not self.bars,
                         dynamic_ncols=True)
 
@@ -77,9 +77,14 @@ class Progress:
         self.close()
 
 
+def bars_wanted(enabled: bool = True) -> bool:
+    """Whether progress is drawn as bars: it is wanted and stderr is a terminal (else: lines, or nothing)."""
+    return enabled and sys.stderr.isatty()
+
+
 def inner_bar(iterable: Iterable[T], *, total: int, desc: str, unit: str, enabled: bool = True) -> Iterable[T]:
     """``iterable`` with a bar that goes away when it ends, on a terminal and when ``enabled``; as it is in a log,
     which gets no line for the steps of a unit."""
-    if not (enabled and sys.stderr.isatty()):
+    if not bars_wanted(enabled):
         return iterable
     return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)

@@ -3,8 +3,9 @@
 Each command module adds its parser with ``add_parser(commands)`` and runs with ``run(args)``; nothing in the
 library imports this package. Building the parsers imports no framework (torch, Optuna, matplotlib,
 TensorBoard): defaults and choices come from torch-free modules (:mod:`ktg.config`, :mod:`ktg.registry`,
-:mod:`ktg.search.settings`), so ``ktg --help``, ``ktg --version`` and a mistyped option answer at once; a
-command imports what it needs when it runs.
+:mod:`ktg.graph`, :mod:`ktg.search.settings`), and dataset and model names are looked up only when a help text
+shows them, so ``ktg --help``, ``ktg --version`` and a mistyped option answer at once; a command imports what
+it needs when it runs.
 """
 
 from __future__ import annotations
