@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ktg.cli.options import (add_data_arguments, add_model_arguments, add_training_arguments, data_source_from_args,
-                             defaults, node_options_from_args, train_config_from_args)
+from ktg.cli.options import (
+    add_data_arguments,
+    add_model_arguments,
+    add_training_arguments,
+    data_source_from_args,
+    defaults,
+    node_options_from_args,
+    train_config_from_args,
+)
 from ktg.graph import DEFAULT_NODES
 from ktg.registry import DEFAULT_CROP_SIZES, DEFAULT_TEMPERATURE, design_names, gate_names, pruner_names
 from ktg.search.settings import SearchSettings

@@ -27,8 +27,7 @@ def add_parser(commands) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from ktg.search.results import (best_trial, export_graph, format_table, leaderboard, state_counts,
-                                    write_leaderboard)
+    from ktg.search.results import best_trial, export_graph, format_table, leaderboard, state_counts, write_leaderboard
     from ktg.search.storage import SETTINGS_ATTR, display_url, load_study, resolve_storage_url
 
     if args.top < 0:

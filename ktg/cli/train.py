@@ -7,8 +7,14 @@ import sys
 import time
 from pathlib import Path
 
-from ktg.cli.options import (add_data_arguments, add_model_arguments, add_training_arguments, data_source_from_args,
-                             node_options_from_args, train_config_from_args)
+from ktg.cli.options import (
+    add_data_arguments,
+    add_model_arguments,
+    add_training_arguments,
+    data_source_from_args,
+    node_options_from_args,
+    train_config_from_args,
+)
 from ktg.graph import NAMED_GRAPHS, resolve_graph
 
 
