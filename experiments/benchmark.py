@@ -1,13 +1,13 @@
 """Training throughput of ktg on one device: the fast path against the public code's settings, several trials
-sharing the device, and the wall-clock the SPEC §5 search would take on it.
+sharing the device, and the wall-clock the papers' search (docs/method.md#search) would take on it.
 
 Everything runs ktg's own training step (:func:`ktg.train.make_train_step`) on batches cut and augmented by
-:class:`~ktg.data.loader.BatchLoader` from synthetic uint8 images resident on the device (SPEC §5 transform:
+:class:`~ktg.data.loader.BatchLoader` from synthetic uint8 images resident on the device (the reference recipe's transform, docs/method.md#reference-protocol:
 RandomResizedCrop(ratio 1-1.3) + flip). Three graphs of N ABN nodes:
 
 - ``independent``: label edges only;
 - ``heavy``: every network edge ``prob_kl+att_mse`` with gate ``through`` (the most work a graph can ask for);
-- ``random``: trial 0 of a search with ``--graph-seed``, drawn from the SPEC §4 space as ``ktg search`` draws it.
+- ``random``: trial 0 of a search with ``--graph-seed``, drawn from the papers' space (docs/method.md#search) as ``ktg search`` draws it.
 
 Two modes (``--modes``; add ``compiled`` or ``cudagraphs`` to measure ``--compile``):
 
@@ -114,7 +114,7 @@ def heavy(num_nodes: int) -> GraphSpec:
 
 
 def random_graph(num_nodes: int, seed: int) -> GraphSpec:
-    """Trial 0 of a ``ktg search --seed seed``: a graph drawn uniformly from the SPEC §4 space."""
+    """Trial 0 of a ``ktg search --seed seed``: a graph drawn uniformly from the papers' search space."""
     import optuna
 
     from ktg.search.space import SearchSpace, TrialSeededSampler
@@ -534,7 +534,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, help="seconds each concurrency run trains (default: 30; --quick: 1)")
     parser.add_argument("--steps-only", action="store_true", help="time the training steps only: no evaluation, "
                         "concurrent trials, yardstick, projection or targets")
-    group = parser.add_argument_group("projection (SPEC §5 search)")
+    group = parser.add_argument_group("projection (the papers' search: docs/method.md#search)")
     group.add_argument("--trials", type=int, default=6000, help="(default: 6000)")
     group.add_argument("--train-images", type=int, default=6000, help="per epoch (default: 6000, Dogs' 50 %% split)")
     group.add_argument("--val-images", type=int, default=6000, help="per epoch (default: 6000)")

@@ -1,7 +1,7 @@
 """Chains of graphs: a run made of stages, where a finished stage's nodes teach the next stage as frozen nodes.
 
-Teacher → assistant → student compression (seed 003) and distilling the ensemble of a finished graph into one
-student (seed 000) are both chains. A chain file is JSON::
+Teacher → assistant → student compression and distilling the ensemble of a finished graph into one student
+(``docs/method.md#ensemble-node``) are both chains. A chain file is JSON::
 
     {"format": "ktg.chain", "version": 1,
      "train": {"epochs": 10, "batch_size": 64},              # defaults for every stage (TrainConfig fields)

@@ -1,4 +1,4 @@
-"""Attention Branch Networks on ResNet backbones (SPEC §1), ImageNet style and CIFAR style.
+"""Attention Branch Networks on ResNet backbones (``docs/method.md#nodes``), ImageNet style and CIFAR style.
 
 Both styles are one class, :class:`ABNResNet`: a shared trunk (stem and all stages but the last), an
 attention branch built on a stride-1 copy of the last stage, and a perception branch that runs the last
@@ -51,7 +51,7 @@ def _make_stage(block: Block, inplanes: int, planes: int, blocks: int, stride: i
 
 
 class ABNResNet(nn.Module):
-    """An Attention Branch Network on a ResNet (Fukui et al., CVPR 2019; SPEC §1).
+    """An Attention Branch Network on a ResNet (Fukui et al., CVPR 2019; ``docs/method.md#nodes``).
 
     Args:
         block: the residual block type, torchvision's ``BasicBlock`` or ``Bottleneck``.

@@ -1,7 +1,7 @@
 """Where each node looks: attention maps overlaid on the images every node saw.
 
 :func:`attention_grid` draws one row per image and one column per node (after a column with the plain input,
-and before one for the ensemble node, whose map is the mean of its members' maps, SPEC §1). Each map is
+and before one for the ensemble node, whose map is the mean of its members' maps, ``docs/method.md#ensemble-node``). Each map is
 upsampled bilinearly to the model's input and laid over it with a colour map; each cell's title says the
 node's prediction and whether it is right. :func:`attention_grid_for_run` does the same for a saved run, and
 :func:`log_attention_grid` puts the grid into a run's TensorBoard log at the end of training.
