@@ -38,8 +38,10 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Collect finished runs into the papers' tables (mean ± std over seeds).")
-    parser.add_argument("runs", type=Path, help="the folder run.py wrote into (its --runs; default there: runs/experiments)")
+    parser = argparse.ArgumentParser(
+        description="Collect finished runs into the papers' tables (mean ± std over seeds).")
+    parser.add_argument("runs", type=Path,
+                        help="the folder run.py wrote into (its --runs; default there: runs/experiments)")
     parser.add_argument("--configs", type=Path, nargs="+", default=[CONFIGS],
                         help="config files or folders of them (default: experiments/configs)")
     parser.add_argument("--out", type=Path, help="folder for results.md and results.csv (default: RUNS)")

@@ -79,7 +79,8 @@ def frozen_teacher(workdir: Path) -> GraphSpec:
     options = {"base_width": 8}
     weights = workdir / "teacher.pt"
     torch.save(create_model("abn_resnet20", CLASSES, **options).state_dict(), weights)
-    nodes = (NodeSpec("abn_resnet20", options, {"file": str(weights)}, frozen=True),) + (NodeSpec("abn_resnet20", options),) * 2
+    teacher = NodeSpec("abn_resnet20", options, {"file": str(weights)}, frozen=True)
+    nodes = (teacher,) + (NodeSpec("abn_resnet20", options),) * 2
     return graph_of([EdgeSpec(s, t, "prob_kl", "through") for s, t in pairs(3) if t != 0],
                     ("cutoff", "through", "through"), nodes)
 

@@ -118,11 +118,13 @@ def load_config(path: str | Path) -> Config:
     if "out" in data["args"]:
         raise ConfigError(f"{path}: args: leave out 'out'; the config's top-level 'out' sets it")
     seeds = data["seeds"]
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+    if not isinstance(seeds, list) or not seeds or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ConfigError(f"{path}: seeds: expected a non-empty list of integers")
     reference = data.get("reference", [])
     if not isinstance(reference, list) or not all(
-            isinstance(r, dict) and {"match", "source", "ensemble"} <= set(r) <= {"match", "source", "ensemble", "node_mean"}
+            isinstance(r, dict)
+            and {"match", "source", "ensemble"} <= set(r) <= {"match", "source", "ensemble", "node_mean"}
             and isinstance(r["match"], dict) for r in reference):
         raise ConfigError(f"{path}: reference: expected a list of {{match, source, ensemble[, node_mean]}} objects")
     for r in reference:

@@ -69,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         config = load_config(args.config)
-        runs = args.runs or (Path(tempfile.mkdtemp(prefix="ktg-dry-run-")) if args.dry_run else Path("runs/experiments"))
+        runs = args.runs or (
+            Path(tempfile.mkdtemp(prefix="ktg-dry-run-")) if args.dry_run else Path("runs/experiments"))
         jobs = expand(config, runs, data=args.data, overrides=dict(args.set), seeds=args.seeds)
         for job in jobs:  # --set may have made a command line ktg rejects: say so before anything runs
             check_argv(job)
@@ -79,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         jobs = [dry_run_job(job) for job in jobs if job.seed == jobs[0].seed]
         jobs = jobs if args.all else jobs[:1]
-    print(f"{config.title}\n{config.path}: {len(jobs)} command(s), runs under {runs}" + (" (dry run)" if args.dry_run else ""))
+    print(f"{config.title}\n{config.path}: {len(jobs)} command(s), runs under {runs}"
+          + (" (dry run)" if args.dry_run else ""))
     if config.notes:
         print(f"note: {config.notes}")
     for number, job in enumerate(jobs, 1):

@@ -97,7 +97,8 @@ def test_merit_gates_weight_distillation_up_where_the_teacher_is_right_and_label
     outputs = graph(images)
     losses = graph.losses(outputs, labels, 1, 1)
     right = (outputs[0].logits.argmax(1) == labels).float()
-    assert losses.gate_weights["label→1 abn_ce/merit_label"].item() == pytest.approx((1 - d * (2 * right - 1)).mean().item())
+    expected = (1 - d * (2 * right - 1)).mean().item()
+    assert losses.gate_weights["label→1 abn_ce/merit_label"].item() == pytest.approx(expected)
     with pytest.raises(GraphError, match="'merit_label' needs exactly one 'merit' edge"):
         GraphSpec((NodeSpec(),) * 2, ("through", "merit_label"))
     with pytest.raises(GraphError, match="'merit' is not allowed"):

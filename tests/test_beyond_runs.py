@@ -60,7 +60,8 @@ def test_chains_train_every_stage(tmp_path, name, data, capsys):
 
 @pytest.mark.parametrize("name", ["temperature", "hint", "bagging"])
 def test_graph_files_train(tmp_path, name):
-    assert main(["train", "--graph", str(BEYOND / f"{name}.json"), "--epochs", "1", "--out", str(tmp_path), *DIGITS]) == 0
+    graph = BEYOND / f"{name}.json"
+    assert main(["train", "--graph", str(graph), "--epochs", "1", "--out", str(tmp_path), *DIGITS]) == 0
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     losses = record["losses"]
     spec = GraphSpec.load(tmp_path / "graph.json")

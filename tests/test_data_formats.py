@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-
 from dataset_trees import (
     dog_folder,
     write_cars_all_in_one,
@@ -22,6 +21,7 @@ from dataset_trees import (
     write_imagefolder,
     write_jpeg,
 )
+
 from ktg.data import load_dataset
 from ktg.errors import KTGError
 
@@ -53,7 +53,8 @@ def test_photo_datasets_read_classes_counts_and_sizes(tmp_path: Path, name: str,
     # At 32-pixel inputs photos are kept up to 129 (ratio (1, 1.3)) or 131 pixels on the shorter side: as they are.
     assert dataset.info["cache_size"] == (131 if name == "imagefolder" else 129)
     assert torch.equal(dataset.train.images.sizes, dataset.train.original_sizes)
-    assert dataset.eval_transform(dataset.test.images, original_sizes=dataset.test.original_sizes).shape == (6, 3, 32, 32)
+    evaluated = dataset.eval_transform(dataset.test.images, original_sizes=dataset.test.original_sizes)
+    assert evaluated.shape == (6, 3, 32, 32)
     # The first class is reddish-dark (R = 0): the cache kept the colours and the channel order.
     first = dataset.train.images.image(0).float()
     assert first[0].mean() < 40 and first[2].mean() > 120
@@ -61,7 +62,8 @@ def test_photo_datasets_read_classes_counts_and_sizes(tmp_path: Path, name: str,
 
 @pytest.mark.parametrize("where", ["parent", "itself"])
 def test_roots_may_be_the_dataset_folder_or_its_parent(tmp_path: Path, where: str) -> None:
-    for name, writer, folder in [("cub200", write_cub, "CUB_200_2011"), ("stanford_cars", write_cars_torchvision, "stanford_cars")]:
+    for name, writer, folder in [("cub200", write_cub, "CUB_200_2011"),
+                                 ("stanford_cars", write_cars_torchvision, "stanford_cars")]:
         root = writer(tmp_path / name)
         assert len(load(name, root if where == "parent" else root / folder, tmp_path).train) == 9
     dogs = write_dogs(tmp_path / "dogs" / "stanford_dogs")
@@ -75,7 +77,8 @@ def test_cifar_pickles(tmp_path: Path) -> None:
     assert cifar10.train.classes[:2] == ["thing_0", "thing_1"] and len(cifar10.train.classes) == 10
     assert (len(cifar10.train), len(cifar10.test)) == (10 * 4 * 5, 10 * 2)  # five data batches
     assert cifar10.train.images.shape[1:] == (3, 32, 32) and cifar10.train.original_sizes is None
-    cifar100 = load_dataset("cifar100", write_cifar(tmp_path / "c100", classes=100, per_class=2, per_class_test=1) / "cifar-100-python")
+    c100 = write_cifar(tmp_path / "c100", classes=100, per_class=2, per_class_test=1)
+    cifar100 = load_dataset("cifar100", c100 / "cifar-100-python")
     assert len(cifar100.train.classes) == 100 and (len(cifar100.train), len(cifar100.test)) == (200, 100)
     assert torch.bincount(cifar100.train.labels).tolist() == [2] * 100
     with pytest.raises(KTGError, match="32×32"):
@@ -139,7 +142,8 @@ def test_dogs_labels_out_of_range_and_lists_that_disagree(tmp_path: Path) -> Non
     root = write_dogs(tmp_path / "data")
     entries = [(f"{dog_folder(c)}/{dog_folder(c).split('-')[0]}_{i}.jpg", c + 1) for c in range(3) for i in range(3)]
     for bad_label, pattern in [(0, r"gives label 0 to .*_0\.jpg, outside 1\.\.3"), (4, "gives label 4 to"),
-                               (2, r"label 1 to n02000000-Breed_0/n02000000_1.jpg, but other images of 'n02000000-Breed_0' have label 2")]:
+                               (2, r"label 1 to n02000000-Breed_0/n02000000_1.jpg, "
+                                   r"but other images of 'n02000000-Breed_0' have label 2")]:
         write_dogs_list(root / "lists" / "train_list.mat", [(entries[0][0], bad_label)] + entries[1:])
         with pytest.raises(KTGError, match=pattern):
             load("stanford_dogs", root, tmp_path)
@@ -156,10 +160,12 @@ def test_cub_lists_that_disagree(tmp_path: Path) -> None:
     folder = root / "CUB_200_2011"
     labels = (folder / "image_class_labels.txt").read_text()
     (folder / "image_class_labels.txt").write_text(labels.replace("\n6 2\n", "\n6 7\n"))
-    with pytest.raises(KTGError, match=r"image_class_labels.txt gives label 7 to 002\.Bird_1/Bird_1_0000_6\.jpg, outside 1\.\.3"):
+    with pytest.raises(KTGError,
+                       match=r"image_class_labels.txt gives label 7 to 002\.Bird_1/Bird_1_0000_6\.jpg, outside 1\.\.3"):
         load("cub200", root, tmp_path)
     (folder / "image_class_labels.txt").write_text(labels.replace("\n6 2\n", "\n"))
-    with pytest.raises(KTGError, match=r"image_class_labels.txt and .*images.txt list different image ids \(1 differ, e.g. id 6\)"):
+    with pytest.raises(KTGError, match=r"image_class_labels.txt and .*images.txt list different image ids "
+                                       r"\(1 differ, e.g. id 6\)"):
         load("cub200", root, tmp_path)
     (folder / "image_class_labels.txt").write_text(labels)
     (folder / "classes.txt").write_text((folder / "classes.txt").read_text() + "4 004.Bird_3\n")

@@ -22,7 +22,8 @@ def test_a_source_round_trips_through_its_json_form_and_loads_what_it_says():
 def test_digits_suggest_narrow_nodes_and_an_option_given_wins(tmp_path):
     assert dataset_defaults("digits").with_node_options({"base_width": 4}) == {"base_width": 4}
     assert main(["train", "--dataset", "digits", "--image-size", "8", "--holdout", "0.95", "--nodes", "2",
-                 "--epochs", "1", "--batch-size", "32", "--device", "cpu", "--no-progress", "--out", str(tmp_path)]) == 0
+                 "--epochs", "1", "--batch-size", "32", "--device", "cpu", "--no-progress",
+                 "--out", str(tmp_path)]) == 0
     run = RunFolder(tmp_path)
     assert {node.options["base_width"] for node in run.read_graph().nodes} == {8}
     assert DataSource.from_dict(run.read_config()["data"]) == DataSource("digits", image_size=8)

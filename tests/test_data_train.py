@@ -6,8 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
+from dataset_trees import (
+    write_cars_all_in_one,
+    write_cars_torchvision,
+    write_cifar,
+    write_cub,
+    write_dogs,
+    write_imagefolder,
+)
 
-from dataset_trees import write_cars_all_in_one, write_cars_torchvision, write_cifar, write_cub, write_dogs, write_imagefolder
 from ktg.cli import main
 
 PHOTO = ["--model", "abn_resnet18", "--image-size", "64", "--batch-size", "4"]
@@ -41,4 +48,5 @@ def test_a_wrong_root_is_one_line_and_exit_status_2(tmp_path: Path, capsys: pyte
     status = main(["train", "--dataset", "stanford_dogs", "--data-root", str(tmp_path), "--epochs", "1",
                    "--device", "cpu", "--out", str(tmp_path / "run"), "--no-progress"])
     error = capsys.readouterr().err.strip()
-    assert status == 2 and "\n" not in error and f"expected {tmp_path / 'lists' / 'train_list.mat'}, which does not exist" in error
+    assert status == 2 and "\n" not in error
+    assert f"expected {tmp_path / 'lists' / 'train_list.mat'}, which does not exist" in error

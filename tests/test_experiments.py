@@ -48,7 +48,8 @@ def test_every_config_loads_and_every_command_parses(path):
 def test_the_reference_protocol_is_the_papers():
     args = protocols.load_config(EXPERIMENTS / "configs" / "dogs_baselines.json").args
     assert args["model"] == "abn_resnet18" and args["no-attention-residual"] is True
-    assert (args["lr"], args["momentum"], args["weight-decay"], args["batch-size"], args["epochs"]) == (0.1, 0.9, 1e-4, 16, 300)
+    schedule = (args["lr"], args["momentum"], args["weight-decay"], args["batch-size"], args["epochs"])
+    assert schedule == (0.1, 0.9, 1e-4, 16, 300)
     assert args["milestones"] == [150, 225] and not args.get("nesterov")
     search = protocols.load_config(EXPERIMENTS / "configs" / "dogs_search.json").args
     assert search["trials"] == 6000 and search["nodes"] == 3 and search["holdout"] == 0.5

@@ -29,6 +29,7 @@ from ktg.runtime import configure_kernels
 from ktg.train import make_train_step
 
 CLASSES = 5
+CPU = torch.device("cpu")
 
 
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
@@ -57,7 +58,7 @@ def mixed_spec(num_nodes: int = 3) -> GraphSpec:
     return GraphSpec((NodeSpec("abn_resnet20"),) * num_nodes, tuple(gates[:num_nodes]), edges, crop_sizes=(3,))
 
 
-def batches(count: int = 3, device: torch.device = torch.device("cpu")) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def batches(count: int = 3, device: torch.device = CPU) -> list[tuple[torch.Tensor, torch.Tensor]]:
     generator = torch.Generator().manual_seed(1)
     return [(torch.rand(8, 3, 16, 16, generator=generator).to(device),
              torch.randint(0, CLASSES, (8,), generator=generator).to(device)) for _ in range(count)]
@@ -81,7 +82,7 @@ def train_step(graph: KnowledgeTransferGraph, *, amp=False, channels_last=False,
                            compile_mode=compile_mode)
 
 
-def run_steps(graph: KnowledgeTransferGraph, device: torch.device = torch.device("cpu"), **options) -> torch.Tensor:
+def run_steps(graph: KnowledgeTransferGraph, device: torch.device = CPU, **options) -> torch.Tensor:
     """Train ``graph`` on :func:`batches` on ``device``; the loss of every edge at every step, steps × edges."""
     step = train_step(graph.to(device), **options)
     data = batches(device=device)

@@ -54,7 +54,8 @@ def test_perception_branch_sees_the_attention_weighted_features(name, size, trun
     model = create_model(name, 4, base_width=TINY, attention_residual=residual)
     seen = {}
     model.get_submodule(trunk_end).register_forward_hook(lambda module, args, output: seen.update(g=output))
-    model.get_submodule(model.perception_stage).register_forward_pre_hook(lambda module, args: seen.update(g_in=args[0]))
+    model.get_submodule(model.perception_stage).register_forward_pre_hook(
+        lambda module, args: seen.update(g_in=args[0]))
     out = model(torch.randn(2, 3, size, size))
     weight = 1 + out.attention if residual else out.attention
     torch.testing.assert_close(seen["g_in"], weight * seen["g"])
@@ -119,7 +120,8 @@ def resnet18_state():
 
 
 def _assert_backbone_loaded(model, state):
-    for key in ("conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight", "layer3.1.bn2.weight", "layer4.0.downsample.0.weight"):
+    for key in ("conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight", "layer3.1.bn2.weight",
+                "layer4.0.downsample.0.weight"):
         torch.testing.assert_close(model.state_dict()[key], state[key], rtol=0, atol=0)
     own = model.state_dict()
     for key, value in own.items():

@@ -42,8 +42,10 @@ def test_attention_notebook_runs_on_two_tiny_runs(tmp_path, monkeypatch):
                         (EdgeSpec(1, 0, "prob_cos+att_cos", "through"), EdgeSpec(0, 1, "att_cos", "linear")),
                         crop_sizes=(3, 5), name="push")
     pushing.save(tmp_path / "push.json")
-    assert main(["train", "--graph", str(tmp_path / "push.json"), "--out", str(tmp_path / "optimised"), "--epochs", "1", *TINY]) == 0
-    assert main(["train", "--graph", "independent", "--nodes", "2", "--out", str(tmp_path / "independent"), "--epochs", "1", *TINY]) == 0
+    assert main(["train", "--graph", str(tmp_path / "push.json"), "--out", str(tmp_path / "optimised"),
+                 "--epochs", "1", *TINY]) == 0
+    assert main(["train", "--graph", "independent", "--nodes", "2", "--out", str(tmp_path / "independent"),
+                 "--epochs", "1", *TINY]) == 0
     monkeypatch.setenv("KTG_RUN_DIR", str(tmp_path / "optimised"))
     monkeypatch.setenv("KTG_BASELINE_RUN_DIR", str(tmp_path / "independent"))
     monkeypatch.setenv("KTG_N_IMAGES", "3")

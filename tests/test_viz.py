@@ -140,7 +140,8 @@ def test_training_logs_the_attention_grid_to_tensorboard(tiny_run):
     events.Reload()
     assert events.Tags()["images"] == ["attention"]
     image = events.Images("attention")[-1]
-    assert image.step == 1 and (image.height, image.width) == (round(8 * CELL_SIZE[1] * 100), round(4 * CELL_SIZE[0] * 100))
+    assert image.step == 1
+    assert (image.height, image.width) == (round(8 * CELL_SIZE[1] * 100), round(4 * CELL_SIZE[0] * 100))
 
 
 def test_a_plotting_failure_at_the_end_of_training_is_only_a_warning(tiny_run, caplog):

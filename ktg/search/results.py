@@ -163,9 +163,12 @@ def format_table(rows: list[dict[str, Any]], top: int | None = None) -> str:
     """The leaderboard as an aligned text table (accuracies in %), at most ``top`` rows."""
     shown = rows if top is None else rows[:top]
     header = ("rank", "trial", "state", "ensemble %", "epochs", "mean node %", "note / graph")
+
+    def percent(value: float | str) -> str:  # "" marks an accuracy the trial never reported
+        return f"{100 * value:.2f}" if value != "" else "-"
+
     lines = [header]
     for row in shown:
-        percent = (lambda v: f"{100 * v:.2f}" if v != "" else "-")
         lines.append((str(row["rank"]), str(row["trial"]), row["state"], percent(row["ensemble_accuracy"]),
                       str(row["epochs"]), percent(row["mean_node_accuracy"]), row["note"] or row["graph"]))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]

@@ -1,10 +1,11 @@
 """Where each node looks: attention maps overlaid on the images every node saw.
 
 :func:`attention_grid` draws one row per image and one column per node (after a column with the plain input,
-and before one for the ensemble node, whose map is the mean of its members' maps, ``docs/method.md#ensemble-node``). Each map is
-upsampled bilinearly to the model's input and laid over it with a colour map; each cell's title says the
-node's prediction and whether it is right. :func:`attention_grid_for_run` does the same for a saved run, and
-:func:`log_attention_grid` puts the grid into a run's TensorBoard log at the end of training.
+and before one for the ensemble node, whose map is the mean of its members' maps,
+``docs/method.md#ensemble-node``). Each map is upsampled bilinearly to the model's input and laid over it with
+a colour map; each cell's title says the node's prediction and whether it is right. :func:`attention_grid_for_run`
+does the same for a saved run, and :func:`log_attention_grid` puts the grid into a run's TensorBoard log at the
+end of training.
 """
 
 from __future__ import annotations
@@ -189,7 +190,8 @@ def attention_grid_for_run(
         chosen = torch.as_tensor(list(indices), dtype=torch.long)
         bad = [int(i) for i in chosen if not 0 <= int(i) < len(split_set)]
         if bad or len(chosen) == 0:
-            raise KTGError(f"image indices must lie in 0..{len(split_set) - 1} of the {split} split; got {bad or 'none'}")
+            raise KTGError(f"image indices must lie in 0..{len(split_set) - 1} of the {split} split; "
+                           f"got {bad or 'none'}")
     subset = split_set.subset(chosen, f"{split_set.name}-attention")
     grid_options.setdefault("row_names", [f"#{int(i)}" for i in chosen])
     return attention_grid(graph, subset.images, subset.labels, subset.classes, transform=dataset.eval_transform,
