@@ -117,7 +117,8 @@ def random_graph(num_nodes: int, seed: int) -> GraphSpec:
     """Trial 0 of a ``ktg search --seed seed``: a graph drawn uniformly from the papers' search space."""
     import optuna
 
-    from ktg.search.space import SearchSpace, TrialSeededSampler
+    from ktg.search.sampler import TrialSeededSampler
+    from ktg.search.space import SearchSpace
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=TrialSeededSampler(seed))

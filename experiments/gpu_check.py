@@ -367,7 +367,8 @@ def read_search(out: Path, mps: bool) -> dict[str, Any]:
     from ktg.run_folder import RunFolder
     from ktg.search.objective import RUN_DIR_ATTR
     from ktg.search.results import last_value
-    from ktg.search.storage import load_study, resolve_storage_url
+    from ktg.search.settings import resolve_storage_url
+    from ktg.search.storage import load_study
 
     trials = []
     for trial in load_study(resolve_storage_url(None, out), None).get_trials(deepcopy=False):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ktg.config import TrainConfig
-from ktg.data import Dataset
+from ktg.data.images import Dataset
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec, resolve_graph
 from ktg.io import read_json

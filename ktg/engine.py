@@ -18,7 +18,9 @@ from ktg.errors import KTGError
 from ktg.gates import gate_weights
 from ktg.graph import ENSEMBLE, EdgeSpec, GraphError, GraphSpec, NodeSpec
 from ktg.losses import Knowledge, edge_loss
-from ktg.models import ABNOutput, create_model, read_pretrained
+from ktg.models import create_model
+from ktg.models.abn_resnet import ABNOutput
+from ktg.models.pretrained import read_pretrained
 from ktg.registry import GATES, LOSS_DESIGNS
 from ktg.run_folder import RunFolder
 

@@ -8,7 +8,8 @@ from typing import Any, Sequence
 
 import torch
 
-from ktg.data import Dataset, DataSource, ImageSet
+from ktg.data import DataSource
+from ktg.data.images import Dataset, ImageSet
 from ktg.data.loader import BatchLoader
 from ktg.engine import KnowledgeTransferGraph, build_graph
 from ktg.ensemble import ENSEMBLE_RULES

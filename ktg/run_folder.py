@@ -20,6 +20,8 @@ One process writes a run at a time: :meth:`RunFolder.writing` holds an OS lock (
 that the kernel releases when the process ends, however it ends, so a killed run never leaves a stale lock
 and a second writer is refused at once with the holder's pid and host. Readers (``ktg eval``, figures, the
 search) take no lock. Checkpoints are written atomically; the one they replace is kept as the previous one.
+Only the checkpoints need torch, imported when one is read or written: checking a folder is instant, so the
+command line does it before it loads a framework.
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ import shutil
 import socket
 import sys
 from pathlib import Path
-from typing import Any, Iterator
-
-import torch
+from typing import TYPE_CHECKING, Any, Iterator
 
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec
 from ktg.io import atomic_path, read_json, write_json, write_text
+
+if TYPE_CHECKING:
+    import torch
 
 CHECKPOINT_FORMAT = "ktg.checkpoint"
 #: The splits a run can be evaluated on (``val``: the held-out part of a ``--holdout`` run's training split).
@@ -287,6 +290,8 @@ class RunFolder:
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Write ``state`` (see :meth:`load_checkpoint`) as the latest checkpoint, atomically; the latest one
         before it becomes the previous checkpoint (an unreadable one is replaced, never kept)."""
+        import torch  # only checkpoints need it: reading a run's other files, or checking the folder, does not
+
         self._check_writing()
         latest = self.path / _CHECKPOINT
         with atomic_path(latest) as tmp:
@@ -313,6 +318,8 @@ class RunFolder:
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
+    import torch
+
     if not path.exists():
         raise KTGError(f"checkpoint {path} is missing")
     try:

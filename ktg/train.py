@@ -20,7 +20,8 @@ import torch
 from ktg import __version__
 from ktg.bagging import bootstrap_counts
 from ktg.config import TrainConfig
-from ktg.data import Dataset, DataSource, ImageSet, stratified_split
+from ktg.data import DataSource
+from ktg.data.images import Dataset, ImageSet, stratified_split
 from ktg.data.loader import BatchLoader
 from ktg.data.transforms import BatchTransform
 from ktg.engine import KnowledgeTransferGraph, StepLosses, build_graph, ensemble_logits

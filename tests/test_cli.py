@@ -53,7 +53,24 @@ def test_building_every_parser_imports_no_framework():
     assert done.stdout.strip() == ""
 
 
-@pytest.mark.parametrize("args, expected", [(["--version"], f"ktg {ktg.__version__}\n"), (["--help"], "usage: ktg")])
+def test_what_a_command_checks_first_imports_no_framework():
+    # The registries of datasets and models, a data source's suggestions, a search's settings and space, the run
+    # folder: a command checks all of these before it imports torch or Optuna.
+    code = ("import sys; from ktg.data import DataSource, list_datasets; from ktg.models import list_models; "
+            "from ktg.run_folder import RunFolder; from ktg.search.settings import SearchSettings; "
+            "from ktg.search.space import SearchSpace; DataSource('digits').defaults; SearchSpace(num_nodes=3); "
+            f"print(len(list_datasets()), len(list_models()), ','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["8", "9"]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--version"], f"ktg {ktg.__version__}\n"),
+    (["--help"], "usage: ktg"),
+    (["train", "--help"], "usage: ktg train"),
+    (["search", "--help"], "usage: ktg search"),
+])
 def test_version_and_help_answer_in_under_a_second_of_cpu(args, expected):
     done, cpu_seconds = run_cli(*args)
     assert done.returncode == 0 and done.stdout.startswith(expected)
@@ -70,6 +87,19 @@ def test_version_and_help_answer_in_under_a_second_of_cpu(args, expected):
     (["attention", "--run", "r", "--n", "many"], "--n"),
     (["chain", "c.json"], "--out"),
     (["fly"], "COMMAND"),
+    # Values argparse accepts but the command refuses: checked before any framework is imported.
+    (["train", "--epochs", "-1"], "--epochs must be ≥ 1, got -1"),
+    (["train", "--batch-size", "0"], "--batch-size must be ≥ 1, got 0"),
+    (["train", "--dataset", "nope", "--epochs", "1"], "unknown dataset 'nope'; choose one of: cifar10,"),
+    (["train", "--model", "vit"], "unknown model 'vit'; choose one of: abn_resnet101,"),
+    (["train", "--graph", "no/such/graph.json"], "no/such/graph.json"),
+    (["search", "--trials", "0"], "--trials must be at least 1, got 0"),
+    (["search", "--epochs", "0"], "--epochs must be ≥ 1, got 0"),
+    (["search", "--dataset", "nope"], "unknown dataset 'nope'"),
+    (["search", "--models", "abn_resnet20", "vit"], "unknown model 'vit'"),
+    (["eval", "--run", "/no/such/run"], "/no/such/run is not a ktg run folder: it does not exist"),
+    (["attention", "--run", "/no/such/run"], "/no/such/run is not a ktg run folder: it does not exist"),
+    (["predict", "--run", "/no/such/run", "image.png"], "/no/such/run is not a ktg run folder: it does not exist"),
 ])
 def test_an_argument_error_is_one_line_naming_the_option_in_under_a_second_of_cpu(args, option):
     done, cpu_seconds = run_cli(*args)

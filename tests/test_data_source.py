@@ -1,11 +1,16 @@
-"""The data a run was trained on, as a value, and what a dataset suggests where the user gives no value."""
+"""The data a run was trained on, as a value, what a dataset suggests where the user gives no value, and the
+registry of datasets."""
 
 import pytest
 
+import ktg.data
 from ktg.cli import build_parser, main
 from ktg.cli.options import train_config_from_args
 from ktg.config import TrainConfig
-from ktg.data import DatasetDefaults, DataSource, dataset_defaults, load_dataset
+from ktg.data import DatasetDefaults, DataSource, dataset_defaults, dataset_record, list_datasets, load_dataset
+from ktg.data.synthetic import load_synthetic, synthetic_preprocessing
+from ktg.errors import KTGError
+from ktg.registry import resolve
 from ktg.run_folder import RunFolder
 
 SYNTHETIC = DataSource("synthetic", image_size=16, options={"train_size": 32, "test_size": 16, "num_classes": 4})
@@ -40,3 +45,27 @@ def test_suggested_training_values_fill_only_the_options_left_out():
 def test_defaults_may_name_only_training_options():
     with pytest.raises(ValueError, match="learning_rate"):
         DatasetDefaults(train={"learning_rate": 0.1})
+
+
+@pytest.mark.parametrize("name", list_datasets())
+def test_every_dataset_names_a_loader_and_a_preprocessing_that_exist(name):
+    record = dataset_record(name)
+    assert callable(resolve(record.loader)) and callable(resolve(record.preprocessing))
+
+
+def test_a_dataset_registered_with_the_decorator_loads_by_name(monkeypatch):
+    monkeypatch.setattr(ktg.data, "_DATASETS", dict(ktg.data._DATASETS))  # registered for this test only
+
+    @ktg.data.register_dataset("tiny", defaults=DatasetDefaults(train={"epochs": 2}),
+                               preprocessing=synthetic_preprocessing)
+    def load_tiny(root, image_size, *, classes: int = 2):
+        return load_synthetic(root, image_size, train_size=8, test_size=4, num_classes=classes)
+
+    assert "tiny" in list_datasets() and dataset_defaults("tiny").train == {"epochs": 2}
+    dataset = load_dataset("tiny", image_size=8, classes=3)
+    assert dataset.num_classes == 3 and dataset.source == DataSource("tiny", image_size=8, options={"classes": 3})
+    assert dataset.source.preprocessing().stored_size == 8
+    with pytest.raises(KTGError, match="dataset 'tiny' has no option 'colour'; its options are: classes"):
+        load_dataset("tiny", colour=True)
+    with pytest.raises(ValueError, match="registered twice"):
+        ktg.data.register_dataset("tiny")(load_tiny)

@@ -9,9 +9,10 @@ import pytest
 import torch
 import torchvision
 
+import ktg.models
 from ktg.errors import KTGError
 from ktg.losses import attention_peaks
-from ktg.models import ABNOutput, create_model, list_models, load_backbone_weights
+from ktg.models import ABNOutput, create_model, list_models, load_backbone_weights, model_record
 
 IMAGENET_STYLE = ["abn_resnet18", "abn_resnet34", "abn_resnet50", "abn_resnet101", "abn_resnet152"]
 CIFAR_STYLE = ["abn_resnet20", "abn_resnet32", "abn_resnet56", "abn_resnet110"]
@@ -21,6 +22,20 @@ TINY = 4
 
 def test_registry_lists_both_families():
     assert list_models() == sorted(IMAGENET_STYLE + CIFAR_STYLE)
+    assert [name for name in list_models() if model_record(name).imagenet_weights] == sorted(IMAGENET_STYLE)
+
+
+def test_a_model_registered_with_the_decorator_is_built_by_name(monkeypatch):
+    monkeypatch.setattr(ktg.models, "_MODELS", dict(ktg.models._MODELS))  # registered for this test only
+
+    @ktg.models.register_model("abn_tiny")
+    def abn_tiny(num_classes, **options):
+        return create_model("abn_resnet20", num_classes, **options)
+
+    assert "abn_tiny" in list_models()
+    assert create_model("abn_tiny", 3, base_width=TINY)(torch.randn(1, 3, 16, 16)).logits.shape == (1, 3)
+    with pytest.raises(KTGError, match="model 'abn_tiny' takes no pretrained weights"):
+        create_model("abn_tiny", 3, pretrained="imagenet")
 
 
 @pytest.mark.parametrize(

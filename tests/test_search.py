@@ -21,9 +21,10 @@ from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml
 from ktg.run_folder import RunFolder
 from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR, Objective, trial_dir, trial_seed
 from ktg.search.results import leaderboard
-from ktg.search.settings import SearchSettings
-from ktg.search.space import SearchSpace, TrialSeededSampler
-from ktg.search.storage import RETRY_OF_ATTR, SETTINGS_ATTR, load_study, queue_again, resolve_storage_url
+from ktg.search.sampler import TrialSeededSampler
+from ktg.search.settings import SearchSettings, resolve_storage_url
+from ktg.search.space import SearchSpace
+from ktg.search.storage import RETRY_OF_ATTR, SETTINGS_ATTR, load_study, queue_again
 from ktg.search.worker import Worker, connect, run_search
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

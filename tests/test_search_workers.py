@@ -20,7 +20,8 @@ from ktg.errors import KTGError
 from ktg.run_folder import RunFolder
 from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR, trial_dir, trial_seed
 from ktg.search.results import leaderboard
-from ktg.search.storage import load_study, resolve_storage_url
+from ktg.search.settings import resolve_storage_url
+from ktg.search.storage import load_study
 
 SEARCH = ["search", "--nodes", "2", "--crop-sizes", "3", "5", "--dataset", "synthetic", "--image-size", "16",
           "--dataset-option", "train_size=48", "--dataset-option", "test_size=8", "--dataset-option", "num_classes=2",

@@ -2,10 +2,11 @@
 
 Each command module adds its parser with ``add_parser(commands)`` and runs with ``run(args)``; nothing in the
 library imports this package. Building the parsers imports no framework (torch, Optuna, matplotlib,
-TensorBoard): defaults and choices come from torch-free modules (:mod:`ktg.config`, :mod:`ktg.registry`,
-:mod:`ktg.graph`, :mod:`ktg.search.settings`), and dataset and model names are looked up only when a help text
-shows them, so ``ktg --help``, ``ktg --version`` and a mistyped option answer at once; a command imports what
-it needs when it runs.
+TensorBoard): defaults, choices and the names of datasets and models come from torch-free modules
+(:mod:`ktg.config`, :mod:`ktg.registry`, :mod:`ktg.graph`, :mod:`ktg.search.settings`, the registries of
+:mod:`ktg.data` and :mod:`ktg.models`). A command first checks everything that needs no framework (its
+options, the dataset's name, the graph, the run folder) and only then imports what it needs, so ``ktg --help``,
+``ktg --version`` and a mistake in the arguments answer at once.
 """
 
 from __future__ import annotations

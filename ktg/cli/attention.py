@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ktg.cli.graph import FIGURE_SUFFIXES
 from ktg.errors import KTGError
+from ktg.run_folder import RunFolder
 
 
 def add_parser(commands) -> None:
@@ -32,13 +33,15 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ktg.run_folder import RunFolder
-    from ktg.viz import save_figure
-    from ktg.viz.attention import attention_grid_for_run
-
-    out = args.out or RunFolder(args.run).attention_figure_file(args.split)
+    folder = RunFolder(args.run)
+    out = args.out or folder.attention_figure_file(args.split)
     if out.suffix.lower() not in FIGURE_SUFFIXES:
         raise KTGError(f"--out {out} must end in one of {', '.join(FIGURE_SUFFIXES)}")
+    folder.check_is_run()
+
+    from ktg.viz import save_figure
+    from ktg.viz.attention import attention_grid_for_run  # after the checks that need no framework
+
     figure = attention_grid_for_run(args.run, args.split, args.n, None if args.first else args.seed,
                                     indices=args.indices, device=args.device, alpha=args.alpha,
                                     show_ensemble=not args.no_ensemble, dpi=args.dpi)

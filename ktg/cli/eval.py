@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ktg.cli.options import add_progress_argument, defaults
 from ktg.config import TrainConfig
+from ktg.run_folder import RunFolder
 
 
 def add_parser(commands) -> None:
@@ -27,7 +28,9 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ktg.evaluate import evaluate_run
+    RunFolder(args.run).check_is_run()
+
+    from ktg.evaluate import evaluate_run  # after the checks that need no framework
 
     report = evaluate_run(args.run, split=args.split, device=args.device, batch_size=args.batch_size,
                           powers=args.power, progress=not args.no_progress)

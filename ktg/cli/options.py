@@ -6,11 +6,12 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from ktg.config import COMPILE_MODES, SCHEDULES, TrainConfig
+from ktg.data import DataSource, list_datasets
 from ktg.graph import DEFAULT_NODES
-from ktg.registry import resolve
+from ktg.models import list_models, model_record
 
 
 def key_value(text: str) -> tuple[str, Any]:
@@ -24,22 +25,6 @@ def key_value(text: str) -> tuple[str, Any]:
         return key, value
 
 
-class Registered:
-    """The names a registry lists, looked up only when turned into text: the dataset and model registries
-    import torch, which a parser must not need until a help text is printed."""
-
-    def __init__(self, lister: str) -> None:
-        self.lister = lister  # "module:function" returning the names
-
-    def __str__(self) -> str:
-        return ", ".join(resolve(self.lister)())
-
-
-def with_registered(action: argparse.Action, lister: str) -> None:
-    """Let the help text of ``action`` say ``%(registered)s``: the names of a registry (see :class:`Registered`)."""
-    action.registered = Registered(lister)
-
-
 def defaults(cls: type) -> dict[str, Any]:
     """The default of every field of the dataclass ``cls`` that has a plain one: the options' defaults."""
     return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
@@ -49,8 +34,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that choose and load a dataset (shared by every command that trains)."""
     train = defaults(TrainConfig)
     group = parser.add_argument_group("data")
-    with_registered(group.add_argument("--dataset", default="digits", help="one of: %(registered)s (default: "
-                                       "%(default)s)"), "ktg.data:list_datasets")
+    group.add_argument("--dataset", default="digits", help=f"one of: {', '.join(list_datasets())} (default: "
+                       "%(default)s)")
     group.add_argument("--data-root", type=Path, help="the folder you unpacked the dataset into")
     group.add_argument("--cache-dir", type=Path,
                        help="where decoded images are cached (default: $KTG_CACHE_DIR or ~/.cache/ktg)")
@@ -67,8 +52,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that choose the graph's size and every node's model."""
     group = parser.add_argument_group("graph and models")
     group.add_argument("--nodes", type=int, help=f"number of network nodes (named graphs; default {DEFAULT_NODES})")
-    with_registered(group.add_argument("--model", help="model of every node: %(registered)s (default: abn_resnet20 "
-                                       "for images ≤ 64 px, else abn_resnet18)"), "ktg.models:list_models")
+    group.add_argument("--model", help=f"model of every node: {', '.join(list_models())} (default: abn_resnet20 "
+                       "for images ≤ 64 px, else abn_resnet18)")
     group.add_argument("--width", type=int, help="base width of the models (narrow models for quick runs)")
     group.add_argument("--pretrained", help="'imagenet' (torchvision weights) or a local state-dict file")
     group.add_argument("--no-attention-residual", action="store_true",
@@ -135,10 +120,8 @@ def train_config_from_args(args: argparse.Namespace, suggested: dict[str, Any] |
     return TrainConfig(**{**(suggested or {}), **given_training(args)})
 
 
-def data_source_from_args(args: argparse.Namespace):
+def data_source_from_args(args: argparse.Namespace) -> DataSource:
     """The :class:`ktg.data.DataSource` the data options describe, as saved with a run."""
-    from ktg.data import DataSource  # the data registry imports torch: only a command that runs needs it
-
     options = dict(args.dataset_option)
     if args.cache_dir is not None:
         options["cache_dir"] = str(args.cache_dir)
@@ -155,3 +138,10 @@ def node_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.no_attention_residual:
         options["attention_residual"] = False
     return options
+
+
+def check_models(names: Iterable[str | None]) -> None:
+    """Raise KTGError for a name that is not a registered model (None, a node left to the default, passes)."""
+    for name in names:
+        if name is not None:
+            model_record(name)

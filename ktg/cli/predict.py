@@ -15,6 +15,7 @@ from ktg.cli.options import add_progress_argument, defaults
 from ktg.config import TrainConfig
 from ktg.ensemble import ENSEMBLE_RULES
 from ktg.errors import KTGError
+from ktg.run_folder import RunFolder
 
 OUTPUT_SUFFIXES = (".csv", ".json")
 
@@ -50,12 +51,13 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ktg.inference import find_images, load_run, predict_images
-
     if args.top_k < 1:
         raise KTGError(f"--top-k must be at least 1, got {args.top_k}")
     if args.out is not None and args.out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise KTGError(f"--out {args.out} must end in {' or '.join(OUTPUT_SUFFIXES)}")
+    RunFolder(args.run).check_is_run()
+
+    from ktg.inference import find_images, load_run, predict_images  # after the checks that need no framework
     paths, problems = find_images(args.images)
     if not paths:
         raise KTGError("no images to classify: " + "; ".join(f"{error.name}: {error.reason}" for error in problems))

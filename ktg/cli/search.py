@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from ktg.cli.options import (
     add_data_arguments,
     add_model_arguments,
     add_training_arguments,
+    check_models,
     data_source_from_args,
     defaults,
     node_options_from_args,
@@ -16,7 +18,8 @@ from ktg.cli.options import (
 )
 from ktg.graph import DEFAULT_NODES
 from ktg.registry import DEFAULT_CROP_SIZES, DEFAULT_TEMPERATURE, design_names, gate_names, pruner_names
-from ktg.search.settings import SearchSettings
+from ktg.search.settings import SearchSettings, resolve_storage_url
+from ktg.search.space import SearchSpace
 
 #: Held-out fraction of the training split when --holdout is not given: the public code's splits
 #: (``docs/method.md#search``).
@@ -89,17 +92,14 @@ def add_parser(commands) -> None:
     search.set_defaults(handler=run)
 
 
-def search_settings_from_args(args: argparse.Namespace):
-    """The :class:`~ktg.search.settings.SearchSettings` a ``ktg search`` command line describes."""
-    import dataclasses
-
-    from ktg.search.space import SearchSpace
-    from ktg.search.storage import resolve_storage_url
-
+def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
+    """The :class:`~ktg.search.settings.SearchSettings` a ``ktg search`` command line describes, checked (it
+    needs no framework)."""
     nodes = DEFAULT_NODES if args.nodes is None else args.nodes
     holdout = args.holdout if args.holdout is not None else DEFAULT_HOLDOUT.get(args.dataset, DEFAULT_HOLDOUT_OTHERS)
     source = data_source_from_args(args)
     config = dataclasses.replace(train_config_from_args(args, source.defaults.train), holdout=holdout)
+    check_models([args.model, *(args.models or ())])
     choices = {key: tuple(value) for key, value in
                (("designs", args.designs), ("gates", args.gates), ("label_gates", args.label_gates)) if value}
     space = SearchSpace(num_nodes=nodes, ensemble_as_source=args.ensemble_as_source, model=args.model,
@@ -117,12 +117,13 @@ def search_settings_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    settings = search_settings_from_args(args)
+
     from ktg.search.results import BEST_GRAPH, LEADERBOARD, best_trial, format_table, leaderboard, state_counts
     from ktg.search.storage import display_url
     from ktg.search.worker import run_search
     from ktg.viz.attention import log_attention_grid
 
-    settings = search_settings_from_args(args)
     url = display_url(settings.storage_url)
 
     def announce() -> None:

@@ -28,7 +28,8 @@ def add_parser(commands) -> None:
 
 def run_show(args: argparse.Namespace) -> int:
     from ktg.search.results import best_trial, export_graph, format_table, leaderboard, state_counts, write_leaderboard
-    from ktg.search.storage import SETTINGS_ATTR, display_url, load_study, resolve_storage_url
+    from ktg.search.settings import resolve_storage_url
+    from ktg.search.storage import SETTINGS_ATTR, display_url, load_study
 
     if args.top < 0:
         raise KTGError(f"--top must be 0 (all) or more, got {args.top}")

@@ -11,11 +11,13 @@ from ktg.cli.options import (
     add_data_arguments,
     add_model_arguments,
     add_training_arguments,
+    check_models,
     data_source_from_args,
     node_options_from_args,
     train_config_from_args,
 )
 from ktg.graph import NAMED_GRAPHS, resolve_graph
+from ktg.run_folder import RunFolder
 
 
 def add_parser(commands) -> None:
@@ -37,15 +39,16 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ktg.run_folder import RunFolder
-    from ktg.train import train
-    from ktg.viz.attention import log_attention_grid
-
     source = data_source_from_args(args)
     config = train_config_from_args(args, source.defaults.train)
+    graph = resolve_graph(args.graph, args.nodes, args.model)
+    check_models(node.model for node in graph.nodes)
+
+    from ktg.train import train  # everything above needs no framework: a mistake there is reported at once
+    from ktg.viz.attention import log_attention_grid
+
     dataset = source.load()
-    spec = resolve_graph(args.graph, args.nodes, args.model).resolved(
-        dataset.image_size, source.defaults.with_node_options(node_options_from_args(args)))
+    spec = graph.resolved(dataset.image_size, source.defaults.with_node_options(node_options_from_args(args)))
     out = args.out or Path("runs") / f"{args.dataset}-{spec.name or 'graph'}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         final = train(spec, dataset, config, out, resume=args.resume, restart=args.restart,

@@ -1,71 +1,156 @@
-"""Datasets as in-memory uint8 image tensors, a registry of loaders, splits and a device-side batch loader.
+"""Datasets: a registry of what each dataset is, the typed source of a run's data, and loading by name.
 
-Every dataset is decoded once into an :class:`ImageSet` (N×C×H×W uint8, or photos of their own sizes
-packed in a memory-mapped cache, plus labels); batches are cut, augmented and normalised on the training
-device (see :mod:`ktg.data.transforms`), so a run never decodes an image twice and the GPU is never waiting
-for Python workers.
+A dataset is one :class:`DatasetRecord`: its loader and its preprocessing for new images, named as
+``"module:function"`` and imported when a dataset is loaded, and the values it suggests where the user gives
+none (:class:`DatasetDefaults`). This module imports no framework, so the command line can list the datasets,
+check a name and apply a dataset's suggestions before it loads torch (the pattern of :mod:`ktg.registry`).
+A new dataset registers its loader with :func:`register_dataset`.
+
+The images themselves live in :mod:`ktg.data.images` (:class:`ImageSet`, :class:`Dataset`,
+:func:`stratified_split`, which import torch); they are importable from here too, imported on first use.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-import torch
-
 from ktg.config import TrainConfig
-from ktg.data.packed import PackedImages
-from ktg.data.transforms import BatchTransform
 from ktg.errors import KTGError
+from ktg.registry import FunctionRef, resolve
 
 if TYPE_CHECKING:
+    from ktg.data.images import Dataset, ImageSet, stratified_split  # noqa: F401
     from ktg.data.preprocess import Preprocessing
 
+#: Public names defined in :mod:`ktg.data.images`, imported from there when first used.
+_LAZY = ("ImageSet", "Dataset", "stratified_split")
 
-@dataclass
-class ImageSet:
-    """Images and labels of one split.
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module("ktg.data.images"), name)
+    raise AttributeError(f"module 'ktg.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+@dataclass(frozen=True)
+class DatasetDefaults:
+    """What a dataset suggests where the user gives no value; applied by the caller (the command line), so the
+    trainer sees only final values and a run's files say exactly what was trained.
 
     Attributes:
-        images: N×C×H×W uint8 tensor (C = 3), or :class:`~ktg.data.packed.PackedImages` of N photos of their
-            own sizes (host memory, shared between processes; only the crop transforms take them).
-        labels: N int64 tensor of class indices in [0, len(classes)).
-        classes: class names, index = label.
-        name: a human-readable name such as ``"digits/train"``, used in messages and metrics.
-        original_sizes: N×2 int64 (height, width) of each image before it was cached, or ``None`` when the
-            stored images are the originals. Crop transforms choose their boxes in these coordinates.
+        node_options: model options of every node that sets none itself (e.g. ``base_width`` for data that
+            narrow models learn).
+        train: :class:`~ktg.config.TrainConfig` fields (e.g. ``batch_size``, ``lr``, ``epochs``).
     """
 
-    images: torch.Tensor | PackedImages
-    labels: torch.Tensor
-    classes: list[str]
-    name: str
-    original_sizes: torch.Tensor | None = None
+    node_options: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.images, PackedImages) and (self.images.dtype != torch.uint8 or self.images.dim() != 4):
-            raise ValueError(f"{self.name}: images must be N×C×H×W uint8, got {tuple(self.images.shape)} "
-                             f"{self.images.dtype}")
-        if self.labels.shape != (len(self),):
-            raise ValueError(f"{self.name}: {len(self)} images but labels of shape {tuple(self.labels.shape)}")
-        if self.original_sizes is not None and self.original_sizes.shape != (len(self), 2):
-            raise ValueError(f"{self.name}: {len(self)} images but original sizes of shape "
-                             f"{tuple(self.original_sizes.shape)}")
+        unknown = sorted(set(self.train) - {f.name for f in dataclasses.fields(TrainConfig)})
+        if unknown:
+            raise ValueError(f"dataset defaults name training options TrainConfig does not have: {unknown}")
 
-    def __len__(self) -> int:
-        return len(self.images)
+    def with_node_options(self, given: dict[str, Any]) -> dict[str, Any]:
+        """``given`` node options over the suggested ones."""
+        return {**self.node_options, **given}
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
+    def with_train(self, given: dict[str, Any]) -> dict[str, Any]:
+        """``given`` TrainConfig fields over the suggested ones."""
+        return {**self.train, **given}
 
-    def subset(self, indices: torch.Tensor, name: str) -> "ImageSet":
-        """The images at ``indices`` (a 1-D int64 tensor), as a new set called ``name``."""
-        sizes = None if self.original_sizes is None else self.original_sizes[indices]
-        return ImageSet(self.images[indices], self.labels[indices], self.classes, name, sizes)
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """A dataset ktg can load.
+
+    Attributes:
+        name: the name ``--dataset`` and config.json use.
+        loader: ``fn(root: Path | None, image_size: int | None, **options) -> Dataset``, as ``"module:function"``
+            or a callable; its keyword-only parameters are the dataset's options.
+        defaults: what the dataset suggests where the user gives no value.
+        preprocessing: ``fn(image_size: int | None, **options) -> Preprocessing``, the evaluation pipeline of new
+            images from the options saved with a run (it reads those that shape the pipeline and ignores where
+            the data lie or how many there are), as ``"module:function"`` or a callable; None if the dataset has
+            none (see :mod:`ktg.data.preprocess`).
+    """
+
+    name: str
+    loader: FunctionRef
+    defaults: DatasetDefaults = field(default_factory=DatasetDefaults)
+    preprocessing: FunctionRef | None = None
+
+
+_DATASETS: dict[str, DatasetRecord] = {}
+
+
+def _register(record: DatasetRecord) -> DatasetRecord:
+    if record.name in _DATASETS:
+        raise ValueError(f"dataset {record.name!r} is registered twice")
+    _DATASETS[record.name] = record
+    return record
+
+
+DatasetLoader = Callable[..., "Dataset"]
+
+
+def register_dataset(
+    name: str, *, defaults: DatasetDefaults | None = None, preprocessing: Callable[..., Preprocessing] | None = None
+) -> Callable[[DatasetLoader], DatasetLoader]:
+    """Register a loader ``fn(root: Path | None, image_size: int | None, **options) -> Dataset`` by name, with
+    the values it suggests where the user gives none (:class:`DatasetDefaults`; none by default) and its
+    preprocessing of new images (see :class:`DatasetRecord`; without one, ``ktg predict`` cannot use its runs)."""
+
+    def decorator(fn: DatasetLoader) -> DatasetLoader:
+        _register(DatasetRecord(name, fn, defaults or DatasetDefaults(), preprocessing))
+        return fn
+
+    return decorator
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`load_dataset`."""
+    return sorted(_DATASETS)
+
+
+def dataset_record(name: str) -> DatasetRecord:
+    """The record of dataset ``name``; KTGError naming the registered ones if there is none."""
+    if name not in _DATASETS:
+        raise KTGError(f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}")
+    return _DATASETS[name]
+
+
+def dataset_defaults(name: str) -> DatasetDefaults:
+    """What dataset ``name`` suggests where the user gives no value."""
+    return dataset_record(name).defaults
+
+
+def load_dataset(name: str, root: str | Path | None = None, image_size: int | None = None, **options) -> Dataset:
+    """Load dataset ``name`` from ``root`` (the folder the user unpacked; unused by built-in data).
+
+    ``image_size`` is the side of the square images the model sees; ``None`` takes the dataset's default.
+    The dataset's :attr:`~Dataset.source` records these arguments.
+    """
+    loader = resolve(dataset_record(name).loader)
+    parameters = inspect.signature(loader).parameters.values()
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        accepted = [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise KTGError(f"dataset {name!r} has no option {unknown[0]!r}; its options are: "
+                           f"{', '.join(accepted) or 'none'}")
+    dataset = loader(Path(root) if root is not None else None, image_size, **options)
+    dataset.source = DataSource(name, None if root is None else str(root), image_size, dict(options))
+    return dataset
 
 
 @dataclass(frozen=True)
@@ -99,9 +184,11 @@ class DataSource:
     def preprocessing(self) -> Preprocessing:
         """How a new image becomes a model input as this dataset's test images do, without loading the dataset
         (see :mod:`ktg.data.preprocess`)."""
-        from ktg.data.preprocess import preprocessing_for
-
-        return preprocessing_for(self)
+        factory = dataset_record(self.name).preprocessing
+        if factory is None:
+            known = sorted(name for name, record in _DATASETS.items() if record.preprocessing is not None)
+            raise KTGError(f"dataset {self.name!r} has no preprocessing for new images; known: {', '.join(known)}")
+        return resolve(factory)(self.image_size, **self.options)
 
     @property
     def defaults(self) -> DatasetDefaults:
@@ -109,133 +196,17 @@ class DataSource:
         return dataset_defaults(self.name)
 
 
-@dataclass(frozen=True)
-class DatasetDefaults:
-    """What a dataset suggests where the user gives no value; applied by the caller (the command line), so the
-    trainer sees only final values and a run's files say exactly what was trained.
+# -- the built-in datasets ------------------------------------------------------------------------------------
 
-    Attributes:
-        node_options: model options of every node that sets none itself (e.g. ``base_width`` for data that
-            narrow models learn).
-        train: :class:`~ktg.config.TrainConfig` fields (e.g. ``batch_size``, ``lr``, ``epochs``).
-    """
-
-    node_options: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.train) - {f.name for f in dataclasses.fields(TrainConfig)})
-        if unknown:
-            raise ValueError(f"dataset defaults name training options TrainConfig does not have: {unknown}")
-
-    def with_node_options(self, given: dict[str, Any]) -> dict[str, Any]:
-        """``given`` node options over the suggested ones."""
-        return {**self.node_options, **given}
-
-    def with_train(self, given: dict[str, Any]) -> dict[str, Any]:
-        """``given`` TrainConfig fields over the suggested ones."""
-        return {**self.train, **given}
-
-
-@dataclass
-class Dataset:
-    """A dataset ready for training: the official train and test splits and their batch transforms.
-
-    ``train_transform`` augments training batches; ``eval_transform`` prepares evaluation batches.
-    Both turn B×C×H×W uint8 into B×C×S×S float on the device the batch is on. ``source`` says how to load it
-    again (set by :func:`load_dataset`; None for a dataset built by hand).
-    """
-
-    name: str
-    train: ImageSet
-    test: ImageSet
-    train_transform: BatchTransform
-    eval_transform: BatchTransform
-    info: dict = field(default_factory=dict)
-    source: DataSource | None = None
-
-    @property
-    def num_classes(self) -> int:
-        return self.train.num_classes
-
-    @property
-    def image_size(self) -> int:
-        """The side of the images the model sees (the evaluation transform's output)."""
-        return int(self.eval_transform(self.test.images[:1]).shape[-1])
-
-
-DatasetLoader = Callable[..., Dataset]
-_DATASETS: dict[str, tuple[DatasetLoader, DatasetDefaults]] = {}
-
-
-def register_dataset(name: str, *, defaults: DatasetDefaults | None = None) -> Callable[[DatasetLoader], DatasetLoader]:
-    """Register a loader ``fn(root: Path | None, image_size: int | None, **options) -> Dataset`` by name, with
-    the values it suggests where the user gives none (:class:`DatasetDefaults`; none by default)."""
-
-    def decorator(fn: DatasetLoader) -> DatasetLoader:
-        if name in _DATASETS:
-            raise ValueError(f"dataset {name!r} is registered twice")
-        _DATASETS[name] = (fn, defaults or DatasetDefaults())
-        return fn
-
-    return decorator
-
-
-def list_datasets() -> list[str]:
-    """Names accepted by :func:`load_dataset`."""
-    return sorted(_DATASETS)
-
-
-def _registered(name: str) -> tuple[DatasetLoader, DatasetDefaults]:
-    if name not in _DATASETS:
-        raise KTGError(f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}")
-    return _DATASETS[name]
-
-
-def dataset_defaults(name: str) -> DatasetDefaults:
-    """What dataset ``name`` suggests where the user gives no value."""
-    return _registered(name)[1]
-
-
-def load_dataset(name: str, root: str | Path | None = None, image_size: int | None = None, **options) -> Dataset:
-    """Load dataset ``name`` from ``root`` (the folder the user unpacked; unused by built-in data).
-
-    ``image_size`` is the side of the square images the model sees; ``None`` takes the dataset's default.
-    The dataset's :attr:`~Dataset.source` records these arguments.
-    """
-    loader = _registered(name)[0]
-    parameters = inspect.signature(loader).parameters.values()
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        accepted = [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
-        unknown = sorted(set(options) - set(accepted))
-        if unknown:
-            raise KTGError(f"dataset {name!r} has no option {unknown[0]!r}; its options are: "
-                           f"{', '.join(accepted) or 'none'}")
-    dataset = loader(Path(root) if root is not None else None, image_size, **options)
-    dataset.source = DataSource(name, None if root is None else str(root), image_size, dict(options))
-    return dataset
-
-
-def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split indices into (kept, held_out), holding out ``fraction`` of every class, reproducibly.
-
-    Each class contributes round(fraction × its count) samples (at least one when it has two or more),
-    so the held-out split has the training set's class balance.
-    """
-    if not 0.0 < fraction < 1.0:
-        raise KTGError(f"a held-out fraction must lie strictly between 0 and 1, got {fraction}")
-    generator = torch.Generator().manual_seed(seed)
-    kept, held_out = [], []
-    for cls in torch.unique(labels).tolist():
-        members = torch.nonzero(labels == cls).flatten()
-        members = members[torch.randperm(len(members), generator=generator)]
-        n_out = round(fraction * len(members))
-        if len(members) >= 2:
-            n_out = min(max(n_out, 1), len(members) - 1)
-        held_out.append(members[:n_out])
-        kept.append(members[n_out:])
-    return torch.sort(torch.cat(kept)).values, torch.sort(torch.cat(held_out)).values
-
-
-# Built-in datasets register themselves on import.
-from ktg.data import cifar, digits, finegrained, synthetic  # noqa: E402,F401
+_register(DatasetRecord("cifar10", "ktg.data.cifar:load_cifar10", preprocessing="ktg.data.cifar:cifar10_preprocessing"))
+_register(DatasetRecord("cifar100", "ktg.data.cifar:load_cifar100",
+                        preprocessing="ktg.data.cifar:cifar100_preprocessing"))
+# Digits are easy: nodes of base width 8 (a quarter of ResNet-20's compute) reach ~99 % on two CPU cores in a
+# minute or two; --width 16 restores the standard CIFAR width.
+_register(DatasetRecord("digits", "ktg.data.digits:load_digits", DatasetDefaults(node_options={"base_width": 8}),
+                        preprocessing="ktg.data.digits:digits_preprocessing"))
+_register(DatasetRecord("synthetic", "ktg.data.synthetic:load_synthetic",
+                        preprocessing="ktg.data.synthetic:synthetic_preprocessing"))
+for _name in ("stanford_dogs", "cub200", "stanford_cars", "imagefolder"):
+    _register(DatasetRecord(_name, f"ktg.data.finegrained:load_{_name}",
+                            preprocessing=f"ktg.data.finegrained:{_name}_preprocessing"))

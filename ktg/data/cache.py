@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ktg.data import ImageSet
+from ktg.data.images import ImageSet
 from ktg.data.packed import PackedImages
 from ktg.errors import KTGError
 from ktg.io import atomic_path, write_json

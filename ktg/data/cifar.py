@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ktg.data import Dataset, ImageSet, register_dataset
+from ktg.data.images import Dataset, ImageSet
 from ktg.data.metadata import check_file, checked_labels, locate, missing, require_every_class
-from ktg.data.preprocess import Preprocessing, register_preprocessing
+from ktg.data.preprocess import Preprocessing
 from ktg.data.transforms import BatchTransform, Identity, Normalize, RandomTranslate
 from ktg.errors import KTGError
 
@@ -83,17 +83,14 @@ def _cifar_preprocessing(normalize: bool, mean: tuple[float, ...], std: tuple[fl
     return Preprocessing(32, Normalize(Identity(), mean, std) if normalize else Identity())
 
 
-@register_preprocessing("cifar10")
 def cifar10_preprocessing(image_size: int | None, *, normalize: bool = False, **options) -> Preprocessing:
     return _cifar_preprocessing(normalize, CIFAR10_MEAN, CIFAR10_STD)
 
 
-@register_preprocessing("cifar100")
 def cifar100_preprocessing(image_size: int | None, *, normalize: bool = False, **options) -> Preprocessing:
     return _cifar_preprocessing(normalize, CIFAR100_MEAN, CIFAR100_STD)
 
 
-@register_dataset("cifar10")
 def load_cifar10(
     root: Path | None, image_size: int | None, *, normalize: bool = False, cache_dir: str | Path | None = None
 ) -> Dataset:
@@ -107,7 +104,6 @@ def load_cifar10(
     )
 
 
-@register_dataset("cifar100")
 def load_cifar100(
     root: Path | None, image_size: int | None, *, normalize: bool = False, cache_dir: str | Path | None = None
 ) -> Dataset:

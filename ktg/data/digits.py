@@ -4,7 +4,7 @@
 and C. Kaynak). They are upscaled once to ``image_size`` (default 32, the CIFAR-style input) and repeated over
 three channels, so every model of ktg takes them unchanged. The set has no official test split: a fixed
 stratified quarter (seed 0) is the test split, so numbers are comparable across runs. Nodes trained on it
-default to base width 8 (:data:`DEFAULTS`), so the demo and searches finish in minutes on a CPU.
+default to base width 8 (the digits record in :mod:`ktg.data`), so the demo and searches finish in minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ktg.data import Dataset, DatasetDefaults, ImageSet, register_dataset, stratified_split
-from ktg.data.preprocess import Preprocessing, register_preprocessing
+from ktg.data.images import Dataset, ImageSet, stratified_split
+from ktg.data.preprocess import Preprocessing
 from ktg.data.transforms import Identity, RandomTranslate
 from ktg.errors import KTGError
 
@@ -25,18 +25,11 @@ TEST_FRACTION = 0.25
 SPLIT_SEED = 0
 
 
-@register_preprocessing("digits")
 def digits_preprocessing(image_size: int | None, **options) -> Preprocessing:
     """Squares of ``image_size`` (default 32) as they are; ``options`` are the loader's (none)."""
     return Preprocessing(image_size or 32, Identity())
 
 
-#: Digits are easy: nodes of base width 8 (a quarter of ResNet-20's compute) reach ~99 % on two CPU cores in a
-#: minute or two; --width 16 restores the standard CIFAR width.
-DEFAULTS = DatasetDefaults(node_options={"base_width": 8})
-
-
-@register_dataset("digits", defaults=DEFAULTS)
 def load_digits(root: Path | None, image_size: int | None, **options) -> Dataset:
     """The embedded digits; ``root`` is ignored. Training batches are shifted by up to 1/8 of the side."""
     if options:

@@ -20,8 +20,8 @@ from typing import Callable
 
 import numpy as np
 
-from ktg.data import Dataset, register_dataset
 from ktg.data.cache import ImageList, cached_image_set
+from ktg.data.images import Dataset
 from ktg.data.metadata import (
     flags,
     image_list,
@@ -35,7 +35,7 @@ from ktg.data.metadata import (
     require_root,
     strings,
 )
-from ktg.data.preprocess import Preprocessing, register_preprocessing
+from ktg.data.preprocess import Preprocessing
 from ktg.data.transforms import BatchTransform, crop_transforms, detail_side, reference_transforms
 from ktg.errors import KTGError
 
@@ -86,8 +86,11 @@ def _photo_preprocessing(
     return _photo_pipeline(name, image_size or DEFAULT_IMAGE_SIZE, cache_size, normalize)[1]
 
 
-for _name in PRESETS:
-    register_preprocessing(_name)(partial(_photo_preprocessing, _name))
+# Each photo dataset's preprocessing of new images, as its record in ktg.data names it.
+stanford_dogs_preprocessing = partial(_photo_preprocessing, "stanford_dogs")
+cub200_preprocessing = partial(_photo_preprocessing, "cub200")
+stanford_cars_preprocessing = partial(_photo_preprocessing, "stanford_cars")
+imagefolder_preprocessing = partial(_photo_preprocessing, "imagefolder")
 
 
 def _image_dataset(
@@ -118,7 +121,6 @@ def _image_dataset(
     )
 
 
-@register_dataset("stanford_dogs")
 def load_stanford_dogs(
     root: Path | None, image_size: int | None, *, cache_dir: str | Path | None = None,
     cache_size: int | None = None, normalize: bool = False,
@@ -161,7 +163,6 @@ def load_stanford_dogs(
                           normalize=normalize, info={"layout": "stanford_dogs"})
 
 
-@register_dataset("cub200")
 def load_cub200(
     root: Path | None, image_size: int | None, *, cache_dir: str | Path | None = None,
     cache_size: int | None = None, normalize: bool = False,
@@ -198,7 +199,6 @@ def load_cub200(
                           normalize=normalize, info={"layout": "CUB_200_2011"})
 
 
-@register_dataset("stanford_cars")
 def load_stanford_cars(
     root: Path | None, image_size: int | None, *, cache_dir: str | Path | None = None,
     cache_size: int | None = None, normalize: bool = False,
@@ -248,7 +248,6 @@ def _cars_split(name: str, folder: Path, annos: Path, images: str, classes: list
     return image_list(name, folder, files, labels, classes, str(annos), base=1)
 
 
-@register_dataset("imagefolder")
 def load_imagefolder(
     root: Path | None, image_size: int | None, *, test_dir: str = "test", cache_dir: str | Path | None = None,
     cache_size: int | None = None, normalize: bool = False,

@@ -10,7 +10,7 @@ from typing import Iterator
 
 import torch
 
-from ktg.data import ImageSet
+from ktg.data.images import ImageSet
 from ktg.data.packed import PackedImages
 from ktg.data.transforms import BatchTransform
 

@@ -7,8 +7,8 @@ inputs. :class:`Preprocessing` is that pair, for images that are
 not in the dataset: it decodes with the very function the cache decodes with, so an image file of the
 test split becomes exactly the tensor ``ktg eval`` fed the model.
 
-Each dataset registers, beside its loader, a function that builds its :class:`Preprocessing` from the
-options saved with a run (:func:`register_preprocessing`); its loader takes the evaluation transform from
+Each dataset's record (:class:`ktg.data.DatasetRecord`) names, beside its loader, a function that builds its
+:class:`Preprocessing` from the options saved with a run; its loader takes the evaluation transform from
 that same function, so the two cannot drift apart. :meth:`DataSource.preprocessing <ktg.data.DataSource>`
 gives it for a run's data without loading them: predicting needs neither the training images nor their cache.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -28,9 +28,6 @@ from ktg.data.cache import DECODE_ERRORS, decode_image, decode_photo, decode_pho
 from ktg.data.packed import PackedImages
 from ktg.data.transforms import BatchTransform, Identity, Images, Normalize, ResizeCenterCrop
 from ktg.errors import KTGError
-
-if TYPE_CHECKING:
-    from ktg.data import DataSource
 
 #: What :class:`Preprocessing` accepts as one image: a file, a PIL image, or a uint8 tensor C×H×W or H×W.
 ImageInput = str | os.PathLike | Image.Image | torch.Tensor
@@ -172,34 +169,3 @@ class Preprocessing:
             text.append("subtract the mean and divide by the std per channel")
         return {"steps": steps, "summary": "RGB, " + ", ".join(text),
                 "torchvision": f"transforms.Compose([{', '.join(torchvision)}])"}
-
-
-#: Builds a dataset's :class:`Preprocessing` from a run's saved image size and dataset options.
-PreprocessingFactory = Callable[..., Preprocessing]
-_PREPROCESSING: dict[str, PreprocessingFactory] = {}
-
-
-def register_preprocessing(name: str) -> Callable[[PreprocessingFactory], PreprocessingFactory]:
-    """Register ``fn(image_size: int | None, **options) -> Preprocessing`` for dataset ``name``.
-
-    ``options`` are the dataset's loader options as saved with a run; ``fn`` reads those that shape the
-    evaluation pipeline and ignores the others (where the data lies, how many images).
-    """
-
-    def decorator(fn: PreprocessingFactory) -> PreprocessingFactory:
-        if name in _PREPROCESSING:
-            raise ValueError(f"preprocessing of dataset {name!r} is registered twice")
-        _PREPROCESSING[name] = fn
-        return fn
-
-    return decorator
-
-
-def preprocessing_for(source: DataSource) -> Preprocessing:
-    """The evaluation pipeline of the dataset ``source`` loads (e.g. a run's), without loading it; also
-    :meth:`DataSource.preprocessing`."""
-    if source.name not in _PREPROCESSING:
-        raise KTGError(f"dataset {source.name!r} has no preprocessing for new images; "
-                       f"known: {', '.join(sorted(_PREPROCESSING))}")
-    return _PREPROCESSING[source.name](source.image_size, **source.options)
-

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from ktg.data import Dataset, ImageSet, register_dataset
-from ktg.data.preprocess import Preprocessing, register_preprocessing
+from ktg.data.images import Dataset, ImageSet
+from ktg.data.preprocess import Preprocessing
 from ktg.data.transforms import Identity, RandomTranslate
 from ktg.errors import KTGError
 
@@ -30,13 +30,11 @@ def make_images(num_images: int, num_classes: int, size: int, seed: int, noise: 
     return (pixels.clamp(0, 1) * 255).round().to(torch.uint8), labels
 
 
-@register_preprocessing("synthetic")
 def synthetic_preprocessing(image_size: int | None, **options) -> Preprocessing:
     """Squares of ``image_size`` (default 32) as they are; the loader's ``options`` only shape the data."""
     return Preprocessing(image_size or 32, Identity())
 
 
-@register_dataset("synthetic")
 def load_synthetic(
     root: Path | None,
     image_size: int | None,

@@ -1,29 +1,70 @@
-"""Network nodes: a registry of model constructors by name and one function that builds any of them.
+"""Network nodes: a registry of models by name and one function that builds any of them.
 
-Constructors register themselves with :func:`register_model`; whether a model has ImageNet weights is a
-property of its registry entry, so :func:`create_model` is the only place that loads pretrained weights.
+A model is one :class:`ModelRecord`: its constructor, named as ``"module:function"`` and imported when a model
+is built, and the torchvision ImageNet weights it can start from. This module imports no framework, so the
+command line can list the models before it loads torch (the pattern of :mod:`ktg.registry`). A new model
+registers its constructor with :func:`register_model`; whether a model has ImageNet weights is a property of
+its record, so :func:`create_model` is the only place that loads pretrained weights.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Callable
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, Callable
 
 from ktg.errors import KTGError
-from ktg.models.pretrained import LoadReport, load_backbone_weights, read_pretrained
+from ktg.registry import FunctionRef, resolve
 
-ModelConstructor = Callable[..., nn.Module]
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ktg.models.abn_resnet import ABNOutput, ABNResNet  # noqa: F401
+    from ktg.models.pretrained import LoadReport, load_backbone_weights, read_pretrained  # noqa: F401
+
+#: Public names defined in the modules that import torch, imported from there when first used.
+_LAZY = {"ABNOutput": "ktg.models.abn_resnet", "ABNResNet": "ktg.models.abn_resnet",
+         "LoadReport": "ktg.models.pretrained", "load_backbone_weights": "ktg.models.pretrained",
+         "read_pretrained": "ktg.models.pretrained"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ktg.models' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+ModelConstructor = Callable[..., "nn.Module"]
 
 
 @dataclass(frozen=True)
-class _Entry:
-    constructor: ModelConstructor
-    imagenet_weights: str | None
+class ModelRecord:
+    """A model a node can be.
+
+    Attributes:
+        name: the name graph files and ``--model`` use.
+        constructor: ``fn(num_classes: int, **options) -> nn.Module``, as ``"module:function"`` or a callable.
+        imagenet_weights: the torchvision weights (e.g. ``"ResNet18_Weights.IMAGENET1K_V1"``) that
+            ``pretrained="imagenet"`` loads; None for a model without them.
+    """
+
+    name: str
+    constructor: FunctionRef
+    imagenet_weights: str | None = None
 
 
-_MODELS: dict[str, _Entry] = {}
+_MODELS: dict[str, ModelRecord] = {}
+
+
+def _register(record: ModelRecord) -> ModelRecord:
+    if record.name in _MODELS:
+        raise ValueError(f"model {record.name!r} is registered twice")
+    _MODELS[record.name] = record
+    return record
 
 
 def register_model(name: str, *, imagenet_weights: str | None = None) -> Callable[[ModelConstructor], ModelConstructor]:
@@ -34,9 +75,7 @@ def register_model(name: str, *, imagenet_weights: str | None = None) -> Callabl
     """
 
     def decorator(fn: ModelConstructor) -> ModelConstructor:
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is registered twice")
-        _MODELS[name] = _Entry(fn, imagenet_weights)
+        _register(ModelRecord(name, fn, imagenet_weights))
         return fn
 
     return decorator
@@ -45,6 +84,13 @@ def register_model(name: str, *, imagenet_weights: str | None = None) -> Callabl
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`, sorted."""
     return sorted(_MODELS)
+
+
+def model_record(name: str) -> ModelRecord:
+    """The record of model ``name``; KTGError naming the registered ones if there is none."""
+    if name not in _MODELS:
+        raise KTGError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    return _MODELS[name]
 
 
 def create_model(
@@ -72,37 +118,44 @@ def create_model(
     Raises:
         KTGError: unknown name, pretrained weights for a model that has none, or weights that cannot be read.
     """
-    entry = _MODELS.get(name)
-    if entry is None:
-        raise KTGError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
-    if pretrained is not None and entry.imagenet_weights is None:
+    record = model_record(name)
+    if pretrained is not None and record.imagenet_weights is None:
         with_weights = [known for known in list_models() if _MODELS[known].imagenet_weights is not None]
         raise KTGError(f"model {name!r} takes no pretrained weights; models that do: {', '.join(with_weights)}")
     if base_width is not None:
         options["base_width"] = base_width
     try:
-        model = entry.constructor(num_classes, attention_residual=attention_residual, **options)
+        model = resolve(record.constructor)(num_classes, attention_residual=attention_residual, **options)
     except TypeError as error:
         # Options usually come from a graph file's node "options": name the culprit instead of a traceback.
         if "unexpected keyword argument" not in str(error):
             raise
         raise KTGError(f"model {name!r} does not take that option ({error}); check the node options") from None
     if pretrained is not None:
-        state_dict = read_pretrained(pretrained, entry.imagenet_weights)
+        from ktg.models.pretrained import load_backbone_weights, read_pretrained
+
+        state_dict = read_pretrained(pretrained, record.imagenet_weights)
         load_backbone_weights(model, state_dict, source=f"{pretrained!r} into {name}")
     return model
 
 
-# Built-in models register themselves on import; they need register_model, defined above.
-from ktg.models.abn_resnet import ABNOutput, ABNResNet  # noqa: E402
+# -- the built-in models ---------------------------------------------------------------------------------------
+
+for _depth in (18, 34, 50, 101, 152):  # ImageNet style
+    _register(ModelRecord(f"abn_resnet{_depth}", f"ktg.models.abn_resnet:abn_resnet{_depth}",
+                          f"ResNet{_depth}_Weights.IMAGENET1K_V1"))
+for _depth in (20, 32, 56, 110):  # CIFAR style
+    _register(ModelRecord(f"abn_resnet{_depth}", f"ktg.models.abn_resnet:abn_resnet{_depth}"))
 
 __all__ = [
     "ABNOutput",
     "ABNResNet",
     "LoadReport",
+    "ModelRecord",
     "create_model",
     "list_models",
     "load_backbone_weights",
+    "model_record",
     "read_pretrained",
     "register_model",
 ]

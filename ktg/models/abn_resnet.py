@@ -14,8 +14,6 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
-from ktg.models import register_model
-
 Block = type[BasicBlock] | type[Bottleneck]
 
 
@@ -177,55 +175,46 @@ def _cifar_abn(depth: int, num_classes: int, *, base_width: int = 16, attention_
     )
 
 
-@register_model("abn_resnet18", imagenet_weights="ResNet18_Weights.IMAGENET1K_V1")
 def abn_resnet18(num_classes: int, **options) -> ABNResNet:
     """ABN-ResNet-18, ImageNet style (BasicBlock ×2-2-2-2). Options: ``base_width``, ``attention_residual``."""
     return _imagenet_abn(BasicBlock, (2, 2, 2, 2), num_classes, **options)
 
 
-@register_model("abn_resnet34", imagenet_weights="ResNet34_Weights.IMAGENET1K_V1")
 def abn_resnet34(num_classes: int, **options) -> ABNResNet:
     """ABN-ResNet-34, ImageNet style (BasicBlock ×3-4-6-3). Options: ``base_width``, ``attention_residual``."""
     return _imagenet_abn(BasicBlock, (3, 4, 6, 3), num_classes, **options)
 
 
-@register_model("abn_resnet50", imagenet_weights="ResNet50_Weights.IMAGENET1K_V1")
 def abn_resnet50(num_classes: int, **options) -> ABNResNet:
     """ABN-ResNet-50, ImageNet style (Bottleneck ×3-4-6-3). Options: ``base_width``, ``attention_residual``."""
     return _imagenet_abn(Bottleneck, (3, 4, 6, 3), num_classes, **options)
 
 
-@register_model("abn_resnet101", imagenet_weights="ResNet101_Weights.IMAGENET1K_V1")
 def abn_resnet101(num_classes: int, **options) -> ABNResNet:
     """ABN-ResNet-101, ImageNet style (Bottleneck ×3-4-23-3). Options: ``base_width``, ``attention_residual``."""
     return _imagenet_abn(Bottleneck, (3, 4, 23, 3), num_classes, **options)
 
 
-@register_model("abn_resnet152", imagenet_weights="ResNet152_Weights.IMAGENET1K_V1")
 def abn_resnet152(num_classes: int, **options) -> ABNResNet:
     """ABN-ResNet-152, ImageNet style (Bottleneck ×3-8-36-3). Options: ``base_width``, ``attention_residual``."""
     return _imagenet_abn(Bottleneck, (3, 8, 36, 3), num_classes, **options)
 
 
-@register_model("abn_resnet20")
 def abn_resnet20(num_classes: int, **options) -> ABNResNet:
     """ABN-ResNet-20, CIFAR style (3 stages of 3 BasicBlocks). Options: ``base_width``, ``attention_residual``."""
     return _cifar_abn(20, num_classes, **options)
 
 
-@register_model("abn_resnet32")
 def abn_resnet32(num_classes: int, **options) -> ABNResNet:
     """ABN-ResNet-32, CIFAR style (3 stages of 5 BasicBlocks). Options: ``base_width``, ``attention_residual``."""
     return _cifar_abn(32, num_classes, **options)
 
 
-@register_model("abn_resnet56")
 def abn_resnet56(num_classes: int, **options) -> ABNResNet:
     """ABN-ResNet-56, CIFAR style (3 stages of 9 BasicBlocks). Options: ``base_width``, ``attention_residual``."""
     return _cifar_abn(56, num_classes, **options)
 
 
-@register_model("abn_resnet110")
 def abn_resnet110(num_classes: int, **options) -> ABNResNet:
     """ABN-ResNet-110, CIFAR style (3 stages of 18 BasicBlocks). Options: ``base_width``, ``attention_residual``."""
     return _cifar_abn(110, num_classes, **options)

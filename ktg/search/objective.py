@@ -22,7 +22,7 @@ import optuna
 import torch
 
 from ktg.config import TrainConfig
-from ktg.data import Dataset
+from ktg.data.images import Dataset
 from ktg.errors import KTGError
 from ktg.graph import default_model
 from ktg.models import create_model

@@ -1,7 +1,7 @@
 """What a search is: :class:`SearchSettings`, everything every worker of a study needs.
 
 Free of torch and Optuna on purpose: the command line reads the search's defaults from here while it builds its
-parser, before any command has asked for a framework.
+parser, and checks a search's settings (and where its study lives) before any command has asked for a framework.
 """
 
 from __future__ import annotations
@@ -18,9 +18,30 @@ if TYPE_CHECKING:
     from ktg.data import DataSource
     from ktg.search.space import SearchSpace
 
+#: The file of a search folder that holds its study when --storage is not given.
+STUDY_DB = "study.db"
+
 # Training options a worker may choose for itself: where it runs and how, not what a trial computes.
 _PER_WORKER_TRAINING = ("device", "amp", "channels_last", "compile", "compile_mode", "deterministic",
                         "eval_batch_size")
+
+
+def resolve_storage_url(storage: str | None, out: Path | None = None) -> str:
+    """A database URL from ``--storage``: a URL as given, a file path as SQLite, a search folder as its
+    ``study.db``; None means ``OUT/study.db``."""
+    if storage is None:
+        if out is None:
+            raise KTGError("--storage is required (a database URL, a study.db file or a search folder)")
+        return f"sqlite:///{(Path(out) / STUDY_DB).resolve()}"
+    if "://" in storage:
+        return storage
+    path = Path(storage)
+    if path.is_dir():
+        path = path / STUDY_DB
+    if not path.exists():
+        raise KTGError(f"--storage {storage!r} is neither a database URL (sqlite:///FILE, "
+                       f"postgresql+psycopg2://USER:PASSWORD@HOST/DB) nor an existing study file or search folder")
+    return f"sqlite:///{path.resolve()}"
 
 
 def check_pruner(name: str) -> None:

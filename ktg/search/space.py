@@ -8,20 +8,23 @@ source. Parameter names read well in optuna-dashboard: ``label→0 gate``, ``1�
 A cut-off edge keeps its drawn loss design in the graph file (gate ``cutoff``; the engine skips it), so
 ``from_params(to_params(spec)) == spec`` for every graph of the space, and the full N = 3 space has
 4³ · 24⁶ members as the paper counts it.
+
+Optuna is imported only where a space becomes Optuna's parameters, so a space is checked (and the command line
+answers a mistake) without loading it; the sampler that draws from a space is :mod:`ktg.search.sampler`.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
-from typing import Any
-
-import optuna
-from optuna.distributions import CategoricalDistribution
+from typing import TYPE_CHECKING, Any
 
 from ktg.errors import KTGError
 from ktg.graph import ENSEMBLE, LABEL, EdgeSpec, GraphSpec, NodeRef, NodeSpec
 from ktg.registry import CUTOFF, DEFAULT_CROP_SIZES, DEFAULT_TEMPERATURE, design_names, gate_names
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.distributions import CategoricalDistribution
 
 
 def label_gate_param(target: int) -> str:
@@ -122,6 +125,8 @@ class SearchSpace:
 
     def distributions(self) -> dict[str, CategoricalDistribution]:
         """Every parameter and its choices, in the order :meth:`suggest` asks for them."""
+        from optuna.distributions import CategoricalDistribution
+
         result: dict[str, CategoricalDistribution] = {}
         if self.models is not None:
             for node in range(self.num_nodes):
@@ -198,24 +203,3 @@ class SearchSpace:
                 "model": self.model, "temperature": self.temperature, "crop_sizes": list(self.crop_sizes),
                 "models": None if self.models is None else list(self.models),
                 "temperatures": None if self.temperatures is None else list(self.temperatures)}
-
-
-class TrialSeededSampler(optuna.samplers.RandomSampler):
-    """Uniform random search whose draws depend only on (seed, trial number, parameter name).
-
-    A plain seeded ``RandomSampler`` in every worker would make all workers draw the same graphs. Here trial
-    k gets the same graph whichever worker runs it and however many workers there are, so a study is
-    reproducible from its seed and workers never repeat each other.
-    """
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__(seed)
-        self.seed = seed
-
-    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str,
-                           param_distribution: optuna.distributions.BaseDistribution) -> Any:
-        if not isinstance(param_distribution, CategoricalDistribution):
-            return super().sample_independent(study, trial, param_name, param_distribution)
-        digest = hashlib.sha256(f"{self.seed}/{trial.number}/{param_name}".encode()).digest()
-        choices = param_distribution.choices
-        return choices[int.from_bytes(digest[:8], "big") % len(choices)]

@@ -24,29 +24,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ktg.errors import KTGError
 
-STUDY_DB = "study.db"
 #: Study user attribute holding what the study searches (space, training, data); joining workers must agree.
 SETTINGS_ATTR = "ktg.search"
 SQLITE_LOCK_TIMEOUT_S = 120
 CREATE_ATTEMPTS = 5
-
-
-def resolve_storage_url(storage: str | None, out: Path | None = None) -> str:
-    """A database URL from ``--storage``: a URL as given, a file path as SQLite, a search folder as its
-    ``study.db``; None means ``OUT/study.db``."""
-    if storage is None:
-        if out is None:
-            raise KTGError("--storage is required (a database URL, a study.db file or a search folder)")
-        return f"sqlite:///{(Path(out) / STUDY_DB).resolve()}"
-    if "://" in storage:
-        return storage
-    path = Path(storage)
-    if path.is_dir():
-        path = path / STUDY_DB
-    if not path.exists():
-        raise KTGError(f"--storage {storage!r} is neither a database URL (sqlite:///FILE, "
-                       f"postgresql+psycopg2://USER:PASSWORD@HOST/DB) nor an existing study file or search folder")
-    return f"sqlite:///{path.resolve()}"
 
 
 def display_url(url: str) -> str:

@@ -38,7 +38,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from ktg.data import Dataset
+from ktg.data.images import Dataset
 from ktg.errors import KTGError
 from ktg.io import check_writable
 from ktg.progress import Progress
@@ -47,8 +47,8 @@ from ktg.runtime import resolve_device
 from ktg.runtime.mps import mps_daemon, running_daemon
 from ktg.search.objective import FAIL_REASON_ATTR, TRIALS_DIR, Objective, check_space
 from ktg.search.results import last_value, state_counts, write_results
+from ktg.search.sampler import TrialSeededSampler
 from ktg.search.settings import SearchSettings, check_pruner
-from ktg.search.space import TrialSeededSampler
 from ktg.search.storage import WORKER_ATTR, RequeueTrial, fail_stale_trials, open_storage, open_study, queue_again
 from ktg.train import FinishCallback
 

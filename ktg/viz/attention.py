@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from ktg.data import DataSource, ImageSet
+from ktg.data import DataSource
+from ktg.data.images import ImageSet
 from ktg.data.packed import PackedImages
 from ktg.data.transforms import BatchTransform, Identity, Images, Normalize
 from ktg.engine import KnowledgeTransferGraph, ensemble_logits

@@ -1,0 +1,110 @@
+"""The images of a dataset in memory: :class:`ImageSet` (one split), :class:`Dataset` (a loaded dataset) and
+:func:`stratified_split`.
+
+Every dataset is decoded once into an :class:`ImageSet` (N×C×H×W uint8, or photos of their own sizes
+packed in a memory-mapped cache, plus labels); batches are cut, augmented and normalised on the training
+device (see :mod:`ktg.data.transforms`), so a run never decodes an image twice and the GPU is never waiting
+for Python workers. These names are also importable from :mod:`ktg.data`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ktg.data import DataSource
+from ktg.data.packed import PackedImages
+from ktg.data.transforms import BatchTransform
+from ktg.errors import KTGError
+
+
+@dataclass
+class ImageSet:
+    """Images and labels of one split.
+
+    Attributes:
+        images: N×C×H×W uint8 tensor (C = 3), or :class:`~ktg.data.packed.PackedImages` of N photos of their
+            own sizes (host memory, shared between processes; only the crop transforms take them).
+        labels: N int64 tensor of class indices in [0, len(classes)).
+        classes: class names, index = label.
+        name: a human-readable name such as ``"digits/train"``, used in messages and metrics.
+        original_sizes: N×2 int64 (height, width) of each image before it was cached, or ``None`` when the
+            stored images are the originals. Crop transforms choose their boxes in these coordinates.
+    """
+
+    images: torch.Tensor | PackedImages
+    labels: torch.Tensor
+    classes: list[str]
+    name: str
+    original_sizes: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.images, PackedImages) and (self.images.dtype != torch.uint8 or self.images.dim() != 4):
+            raise ValueError(f"{self.name}: images must be N×C×H×W uint8, got {tuple(self.images.shape)} "
+                             f"{self.images.dtype}")
+        if self.labels.shape != (len(self),):
+            raise ValueError(f"{self.name}: {len(self)} images but labels of shape {tuple(self.labels.shape)}")
+        if self.original_sizes is not None and self.original_sizes.shape != (len(self), 2):
+            raise ValueError(f"{self.name}: {len(self)} images but original sizes of shape "
+                             f"{tuple(self.original_sizes.shape)}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def subset(self, indices: torch.Tensor, name: str) -> "ImageSet":
+        """The images at ``indices`` (a 1-D int64 tensor), as a new set called ``name``."""
+        sizes = None if self.original_sizes is None else self.original_sizes[indices]
+        return ImageSet(self.images[indices], self.labels[indices], self.classes, name, sizes)
+
+
+@dataclass
+class Dataset:
+    """A dataset ready for training: the official train and test splits and their batch transforms.
+
+    ``train_transform`` augments training batches; ``eval_transform`` prepares evaluation batches.
+    Both turn B×C×H×W uint8 into B×C×S×S float on the device the batch is on. ``source`` says how to load it
+    again (set by :func:`load_dataset`; None for a dataset built by hand).
+    """
+
+    name: str
+    train: ImageSet
+    test: ImageSet
+    train_transform: BatchTransform
+    eval_transform: BatchTransform
+    info: dict = field(default_factory=dict)
+    source: DataSource | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    @property
+    def image_size(self) -> int:
+        """The side of the images the model sees (the evaluation transform's output)."""
+        return int(self.eval_transform(self.test.images[:1]).shape[-1])
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split indices into (kept, held_out), holding out ``fraction`` of every class, reproducibly.
+
+    Each class contributes round(fraction × its count) samples (at least one when it has two or more),
+    so the held-out split has the training set's class balance.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise KTGError(f"a held-out fraction must lie strictly between 0 and 1, got {fraction}")
+    generator = torch.Generator().manual_seed(seed)
+    kept, held_out = [], []
+    for cls in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == cls).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        n_out = round(fraction * len(members))
+        if len(members) >= 2:
+            n_out = min(max(n_out, 1), len(members) - 1)
+        held_out.append(members[:n_out])
+        kept.append(members[n_out:])
+    return torch.sort(torch.cat(kept)).values, torch.sort(torch.cat(held_out)).values
