@@ -15,6 +15,8 @@ from ktg.errors import KTGError
 
 #: Learning-rate schedules, stepped once per epoch.
 SCHEDULES = ("cosine", "step", "constant")
+#: Images per evaluation batch: the default of TrainConfig.eval_batch_size, of ktg eval and of ktg predict.
+EVAL_BATCH_SIZE = 256
 #: torch.compile's modes: ``reduce-overhead`` uses CUDA graphs; ``max-autotune`` also searches kernels (slow to start).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
@@ -39,7 +41,7 @@ class TrainConfig:
 
     epochs: int = 30
     batch_size: int = 64
-    eval_batch_size: int = 256
+    eval_batch_size: int = EVAL_BATCH_SIZE
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4

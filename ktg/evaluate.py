@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ktg.config import EVAL_BATCH_SIZE
 from ktg.data import DataSource
 from ktg.data.images import Dataset, ImageSet
 from ktg.data.loader import BatchLoader
@@ -63,7 +64,8 @@ class SplitLogits:
 
 
 def split_logits(
-    run_dir: str | Path, split: str = "test", *, device: str = "auto", batch_size: int = 256, progress: bool = False
+    run_dir: str | Path, split: str = "test", *, device: str = "auto", batch_size: int = EVAL_BATCH_SIZE,
+    progress: bool = False,
 ) -> SplitLogits:
     """Every node's logits on ``split`` of the run's dataset: its evaluation transform, and bf16 autocast on CUDA."""
     run = RunFolder(run_dir)
@@ -82,7 +84,7 @@ def evaluate_run(
     *,
     split: str = "test",
     device: str = "auto",
-    batch_size: int = 256,
+    batch_size: int = EVAL_BATCH_SIZE,
     powers: Sequence[float] = (0.1, 0.5, 2.0),
     progress: bool = True,
 ) -> dict[str, Any]:

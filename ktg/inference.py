@@ -24,6 +24,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import torch
 from torch import nn
 
+from ktg.config import EVAL_BATCH_SIZE
 from ktg.data import DataSource
 from ktg.data.preprocess import ImageInput, Preprocessing, UnreadableImageError
 from ktg.engine import KnowledgeTransferGraph, ensemble_logits
@@ -205,7 +206,7 @@ def predict_images(
     *,
     rule: str = "mean_logits",
     power: float = 1.0,
-    batch_size: int = 256,
+    batch_size: int = EVAL_BATCH_SIZE,
     progress: bool = False,
     on_batch: BatchCallback | None = None,
 ) -> tuple[list[Prediction], list[UnreadableImageError]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from ktg.cli.graph import FIGURE_SUFFIXES
 from ktg.errors import KTGError
 from ktg.run_folder import RunFolder
+from ktg.viz import FIGURE_DPI
 
 
 def add_parser(commands) -> None:
@@ -27,7 +28,7 @@ def add_parser(commands) -> None:
                            help="figure file, .png .svg or .pdf (default: RUN/attention_<split>.png)")
     attention.add_argument("--alpha", type=float, default=0.5, help="opacity of the overlay (default: 0.5)")
     attention.add_argument("--no-ensemble", action="store_true", help="leave out the ensemble column")
-    attention.add_argument("--dpi", type=int, default=100, help="(default: 100)")
+    attention.add_argument("--dpi", type=int, default=FIGURE_DPI, help="(default: %(default)s)")
     attention.add_argument("--device", default="cpu", help="where the nodes run (default: cpu)")
     attention.set_defaults(handler=run)
 

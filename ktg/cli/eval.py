@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ktg.cli.options import add_progress_argument, defaults
-from ktg.config import TrainConfig
+from ktg.config import EVAL_BATCH_SIZE, TrainConfig
 from ktg.run_folder import RunFolder
 
 
@@ -21,7 +21,7 @@ def add_parser(commands) -> None:
                         help="exponents u of the power-mean rule (default: 0.1 0.5 2)")
     train = defaults(TrainConfig)
     parser.add_argument("--device", default=train["device"], help="auto, cpu, cuda or cuda:N (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=train["eval_batch_size"],
+    parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE,
                         help="(default: %(default)s, the batch size of evaluation during training)")
     add_progress_argument(parser)
     parser.set_defaults(handler=run)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ktg.errors import KTGError
 from ktg.graph import DEFAULT_NODES, NAMED_GRAPHS
-from ktg.viz import FIGURE_FORMATS
+from ktg.viz import FIGURE_DPI, FIGURE_FORMATS, GRAPH_FIGURE_SIZE
 
 #: Text outputs of ``ktg graph show`` and the file suffixes that choose them.
 TEXT_FORMATS = {"text": (".txt",), "dot": (".dot", ".gv"), "mermaid": (".mmd", ".mermaid")}
@@ -32,9 +32,10 @@ def add_parser(commands) -> None:
                       f"(figure), {text_suffixes} (default: print to the terminal)")
     show.add_argument("--format", choices=(*TEXT_FORMATS, *FIGURE_FORMATS),
                       help="output format (default: from --out's suffix, else text)")
-    show.add_argument("--size", type=float, nargs=2, default=(7.0, 6.5), metavar=("WIDTH", "HEIGHT"),
-                      help="figure size in inches (default: 7 6.5)")
-    show.add_argument("--dpi", type=int, default=100, help="figure resolution (default: 100; PNG = size × dpi pixels)")
+    show.add_argument("--size", type=float, nargs=2, default=GRAPH_FIGURE_SIZE, metavar=("WIDTH", "HEIGHT"),
+                      help=f"figure size in inches (default: {' '.join(f'{side:g}' for side in GRAPH_FIGURE_SIZE)})")
+    show.add_argument("--dpi", type=int, default=FIGURE_DPI,
+                      help="figure resolution (default: %(default)s; PNG = size × dpi pixels)")
     show.set_defaults(handler=run_show)
 
 

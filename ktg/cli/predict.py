@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ktg.cli.options import add_progress_argument, defaults
-from ktg.config import TrainConfig
+from ktg.config import EVAL_BATCH_SIZE, TrainConfig
 from ktg.ensemble import ENSEMBLE_RULES
 from ktg.errors import KTGError
 from ktg.run_folder import RunFolder
@@ -43,7 +43,7 @@ def add_parser(commands) -> None:
                         "into DIR, as <image path relative to the inputs' common folder>.png (its ensemble column is "
                         "the ensemble node, mean logits, whatever --ensemble says)")
     train = defaults(TrainConfig)
-    parser.add_argument("--batch-size", type=int, default=train["eval_batch_size"],
+    parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE,
                         help="images per batch (default: %(default)s, the batch size of evaluation during training)")
     parser.add_argument("--device", default=train["device"], help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     add_progress_argument(parser)

@@ -15,6 +15,10 @@ from ktg.io import atomic_path
 
 #: File types a figure can be saved as (by the path's suffix).
 FIGURE_FORMATS = ("png", "svg", "pdf")
+#: Resolution of every figure unless asked otherwise (a PNG is size × dpi pixels).
+FIGURE_DPI = 100
+#: Size in inches of a graph's figure unless asked otherwise.
+GRAPH_FIGURE_SIZE = (7.0, 6.5)
 
 
 def save_figure(figure, path: str | Path) -> Path:

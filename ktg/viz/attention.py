@@ -28,6 +28,7 @@ from ktg.errors import KTGError
 from ktg.evaluate import load_run, split_images
 from ktg.run_folder import RunFolder
 from ktg.runtime import resolve_device
+from ktg.viz import FIGURE_DPI
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def attention_grid(
     show_ensemble: bool = True,
     alpha: float = 0.5,
     cmap: str = "jet",
-    dpi: int = 100,
+    dpi: int = FIGURE_DPI,
     row_names: Sequence[str] | None = None,
 ) -> Figure:
     """A figure of every node's attention on the same images: rows = images, columns = nodes.

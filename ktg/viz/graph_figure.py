@@ -24,6 +24,7 @@ from matplotlib.transforms import Bbox
 
 from ktg.graph import ENSEMBLE, LABEL, GraphSpec, NodeRef
 from ktg.registry import GATES, LOSS_DESIGNS
+from ktg.viz import FIGURE_DPI, GRAPH_FIGURE_SIZE
 
 #: The loss of a label edge (ABN: cross-entropy of both branches); it pulls the node towards the labels.
 LABEL_LOSS = "CE"
@@ -119,7 +120,7 @@ def _node_flags(node) -> str:
     return " ".join(flag for flag, on in (("frozen", node.frozen), ("bagging", node.bagging)) if on)
 
 
-def graph_figure(spec: GraphSpec, *, size: tuple[float, float] = (7.0, 6.5), dpi: int = 100,
+def graph_figure(spec: GraphSpec, *, size: tuple[float, float] = GRAPH_FIGURE_SIZE, dpi: int = FIGURE_DPI,
                  title: str | None = None) -> Figure:
     """Draw ``spec`` on a new figure of ``size`` inches at ``dpi`` (a PNG of it is size × dpi pixels).
 
