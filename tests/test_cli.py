@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import io
+import os
 import resource
 import subprocess
 import sys
@@ -107,6 +108,25 @@ def test_an_argument_error_is_one_line_naming_the_option_in_under_a_second_of_cp
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and ": error: " in lines[0] and option in lines[0], done.stderr
     assert cpu_seconds < 1.0
+
+
+@pytest.mark.parametrize("args", [["graph", "show", "dml"], ["--help"]])
+@pytest.mark.parametrize("unbuffered", [False, True])
+def test_a_reader_that_went_away_ends_the_command_quietly(args, unbuffered):
+    # `ktg predict … | head`: stdout is a pipe nobody reads any more (here: closed before the command starts).
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "ktg.cli", *args], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, env=env, timeout=60)
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    # 141 as for a command killed by SIGPIPE; argparse itself ignores a failed write of the help when unbuffered
+    assert done.returncode == (0 if unbuffered and args == ["--help"] else 141)
 
 
 # -- progress a person can read ---------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 from typing import NoReturn, Sequence
 
@@ -44,7 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 user error, 3 out of memory, 130 interrupted)."""
+    """Run the CLI; returns the exit status (0 ok, 2 user error, 3 out of memory, 130 interrupted, 141 the
+    reader of the output went away)."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # output to a pipe is buffered: a reader that went away shows here, not at exit
+    except BrokenPipeError:
+        # `ktg predict … | head`: the rest is not wanted. End quietly, as a command killed by SIGPIPE does, with
+        # stdout pointing at /dev/null so that Python's own flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
@@ -53,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nktg: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise  # an OSError, but no problem of the environment: see main
     except OSError as error:  # a folder that cannot be written, a disk that is full: the environment, not ktg
         return fail(f"{error.filename}: {error.strerror}" if error.filename and error.strerror else first_line(error))
     except ImportError as error:
