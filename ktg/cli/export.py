@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ktg.run_folder import RunFolder
+
 
 def add_parser(commands) -> None:
     """Add ``export`` to the ``ktg`` subcommands."""
@@ -25,7 +27,9 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ktg.export import description_path, export_run
+    RunFolder(args.run).check_is_run()
+
+    from ktg.export import description_path, export_run  # after the check that needs no framework
 
     outputs = ["logits"] + ["node_logits"] * args.node_logits + ["attention"] * args.attention
     description = export_run(args.run, args.out, args.format, outputs=outputs, tolerance=args.tolerance)

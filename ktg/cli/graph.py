@@ -77,11 +77,12 @@ def _output_format(args: argparse.Namespace) -> str:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from ktg.io import write_text
-    from ktg.viz.graph_figure import summary, to_dot, to_mermaid
-
     spec = load_graph(args.graph, args.nodes)
     kind = _output_format(args)
+
+    from ktg.io import write_text
+    from ktg.viz.graph_figure import summary, to_dot, to_mermaid  # matplotlib: after the checks that need none
+
     if kind in TEXT_FORMATS:
         text = {"text": summary, "dot": to_dot, "mermaid": to_mermaid}[kind](spec)
         if args.out is None:

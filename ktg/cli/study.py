@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ktg.errors import KTGError
+from ktg.search.settings import resolve_storage_url
 
 
 def add_parser(commands) -> None:
@@ -27,13 +28,13 @@ def add_parser(commands) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from ktg.search.results import best_trial, export_graph, format_table, leaderboard, state_counts, write_leaderboard
-    from ktg.search.settings import resolve_storage_url
-    from ktg.search.storage import SETTINGS_ATTR, display_url, load_study
-
     if args.top < 0:
         raise KTGError(f"--top must be 0 (all) or more, got {args.top}")
     url = resolve_storage_url(args.storage)
+
+    from ktg.search.results import best_trial, export_graph, format_table, leaderboard, state_counts, write_leaderboard
+    from ktg.search.storage import SETTINGS_ATTR, display_url, load_study  # after the checks that need no framework
+
     study = load_study(url, args.study)
     counts = state_counts(study)
     settings = study.user_attrs.get(SETTINGS_ATTR, {})
