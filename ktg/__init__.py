@@ -10,20 +10,11 @@ pipeline. They are loaded on first use, so ``import ktg`` (and the command line'
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ktg.registry import lazy_attributes
 
 __version__ = "0.1.0"
 
 #: Public names imported from their module when first used.
 _LAZY = {"load_run": "ktg.inference", "preprocess": "ktg.inference", "TrainedGraph": "ktg.inference"}
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'ktg' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

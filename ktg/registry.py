@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Callable, TypeVar, Union
 
 #: What an edge's design may read from its two nodes: perception logits, attention maps, a stage's features.
 KNOWLEDGE = ("logits", "attention", "features")
@@ -32,6 +33,7 @@ DEFAULT_TEMPERATURE = 1.0
 DEFAULT_CROP_SIZES = (3, 7, 11)
 
 FunctionRef = Union[str, Callable[..., Any]]
+Record = TypeVar("Record")
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,6 +45,28 @@ def _import(reference: str) -> Callable[..., Any]:
 def resolve(function: FunctionRef) -> Callable[..., Any]:
     """The callable a record names: ``"module:function"`` is imported (once), a callable is returned as it is."""
     return _import(function) if isinstance(function, str) else function
+
+def add_record(table: dict[str, Record], record: Record, kind: str) -> Record:
+    """Add ``record`` to ``table`` under its ``name``; ValueError if ``kind`` (e.g. "gate") of that name exists."""
+    if record.name in table:
+        raise ValueError(f"{kind} {record.name!r} is registered twice")
+    table[record.name] = record
+    return record
+
+
+def lazy_attributes(module: str, sources: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A module's ``__getattr__`` and ``__dir__`` offering each name of ``sources`` (name → the module that defines
+    it), imported on first use: a light package can name classes whose modules load a framework."""
+
+    def getattr_(name: str) -> Any:
+        if name in sources:
+            return getattr(importlib.import_module(sources[name]), name)
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    def dir_() -> list[str]:
+        return sorted([*vars(sys.modules[module]), *sources])
+
+    return getattr_, dir_
 
 
 @dataclass(frozen=True)
@@ -146,8 +170,6 @@ PRUNERS: dict[str, PrunerRecord] = {}
 
 def register_design(record: DesignRecord) -> DesignRecord:
     """Add a loss design; raises ValueError for a name taken or a record that contradicts itself."""
-    if record.name in LOSS_DESIGNS:
-        raise ValueError(f"loss design {record.name!r} is registered twice")
     if not record.reads or not record.reads <= set(KNOWLEDGE):
         raise ValueError(f"loss design {record.name!r} must read some of {', '.join(KNOWLEDGE)}, "
                          f"got {sorted(record.reads)}")
@@ -155,8 +177,7 @@ def register_design(record: DesignRecord) -> DesignRecord:
         raise ValueError(f"loss design {record.name!r}: direction must be one of {', '.join(DIRECTIONS)}")
     if (record.function is None) == (not record.parts):
         raise ValueError(f"loss design {record.name!r} needs either a function or parts, not both")
-    LOSS_DESIGNS[record.name] = record
-    return record
+    return add_record(LOSS_DESIGNS, record, "loss design")
 
 
 def composite(name: str, parts: tuple[str, ...], label: str, paper: bool = False) -> DesignRecord:
@@ -172,8 +193,6 @@ def composite(name: str, parts: tuple[str, ...], label: str, paper: bool = False
 
 def register_gate(record: GateRecord) -> GateRecord:
     """Add a gate; raises ValueError for a name taken or a record that contradicts itself."""
-    if record.name in GATES:
-        raise ValueError(f"gate {record.name!r} is registered twice")
     if not (record.on_label_edges or record.on_network_edges):
         raise ValueError(f"gate {record.name!r} is allowed on no edge")
     teacher = GATES.get(record.teacher_gate) if record.teacher_gate is not None else None
@@ -181,16 +200,12 @@ def register_gate(record: GateRecord) -> GateRecord:
                                             or not record.on_label_edges or record.on_network_edges):
         raise ValueError(f"gate {record.name!r}: a teacher gate belongs on label edges only and names a "
                          f"registered network gate, got {record.teacher_gate!r}")
-    GATES[record.name] = record
-    return record
+    return add_record(GATES, record, "gate")
 
 
 def register_pruner(record: PrunerRecord) -> PrunerRecord:
     """Add a pruner; raises ValueError for a name taken."""
-    if record.name in PRUNERS:
-        raise ValueError(f"pruner {record.name!r} is registered twice")
-    PRUNERS[record.name] = record
-    return record
+    return add_record(PRUNERS, record, "pruner")
 
 
 def design_names(paper_only: bool = False) -> tuple[str, ...]:

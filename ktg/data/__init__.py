@@ -13,7 +13,6 @@ The images themselves live in :mod:`ktg.data.images` (:class:`ImageSet`, :class:
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,24 +20,15 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ktg.config import TrainConfig
 from ktg.errors import KTGError
-from ktg.registry import FunctionRef, resolve
+from ktg.registry import FunctionRef, add_record, lazy_attributes, resolve
 
 if TYPE_CHECKING:
     from ktg.data.images import Dataset, ImageSet, stratified_split  # noqa: F401
     from ktg.data.preprocess import Preprocessing
 
 #: Public names defined in :mod:`ktg.data.images`, imported from there when first used.
-_LAZY = ("ImageSet", "Dataset", "stratified_split")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module("ktg.data.images"), name)
-    raise AttributeError(f"module 'ktg.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_attributes(__name__, dict.fromkeys(("ImageSet", "Dataset", "stratified_split"),
+                                                               "ktg.data.images"))
 
 
 @dataclass(frozen=True)
@@ -94,10 +84,7 @@ _DATASETS: dict[str, DatasetRecord] = {}
 
 
 def _register(record: DatasetRecord) -> DatasetRecord:
-    if record.name in _DATASETS:
-        raise ValueError(f"dataset {record.name!r} is registered twice")
-    _DATASETS[record.name] = record
-    return record
+    return add_record(_DATASETS, record, "dataset")
 
 
 DatasetLoader = Callable[..., "Dataset"]

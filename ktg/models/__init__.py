@@ -9,12 +9,11 @@ its record, so :func:`create_model` is the only place that loads pretrained weig
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from ktg.errors import KTGError
-from ktg.registry import FunctionRef, resolve
+from ktg.registry import FunctionRef, add_record, lazy_attributes, resolve
 
 if TYPE_CHECKING:
     from torch import nn
@@ -27,15 +26,7 @@ _LAZY = {"ABNOutput": "ktg.models.abn_resnet", "ABNResNet": "ktg.models.abn_resn
          "LoadReport": "ktg.models.pretrained", "load_backbone_weights": "ktg.models.pretrained",
          "read_pretrained": "ktg.models.pretrained"}
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'ktg.models' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 ModelConstructor = Callable[..., "nn.Module"]
@@ -61,10 +52,7 @@ _MODELS: dict[str, ModelRecord] = {}
 
 
 def _register(record: ModelRecord) -> ModelRecord:
-    if record.name in _MODELS:
-        raise ValueError(f"model {record.name!r} is registered twice")
-    _MODELS[record.name] = record
-    return record
+    return add_record(_MODELS, record, "model")
 
 
 def register_model(name: str, *, imagenet_weights: str | None = None) -> Callable[[ModelConstructor], ModelConstructor]:
