@@ -2,12 +2,13 @@
 sharing the device, and the wall-clock the papers' search (docs/method.md#search) would take on it.
 
 Everything runs ktg's own training step (:func:`ktg.train.make_train_step`) on batches cut and augmented by
-:class:`~ktg.data.loader.BatchLoader` from synthetic uint8 images resident on the device (the reference recipe's transform, docs/method.md#reference-protocol:
-RandomResizedCrop(ratio 1-1.3) + flip). Three graphs of N ABN nodes:
+:class:`~ktg.data.loader.BatchLoader` from synthetic uint8 images resident on the device (the reference recipe's
+transform, docs/method.md#reference-protocol: RandomResizedCrop(ratio 1-1.3) + flip). Three graphs of N ABN nodes:
 
 - ``independent``: label edges only;
 - ``heavy``: every network edge ``prob_kl+att_mse`` with gate ``through`` (the most work a graph can ask for);
-- ``random``: trial 0 of a search with ``--graph-seed``, drawn from the papers' space (docs/method.md#search) as ``ktg search`` draws it.
+- ``random``: trial 0 of a search with ``--graph-seed``, drawn from the papers' space (docs/method.md#search) as
+  ``ktg search`` draws it.
 
 Two modes (``--modes``; add ``compiled`` or ``cudagraphs`` to measure ``--compile``):
 

@@ -32,7 +32,8 @@ def _read_pickle(path: Path, dataset: str, layout: str) -> dict:
         raise KTGError(f"{dataset}: cannot read {path}: {error}") from error
 
 
-def _split(dataset: str, folder: Path, files: list[str], label_key: str, classes: list[str], layout: str, split: str) -> ImageSet:
+def _split(dataset: str, folder: Path, files: list[str], label_key: str, classes: list[str], layout: str,
+           split: str) -> ImageSet:
     """The images and labels of the pickled batches ``files`` (each ``data`` N×3072 uint8, R then G then B planes)."""
     pixels, labels = [], []
     for file in files:
@@ -56,7 +57,8 @@ def _load_cifar(
     test_files: list[str], meta_file: str, names_key: str, label_key: str, normalize: bool,
     mean: tuple[float, ...], std: tuple[float, ...],
 ) -> Dataset:
-    layout = f"<root>/{folder_name}/{{{', '.join(train_files + test_files + [meta_file])}}} (the python version's archive)"
+    files = ", ".join(train_files + test_files + [meta_file])
+    layout = f"<root>/{folder_name}/{{{files}}} (the python version's archive)"
     if image_size not in (None, 32):
         raise KTGError(f"{dataset}: images are 32×32; leave out --image-size or give 32, not {image_size}")
     found = locate(root, dataset, [meta_file], [folder_name])

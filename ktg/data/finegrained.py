@@ -190,7 +190,8 @@ def load_cub200(
             raise KTGError(f"{name}: {folder / file} and {folder / 'images.txt'} list different image ids "
                            f"({len(odd)} differ, e.g. id {odd[0]}); the lists disagree with each other")
     source = f"{folder / 'images.txt'} and image_class_labels.txt"
-    labels = integers([tables["image_class_labels.txt"][i] for i in ids], "labels", folder / "image_class_labels.txt", name)
+    labels = integers([tables["image_class_labels.txt"][i] for i in ids], "labels",
+                      folder / "image_class_labels.txt", name)
     is_train = flags([tables["train_test_split.txt"][i] for i in ids], "flags", folder / "train_test_split.txt", name)
     files = np.array([tables["images.txt"][i] for i in ids], dtype=object)
     train, test = (image_list(name, folder / "images", files[mask].tolist(), labels[mask], classes, source, base=1)
@@ -265,7 +266,8 @@ def load_imagefolder(
         raise missing(name, train_dir, IMAGEFOLDER_LAYOUT)
     classes = sorted(entry.name for entry in train_dir.iterdir() if entry.is_dir() and not entry.name.startswith("."))
     if not classes:
-        raise KTGError(f"{name}: {train_dir} has no class folders; the dataset is usually laid out as {IMAGEFOLDER_LAYOUT}")
+        raise KTGError(f"{name}: {train_dir} has no class folders; the dataset is usually laid out as "
+                       f"{IMAGEFOLDER_LAYOUT}")
     train = _folder_split(name, root, "train", classes)
     if not (root / test_dir).is_dir():
         raise missing(name, root / test_dir, f"{IMAGEFOLDER_LAYOUT} (option test_dir names another test folder)")
@@ -283,8 +285,9 @@ def _folder_split(name: str, root: Path, split: str, classes: list[str]) -> Imag
         raise KTGError(f"{name}: {folder / extra[0]} is a class folder that {root / 'train'} does not have")
     files, labels = [], []
     for label, cls in enumerate(classes):
-        members = sorted(path for path in (folder / cls).rglob("*")
-                         if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()) if (folder / cls).is_dir() else []
+        members = (sorted(path for path in (folder / cls).rglob("*")
+                          if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file())
+                   if (folder / cls).is_dir() else [])
         files += [path.relative_to(root).as_posix() for path in members]
         labels += [label] * len(members)
     return image_list(name, root, files, labels, classes, str(folder), base=0)

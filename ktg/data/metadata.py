@@ -25,7 +25,8 @@ def require_root(root: Path | None, dataset: str) -> Path:
     return root
 
 
-def locate(root: Path | None, dataset: str, markers: Sequence[str], subfolders: Sequence[str]) -> tuple[Path, str] | None:
+def locate(root: Path | None, dataset: str, markers: Sequence[str],
+           subfolders: Sequence[str]) -> tuple[Path, str] | None:
     """(folder, marker) for the first of ``root`` and ``root/<subfolder>`` holding one of the ``markers``
     (relative file paths), trying markers in order; ``None`` if there is none."""
     root = require_root(root, dataset)
@@ -38,7 +39,8 @@ def locate(root: Path | None, dataset: str, markers: Sequence[str], subfolders: 
 
 def missing(dataset: str, expected: Path, layout: str) -> KTGError:
     """The error for a file or folder that is not where a dataset's layout puts it."""
-    return KTGError(f"{dataset}: expected {expected}, which does not exist; the dataset is usually laid out as {layout}")
+    return KTGError(f"{dataset}: expected {expected}, which does not exist; the dataset is usually laid out as "
+                    f"{layout}")
 
 
 def check_file(path: Path, dataset: str, layout: str) -> Path:
@@ -57,7 +59,8 @@ def load_mat(path: Path, dataset: str, layout: str, keys: Sequence[str]) -> dict
         raise KTGError(f"{dataset}: cannot read the MATLAB file {path}: {error}") from error
     absent = [key for key in keys if key not in content]
     if absent:
-        raise KTGError(f"{dataset}: {path} has no variable {absent[0]!r} (it has: {', '.join(sorted(k for k in content if not k.startswith('__')))})")
+        present = ", ".join(sorted(key for key in content if not key.startswith("__")))
+        raise KTGError(f"{dataset}: {path} has no variable {absent[0]!r} (it has: {present})")
     return content
 
 
@@ -136,14 +139,16 @@ def image_list(
     *,
     base: int,
 ) -> ImageList:
-    """An :class:`ImageList` from ``labels`` numbered from ``base`` (0 or 1), each checked to name one of ``classes``."""
+    """An :class:`ImageList` from ``labels`` numbered from ``base`` (0 or 1), each checked to name one of
+    ``classes``."""
     if np.size(labels) != len(files):
         raise KTGError(f"{dataset}: {source} lists {len(files)} images but {np.size(labels)} labels")
     labels = checked_labels(dataset, labels, len(classes), source, base=base, names=files)
     return ImageList(root, list(files), labels.tolist(), list(classes), source)
 
 
-def require_every_class(dataset: str, labels: Sequence[int] | torch.Tensor, classes: Sequence[str], source: str) -> None:
+def require_every_class(dataset: str, labels: Sequence[int] | torch.Tensor, classes: Sequence[str],
+                        source: str) -> None:
     """Raise if a class has no image among ``labels`` (0-based; a training split must show every class)."""
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
     empty = np.flatnonzero(counts == 0)

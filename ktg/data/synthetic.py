@@ -16,7 +16,8 @@ from ktg.data.transforms import Identity, RandomTranslate
 from ktg.errors import KTGError
 
 
-def make_images(num_images: int, num_classes: int, size: int, seed: int, noise: float = 0.35) -> tuple[torch.Tensor, torch.Tensor]:
+def make_images(num_images: int, num_classes: int, size: int, seed: int,
+                noise: float = 0.35) -> tuple[torch.Tensor, torch.Tensor]:
     """``num_images`` uint8 N×3×size×size images and their labels, classes drawn uniformly.
 
     Every class owns a smooth random pattern (a 4×4 colour grid upsampled); images are that pattern plus

@@ -160,7 +160,8 @@ def global_average(x: torch.Tensor) -> torch.Tensor:
 
 
 def _imagenet_abn(
-    block: Block, stage_blocks: Sequence[int], num_classes: int, *, base_width: int = 64, attention_residual: bool = True
+    block: Block, stage_blocks: Sequence[int], num_classes: int, *, base_width: int = 64,
+    attention_residual: bool = True,
 ) -> ABNResNet:
     return ABNResNet(
         block, stage_blocks, num_classes, stem="imagenet", base_width=base_width, attention_residual=attention_residual
@@ -171,7 +172,8 @@ def _cifar_abn(depth: int, num_classes: int, *, base_width: int = 16, attention_
     # He et al.'s CIFAR ResNets: depth = 6n + 2 (stem conv, 3 stages of n two-conv blocks, fc).
     blocks = (depth - 2) // 6
     return ABNResNet(
-        BasicBlock, (blocks,) * 3, num_classes, stem="cifar", base_width=base_width, attention_residual=attention_residual
+        BasicBlock, (blocks,) * 3, num_classes, stem="cifar", base_width=base_width,
+        attention_residual=attention_residual,
     )
 
 

@@ -98,7 +98,8 @@ def read_pretrained(pretrained: str, imagenet_weights: str) -> dict[str, torch.T
     return dict(checkpoint)
 
 
-def load_backbone_weights(model: ABNResNet, state_dict: Mapping[str, torch.Tensor], source: str = "state dict") -> LoadReport:
+def load_backbone_weights(model: ABNResNet, state_dict: Mapping[str, torch.Tensor],
+                          source: str = "state dict") -> LoadReport:
     """Copy the tensors of ``state_dict`` into ``model`` where key and shape match, and report the rest.
 
     The attention branch's stage (``att_layer4``/``att_layer3``) takes its own keys when the state dict has
