@@ -20,7 +20,7 @@ from ktg.run_folder import RunFolder
 BEYOND = Path(__file__).resolve().parents[1] / "experiments" / "beyond"
 COMMON = ["--width", "4", "--image-size", "16", "--device", "cpu", "--no-progress"]
 # A twentieth of digits' training split for one quick step per epoch; the held-out rest is evaluated.
-DIGITS = ["--dataset", "digits", "--holdout", "0.95", *COMMON]
+DIGITS = ["--dataset", "digits", "--holdout", "0.95", "--batch-size", "64", *COMMON]
 SYNTHETIC = ["--dataset", "synthetic", "--dataset-option", "train_size=32", "--dataset-option", "test_size=16",
              "--dataset-option", "num_classes=4", "--batch-size", "16", *COMMON]
 
@@ -76,7 +76,7 @@ def test_graph_files_train(tmp_path, name):
 
 def test_bagging_counts_follow_the_bootstrap(tmp_path):
     assert main(["train", "--graph", str(BEYOND / "bagging.json"), "--epochs", "1", "--out", str(tmp_path),
-                 "--dataset", "digits", "--holdout", "0.5", *COMMON]) == 0
+                 "--dataset", "digits", "--holdout", "0.5", "--batch-size", "64", *COMMON]) == 0
     bagging = json.loads((tmp_path / "bagging.json").read_text())
     counts = torch.tensor([bagging["counts"][str(node)] for node in range(3)], dtype=torch.float)
     n = counts.shape[1]

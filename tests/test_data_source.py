@@ -42,6 +42,15 @@ def test_suggested_training_values_fill_only_the_options_left_out():
     assert train_config_from_args(parse(["train"])) == TrainConfig()
 
 
+def test_digits_suggest_short_runs_that_learn_and_an_option_given_wins():
+    parse = build_parser().parse_args
+    suggested = dataset_defaults("digits").train
+    config = train_config_from_args(parse(["train", "--dataset", "digits"]), suggested)
+    assert (config.batch_size, config.lr, config.epochs) == (4, 0.01, 5)
+    config = train_config_from_args(parse(["train", "--dataset", "digits", "--batch-size", "64"]), suggested)
+    assert (config.batch_size, config.lr) == (64, 0.01)
+
+
 def test_defaults_may_name_only_training_options():
     with pytest.raises(ValueError, match="learning_rate"):
         DatasetDefaults(train={"learning_rate": 0.1})
