@@ -22,7 +22,8 @@ from ktg import __version__
 from ktg.errors import KTGError
 
 #: The command modules, in the order ``ktg --help`` lists them; each defines ``add_parser(commands)``.
-COMMANDS: tuple[str, ...] = ("train", "eval", "predict", "export", "graph", "attention", "search", "study", "chain")
+COMMANDS: tuple[str, ...] = ("train", "eval", "compare", "predict", "export", "graph", "attention", "search", "study",
+                             "chain")
 
 
 class Parser(argparse.ArgumentParser):
