@@ -36,7 +36,7 @@ demo: $(BIN)/ktg
 	echo; echo "runs: $$out/best/ and $$out/independent/ (metrics.json, checkpoint.pt, tensorboard/)"
 
 test: $(BIN)/ktg
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
