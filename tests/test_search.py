@@ -197,6 +197,15 @@ def test_every_trial_trains_with_a_seed_of_its_own_unless_same_seed(tmp_path):
         assert search_settings_from_args(args).same_seed is same_seed
 
 
+def test_without_holdout_a_search_holds_out_the_fraction_its_dataset_suggests():
+    def holdout(*flags: str) -> float:
+        return search_settings_from_args(build_parser().parse_args(["search", *flags])).config.holdout
+
+    datasets = ("cifar10", "cifar100", "digits", "synthetic")
+    assert [holdout("--dataset", name) for name in datasets] == [0.2, 0.2, 0.5, 0.5]
+    assert holdout("--dataset", "cifar10", "--holdout", "0.3") == 0.3
+
+
 def test_the_search_never_scores_on_the_test_split(tmp_path):
     with pytest.raises(KTGError, match="test split"):
         Objective(SPACE, tiny_data(), dataclasses.replace(CONFIG, holdout=None), tmp_path)

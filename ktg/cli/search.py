@@ -21,11 +21,6 @@ from ktg.registry import DEFAULT_CROP_SIZES, DEFAULT_TEMPERATURE, design_names, 
 from ktg.search.settings import SearchSettings, resolve_storage_url
 from ktg.search.space import SearchSpace
 
-#: Held-out fraction of the training split when --holdout is not given: the public code's splits
-#: (``docs/method.md#search``).
-DEFAULT_HOLDOUT = {"cifar10": 0.2, "cifar100": 0.2}
-DEFAULT_HOLDOUT_OTHERS = 0.5
-
 
 def add_parser(commands) -> None:
     """Add ``search`` to the ``ktg`` subcommands."""
@@ -96,8 +91,9 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
     """The :class:`~ktg.search.settings.SearchSettings` a ``ktg search`` command line describes, checked (it
     needs no framework)."""
     nodes = DEFAULT_NODES if args.nodes is None else args.nodes
-    holdout = args.holdout if args.holdout is not None else DEFAULT_HOLDOUT.get(args.dataset, DEFAULT_HOLDOUT_OTHERS)
     source = data_source_from_args(args)
+    # Without --holdout a search holds out the fraction its dataset suggests.
+    holdout = args.holdout if args.holdout is not None else source.defaults.search_holdout
     config = dataclasses.replace(train_config_from_args(args, source.defaults.train), holdout=holdout)
     check_models([args.model, *(args.models or ())])
     choices = {key: tuple(value) for key, value in

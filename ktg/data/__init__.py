@@ -40,10 +40,13 @@ class DatasetDefaults:
         node_options: model options of every node that sets none itself (e.g. ``base_width`` for data that
             narrow models learn).
         train: :class:`~ktg.config.TrainConfig` fields (e.g. ``batch_size``, ``lr``, ``epochs``).
+        search_holdout: the fraction of the training split a search holds out to score its graphs when the user
+            gives no ``--holdout`` (the public code's splits, ``docs/method.md#search``).
     """
 
     node_options: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
+    search_holdout: float = 0.5
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.train) - {f.name for f in dataclasses.fields(TrainConfig)})
@@ -185,9 +188,9 @@ class DataSource:
 
 # -- the built-in datasets ------------------------------------------------------------------------------------
 
-_register(DatasetRecord("cifar10", "ktg.data.cifar:load_cifar10", preprocessing="ktg.data.cifar:cifar10_preprocessing"))
-_register(DatasetRecord("cifar100", "ktg.data.cifar:load_cifar100",
-                        preprocessing="ktg.data.cifar:cifar100_preprocessing"))
+for _name in ("cifar10", "cifar100"):
+    _register(DatasetRecord(_name, f"ktg.data.cifar:load_{_name}", DatasetDefaults(search_holdout=0.2),
+                            preprocessing=f"ktg.data.cifar:{_name}_preprocessing"))
 # Digits: short runs that learn on two CPU cores. Nodes of base width 8 (a quarter of ResNet-20's compute;
 # --width 16 restores the standard CIFAR width). Batch 4 at learning rate 0.01: an epoch is 336 small steps, so a
 # node learns within its first epoch and BatchNorm's running statistics (an average over the last ~10 batches)
