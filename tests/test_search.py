@@ -209,6 +209,8 @@ def test_without_holdout_a_search_holds_out_the_fraction_its_dataset_suggests():
 def test_the_search_never_scores_on_the_test_split(tmp_path):
     with pytest.raises(KTGError, match="test split"):
         Objective(SPACE, tiny_data(), dataclasses.replace(CONFIG, holdout=None), tmp_path)
+    with pytest.raises(KTGError, match="held-out part of the training split"):
+        settings(tmp_path, config=dataclasses.replace(CONFIG, holdout=None))
 
 
 # -- workers in this process ----------------------------------------------------------------------------

@@ -91,9 +91,9 @@ class SearchSettings:
     def __post_init__(self) -> None:
         if self.trials < 1:
             raise KTGError(f"--trials must be at least 1, got {self.trials}")
-        if self.config.holdout is None or not 0 < self.config.holdout < 1:
-            raise KTGError(f"the search scores graphs on a held-out part of the training split: --holdout must lie "
-                           f"strictly between 0 and 1, got {self.config.holdout}")
+        if self.config.holdout is None:  # its range is TrainConfig's to check
+            raise KTGError("the search scores graphs on a held-out part of the training split: give it a --holdout "
+                           "fraction")
         check_pruner(self.pruner)
         if self.heartbeat_interval < 1 or self.grace_period <= self.heartbeat_interval:
             raise KTGError(f"the grace period ({self.grace_period} s) must exceed the heartbeat interval "
