@@ -26,6 +26,7 @@ from ktg.data.transforms import (
     RandomResizedCrop,
     RandomTranslate,
     ResizeCenterCrop,
+    crop_transforms,
     detail_side,
     reference_transforms,
     resample_boxes,
@@ -243,6 +244,40 @@ def test_loader_cuts_packed_photos_in_batch_order() -> None:
         assert torch.allclose(batch, labels.view(-1, 1, 1, 1) / 255.0, atol=1e-6)
         seen += labels.tolist()
     assert sorted(seen) == list(range(7)) and seen != list(range(7))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_batches_on_the_device_equal_the_cpu_ones_without_waiting_for_it(device: str) -> None:
+    """Photos go to the device through pinned memory and non-blocking copies, dense images are cut there; the
+    batches, labels and positions equal the CPU loader's, and on CUDA the runtime's sync check holds that
+    cutting a batch never waits for the GPU (the CPU cuts the next batch while the GPU trains on this one)."""
+    generator = torch.Generator().manual_seed(0)
+    sizes = [(30 + 3 * i, 50 - 2 * i) for i in range(7)]
+    packed = PackedImages.pack([torch.randint(0, 256, (h, w, 3), dtype=torch.uint8, generator=generator).numpy()
+                                for h, w in sizes])
+    dense = torch.randint(0, 256, (7, 3, 20, 20), dtype=torch.uint8, generator=generator)
+    train, evaluate = crop_transforms(16, normalize=True)
+    cases = [(packed, train, torch.tensor(sizes) * 3), (packed, evaluate, None), (dense, train, None),
+             (dense, RandomTranslate(2, flip=True), None)]
+    for pixels, transform, original_sizes in cases:
+        images = ImageSet(pixels, torch.arange(7), [str(i) for i in range(7)], "t", original_sizes)
+        cpu, on_device = (BatchLoader(images, 3, transform, torch.device(where), shuffle=True, drop_last=False,
+                                      seed=1) for where in ("cpu", device))
+        expected = list(cpu.epoch(0, with_index=True))
+        sync_check = device == "cuda"
+        if sync_check:
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            got = list(on_device.epoch(0, with_index=True))
+        finally:
+            if sync_check:
+                torch.cuda.set_sync_debug_mode("default")
+        assert len(got) == len(expected) == 3
+        for (batch, labels, positions), (want_batch, want_labels, want_positions) in zip(got, expected):
+            assert batch.device.type == labels.device.type == positions.device.type == device
+            assert batch.dtype == torch.float32 and labels.dtype == positions.dtype == torch.int64
+            torch.testing.assert_close(batch.cpu(), want_batch, rtol=0, atol=1e-5)
+            assert torch.equal(labels.cpu(), want_labels) and torch.equal(positions.cpu(), want_positions)
 
 
 def _benchmark_data():
