@@ -51,9 +51,11 @@ def test_digits_suggest_short_runs_that_learn_and_an_option_given_wins():
     assert (config.batch_size, config.lr) == (64, 0.01)
 
 
-def test_defaults_may_name_only_training_options():
+def test_defaults_may_name_only_training_options_and_a_fraction_to_hold_out():
     with pytest.raises(ValueError, match="learning_rate"):
         DatasetDefaults(train={"learning_rate": 0.1})
+    with pytest.raises(ValueError, match="search_holdout must lie strictly between 0 and 1, got 1"):
+        DatasetDefaults(search_holdout=1)
 
 
 @pytest.mark.parametrize("name", list_datasets())

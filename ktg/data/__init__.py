@@ -52,6 +52,8 @@ class DatasetDefaults:
         unknown = sorted(set(self.train) - {f.name for f in dataclasses.fields(TrainConfig)})
         if unknown:
             raise ValueError(f"dataset defaults name training options TrainConfig does not have: {unknown}")
+        if not 0 < self.search_holdout < 1:
+            raise ValueError(f"a dataset's search_holdout must lie strictly between 0 and 1, got {self.search_holdout}")
 
     def with_node_options(self, given: dict[str, Any]) -> dict[str, Any]:
         """``given`` node options over the suggested ones."""
