@@ -30,6 +30,7 @@ from ktg.data.preprocess import ImageInput, Preprocessing, UnreadableImageError
 from ktg.engine import KnowledgeTransferGraph, ensemble_logits
 from ktg.ensemble import ENSEMBLE_RULES
 from ktg.errors import KTGError
+from ktg.evaluate import load_run as load_graph
 from ktg.progress import Progress
 from ktg.run_folder import RunFolder
 from ktg.runtime import autocast, resolve_device
@@ -102,31 +103,14 @@ class TrainedGraph(nn.Module):
         return self.outputs(inputs).logits
 
 
-# The two places this module reads a run folder.
-
-
-def _read_run(run_dir: Path, device: torch.device) -> tuple[KnowledgeTransferGraph, dict, int]:
-    """(trained graph on ``device``, config.json, checkpoint epoch)."""
-    from ktg.evaluate import load_run as load_graph
-
-    graph, config, checkpoint = load_graph(run_dir, device)
-    return graph, config, checkpoint["epoch"]
-
-
-def _read_config(run_dir: Path) -> dict:
-    """The run's config.json (what it was trained on), without its weights."""
-    return RunFolder(run_dir).read_config()
-
-
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> TrainedGraph:
     """The trained graph of a run folder (its last checkpoint) as a :class:`TrainedGraph` in evaluation mode on
     ``device`` (``"auto"``: CUDA when available)."""
-    run = Path(run_dir)
     torch_device = resolve_device(device) if isinstance(device, str) else device
-    graph, config, epoch = _read_run(run, torch_device)
+    graph, config, checkpoint = load_graph(run_dir, torch_device)
     source = DataSource.from_dict(config["data"])
     return TrainedGraph(graph, config["classes"], source.preprocessing(), config["image_size"], dataset=source.name,
-                        epoch=epoch)
+                        epoch=checkpoint["epoch"])
 
 
 def preprocess(images: Sequence[ImageInput] | ImageInput, run: TrainedGraph | str | Path,
@@ -135,7 +119,7 @@ def preprocess(images: Sequence[ImageInput] | ImageInput, run: TrainedGraph | st
     loaded graph, or a run folder: then only its config.json is read, no weights)."""
     if isinstance(run, TrainedGraph):
         return run.transform(images, device=device)
-    return DataSource.from_dict(_read_config(Path(run))["data"]).preprocessing()(images, device=device)
+    return DataSource.from_dict(RunFolder(run).read_config()["data"]).preprocessing()(images, device=device)
 
 
 # -- predicting files ---------------------------------------------------------------------------------
@@ -172,7 +156,6 @@ def find_images(arguments: Sequence[str | os.PathLike]) -> tuple[list[Path], lis
             else:
                 problems.append(UnreadableImageError(str(match), "no such file or folder"))
     return list(found), problems
-
 
 
 @dataclass
