@@ -13,6 +13,7 @@ from PIL import Image
 
 from ktg.data import DataSource, load_dataset
 from ktg.data.preprocess import UnreadableImageError
+from ktg.errors import KTGError
 
 
 def write_pngs(images: torch.Tensor, folder: Path) -> list[Path]:
@@ -60,7 +61,7 @@ def test_pil_images_and_uint8_tensors_equal_their_files(tmp_path):
     assert torch.equal(preprocessing(torch.from_numpy(pixels).permute(2, 0, 1)), from_file)
     assert torch.equal(preprocessing(torch.from_numpy(pixels).permute(2, 0, 1)[None].repeat(2, 1, 1, 1))[1],
                        from_file[0])
-    with pytest.raises(Exception, match="uint8 tensor"):
+    with pytest.raises(KTGError, match="uint8 tensor"):
         preprocessing(torch.zeros(3, 8, 8))
 
 

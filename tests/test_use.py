@@ -90,8 +90,6 @@ def predicted_classes(csv_file: Path) -> dict[str, str]:
         return {row["path"]: row["class_1"] for row in csv.DictReader(file)}
 
 
-
-
 @pytest.mark.parametrize("which", ["digits_run", "photo_run"])
 def test_predict_agrees_with_eval_on_every_test_image(which, request, tmp_path, capsys):
     run, images = request.getfixturevalue(which)
