@@ -198,6 +198,10 @@ def test_unreadable_inputs_are_listed_and_skipped_and_the_rest_is_predicted(digi
     (["--run", "{no_checkpoint}", "{image}"], "is not a ktg run folder: checkpoint.pt is missing"),
     (["--run", "{run}", "{image}", "--out", "x.txt"], "must end in .csv or .json"),
     (["--run", "{run}", "{image}", "--top-k", "0"], "--top-k must be at least 1"),
+    (["--run", "{run}", "{image}", "--out", "{image}/p.csv"],
+     "cannot write the predictions file --out {image}: {image} is a file, not a folder"),
+    (["--run", "{run}", "{image}", "--attention", "{image}/grids"],
+     "cannot write the attention folder --attention {image}/grids: {image} is a file, not a folder"),
 ])
 def test_bad_predict_input_is_one_line(digits_run, tmp_path, capsys, argv, message):
     run, images = digits_run
@@ -254,6 +258,14 @@ def test_an_export_that_fails_its_check_leaves_no_file(digits_run, tmp_path, cap
     err = capsys.readouterr().err
     assert "differs from PyTorch by up to" in err and "in logits (tolerance 0)" in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_into_an_unwritable_place_is_one_line_before_any_work(digits_run, capsys):
+    run, images = digits_run
+    image = sorted(images.glob("*.png"))[0]
+    assert main(["export", "--run", str(run), "--format", "torchscript", "--out", f"{image}/model.pt"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"ktg: error: cannot write the model file --out {image}: {image} is a file, not a folder\n"
 
 
 def test_onnx_export_without_the_extra_says_how_to_install_it(digits_run, tmp_path, capsys, monkeypatch):

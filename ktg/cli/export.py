@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ktg.io import check_writable
 from ktg.run_folder import RunFolder
 
 
@@ -28,6 +29,7 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     RunFolder(args.run).check_is_run()
+    check_writable(args.out.parent, "the model file --out")  # before the graph is loaded, traced and checked
 
     from ktg.export import description_path, export_run  # after the check that needs no framework
 

@@ -15,6 +15,7 @@ from ktg.cli.options import add_progress_argument, defaults
 from ktg.config import EVAL_BATCH_SIZE, TrainConfig
 from ktg.ensemble import ENSEMBLE_RULES
 from ktg.errors import KTGError
+from ktg.io import check_writable, write_text
 from ktg.run_folder import RunFolder
 
 OUTPUT_SUFFIXES = (".csv", ".json")
@@ -56,6 +57,11 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None and args.out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise KTGError(f"--out {args.out} must end in {' or '.join(OUTPUT_SUFFIXES)}")
     RunFolder(args.run).check_is_run()
+    # now, not after the graph is loaded and every image classified (and maybe every grid drawn)
+    if args.out is not None:
+        check_writable(args.out.parent, "the predictions file --out")
+    if args.attention is not None:
+        check_writable(args.attention, "the attention folder --attention")
 
     from ktg.inference import find_images, load_run, predict_images  # after the checks that need no framework
     paths, problems = find_images(args.images)
@@ -70,8 +76,6 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         _print(predictions, model, args)
     else:
-        from ktg.io import write_text
-
         write_text(args.out, (_csv if args.out.suffix.lower() == ".csv" else _json)(predictions, model, args))
         print(f"predictions for {len(predictions)} image(s) written to {args.out}")
     if args.attention is not None and predictions:
