@@ -8,8 +8,8 @@ runs out of time is recorded as such, the JSON is rewritten after every step, an
 1. ``environment``: Python, torch, CUDA, cuDNN, driver, GPU name and memory, optuna; the check stops here if
    optuna cannot be imported (carry it as wheels: ``--wheels``).
 2. ``tests``: ``pytest -m cuda`` over the test files that hold CUDA tests (``tests/test_fast_path.py`` among
-   them): no host sync inside a training step (CUDA's own sync check), ``--deterministic`` bit for bit, the
-   CUDA-graph mode against eager. Off CUDA they are collected and skipped.
+   them): no host sync inside a training step or while a photo batch is cut (CUDA's own sync check),
+   ``--deterministic`` bit for bit, the CUDA-graph mode against eager. Off CUDA they are collected and skipped.
 3. ``benchmark``: ``experiments/benchmark.py`` on 3 nodes at 224 px: the independent, heavy and a random graph
    at batch 16 and 64 in modes ``reference`` and ``fast``; 1, 4 and 8 concurrent batch-16 trials taking turns
    and through MPS; one trial at batch 128 as the yardstick; the projected 6,000-trial search.
@@ -63,6 +63,7 @@ DRIVER_BIN_DIRS = ("/usr/local/nvidia/bin", "/usr/local/cuda/bin", "/usr/lib/nvi
 #: Each check that the CUDA tests make, by the test that makes it (names as pytest reports them).
 TEST_CHECKS = {
     "zero host syncs in a training step": "test_a_training_step_reads_nothing_back_to_the_host",
+    "photo batches cut without a host sync": "test_batches_on_the_device_equal_the_cpu_ones_without_waiting_for_it",
     "--deterministic bit-exact": "test_deterministic_steps_repeat_bit_for_bit",
     "CUDA-graph mode equal to eager": "test_cuda_graphs_replay_the_eager_step",
 }
