@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or folder.attention_figure_file(args.split)
     if out.suffix.lower() not in FIGURE_SUFFIXES:
         raise KTGError(f"--out {out} must end in one of {', '.join(FIGURE_SUFFIXES)}")
+    if args.dpi < 1:
+        raise KTGError(f"--dpi must be at least 1, got {args.dpi}")
     folder.check_is_run()
 
     from ktg.viz import save_figure

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ktg.cli.options import add_progress_argument, defaults
 from ktg.config import EVAL_BATCH_SIZE, TrainConfig
+from ktg.errors import KTGError
 from ktg.run_folder import RunFolder
 
 
@@ -28,6 +29,10 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise KTGError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if min(args.power) <= 0:
+        raise KTGError(f"--power: the power-mean exponents must be positive, got {' '.join(map(str, args.power))}")
     RunFolder(args.run).check_is_run()
 
     from ktg.evaluate import evaluate_run  # after the checks that need no framework
