@@ -236,21 +236,17 @@ def _place_labels(figure: Figure, axes, labels: list[_EdgeLabel], patches: dict[
         half = np.array([extent.width / 2 + pad, extent.height / 2 + pad])
         (x0, y0), (x1, y1) = label.start, label.end
         across = np.array([y1 - y0, x0 - x1]) / math.dist(label.start, label.end)
+        spots = ((offset, label.t + delta) for offset in _ACROSS for delta in _ALONG
+                 if _ARC_ENDS <= label.t + delta <= 1 - _ARC_ENDS)
         best = None
-        for offset in _ACROSS:
-            for delta in _ALONG:
-                t = label.t + delta
-                if not _ARC_ENDS <= t <= 1 - _ARC_ENDS:
-                    continue
-                point = np.asarray(_arc_point(label.start, label.end, label.rad, t)) + offset * across
-                centre = to_display(point)
-                box = Bbox([centre - half, centre + half])
-                cost = (_covered(box, circles, hard), _covered(box, [], soft))
-                if best is None or cost < best[0]:
-                    best = (cost, point, box)
-                if cost == (0.0, 0.0):
-                    break
-            if best[0] == (0.0, 0.0):
+        for offset, t in spots:
+            point = np.asarray(_arc_point(label.start, label.end, label.rad, t)) + offset * across
+            centre = to_display(point)
+            box = Bbox([centre - half, centre + half])
+            cost = (_covered(box, circles, hard), _covered(box, [], soft))
+            if best is None or cost < best[0]:
+                best = (cost, point, box)
+            if cost == (0.0, 0.0):
                 break
         label.text.set_position(tuple(best[1]))
         soft.append(best[2])
