@@ -32,10 +32,6 @@ class Progress:
         self.bar = tqdm(total=total, initial=min(initial, total), desc=desc, unit=unit, disable=not self.bars,
                         dynamic_ncols=True)
 
-    def inner(self, iterable: Iterable[T], *, total: int, desc: str, unit: str) -> Iterable[T]:
-        """``iterable`` with a bar of its own under the main one (the batches of an epoch); see :func:`inner_bar`."""
-        return inner_bar(iterable, total=total, desc=desc, unit=unit, enabled=self.enabled)
-
     def announce(self, line: str) -> None:
         """Say what begins: in a log as ``line``; on a terminal the bar's label says it."""
         if not self.bars:

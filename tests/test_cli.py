@@ -14,7 +14,7 @@ import pytest
 
 import ktg
 from ktg.cli import main
-from ktg.progress import Progress
+from ktg.progress import Progress, inner_bar
 
 PACKAGE = Path(ktg.__file__).parent
 
@@ -160,7 +160,7 @@ def test_a_terminal_gets_bars_and_no_progress_gets_nothing(monkeypatch):
         monkeypatch.setattr(sys, "stderr", stream)
         with Progress(2, desc="training", unit="epoch", enabled=enabled) as progress:
             for epoch in (1, 2):
-                list(progress.inner(range(3), total=3, desc=f"epoch {epoch}", unit="batch"))
+                list(inner_bar(range(3), total=3, desc=f"epoch {epoch}", unit="batch", enabled=enabled))
                 progress.finished(f"epoch {epoch}/2", ensemble="0.5")
         shown = stream.getvalue()
         if enabled:
