@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ktg.cli.graph import FIGURE_SUFFIXES
 from ktg.errors import KTGError
-from ktg.run_folder import RunFolder
+from ktg.run_folder import SPLITS, RunFolder
 from ktg.viz import FIGURE_DPI
 
 
@@ -18,7 +18,7 @@ def add_parser(commands) -> None:
         description="Draw a grid of attention maps of a trained run: rows = images, columns = the input, every "
         "node and the ensemble node, each titled with the predicted class and ✓/✗ against the true one.")
     attention.add_argument("--run", type=Path, required=True, help="the run folder written by ktg train")
-    attention.add_argument("--split", choices=("test", "val", "train"), default="test",
+    attention.add_argument("--split", choices=SPLITS, default="test",
                            help="images of this split (val: the held-out part of a --holdout run; default: test)")
     attention.add_argument("--n", type=int, default=8, help="number of images (rows; default: 8)")
     attention.add_argument("--seed", type=int, default=0, help="which images: a seeded random draw (default: 0)")

@@ -8,7 +8,7 @@ from pathlib import Path
 from ktg.cli.options import add_progress_argument, defaults
 from ktg.config import EVAL_BATCH_SIZE, TrainConfig
 from ktg.errors import KTGError
-from ktg.run_folder import RunFolder
+from ktg.run_folder import SPLITS, RunFolder
 
 
 def add_parser(commands) -> None:
@@ -17,7 +17,7 @@ def add_parser(commands) -> None:
                                  description="Evaluate the checkpoint of a finished or running run: every node, "
                                  "the ensemble node and other ensemble rules (soft/hard voting, power means).")
     parser.add_argument("--run", type=Path, required=True, help="the run folder written by ktg train")
-    parser.add_argument("--split", choices=("test", "val", "train"), default="test", help="(default: test)")
+    parser.add_argument("--split", choices=SPLITS, default="test", help="(default: test)")
     parser.add_argument("--power", type=float, nargs="+", default=[0.1, 0.5, 2.0],
                         help="exponents u of the power-mean rule (default: 0.1 0.5 2)")
     train = defaults(TrainConfig)
