@@ -17,6 +17,9 @@ from ktg.errors import KTGError
 SCHEDULES = ("cosine", "step", "constant")
 #: Images per evaluation batch: the default of TrainConfig.eval_batch_size, of ktg eval and of ktg predict.
 EVAL_BATCH_SIZE = 256
+#: Exponents u of the power-mean rules an evaluation reports: the default of ktg.evaluate.evaluate_run and of
+#: ktg eval.
+EVAL_POWERS = (0.1, 0.5, 2.0)
 #: torch.compile's modes: ``reduce-overhead`` uses CUDA graphs; ``max-autotune`` also searches kernels (slow to start).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 

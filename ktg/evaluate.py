@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ktg.config import EVAL_BATCH_SIZE
+from ktg.config import EVAL_BATCH_SIZE, EVAL_POWERS
 from ktg.data import DataSource
 from ktg.data.images import Dataset, ImageSet
 from ktg.data.loader import BatchLoader
@@ -85,7 +85,7 @@ def evaluate_run(
     split: str = "test",
     device: str = "auto",
     batch_size: int = EVAL_BATCH_SIZE,
-    powers: Sequence[float] = (0.1, 0.5, 2.0),
+    powers: Sequence[float] = EVAL_POWERS,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Accuracy of every node and of each ensemble rule on ``split`` of the run's dataset.

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ktg.cli.options import add_progress_argument, defaults
-from ktg.config import EVAL_BATCH_SIZE, TrainConfig
+from ktg.config import EVAL_BATCH_SIZE, EVAL_POWERS, TrainConfig
 from ktg.errors import KTGError
 from ktg.run_folder import SPLITS, RunFolder
 
@@ -18,8 +18,8 @@ def add_parser(commands) -> None:
                                  "the ensemble node and other ensemble rules (soft/hard voting, power means).")
     parser.add_argument("--run", type=Path, required=True, help="the run folder written by ktg train")
     parser.add_argument("--split", choices=SPLITS, default="test", help="(default: test)")
-    parser.add_argument("--power", type=float, nargs="+", default=[0.1, 0.5, 2.0],
-                        help="exponents u of the power-mean rule (default: 0.1 0.5 2)")
+    parser.add_argument("--power", type=float, nargs="+", default=list(EVAL_POWERS), help="exponents u of the "
+                        f"power-mean rule (default: {' '.join(f'{u:g}' for u in EVAL_POWERS)})")
     train = defaults(TrainConfig)
     parser.add_argument("--device", default=train["device"], help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE,
