@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ktg.cli.options import add_progress_argument, defaults
-from ktg.config import EVAL_BATCH_SIZE, EVAL_POWERS, TrainConfig
+from ktg.cli.options import add_inference_arguments, add_progress_argument
+from ktg.config import EVAL_POWERS
 from ktg.errors import KTGError
 from ktg.run_folder import SPLITS, RunFolder
 
@@ -20,10 +20,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--split", choices=SPLITS, default="test", help="(default: test)")
     parser.add_argument("--power", type=float, nargs="+", default=list(EVAL_POWERS), help="exponents u of the "
                         f"power-mean rule (default: {' '.join(f'{u:g}' for u in EVAL_POWERS)})")
-    train = defaults(TrainConfig)
-    parser.add_argument("--device", default=train["device"], help="auto, cpu, cuda or cuda:N (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE,
-                        help="(default: %(default)s, the batch size of evaluation during training)")
+    add_inference_arguments(parser)
     add_progress_argument(parser)
     parser.set_defaults(handler=run)
 

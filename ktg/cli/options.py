@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from ktg.config import COMPILE_MODES, SCHEDULES, TrainConfig
+from ktg.config import COMPILE_MODES, EVAL_BATCH_SIZE, SCHEDULES, TrainConfig
 from ktg.data import DataSource, list_datasets
 from ktg.graph import DEFAULT_NODES
 from ktg.models import list_models, model_record
@@ -97,6 +97,14 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--deterministic", action=argparse.BooleanOptionalAction,
                        help=f"reproducible kernels, slower on CUDA {default('deterministic')}")
     add_progress_argument(parser)
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--batch-size`` and ``--device`` of a command that runs a trained graph, with the evaluation's defaults."""
+    parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE,
+                        help="images per batch (default: %(default)s, the batch size of evaluation during training)")
+    parser.add_argument("--device", default=defaults(TrainConfig)["device"],
+                        help="auto, cpu, cuda or cuda:N (default: %(default)s)")
 
 
 def add_progress_argument(parser: argparse.ArgumentParser) -> None:

@@ -11,8 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from ktg.cli.options import add_progress_argument, defaults
-from ktg.config import EVAL_BATCH_SIZE, TrainConfig
+from ktg.cli.options import add_inference_arguments, add_progress_argument
 from ktg.ensemble import ENSEMBLE_RULES
 from ktg.errors import KTGError
 from ktg.io import check_writable, write_text
@@ -43,10 +42,7 @@ def add_parser(commands) -> None:
                         help="save, per image, the grid of every node's attention map (as ktg attention draws it) "
                         "into DIR, as <image path relative to the inputs' common folder>.png (its ensemble column is "
                         "the ensemble node, mean logits, whatever --ensemble says)")
-    train = defaults(TrainConfig)
-    parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE,
-                        help="images per batch (default: %(default)s, the batch size of evaluation during training)")
-    parser.add_argument("--device", default=train["device"], help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    add_inference_arguments(parser)
     add_progress_argument(parser)
     parser.set_defaults(handler=run)
 
