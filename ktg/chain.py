@@ -56,8 +56,8 @@ def load_chain(path: str | Path) -> dict[str, Any]:
     return chain
 
 
-def stage_graph(stage: dict[str, Any], out: Path, finished: list[str]) -> GraphSpec:
-    """The stage's graph with ``@name`` run references replaced by the folders of earlier stages."""
+def stage_graph(stage: dict[str, Any], out: Path, earlier: list[str]) -> GraphSpec:
+    """The stage's graph with ``@name`` run references replaced by the folders of the ``earlier`` stages."""
     graph = stage["graph"]
     if isinstance(graph, str):
         spec = resolve_graph(graph, stage.get("nodes"), stage.get("model"))
@@ -69,9 +69,9 @@ def stage_graph(stage: dict[str, Any], out: Path, finished: list[str]) -> GraphS
     for i, node in enumerate(data.get("nodes", [])):
         run = (node.get("weights") or {}).get("run")
         if isinstance(run, str) and run.startswith("@"):
-            if run[1:] not in finished:
+            if run[1:] not in earlier:
                 raise KTGError(f"stage {stage['name']!r}: nodes[{i}] takes weights from {run}, which is not an "
-                               f"earlier stage ({', '.join(finished) or 'none'})")
+                               f"earlier stage ({', '.join(earlier) or 'none'})")
             node["weights"]["run"] = str(out / run[1:])
     return GraphSpec.from_dict(data, where=f"stage {stage['name']!r} graph")
 
@@ -96,14 +96,18 @@ def run_chain(
     finishes (see :data:`ktg.train.FinishCallback`).
     """
     out = Path(out_dir)
-    finished: list[str] = []
-    results = []
-    for stage in chain["stages"]:
-        name = stage["name"]
-        stage_run = RunFolder(out / name)
-        spec = stage_graph(stage, out, finished).resolved(dataset.image_size, node_options)
+    names = [stage["name"] for stage in chain["stages"]]
+    # Every stage's graph and options are checked before the first stage trains: a mistake in the last stage
+    # must not surface only after the others have trained.
+    stages = []
+    for i, stage in enumerate(chain["stages"]):
+        spec = stage_graph(stage, out, names[:i]).resolved(dataset.image_size, node_options)
         config = TrainConfig(**{**(suggested or {}), **chain.get("train", {}), **stage.get("train", {}),
                                 **(overrides or {})})
+        stages.append((names[i], spec, config))
+    results = []
+    for name, spec, config in stages:
+        stage_run = RunFolder(out / name)
         if stage_run.is_finished():
             report(f"stage {name}: finished earlier, kept ({stage_run.path})")
             results.append(stage_run.read_metrics())
@@ -111,5 +115,4 @@ def run_chain(
             report(f"stage {name}: training {spec.num_nodes} node(s) into {stage_run.path}")
             results.append(train(spec, dataset, config, stage_run.path, resume=stage_run.holds_run(),
                                  on_finish=on_finish, progress=progress))
-        finished.append(name)
     return results

@@ -58,6 +58,17 @@ def test_chains_train_every_stage(tmp_path, name, data, capsys):
     assert "finished earlier, kept" in capsys.readouterr().out
 
 
+def test_a_mistake_in_a_later_stage_is_reported_before_the_first_stage_trains(tmp_path, capsys):
+    chain = {"format": "ktg.chain", "version": 1, "stages": [
+        {"name": "teacher", "graph": "independent", "nodes": 1},
+        {"name": "student", "graph": "dml", "nodes": 2, "train": {"lr": -1}}]}
+    (tmp_path / "chain.json").write_text(json.dumps(chain))
+    out = tmp_path / "out"
+    assert main(["chain", str(tmp_path / "chain.json"), "--out", str(out), "--epochs", "1", *SYNTHETIC]) == 2
+    assert "--lr must be positive, got -1" in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("name", ["temperature", "hint", "bagging"])
 def test_graph_files_train(tmp_path, name):
     graph = BEYOND / f"{name}.json"
