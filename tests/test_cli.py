@@ -106,6 +106,7 @@ def test_version_and_help_answer_in_under_a_second_of_cpu(args, expected):
     (["predict", "--run", "/no/such/run", "image.png"], "/no/such/run is not a ktg run folder: it does not exist"),
     (["export", "--run", "/no/such/run", "--format", "onnx", "--out", "m.onnx"], "/no/such/run is not a ktg run"),
     (["graph", "show", "no/such/graph.json"], "'no/such/graph.json' is neither a named graph"),
+    (["graph", "show", str(PACKAGE)], "is a folder without graph.json (a run) or best_graph.json (a search)"),
     (["study", "show", "--storage", "/no/such/study.db"], "--storage '/no/such/study.db' is neither a database URL"),
 ])
 def test_an_argument_error_is_one_line_naming_the_option_in_under_a_second_of_cpu(args, option):

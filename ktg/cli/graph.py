@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 
 from ktg.errors import KTGError
-from ktg.graph import DEFAULT_NODES, NAMED_GRAPHS
+from ktg.graph import DEFAULT_NODES, NAMED_GRAPHS, resolve_graph
+from ktg.run_folder import RunFolder
+from ktg.search.settings import BEST_GRAPH
 from ktg.viz import FIGURE_DPI, FIGURE_FORMATS, GRAPH_FIGURE_SIZE
 
 #: Text outputs of ``ktg graph show`` and the file suffixes that choose them.
@@ -41,13 +43,8 @@ def add_parser(commands) -> None:
 
 def load_graph(name_or_path: str, num_nodes: int | None = None):
     """A named graph, a graph file, or the graph of a run folder (graph.json) or search folder (best_graph.json)."""
-    from ktg.graph import resolve_graph
-
     path = Path(name_or_path)
     if path.is_dir():
-        from ktg.run_folder import RunFolder
-        from ktg.search.results import BEST_GRAPH
-
         for graph_file in (RunFolder(path).graph_file, path / BEST_GRAPH):
             if graph_file.is_file():
                 return resolve_graph(str(graph_file), num_nodes)

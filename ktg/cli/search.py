@@ -18,7 +18,7 @@ from ktg.cli.options import (
 )
 from ktg.graph import DEFAULT_NODES
 from ktg.registry import DEFAULT_CROP_SIZES, DEFAULT_TEMPERATURE, design_names, gate_names, pruner_names
-from ktg.search.settings import SearchSettings, resolve_storage_url
+from ktg.search.settings import BEST_GRAPH, LEADERBOARD, SearchSettings, resolve_storage_url
 from ktg.search.space import SearchSpace
 
 
@@ -115,7 +115,7 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
 def run(args: argparse.Namespace) -> int:
     settings = search_settings_from_args(args)
 
-    from ktg.search.results import BEST_GRAPH, LEADERBOARD, best_trial, format_table, leaderboard, state_counts
+    from ktg.search.results import best_trial, format_table, leaderboard, state_counts
     from ktg.search.storage import display_url
     from ktg.search.worker import run_search
     from ktg.viz.attention import log_attention_grid

@@ -20,11 +20,10 @@ from ktg.graph import GraphSpec
 from ktg.io import write_text
 from ktg.run_folder import RunFolder
 from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR, RUN_DIR_ATTR
+from ktg.search.settings import BEST_GRAPH, LEADERBOARD
 from ktg.search.space import SearchSpace
 from ktg.search.storage import SETTINGS_ATTR
 
-LEADERBOARD = "leaderboard.csv"
-BEST_GRAPH = "best_graph.json"
 COLUMNS = ("rank", "trial", "state", "ensemble_accuracy", "epochs", "mean_node_accuracy", "node_accuracy",
            "retry_of", "seconds", "note", "graph", "graph_file")
 _ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.WAITING: 3,

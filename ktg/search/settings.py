@@ -18,8 +18,11 @@ if TYPE_CHECKING:
     from ktg.data import DataSource
     from ktg.search.space import SearchSpace
 
-#: The file of a search folder that holds its study when --storage is not given.
+#: The files of a search folder (torch-free, so that ``ktg graph show SEARCH_FOLDER`` can name them): the study
+#: when --storage is not given, the leaderboard, the best trial's graph.
 STUDY_DB = "study.db"
+LEADERBOARD = "leaderboard.csv"
+BEST_GRAPH = "best_graph.json"
 
 # Training options a worker may choose for itself: where it runs and how, not what a trial computes.
 _PER_WORKER_TRAINING = ("device", "amp", "channels_last", "compile", "compile_mode", "deterministic",
