@@ -131,9 +131,10 @@ def export_run(
         if differences[worst] > tolerance:
             raise KTGError(f"the exported {fmt} model differs from PyTorch by up to {differences[worst]:.3g} in "
                            f"{worst} (tolerance {tolerance:g}); nothing was written")
-    description["verified"] = {"batch_size": CHECK_BATCH, "traced_batch_size": TRACE_BATCH, "tolerance": tolerance,
-                               "max_abs_difference": differences}
-    write_json(description_path(out), description)
+        description["verified"] = {"batch_size": CHECK_BATCH, "traced_batch_size": TRACE_BATCH,
+                                   "tolerance": tolerance, "max_abs_difference": differences}
+        # before the model file takes its place: a description that cannot be written leaves no model without one
+        write_json(description_path(out), description)
     return description
 
 

@@ -268,6 +268,14 @@ def test_export_into_an_unwritable_place_is_one_line_before_any_work(digits_run,
     assert err == f"ktg: error: cannot write the model file --out {image}: {image} is a file, not a folder\n"
 
 
+def test_an_export_whose_description_cannot_be_written_leaves_no_model(digits_run, tmp_path, capsys):
+    out = tmp_path / "model.pt"
+    Path(f"{out}.json").mkdir()  # a folder where the description goes
+    assert main(["export", "--run", str(digits_run[0]), "--format", "torchscript", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not out.exists()
+
+
 def test_onnx_export_without_the_extra_says_how_to_install_it(digits_run, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     assert main(["export", "--run", str(digits_run[0]), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
