@@ -1,9 +1,10 @@
-"""Ways to combine the nodes' predictions that users compare: the ensemble node and its rivals.
+"""Ways to combine the nodes' predictions that users compare: the ensemble node and its rivals
+(``docs/method.md#ensemble-node``).
 
 Each rule maps N×B×C logits (N nodes, B images, C classes) to B×C scores: a distribution over the classes
 whose argmax is the rule's prediction, so ``ktg eval`` takes the argmax and ``ktg predict`` also shows the
 top classes with their scores. The rules use tensor methods only: this module imports no torch, so the
-command line reads :data:`ENSEMBLE_RULES`' names without loading it (see ``docs/method.md#ensemble-node``).
+command line reads :data:`ENSEMBLE_RULES`' names without loading it.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 A dataset stores every image decoded as RGB, photos at their own shape in the decode-once cache (reduced
 only past a size, see :mod:`ktg.data.cache`), the images of the other datasets squashed to a square in
 memory, together with its original size, and its evaluation transform turns a batch of those into model
-inputs. :class:`Preprocessing` is that pair, for images that are
-not in the dataset: it decodes with the very function the cache decodes with, so an image file of the
-test split becomes exactly the tensor ``ktg eval`` fed the model.
+inputs. :class:`Preprocessing` is that pair, for images that are not in the dataset: it decodes with the
+very function the cache decodes with, so an image file of the test split becomes exactly the tensor
+``ktg eval`` fed the model.
 
 Each dataset's record (:class:`ktg.data.DatasetRecord`) names, beside its loader, a function that builds its
 :class:`Preprocessing` from the options saved with a run; its loader takes the evaluation transform from
