@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from ktg.errors import KTGError
+
 if TYPE_CHECKING:
     import torch
 
@@ -38,10 +40,16 @@ def majority_vote(logits: torch.Tensor, power: float) -> torch.Tensor:
 
 def power_mean(logits: torch.Tensor, power: float) -> torch.Tensor:
     """The mean of p^u over nodes, normalised (u = ``power``; u = 1 is soft voting, small u favours agreement)."""
-    if power <= 0:
-        raise ValueError(f"the power-mean exponent must be positive, got {power}")
+    check_power(power)
     scores = logits.float().softmax(dim=2).pow(power).mean(dim=0)
     return scores / scores.sum(dim=1, keepdim=True)
+
+
+def check_power(power: float) -> None:
+    """Raise :class:`~ktg.errors.KTGError` unless ``power`` can be a power-mean exponent (it must be positive):
+    callers check a user's exponents with it before any work, :func:`power_mean` checks it again."""
+    if not power > 0:
+        raise KTGError(f"the power-mean exponent must be positive, got {power:g}")
 
 
 #: Rule name → rule; ``power`` is read by ``power_mean`` only.

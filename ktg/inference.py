@@ -28,7 +28,7 @@ from ktg.config import EVAL_BATCH_SIZE
 from ktg.data import DataSource
 from ktg.data.preprocess import ImageInput, Preprocessing, UnreadableImageError
 from ktg.engine import KnowledgeTransferGraph, ensemble_logits
-from ktg.ensemble import ENSEMBLE_RULES
+from ktg.ensemble import ENSEMBLE_RULES, check_power
 from ktg.errors import KTGError
 from ktg.evaluate import load_run as load_graph
 from ktg.progress import Progress
@@ -201,8 +201,8 @@ def predict_images(
     """
     if rule not in ENSEMBLE_RULES:
         raise KTGError(f"unknown ensemble rule {rule!r}; choose one of: {', '.join(ENSEMBLE_RULES)}")
-    if rule == "power_mean" and power <= 0:
-        raise KTGError(f"the power-mean exponent must be positive, got {power}")
+    if rule == "power_mean":
+        check_power(power)
     if batch_size < 1:
         raise KTGError(f"the batch size must be a positive integer, got {batch_size}")
     device = model.device

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ktg.ensemble import ENSEMBLE_RULES, majority_vote, mean_logits, mean_probabilities, power_mean
+from ktg.errors import KTGError
 
 
 def logits_from_probabilities(*nodes):
@@ -27,7 +28,7 @@ def test_power_mean_with_u_one_is_soft_voting_and_small_u_follows_agreement():
     # u → 0 compares Σ log p: 2 ln 0.6 + ln 0.1 < 2 ln 0.4 + ln 0.9 → class 1
     assert (2 * math.log(0.6) + math.log(0.1)) < (2 * math.log(0.4) + math.log(0.9))
     assert power_mean(SEED_EXAMPLE, 0.01).argmax(dim=1).tolist() == [1]
-    with pytest.raises(ValueError):
+    with pytest.raises(KTGError, match="the power-mean exponent must be positive, got 0"):
         power_mean(SEED_EXAMPLE, 0.0)
 
 
