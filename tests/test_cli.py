@@ -97,6 +97,7 @@ def test_version_and_help_answer_in_under_a_second_of_cpu(args, expected):
     (["search", "--trials", "0"], "--trials must be at least 1, got 0"),
     (["search", "--epochs", "0"], "--epochs must be ≥ 1, got 0"),
     (["search", "--dataset", "nope"], "unknown dataset 'nope'"),
+    (["chain", "c.json", "--out", "c", "--dataset", "nope"], "unknown dataset 'nope'"),
     (["search", "--models", "abn_resnet20", "vit"], "unknown model 'vit'"),
     (["eval", "--run", "/no/such/run"], "/no/such/run is not a ktg run folder: it does not exist"),
     (["eval", "--run", "r", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),

@@ -28,11 +28,8 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ktg.chain import load_chain, run_chain
-    from ktg.viz.attention import log_attention_grid
-
-    chain = load_chain(args.chain)
     source = data_source_from_args(args)
+    suggested = source.defaults.train  # an unknown dataset is reported here, before a framework is imported
     overrides: dict[str, Any] = {"device": args.device} if args.device else {}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
@@ -41,8 +38,13 @@ def run(args: argparse.Namespace) -> int:
     if args.holdout is not None:
         overrides.update(holdout=args.holdout, holdout_seed=args.holdout_seed)
     node_options = {"base_width": args.width} if args.width is not None else {}
+
+    from ktg.chain import load_chain, run_chain
+    from ktg.viz.attention import log_attention_grid
+
+    chain = load_chain(args.chain)
     try:
-        results = run_chain(chain, source.load(), args.out, overrides=overrides, suggested=source.defaults.train,
+        results = run_chain(chain, source.load(), args.out, overrides=overrides, suggested=suggested,
                             node_options=source.defaults.with_node_options(node_options),
                             on_finish=log_attention_grid, progress=not args.no_progress)
     except KeyboardInterrupt:
