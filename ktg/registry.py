@@ -46,6 +46,7 @@ def resolve(function: FunctionRef) -> Callable[..., Any]:
     """The callable a record names: ``"module:function"`` is imported (once), a callable is returned as it is."""
     return _import(function) if isinstance(function, str) else function
 
+
 def add_record(table: dict[str, Record], record: Record, kind: str) -> Record:
     """Add ``record`` to ``table`` under its ``name``; ValueError if ``kind`` (e.g. "gate") of that name exists."""
     if record.name in table:
@@ -223,6 +224,7 @@ def gate_names(paper_only: bool = False, on: str | None = None) -> tuple[str, ..
 
 
 def pruner_names() -> tuple[str, ...]:
+    """The registered pruners in registration order (the choices of ``ktg search --pruner``)."""
     return tuple(PRUNERS)
 
 
