@@ -142,7 +142,7 @@ def _attention_writer(model, folder: Path, paths: list[Path]):
     """A batch callback that saves every image's attention grid as ``folder/<path relative to the common
     folder of all inputs>.png``."""
     from ktg.viz import save_figure
-    from ktg.viz.attention import attention_grid
+    from ktg.viz.attention import attention_grid, shorten
 
     common = Path(os.path.commonpath([path.resolve().parent for path in paths]))
 
@@ -151,11 +151,7 @@ def _attention_writer(model, folder: Path, paths: list[Path]):
             relative = Path(name).resolve().relative_to(common)
             figure = attention_grid(model.graph, pixels[index:index + 1], None, model.classes,
                                     transform=model.transform.transform, original_sizes=sizes[index:index + 1],
-                                    row_names=[_shorten(relative.name)])
+                                    row_names=[shorten(relative.name, 20)])
             save_figure(figure, folder / relative.parent / f"{relative.name}.png")
 
     return write
-
-
-def _shorten(name: str, limit: int = 20) -> str:
-    return name if len(name) <= limit else name[: limit - 1] + "…"

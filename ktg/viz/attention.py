@@ -63,7 +63,8 @@ def _display_transform(transform: BatchTransform) -> BatchTransform:
     return transform.transform if isinstance(transform, Normalize) else transform
 
 
-def _short(name: str, limit: int = 12) -> str:
+def shorten(name: str, limit: int = 12) -> str:
+    """``name`` cut to ``limit`` characters, the last one an ellipsis, so that it fits a cell's title."""
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
@@ -136,14 +137,14 @@ def attention_grid(
             x, y = round(c * cell_w + (cell_w - side) / 2), round(r * cell_h + title)
             if node_logits is None:
                 text, colour = f"{row_names[r] + ': ' if row_names is not None else ''}input", None
-                text += "" if true is None else f"\ntrue {_short(classes[true])}"
+                text += "" if true is None else f"\ntrue {shorten(classes[true])}"
             elif true is None:
-                text, colour = f"{name}\npred {_short(classes[int(node_logits[r].argmax())])}", None
+                text, colour = f"{name}\npred {shorten(classes[int(node_logits[r].argmax())])}", None
             else:
                 predicted = int(node_logits[r].argmax())
                 right = predicted == true
-                text = f"{name} {'✓' if right else '✗'}\npred {_short(classes[predicted])}"
-                text += "" if right else f" (true {_short(classes[true], 8)})"
+                text = f"{name} {'✓' if right else '✗'}\npred {shorten(classes[predicted])}"
+                text += "" if right else f" (true {shorten(classes[true], 8)})"
                 colour = _RIGHT if right else _WRONG
                 canvas[:, y - frame:y + side + frame, x - frame:x + side + frame] = _rgb(colour)[:, None, None]
             canvas[:, y:y + side, x:x + side] = picture
