@@ -13,7 +13,7 @@ from ktg.data import DataSource
 from ktg.data.images import Dataset, ImageSet
 from ktg.data.loader import BatchLoader
 from ktg.engine import KnowledgeTransferGraph, build_graph
-from ktg.ensemble import ENSEMBLE_RULES, check_power
+from ktg.ensemble import ENSEMBLE_RULES
 from ktg.errors import KTGError
 from ktg.run_folder import RunFolder
 from ktg.runtime import resolve_device
@@ -92,8 +92,6 @@ def evaluate_run(
 
     Writes ``eval_<split>.json`` into the run folder and returns the same report (plus ``path``).
     """
-    for u in powers:
-        check_power(u)  # before the split is evaluated
     run = RunFolder(run_dir)
     result = split_logits(run.path, split, device=device, batch_size=batch_size, progress=progress)
     logits, labels = result.logits, result.labels
