@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from ktg.cli.options import (
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
                            on_finish=log_attention_grid, progress=not args.no_progress, on_start=announce)
     except KeyboardInterrupt:
         print(f"\nktg: search interrupted; finished trials are kept in {url}, an interrupted trial is queued to "
-              f"run again. Run the same command to resume.")
+              f"run again. Run the same command to resume.", file=sys.stderr)
         return 130
     counts = state_counts(study)
     print(f"\nstudy {study.study_name!r}: {counts['complete']} complete, {counts['pruned']} pruned, "
