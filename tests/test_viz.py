@@ -133,6 +133,18 @@ def test_attention_grid_has_one_row_per_image_and_one_column_per_node(tiny_run, 
     assert image.shape[:2] == (round(2 * CELL_SIZE[1] * 40), round(3 * CELL_SIZE[0] * 40))
 
 
+def test_an_attention_figure_that_cannot_be_written_is_refused_before_the_run_is_loaded(tiny_run, tmp_path,
+                                                                                       monkeypatch, capsys):
+    def not_to_be_drawn(*args, **kwargs):
+        raise AssertionError("the grid was drawn although its file cannot be written")
+
+    monkeypatch.setattr("ktg.viz.attention.attention_grid_for_run", not_to_be_drawn)
+    (tmp_path / "file").write_text("")
+    assert main(["attention", "--run", str(tiny_run), "--out", str(tmp_path / "file" / "grid.png")]) == 2
+    assert capsys.readouterr().err == (f"ktg: error: cannot write the figure --out {tmp_path / 'file'}: "
+                                       f"{tmp_path / 'file'} is a file, not a folder\n")
+
+
 def test_training_logs_the_attention_grid_to_tensorboard(tiny_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
