@@ -105,6 +105,7 @@ def test_version_and_help_answer_in_under_a_second_of_cpu(args, expected):
     (["attention", "--run", "r", "--dpi", "0"], "--dpi must be at least 1, got 0"),
     (["attention", "--run", "/no/such/run"], "/no/such/run is not a ktg run folder: it does not exist"),
     (["predict", "--run", "/no/such/run", "image.png"], "/no/such/run is not a ktg run folder: it does not exist"),
+    (["predict", "--run", "r", "image.png", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
     (["export", "--run", "/no/such/run", "--format", "onnx", "--out", "m.onnx"], "/no/such/run is not a ktg run"),
     (["graph", "show", "no/such/graph.json"], "'no/such/graph.json' is neither a named graph"),
     (["graph", "show", str(PACKAGE)], "is a folder without graph.json (a run) or best_graph.json (a search)"),

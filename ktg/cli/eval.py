@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ktg.cli.options import add_inference_arguments, add_progress_argument
+from ktg.cli.options import add_inference_arguments, add_progress_argument, check_inference_arguments
 from ktg.config import EVAL_POWERS
 from ktg.errors import KTGError
 from ktg.run_folder import SPLITS, RunFolder
@@ -26,8 +26,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise KTGError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_inference_arguments(args)
     if min(args.power) <= 0:
         raise KTGError(f"--power: the power-mean exponents must be positive, got {' '.join(map(str, args.power))}")
     RunFolder(args.run).check_is_run()

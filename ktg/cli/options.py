@@ -10,6 +10,7 @@ from typing import Any, Iterable
 
 from ktg.config import COMPILE_MODES, EVAL_BATCH_SIZE, SCHEDULES, TrainConfig
 from ktg.data import DataSource, list_datasets
+from ktg.errors import KTGError
 from ktg.graph import DEFAULT_NODES
 from ktg.models import list_models, model_record
 
@@ -105,6 +106,12 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
                         help="images per batch (default: %(default)s, the batch size of evaluation during training)")
     parser.add_argument("--device", default=defaults(TrainConfig)["device"],
                         help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+
+
+def check_inference_arguments(args: argparse.Namespace) -> None:
+    """The checks of :func:`add_inference_arguments`' options that need no framework, before any run is loaded."""
+    if args.batch_size < 1:
+        raise KTGError(f"--batch-size must be at least 1, got {args.batch_size}")
 
 
 def add_progress_argument(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from ktg.cli.options import add_inference_arguments, add_progress_argument
+from ktg.cli.options import add_inference_arguments, add_progress_argument, check_inference_arguments
 from ktg.ensemble import ENSEMBLE_RULES
 from ktg.errors import KTGError
 from ktg.io import check_writable, write_text
@@ -48,6 +48,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_inference_arguments(args)
     if args.top_k < 1:
         raise KTGError(f"--top-k must be at least 1, got {args.top_k}")
     if args.out is not None and args.out.suffix.lower() not in OUTPUT_SUFFIXES:
