@@ -174,7 +174,8 @@ def probe_step(graph: KnowledgeTransferGraph, images: ImageSet, transform: Batch
     was_training = graph.training
     graph.eval()
     try:
-        graph.losses(graph(batch), images.labels[first].to(device), 1, 1)
+        with torch.no_grad():  # a check, not a step: nothing to differentiate
+            graph.losses(graph(batch), images.labels[first].to(device), 1, 1)
     finally:
         graph.train(was_training)
 
