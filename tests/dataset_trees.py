@@ -8,6 +8,7 @@ depends on the class, so that a model can learn something in an epoch.
 from __future__ import annotations
 
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -134,9 +135,35 @@ def write_cars_all_in_one(root: Path, num_classes: int = 3, per_class: int = 3, 
     return root
 
 
+class Python2Pickler(pickle._Pickler):
+    """Pickles as Python 2 with numpy 1 did for the CIFAR archives: protocol 2, strings and array bytes as
+    Python 2 ``str`` (BINSTRING), numpy's rebuilders under ``numpy.core.multiarray``."""
+
+    REBUILDERS = (np.zeros(0).__reduce__()[0], np.float32(0).__reduce__()[0])
+
+    def __init__(self, file) -> None:
+        super().__init__(file, protocol=2)
+
+    def save_bytes(self, obj: bytes) -> None:
+        self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    def save_str(self, obj: str) -> None:
+        self.save_bytes(obj.encode("latin1"))
+
+    def save_global(self, obj, name=None) -> None:
+        if obj in self.REBUILDERS:
+            self.write(pickle.GLOBAL + b"numpy.core.multiarray\n" + obj.__name__.encode() + b"\n")
+            self.memoize(obj)
+        else:
+            super().save_global(obj, name)
+
+    dispatch = {**pickle._Pickler.dispatch, bytes: save_bytes, str: save_str}
+
+
 def write_cifar(root: Path, classes: int = 10, per_class: int = 4, per_class_test: int = 2) -> Path:
     """CIFAR-10 (``classes=10``: ``cifar-10-batches-py``) or CIFAR-100 (``classes=100``: ``cifar-100-python``)
-    pickles as the python version of the archive has them; returns ``root``."""
+    pickles as the python version of the archive has them (Python 2's, see ``Python2Pickler``); returns ``root``."""
     rng = np.random.default_rng(classes)
 
     def batch(count: int) -> tuple[np.ndarray, list[int]]:
@@ -146,7 +173,7 @@ def write_cifar(root: Path, classes: int = 10, per_class: int = 4, per_class_tes
     def dump(path: Path, content: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as file:
-            pickle.dump(content, file)
+            Python2Pickler(file).dump(content)
 
     names = [f"thing_{label}" for label in range(classes)]
     if classes == 10:

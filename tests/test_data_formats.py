@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -88,11 +89,43 @@ def test_cifar_pickles(tmp_path: Path) -> None:
 def test_cifar_label_out_of_range(tmp_path: Path) -> None:
     root = write_cifar(tmp_path, classes=10)
     path = root / "cifar-10-batches-py" / "data_batch_3"
-    batch = pickle.loads(path.read_bytes())
+    batch = pickle.loads(path.read_bytes(), encoding="latin1")
     batch["labels"][5] = 10
     path.write_bytes(pickle.dumps(batch))
     with pytest.raises(KTGError, match=r"data_batch_3 gives label 10 to entry 5, outside 0\.\.9"):
         load_dataset("cifar10", root)
+
+
+class RunsCode:
+    """Unpickles by running a shell command, as a malicious batch file could."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple:
+        return os.system, (self.command,)
+
+
+def test_cifar_pickle_that_would_run_code_is_refused(tmp_path: Path) -> None:
+    root = write_cifar(tmp_path, classes=10, per_class=1, per_class_test=1)
+    path, marker = root / "cifar-10-batches-py" / "data_batch_2", tmp_path / "marker"
+    path.write_bytes(pickle.dumps({"labels": [0], "data": RunsCode(f"touch {marker}")}))
+    with pytest.raises(KTGError) as error:
+        load_dataset("cifar10", root)
+    assert str(error.value) == (f"cifar10: cannot read {path}: it names posix.system, which a CIFAR batch never "
+                                "holds; unpickling it could run code, so it was not loaded")
+    assert not marker.exists()
+    pickle.loads(path.read_bytes())  # the file does run code when unpickled plainly
+    assert marker.exists()
+
+
+def test_cifar_batches_rewritten_by_python_3_load(tmp_path: Path) -> None:
+    root = write_cifar(tmp_path, classes=10, per_class=1, per_class_test=1)
+    original = load_dataset("cifar10", root).train
+    for path in (root / "cifar-10-batches-py").iterdir():  # numpy 2 names numpy._core; strings become unicode
+        path.write_bytes(pickle.dumps(pickle.loads(path.read_bytes(), encoding="latin1")))
+    rewritten = load_dataset("cifar10", root).train
+    assert torch.equal(rewritten.images, original.images) and torch.equal(rewritten.labels, original.labels)
 
 
 WRONG_ROOT = [

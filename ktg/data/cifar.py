@@ -1,6 +1,7 @@
 """CIFAR-10 and CIFAR-100 from torchvision's unpacked layout (the python pickles); nothing is downloaded.
 
-The pickles already hold uint8 32×32 pixels, so no cache is needed. Training batches get the usual
+The pickles already hold uint8 32×32 pixels, so no cache is needed; they are read by an unpickler that admits
+only plain data and numpy arrays, so a batch file cannot run code. Training batches get the usual
 4-pixel padded random crop and horizontal flip; evaluation batches are the images as they are.
 """
 
@@ -23,13 +24,40 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 
 
+# The only callables a CIFAR batch file names: numpy's array, dtype and scalar rebuilders, under the module
+# name of the numpy that wrote the file (numpy.core before 2.0, numpy._core since). Anything else a pickle names
+# could run code as it loads, so it is refused before it is looked up.
+_REBUILD_ARRAY, _REBUILD_SCALAR = np.zeros(0).__reduce__()[0], np.float32(0).__reduce__()[0]
+_ADMITTED = {
+    **{(f"{package}.multiarray", name): rebuilder for package in ("numpy.core", "numpy._core")
+       for name, rebuilder in [("_reconstruct", _REBUILD_ARRAY), ("scalar", _REBUILD_SCALAR)]},
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles plain data (dicts, lists, strings, bytes, numbers) and numpy arrays, scalars and dtypes, and
+    nothing that could run code."""
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return _ADMITTED[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never holds; "
+                                         "unpickling it could run code, so it was not loaded") from None
+
+
 def _read_pickle(path: Path, dataset: str, layout: str) -> dict:
     check_file(path, dataset, layout)
     try:
         with open(path, "rb") as file:
-            return pickle.load(file, encoding="latin1")
+            content = _BatchUnpickler(file, encoding="latin1").load()
     except Exception as error:  # unpickling a damaged file can raise almost anything
         raise KTGError(f"{dataset}: cannot read {path}: {error}") from error
+    if not isinstance(content, dict):
+        raise KTGError(f"{dataset}: {path} should hold a dict, as CIFAR batches do, not a {type(content).__name__}")
+    return content
 
 
 def _split(dataset: str, folder: Path, files: list[str], label_key: str, classes: list[str], layout: str,
