@@ -223,6 +223,10 @@ def dry_run_job(job: Job) -> Job:
         # 16-pixel inputs give 8×8 attention maps, too small for the 11×11 crops.
         args.update({"trials": 1, "crop-sizes": [3, 5]})
     notes = list(job.notes)
+    if args.get("schedule") == "step":  # a milestone must lie before the last epoch: one epoch has room for none
+        notes.append("dry run: one epoch leaves no room for the step schedule's milestones; constant learning rate")
+        args = {key: value for key, value in args.items() if key not in ("milestones", "gamma")}
+        args["schedule"] = "constant"
     graph = args.get("graph")
     if isinstance(graph, str) and graph not in ("independent", "dml") and not Path(graph).exists():
         notes.append(f"dry run: graph file {graph} does not exist yet; using the named graph dml instead")

@@ -76,10 +76,27 @@ class TrainConfig:
             raise KTGError(f"unknown --compile-mode {self.compile_mode!r}; choose one of: {', '.join(COMPILE_MODES)}")
         if self.compile_mode != "default" and not self.compile:
             raise KTGError(f"--compile-mode {self.compile_mode} needs --compile")
-        if self.schedule == "step" and not self.milestones:
-            raise KTGError("--schedule step needs --milestones (epochs at which the learning rate drops)")
+        self._check_milestones()
         if self.holdout is not None and not 0.0 < self.holdout < 1.0:
             raise KTGError(f"--holdout must lie strictly between 0 and 1, got {self.holdout}")
+
+    def _check_milestones(self) -> None:
+        """Milestones only where the schedule reads them, and each one inside the run: the learning rate drops
+        after milestone epoch m, so m must lie in 1 … epochs − 1 (one at or past --epochs never takes effect)."""
+        given = " ".join(map(str, self.milestones))
+        if self.schedule != "step":
+            if self.milestones:
+                raise KTGError(f"--milestones {given}: --schedule {self.schedule} has no milestones (only step "
+                               "drops at milestones); drop --milestones or use --schedule step")
+            return
+        if not self.milestones:
+            raise KTGError("--schedule step needs --milestones (epochs at which the learning rate drops)")
+        if list(self.milestones) != sorted(set(self.milestones)):
+            raise KTGError(f"--milestones {given}: give each epoch once, in increasing order")
+        if not all(1 <= m < self.epochs for m in self.milestones):
+            raise KTGError(f"--milestones {given}: each must be at least 1 and below --epochs {self.epochs} (the rate "
+                           "drops after a milestone's epoch, so one at or past the last epoch never takes effect); "
+                           "lower the milestones or raise --epochs")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as JSON-ready values (tuples as lists), as config.json and checkpoints store it."""

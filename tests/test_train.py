@@ -174,6 +174,11 @@ def test_cli_user_errors_are_one_line(argv, message, capsys):
     (["--lr", "0"], "--lr must be positive, got 0.0"),
     (["--holdout", "1.5"], "--holdout must lie strictly between 0 and 1, got 1.5"),
     (["--schedule", "step"], "--schedule step needs --milestones"),
+    (["--schedule", "step", "--epochs", "10", "--milestones", "5", "10"],
+     "--milestones 5 10: each must be at least 1 and below --epochs 10"),
+    (["--schedule", "step", "--epochs", "10", "--milestones", "6", "3"], "in increasing order"),
+    (["--schedule", "cosine", "--milestones", "3"], "--schedule cosine has no milestones"),
+    (["--milestones", "3"], "drop --milestones or use --schedule step"),
 ])
 def test_cli_training_errors_name_the_option_and_write_nothing(tmp_path, option, message, capsys):
     assert main(["train", "--device", "cpu", "--out", str(tmp_path / "run"), *option]) == 2

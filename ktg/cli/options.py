@@ -80,7 +80,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--nesterov", action=argparse.BooleanOptionalAction,
                        help=f"Nesterov momentum {default('nesterov')}")
     group.add_argument("--schedule", choices=SCHEDULES, help=default("schedule"))
-    group.add_argument("--milestones", type=int, nargs="+", help="epochs where the step schedule drops")
+    group.add_argument("--milestones", type=int, nargs="+", help="--schedule step only: the epochs after which "
+                       "the rate drops by --gamma, increasing, each below --epochs")
     group.add_argument("--gamma", type=float, help=f"step schedule factor {default('gamma')}")
     group.add_argument("--seed", type=int,
                        help=f"fixes initial weights, batch order, augmentation {default('seed')}")
