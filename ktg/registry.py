@@ -1,10 +1,10 @@
 """What each loss design, gate and pruner *is*: one record each, from which the rest of ktg is derived.
 
-The loss checks, graph validation, the engine, the figures, the search space, the pruners and the CLI's choices
-all read these records, so adding a design or a gate is one pure function (in :mod:`ktg.losses` or
-:mod:`ktg.gates`) plus one :func:`register_design` / :func:`register_gate` call here; a pruner is one factory
-plus one :func:`register_pruner` call. The method behind the records: ``docs/method.md#loss-designs`` and
-``docs/method.md#gates``.
+The loss checks, graph validation, the engine, the figures, the search space, the pruners, the samplers and the
+CLI's choices all read these records, so adding a design or a gate is one pure function (in :mod:`ktg.losses` or
+:mod:`ktg.gates`) plus one :func:`register_design` / :func:`register_gate` call here; a pruner or a sampler is
+one factory plus one :func:`register_pruner` / :func:`register_sampler` call. The method behind the records:
+``docs/method.md#loss-designs``, ``docs/method.md#gates`` and ``docs/method.md#search``.
 
 This module imports nothing heavy (no torch, no optuna): a record names its function as ``"module:function"``,
 imported on first use, so the command line can build its choices without loading a framework. A record may
@@ -27,6 +27,8 @@ DIRECTIONS = ("pull", "push")
 CUTOFF = "cutoff"
 #: The pruner of the papers' search, and ``ktg search``'s default.
 DEFAULT_PRUNER = "successive-halving"
+#: The sampler of the papers' search, and ``ktg search``'s default.
+DEFAULT_SAMPLER = "random"
 #: The papers' temperature T of probability designs and k of the k×k attention crops: the defaults of every
 #: graph, of the search space and of the command line (``docs/method.md#attention-crops``).
 DEFAULT_TEMPERATURE = 1.0
@@ -164,9 +166,28 @@ class PrunerRecord:
         return resolve(self.factory)
 
 
+@dataclass(frozen=True)
+class SamplerRecord:
+    """A sampler of the search: ``factory(seed)`` returns an Optuna sampler that draws the graphs.
+
+    Attributes:
+        name: the name ``ktg search --sampler`` takes.
+        factory: ``"module:function"`` or a callable taking the study's seed (``--search-seed``).
+        description: one sentence for ``--help``: what it does and what its seed guarantees.
+    """
+
+    name: str
+    factory: FunctionRef
+    description: str
+
+    def load(self) -> Callable[[int], Any]:
+        return resolve(self.factory)
+
+
 LOSS_DESIGNS: dict[str, DesignRecord] = {}
 GATES: dict[str, GateRecord] = {}
 PRUNERS: dict[str, PrunerRecord] = {}
+SAMPLERS: dict[str, SamplerRecord] = {}
 
 
 def register_design(record: DesignRecord) -> DesignRecord:
@@ -209,6 +230,11 @@ def register_pruner(record: PrunerRecord) -> PrunerRecord:
     return add_record(PRUNERS, record, "pruner")
 
 
+def register_sampler(record: SamplerRecord) -> SamplerRecord:
+    """Add a sampler; raises ValueError for a name taken."""
+    return add_record(SAMPLERS, record, "sampler")
+
+
 def design_names(paper_only: bool = False) -> tuple[str, ...]:
     """The registered designs in registration order; the papers' only with ``paper_only``."""
     return tuple(name for name, record in LOSS_DESIGNS.items() if record.paper or not paper_only)
@@ -226,6 +252,11 @@ def gate_names(paper_only: bool = False, on: str | None = None) -> tuple[str, ..
 def pruner_names() -> tuple[str, ...]:
     """The registered pruners in registration order (the choices of ``ktg search --pruner``)."""
     return tuple(PRUNERS)
+
+
+def sampler_names() -> tuple[str, ...]:
+    """The registered samplers in registration order (the choices of ``ktg search --sampler``)."""
+    return tuple(SAMPLERS)
 
 
 # -- the records ------------------------------------------------------------------------------------------
@@ -255,3 +286,17 @@ register_pruner(PrunerRecord(DEFAULT_PRUNER, "ktg.search.pruners:successive_halv
 register_pruner(PrunerRecord("median", "ktg.search.pruners:median"))
 register_pruner(PrunerRecord("hyperband", "ktg.search.pruners:hyperband"))
 register_pruner(PrunerRecord("none", "ktg.search.pruners:no_pruning"))
+
+register_sampler(SamplerRecord(
+    DEFAULT_SAMPLER, "ktg.search.sampler:random_search",
+    "uniform random search, the papers' choice: trial k draws the same graph whichever worker runs it, "
+    "whatever the other trials found"))
+register_sampler(SamplerRecord(
+    "tpe", "ktg.search.sampler:tpe",
+    "Optuna's multivariate TPE with constant liar (running trials count as poor, so parallel workers spread out); "
+    "its first trials are random search's, and trial k's graph depends on the seed, k and the trials finished "
+    "when it starts"))
+register_sampler(SamplerRecord(
+    "evolution", "ktg.search.sampler:regularised_evolution",
+    "regularised (aging) evolution: each trial copies the best of a few drawn from the trials that finished last "
+    "and changes one choice; its first trials are random search's, seeded like tpe"))

@@ -18,7 +18,15 @@ from ktg.cli.options import (
     train_config_from_args,
 )
 from ktg.graph import DEFAULT_NODES
-from ktg.registry import DEFAULT_CROP_SIZES, DEFAULT_TEMPERATURE, design_names, gate_names, pruner_names
+from ktg.registry import (
+    DEFAULT_CROP_SIZES,
+    DEFAULT_TEMPERATURE,
+    SAMPLERS,
+    design_names,
+    gate_names,
+    pruner_names,
+    sampler_names,
+)
 from ktg.search.settings import BEST_GRAPH, LEADERBOARD, SearchSettings, resolve_storage_url
 from ktg.search.space import SearchSpace
 
@@ -43,8 +51,11 @@ def add_parser(commands) -> None:
     group.add_argument("--study", help="study name in the storage (default: <dataset>-<N>nodes)")
     group.add_argument("--pruner", choices=pruner_names(), default=settings["pruner"], help="stop poor trials early; "
                        "epochs are the resource (default: %(default)s, reduction factor 2, as in the paper)")
-    group.add_argument("--search-seed", type=int, default=settings["seed"], help="seed of the random sampler: trial "
-                       "k draws the same graph whichever worker runs it (default: %(default)s)")
+    group.add_argument("--sampler", choices=sampler_names(), default=settings["sampler"],
+                       help="what draws the graphs, stored with the study (default: %(default)s): "
+                       + "; ".join(f"{record.name}: {record.description}" for record in SAMPLERS.values()))
+    group.add_argument("--search-seed", type=int, default=settings["seed"], help="seed of the sampler: trial k draws "
+                       "from a random stream of its own, whichever worker runs it (default: %(default)s)")
     group.add_argument("--same-seed", action="store_true", help="train every trial with --seed (common random "
                        "numbers: the same initial weights, batch order and augmentation) instead of a seed of its "
                        "own derived from --seed and the trial number")
@@ -108,7 +119,7 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
         space=space, config=config, out=out, storage_url=resolve_storage_url(args.storage, out),
         study_name=args.study or f"{args.dataset}-{nodes}nodes", trials=args.trials,
         data_source=source, node_options=source.defaults.with_node_options(node_options_from_args(args)),
-        pruner=args.pruner, seed=args.search_seed, same_seed=args.same_seed,
+        pruner=args.pruner, sampler=args.sampler, seed=args.search_seed, same_seed=args.same_seed,
         heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, max_retry=args.max_retry,
     )
 
@@ -125,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
 
     def announce() -> None:
         print(f"search: study {settings.study_name!r} in {url}, {settings.space.size:.3g} graphs of "
-              f"{settings.space.num_nodes} nodes, budget {settings.trials} trials of {settings.config.epochs} "
+              f"{settings.space.num_nodes} nodes drawn by {settings.sampler} search, "
+              f"budget {settings.trials} trials of {settings.config.epochs} "
               f"epochs, scored on a held-out {settings.config.holdout:.0%} of the {args.dataset} training split")
 
     try:

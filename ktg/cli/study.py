@@ -42,7 +42,7 @@ def run_show(args: argparse.Namespace) -> int:
     if settings:
         data, train = settings.get("data", {}), settings.get("train", {})
         described = (f", {settings['space']['num_nodes']} nodes on {data.get('name')}, {train.get('epochs')} epochs, "
-                     f"holdout {train.get('holdout')}")
+                     f"holdout {train.get('holdout')}, {settings.get('sampler', 'random')} sampler")
     print(f"study {study.study_name!r} in {display_url(url)}{described}")
     print("trials: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
     rows = leaderboard(study)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ktg.config import TrainConfig
 from ktg.errors import KTGError
-from ktg.registry import DEFAULT_PRUNER, PRUNERS
+from ktg.registry import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
 
 if TYPE_CHECKING:
     from ktg.data import DataSource
@@ -53,6 +53,12 @@ def check_pruner(name: str) -> None:
         raise KTGError(f"unknown pruner {name!r}; choose one of: {', '.join(PRUNERS)}")
 
 
+def check_sampler(name: str) -> None:
+    """Raise KTGError naming the registered samplers if ``name`` is not one of them."""
+    if name not in SAMPLERS:
+        raise KTGError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     """Everything a worker needs; picklable, so spawned worker processes receive it whole.
@@ -66,7 +72,8 @@ class SearchSettings:
         data_source: the data every trial trains on.
         node_options: model options of every node that sets none itself, the dataset's suggestions included.
         pruner: a registered pruner (:data:`ktg.registry.PRUNERS`).
-        seed: the sampler's seed; trial k draws the same graph whichever worker runs it.
+        sampler: a registered sampler (:data:`ktg.registry.SAMPLERS`).
+        seed: the sampler's seed; trial k draws from a random stream of its own (see :mod:`ktg.search.sampler`).
         same_seed: train every trial with ``config.seed`` (common random numbers) rather than a seed of its own.
         heartbeat_interval, grace_period: seconds between heartbeats, and of silence before a running trial
             counts as abandoned by a dead worker.
@@ -84,6 +91,7 @@ class SearchSettings:
     data_source: DataSource
     node_options: dict[str, Any] = field(default_factory=dict)
     pruner: str = DEFAULT_PRUNER
+    sampler: str = DEFAULT_SAMPLER
     seed: int = 0
     same_seed: bool = False
     heartbeat_interval: int = 30
@@ -98,6 +106,7 @@ class SearchSettings:
             raise KTGError("the search scores graphs on a held-out part of the training split: give it a --holdout "
                            "fraction")
         check_pruner(self.pruner)
+        check_sampler(self.sampler)
         if self.heartbeat_interval < 1 or self.grace_period <= self.heartbeat_interval:
             raise KTGError(f"the grace period ({self.grace_period} s) must exceed the heartbeat interval "
                            f"({self.heartbeat_interval} s, at least 1)")
@@ -109,5 +118,5 @@ class SearchSettings:
         data = {"name": source.name, "image_size": source.image_size,
                 "options": {k: v for k, v in source.options.items() if k != "cache_dir"}}
         return {"space": self.space.describe(), "train": training, "data": data,
-                "node_options": self.node_options, "pruner": self.pruner, "seed": self.seed,
+                "node_options": self.node_options, "pruner": self.pruner, "sampler": self.sampler, "seed": self.seed,
                 "same_seed": self.same_seed}

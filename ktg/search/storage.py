@@ -103,8 +103,9 @@ def _lock_on_begin(engine) -> None:
     engine.dispose()  # connections opened while the tables were created lack the hooks
 
 
-#: Settings that studies stored before ktg had them imply: such a study trained every trial with one seed.
-_BEFORE_TRIAL_SEEDS = {"same_seed": True}
+#: Settings that studies stored before ktg had them imply: such a study trained every trial with one seed and
+#: drew its graphs with the random sampler.
+_IMPLIED_BY_OLDER_STUDIES = {"same_seed": True, "sampler": "random"}
 
 
 def open_study(storage: RDBStorage, name: str, *, sampler: optuna.samplers.BaseSampler | None = None,
@@ -124,7 +125,7 @@ def open_study(storage: RDBStorage, name: str, *, sampler: optuna.samplers.BaseS
         stored = study.user_attrs.get(SETTINGS_ATTR)
         if stored is None:
             study.set_user_attr(SETTINGS_ATTR, settings)
-        elif (stored := {**_BEFORE_TRIAL_SEEDS, **stored}) != settings:
+        elif (stored := {**_IMPLIED_BY_OLDER_STUDIES, **stored}) != settings:
             raise KTGError(f"study {name!r} searches with other settings ({_differences(stored, settings)}); "
                            f"use the same options to join it, or another --study")
     return study

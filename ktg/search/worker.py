@@ -42,13 +42,12 @@ from ktg.data.images import Dataset
 from ktg.errors import KTGError
 from ktg.io import check_writable
 from ktg.progress import Progress
-from ktg.registry import PRUNERS
+from ktg.registry import PRUNERS, SAMPLERS
 from ktg.runtime import resolve_device
 from ktg.runtime.mps import mps_daemon, running_daemon
 from ktg.search.objective import FAIL_REASON_ATTR, TRIALS_DIR, Objective, check_space
 from ktg.search.results import last_value, state_counts, write_results
-from ktg.search.sampler import TrialSeededSampler
-from ktg.search.settings import SearchSettings, check_pruner
+from ktg.search.settings import SearchSettings, check_pruner, check_sampler
 from ktg.search.storage import WORKER_ATTR, RequeueTrial, fail_stale_trials, open_storage, open_study, queue_again
 from ktg.train import FinishCallback
 
@@ -65,12 +64,18 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     return PRUNERS[name].load()(epochs)
 
 
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """The registered sampler ``name`` seeded with ``seed`` (``--search-seed``)."""
+    check_sampler(name)
+    return SAMPLERS[name].load()(seed)
+
+
 def connect(settings: SearchSettings, heartbeats: bool = True) -> tuple[optuna.Study, Any, int]:
     """Open the storage of ``settings`` and create or join its study: (study, storage, study id)."""
     storage = open_storage(settings.storage_url, **({"heartbeat_interval": settings.heartbeat_interval,
                                                       "grace_period": settings.grace_period,
                                                       "max_retry": settings.max_retry} if heartbeats else {}))
-    study = open_study(storage, settings.study_name, sampler=TrialSeededSampler(settings.seed),
+    study = open_study(storage, settings.study_name, sampler=make_sampler(settings.sampler, settings.seed),
                        pruner=make_pruner(settings.pruner, settings.config.epochs), settings=settings.shared())
     return study, storage, storage.get_study_id_from_name(settings.study_name)
 
