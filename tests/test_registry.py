@@ -138,8 +138,9 @@ def test_a_registered_design_and_gate_appear_in_the_search_space_when_asked_for(
 
 
 def test_a_registered_design_gate_and_pruner_appear_in_the_cli_choices(test_records, capsys):
-    args = build_parser().parse_args(["search", "--nodes", "2", "--designs", "l1_prob", "prob_kl", "--gates", "half",
-                                      "--label-gates", "half", "through", "--pruner", "patient", "--epochs", "6"])
+    args = build_parser().parse_args(["search", "--dataset", "digits", "--nodes", "2", "--designs", "l1_prob",
+                                      "prob_kl", "--gates", "half", "--label-gates", "half", "through", "--pruner",
+                                      "patient", "--epochs", "6"])
     settings = search_settings_from_args(args)
     space = settings.space
     assert (space.designs, space.gates, space.label_gates) == (("l1_prob", "prob_kl"), ("half",), ("half", "through"))

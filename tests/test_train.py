@@ -158,8 +158,8 @@ def test_cli_train_then_eval(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--dataset", "imagenet22k"], "unknown dataset 'imagenet22k'; choose one of:"),
-    (["train", "--graph", "nope.json"], "neither a named graph"),
-    (["train", "--model", "vit", "--epochs", "1"], "unknown model 'vit'"),
+    (["train", "--dataset", "digits", "--graph", "nope.json"], "neither a named graph"),
+    (["train", "--dataset", "digits", "--model", "vit", "--epochs", "1"], "unknown model 'vit'"),
     (["eval", "--run", "/nonexistent"], "is not a ktg run folder"),
 ])
 def test_cli_user_errors_are_one_line(argv, message, capsys):
@@ -181,7 +181,7 @@ def test_cli_user_errors_are_one_line(argv, message, capsys):
     (["--milestones", "3"], "drop --milestones or use --schedule step"),
 ])
 def test_cli_training_errors_name_the_option_and_write_nothing(tmp_path, option, message, capsys):
-    assert main(["train", "--device", "cpu", "--out", str(tmp_path / "run"), *option]) == 2
+    assert main(["train", "--dataset", "digits", "--device", "cpu", "--out", str(tmp_path / "run"), *option]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ktg: error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()

@@ -35,8 +35,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that choose and load a dataset (shared by every command that trains)."""
     train = defaults(TrainConfig)
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", default="digits", help=f"one of: {', '.join(list_datasets())} (default: "
-                       "%(default)s)")
+    group.add_argument("--dataset", metavar="NAME", help=f"required: {dataset_choices()}")
     group.add_argument("--data-root", type=Path, help="the folder you unpacked the dataset into")
     group.add_argument("--cache-dir", type=Path,
                        help="where decoded images are cached (default: $KTG_CACHE_DIR or ~/.cache/ktg)")
@@ -136,8 +135,16 @@ def train_config_from_args(args: argparse.Namespace, suggested: dict[str, Any] |
     return TrainConfig(**{**(suggested or {}), **given_training(args)})
 
 
+def dataset_choices() -> str:
+    """The names ``--dataset`` takes, for its help and its errors."""
+    return f"one of {', '.join(list_datasets())}"
+
+
 def data_source_from_args(args: argparse.Namespace) -> DataSource:
-    """The :class:`ktg.data.DataSource` the data options describe, as saved with a run."""
+    """The :class:`ktg.data.DataSource` the data options describe, as saved with a run. ``--dataset`` has no
+    default: one would read its own data whatever ``--data-root`` points at, without a word."""
+    if args.dataset is None:
+        raise KTGError(f"--dataset is required (--data-root alone does not say how to read it): {dataset_choices()}")
     options = dict(args.dataset_option)
     if args.cache_dir is not None:
         options["cache_dir"] = str(args.cache_dir)
