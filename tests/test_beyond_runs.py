@@ -33,6 +33,22 @@ def checkpoint(run):
     return RunFolder(run).load_checkpoint()["model"]
 
 
+def node_weights(run, node):
+    """Node ``node``'s weights and BatchNorm statistics in ``run``'s checkpoint, keyed within the node."""
+    prefix = f"nodes.{node}."
+    return {key[len(prefix):]: value for key, value in checkpoint(run).items() if key.startswith(prefix)}
+
+
+def final_metrics(run):
+    return json.loads((Path(run) / "metrics.json").read_text())
+
+
+def expected_losses(spec):
+    """One logged loss per label edge and per active edge, nothing else."""
+    labels = {label_edge_name(t, gate) for t, gate in enumerate(spec.label_gates) if gate != "cutoff"}
+    return labels | {edge.label for edge in spec.active_edges}
+
+
 def test_frozen_teacher_is_copied_and_never_updated(tmp_path):
     run_chain("frozen_teacher", tmp_path)
     teacher, students = checkpoint(tmp_path / "teacher"), checkpoint(tmp_path / "students")
@@ -49,10 +65,25 @@ def test_frozen_teacher_is_copied_and_never_updated(tmp_path):
 def test_chains_train_every_stage(tmp_path, name, data, capsys):
     run_chain(name, tmp_path, data)
     stages = [stage["name"] for stage in load_chain(BEYOND / f"{name}.json")["stages"]]
-    for stage in stages:
-        assert (tmp_path / stage / "metrics.json").exists()
     printed = capsys.readouterr().out
     assert all(stage in printed for stage in stages)
+    for stage in stages:
+        run = tmp_path / stage
+        spec = GraphSpec.load(run / "graph.json")
+        record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+        assert set(record["losses"]) == expected_losses(spec), stage  # a frozen node is taught by nothing
+        for node, node_spec in enumerate(spec.nodes):
+            if not node_spec.frozen:
+                continue
+            teacher, teacher_node = Path(node_spec.weights["run"]), node_spec.weights["node"]
+            assert teacher.parent == tmp_path and teacher.name in stages[:stages.index(stage)]
+            copied, original = node_weights(run, node), node_weights(teacher, teacher_node)
+            assert copied.keys() == original.keys() and all(torch.equal(copied[k], original[k]) for k in copied)
+            # the same weights on the same held-out images: the teacher scores as it did in its own stage
+            assert final_metrics(run)["node_accuracy"][node] == final_metrics(teacher)["node_accuracy"][teacher_node]
+    if name == "ensemble_distillation":  # the student's ensemble node is the frozen copy of the whole first graph
+        assert final_metrics(tmp_path / "student")["ensemble_accuracy"] == final_metrics(tmp_path / "ensemble")[
+            "ensemble_accuracy"]
     # running again keeps the finished stages
     run_chain(name, tmp_path, data)
     assert "finished earlier, kept" in capsys.readouterr().out
@@ -77,8 +108,7 @@ def test_graph_files_train(tmp_path, name):
     losses = record["losses"]
     spec = GraphSpec.load(tmp_path / "graph.json")
     # one logged loss per label edge and per active edge of the file, nothing else, and they make the total
-    expected = {label_edge_name(t, gate) for t, gate in enumerate(spec.label_gates) if gate != "cutoff"}
-    assert set(losses) == expected | {edge.label for edge in spec.active_edges}
+    assert set(losses) == expected_losses(spec)
     assert all(math.isfinite(value) for value in losses.values())
     assert record["train_loss"] == pytest.approx(sum(losses.values()))
     if name == "hint":
