@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 
 $(BIN)/ktg: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,export]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,grpc,export]'
 	touch $@
 
 DEMO_DATA := --dataset digits --device cpu

@@ -115,6 +115,8 @@ def test_version_and_help_answer_in_under_a_second_of_cpu(args, expected):
     (["graph", "show", "no/such/graph.json"], "'no/such/graph.json' is neither a named graph"),
     (["graph", "show", str(PACKAGE)], "is a folder without graph.json (a run) or best_graph.json (a search)"),
     (["study", "show", "--storage", "/no/such/study.db"], "--storage '/no/such/study.db' is neither a database URL"),
+    (["storage", "serve"], "--storage"),
+    (["storage", "serve", "--storage", "s.db", "--port", "70000"], "--port must be between 0 and 65535, got 70000"),
 ])
 def test_an_argument_error_is_one_line_naming_the_option_in_under_a_second_of_cpu(args, option):
     done, cpu_seconds = run_cli(*args)
@@ -263,6 +265,9 @@ SEARCH = ["search", "--nodes", "2", "--trials", "1", "--epochs", "1", "--crop-si
     (["--dataset", "cifar10", "--data-root", "{tmp}/nothing"], "cifar10: expected"),
     ([*TINY_RUN, "--out", "{tmp}/file/search"], "cannot write the search folder --out"),
     ([*TINY_RUN, "--storage", "postgresql+psycopg2://user:secret@localhost/db"], "pip install 'ktg[postgres]'"),
+    ([*TINY_RUN, "--storage", "grpc://127.0.0.1:1", "--heartbeat-interval", "1", "--grace-period", "2"],
+     "the storage server grpc://127.0.0.1:1 did not answer within 2 s"),
+    ([*TINY_RUN, "--storage", "grpc://somewhere"], "a study served by ktg storage serve is reached as grpc://HOST:PORT"),
 ])
 def test_a_search_refuses_bad_input_before_it_writes_anything(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.setitem(sys.modules, "psycopg2", None)  # as if psycopg2 were not installed

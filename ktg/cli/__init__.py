@@ -23,7 +23,7 @@ from ktg.errors import KTGError
 
 #: The command modules, in the order ``ktg --help`` lists them; each defines ``add_parser(commands)``.
 COMMANDS: tuple[str, ...] = ("train", "eval", "compare", "predict", "export", "graph", "attention", "search", "study",
-                             "chain")
+                             "storage", "chain")
 
 
 class Parser(argparse.ArgumentParser):

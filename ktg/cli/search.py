@@ -47,7 +47,7 @@ def add_parser(commands) -> None:
     group.add_argument("--out", type=Path, help="search folder: trials/, leaderboard.csv, best_graph.json, and the "
                        "default storage study.db (default: runs/search-<dataset>-<N>nodes)")
     group.add_argument("--storage", help="database URL shared by all workers, e.g. postgresql+psycopg2://USER:PASS@HOST"
-                       "/DB (default: the SQLite file OUT/study.db)")
+                       "/DB, or grpc://HOST:PORT of a ktg storage serve (default: the SQLite file OUT/study.db)")
     group.add_argument("--study", help="study name in the storage (default: <dataset>-<N>nodes)")
     group.add_argument("--pruner", choices=pruner_names(), default=settings["pruner"], help="stop poor trials early; "
                        "epochs are the resource (default: %(default)s, reduction factor 2, as in the paper)")
@@ -69,8 +69,9 @@ def add_parser(commands) -> None:
     group.add_argument("--heartbeat-interval", type=int, default=settings["heartbeat_interval"],
                        help="seconds between a running trial's heartbeats (default: %(default)s)")
     group.add_argument("--grace-period", type=int, default=settings["grace_period"], help="a running trial silent "
-                       "this long is taken for the trial of a dead worker: failed and queued again (default: "
-                       "%(default)s s)")
+                       "this long is taken for the trial of a dead worker: failed and queued again; with a grpc:// "
+                       "storage, also how long a worker waits for a server that does not answer before it stops "
+                       "(default: %(default)s s)")
     group.add_argument("--max-retry", type=int, default=settings["max_retry"], help="how often a dead worker's trial "
                        "is queued again (default: %(default)s)")
 
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     settings = search_settings_from_args(args)
 
     from ktg.search.results import best_trial, format_table, leaderboard, state_counts
-    from ktg.search.storage import display_url
+    from ktg.search.storage import GRPC_SCHEME, display_url
     from ktg.search.worker import run_search
     from ktg.viz.attention import log_attention_grid
 
@@ -159,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
               f"full training split: ktg train --graph {out / BEST_GRAPH} --dataset {args.dataset}")
     print(f"  {out / LEADERBOARD}  every trial, best first")
     print(f"  {out / 'trials'}/<n>/  each trial's run: graph.json, metrics.jsonl, tensorboard/")
+    dashboard = "" if settings.storage_url.startswith(GRPC_SCHEME) else f"  |  optuna-dashboard {url}"
     print(f"  storage {url}, study {study.study_name!r}: ktg study show --storage {url} --study "
-          f"{study.study_name}  |  optuna-dashboard {url}")
+          f"{study.study_name}{dashboard}")
     return 0

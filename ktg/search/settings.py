@@ -29,9 +29,10 @@ _PER_WORKER_TRAINING = ("device", "amp", "channels_last", "compile", "compile_mo
                         "eval_batch_size")
 
 
-def resolve_storage_url(storage: str | None, out: Path | None = None) -> str:
-    """A database URL from ``--storage``: a URL as given, a file path as SQLite, a search folder as its
-    ``study.db``; None means ``OUT/study.db``."""
+def resolve_storage_url(storage: str | None, out: Path | None = None, *, new_file: bool = False) -> str:
+    """A database URL from ``--storage``: a URL as given (``grpc://HOST:PORT``: a study served by ``ktg storage
+    serve``), a file path as SQLite, a search folder as its ``study.db``; None means ``OUT/study.db``. With
+    ``new_file`` a path that does not exist yet is a SQLite file to create."""
     if storage is None:
         if out is None:
             raise KTGError("--storage is required (a database URL, a study.db file or a search folder)")
@@ -41,7 +42,7 @@ def resolve_storage_url(storage: str | None, out: Path | None = None) -> str:
     path = Path(storage)
     if path.is_dir():
         path = path / STUDY_DB
-    if not path.exists():
+    if not path.exists() and not new_file:
         raise KTGError(f"--storage {storage!r} is neither a database URL (sqlite:///FILE, "
                        f"postgresql+psycopg2://USER:PASSWORD@HOST/DB) nor an existing study file or search folder")
     return f"sqlite:///{path.resolve()}"

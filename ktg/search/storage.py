@@ -4,6 +4,9 @@ The default is a SQLite file ``OUT/study.db`` opened through Optuna's ``RDBStora
 PostgreSQL URL. Only ``RDBStorage`` has heartbeats (journal files do not), and heartbeats are what turns the
 trial of a killed worker from RUNNING into FAIL and queues it again, so the default storage has them too.
 
+A ``grpc://HOST:PORT`` URL joins a study served by ``ktg storage serve`` through Optuna's gRPC proxy
+(:mod:`ktg.search.proxy`).
+
 SQLite allows one writer at a time. Several workers on one file would otherwise hit "database is locked" when
 two read-then-write transactions collide, so every transaction on a SQLite file takes the write lock when it
 begins (``BEGIN IMMEDIATE``) and waits up to a generous timeout for it.
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from ktg.errors import KTGError
@@ -28,6 +31,15 @@ from ktg.errors import KTGError
 SETTINGS_ATTR = "ktg.search"
 SQLITE_LOCK_TIMEOUT_S = 120
 CREATE_ATTEMPTS = 5
+#: Database connections one process keeps open to PostgreSQL, and how many more it may open at a burst. A worker
+#: uses two at once (its loop, its heartbeat thread); SQLAlchemy's default (5 + 10 overflow) would let every
+#: worker process of a large search hold 15 (Optuna issue #1347), so a server sees at most ``4 × processes``.
+POOL_SIZE = 2
+POOL_OVERFLOW = 2
+GRPC_SCHEME = "grpc://"
+#: How long a reader (``ktg study show``) waits for a ``ktg storage serve`` that does not answer; a search
+#: worker waits its grace period instead.
+SERVER_WAIT_S = 10.0
 
 
 def display_url(url: str) -> str:
@@ -41,18 +53,25 @@ def display_url(url: str) -> str:
 
 
 def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None,
-                 max_retry: int = 2) -> RDBStorage:
+                 max_retry: int = 2, server_wait: float = SERVER_WAIT_S,
+                 pool_size: int = POOL_SIZE) -> BaseStorage:
     """Open (creating tables if needed) the study database at ``url``.
 
     With ``heartbeat_interval`` (seconds) every running trial records a heartbeat; a RUNNING trial silent for
     ``grace_period`` seconds is failed by the next worker that looks and queued again (at most ``max_retry``
-    times per original trial; see :class:`RequeueTrial`).
+    times per original trial; see :class:`RequeueTrial`). A ``grpc://`` URL is a study served by ``ktg storage
+    serve``, whose own grace period and retries apply; every call waits up to ``server_wait`` seconds for the
+    server. ``pool_size``: connections kept open to a database server (:data:`POOL_SIZE`).
     """
+    if url.startswith(GRPC_SCHEME):
+        from ktg.search.proxy import ServedStorage  # imports gRPC, which only such a study needs
+
+        return ServedStorage(url, wait=server_wait)
     import sqlalchemy
 
     is_sqlite = url.startswith("sqlite")
-    engine_kwargs: dict[str, Any] = ({"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_S}} if is_sqlite
-                                     else {"pool_pre_ping": True})
+    engine_kwargs: dict[str, Any] = ({"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_S}} if is_sqlite else
+                                     {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": POOL_OVERFLOW})
     if is_sqlite:
         database = sqlalchemy.engine.make_url(url).database
         if database and database != ":memory:":
@@ -108,7 +127,7 @@ def _lock_on_begin(engine) -> None:
 _IMPLIED_BY_OLDER_STUDIES = {"same_seed": True, "sampler": "random"}
 
 
-def open_study(storage: RDBStorage, name: str, *, sampler: optuna.samplers.BaseSampler | None = None,
+def open_study(storage: BaseStorage, name: str, *, sampler: optuna.samplers.BaseSampler | None = None,
                pruner: optuna.pruners.BasePruner | None = None, settings: dict[str, Any] | None = None) -> optuna.Study:
     """Create the study ``name`` (maximising) or join it if it exists.
 
@@ -191,7 +210,7 @@ class RequeueTrial:
 WORKER_ATTR = "worker"
 
 
-def fail_stale_trials(study: optuna.Study, storage: RDBStorage, study_id: int) -> None:
+def fail_stale_trials(study: optuna.Study, storage: BaseStorage, study_id: int) -> None:
     """Fail (and queue again) RUNNING trials whose worker is gone.
 
     Optuna's check covers trials whose last heartbeat is older than the grace period. A worker killed between
@@ -199,8 +218,8 @@ def fail_stale_trials(study: optuna.Study, storage: RDBStorage, study_id: int) -
     fails. Workers set :data:`WORKER_ATTR` right after the first heartbeat, so a RUNNING trial without it that
     started more than a grace period ago is such an orphan and is failed here as well.
     """
-    if storage.get_heartbeat_interval() is None:
-        return
+    if not isinstance(storage, RDBStorage) or storage.get_heartbeat_interval() is None:
+        return  # no heartbeats, or a study behind ktg storage serve, whose server fails stale trials itself
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)

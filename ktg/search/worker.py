@@ -13,8 +13,8 @@ one readable place:
 4. train; record COMPLETE, PRUNED or FAIL with its reason; rewrite the leaderboard and best graph.
 
 Several workers may run on one machine (``--jobs-per-device``, separate processes started with "spawn", each
-with its own CUDA context) or anywhere that reaches the storage. Ctrl-C fails the running trial with the
-reason "interrupted", queues it to run again, and stops; running the same command again resumes the study.
+with its own CUDA context) or anywhere that reaches the storage. Ctrl-C or SIGTERM fails the running trial with
+the reason "interrupted", queues it to run again, and stops; running the same command again resumes the study.
 """
 
 from __future__ import annotations
@@ -72,9 +72,10 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 
 def connect(settings: SearchSettings, heartbeats: bool = True) -> tuple[optuna.Study, Any, int]:
     """Open the storage of ``settings`` and create or join its study: (study, storage, study id)."""
-    storage = open_storage(settings.storage_url, **({"heartbeat_interval": settings.heartbeat_interval,
-                                                      "grace_period": settings.grace_period,
-                                                      "max_retry": settings.max_retry} if heartbeats else {}))
+    # A served study's server may be away as long as a running trial may be silent: then it is failed anyway.
+    storage = open_storage(settings.storage_url, server_wait=settings.grace_period,
+                           **({"heartbeat_interval": settings.heartbeat_interval, "grace_period": settings.grace_period,
+                               "max_retry": settings.max_retry} if heartbeats else {}))
     study = open_study(storage, settings.study_name, sampler=make_sampler(settings.sampler, settings.seed),
                        pruner=make_pruner(settings.pruner, settings.config.epochs), settings=settings.shared())
     return study, storage, storage.get_study_id_from_name(settings.study_name)
@@ -237,14 +238,19 @@ def auto_jobs_per_device(device: torch.device, nodes: int, batch_size: int) -> i
 
 
 class StopRequest:
-    """Ctrl-C (SIGINT in this process, or the SIGTERM a parent forwards to its workers): raise KeyboardInterrupt
-    now, and remember it. A library that swallows the exception (a bare ``except:`` around an import) must not
-    make the worker carry on: the worker loop checks :attr:`requested` before every trial as well."""
+    """Ctrl-C or SIGTERM (in this process, or the SIGTERM a parent forwards to its workers; a batch system such as
+    Slurm sends SIGTERM before it cancels, requeues or times out a job): raise KeyboardInterrupt now, and remember
+    it. A library that swallows the exception (a bare ``except:`` around an import) must not make the worker carry
+    on: the worker loop checks :attr:`requested` before every trial as well. Only the first signal raises: Slurm
+    signals every process of a job, so a worker receives its parent's SIGTERM besides its own, and the second must
+    not cut short the cleanup the first began."""
 
     requested = False
 
     @classmethod
     def handle(cls, signum, frame) -> None:
+        if cls.requested:
+            return
         cls.requested = True
         raise KeyboardInterrupt
 
@@ -326,7 +332,7 @@ def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, 
     worker runs in this process. With ``mps``, several workers on a GPU run side by side through CUDA MPS
     (:func:`ktg.runtime.mps.mps_daemon`). ``on_finish`` is called as each trial's run finishes all its epochs
     (:data:`ktg.train.FinishCallback`; a module-level function, for spawned workers). Raises KeyboardInterrupt
-    after a clean stop on Ctrl-C.
+    after a clean stop on Ctrl-C or SIGTERM.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     device = resolve_device(settings.config.device)
@@ -349,7 +355,8 @@ def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, 
         print("--mps: a single worker has no one to share the GPU with; MPS is not started")
     display = SearchDisplay(study, settings.trials, enabled=progress, epochs=settings.config.epochs)
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, StopRequest.handle) if in_main_thread else None
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {stop: signal.signal(stop, StopRequest.handle) for stop in stops} if in_main_thread else {}
     StopRequest.requested = False
     try:
         if jobs == 1:
@@ -360,8 +367,8 @@ def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, 
                 _run_processes(settings, jobs, device, study, display, on_finish)
         display.update(study)
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
         display.close()
         write_results(study, settings.out)
     return study
