@@ -28,13 +28,13 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 class TrainConfig:
     """How to train (everything but the graph and the data).
 
-    ``amp`` (bf16 autocast) / ``channels_last`` default (None) to on for CUDA and off elsewhere (bf16 is
-    slower than fp32 on most CPUs). ``compile`` runs the nodes' forward and backward through ``torch.compile``;
-    it is off by default because on an H100 it gained about 3 % at batch 128 for 108 s of warm-up, which
-    pays only where a long-lived worker reuses the compiled code across trials (see
-    :func:`ktg.train.make_train_step`). ``compile_mode`` is torch.compile's mode: ``reduce-overhead`` adds CUDA
-    graphs, which replay the nodes' forward and backward without a launch per kernel (the cost that dominates
-    at the paper's batch 16). ``deterministic`` asks for reproducible kernels (see
+    ``amp`` (bf16 autocast) / ``channels_last`` default (None) to on for CUDA and off elsewhere (bf16 is slower than
+    fp32 on most CPUs). ``compile`` runs the nodes' forward and backward through ``torch.compile``; it is off by
+    default because for three plain ABN-ResNet-18 on an H100 (not ktg; docs/performance.md, "Figures not measured by
+    ktg") it gained about 3 % at batch 128 for 108 s of warm-up, which pays only where a long-lived worker reuses
+    the compiled code across trials (see :func:`ktg.train.make_train_step`). ``compile_mode`` is torch.compile's
+    mode: ``reduce-overhead`` adds CUDA graphs, which replay the nodes' forward and backward without a launch per
+    kernel (the cost that dominates at the paper's batch 16). ``deterministic`` asks for reproducible kernels (see
     :func:`ktg.runtime.configure_kernels`). ``holdout`` is the fraction of the training split held out for
     evaluation (the search's validation split); None trains on the whole training split and evaluates on the
     official test split.

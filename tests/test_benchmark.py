@@ -85,7 +85,8 @@ def test_the_recommendation_prefers_no_mps_unless_mps_is_clearly_faster():
         summary = benchmark.summarise(args, measured, judge=True)
         return summary["recommended_jobs_per_device"], summary["recommended_mps"], summary["projection"]
 
-    # The H100 numbers that motivated MPS: time-sliced trials stall near 3,500, side by side they reach 6,700.
+    # The figures that motivated MPS (plain ABN-ResNet-18 processes on an H100, not ktg: docs/performance.md):
+    # time-sliced trials stall near 3,500, side by side they reach 6,700.
     jobs, mps, projection = recommend((4, False, 3500.0), (8, False, 3600.0), (4, True, 5200.0), (8, True, 6700.0))
     assert (jobs, mps, projection["train_node_images_per_s"]) == (8, True, 6700.0)
     # Within 5 % of the best, no MPS wins, then the fewest processes.

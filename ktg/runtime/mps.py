@@ -2,8 +2,9 @@
 of taking turns.
 
 At the paper's batch 16 one trial leaves a large GPU mostly idle, so several trials share it; time-sliced they
-gain little, side by side under MPS much more (on an H100, four batch-16 processes reached ≈3,500
-node-images/s without MPS and eight ≈6,700 with it). MPS is an optimisation, never a requirement: a CUDA
+gain little, side by side under MPS much more (plain ABN-ResNet-18 processes on an H100, not ktg: four at
+batch 16 reached ≈3,500 node-images/s taking turns, eight ≈6,700 through MPS; docs/performance.md, "Figures not
+measured by ktg"). MPS is an optimisation, never a requirement: a CUDA
 process joins the MPS daemon that serves its pipe directory if there is one and runs on its own otherwise.
 :func:`mps_daemon` starts a private daemon for the processes started from here and quits it after. It never
 changes the GPU's compute mode (that needs root and affects every user of the GPU).
