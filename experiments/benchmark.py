@@ -130,10 +130,8 @@ def benchmark_graph(case: Case) -> GraphSpec:
     """The graph ``case.graph`` with every node's model filled in for the image size."""
     spec = {"independent": lambda: independent(case.nodes), "heavy": lambda: heavy(case.nodes),
             "random": lambda: random_graph(case.nodes, case.graph_seed)}[case.graph]()
-    if case.model is not None:
-        spec = spec.with_models(case.model)
     options = {} if case.width is None else {"base_width": case.width}
-    return spec.resolved(case.image_size, options)
+    return spec.with_given(case.model, options).resolved(case.image_size)
 
 
 # -- one trial -----------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from typing import Any, Callable
 from ktg.config import TrainConfig
 from ktg.data.images import Dataset
 from ktg.errors import KTGError
-from ktg.graph import GraphSpec, resolve_graph
+from ktg.graph import GraphError, GraphSpec, resolve_graph
 from ktg.io import read_json
 from ktg.run_folder import RunFolder
 from ktg.train import FinishCallback, train
@@ -84,6 +84,7 @@ def run_chain(
     overrides: dict[str, Any] | None = None,
     suggested: dict[str, Any] | None = None,
     node_options: dict[str, Any] | None = None,
+    suggested_node_options: dict[str, Any] | None = None,
     on_finish: FinishCallback | None = None,
     progress: bool = True,
     report: Callable[[str], None] = print,
@@ -92,8 +93,9 @@ def run_chain(
 
     Training options of a stage, weakest first: ``suggested`` (a dataset's suggestions, see
     :class:`ktg.data.DatasetDefaults`), the chain's, the stage's, ``overrides`` (e.g. the device). ``node_options``
-    go to every node of every stage that does not set them itself. ``on_finish`` is called as each stage
-    finishes (see :data:`ktg.train.FinishCallback`).
+    are given for every node of every stage (:meth:`~ktg.graph.GraphSpec.with_given`: a node that sets another
+    value is an error); ``suggested_node_options`` (a dataset's) fill what neither sets. ``on_finish`` is called
+    as each stage finishes (see :data:`ktg.train.FinishCallback`).
     """
     out = Path(out_dir)
     names = [stage["name"] for stage in chain["stages"]]
@@ -101,7 +103,11 @@ def run_chain(
     # must not surface only after the others have trained.
     stages = []
     for i, stage in enumerate(chain["stages"]):
-        spec = stage_graph(stage, out, names[:i]).resolved(dataset.image_size, node_options)
+        try:
+            given = stage_graph(stage, out, names[:i]).with_given(options=node_options)
+        except GraphError as error:
+            raise GraphError(f"stage {names[i]!r} graph: {error}") from None
+        spec = given.resolved(dataset.image_size, suggested_node_options)
         config = TrainConfig(**{**(suggested or {}), **chain.get("train", {}), **stage.get("train", {}),
                                 **(overrides or {})})
         stages.append((names[i], spec, config))

@@ -7,6 +7,7 @@ Network nodes are numbered 0..N-1; the label node is ``"label"`` and the ensembl
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
@@ -127,15 +128,35 @@ class GraphSpec:
         """The nodes the ensemble node averages."""
         return self.ensemble_members if self.ensemble_members is not None else tuple(range(self.num_nodes))
 
-    def with_models(self, model: str) -> "GraphSpec":
-        """The same graph with every trained node's model replaced by ``model`` (frozen teachers keep theirs)."""
-        nodes = tuple(node if node.frozen else replace(node, model=model) for node in self.nodes)
+    def with_given(self, model: str | None = None, options: dict[str, Any] | None = None) -> "GraphSpec":
+        """The graph with a ``model`` and model ``options`` given for every node (the command line's ``--model``,
+        ``--width``, ``--pretrained``, ``--no-attention-residual``).
+
+        This is the one rule between what is given for every node and what a node of the graph sets itself
+        (README, "Graph files"): a node that leaves a choice open takes the given value; a node that sets the
+        same value keeps it; a node that sets another value is a :class:`GraphError` naming the node, both values
+        and the option, since either could be the one meant and neither may silently win. A dataset's
+        suggestions are no part of this: :meth:`resolved` adds them only where neither says anything.
+        """
+        given = {**({"model": model} if model is not None else {}), **(options or {})}
+        for i, node in enumerate(self.nodes):
+            own = {**({"model": node.model} if node.model is not None else {}), **node.options}
+            for key, value in given.items():
+                if key in own and own[key] != value:
+                    flag = GIVEN_FLAGS.get(key, key)
+                    raise GraphError(f"nodes[{i}] sets {key} {json.dumps(own[key])} but {flag} gives "
+                                     f"{json.dumps(value)}: an option given for every node may not contradict a node; "
+                                     f"drop {flag} or change the node")
+        nodes = tuple(replace(node, model=node.model or model, options={**(options or {}), **node.options})
+                      for node in self.nodes)
         return replace(self, nodes=nodes)
 
     def resolved(self, image_size: int, node_options: dict[str, Any] | None = None) -> "GraphSpec":
         """The graph as it will be trained: every node's model filled in (:func:`default_model` for
-        ``image_size`` where unset) and ``node_options`` added where a node does not set them itself, so a
-        run's graph file says exactly what was trained."""
+        ``image_size`` where unset) and the suggested ``node_options`` (a dataset's, see
+        :class:`ktg.data.DatasetDefaults`) added where a node does not set them itself, so a run's graph file
+        says exactly what was trained. Options the user gives for every node go through :meth:`with_given`
+        first, which refuses a node that disagrees."""
         nodes = tuple(replace(node, model=node.model or default_model(image_size),
                               options={**(node_options or {}), **node.options})
                       for node in self.nodes)
@@ -404,17 +425,24 @@ NAMED_GRAPHS = {"independent": independent, "dml": dml}
 DEFAULT_NODES = 3
 
 
-def resolve_graph(name_or_path: str, num_nodes: int | None = None, model: str | None = None) -> GraphSpec:
-    """A named graph (built for ``num_nodes`` nodes) or a graph file.
+#: How the command line gives each choice of a node for every node, named in :meth:`GraphSpec.with_given`'s errors.
+GIVEN_FLAGS = {"model": "--model", "base_width": "--width", "pretrained": "--pretrained",
+               "attention_residual": "--no-attention-residual"}
 
-    With a file, ``num_nodes`` must agree with it when given, and ``model`` replaces every node's model.
+
+def resolve_graph(name_or_path: str, num_nodes: int | None = None, model: str | None = None,
+                  options: dict[str, Any] | None = None) -> GraphSpec:
+    """A named graph (built for ``num_nodes`` nodes) or a graph file, with ``model`` and model ``options`` given
+    for every node (:meth:`GraphSpec.with_given`: a node of the file that sets another value is an error).
+
+    With a file, ``num_nodes`` must agree with it when given.
     """
     if name_or_path in NAMED_GRAPHS:
         n = DEFAULT_NODES if num_nodes is None else num_nodes
         fewest = 1 if name_or_path == "independent" else 2  # one independent node is a plain ABN (a teacher)
         if n < fewest:
             raise GraphError(f"the named graph {name_or_path!r} needs --nodes ≥ {fewest}, got {n}")
-        return NAMED_GRAPHS[name_or_path](n, model)
+        return NAMED_GRAPHS[name_or_path](n).with_given(model, options)
     path = Path(name_or_path)
     if not path.exists():
         raise GraphError(f"--graph {name_or_path!r} is neither a named graph ({', '.join(NAMED_GRAPHS)}) "
@@ -423,4 +451,7 @@ def resolve_graph(name_or_path: str, num_nodes: int | None = None, model: str | 
     if num_nodes is not None and num_nodes != spec.num_nodes:
         raise GraphError(f"graph file {path} has {spec.num_nodes} nodes but --nodes {num_nodes} was given; "
                          f"drop --nodes or use another graph")
-    return spec.with_models(model) if model is not None else spec
+    try:
+        return spec.with_given(model, options)
+    except GraphError as error:
+        raise GraphError(f"graph file {path}: {error}") from None

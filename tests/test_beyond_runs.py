@@ -18,11 +18,13 @@ from ktg.graph import GraphSpec
 from ktg.run_folder import RunFolder
 
 BEYOND = Path(__file__).resolve().parents[1] / "experiments" / "beyond"
-COMMON = ["--width", "4", "--image-size", "16", "--device", "cpu", "--no-progress"]
-# A twentieth of digits' training split for one quick step per epoch; the held-out rest is evaluated.
-DIGITS = ["--dataset", "digits", "--holdout", "0.95", "--batch-size", "64", *COMMON]
+COMMON = ["--image-size", "16", "--device", "cpu", "--no-progress"]
+# A twentieth of digits' training split for one quick step per epoch; the held-out rest is evaluated. Files
+# whose nodes set their own width (hint, all_at_once) keep it: --width may not contradict a node.
+DIGITS_AS_FILED = ["--dataset", "digits", "--holdout", "0.95", "--batch-size", "64", *COMMON]
+DIGITS = [*DIGITS_AS_FILED, "--width", "4"]
 SYNTHETIC = ["--dataset", "synthetic", "--dataset-option", "train_size=32", "--dataset-option", "test_size=16",
-             "--dataset-option", "num_classes=4", "--batch-size", "16", *COMMON]
+             "--dataset-option", "num_classes=4", "--batch-size", "16", "--width", "4", *COMMON]
 
 
 def run_chain(name, out, data=SYNTHETIC):
@@ -61,7 +63,7 @@ def test_frozen_teacher_is_copied_and_never_updated(tmp_path):
 
 
 @pytest.mark.parametrize("name, data", [("merit", SYNTHETIC), ("teacher_assistant", SYNTHETIC),
-                                        ("ensemble_distillation", SYNTHETIC), ("all_at_once", DIGITS)])
+                                        ("ensemble_distillation", SYNTHETIC), ("all_at_once", DIGITS_AS_FILED)])
 def test_chains_train_every_stage(tmp_path, name, data, capsys):
     run_chain(name, tmp_path, data)
     stages = [stage["name"] for stage in load_chain(BEYOND / f"{name}.json")["stages"]]
@@ -100,10 +102,17 @@ def test_a_mistake_in_a_later_stage_is_reported_before_the_first_stage_trains(tm
     assert not out.exists()
 
 
-@pytest.mark.parametrize("name", ["temperature", "hint", "bagging"])
-def test_graph_files_train(tmp_path, name):
+def test_a_width_that_contradicts_a_stage_node_is_refused_before_anything_trains(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["chain", str(BEYOND / "all_at_once.json"), "--out", str(out), *DIGITS]) == 2
+    assert "stage 'everything' graph: nodes[2] sets base_width 8 but --width gives 4" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("name, data", [("temperature", DIGITS), ("hint", DIGITS_AS_FILED), ("bagging", DIGITS)])
+def test_graph_files_train(tmp_path, name, data):
     graph = BEYOND / f"{name}.json"
-    assert main(["train", "--graph", str(graph), "--epochs", "1", "--out", str(tmp_path), *DIGITS]) == 0
+    assert main(["train", "--graph", str(graph), "--epochs", "1", "--out", str(tmp_path), *data]) == 0
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     losses = record["losses"]
     spec = GraphSpec.load(tmp_path / "graph.json")
@@ -117,7 +126,7 @@ def test_graph_files_train(tmp_path, name):
 
 def test_bagging_counts_follow_the_bootstrap(tmp_path):
     assert main(["train", "--graph", str(BEYOND / "bagging.json"), "--epochs", "1", "--out", str(tmp_path),
-                 "--dataset", "digits", "--holdout", "0.5", "--batch-size", "64", *COMMON]) == 0
+                 "--dataset", "digits", "--holdout", "0.5", "--batch-size", "64", "--width", "4", *COMMON]) == 0
     bagging = json.loads((tmp_path / "bagging.json").read_text())
     counts = torch.tensor([bagging["counts"][str(node)] for node in range(3)], dtype=torch.float)
     n = counts.shape[1]

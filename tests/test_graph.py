@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from ktg.cli import main
 from ktg.graph import EdgeSpec, GraphError, GraphSpec, NodeSpec, dml, independent, resolve_graph
 
 
@@ -40,10 +41,11 @@ def test_named_graphs(n):
 
 def test_resolve_graph_from_name_and_file(tmp_path):
     assert resolve_graph("dml", 4, "abn_resnet20").nodes == (NodeSpec("abn_resnet20"),) * 4
+    assert resolve_graph("dml", 2, None, {"base_width": 4}).nodes == (NodeSpec(None, {"base_width": 4}),) * 2
     mixed_graph().save(tmp_path / "g.json")
-    spec = resolve_graph(str(tmp_path / "g.json"), model="abn_resnet56")
-    assert [node.model for node in spec.nodes] == ["abn_resnet56"] * 2
-    assert spec.nodes[1].options == {"attention_residual": False}
+    spec = resolve_graph(str(tmp_path / "g.json"), options={"base_width": 4, "attention_residual": False})
+    assert [node.model for node in spec.nodes] == ["abn_resnet20", "abn_resnet32"]
+    assert spec.nodes[0].options == spec.nodes[1].options == {"base_width": 4, "attention_residual": False}
     with pytest.raises(GraphError, match="has 2 nodes but --nodes 3"):
         resolve_graph(str(tmp_path / "g.json"), 3)
     with pytest.raises(GraphError, match="neither a named graph"):
@@ -98,3 +100,30 @@ def test_invalid_json_names_the_position(tmp_path):
 def test_graphs_built_in_code_are_validated_too():
     with pytest.raises(GraphError, match="cannot teach itself"):
         GraphSpec((NodeSpec(), NodeSpec()), ("through", "through"), (EdgeSpec(1, 1, "prob_kl", "through"),))
+
+
+def test_an_option_given_for_every_node_fills_open_choices_and_may_not_contradict_a_node():
+    spec = GraphSpec((NodeSpec(None), NodeSpec("abn_resnet32", {"base_width": 8})), ("through", "through"))
+    given = spec.with_given("abn_resnet32", {"base_width": 8, "pretrained": "w.pt"})
+    assert given.nodes == (NodeSpec("abn_resnet32", {"base_width": 8, "pretrained": "w.pt"}),) * 2
+    with pytest.raises(GraphError, match=r"nodes\[1\] sets model \"abn_resnet32\" but --model gives "
+                                         r"\"abn_resnet20\": .*drop --model or change the node"):
+        spec.with_given("abn_resnet20")
+    with pytest.raises(GraphError, match=r"nodes\[1\] sets base_width 8 but --width gives 4"):
+        spec.with_given(options={"base_width": 4})
+    # A dataset's suggestion is weaker than both: it fills only what neither the node nor the user sets.
+    resolved = spec.with_given(options={"pretrained": "w.pt"}).resolved(32, {"base_width": 4})
+    assert [node.options for node in resolved.nodes] == [{"base_width": 4, "pretrained": "w.pt"},
+                                                        {"base_width": 8, "pretrained": "w.pt"}]
+    assert resolved.nodes[0].model == "abn_resnet20"
+
+
+def test_a_graph_file_that_contradicts_an_option_is_one_error_naming_file_node_and_option(tmp_path, capsys):
+    mixed_graph().save(tmp_path / "g.json")
+    assert main(["train", "--graph", str(tmp_path / "g.json"), "--dataset", "digits", "--model", "abn_resnet20",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"ktg: error: graph file {tmp_path / 'g.json'}: nodes[1] sets model \"abn_resnet32\" but --model "
+                   "gives \"abn_resnet20\": an option given for every node may not contradict a node; drop --model or "
+                   "change the node\n")
+    assert not (tmp_path / "run").exists()

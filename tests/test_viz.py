@@ -216,7 +216,7 @@ def covered_by_labels(figure) -> list[str]:
 
 
 @pytest.mark.parametrize("spec, size", [
-    (GraphSpec.load(Path(__file__).parents[1] / "docs" / "example_graph.json").with_models("abn_resnet20"), (6.4, 6)),
+    (GraphSpec.load(Path(__file__).parents[1] / "docs" / "example_graph.json").with_given("abn_resnet20"), (6.4, 6)),
     (dense_graph(), (7.0, 6.5)),
     (dense_graph(), (5.0, 4.0)),
 ], ids=["docs-example", "dense-4", "dense-4-small"])

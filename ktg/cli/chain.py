@@ -21,7 +21,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda (overrides the chain file)")
     parser.add_argument("--epochs", type=int, help="epochs of every stage (overrides the chain file; quick runs)")
     parser.add_argument("--batch-size", type=int, help="batch size of every stage (overrides the chain file)")
-    parser.add_argument("--width", type=int, help="base width of every trained node's model (quick runs)")
+    parser.add_argument("--width", type=int, help="base width of every node's model (quick runs); a node "
+                        "of a stage that sets another width is an error")
     add_progress_argument(parser)
     add_data_arguments(parser)
     parser.set_defaults(handler=run)
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     chain = load_chain(args.chain)
     try:
         results = run_chain(chain, source.load(), args.out, overrides=overrides, suggested=suggested,
-                            node_options=source.defaults.with_node_options(node_options),
+                            node_options=node_options, suggested_node_options=source.defaults.node_options,
                             on_finish=log_attention_grid, progress=not args.no_progress)
     except KeyboardInterrupt:
         print("\nktg: interrupted; run the same command again: finished stages are kept and the interrupted one "

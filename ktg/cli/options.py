@@ -50,7 +50,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that choose the graph's size and every node's model."""
-    group = parser.add_argument_group("graph and models")
+    group = parser.add_argument_group("graph and models", description="--model, --width, --pretrained and "
+                                      "--no-attention-residual are given for every node: a node of a graph file "
+                                      "that sets another value is an error.")
     group.add_argument("--nodes", type=int, help=f"number of network nodes (named graphs; default {DEFAULT_NODES})")
     group.add_argument("--model", help=f"model of every node: {', '.join(list_models())} (default: abn_resnet20 "
                        "for images ≤ 64 px, else abn_resnet18)")
@@ -152,7 +154,7 @@ def data_source_from_args(args: argparse.Namespace) -> DataSource:
 
 
 def node_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Model options given to every node that does not set them itself."""
+    """Model options given for every node (see :meth:`ktg.graph.GraphSpec.with_given`)."""
     options: dict[str, Any] = {}
     if args.width is not None:
         options["base_width"] = args.width

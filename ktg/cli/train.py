@@ -41,14 +41,14 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     source = data_source_from_args(args)
     config = train_config_from_args(args, source.defaults.train)
-    graph = resolve_graph(args.graph, args.nodes, args.model)
+    graph = resolve_graph(args.graph, args.nodes, args.model, node_options_from_args(args))
     check_models(node.model for node in graph.nodes)
 
     from ktg.train import train  # everything above needs no framework: a mistake there is reported at once
     from ktg.viz.attention import log_attention_grid
 
     dataset = source.load()
-    spec = graph.resolved(dataset.image_size, source.defaults.with_node_options(node_options_from_args(args)))
+    spec = graph.resolved(dataset.image_size, source.defaults.node_options)
     out = args.out or Path("runs") / f"{args.dataset}-{spec.name or 'graph'}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         final = train(spec, dataset, config, out, resume=args.resume, restart=args.restart,
