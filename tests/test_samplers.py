@@ -12,6 +12,7 @@ from ktg.cli import build_parser
 from ktg.cli.search import search_settings_from_args
 from ktg.errors import KTGError
 from ktg.registry import DEFAULT_SAMPLER, SAMPLERS, sampler_names
+from ktg.search.objective import GRAPH_ATTR
 from ktg.search.results import leaderboard
 from ktg.search.sampler import EVOLUTION_POPULATION, TPE_STARTUP_TRIALS, RegularisedEvolution, fitness
 from ktg.search.space import SearchSpace
@@ -28,7 +29,9 @@ def toy_study(sampler: str, seed: int, trials: int, space: SearchSpace = PAPER_S
     study = optuna.create_study(direction="maximize", sampler=make_sampler(sampler, seed))
 
     def objective(trial):
-        edges = space.suggest(trial).edges
+        spec = space.suggest(trial)
+        trial.set_user_attr(GRAPH_ATTR, spec.to_dict())  # as the search stores it: readers need it
+        edges = spec.edges
         score = sum(edge.gate == "through" for edge in edges) / len(edges)
         trial.report(score, 1)
         if trial.number % 2:

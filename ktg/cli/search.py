@@ -27,7 +27,7 @@ from ktg.registry import (
     pruner_names,
     sampler_names,
 )
-from ktg.search.settings import BEST_GRAPH, LEADERBOARD, SearchSettings, resolve_storage_url
+from ktg.search.settings import BEST_GRAPH, LEADERBOARD, SearchSettings, check_rescore, resolve_storage_url
 from ktg.search.space import SearchSpace
 
 
@@ -56,6 +56,12 @@ def add_parser(commands) -> None:
                        + "; ".join(f"{record.name}: {record.description}" for record in SAMPLERS.values()))
     group.add_argument("--search-seed", type=int, default=settings["seed"], help="seed of the sampler: trial k draws "
                        "from a random stream of its own, whichever worker runs it (default: %(default)s)")
+    group.add_argument("--rescore-top", type=int, metavar="K", help="after the search, retrain the K best complete "
+                       "graphs with --rescore-seeds fresh seeds each on the same held-out split and choose the best "
+                       "mean for best_graph.json, rather than the one luckiest run (default: off). The runs are stored "
+                       "in the study: running the command again resumes them, and other workers share them")
+    group.add_argument("--rescore-seeds", type=int, default=3, metavar="S", help="seeds per graph of --rescore-top, "
+                       "the same for every graph (default: %(default)s)")
     group.add_argument("--same-seed", action="store_true", help="train every trial with --seed (common random "
                        "numbers: the same initial weights, batch order and augmentation) instead of a seed of its "
                        "own derived from --seed and the trial number")
@@ -127,8 +133,11 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
 
 def run(args: argparse.Namespace) -> int:
     settings = search_settings_from_args(args)
+    if args.rescore_top is not None:
+        check_rescore(args.rescore_top, args.rescore_seeds)
 
-    from ktg.search.results import best_trial, format_table, leaderboard, state_counts
+    from ktg.search.rescore import chosen, rescore
+    from ktg.search.results import format_table, leaderboard, state_counts, write_results
     from ktg.search.storage import GRPC_SCHEME, display_url
     from ktg.search.worker import run_search
     from ktg.viz.attention import log_attention_grid
@@ -144,23 +153,36 @@ def run(args: argparse.Namespace) -> int:
     try:
         study = run_search(settings, jobs_per_device=args.jobs_per_device, mps=args.mps,
                            on_finish=log_attention_grid, progress=not args.no_progress, on_start=announce)
+        if args.rescore_top is not None:
+            print(f"\nrescore: the top {args.rescore_top} complete trials, {args.rescore_seeds} fresh seeds each, on "
+                  f"the same held-out split")
+            rescore(settings, study, top=args.rescore_top, seeds=args.rescore_seeds, on_run=_rescore_line,
+                    on_finish=log_attention_grid, progress=not args.no_progress)
+            write_results(study, settings.out)
     except KeyboardInterrupt:
-        print(f"\nktg: search interrupted; finished trials are kept in {url}, an interrupted trial is queued to "
-              f"run again. Run the same command to resume.", file=sys.stderr)
+        print(f"\nktg: search interrupted; finished trials and rescore runs are kept in {url}, an interrupted trial "
+              f"is queued to run again. Run the same command to resume.", file=sys.stderr)
         return 130
     counts = state_counts(study)
     print(f"\nstudy {study.study_name!r}: {counts['complete']} complete, {counts['pruned']} pruned, "
           f"{counts['fail']} failed (accuracy of the ensemble node on the held-out split)")
     print(format_table(leaderboard(study), top=10))
     out = settings.out
-    best = best_trial(study)
+    best = chosen(study)
     print("\nfiles:")
     if best is not None:
-        print(f"  {out / BEST_GRAPH}  best graph (trial {best.number}, {100 * best.value:.2f} %); retrain it on the "
-              f"full training split: ktg train --graph {out / BEST_GRAPH} --dataset {args.dataset}")
+        print(f"  {out / BEST_GRAPH}  best graph (trial {best[0].number}, {100 * best[0].value:.2f} % in the search; "
+              f"chosen by the {best[1]}); retrain it on the full training split: ktg train --graph "
+              f"{out / BEST_GRAPH} --dataset {args.dataset}")
     print(f"  {out / LEADERBOARD}  every trial, best first")
     print(f"  {out / 'trials'}/<n>/  each trial's run: graph.json, metrics.jsonl, tensorboard/")
     dashboard = "" if settings.storage_url.startswith(GRPC_SCHEME) else f"  |  optuna-dashboard {url}"
     print(f"  storage {url}, study {study.study_name!r}: ktg study show --storage {url} --study "
           f"{study.study_name}{dashboard}")
     return 0
+
+
+def _rescore_line(trial: int, index: int, result: dict) -> None:
+    accuracy = result.get("ensemble_accuracy")
+    outcome = f"ensemble {100 * accuracy:.2f} %" if accuracy is not None else f"failed, {result['fail_reason']}"
+    print(f"rescore: trial {trial}, seed {index + 1}: {outcome}")

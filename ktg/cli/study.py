@@ -32,7 +32,8 @@ def run_show(args: argparse.Namespace) -> int:
         raise KTGError(f"--top must be 0 (all) or more, got {args.top}")
     url = resolve_storage_url(args.storage)
 
-    from ktg.search.results import best_trial, export_graph, format_table, leaderboard, state_counts, write_leaderboard
+    from ktg.search.rescore import chosen
+    from ktg.search.results import export_graph, format_table, leaderboard, state_counts, write_leaderboard
     from ktg.search.storage import SETTINGS_ATTR, display_url, load_study  # after the checks that need no framework
 
     study = load_study(url, args.study)
@@ -46,9 +47,10 @@ def run_show(args: argparse.Namespace) -> int:
     print(f"study {study.study_name!r} in {display_url(url)}{described}")
     print("trials: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
     rows = leaderboard(study)
-    best = best_trial(study)
+    best = chosen(study)
     if best is not None:
-        print(f"best: trial {best.number}, ensemble {100 * best.value:.2f} %")
+        print(f"best: trial {best[0].number}, ensemble {100 * best[0].value:.2f} % in the search, chosen by the "
+              f"{best[1]}")
     print(format_table(rows, top=args.top or None))
     if args.csv is not None:
         write_leaderboard(rows, args.csv)

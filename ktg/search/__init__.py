@@ -4,7 +4,9 @@ keeps every trial.
 - :mod:`ktg.search.space`: the search space and the exact translation Optuna parameters ↔ graph files.
 - :mod:`ktg.search.objective`: one trial = one training run, reported and pruned epoch by epoch.
 - :mod:`ktg.search.storage`: the study database (SQLite file or PostgreSQL), heartbeats, retries.
-- :mod:`ktg.search.pruners`: the pruners (registered by name in :mod:`ktg.registry`).
+- :mod:`ktg.search.pruners`, :mod:`ktg.search.sampler`: the pruners and samplers (registered by name in
+  :mod:`ktg.registry`).
+- :mod:`ktg.search.rescore`: the best graphs retrained with fresh seeds, the winner chosen by its mean.
 - :mod:`ktg.search.worker`: the worker loop (global budget, faults), several workers per device.
 - :mod:`ktg.search.results`: leaderboard, best graph and graph export, from the storage alone.
 

@@ -8,6 +8,7 @@ the storage after every finished trial by the worker that finished it, and once 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,14 @@ from ktg.errors import KTGError
 from ktg.graph import GraphSpec
 from ktg.io import write_text
 from ktg.run_folder import RunFolder
+from ktg.search import rescore
 from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR, RUN_DIR_ATTR
 from ktg.search.settings import BEST_GRAPH, LEADERBOARD
 from ktg.search.space import SearchSpace
 from ktg.search.storage import SETTINGS_ATTR
 
-COLUMNS = ("rank", "trial", "state", "ensemble_accuracy", "epochs", "mean_node_accuracy", "node_accuracy",
-           "retry_of", "seconds", "note", "graph", "graph_file")
+COLUMNS = ("rank", "trial", "state", "ensemble_accuracy", "rescore_mean", "rescore_std", "rescore_runs", "epochs",
+           "mean_node_accuracy", "node_accuracy", "retry_of", "seconds", "note", "graph", "graph_file")
 _ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.WAITING: 3,
           TrialState.FAIL: 4}
 
@@ -68,8 +70,15 @@ def _note(trial: FrozenTrial, retried_as: dict[int, int]) -> str:
 
 def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
     """One row per trial: complete trials ranked by ensemble accuracy, then pruned (longest-trained first),
-    running, waiting and failed ones. Accuracies are fractions in [0, 1]."""
+    running, waiting and failed ones. Accuracies are fractions in [0, 1].
+
+    After a complete ``--rescore-top`` the rescored trials rank first, by their mean over the fresh seeds (the
+    ``rescore_*`` columns: mean, sample standard deviation, runs finished of those asked for); rank 1 is then the
+    graph in ``best_graph.json``."""
     trials = study.get_trials(deepcopy=False)
+    rescored = {r.trial: r for r in rescore.summaries(study)}
+    rescore_rank = ({number: i for i, number in enumerate(rescored)}
+                    if rescored and all(r.complete for r in rescored.values()) else {})
     retried_as = {}
     for trial in trials:
         history = trial.system_attrs.get("retry_history")
@@ -78,7 +87,8 @@ def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
 
     def order(trial: FrozenTrial) -> tuple:
         value = last_value(trial)
-        return (_ORDER[trial.state], -(trial.last_step or 0) if trial.state == TrialState.PRUNED else 0,
+        return (_ORDER[trial.state], rescore_rank.get(trial.number, len(rescore_rank)),
+                -(trial.last_step or 0) if trial.state == TrialState.PRUNED else 0,
                 -(value if value is not None else -1.0), trial.number)
 
     rows = []
@@ -94,6 +104,7 @@ def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
             "trial": trial.number,
             "state": trial.state.name.lower(),
             "ensemble_accuracy": "" if value is None else round(value, 6),
+            **_rescore_columns(rescored.get(trial.number)),
             "epochs": trial.last_step if trial.last_step is not None else 0,
             "mean_node_accuracy": round(trial.user_attrs["mean_node_accuracy"], 6)
             if "mean_node_accuracy" in trial.user_attrs else "",
@@ -108,10 +119,13 @@ def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
     return rows
 
 
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The complete trial with the highest ensemble accuracy (the lowest number among equals), or None."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+def _rescore_columns(rescored) -> dict[str, Any]:
+    if rescored is None:
+        return {"rescore_mean": "", "rescore_std": "", "rescore_runs": ""}
+    return {"rescore_mean": "" if rescored.mean is None else round(rescored.mean, 6),
+            "rescore_std": "" if rescored.std is None else round(rescored.std, 6),
+            "rescore_runs": f"{len(rescored.accuracies)}/{rescored.seeds}"
+                            + (f", {rescored.failed} failed" if rescored.failed else "")}
 
 
 def write_leaderboard(rows: list[dict[str, Any]], path: str | Path) -> None:
@@ -128,19 +142,22 @@ def write_results(study: optuna.Study, out: str | Path) -> Path | None:
     path (None while no trial has completed)."""
     out = Path(out)
     write_leaderboard(leaderboard(study), out / LEADERBOARD)
-    best = best_trial(study)
-    if best is None:
+    if rescore.chosen(study) is None:
         return None
-    export_graph(study, best.number, out / BEST_GRAPH)
+    export_graph(study, "best", out / BEST_GRAPH)
     return out / BEST_GRAPH
 
 
 def export_graph(study: optuna.Study, trial: int | str, path: str | Path) -> GraphSpec:
-    """Write the graph of trial number ``trial`` (or ``"best"``) to ``path`` as a graph file for ``ktg train``."""
+    """Write the graph of trial number ``trial`` (or ``"best"``: the one the study recommends, see
+    :func:`ktg.search.rescore.chosen`) to ``path`` as a graph file for ``ktg train``; a graph chosen by
+    ``--rescore-top`` is named for how it was chosen."""
+    how = None
     if trial == "best":
-        chosen = best_trial(study)
-        if chosen is None:
+        found = rescore.chosen(study)
+        if found is None:
             raise KTGError(f"study {study.study_name!r} has no complete trial yet")
+        chosen, how = found
     else:
         try:
             number = int(trial)
@@ -154,6 +171,8 @@ def export_graph(study: optuna.Study, trial: int | str, path: str | Path) -> Gra
     spec = graph_of(study, chosen)
     if spec is None:
         raise KTGError(f"trial {chosen.number} has not drawn its graph yet ({chosen.state.name.lower()})")
+    if how is not None and how != rescore.ARGMAX:
+        spec = dataclasses.replace(spec, name=f"{spec.name}, chosen by the {how}")
     spec.save(path)
     return spec
 
@@ -161,17 +180,29 @@ def export_graph(study: optuna.Study, trial: int | str, path: str | Path) -> Gra
 def format_table(rows: list[dict[str, Any]], top: int | None = None) -> str:
     """The leaderboard as an aligned text table (accuracies in %), at most ``top`` rows."""
     shown = rows if top is None else rows[:top]
-    header = ("rank", "trial", "state", "ensemble %", "epochs", "mean node %", "note / graph")
+    rescored = any(row.get("rescore_runs") for row in rows)
+    header = ("rank", "trial", "state", "ensemble %", *(("rescored %",) if rescored else ()), "epochs",
+              "mean node %", "note / graph")
 
     def percent(value: float | str) -> str:  # "" marks an accuracy the trial never reported
         return f"{100 * value:.2f}" if value != "" else "-"
 
+    def rescore_cell(row: dict[str, Any]) -> tuple[str, ...]:  # mean ± std (runs) of the rescore, if shown
+        if not rescored:
+            return ()
+        if not row.get("rescore_runs"):
+            return ("",)
+        spread = f" ± {percent(row['rescore_std'])}" if row["rescore_std"] != "" else ""
+        return (f"{percent(row['rescore_mean'])}{spread} ({row['rescore_runs']})",)
+
     lines = [header]
     for row in shown:
         lines.append((str(row["rank"]), str(row["trial"]), row["state"], percent(row["ensemble_accuracy"]),
-                      str(row["epochs"]), percent(row["mean_node_accuracy"]), row["note"] or row["graph"]))
+                      *rescore_cell(row), str(row["epochs"]), percent(row["mean_node_accuracy"]),
+                      row["note"] or row["graph"]))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
-    text = ["  ".join(cell.rjust(width) if i in (0, 1, 3, 4, 5) else cell.ljust(width)
+    right = {0, 1, 3, 4, 5, 6} if rescored else {0, 1, 3, 4, 5}
+    text = ["  ".join(cell.rjust(width) if i in right else cell.ljust(width)
                       for i, (cell, width) in enumerate(zip(line[:-1], widths))) + "  " + line[-1]
             for line in lines]
     if top is not None and len(rows) > top:

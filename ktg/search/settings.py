@@ -19,10 +19,11 @@ if TYPE_CHECKING:
     from ktg.search.space import SearchSpace
 
 #: The files of a search folder (torch-free, so that ``ktg graph show SEARCH_FOLDER`` can name them): the study
-#: when --storage is not given, the leaderboard, the best trial's graph.
+#: when --storage is not given, the leaderboard, the best trial's graph, the runs of ``--rescore-top``.
 STUDY_DB = "study.db"
 LEADERBOARD = "leaderboard.csv"
 BEST_GRAPH = "best_graph.json"
+RESCORE_DIR = "rescore"
 
 # Training options a worker may choose for itself: where it runs and how, not what a trial computes.
 _PER_WORKER_TRAINING = ("device", "amp", "channels_last", "compile", "compile_mode", "deterministic",
@@ -58,6 +59,12 @@ def check_sampler(name: str) -> None:
     """Raise KTGError naming the registered samplers if ``name`` is not one of them."""
     if name not in SAMPLERS:
         raise KTGError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
+
+
+def check_rescore(top: int, seeds: int) -> None:
+    """Raise KTGError unless ``--rescore-top`` and ``--rescore-seeds`` are at least 1."""
+    if top < 1 or seeds < 1:
+        raise KTGError(f"--rescore-top and --rescore-seeds must be at least 1, got {top} and {seeds}")
 
 
 @dataclass(frozen=True)

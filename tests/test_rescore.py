@@ -1,0 +1,132 @@
+"""--rescore-top: the best graphs retrained with fresh seeds, the winner chosen by its mean, the runs stored in the
+study (resumed, shared between workers, a dead worker's claim taken over)."""
+
+import csv
+import dataclasses
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from test_search import CLI_DATA, SPACE, one_thread, settings  # noqa: F401 (one_thread: an autouse fixture)
+
+import ktg.search.rescore as rescore_module
+from ktg.cli import main
+from ktg.errors import KTGError
+from ktg.graph import GraphSpec, dml, independent
+from ktg.search.objective import GRAPH_ATTR, trial_seed
+from ktg.search.rescore import CLAIM_PREFIX, RUN_PREFIX, chosen, rescore, rescore_seed, summaries
+from ktg.search.results import format_table, leaderboard, write_results
+from ktg.search.storage import load_study
+from ktg.search.worker import connect
+from ktg.train import NonFiniteLossError
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+#: Search scores of the study below, and what each graph scores with rescore seed index 0 and 1: trial 0 was
+#: lucky in the search, trial 1 is better on average, trial 2 is never rescored (--rescore-top 2).
+SEARCH = {0: 0.9, 1: 0.8, 2: 0.7}
+RESCORED = {0: (0.6, 0.7), 1: (0.75, 0.85), 2: (0.99, 0.99)}
+
+
+def study_of_three(tmp_path):
+    s = settings(tmp_path)
+    study, _, _ = connect(s, heartbeats=False)
+    for number, graph in enumerate((dml(2), independent(2), dml(2))):
+        stored = dataclasses.replace(graph, name=f"trial {number}").resolved(16).to_dict()
+        study.add_trial(optuna.create_trial(
+            state=TrialState.COMPLETE, value=SEARCH[number], params=SPACE.to_params(graph),
+            distributions=SPACE.distributions(), user_attrs={GRAPH_ATTR: stored}))
+    return s, study
+
+
+@pytest.fixture
+def trained(monkeypatch):
+    """Replace training by the scores of :data:`RESCORED`; record which (trial, seed) runs were trained."""
+    runs = []
+    seeds = {rescore_seed(0, index): index for index in range(2)}
+
+    def fake_train(spec, dataset, config, folder, **kwargs):
+        trial, index = int(folder.parent.name), seeds[config.seed]
+        runs.append((trial, index))
+        return {"ensemble_accuracy": RESCORED[trial][index], "mean_node_accuracy": 0.5}
+
+    monkeypatch.setattr(rescore_module, "train", fake_train)
+    return runs
+
+
+def test_the_best_mean_is_chosen_named_and_ranked_first(tmp_path, trained):
+    s, study = study_of_three(tmp_path)
+    write_results(study, tmp_path)
+    assert GraphSpec.load(tmp_path / "best_graph.json").name == "trial 0"  # before: the plain argmax
+    ranked = rescore(s, study, top=2, seeds=2, dataset=object())
+    assert sorted(trained) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert [r.trial for r in ranked] == [1, 0] and ranked[0].mean == pytest.approx(0.8)
+    assert ranked[0].std == pytest.approx(0.0707, abs=1e-4) and ranked[1].search_score == 0.9
+    seeds = {study.user_attrs[f"{RUN_PREFIX}{t}/{i}"]["seed"] for t in (0, 1) for i in (0, 1)}
+    assert seeds == {rescore_seed(0, 0), rescore_seed(0, 1)}  # the same fresh seeds for every candidate
+    assert not seeds & {trial_seed(0, n) for n in range(3)}
+
+    write_results(study, tmp_path)
+    best = GraphSpec.load(tmp_path / "best_graph.json")
+    assert best.name.startswith("trial 1, chosen by the best mean held-out ensemble accuracy, 80.00 ± 7.07 %, "
+                                "over 2 fresh seeds among the top 2 trials")
+    assert best.edges == independent(2).edges and chosen(study)[0].number == 1
+    with open(tmp_path / "leaderboard.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [(r["rank"], r["trial"], r["rescore_mean"], r["rescore_runs"]) for r in rows] == [
+        ("1", "1", "0.8", "2/2"), ("2", "0", "0.65", "2/2"), ("3", "2", "", "")]
+    assert "80.00 ± 7.07 (2/2)" in format_table(leaderboard(study)).splitlines()[1]
+
+
+def test_a_rescore_resumes_from_the_stored_runs_and_a_larger_top_reuses_them(tmp_path, trained):
+    s, study = study_of_three(tmp_path)
+    study.set_user_attr(f"{RUN_PREFIX}0/0", {"seed": 1, "ensemble_accuracy": 0.6})  # an earlier, interrupted rescore
+    study.set_user_attr(f"{RUN_PREFIX}0/1", {"seed": 2})  # unreadable: as if cut off while written
+    rescore(s, study, top=2, seeds=2, dataset=object())
+    assert sorted(trained) == [(0, 1), (1, 0), (1, 1)]
+    rescore(s, study, top=3, seeds=2, dataset=object())
+    assert sorted(trained)[3:] == [(2, 0), (2, 1)] and chosen(study)[0].number == 2
+
+
+def test_a_live_claim_is_waited_for_and_a_dead_workers_claim_taken_over(tmp_path, trained, monkeypatch):
+    s, study = study_of_three(tmp_path)
+    study.set_user_attr(f"{CLAIM_PREFIX}0/0", {"worker": "other:1", "time": time.time()})  # alive, training
+    study.set_user_attr(f"{CLAIM_PREFIX}0/1", {"worker": "other:2", "time": time.time() - s.grace_period - 1})
+    waits = []
+
+    def other_worker_finishes(seconds):  # while this worker waits, the live one stores its run
+        waits.append(seconds)
+        study.set_user_attr(f"{RUN_PREFIX}0/0", {"seed": rescore_seed(0, 0), "ensemble_accuracy": 0.6})
+
+    monkeypatch.setattr(rescore_module.time, "sleep", other_worker_finishes)
+    ranked = rescore(s, study, top=1, seeds=2, dataset=object(), poll_seconds=0.5)
+    assert trained == [(0, 1)] and waits == [0.5] and ranked[0].accuracies == (0.6, 0.7)
+
+
+def test_a_run_that_diverges_is_stored_as_failed_and_ranks_last(tmp_path, monkeypatch):
+    s, study = study_of_three(tmp_path)
+
+    def diverging(spec, dataset, config, folder, **kwargs):
+        if folder.parent.name == "1":
+            raise NonFiniteLossError(1, ["1→0 prob_kl"])
+        return {"ensemble_accuracy": 0.5, "mean_node_accuracy": 0.5}
+
+    monkeypatch.setattr(rescore_module, "train", diverging)
+    ranked = rescore(s, study, top=2, seeds=1, dataset=object())
+    assert [(r.trial, r.failed) for r in ranked] == [(0, 0), (1, 1)]
+    assert "non-finite loss" in study.user_attrs[f"{RUN_PREFIX}1/0"]["fail_reason"]
+    assert summaries(load_study(s.storage_url, "test"))[1].complete
+
+
+def test_search_with_rescore_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "search"
+    command = ["search", "--nodes", "2", "--trials", "1", "--epochs", "1", "--pruner", "none", "--crop-sizes", "3",
+               "--out", str(out), "--rescore-top", "1", "--rescore-seeds", "1", *CLI_DATA]
+    assert main(command) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("rescore: trial 0, seed 1: ensemble") == 1 and "chosen by the best mean" in printed
+    assert (out / "rescore").is_dir() and "chosen by the best mean" in GraphSpec.load(out / "best_graph.json").name
+    assert main(["search", *command[1:-len(CLI_DATA)], "--rescore-seeds", "0", *CLI_DATA]) == 2
+    assert "--rescore-top and --rescore-seeds must be at least 1" in capsys.readouterr().err
+    with pytest.raises(KTGError, match="at least 1"):
+        rescore(settings(tmp_path), None, top=0, seeds=1)
