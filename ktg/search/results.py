@@ -3,6 +3,12 @@
 Everything here reads the database, never the trial folders, so ``ktg study show`` works on any machine that
 can reach the storage URL. The files (``leaderboard.csv``, ``best_graph.json``) are rewritten atomically from
 the storage after every finished trial by the worker that finished it, and once more when a search ends.
+
+A live study is read as possibly unfinished: a running trial draws its graph one parameter at a time, each
+written to the storage at once, so its parameters may describe half a graph. Readers therefore never rebuild a
+graph from parameters; they read the graph a worker stores whole, in one write, before the trial trains
+(:data:`~ktg.search.objective.GRAPH_ATTR`). A trial without it is listed with no graph, unless it trained
+(complete or pruned): then its missing graph is an error.
 """
 
 from __future__ import annotations
@@ -23,11 +29,11 @@ from ktg.run_folder import RunFolder
 from ktg.search import rescore
 from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR, RUN_DIR_ATTR
 from ktg.search.settings import BEST_GRAPH, LEADERBOARD
-from ktg.search.space import SearchSpace
-from ktg.search.storage import SETTINGS_ATTR
 
 COLUMNS = ("rank", "trial", "state", "ensemble_accuracy", "rescore_mean", "rescore_std", "rescore_runs", "epochs",
            "mean_node_accuracy", "node_accuracy", "retry_of", "seconds", "note", "graph", "graph_file")
+#: The states of trials that trained to their end: they count towards the budget and each stores its graph.
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 _ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.WAITING: 3,
           TrialState.FAIL: 4}
 
@@ -45,21 +51,26 @@ def describe_graph(spec: GraphSpec) -> str:
     return f"labels {'/'.join(spec.label_gates)}; " + (edges or "no network edges")
 
 
-def graph_of(study: optuna.Study, trial: FrozenTrial) -> GraphSpec | None:
-    """The trial's graph as trained (stored with the trial), else rebuilt from its parameters; None if neither."""
+def graph_of(trial: FrozenTrial) -> GraphSpec | None:
+    """The graph the trial trains or trained, as its worker stored it before training; None while a running or
+    waiting trial has not stored it yet, and for a failed trial that never did (it failed while drawing it, or
+    was handed back before). A complete or pruned trial without it, or any trial's malformed graph (stored
+    whole, in one write, so never half-written), raises KTGError."""
     stored = trial.user_attrs.get(GRAPH_ATTR)
     if stored is not None:
         return GraphSpec.from_dict(stored, where=f"trial {trial.number}")
-    space = study.user_attrs.get(SETTINGS_ATTR, {}).get("space")
-    if space is None or not trial.params:
-        return None
-    space = SearchSpace(**{key: tuple(value) if isinstance(value, list) else value for key, value in space.items()})
-    return space.from_params(trial.params, name=f"trial {trial.number}")
+    if trial.state in FINISHED:
+        raise KTGError(f"trial {trial.number} is {trial.state.name.lower()} but its graph is not stored with it "
+                       f"(user attribute {GRAPH_ATTR!r}); ktg search stores it before a trial trains: was this trial "
+                       f"added to the study by other means?")
+    return None
 
 
 def _note(trial: FrozenTrial, retried_as: dict[int, int]) -> str:
     if trial.state == TrialState.PRUNED:
         return f"pruned after epoch {trial.last_step}" if trial.last_step is not None else "pruned"
+    if trial.state in (TrialState.RUNNING, TrialState.WAITING):
+        return "" if GRAPH_ATTR in trial.user_attrs else "no graph drawn yet"
     if trial.state != TrialState.FAIL:
         return ""
     reason = trial.user_attrs.get(FAIL_REASON_ATTR) or "its worker stopped sending heartbeats (killed or lost)"
@@ -96,7 +107,7 @@ def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
     for trial in sorted(trials, key=order):
         if trial.state == TrialState.COMPLETE:
             rank += 1
-        spec = graph_of(study, trial)
+        spec = graph_of(trial)
         value = last_value(trial)
         nodes = trial.user_attrs.get("node_accuracy")
         rows.append({
@@ -168,9 +179,12 @@ def export_graph(study: optuna.Study, trial: int | str, path: str | Path) -> Gra
             raise KTGError(f"study {study.study_name!r} has no trial {number} "
                            f"(trials 0..{len(study.get_trials(deepcopy=False)) - 1})")
         chosen = found[0]
-    spec = graph_of(study, chosen)
+    spec = graph_of(chosen)
     if spec is None:
-        raise KTGError(f"trial {chosen.number} has not drawn its graph yet ({chosen.state.name.lower()})")
+        raise KTGError(f"trial {chosen.number} has no graph: it failed before drawing one"
+                       if chosen.state == TrialState.FAIL else
+                       f"trial {chosen.number} has not drawn its graph yet ({chosen.state.name.lower()}); "
+                       f"export it once it trains")
     if how is not None and how != rescore.ARGMAX:
         spec = dataclasses.replace(spec, name=f"{spec.name}, chosen by the {how}")
     spec.save(path)

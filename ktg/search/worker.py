@@ -10,7 +10,8 @@ one readable place:
    other workers' finished and running trials already fill it, this trial was started in a race with another
    worker and is handed back: it is marked failed with the reason "not run: …" before it draws a graph, so
    it never counts as finished;
-4. train; record COMPLETE, PRUNED or FAIL with its reason; rewrite the leaderboard and best graph.
+4. train; record COMPLETE, PRUNED or FAIL with its reason; rewrite the leaderboard and best graph (a failed
+   rewrite is a warning: the files are a view of the storage, and the next finished trial rewrites them).
 
 Several workers may run on one machine (``--jobs-per-device``, separate processes started with "spawn", each
 with its own CUDA context) or anywhere that reaches the storage. Ctrl-C or SIGTERM fails the running trial with
@@ -46,12 +47,11 @@ from ktg.registry import PRUNERS, SAMPLERS
 from ktg.runtime import resolve_device
 from ktg.runtime.mps import mps_daemon, running_daemon
 from ktg.search.objective import FAIL_REASON_ATTR, TRIALS_DIR, Objective, check_space
-from ktg.search.results import last_value, state_counts, write_results
-from ktg.search.settings import SearchSettings, check_pruner, check_sampler
+from ktg.search.results import FINISHED, last_value, state_counts, write_results
+from ktg.search.settings import BEST_GRAPH, LEADERBOARD, SearchSettings, check_pruner, check_sampler
 from ktg.search.storage import WORKER_ATTR, RequeueTrial, fail_stale_trials, open_storage, open_study, queue_again
 from ktg.train import FinishCallback
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 #: How often the parent of several workers reads the storage to update the progress display.
 MONITOR_SECONDS = 5.0
@@ -79,6 +79,17 @@ def connect(settings: SearchSettings, heartbeats: bool = True) -> tuple[optuna.S
     study = open_study(storage, settings.study_name, sampler=make_sampler(settings.sampler, settings.seed),
                        pruner=make_pruner(settings.pruner, settings.config.epochs), settings=settings.shared())
     return study, storage, storage.get_study_id_from_name(settings.study_name)
+
+
+def rewrite_results(study: optuna.Study, out: Path) -> None:
+    """Rewrite the leaderboard and best graph in ``out`` from the storage (:func:`write_results`). A failure is a
+    one-line warning, never a reason to stop a worker: the files are only a view of the storage, which keeps
+    every result, and the next finished trial rewrites them."""
+    try:
+        write_results(study, out)
+    except Exception as error:  # a full disk, a file in the way, a storage briefly unreachable, a malformed trial
+        print(f"ktg: warning: {out / LEADERBOARD} and {BEST_GRAPH} not rewritten ({error}); the next finished trial "
+              f"rewrites them, and the storage keeps every result (ktg study show)", file=sys.stderr)
 
 
 class Heartbeat:
@@ -157,7 +168,7 @@ class Worker:
             if state is None:
                 time.sleep(random.uniform(0.2, 2.0))  # lost a race for the last places; let it settle
                 continue
-            write_results(study, s.out)
+            rewrite_results(study, s.out)
             if self.on_trial is not None:
                 self.on_trial(study)
             failures_in_a_row = failures_in_a_row + 1 if state == TrialState.FAIL else 0
@@ -211,9 +222,13 @@ class Worker:
               value: float | None = None) -> optuna.trial.FrozenTrial | None:
         try:
             return study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
-        except optuna.exceptions.UpdateFinishedTrialError:
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
             # Another worker saw no heartbeat for a grace period and failed this trial; its queued retry will
-            # run the same graph again, so this result is not counted twice.
+            # run the same graph again, so this result is not counted twice. Optuna refuses to tell a trial it
+            # reads as failed with a ValueError, and one failed while it tells with UpdateFinishedTrialError.
+            failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if not any(t.number == trial.number for t in failed):
+                raise
             print(f"ktg: warning: trial {trial.number} was declared stale while running (heartbeats not "
                   f"recorded for {self.settings.grace_period} s); its retry runs it again", file=sys.stderr)
             return None
@@ -370,7 +385,7 @@ def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, 
         for stop, handler in previous.items():
             signal.signal(stop, handler)
         display.close()
-        write_results(study, settings.out)
+        rewrite_results(study, settings.out)
     return study
 
 
