@@ -278,6 +278,13 @@ def test_a_search_refuses_bad_input_before_it_writes_anything(tmp_path, monkeypa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
+def test_a_served_study_without_grpcio_is_one_line(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "grpc", None)  # as if grpcio were not installed
+    monkeypatch.delitem(sys.modules, "ktg.search.proxy", raising=False)
+    assert main(["study", "show", "--storage", "grpc://localhost:1"]) == 2
+    assert "needs the Python package 'grpc', which is not installed: pip install 'ktg[grpc]'" in one_error_line(capsys)
+
+
 @pytest.mark.parametrize("error, expected", [
     (PermissionError(13, "Permission denied", "/data/run"), "ktg: error: /data/run: Permission denied"),
     (ModuleNotFoundError("No module named 'h5py'", name="h5py"), "ktg: error: No module named 'h5py' (a package"),

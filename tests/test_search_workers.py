@@ -118,7 +118,7 @@ def test_workers_sharing_a_device_stop_cleanly_on_ctrl_c_and_resume(tmp_path):
     assert "Run the same command to resume" in output
     trials = load_study(url, "synthetic-2nodes").get_trials()
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    interrupted = [t for t in trials if t.user_attrs.get(FAIL_REASON_ATTR) == "interrupted (Ctrl-C)"]
+    interrupted = [t for t in trials if t.user_attrs.get(FAIL_REASON_ATTR) == "interrupted (Ctrl-C or SIGTERM)"]
     assert interrupted and all(t.state == TrialState.FAIL for t in interrupted)
     queued = {t.system_attrs["failed_trial"]: t for t in trials if t.state == TrialState.WAITING}
     assert {t.number for t in interrupted} <= set(queued), output

@@ -56,7 +56,7 @@ def failure_reason(error: BaseException, run_dir: Path | None = None) -> str:
     if isinstance(error, torch.OutOfMemoryError):
         return "out of GPU memory: lower --batch-size or --jobs-per-device"
     if isinstance(error, KeyboardInterrupt):
-        return "interrupted (Ctrl-C)"
+        return "interrupted (Ctrl-C or SIGTERM)"
     if isinstance(error, KTGError):
         return str(error)
     where = f" (traceback in {RunFolder(run_dir).error_file})" if run_dir is not None else ""

@@ -200,5 +200,5 @@ def _fail_stale_trials(storage: _HeartbeatRelay, database: RDBStorage) -> None:
 
 def _reachable_host(host: str) -> str:
     """The host name that workers on other machines use when the server listens on every address."""
-    return socket.getfqdn() if host in ("0.0.0.0", "::", "[::]", "") else host
+    return socket.gethostname() if host in ("0.0.0.0", "::", "[::]", "") else host
 

@@ -19,6 +19,7 @@ import random
 import time
 import warnings
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import optuna
@@ -64,9 +65,7 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
     server. ``pool_size``: connections kept open to a database server (:data:`POOL_SIZE`).
     """
     if url.startswith(GRPC_SCHEME):
-        from ktg.search.proxy import ServedStorage  # imports gRPC, which only such a study needs
-
-        return ServedStorage(url, wait=server_wait)
+        return import_proxy().ServedStorage(url, wait=server_wait)
     import sqlalchemy
 
     is_sqlite = url.startswith("sqlite")
@@ -105,6 +104,16 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
     if is_sqlite:
         _lock_on_begin(storage.engine)
     return storage
+
+
+def import_proxy() -> ModuleType:
+    """:mod:`ktg.search.proxy`, which imports gRPC: only a served study needs it, and its extra may be missing."""
+    try:
+        import ktg.search.proxy
+    except ImportError as error:
+        raise KTGError(f"a study served by ktg storage serve needs the Python package {error.name!r}, which is not "
+                       f"installed: pip install 'ktg[grpc]'") from None
+    return ktg.search.proxy
 
 
 def _lock_on_begin(engine) -> None:
