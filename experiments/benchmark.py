@@ -70,7 +70,7 @@ from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, independent
 from ktg.io import write_json
 from ktg.optim import make_optimizer
 from ktg.profiling import CountOperators
-from ktg.runtime import compile_options, configure_kernels, precision_options, resolve_device
+from ktg.runtime import compile_options, configure_kernels, resolve_device
 from ktg.runtime.mps import mps_daemon, running_daemon
 from ktg.train import TrainStep, make_train_step, predict
 
@@ -149,7 +149,8 @@ def build_nodes(case: Case) -> tuple[KnowledgeTransferGraph, bool, bool]:
     config = MODES[case.mode][0]
     device = torch.device(case.device)
     configure_kernels(device, config.deterministic)
-    amp, channels_last = precision_options(config, device)
+    resolved = config.resolved(device.type)
+    amp, channels_last = resolved.amp, resolved.channels_last
     torch.manual_seed(0)
     graph = build_graph(benchmark_graph(case), case.classes).to(device)
     if channels_last:
@@ -563,10 +564,10 @@ def apply_defaults(args: argparse.Namespace) -> argparse.Namespace:
 
 def mode_description(mode: str, device: torch.device) -> str:
     config, loop_sgd = MODES[mode]
-    amp, channels_last = precision_options(config, device)
+    resolved = config.resolved(device.type)
     optimizer = "for-loop" if loop_sgd else ("fused" if device.type == "cuda" else "foreach")
     return ", ".join([
-        "bf16 autocast" if amp else "fp32", "channels-last" if channels_last else "NCHW",
+        resolved.precision, "channels-last" if resolved.channels_last else "NCHW",
         (f"torch.compile ({config.compile_mode})" if config.compile else "eager"),
         "deterministic kernels" if config.deterministic else "autotuned kernels", f"{optimizer} SGD",
     ])

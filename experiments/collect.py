@@ -8,6 +8,8 @@ For every config, the run folders its ``out`` pattern matches under RUNS_DIR are
 ``run.py --set nodes=4`` are found too) and grouped by everything but the seed. A training run counts once it has
 ``metrics.json``; its accuracies are those of the last epoch on the test split. The standard deviation is the
 sample one (n − 1); with one seed only the mean is shown. A search shows its trials and best validation accuracy.
+Every row names the precision its runs trained in (from their config.json: ``fp32`` or ``bf16 autocast``), beside
+the papers' numbers, which trained in fp32.
 The tables are printed as Markdown and written to RUNS_DIR/results.md; the training results, with the papers'
 numbers, also to RUNS_DIR/results.csv.
 """
@@ -29,9 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from protocols import Config, find_configs, load_config  # noqa: E402
 
+from ktg.config import TrainConfig  # noqa: E402
 from ktg.errors import KTGError  # noqa: E402
 from ktg.io import write_text  # noqa: E402
 from ktg.run_folder import RunFolder  # noqa: E402
+from ktg.search.objective import TRIALS_DIR  # noqa: E402
 from ktg.search.results import BEST_GRAPH, LEADERBOARD  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -98,17 +102,28 @@ def _matches(match: dict[str, Any], values: dict[str, str], config: Config) -> b
                for key, want in match.items())
 
 
+def precision_of(run: RunFolder) -> str:
+    """The precision a run trained in, from its config.json: ``fp32``, ``bf16 autocast``, or ``unrecorded`` for a
+    run whose config left it to the device (made before runs recorded it)."""
+    config = TrainConfig.from_dict(run.read_config()["train"])
+    return "unrecorded" if config.amp is None else config.precision
+
+
 def training_groups(config: Config, runs: Path) -> list[dict[str, Any]]:
     """The finished runs of a training config grouped by everything but the seed, sorted: each group has the
-    placeholder ``values``, ``ensemble`` and ``node_mean`` (mean, std) in %, ``seeds``, and ``reference``
+    placeholder ``values``, ``ensemble`` and ``node_mean`` (mean, std) in %, ``seeds``, ``precision`` (its runs'
+    precisions, see :func:`precision_of`, joined by " + " where seeds differ) and ``reference``
     ({source: {"ensemble": (mean, std), "node_mean": ...}}) from the config's papers' numbers."""
     groups: dict[tuple, dict[str, Any]] = {}
     for values, folder in find_runs(config, runs, lambda folder: RunFolder(folder).is_finished()):
         seedless = {k: v for k, v in values.items() if k != "seed"}
-        metrics = RunFolder(folder).read_metrics()
-        group = groups.setdefault(tuple(seedless.items()), {"values": seedless, "ensemble": [], "node_mean": []})
+        run = RunFolder(folder)
+        metrics = run.read_metrics()
+        group = groups.setdefault(tuple(seedless.items()), {"values": seedless, "ensemble": [], "node_mean": [],
+                                                            "precision": []})
         group["ensemble"].append(100 * metrics["ensemble_accuracy"])
         group["node_mean"].append(100 * metrics["mean_node_accuracy"])
+        group["precision"].append(precision_of(run))
     result = []
     for group in sorted(groups.values(), key=lambda g: _sort_key(g["values"])):
         reference = {}
@@ -117,14 +132,15 @@ def training_groups(config: Config, runs: Path) -> list[dict[str, Any]]:
                 reference[entry["source"]] = {key: _reported(entry[key]) for key in ("ensemble", "node_mean")
                                               if key in entry}
         result.append({"values": group["values"], "seeds": len(group["ensemble"]), "reference": reference,
-                       "ensemble": mean_std(group["ensemble"]), "node_mean": mean_std(group["node_mean"])})
+                       "ensemble": mean_std(group["ensemble"]), "node_mean": mean_std(group["node_mean"]),
+                       "precision": " + ".join(dict.fromkeys(group["precision"]))})
     return result
 
 
 def training_rows(config: Config, groups: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, str]]]:
     """The table of a training config: one row per group of seeds, the papers' numbers beside it."""
     sources = list(dict.fromkeys(r["source"] for r in config.reference))
-    header = ["variant", "seeds", "node mean %", "ensemble %"]
+    header = ["variant", "seeds", "precision", "node mean %", "ensemble %"]
     for source in sources:
         if any("node_mean" in r for r in config.reference if r["source"] == source):
             header.append(f"node mean % ({source})")
@@ -132,7 +148,7 @@ def training_rows(config: Config, groups: list[dict[str, Any]]) -> tuple[list[st
     rows = []
     for group in groups:
         row = {"variant": " ".join(f"{k}={v}" for k, v in group["values"].items()) or "-",
-               "seeds": str(group["seeds"]), "node mean %": fmt(*group["node_mean"]),
+               "seeds": str(group["seeds"]), "precision": group["precision"], "node mean %": fmt(*group["node_mean"]),
                "ensemble %": fmt(*group["ensemble"])}
         for source, numbers in group["reference"].items():
             row.update({f"{key.replace('_', ' ')} % ({source})": fmt(*value) for key, value in numbers.items()})
@@ -162,26 +178,30 @@ def paper_tables(results: dict[str, list[dict[str, Any]]]) -> list[str]:
                 values = group["values"]
                 if row_key in values and all(values.get(k) == v for k, v in fixed.items()):
                     papers = " / ".join(fmt(*numbers["ensemble"]) for numbers in group["reference"].values())
-                    cells.setdefault(values[row_key], {})[column] = fmt(*group["ensemble"]) + (
-                        f" ({papers})" if papers else "")
+                    cells.setdefault(values[row_key], {})[column] = (
+                        f"{fmt(*group['ensemble'])} {group['precision']}" + (f" ({papers})" if papers else ""))
         if cells:
             header = [row_key] + list(dict.fromkeys(c[0] for c in columns))
             rows = [{row_key: key, **cells[key]} for key in sorted(cells, key=lambda k: _sort_key({"k": k}))]
-            tables.append(f"## {title}\n\nours, mean ± std over seeds (papers' numbers in brackets)\n\n"
+            tables.append(f"## {title}\n\nours, mean ± std over seeds, and the precision we trained in (papers' "
+                          f"numbers, trained in fp32, in brackets)\n\n"
                           + markdown(header, rows) + "\n")
     return tables
 
 
 def search_rows(config: Config, runs: Path) -> tuple[list[str], list[dict[str, str]]]:
     """The table of a search config: trials by state and the best graph's validation accuracy."""
-    header = ["variant", "complete", "pruned", "failed", "best val ensemble %", "best graph"]
+    header = ["variant", "precision", "complete", "pruned", "failed", "best val ensemble %", "best graph"]
     rows = []
     for values, folder in find_runs(config, runs, lambda folder: (folder / LEADERBOARD).is_file()):
         with open(folder / LEADERBOARD, newline="", encoding="utf-8") as file:
             trials = list(csv.DictReader(file))
         complete = [t for t in trials if t["state"] == "complete" and t["ensemble_accuracy"]]
         best = max((100 * float(t["ensemble_accuracy"]) for t in complete), default=None)
+        # One study trains every trial in one precision (its identity), so any trial's config.json tells.
+        configs = sorted((folder / TRIALS_DIR).glob("*/config.json"))
         rows.append({"variant": " ".join(f"{k}={v}" for k, v in values.items() if k != "seed") or "-",
+                     "precision": precision_of(RunFolder(configs[0].parent)) if configs else "",
                      "complete": str(len(complete)),
                      "pruned": str(sum(t["state"] == "pruned" for t in trials)),
                      "failed": str(sum(t["state"] == "fail" for t in trials)),
@@ -197,7 +217,7 @@ def markdown(header: list[str], rows: list[dict[str, str]]) -> str:
 
 
 #: Columns of results.csv: one row per group of seeds and paper source, numbers in %.
-CSV_COLUMNS = ("config", "variant", "seeds", "node_mean", "node_std", "ensemble_mean", "ensemble_std",
+CSV_COLUMNS = ("config", "variant", "seeds", "node_mean", "node_std", "ensemble_mean", "ensemble_std", "precision",
                "paper", "paper_node_mean", "paper_node_std", "paper_ensemble_mean", "paper_ensemble_std")
 
 
@@ -208,7 +228,8 @@ def csv_rows(name: str, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for group in groups:
         ours = {"config": name, "variant": " ".join(f"{k}={v}" for k, v in group["values"].items()) or "-",
                 "seeds": group["seeds"], "node_mean": group["node_mean"][0], "node_std": group["node_mean"][1],
-                "ensemble_mean": group["ensemble"][0], "ensemble_std": group["ensemble"][1]}
+                "ensemble_mean": group["ensemble"][0], "ensemble_std": group["ensemble"][1],
+                "precision": group["precision"]}
         papers = [{"paper": source, **{f"paper_{key.removesuffix('_mean')}_{part}": value
                                        for key, (mean, std) in numbers.items()
                                        for part, value in (("mean", mean), ("std", std))}}

@@ -16,6 +16,7 @@ from typing import Any
 
 from ktg.errors import KTGError
 from ktg.io import read_json
+from ktg.registry import RECIPES
 
 COMMANDS = ("train", "search")
 _FIELDS = {"name", "title", "protocol", "command", "args", "grid", "seeds", "seed_args", "out", "reference", "notes"}
@@ -223,7 +224,10 @@ def dry_run_job(job: Job) -> Job:
         # 16-pixel inputs give 8×8 attention maps, too small for the 11×11 crops.
         args.update({"trials": 1, "crop-sizes": [3, 5]})
     notes = list(job.notes)
-    if args.get("schedule") == "step":  # a milestone must lie before the last epoch: one epoch has room for none
+    # A milestone must lie before the last epoch: one epoch has room for none. An explicit --schedule replaces a
+    # recipe's schedule, its milestones included.
+    recipe_schedule = RECIPES[args["recipe"]].train.get("schedule") if args.get("recipe") in RECIPES else None
+    if args.get("schedule", recipe_schedule) == "step":
         notes.append("dry run: one epoch leaves no room for the step schedule's milestones; constant learning rate")
         args = {key: value for key, value in args.items() if key not in ("milestones", "gamma")}
         args["schedule"] = "constant"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ktg.errors import KTGError
+from ktg.registry import RECIPES, RecipeRecord
 
 #: Learning-rate schedules, stepped once per epoch.
 SCHEDULES = ("cosine", "step", "constant")
@@ -22,6 +23,12 @@ EVAL_BATCH_SIZE = 256
 EVAL_POWERS = (0.1, 0.5, 2.0)
 #: torch.compile's modes: ``reduce-overhead`` uses CUDA graphs; ``max-autotune`` also searches kernels (slow to start).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+#: The TrainConfig fields that say where a run computes and how fast, not what: the only ones that may differ
+#: between the workers of one study and when a run is resumed. Everything else, resolved for the device
+#: (:meth:`TrainConfig.resolved`), is the run's identity (:func:`training_identity`).
+PER_PROCESS_FIELDS = ("device", "compile", "compile_mode", "eval_batch_size")
+#: The fields of a learning-rate schedule: a recipe's schedule is replaced as a whole (TrainConfig.from_recipe).
+_SCHEDULE_FIELDS = ("schedule", "milestones", "gamma")
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,9 @@ class TrainConfig:
     kernel (the cost that dominates at the paper's batch 16). ``deterministic`` asks for reproducible kernels (see
     :func:`ktg.runtime.configure_kernels`). ``holdout`` is the fraction of the training split held out for
     evaluation (the search's validation split); None trains on the whole training split and evaluates on the
-    official test split.
+    official test split. ``recipe`` names the registered recipe (:data:`ktg.registry.RECIPES`) the values came
+    from, if any (see :meth:`from_recipe`); it is a label, the values are the other fields. :meth:`resolved`
+    settles ``amp`` and ``channels_last`` for a device, and a run records them settled.
 
     Mistakes are reported as :class:`KTGError` naming the command-line option of the field.
     """
@@ -62,8 +71,11 @@ class TrainConfig:
     holdout: float | None = None
     holdout_seed: int = 0
     drop_last: bool = True
+    recipe: str | None = None
 
     def __post_init__(self) -> None:
+        if self.recipe is not None:
+            recipe_record(self.recipe)
         for name in ("epochs", "batch_size", "eval_batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -98,10 +110,75 @@ class TrainConfig:
                            "drops after a milestone's epoch, so one at or past the last epoch never takes effect); "
                            "lower the milestones or raise --epochs")
 
+    @classmethod
+    def from_recipe(cls, recipe: str | None, given: dict[str, Any],
+                    suggested: dict[str, Any] | None = None) -> TrainConfig:
+        """The config of ``recipe`` (None: no recipe): the fields ``given`` explicitly override the recipe's
+        values, which override the ``suggested`` ones (a dataset's, :class:`ktg.data.DatasetDefaults`), which
+        override the defaults. The recipe's name is kept in :attr:`recipe`.
+
+        A recipe's schedule is one unit: a ``schedule`` given explicitly replaces it, the recipe's
+        ``milestones`` and ``gamma`` with it (they belong to the recipe's schedule, not to the one given).
+        """
+        values = dict(recipe_record(recipe).train) if recipe is not None else {}
+        if given.get("schedule", values.get("schedule")) != values.get("schedule"):
+            values = {key: value for key, value in values.items() if key not in _SCHEDULE_FIELDS}
+        return cls(**{**(suggested or {}), **values, **given, "recipe": recipe})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """The config a :meth:`to_dict` dict describes (lists as tuples); fields it lacks take their defaults."""
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
+
+    def resolved(self, device_type: str) -> TrainConfig:
+        """The config with ``amp`` and ``channels_last`` settled for a device of ``device_type`` (``"cuda"``,
+        ``"cpu"``, …): a value left to the default (None) becomes on for CUDA and off elsewhere."""
+        on_cuda = device_type == "cuda"
+        return dataclasses.replace(self, amp=on_cuda if self.amp is None else self.amp,
+                                   channels_last=on_cuda if self.channels_last is None else self.channels_last)
+
+    @property
+    def precision(self) -> str:
+        """``"bf16 autocast"`` or ``"fp32"``, of a :meth:`resolved` config."""
+        if self.amp is None:
+            raise ValueError("the precision of an unresolved config depends on its device: see TrainConfig.resolved")
+        return "bf16 autocast" if self.amp else "fp32"
+
     def to_dict(self) -> dict[str, Any]:
         """The config as JSON-ready values (tuples as lists), as config.json and checkpoints store it."""
         return {key: list(value) if isinstance(value, tuple) else value
                 for key, value in dataclasses.asdict(self).items()}
+
+
+def recipe_record(name: str) -> RecipeRecord:
+    """The registered recipe ``name``; KTGError naming the registered ones if there is none."""
+    if name not in RECIPES:
+        raise KTGError(f"unknown --recipe {name!r}; choose one of: {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def training_identity(config: TrainConfig) -> dict[str, Any]:
+    """What a run of the :meth:`~TrainConfig.resolved` ``config`` computes, as JSON-ready values: every field but
+    :data:`PER_PROCESS_FIELDS` and the recipe's name, with ``amp`` given as its :attr:`~TrainConfig.precision`
+    (so that a difference reads ``precision: stored 'fp32', given 'bf16 autocast'``). The workers of one study
+    and a resumed run must agree on it (compare with :func:`differences`)."""
+    if config.channels_last is None:
+        raise ValueError("a training identity is that of a resolved config: see TrainConfig.resolved")
+    values = {key: value for key, value in config.to_dict().items()
+              if key not in (*PER_PROCESS_FIELDS, "recipe", "amp")}
+    return {**values, "precision": config.precision}
+
+
+def differences(stored: Any, given: Any, *, stored_as: str = "stored", given_as: str = "given",
+                prefix: str = "") -> list[str]:
+    """Where the JSON-like values ``stored`` and ``given`` differ, key by key into nested dicts, one line each:
+    ``"train.precision: study has 'fp32', you gave 'bf16 autocast'"`` with ``stored_as="study has"`` and
+    ``given_as="you gave"`` (a missing key reads as None); empty when they are equal."""
+    if isinstance(stored, dict) and isinstance(given, dict):
+        return [line for key in sorted(set(stored) | set(given)) if stored.get(key) != given.get(key)
+                for line in differences(stored.get(key), given.get(key), stored_as=stored_as, given_as=given_as,
+                                        prefix=f"{prefix}{key}.")]
+    return [] if stored == given else [f"{prefix.rstrip('.')}: {stored_as} {stored!r}, {given_as} {given!r}"]
 
 
 def option(field_name: str) -> str:

@@ -1,10 +1,12 @@
-"""What each loss design, gate and pruner *is*: one record each, from which the rest of ktg is derived.
+"""What each loss design, gate, pruner and training recipe *is*: one record each, from which the rest of ktg is
+derived.
 
 The loss checks, graph validation, the engine, the figures, the search space, the pruners, the samplers and the
 CLI's choices all read these records, so adding a design or a gate is one pure function (in :mod:`ktg.losses` or
 :mod:`ktg.gates`) plus one :func:`register_design` / :func:`register_gate` call here; a pruner or a sampler is
-one factory plus one :func:`register_pruner` / :func:`register_sampler` call. The method behind the records:
-``docs/method.md#loss-designs``, ``docs/method.md#gates`` and ``docs/method.md#search``.
+one factory plus one :func:`register_pruner` / :func:`register_sampler` call; a training recipe is one
+:func:`register_recipe` call. The method behind the records: ``docs/method.md#loss-designs``,
+``docs/method.md#gates``, ``docs/method.md#search`` and ``docs/method.md#reference-protocol``.
 
 This module imports nothing heavy (no torch, no optuna): a record names its function as ``"module:function"``,
 imported on first use, so the command line can build its choices without loading a framework. A record may
@@ -184,10 +186,38 @@ class SamplerRecord:
         return resolve(self.factory)
 
 
+@dataclass(frozen=True)
+class RecipeRecord:
+    """A named training recipe: values of :class:`ktg.config.TrainConfig` fields and of every node's model options.
+
+    ``ktg train --recipe NAME`` and ``ktg search --recipe NAME`` take these values where the command line gives
+    none (options given explicitly override them; the recipe overrides a dataset's suggestions), and record the
+    name in the run's config.json (``train.recipe``).
+
+    Attributes:
+        name: the name ``--recipe`` takes.
+        summary: what it is, in a few words (its precision among them), for ``--help``.
+        train: TrainConfig fields (``ktg.config`` checks that they exist).
+        node_options: model options of every node that sets none itself (``attention_residual``, say).
+    """
+
+    name: str
+    summary: str
+    train: dict[str, Any]
+    node_options: dict[str, Any]
+
+    def describe(self) -> str:
+        """``summary: field value, …`` for help texts and docs."""
+        values = {key: " ".join(map(str, value)) if isinstance(value, tuple) else value
+                  for key, value in {**self.train, **self.node_options}.items()}
+        return f"{self.summary}: " + ", ".join(f"{key} {value}" for key, value in values.items())
+
+
 LOSS_DESIGNS: dict[str, DesignRecord] = {}
 GATES: dict[str, GateRecord] = {}
 PRUNERS: dict[str, PrunerRecord] = {}
 SAMPLERS: dict[str, SamplerRecord] = {}
+RECIPES: dict[str, RecipeRecord] = {}
 
 
 def register_design(record: DesignRecord) -> DesignRecord:
@@ -235,6 +265,11 @@ def register_sampler(record: SamplerRecord) -> SamplerRecord:
     return add_record(SAMPLERS, record, "sampler")
 
 
+def register_recipe(record: RecipeRecord) -> RecipeRecord:
+    """Add a training recipe; raises ValueError for a name taken."""
+    return add_record(RECIPES, record, "recipe")
+
+
 def design_names(paper_only: bool = False) -> tuple[str, ...]:
     """The registered designs in registration order; the papers' only with ``paper_only``."""
     return tuple(name for name, record in LOSS_DESIGNS.items() if record.paper or not paper_only)
@@ -257,6 +292,11 @@ def pruner_names() -> tuple[str, ...]:
 def sampler_names() -> tuple[str, ...]:
     """The registered samplers in registration order (the choices of ``ktg search --sampler``)."""
     return tuple(SAMPLERS)
+
+
+def recipe_names() -> tuple[str, ...]:
+    """The registered recipes in registration order (the choices of ``--recipe``)."""
+    return tuple(RECIPES)
 
 
 # -- the records ------------------------------------------------------------------------------------------
@@ -300,3 +340,12 @@ register_sampler(SamplerRecord(
     "evolution", "ktg.search.sampler:regularised_evolution",
     "regularised (aging) evolution: each trial copies the best of a few drawn from the trials that finished last "
     "and changes one choice; its first trials are random search's, seeded like tpe"))
+
+# The fine-grained recipe of the ensemble-KTG public code (docs/method.md#reference-protocol), which trains in
+# float32; and the same with ktg's bf16 trunk (docs/method.md#differences), a named choice, never a silent one.
+_PAPER = {"epochs": 300, "batch_size": 16, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False,
+          "schedule": "step", "milestones": (150, 225), "gamma": 0.1, "drop_last": True}
+register_recipe(RecipeRecord("paper", "the papers' fine-grained recipe in fp32, as the papers trained",
+                             {**_PAPER, "amp": False}, {"attention_residual": False}))
+register_recipe(RecipeRecord("paper-bf16", "the papers' recipe with ktg's bf16 autocast trunk (attention maps in "
+                             "fp32)", {**_PAPER, "amp": True}, {"attention_residual": False}))

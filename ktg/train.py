@@ -19,7 +19,7 @@ import torch
 
 from ktg import __version__
 from ktg.bagging import bootstrap_counts
-from ktg.config import TrainConfig
+from ktg.config import TrainConfig, differences, training_identity
 from ktg.data import DataSource
 from ktg.data.images import Dataset, ImageSet, stratified_split
 from ktg.data.loader import BatchLoader
@@ -30,7 +30,8 @@ from ktg.graph import GraphSpec
 from ktg.optim import make_optimizer, make_scheduler
 from ktg.progress import Progress, inner_bar
 from ktg.run_folder import RunFolder
-from ktg.runtime import autocast, compile_options, configure_kernels, precision_options, resolve_device
+from ktg.runtime import autocast, compile_options, configure_kernels, resolve_device
+from ktg.runtime.provenance import provenance
 
 #: Called after every epoch with (epoch number from 1, that epoch's metrics); returning True stops training.
 EpochCallback = Callable[[int, dict], bool]
@@ -38,9 +39,6 @@ EpochCallback = Callable[[int, dict], bool]
 #: TensorBoard SummaryWriter, the trained graph, the evaluated images, their transform, the last epoch), to add
 #: what only a finished run shows: the command line passes :func:`ktg.viz.attention.log_attention_grid`.
 FinishCallback = Callable[[Any, KnowledgeTransferGraph, ImageSet, BatchTransform, int], None]
-
-# Fields that may differ when a run is resumed: where and how it runs, not what it computes.
-_RESUMABLE_CHANGES = {"device", "compile", "compile_mode"}
 
 
 def train(
@@ -81,7 +79,8 @@ def train(
     # Prepare the run: nothing here writes a file.
     run = RunFolder(out_dir)
     device = resolve_device(config.device)
-    amp, channels_last = precision_options(config, device)
+    config = config.resolved(device.type)  # saved settled: a run says what it computed, not what it was left to
+    amp, channels_last = config.amp, config.channels_last
     configure_kernels(device, config.deterministic)
     train_images, eval_images, eval_split, split = split_for_training(dataset, config)
     torch.manual_seed(config.seed)
@@ -100,12 +99,12 @@ def train(
     total_iterations = config.epochs * len(train_loader)
 
     with run.writing(resume=resume, restart=restart):
-        history = resume_from(run, graph, optimizer, scheduler, spec, config) if resume else []
+        history = resume_from(run, graph, optimizer, scheduler, spec, config, device) if resume else []
         run.write_graph(spec)
         run.write_config({"ktg_version": __version__, "train": config.to_dict(),
                           "data": (dataset.source or DataSource(dataset.name)).to_dict(), "eval_split": eval_split,
                           "num_classes": dataset.num_classes, "classes": dataset.train.classes,
-                          "image_size": dataset.image_size})
+                          "image_size": dataset.image_size, "provenance": provenance(config, device).to_dict()})
         if split is not None:
             run.write_split(split)
         if bootstrap:
@@ -181,19 +180,24 @@ def probe_step(graph: KnowledgeTransferGraph, images: ImageSet, transform: Batch
 
 
 def resume_from(run: RunFolder, graph: KnowledgeTransferGraph, optimizer: torch.optim.Optimizer,
-                scheduler: torch.optim.lr_scheduler.LRScheduler, spec: GraphSpec, config: TrainConfig) -> list[dict]:
+                scheduler: torch.optim.lr_scheduler.LRScheduler, spec: GraphSpec, config: TrainConfig,
+                device: torch.device) -> list[dict]:
     """Load the run's checkpoint into ``graph``, ``optimizer`` and ``scheduler``; returns the epochs done.
 
-    The graph and the training options must be those of the saved run (where and how it runs may change).
+    The graph and the training identity (:func:`ktg.config.training_identity`, the rule a study's workers obey
+    too) of the resolved ``config`` must be those of the saved run: only where and how fast it runs may change.
     """
     state = run.load_checkpoint()
     if state["graph"] != spec.to_dict():
         raise KTGError(f"--resume: the graph differs from the one in {run.graph_file}; resume with the same graph")
-    saved, wanted = state["train"], config.to_dict()
-    changed = sorted(k for k in wanted if k not in _RESUMABLE_CHANGES and saved.get(k) != wanted[k])
+    # A checkpoint saved before runs settled their precision (amp None) is settled for this device, as the
+    # unsettled values were compared then.
+    saved = TrainConfig.from_dict(state["train"]).resolved(device.type)
+    changed = differences(training_identity(saved), training_identity(config), stored_as="saved run has",
+                          given_as="you gave")
     if changed:
-        details = ", ".join(f"{k}: {saved.get(k)!r} → {wanted[k]!r}" for k in changed)
-        raise KTGError(f"--resume: training options differ from the saved run ({details}); use the same options")
+        raise KTGError(f"--resume: the run would train differently from the saved one ({'; '.join(changed)}); "
+                       f"resume with the same options")
     try:
         graph.load_state_dict(state["model"])
     except RuntimeError as error:

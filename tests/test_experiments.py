@@ -46,12 +46,20 @@ def test_every_config_loads_and_every_command_parses(path):
 
 
 def test_the_reference_protocol_is_the_papers():
-    args = protocols.load_config(EXPERIMENTS / "configs" / "dogs_baselines.json").args
-    assert args["model"] == "abn_resnet18" and args["no-attention-residual"] is True
-    schedule = (args["lr"], args["momentum"], args["weight-decay"], args["batch-size"], args["epochs"])
-    assert schedule == (0.1, 0.9, 1e-4, 16, 300)
-    assert args["milestones"] == [150, 225] and not args.get("nesterov")
-    search = protocols.load_config(EXPERIMENTS / "configs" / "dogs_search.json").args
+    from ktg.config import TrainConfig
+    from ktg.registry import RECIPES
+
+    paper = TrainConfig.from_recipe("paper", {})
+    schedule = (paper.lr, paper.momentum, paper.weight_decay, paper.batch_size, paper.epochs, paper.schedule)
+    assert schedule == (0.1, 0.9, 1e-4, 16, 300, "step") and paper.amp is False  # fp32, as the papers
+    assert paper.milestones == (150, 225) and paper.gamma == 0.1 and not paper.nesterov and paper.drop_last
+    assert RECIPES["paper"].node_options == {"attention_residual": False}  # M·g
+    assert {**RECIPES["paper-bf16"].train, "amp": False} == RECIPES["paper"].train
+    fine_grained = [protocols.load_config(EXPERIMENTS / "configs" / f"{name}.json").args
+                    for name in ("dogs_baselines", "dogs_retrain", "cub_retrain", "cars_retrain", "dogs_search")]
+    assert all(args["model"] == "abn_resnet18" for args in fine_grained)
+    assert [args["recipe"] for args in fine_grained] == ["paper"] * 4 + ["paper-bf16"]
+    search = fine_grained[-1]
     assert search["trials"] == 6000 and search["nodes"] == 3 and search["holdout"] == 0.5
     cifar = protocols.load_config(EXPERIMENTS / "configs" / "cifar100_ktg_search.json").args
     assert cifar["designs"] == ["prob_kl"] and cifar["nesterov"] is True and cifar["milestones"] == [60, 120, 180]
@@ -92,7 +100,8 @@ def test_dry_runs_of_every_config_start_and_collect_makes_the_tables(tmp_path, c
     assert "| nodes=3 | 1 |" in tables and "| graph=independent nodes=2 | 1 |" in tables
     assert "Stanford Dogs, ensemble accuracy % by number of nodes" in tables
     assert "(71.06)" in tables  # the paper's number beside ours
+    assert "| graph=independent nodes=2 | 1 | fp32 |" in tables  # with the precision ours trained in
     rows = (runs / "results.csv").read_text().splitlines()
     assert rows[0].startswith("config,variant,seeds,node_mean")
-    assert any(row.startswith("dogs_baselines,graph=independent nodes=2,1,") and ",public code,,,71.06," in row
+    assert any(row.startswith("dogs_baselines,graph=independent nodes=2,1,") and ",fp32,public code,,,71.06," in row
                for row in rows)

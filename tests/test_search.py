@@ -4,6 +4,7 @@ and the command line from `ktg search` to retraining the exported graph."""
 import csv
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import optuna
@@ -24,7 +25,7 @@ from ktg.search.results import leaderboard
 from ktg.search.sampler import TrialSeededSampler
 from ktg.search.settings import SearchSettings, resolve_storage_url
 from ktg.search.space import SearchSpace
-from ktg.search.storage import RETRY_OF_ATTR, SETTINGS_ATTR, load_study, queue_again
+from ktg.search.storage import RETRY_OF_ATTR, SETTINGS_ATTR, load_study, open_study, queue_again
 from ktg.search.worker import Worker, connect, run_search
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -296,9 +297,33 @@ def test_joining_with_other_settings_is_refused(tmp_path):
     connect(settings(tmp_path))
     with pytest.raises(KTGError, match="train.epochs: study has 2, you gave 3"):
         connect(settings(tmp_path, config=dataclasses.replace(CONFIG, epochs=3)))
-    connect(settings(tmp_path, config=dataclasses.replace(CONFIG, device="cuda:1")))  # where it runs may differ
     with pytest.raises(KTGError, match="same_seed: study has False, you gave True"):
         connect(settings(tmp_path, same_seed=True))
+    # How fast a worker runs may differ; what its device resolves to (fp32, NCHW on this CPU) is compared.
+    for change in ({"compile": True}, {"eval_batch_size": 7}, {"amp": False}, {"channels_last": False}):
+        connect(settings(tmp_path, config=dataclasses.replace(CONFIG, **change)))
+
+
+@pytest.mark.parametrize("change, difference", [
+    ({"amp": True}, "train.precision: study has 'fp32', you gave 'bf16 autocast'"),
+    ({"channels_last": True}, "train.channels_last: study has False, you gave True"),
+    ({"deterministic": True}, "train.deterministic: study has False, you gave True"),
+])
+def test_a_worker_that_would_train_differently_is_refused(tmp_path, change, difference):
+    connect(settings(tmp_path))
+    with pytest.raises(KTGError, match=f"^study 'test' searches with other settings \\({re.escape(difference)}\\)"):
+        connect(settings(tmp_path, config=dataclasses.replace(CONFIG, **change)))
+
+
+def test_a_cuda_worker_is_compared_resolved_for_its_device(tmp_path):
+    s = settings(tmp_path)
+    study, storage, _ = connect(s)  # this CPU: fp32, NCHW
+    with pytest.raises(KTGError, match="channels_last: study has False, you gave True; train.precision: "
+                                       "study has 'fp32', you gave 'bf16 autocast'"):
+        open_study(storage, s.study_name, settings=s.shared("cuda"))  # the defaults on CUDA: bf16, channels-last
+    cuda_as_this_cpu = dataclasses.replace(s, config=dataclasses.replace(CONFIG, device="cuda:1", amp=False,
+                                                                         channels_last=False))
+    open_study(storage, s.study_name, settings=cuda_as_this_cpu.shared("cuda"))  # another device, the same training
 
 
 def test_a_study_from_before_trial_seeds_trained_with_one_seed_and_resumes_with_same_seed(tmp_path):

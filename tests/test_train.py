@@ -2,11 +2,13 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from tiny_runs import TINY, narrow
 
+import ktg
 from ktg.cli import main
 from ktg.config import TrainConfig
 from ktg.data import load_dataset
@@ -15,6 +17,7 @@ from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml
 from ktg.optim import make_optimizer
 from ktg.run_folder import RunFolder
+from ktg.runtime.provenance import git_state
 from ktg.train import NonFiniteLossError, make_train_step, train
 
 
@@ -47,6 +50,14 @@ def test_a_run_writes_its_files(tmp_path):
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert RunFolder(tmp_path).load_checkpoint()["epoch"] == 3
     assert not list(tmp_path.glob(".*.tmp"))
+    config = RunFolder(tmp_path).read_config()
+    assert (config["train"]["amp"], config["train"]["channels_last"]) == (False, False)  # settled for the CPU
+    commit, modified = git_state(Path(ktg.__file__).resolve().parent.parent)
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    assert config["provenance"] == {
+        "device": "cpu", "precision": "fp32", "channels_last": False, "gpu": None, "torch": torch.__version__,
+        "cuda": torch.version.cuda, "cudnn": None if cudnn is None else str(cudnn), "tf32_convolutions": None,
+        "ktg_version": ktg.__version__, "git_commit": commit, "git_modified": modified}
 
 
 def test_a_graph_with_everything_cut_off_moves_no_weight_and_finishes(tmp_path):
@@ -106,9 +117,12 @@ def test_existing_run_needs_resume_and_resume_needs_the_same_options(tmp_path):
     train(narrow(dml(2)), data, short, tmp_path, progress=False)
     with pytest.raises(KTGError, match="already holds a run"):
         train(narrow(dml(2)), data, short, tmp_path, progress=False)
-    with pytest.raises(KTGError, match=r"lr: 0.1 → 0.2"):
+    with pytest.raises(KTGError, match=r"lr: saved run has 0.1, you gave 0.2"):
         train(narrow(dml(2)), data, TrainConfig(epochs=1, batch_size=16, lr=0.2, device="cpu"), tmp_path,
               progress=False, resume=True)
+    # The rule of a study's workers (ktg.config.training_identity): the precision is compared as resolved.
+    with pytest.raises(KTGError, match=r"precision: saved run has 'fp32', you gave 'bf16 autocast'"):
+        train(narrow(dml(2)), data, dataclasses.replace(short, amp=True), tmp_path, progress=False, resume=True)
     with pytest.raises(KTGError, match="nothing to resume"):
         train(narrow(dml(2)), data, short, tmp_path / "new", progress=False, resume=True)
 

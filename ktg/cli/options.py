@@ -8,11 +8,12 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from ktg.config import COMPILE_MODES, EVAL_BATCH_SIZE, SCHEDULES, TrainConfig
-from ktg.data import DataSource, list_datasets
+from ktg.config import COMPILE_MODES, EVAL_BATCH_SIZE, SCHEDULES, TrainConfig, recipe_record
+from ktg.data import DataSource, dataset_defaults, list_datasets
 from ktg.errors import KTGError
 from ktg.graph import DEFAULT_NODES
 from ktg.models import list_models, model_record
+from ktg.registry import RECIPES, recipe_names
 
 
 def key_value(text: str) -> tuple[str, Any]:
@@ -50,27 +51,37 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that choose the graph's size and every node's model."""
-    group = parser.add_argument_group("graph and models", description="--model, --width, --pretrained and "
-                                      "--no-attention-residual are given for every node: a node of a graph file "
-                                      "that sets another value is an error.")
+    group = parser.add_argument_group("graph and models", description="--model, --width, --pretrained, "
+                                      "--[no-]attention-residual and the node options of a --recipe are given for "
+                                      "every node: a node of a graph file that sets another value is an error.")
     group.add_argument("--nodes", type=int, help=f"number of network nodes (named graphs; default {DEFAULT_NODES})")
     group.add_argument("--model", help=f"model of every node: {', '.join(list_models())} (default: abn_resnet20 "
                        "for images ≤ 64 px, else abn_resnet18)")
     group.add_argument("--width", type=int, help="base width of the models (narrow models for quick runs)")
     group.add_argument("--pretrained", help="'imagenet' (torchvision weights) or a local state-dict file")
-    group.add_argument("--no-attention-residual", action="store_true",
-                       help="perception branch on M·g instead of (1+M)·g (the ensemble-KTG public code)")
+    group.add_argument("--attention-residual", action=argparse.BooleanOptionalAction,
+                       help="perception branch on (1+M)·g (official ABN, the default) or, with "
+                       "--no-attention-residual, on M·g (the ensemble-KTG public code, --recipe paper)")
 
 
-def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of :class:`~ktg.config.TrainConfig`. An option left out is None here: the dataset's suggestion
-    (:class:`ktg.data.DatasetDefaults`) takes its place, else TrainConfig's default, shown in the help."""
+def add_training_arguments(parser: argparse.ArgumentParser, *, search: bool = False) -> None:
+    """Options of :class:`~ktg.config.TrainConfig` and ``--recipe``. An option left out is None here: the
+    recipe's value takes its place, else the dataset's suggestion (:class:`ktg.data.DatasetDefaults`), else
+    TrainConfig's default, shown in the help (see :meth:`TrainConfig.from_recipe`). ``search``: the help also
+    names the held-out fraction each dataset suggests for a search."""
     train = defaults(TrainConfig)
-    group = parser.add_argument_group("training", description="An option left out takes the value the dataset "
-                                      "suggests, if it suggests one, else the default shown.")
+    group = parser.add_argument_group("training", description="An option given explicitly overrides the recipe's "
+                                      "value (--recipe), which overrides what the dataset suggests, which "
+                                      "overrides the default shown; config.json records the final values and the "
+                                      "recipe's name (train.recipe). The datasets suggest: "
+                                      + dataset_suggestions(search) + ".")
 
     def default(name: str) -> str:
         return f"(default: {train[name]})"
+
+    group.add_argument("--recipe", choices=recipe_names(), help="a named recipe: "
+                       + "; ".join(f"{name}: {record.describe()}" for name, record in RECIPES.items())
+                       + " (default: none)")
 
     group.add_argument("--epochs", type=int, help=default("epochs"))
     group.add_argument("--batch-size", type=int, help=default("batch_size"))
@@ -122,19 +133,35 @@ def add_progress_argument(parser: argparse.ArgumentParser) -> None:
                         "line per epoch or trial in a log")
 
 
+def dataset_suggestions(search: bool = False) -> str:
+    """What each dataset suggests where the user gives no value (:class:`ktg.data.DatasetDefaults`), for help
+    texts: ``digits: batch_size 4, …; the others nothing``; with ``search``, the held-out fraction too."""
+    parts, silent = [], []
+    for name in list_datasets():
+        suggested = dataset_defaults(name)
+        values = {**suggested.train, **suggested.node_options,
+                  **({"holdout": suggested.search_holdout} if search else {})}
+        if values:
+            parts.append(f"{name}: " + ", ".join(f"{key} {value}" for key, value in values.items()))
+        else:
+            silent.append(name)
+    return "; ".join(parts + ([f"{', '.join(silent)}: nothing"] if silent else []))
+
+
 def given_training(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`~ktg.config.TrainConfig` fields the command line gave (options left out are absent)."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-             if getattr(args, f.name, None) is not None}
+             if f.name != "recipe" and getattr(args, f.name, None) is not None}
     if "milestones" in given:
         given["milestones"] = tuple(given["milestones"])
     return given
 
 
 def train_config_from_args(args: argparse.Namespace, suggested: dict[str, Any] | None = None) -> TrainConfig:
-    """The :class:`~ktg.config.TrainConfig` the training options describe: the options given, over the
-    ``suggested`` values (a dataset's, see :class:`ktg.data.DatasetDefaults`), over TrainConfig's defaults."""
-    return TrainConfig(**{**(suggested or {}), **given_training(args)})
+    """The :class:`~ktg.config.TrainConfig` the training options describe: the options given, over the recipe's
+    values (``--recipe``), over the ``suggested`` values (a dataset's, see :class:`ktg.data.DatasetDefaults`),
+    over TrainConfig's defaults."""
+    return TrainConfig.from_recipe(args.recipe, given_training(args), suggested)
 
 
 def dataset_choices() -> str:
@@ -154,14 +181,15 @@ def data_source_from_args(args: argparse.Namespace) -> DataSource:
 
 
 def node_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Model options given for every node (see :meth:`ktg.graph.GraphSpec.with_given`)."""
-    options: dict[str, Any] = {}
+    """Model options given for every node (see :meth:`ktg.graph.GraphSpec.with_given`): the options given, over
+    the recipe's (``--recipe``), which count as given too."""
+    options: dict[str, Any] = dict(recipe_record(args.recipe).node_options) if args.recipe else {}
     if args.width is not None:
         options["base_width"] = args.width
     if args.pretrained is not None:
         options["pretrained"] = args.pretrained
-    if args.no_attention_residual:
-        options["attention_residual"] = False
+    if args.attention_residual is not None:
+        options["attention_residual"] = args.attention_residual
     return options
 
 

@@ -102,7 +102,7 @@ def add_parser(commands) -> None:
                        f"{' '.join(map(str, DEFAULT_CROP_SIZES))})")
     add_model_arguments(search)
     add_data_arguments(search)
-    add_training_arguments(search)
+    add_training_arguments(search, search=True)
     search.set_defaults(handler=run)
 
 

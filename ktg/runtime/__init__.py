@@ -27,13 +27,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def precision_options(config: TrainConfig, device: torch.device) -> tuple[bool, bool]:
-    """(bf16 autocast, channels-last) for ``device``: the config's choice, else on for CUDA and off elsewhere."""
-    on_cuda = device.type == "cuda"
-    return (config.amp if config.amp is not None else on_cuda,
-            config.channels_last if config.channels_last is not None else on_cuda)
-
-
 def configure_kernels(device: torch.device, deterministic: bool) -> None:
     """Reproducible kernels, or the fastest ones (cuDNN autotuning on CUDA). Process-wide, set per run.
 

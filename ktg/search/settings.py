@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ktg.config import TrainConfig
+from ktg.config import TrainConfig, training_identity
 from ktg.errors import KTGError
 from ktg.registry import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
 
@@ -24,10 +24,6 @@ STUDY_DB = "study.db"
 LEADERBOARD = "leaderboard.csv"
 BEST_GRAPH = "best_graph.json"
 RESCORE_DIR = "rescore"
-
-# Training options a worker may choose for itself: where it runs and how, not what a trial computes.
-_PER_WORKER_TRAINING = ("device", "amp", "channels_last", "compile", "compile_mode", "deterministic",
-                        "eval_batch_size")
 
 
 def resolve_storage_url(storage: str | None, out: Path | None = None, *, new_file: bool = False) -> str:
@@ -119,9 +115,12 @@ class SearchSettings:
             raise KTGError(f"the grace period ({self.grace_period} s) must exceed the heartbeat interval "
                            f"({self.heartbeat_interval} s, at least 1)")
 
-    def shared(self) -> dict[str, Any]:
-        """What every worker of the study must agree on (stored with the study by its first worker)."""
-        training = {k: v for k, v in self.config.to_dict().items() if k not in _PER_WORKER_TRAINING}
+    def shared(self, device_type: str) -> dict[str, Any]:
+        """What every worker of the study must agree on, for a worker on a device of ``device_type``: the study's
+        identity, stored with the study by its first worker. Training is compared resolved for the device
+        (:func:`ktg.config.training_identity`): a CPU worker in fp32 and a CUDA worker in bf16 would rank graphs
+        trained two ways on one leaderboard."""
+        training = training_identity(self.config.resolved(device_type))
         source = self.data_source
         data = {"name": source.name, "image_size": source.image_size,
                 "options": {k: v for k, v in source.options.items() if k != "cache_dir"}}

@@ -26,6 +26,7 @@ import optuna
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from ktg.config import differences
 from ktg.errors import KTGError
 
 #: Study user attribute holding what the study searches (space, training, data); joining workers must agree.
@@ -140,8 +141,9 @@ def open_study(storage: BaseStorage, name: str, *, sampler: optuna.samplers.Base
                pruner: optuna.pruners.BasePruner | None = None, settings: dict[str, Any] | None = None) -> optuna.Study:
     """Create the study ``name`` (maximising) or join it if it exists.
 
-    ``settings`` describe what the study searches; the first worker stores them, every later worker must bring
-    the same (fields that may differ between workers, such as the device, are left out by the caller).
+    ``settings`` describe what the study searches, the study's identity; the first worker stores them, every
+    later worker must bring the same (fields that may differ between workers, such as the device, are left out
+    by the caller: :meth:`ktg.search.settings.SearchSettings.shared`), or it is refused naming the difference.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -154,17 +156,10 @@ def open_study(storage: BaseStorage, name: str, *, sampler: optuna.samplers.Base
         if stored is None:
             study.set_user_attr(SETTINGS_ATTR, settings)
         elif (stored := {**_IMPLIED_BY_OLDER_STUDIES, **stored}) != settings:
-            raise KTGError(f"study {name!r} searches with other settings ({_differences(stored, settings)}); "
-                           f"use the same options to join it, or another --study")
+            changed = "; ".join(differences(stored, settings, stored_as="study has", given_as="you gave"))
+            raise KTGError(f"study {name!r} searches with other settings ({changed}); use the same options to join "
+                           f"it, or another --study")
     return study
-
-
-def _differences(stored: Any, given: Any, prefix: str = "") -> str:
-    if isinstance(stored, dict) and isinstance(given, dict):
-        parts = [_differences(stored.get(key), given.get(key), f"{prefix}{key}.")
-                 for key in sorted(set(stored) | set(given)) if stored.get(key) != given.get(key)]
-        return "; ".join(parts)
-    return f"{prefix.rstrip('.')}: study has {stored!r}, you gave {given!r}"
 
 
 def load_study(url: str, name: str | None) -> optuna.Study:

@@ -77,7 +77,8 @@ def connect(settings: SearchSettings, heartbeats: bool = True) -> tuple[optuna.S
                            **({"heartbeat_interval": settings.heartbeat_interval, "grace_period": settings.grace_period,
                                "max_retry": settings.max_retry} if heartbeats else {}))
     study = open_study(storage, settings.study_name, sampler=make_sampler(settings.sampler, settings.seed),
-                       pruner=make_pruner(settings.pruner, settings.config.epochs), settings=settings.shared())
+                       pruner=make_pruner(settings.pruner, settings.config.epochs),
+                       settings=settings.shared(resolve_device(settings.config.device).type))
     return study, storage, storage.get_study_id_from_name(settings.study_name)
 
 

@@ -1,0 +1,81 @@
+"""Named training recipes: one rule between a recipe, the command line and a dataset's suggestions, the rule
+stated in --help, and the recipe's name and values recorded with the run."""
+
+import pytest
+
+from ktg.cli import build_parser, main
+from ktg.cli.search import search_settings_from_args
+from ktg.config import TrainConfig
+from ktg.errors import KTGError
+from ktg.graph import GraphSpec
+from ktg.registry import RECIPES
+from ktg.run_folder import RunFolder
+
+DIGITS = {"batch_size": 4, "lr": 0.01, "epochs": 5}  # what digits suggests (ktg.data)
+
+
+def test_explicit_options_override_the_recipe_which_overrides_the_dataset():
+    config = TrainConfig.from_recipe("paper", {"epochs": 2, "weight_decay": 5e-4}, DIGITS)
+    assert (config.epochs, config.weight_decay) == (2, 5e-4)  # given
+    assert (config.batch_size, config.lr, config.momentum) == (16, 0.1, 0.9)  # the recipe's, over digits'
+    assert config.recipe == "paper" and config.amp is False and config.milestones == (150, 225)
+    assert TrainConfig.from_recipe(None, {}, DIGITS) == TrainConfig(**DIGITS)  # no recipe: the dataset's
+    assert TrainConfig.from_recipe("paper-bf16", {}).amp is True
+
+
+def test_an_explicit_schedule_replaces_the_recipes_whole_schedule():
+    cosine = TrainConfig.from_recipe("paper", {"schedule": "cosine"})
+    assert (cosine.schedule, cosine.milestones, cosine.gamma) == ("cosine", (), TrainConfig().gamma)
+    retimed = TrainConfig.from_recipe("paper", {"epochs": 30, "milestones": (15, 25)})
+    assert (retimed.schedule, retimed.milestones, retimed.gamma) == ("step", (15, 25), 0.1)
+
+
+def test_an_unknown_recipe_names_the_known_ones():
+    with pytest.raises(KTGError, match="unknown --recipe 'papers'; choose one of: paper, paper-bf16"):
+        TrainConfig.from_recipe("papers", {})
+    with pytest.raises(KTGError, match="unknown --recipe"):
+        TrainConfig(recipe="papers")
+
+
+def test_every_recipe_names_real_training_options():
+    for record in RECIPES.values():
+        config = TrainConfig.from_recipe(record.name, {})
+        assert {key: getattr(config, key) for key in record.train} == record.train
+        assert set(record.node_options) <= {"attention_residual"}
+
+
+def test_the_search_takes_the_recipe_and_its_node_options_under_explicit_ones():
+    def search(*flags):
+        return search_settings_from_args(build_parser().parse_args(["search", "--dataset", "digits", *flags]))
+
+    settings = search("--recipe", "paper", "--lr", "0.05")
+    assert (settings.config.lr, settings.config.batch_size, settings.config.recipe) == (0.05, 16, "paper")
+    assert settings.node_options == {"base_width": 8, "attention_residual": False}  # digits' width, the recipe's M·g
+    assert search("--recipe", "paper", "--attention-residual").node_options["attention_residual"] is True
+    assert "attention_residual" not in search().node_options
+
+
+@pytest.mark.parametrize("command", ["train", "search"])
+def test_help_states_the_rule_the_recipes_and_the_datasets_suggestions(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "An option given explicitly overrides the recipe's value (--recipe)" in text
+    assert "paper: the papers' fine-grained recipe in fp32" in text and "milestones 150 225" in text
+    assert "paper-bf16: the papers' recipe with ktg's bf16 autocast trunk" in text
+    assert "digits: batch_size 4, lr 0.01, epochs 5, base_width 8" in text
+    assert ("cifar10: holdout 0.2" in text) == (command == "search")
+
+
+def test_a_run_records_the_recipe_its_values_and_the_precision_it_trained_in(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", "paper-bf16", "--nodes", "2", "--epochs", "1", "--schedule", "constant",
+                 "--batch-size", "8", "--dataset", "synthetic", "--image-size", "16", "--dataset-option",
+                 "train_size=16", "--dataset-option", "test_size=8", "--dataset-option", "num_classes=2",
+                 "--width", "4", "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
+    config = RunFolder(out).read_config()
+    train = config["train"]
+    assert (train["recipe"], train["amp"], train["lr"], train["weight_decay"]) == ("paper-bf16", True, 0.1, 1e-4)
+    assert (train["epochs"], train["batch_size"], train["schedule"], train["milestones"]) == (1, 8, "constant", [])
+    assert config["provenance"]["precision"] == "bf16 autocast" and config["provenance"]["device"] == "cpu"
+    assert all(not node.options["attention_residual"] for node in GraphSpec.load(out / "graph.json").nodes)
