@@ -15,8 +15,8 @@ DIGITS = {"batch_size": 4, "lr": 0.01, "epochs": 5}  # what digits suggests (ktg
 
 
 def test_explicit_options_override_the_recipe_which_overrides_the_dataset():
-    config = TrainConfig.from_recipe("paper", {"epochs": 2, "weight_decay": 5e-4}, DIGITS)
-    assert (config.epochs, config.weight_decay) == (2, 5e-4)  # given
+    config = TrainConfig.from_recipe("paper", {"epochs": 240, "weight_decay": 5e-4}, DIGITS)
+    assert (config.epochs, config.weight_decay) == (240, 5e-4)  # given
     assert (config.batch_size, config.lr, config.momentum) == (16, 0.1, 0.9)  # the recipe's, over digits'
     assert config.recipe == "paper" and config.amp is False and config.milestones == (150, 225)
     assert TrainConfig.from_recipe(None, {}, DIGITS) == TrainConfig(**DIGITS)  # no recipe: the dataset's
@@ -28,6 +28,8 @@ def test_an_explicit_schedule_replaces_the_recipes_whole_schedule():
     assert (cosine.schedule, cosine.milestones, cosine.gamma) == ("cosine", (), TrainConfig().gamma)
     retimed = TrainConfig.from_recipe("paper", {"epochs": 30, "milestones": (15, 25)})
     assert (retimed.schedule, retimed.milestones, retimed.gamma) == ("step", (15, 25), 0.1)
+    with pytest.raises(KTGError, match="--milestones 150 225: each must be .* below --epochs 30"):
+        TrainConfig.from_recipe("paper", {"epochs": 30})  # shorter runs say where their rate drops
 
 
 def test_an_unknown_recipe_names_the_known_ones():
