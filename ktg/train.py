@@ -29,9 +29,9 @@ from ktg.errors import KTGError
 from ktg.graph import GraphSpec
 from ktg.optim import make_optimizer, make_scheduler
 from ktg.progress import Progress, inner_bar
+from ktg.provenance import provenance
 from ktg.run_folder import RunFolder
 from ktg.runtime import autocast, compile_options, configure_kernels, resolve_device
-from ktg.runtime.provenance import provenance
 
 #: Called after every epoch with (epoch number from 1, that epoch's metrics); returning True stops training.
 EpochCallback = Callable[[int, dict], bool]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import ktg
-from ktg.runtime.provenance import git_state
+from ktg.provenance import git_state
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 

@@ -16,8 +16,8 @@ from ktg.engine import build_graph
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml
 from ktg.optim import make_optimizer
+from ktg.provenance import git_state
 from ktg.run_folder import RunFolder
-from ktg.runtime.provenance import git_state
 from ktg.train import NonFiniteLossError, make_train_step, train
 
 

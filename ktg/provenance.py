@@ -1,7 +1,8 @@
 """What produced a run: the device and precision it resolved to, the software versions, the GPU and ktg's commit.
 
 Every run's config.json records :func:`provenance` under ``"provenance"``, so a result can say what computed
-it without its author's memory.
+it without its author's memory. Torch-free until :func:`provenance` is called, so that the run folder's records
+can hold a :class:`Provenance`.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import functools
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 import ktg
 from ktg.config import TrainConfig
+
+if TYPE_CHECKING:
+    import torch
 
 #: Seconds a ``git`` call may take before the commit is recorded as unknown.
 _GIT_TIMEOUT_S = 10
@@ -54,9 +56,16 @@ class Provenance:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Provenance:
+        """The provenance a :meth:`to_dict` dict describes."""
+        return cls(**data)
+
 
 def provenance(config: TrainConfig, device: torch.device) -> Provenance:
     """The provenance of a run of ``config`` on ``device`` in this process."""
+    import torch  # only gathering needs it: the record itself is plain data
+
     resolved = config.resolved(device.type)
     on_cuda = device.type == "cuda"
     if on_cuda and device.index is None:
