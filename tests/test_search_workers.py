@@ -142,3 +142,22 @@ def test_two_workers_on_postgres_share_one_budget(tmp_path):
         output, _ = worker.communicate(timeout=300)
         assert worker.returncode == 0, output
     assert_consistent(url, study, 4, outs)
+
+
+def test_only_the_first_stop_signal_interrupts():
+    # Slurm signals every process of a job and a parent forwards its own SIGTERM to its workers: the second
+    # signal arrives while the first one's cleanup (fail the trial, queue it again) runs, and must not cut it short.
+    from ktg.search.worker import StopRequest
+
+    StopRequest.requested = False
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            StopRequest.handle(signal.SIGTERM, None)
+        try:
+            StopRequest.handle(signal.SIGTERM, None)
+        except KeyboardInterrupt:
+            pytest.fail("a second stop signal interrupted the cleanup of the first")
+        with pytest.raises(KeyboardInterrupt):
+            StopRequest.check()  # the worker loop still stops before its next trial
+    finally:
+        StopRequest.requested = False
