@@ -182,7 +182,7 @@ def test_a_terminal_gets_bars_and_no_progress_gets_nothing(monkeypatch):
 def test_a_search_log_gets_one_line_per_ended_trial(capsys):
     import optuna
 
-    from ktg.search.worker import SearchDisplay
+    from ktg.search.display import SearchDisplay
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")

@@ -138,8 +138,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ktg.search.rescore import chosen, rescore
     from ktg.search.results import format_table, leaderboard, state_counts, write_results
+    from ktg.search.run import run_search
     from ktg.search.storage import GRPC_SCHEME, display_url
-    from ktg.search.worker import run_search
     from ktg.viz.attention import log_attention_grid
 
     url = display_url(settings.storage_url)
