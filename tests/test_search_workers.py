@@ -147,7 +147,7 @@ def test_two_workers_on_postgres_share_one_budget(tmp_path):
 def test_only_the_first_stop_signal_interrupts():
     # Slurm signals every process of a job and a parent forwards its own SIGTERM to its workers: the second
     # signal arrives while the first one's cleanup (fail the trial, queue it again) runs, and must not cut it short.
-    from ktg.search.worker import StopRequest
+    from ktg.search.signals import StopRequest
 
     StopRequest.requested = False
     try:
