@@ -1,11 +1,13 @@
 """The search's samplers: one record each, seeded per trial, stored with the study, and each works with pruning
 in a real (tiny) search."""
 
+import json
 import warnings
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from test_experiments import load_script
 from test_search import SPACE, one_thread, settings  # noqa: F401 (one_thread: an autouse fixture)
 
 from ktg.cli import build_parser
@@ -106,3 +108,17 @@ def test_a_tiny_search_with_pruning_runs_past_the_random_start(sampler, tmp_path
     assert len(study.trials) == EVOLUTION_POPULATION + 1 and real.state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert 1 in real.intermediate_values and len(leaderboard(study)) == EVOLUTION_POPULATION + 1
     assert real.params != toy_study("random", s.seed, EVOLUTION_POPULATION + 1, SPACE).trials[-1].params
+
+
+def test_the_sampler_experiment_runs_quick(tmp_path):
+    """experiments/samplers.py --quick: every step (searches, the copied random start, rescore, retraining,
+    table, figure) on a budget of seconds."""
+    samplers = load_script("samplers")
+    assert samplers.RANDOM_START.keys() == SAMPLERS.keys()  # a new sampler must say how it starts
+    assert samplers.main(["--quick", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "samplers.json").read_text())
+    assert list(summary["samplers"]) == list(SAMPLERS) and len(summary["studies"]) == len(SAMPLERS)
+    random, tpe = (optuna.load_study(study_name="digits-2nodes", storage=f"sqlite:///{tmp_path}/{name}-seed0/study.db")
+                   for name in ("random", "tpe"))
+    assert [t.params for t in tpe.trials] == [t.params for t in random.trials]  # 2 trials: all random start, copied
+    assert (tmp_path / "samplers.png").stat().st_size > 0 and "| tpe |" in (tmp_path / "samplers.md").read_text()

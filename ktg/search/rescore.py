@@ -213,7 +213,7 @@ def rescore(settings: SearchSettings, study: optuna.Study, *, top: int, seeds: i
         if not claim.take():
             continue
         try:
-            result = _train(settings, dataset, trial, index, on_finish, progress)
+            result = rescore_run(settings, dataset, trial, index, on_finish=on_finish, progress=progress)
             study.set_user_attr(f"{RUN_PREFIX}{trial.number}/{index}", result)
         finally:
             claim.release()
@@ -221,9 +221,10 @@ def rescore(settings: SearchSettings, study: optuna.Study, *, top: int, seeds: i
             on_run(trial.number, index, result)
 
 
-def _train(settings: SearchSettings, dataset: Dataset, trial: FrozenTrial, index: int,
-           on_finish: FinishCallback | None, progress: bool) -> dict[str, Any]:
-    """Train one rescore run; its result as stored (a failed run keeps its one-line reason)."""
+def rescore_run(settings: SearchSettings, dataset: Dataset, trial: FrozenTrial, index: int, *,
+                on_finish: FinishCallback | None = None, progress: bool = False) -> dict[str, Any]:
+    """Train rescore run ``index`` (seed :func:`rescore_seed`) of ``trial``'s graph in :func:`run_dir` on the
+    search's held-out split; its result as :func:`rescore` stores it (a diverging run: its one-line reason)."""
     seed = rescore_seed(settings.config.seed, index)
     spec = GraphSpec.from_dict(trial.user_attrs[GRAPH_ATTR], where=f"trial {trial.number}")
     folder = run_dir(settings.out, trial.number, index)
