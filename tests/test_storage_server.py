@@ -64,6 +64,9 @@ def test_workers_behind_a_server_survive_its_restart(tmp_path, capsys):
 
     server, address = start_server(database, grace_period=4)
     try:
+        other = tmp_path / "other.db"  # a second server on the same port would share it with the first
+        assert main(["storage", "serve", "--storage", str(other), "--port", address.rsplit(":", 1)[1]]) == 2
+        assert "the port is taken" in capsys.readouterr().err and not other.exists()
         # The abandoned trial holds one of the two places until the server, finding no heartbeat for 4 s, fails
         # it and queues it again; this worker then runs the retry.
         assert main([*SEARCH, *options, "--storage", address]) == 0

@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import socket
 import sys
-import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -150,8 +149,8 @@ class _HeartbeatRelay(_CachedStorage):
 
 
 def serve(url: str, *, host: str, port: int, grace_period: int, max_retry: int,
-          on_start: Callable[[str], None] | None = None, stop: threading.Event | None = None) -> None:
-    """Serve the study database at ``url`` on ``host:port`` until ``stop`` is set or KeyboardInterrupt.
+          on_start: Callable[[str], None] | None = None) -> None:
+    """Serve the study database at ``url`` on ``host:port`` until KeyboardInterrupt.
 
     Every ``grace_period / 4`` seconds the server fails the RUNNING trials of every study whose heartbeat is older
     than ``grace_period`` seconds and queues each again, at most ``max_retry`` times per original trial.
@@ -159,29 +158,32 @@ def serve(url: str, *, host: str, port: int, grace_period: int, max_retry: int,
     """
     if url.startswith(GRPC_SCHEME):
         raise KTGError(f"--storage {url}: that study is served already; serve its database itself")
-    check_every = max(1, grace_period // 4)
-    database = open_storage(url, heartbeat_interval=check_every, grace_period=grace_period, max_retry=max_retry,
-                            pool_size=SERVER_THREADS)
-    assert isinstance(database, RDBStorage)
-    storage = _HeartbeatRelay(database)
-    server = grpc.server(ThreadPoolExecutor(SERVER_THREADS, thread_name_prefix="ktg-serve"))
-    api_pb2_grpc.add_StorageServiceServicer_to_server(OptunaStorageProxyService(storage), server)
+    # Without SO_REUSEPORT (gRPC's default on Linux) a second server on the same port would share it silently.
+    server = grpc.server(ThreadPoolExecutor(SERVER_THREADS, thread_name_prefix="ktg-serve"),
+                         options=[("grpc.so_reuseport", 0)])
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
-    except RuntimeError as error:  # grpc could not bind the address
-        bound, reason = 0, f" ({error})"
-    else:
-        reason = ""
+    except RuntimeError:  # grpc could not bind the address; its message adds nothing
+        bound = 0
     if not bound:
-        database.engine.dispose()
-        raise KTGError(f"cannot serve on {host}:{port}{reason}: is the port taken, or the host not this machine's? "
-                       f"Choose another --port or --host")
+        raise KTGError(f"cannot serve on {host}:{port}: the port is taken, or the host is not this machine's; "
+                       f"choose another --port or --host")
+    check_every = max(1, grace_period // 4)
+    try:
+        database = open_storage(url, heartbeat_interval=check_every, grace_period=grace_period, max_retry=max_retry,
+                                pool_size=SERVER_THREADS)
+    except BaseException:
+        server.stop(None)  # give the port back
+        raise
+    assert isinstance(database, RDBStorage)
+    storage = _HeartbeatRelay(database)
+    api_pb2_grpc.add_StorageServiceServicer_to_server(OptunaStorageProxyService(storage), server)
     server.start()
     try:
         if on_start is not None:
             on_start(f"{GRPC_SCHEME}{_reachable_host(host)}:{bound}")
-        stop = stop or threading.Event()
-        while not stop.wait(check_every):
+        while True:
+            time.sleep(check_every)
             _fail_stale_trials(storage, database)
     finally:
         server.stop(grace=5).wait()
