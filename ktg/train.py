@@ -31,7 +31,13 @@ from ktg.optim import make_optimizer, make_scheduler
 from ktg.progress import Progress, inner_bar
 from ktg.provenance import provenance
 from ktg.run_folder import RunFolder
-from ktg.runtime import autocast, compile_options, configure_kernels, resolve_device
+from ktg.runtime import (
+    autocast,
+    compile_options,
+    configure_kernels,
+    naming_nondeterministic_ops,
+    resolve_device,
+)
 
 #: Called after every epoch with (epoch number from 1, that epoch's metrics); returning True stops training.
 EpochCallback = Callable[[int, dict], bool]
@@ -87,7 +93,8 @@ def train(
     graph = build_graph(spec, dataset.num_classes, dataset.image_size).to(device)
     if channels_last:
         graph = graph.to(memory_format=torch.channels_last)
-    probe_step(graph, eval_images, dataset.eval_transform, device)
+    with naming_nondeterministic_ops():
+        probe_step(graph, eval_images, dataset.eval_transform, device)
     optimizer = make_optimizer(graph, config, device)
     scheduler = make_scheduler(optimizer, config)
     bootstrap = bootstrap_counts(spec, len(train_images), config.seed)
@@ -241,7 +248,8 @@ def train_one_epoch(
                         unit="batch", enabled=progress)
     for index, (images, labels, positions) in enumerate(batches):
         sample_weights = {node: counts[positions] for node, counts in bootstrap.items()} if bootstrap else None
-        step_losses = step(images, labels, epoch * len(loader) + index + 1, total_iterations, sample_weights)
+        with naming_nondeterministic_ops():  # a backward without a deterministic kernel shows only here
+            step_losses = step(images, labels, epoch * len(loader) + index + 1, total_iterations, sample_weights)
         terms, weights = step_losses.stacked()
         if loss_sums is None:
             names = list(step_losses.terms)

@@ -145,6 +145,41 @@ def test_non_finite_loss_is_reported_and_the_last_good_checkpoint_kept(tmp_path)
     assert RunFolder(tmp_path / "ok").checkpoint_file.read_bytes() == good
 
 
+class UnpoolingBackward(torch.autograd.Function):
+    """The identity, whose backward runs max_unpool2d: an operation without a deterministic implementation (on
+    the CPU too), which shows only in a training step, as most of CUDA's do."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        pooled, indices = torch.nn.functional.max_pool2d(grad, 2, return_indices=True)
+        return torch.nn.functional.max_unpool2d(pooled, indices, 2, output_size=grad.shape[-2:])
+
+
+def test_deterministic_fails_on_an_operation_without_a_deterministic_kernel(tmp_path, monkeypatch):
+    import ktg.train
+
+    def build_with_unpooling(*args, **kwargs):
+        graph = build_graph(*args, **kwargs)
+        graph.nodes[0].bn1.register_forward_hook(lambda module, inputs, output: UnpoolingBackward.apply(output))
+        return graph
+
+    monkeypatch.setattr(ktg.train, "build_graph", build_with_unpooling)
+    config = TrainConfig(epochs=1, batch_size=16, device="cpu")
+    try:
+        with pytest.raises(KTGError, match=r"^--deterministic: max_unpooling2d_forward_out has no deterministic "
+                                           r"implementation in PyTorch .*; train without --deterministic$"):
+            train(narrow(dml(2)), tiny_data(), dataclasses.replace(config, deterministic=True), tmp_path / "strict",
+                  progress=False)
+        assert not RunFolder(tmp_path / "strict").holds_run()
+        train(narrow(dml(2)), tiny_data(), config, tmp_path / "free", progress=False)  # without, the same trains
+    finally:
+        torch.use_deterministic_algorithms(False)  # process-wide: the tests after this one must not inherit it
+
+
 def test_holdout_evaluates_on_a_saved_validation_split(tmp_path):
     config = TrainConfig(epochs=1, batch_size=16, device="cpu", holdout=0.5)
     final = train(narrow(dml(2)), tiny_data(), config, tmp_path, progress=False)

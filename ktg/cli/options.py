@@ -109,7 +109,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, search: bool = Fa
                             "backward as CUDA graphs, which removes the launch cost that dominates at small batches "
                             f"{default('compile_mode')}")
     group.add_argument("--deterministic", action=argparse.BooleanOptionalAction,
-                       help=f"reproducible kernels, slower on CUDA {default('deterministic')}")
+                       help="reproducible kernels, slower on CUDA; an operation without one stops the run "
+                       f"{default('deterministic')}")
     add_progress_argument(parser)
 
 

@@ -7,8 +7,9 @@ Several processes on one GPU may share it through CUDA MPS (:mod:`ktg.runtime.mp
 from __future__ import annotations
 
 import os
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+import re
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any, Iterator
 
 import torch
 
@@ -30,15 +31,34 @@ def resolve_device(name: str) -> torch.device:
 def configure_kernels(device: torch.device, deterministic: bool) -> None:
     """Reproducible kernels, or the fastest ones (cuDNN autotuning on CUDA). Process-wide, set per run.
 
-    An op without a deterministic implementation warns instead of failing the run; ktg's own models and
-    losses use none.
+    Strict: an operation without a deterministic implementation raises (PyTorch's RuntimeError, which
+    :func:`naming_nondeterministic_ops` turns into one line) instead of warning, since a warning in a log
+    breaks the promise of a bit-for-bit repeat without stopping anything. ktg's own models and losses use none.
     """
     if deterministic and device.type == "cuda":
         # cuBLAS is reproducible only with a fixed workspace; read when the first cuBLAS handle is made.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
+
+
+#: How PyTorch begins the error of an operation it cannot run deterministically (the operation's name first).
+_NONDETERMINISTIC = re.compile(r"^(\S+) does not have a deterministic implementation")
+
+
+@contextmanager
+def naming_nondeterministic_ops() -> Iterator[None]:
+    """Turn PyTorch's error for an operation without a deterministic implementation (under ``--deterministic``,
+    see :func:`configure_kernels`) into a one-line :class:`KTGError` naming the operation; other errors pass."""
+    try:
+        yield
+    except RuntimeError as error:
+        found = _NONDETERMINISTIC.match(str(error))
+        if found is None:
+            raise
+        raise KTGError(f"--deterministic: {found.group(1)} has no deterministic implementation in PyTorch "
+                       f"{torch.__version__} on this device; train without --deterministic") from None
 
 
 def autocast(device: torch.device, amp: bool) -> AbstractContextManager:
