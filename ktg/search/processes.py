@@ -31,9 +31,11 @@ def auto_jobs_per_device(device: torch.device, nodes: int, batch_size: int) -> i
     """How many trials to run side by side on ``device`` when ``--jobs-per-device`` is not given.
 
     CPU: 1 (one trial already uses every core). CUDA: a step of one trial trains ``nodes × batch_size``
-    images; below about 256 images per step a large GPU idles between small kernels (the paper's 3 nodes ×
-    batch 16 = 48), so run ⌈256 / (nodes × batch)⌉ trials, at most one per 10 GiB of GPU memory, one per CPU
-    core and 8 in all. Measure and set ``--jobs-per-device`` for long searches.
+    images; small steps leave a large GPU idle between small kernels (three plain ABN-ResNet-18 on an H100, not
+    ktg: 1,200–1,600 node-images/s at batch 16 against 8,400 at batch 128; docs/performance.md, "Figures not
+    measured by ktg"), so run ⌈256 / (nodes × batch)⌉ trials (the paper's 3 nodes × batch 16 = 48 images: 6),
+    at most one per 10 GiB of GPU memory, one per CPU core and 8 in all. 256 is a guess from those figures, not
+    a measurement of ktg: measure (``experiments/benchmark.py``) and set ``--jobs-per-device`` for long searches.
     """
     if device.type != "cuda":
         return 1
