@@ -10,7 +10,6 @@ the attention grid this way).
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -27,6 +26,7 @@ from ktg.data.transforms import BatchTransform
 from ktg.engine import KnowledgeTransferGraph, StepLosses, build_graph, ensemble_logits
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec
+from ktg.nonfinite import FirstNonFiniteStep
 from ktg.optim import make_optimizer, make_scheduler
 from ktg.progress import Progress, inner_bar
 from ktg.provenance import provenance
@@ -233,8 +233,10 @@ def train_one_epoch(
     over the training split (see :func:`bootstrap_counts`). ``progress``: a bar over the batches on a terminal.
 
     Nothing is read back from the device inside the loop: per-edge sums stay on the device and are read
-    once at the end (which is also where a non-finite loss is detected). On CUDA the stats also hold the
-    epoch's peak GPU memory in MiB (what bounds the trials that fit on one GPU).
+    once at the end. A non-finite loss stops the epoch a fixed :data:`~ktg.nonfinite.LAG` steps after the step
+    that produced it, naming that step and its edges, without a host sync per step (see
+    :mod:`ktg.nonfinite`). On CUDA the stats also hold the epoch's peak GPU memory in MiB (what bounds the
+    trials that fit on one GPU).
     """
     on_cuda = loader.device.type == "cuda"
     if on_cuda:
@@ -242,6 +244,7 @@ def train_one_epoch(
     graph.train()
     names: list[str] = []
     loss_sums = weight_sums = None
+    watch: FirstNonFiniteStep | None = None
     steps = 0
     start = time.perf_counter()
     batches = inner_bar(loader.epoch(epoch, with_index=True), total=len(loader), desc=f"epoch {epoch + 1}",
@@ -254,17 +257,21 @@ def train_one_epoch(
         if loss_sums is None:
             names = list(step_losses.terms)
             loss_sums, weight_sums = torch.zeros_like(terms), torch.zeros_like(weights)
+            watch = FirstNonFiniteStep(names, terms.device)
         loss_sums += terms
         weight_sums += weights
         steps += 1
-    if steps == 0:
+        found = watch.record(terms)
+        if found is not None:
+            raise NonFiniteLossError(epoch + 1, *found, of=len(loader))
+    if watch is None:
         raise KTGError(f"{loader.name} has fewer images than one batch ({loader.batch_size}); lower --batch-size")
+    found = watch.finish()
+    if found is not None:
+        raise NonFiniteLossError(epoch + 1, *found, of=len(loader))
     mean_losses = (loss_sums / steps).tolist()
     mean_weights = (weight_sums / steps).tolist()
     seconds = time.perf_counter() - start
-    bad = [name for name, value in zip(names, mean_losses) if not math.isfinite(value)]
-    if bad:
-        raise NonFiniteLossError(epoch + 1, bad)
     memory = {"peak_memory_mib": torch.cuda.max_memory_allocated(loader.device) / 2**20} if on_cuda else {}
     return {
         "train_loss": sum(mean_losses),
@@ -329,14 +336,18 @@ def make_train_step(
 
 
 class NonFiniteLossError(KTGError):
-    """A loss became NaN or infinite during an epoch; the previous epoch's checkpoint is kept."""
+    """A loss became NaN or infinite at step ``step`` (from 1, of ``of``) of epoch ``epoch`` on ``edges``; the
+    run stopped (a few steps later, see :mod:`ktg.nonfinite`) without saving that epoch, and the checkpoint of
+    the last good epoch is kept."""
 
-    def __init__(self, epoch: int, edges: list[str]) -> None:
+    def __init__(self, epoch: int, step: int, edges: list[str], *, of: int) -> None:
         super().__init__(
-            f"non-finite loss in epoch {epoch} on {', '.join(edges)}; the checkpoint of the last good epoch "
-            f"is kept. Lower --lr or check the data."
+            f"non-finite loss in epoch {epoch}, step {step} of {of}, on {', '.join(edges)}; the run stopped "
+            f"without saving that epoch, and the checkpoint of the last good epoch is kept. Lower --lr or check the "
+            f"data."
         )
         self.epoch = epoch
+        self.step = step
         self.edges = edges
 
 

@@ -23,6 +23,7 @@ from ktg.engine import KnowledgeTransferGraph
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec
 from ktg.models import ABNResNet
+from ktg.nonfinite import LAG, FirstNonFiniteStep
 from ktg.optim import make_optimizer
 from ktg.runtime import configure_kernels
 from ktg.train import make_train_step
@@ -159,8 +160,12 @@ class NoHostReads(TorchFunctionMode):
 def test_a_training_step_reads_nothing_back_to_the_host(fast, device):
     graph = KnowledgeTransferGraph(mixed_spec(), nodes(seed=0)).to(device)
     step = train_step(graph, amp=fast, channels_last=fast, optimizer="fast" if fast else "for-loop")
-    data = batches(device=device)
-    step(*data[0], 1, len(data))  # the first step may build caches (the crop windows' index tensors)
+    data = batches(count=2 + LAG, device=device)
+    first = step(*data[0], 1, len(data))  # the first step may build caches (the crop windows' index tensors)
+    # The epoch's watch for a non-finite loss runs after every step, so it must not read back either; with
+    # LAG + 2 steps it reads its record back (late, without a sync) at least once.
+    watch = FirstNonFiniteStep(list(first.terms), device)
+    watch.record(first.stacked()[0])
     # On CUDA, the runtime's own check also catches synchronising copies that no Python call shows.
     sync_check = device.type == "cuda"
     if sync_check:
@@ -168,7 +173,7 @@ def test_a_training_step_reads_nothing_back_to_the_host(fast, device):
     try:
         with NoHostReads():
             for k, (images, labels) in enumerate(data[1:], start=2):
-                step(images, labels, k, len(data))
+                assert watch.record(step(images, labels, k, len(data)).stacked()[0]) is None
     finally:
         if sync_check:
             torch.cuda.set_sync_debug_mode("default")

@@ -108,7 +108,7 @@ def test_a_run_that_diverges_is_stored_as_failed_and_ranks_last(tmp_path, monkey
 
     def diverging(spec, dataset, config, folder, **kwargs):
         if folder.parent.name == "1":
-            raise NonFiniteLossError(1, ["1→0 prob_kl"])
+            raise NonFiniteLossError(1, 1, ["1→0 prob_kl"], of=1)
         return {"ensemble_accuracy": 0.5, "mean_node_accuracy": 0.5}
 
     monkeypatch.setattr(rescore_module, "train", diverging)

@@ -15,6 +15,7 @@ from ktg.data import load_dataset
 from ktg.engine import build_graph
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml
+from ktg.nonfinite import LAG, FirstNonFiniteStep
 from ktg.optim import make_optimizer
 from ktg.provenance import git_state
 from ktg.run_folder import RunFolder
@@ -138,11 +139,57 @@ def test_non_finite_loss_is_reported_and_the_last_good_checkpoint_kept(tmp_path)
         return out * float("nan")
 
     poisoned.train_transform = nan_transform
-    with pytest.raises(NonFiniteLossError, match="non-finite loss in epoch 1 on label→0"):
+    with pytest.raises(NonFiniteLossError, match="non-finite loss in epoch 1, step 1 of 4, on label→0"):
         train(narrow(dml(2)), poisoned, TrainConfig(epochs=2, batch_size=16, device="cpu"), tmp_path / "nan",
               progress=False)
     assert not RunFolder(tmp_path / "nan").holds_run()
     assert RunFolder(tmp_path / "ok").checkpoint_file.read_bytes() == good
+
+
+def test_a_nan_stops_the_run_at_its_step_naming_its_edge_and_keeps_the_last_good_epoch(tmp_path, monkeypatch):
+    import ktg.train
+
+    spec = narrow(dml(2))
+    poisoned_edge = next(edge.label for edge in spec.edges if edge.source == 1)
+    steps_run = []
+
+    def make_poisoned_step(*args, **kwargs):
+        step = make_train_step(*args, **kwargs)
+
+        def poisoned(images, labels, iteration, total_iterations, sample_weights=None):
+            losses = step(images, labels, iteration, total_iterations, sample_weights)
+            steps_run.append(iteration)
+            if iteration == 10:  # epoch 2 of 8 steps (64 images, batch 8), its second step
+                losses.terms[poisoned_edge] = losses.terms[poisoned_edge] * float("nan")
+            return losses
+
+        return poisoned
+
+    monkeypatch.setattr(ktg.train, "make_train_step", make_poisoned_step)
+    message = rf"^non-finite loss in epoch 2, step 2 of 8, on {poisoned_edge}; the run stopped without saving"
+    with pytest.raises(NonFiniteLossError, match=message) as error:
+        train(spec, tiny_data(), TrainConfig(epochs=3, batch_size=8, device="cpu"), tmp_path, progress=False)
+    assert (error.value.epoch, error.value.step, error.value.edges) == (2, 2, [poisoned_edge])
+    # stopped LAG steps later, not at the end of the epoch; epoch 1 is the run's last checkpoint and record
+    assert steps_run == list(range(1, 10 + LAG + 1))
+    run = RunFolder(tmp_path)
+    assert run.load_checkpoint()["epoch"] == 1
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1]
+
+
+def test_the_watch_reads_each_steps_record_lag_steps_late_and_the_last_steps_at_the_end():
+    def watch_of(bad_step, steps):
+        watch, seen = FirstNonFiniteStep(["a", "b"], torch.device("cpu")), []
+        for step in range(1, steps + 1):
+            terms = torch.tensor([1.0, float("inf") if step == bad_step else 1.0])
+            seen.append(watch.record(terms))
+        return seen, watch.finish()
+
+    seen, finished = watch_of(bad_step=2, steps=6)
+    assert seen == [None] * (1 + LAG) + [(2, ["b"])] * (6 - 1 - LAG) and finished == (2, ["b"])
+    seen, finished = watch_of(bad_step=6, steps=6)  # the last step: only the end of the epoch sees it
+    assert seen == [None] * 6 and finished == (6, ["b"])
+    assert watch_of(bad_step=0, steps=3) == ([None] * 3, None)
 
 
 class UnpoolingBackward(torch.autograd.Function):
