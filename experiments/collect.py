@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from protocols import Config, find_configs, load_config  # noqa: E402
 
-from ktg.config import TrainConfig  # noqa: E402
 from ktg.errors import KTGError  # noqa: E402
 from ktg.io import write_text  # noqa: E402
 from ktg.run_folder import RunFolder  # noqa: E402
@@ -105,7 +104,7 @@ def _matches(match: dict[str, Any], values: dict[str, str], config: Config) -> b
 def precision_of(run: RunFolder) -> str:
     """The precision a run trained in, from its config.json: ``fp32``, ``bf16 autocast``, or ``unrecorded`` for a
     run whose config left it to the device (made before runs recorded it)."""
-    config = TrainConfig.from_dict(run.read_config()["train"])
+    config = run.read_config().train
     return "unrecorded" if config.amp is None else config.precision
 
 
@@ -121,8 +120,8 @@ def training_groups(config: Config, runs: Path) -> list[dict[str, Any]]:
         metrics = run.read_metrics()
         group = groups.setdefault(tuple(seedless.items()), {"values": seedless, "ensemble": [], "node_mean": [],
                                                             "precision": []})
-        group["ensemble"].append(100 * metrics["ensemble_accuracy"])
-        group["node_mean"].append(100 * metrics["mean_node_accuracy"])
+        group["ensemble"].append(100 * metrics.ensemble_accuracy)
+        group["node_mean"].append(100 * metrics.mean_node_accuracy)
         group["precision"].append(precision_of(run))
     result = []
     for group in sorted(groups.values(), key=lambda g: _sort_key(g["values"])):

@@ -337,9 +337,9 @@ def run_train(check: Check, tree: Path, graph: Path) -> None:
         run = RunFolder(out)
         final, epochs = run.read_metrics(), run.read_epochs()
         check.results["train"] = {
-            "ensemble_accuracy": final["ensemble_accuracy"], "node_accuracy": final["node_accuracy"],
-            "epochs": [{key: epoch.get(key) for key in ("epoch", "train_seconds", "images_per_second",
-                                                        "peak_memory_mib")} for epoch in epochs]}
+            "ensemble_accuracy": final.ensemble_accuracy, "node_accuracy": list(final.node_accuracy),
+            "epochs": [{key: getattr(epoch, key) for key in ("epoch", "train_seconds", "images_per_second",
+                                                             "peak_memory_mib")} for epoch in epochs]}
         check.save()
 
 
@@ -374,7 +374,7 @@ def read_search(out: Path, mps: bool) -> dict[str, Any]:
     trials = []
     for trial in load_study(resolve_storage_url(None, out), None).get_trials(deepcopy=False):
         epochs = RunFolder(trial.user_attrs[RUN_DIR_ATTR]).read_epochs() if RUN_DIR_ATTR in trial.user_attrs else []
-        peaks = [epoch["peak_memory_mib"] for epoch in epochs if "peak_memory_mib" in epoch]
+        peaks = [epoch.peak_memory_mib for epoch in epochs if epoch.peak_memory_mib is not None]
         trials.append({"trial": trial.number, "state": trial.state.name.lower(), "epochs": len(epochs),
                        "ensemble_accuracy": last_value(trial), "peak_memory_mib": max(peaks) if peaks else None})
     return {"mps": mps, "trials": trials}

@@ -50,7 +50,7 @@ def train_both(seed: int, out: Path, train_args: list[str]) -> dict[str, RunFold
 
 
 def seconds_per_epoch(run: RunFolder) -> float:
-    return statistics.fmean(record["train_seconds"] for record in run.read_epochs())
+    return statistics.fmean(record.train_seconds for record in run.read_epochs())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,8 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for seed in args.seeds:
         runs = train_both(seed, args.out, train_args)
         metrics = {name: run.read_metrics() for name, run in runs.items()}
-        ensemble = {name: 100 * m["ensemble_accuracy"] for name, m in metrics.items()}
-        node = {name: 100 * m["mean_node_accuracy"] for name, m in metrics.items()}
+        ensemble = {name: 100 * m.ensemble_accuracy for name, m in metrics.items()}
+        node = {name: 100 * m.mean_node_accuracy for name, m in metrics.items()}
         differences.append(ensemble["bf16"] - ensemble["fp32"])
         rows.append(f"| {seed} | {ensemble['fp32']:.2f} | {ensemble['bf16']:.2f} | {differences[-1]:+.2f} | "
                     f"{node['fp32']:.2f} | {node['bf16']:.2f} | {seconds_per_epoch(runs['fp32']):.1f} | "

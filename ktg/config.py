@@ -125,11 +125,6 @@ class TrainConfig:
             values = {key: value for key, value in values.items() if key not in _SCHEDULE_FIELDS}
         return cls(**{**(suggested or {}), **values, **given, "recipe": recipe})
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """The config a :meth:`to_dict` dict describes (lists as tuples); fields it lacks take their defaults."""
-        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
-
     def resolved(self, device_type: str) -> TrainConfig:
         """The config with ``amp`` and ``channels_last`` settled for a device of ``device_type`` (``"cuda"``,
         ``"cpu"``, …): a value left to the default (None) becomes on for CUDA and off elsewhere."""
@@ -148,6 +143,15 @@ class TrainConfig:
         """The config as JSON-ready values (tuples as lists), as config.json and checkpoints store it."""
         return {key: list(value) if isinstance(value, tuple) else value
                 for key, value in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """The config a :meth:`to_dict` dict describes; a field it lacks (a run from before ktg had it) takes its
+        default, an unknown one is an error."""
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise KTGError(f"unknown training option {unknown[0]!r} (written by another version of ktg?)")
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
 
 
 def recipe_record(name: str) -> RecipeRecord:

@@ -9,28 +9,28 @@ from typing import Any, Sequence
 import torch
 
 from ktg.config import EVAL_BATCH_SIZE, EVAL_POWERS
-from ktg.data import DataSource
 from ktg.data.images import Dataset, ImageSet
 from ktg.data.loader import BatchLoader
 from ktg.engine import KnowledgeTransferGraph, build_graph
 from ktg.ensemble import ENSEMBLE_RULES
 from ktg.errors import KTGError
-from ktg.run_folder import RunFolder
+from ktg.run_folder import RunConfig, RunFolder
 from ktg.runtime import resolve_device
 from ktg.train import predict
 
 
-def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[KnowledgeTransferGraph, dict, dict]:
+def load_run(run_dir: str | Path,
+             device: torch.device | str = "cpu") -> tuple[KnowledgeTransferGraph, RunConfig, int]:
     """The trained graph of a run (weights of its latest readable checkpoint), its config.json and the
-    checkpoint's epoch and history (``{"epoch": int, "history": [...]}``)."""
+    checkpoint's epoch."""
     run = RunFolder(run_dir)
     run.check_is_run()
     config = run.read_config()
     state = run.load_checkpoint()
     # The checkpoint holds every weight: the files the nodes started from are neither read nor needed.
-    graph = build_graph(run.read_graph(), config["num_classes"], config.get("image_size"), initial_weights=False)
-    graph.load_state_dict(state["model"])
-    return graph.to(device), config, {"epoch": state["epoch"], "history": state["history"]}
+    graph = build_graph(run.read_graph(), config.num_classes, config.image_size, initial_weights=False)
+    graph.load_state_dict(state.model)
+    return graph.to(device), config, state.epoch
 
 
 def split_images(dataset: Dataset, split: str, run: RunFolder) -> ImageSet:
@@ -70,13 +70,13 @@ def split_logits(
     """Every node's logits on ``split`` of the run's dataset: its evaluation transform, and bf16 autocast on CUDA."""
     run = RunFolder(run_dir)
     torch_device = resolve_device(device)
-    graph, config, checkpoint = load_run(run.path, torch_device)
-    dataset = DataSource.from_dict(config["data"]).load()
+    graph, config, epoch = load_run(run.path, torch_device)
+    dataset = config.data.load()
     images = split_images(dataset, split, run)
     loader = BatchLoader(images, batch_size, dataset.eval_transform, torch_device, shuffle=False, drop_last=False)
     amp = torch_device.type == "cuda"
     logits, labels = predict(graph, loader, amp=amp, channels_last=False, progress=progress)
-    return SplitLogits(logits, labels, tuple(graph.spec.members), dataset.name, checkpoint["epoch"])
+    return SplitLogits(logits, labels, tuple(graph.spec.members), dataset.name, epoch)
 
 
 def evaluate_run(

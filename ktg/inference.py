@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from ktg.config import EVAL_BATCH_SIZE
-from ktg.data import DataSource
 from ktg.data.preprocess import ImageInput, Preprocessing, UnreadableImageError
 from ktg.engine import KnowledgeTransferGraph, ensemble_logits
 from ktg.ensemble import ENSEMBLE_RULES, check_power
@@ -107,10 +106,9 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> Trained
     """The trained graph of a run folder (its last checkpoint) as a :class:`TrainedGraph` in evaluation mode on
     ``device`` (``"auto"``: CUDA when available)."""
     torch_device = resolve_device(device) if isinstance(device, str) else device
-    graph, config, checkpoint = load_graph(run_dir, torch_device)
-    source = DataSource.from_dict(config["data"])
-    return TrainedGraph(graph, config["classes"], source.preprocessing(), config["image_size"], dataset=source.name,
-                        epoch=checkpoint["epoch"])
+    graph, config, epoch = load_graph(run_dir, torch_device)
+    return TrainedGraph(graph, list(config.classes), config.data.preprocessing(), config.image_size,
+                        dataset=config.data.name, epoch=epoch)
 
 
 def preprocess(images: Sequence[ImageInput] | ImageInput, run: TrainedGraph | str | Path,
@@ -119,7 +117,7 @@ def preprocess(images: Sequence[ImageInput] | ImageInput, run: TrainedGraph | st
     loaded graph, or a run folder: then only its config.json is read, no weights)."""
     if isinstance(run, TrainedGraph):
         return run.transform(images, device=device)
-    return DataSource.from_dict(RunFolder(run).read_config()["data"]).preprocessing()(images, device=device)
+    return RunFolder(run).read_config().data.preprocessing()(images, device=device)
 
 
 # -- predicting files ---------------------------------------------------------------------------------

@@ -16,6 +16,12 @@
 ``run.lock``               held by the process writing the run (pid and host inside)
 =========================  ===========================================================================
 
+What the files hold crosses module boundaries as small typed records, each with ``to_dict``/``from_dict``
+and read and written only here: :class:`RunConfig` (config.json), :class:`EpochRecord` (a line of metrics.jsonl),
+:class:`FinalMetrics` (metrics.json) and :class:`Checkpoint`. On disk they stay plain JSON (checkpoints: a
+``torch.save`` dict of tensors and JSON values); a file with a field its record lacks, or lacking a required one,
+is an error naming the file.
+
 One process writes a run at a time: :meth:`RunFolder.writing` holds an OS lock (``flock``) on ``run.lock``
 that the kernel releases when the process ends, however it ends, so a killed run never leaves a stale lock
 and a second writer is refused at once with the holder's pid and host. Readers (``ktg eval``, figures, the
@@ -27,18 +33,24 @@ command line does it before it loads a framework.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
 import shutil
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+from ktg import __version__
+from ktg.config import TrainConfig
+from ktg.data import DataSource
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec
 from ktg.io import atomic_path, read_json, write_json, write_text
+from ktg.provenance import Provenance
 
 if TYPE_CHECKING:
     import torch
@@ -58,6 +70,174 @@ _PREVIOUS_CHECKPOINT = "checkpoint.previous.pt"
 _TENSORBOARD = "tensorboard"
 _ERROR = "error.txt"
 _LOCK = "run.lock"
+
+# -- the records of a run -------------------------------------------------------------------------------------
+
+
+def _fields(cls: type, data: Any, what: str) -> dict[str, Any]:
+    """``data`` (a JSON object) checked against the fields of the record ``cls``: a field it lacks takes the
+    field's default where there is one; a missing required field or an unknown key is an error naming ``what``."""
+    if not isinstance(data, dict):
+        raise KTGError(f"{what} is not a JSON object")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    missing = [name for name, f in known.items() if name not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if unknown or missing:
+        problem = f"has an unknown field {unknown[0]!r}" if unknown else f"lacks the field {missing[0]!r}"
+        raise KTGError(f"{what} {problem}: it was not written by this version of ktg ({__version__})")
+    return dict(data)
+
+
+def _without_none(record: Any) -> dict[str, Any]:
+    """The record's fields as a dict, leaving out optional fields that are None (absent from the JSON)."""
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)
+            if not (getattr(record, f.name) is None and f.default is None)}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """config.json: how a run trained, how to load its data again, and what its outputs mean.
+
+    Attributes:
+        train: the training options.
+        data: how to load the dataset again (``ktg eval`` does).
+        eval_split: the split every epoch was evaluated on: ``val`` (the held-out part of the training split,
+            see split.json) or ``test``.
+        num_classes, classes: the classes, in the order of the logits.
+        image_size: the side of the square images the nodes saw.
+        ktg_version: the ktg that trained the run.
+        provenance: what computed the run (None for a run made before runs recorded it).
+    """
+
+    train: TrainConfig
+    data: DataSource
+    eval_split: str
+    num_classes: int
+    classes: tuple[str, ...]
+    image_size: int
+    ktg_version: str
+    provenance: Provenance | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        provenance = {} if self.provenance is None else {"provenance": self.provenance.to_dict()}
+        return {"ktg_version": self.ktg_version, "train": self.train.to_dict(), "data": self.data.to_dict(),
+                "eval_split": self.eval_split, "num_classes": self.num_classes, "classes": list(self.classes),
+                "image_size": self.image_size, **provenance}
+
+    @classmethod
+    def from_dict(cls, data: Any, what: str = "config.json") -> RunConfig:
+        values = _fields(cls, data, what)
+        if "provenance" in values:
+            values["provenance"] = Provenance.from_dict(values["provenance"])
+        return cls(**{**values, "train": TrainConfig.from_dict(values["train"]),
+                      "data": DataSource.from_dict(values["data"]), "classes": tuple(values["classes"])})
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One finished epoch: a line of metrics.jsonl, and what the trainer's epoch callback receives.
+
+    Attributes:
+        epoch: the epoch's number, from 1.
+        split: the split the run evaluates (see :attr:`RunConfig.eval_split`).
+        lr: the learning rate the epoch trained with.
+        train_loss: the mean total loss of a step.
+        losses, gate_weights: each loss term's mean value and mean gate weight, by term name (``edge 1→0 prob_kl``).
+        train_seconds: the epoch's training time, without evaluation; images_per_second: training images a second.
+        node_accuracy, ensemble_accuracy: top-1 accuracy in [0, 1] of every node and of the ensemble node on
+            ``split``.
+        peak_memory_mib: the epoch's peak GPU memory (CUDA only).
+    """
+
+    epoch: int
+    split: str
+    lr: float
+    train_loss: float
+    losses: dict[str, float]
+    gate_weights: dict[str, float]
+    train_seconds: float
+    images_per_second: float
+    node_accuracy: tuple[float, ...]
+    ensemble_accuracy: float
+    peak_memory_mib: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**_without_none(self), "node_accuracy": list(self.node_accuracy)}
+
+    @classmethod
+    def from_dict(cls, data: Any, what: str = "an epoch record") -> EpochRecord:
+        values = _fields(cls, data, what)
+        return cls(**{**values, "node_accuracy": tuple(values["node_accuracy"])})
+
+
+@dataclass(frozen=True)
+class FinalMetrics:
+    """metrics.json: the final metrics of an ended run, those of its last epoch.
+
+    Attributes:
+        dataset, split: the dataset's name and the split evaluated (see :attr:`RunConfig.eval_split`).
+        graph: the graph's name (None for an unnamed graph).
+        epochs: the epochs trained; stopped_early: whether the epoch callback stopped the run (a pruned trial).
+        node_accuracy, ensemble_accuracy, mean_node_accuracy: top-1 accuracy in [0, 1] after the last epoch.
+        best_epoch, best_ensemble_accuracy: the epoch with the most accurate ensemble, and that accuracy.
+    """
+
+    dataset: str
+    split: str
+    graph: str | None
+    epochs: int
+    stopped_early: bool
+    node_accuracy: tuple[float, ...]
+    ensemble_accuracy: float
+    mean_node_accuracy: float
+    best_epoch: int | None = None
+    best_ensemble_accuracy: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**_without_none(self), "node_accuracy": list(self.node_accuracy)}
+
+    @classmethod
+    def from_dict(cls, data: Any, what: str = "metrics.json") -> FinalMetrics:
+        values = _fields(cls, data, what)
+        return cls(**{**values, "node_accuracy": tuple(values["node_accuracy"])})
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint: the state of a run after a finished epoch, enough to continue it.
+
+    Attributes:
+        epoch: the epochs finished.
+        model, optimizer, scheduler: the state dicts of the graph, its optimiser and its schedule.
+        graph: the graph trained; train: the training options.
+        history: every finished epoch's record, in order.
+    """
+
+    epoch: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    graph: GraphSpec
+    train: TrainConfig
+    history: tuple[EpochRecord, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dict ``torch.save`` writes: tensors, and JSON-ready values."""
+        return {"format": CHECKPOINT_FORMAT, "epoch": self.epoch, "model": self.model, "optimizer": self.optimizer,
+                "scheduler": self.scheduler, "graph": self.graph.to_dict(), "train": self.train.to_dict(),
+                "history": [record.to_dict() for record in self.history]}
+
+    @classmethod
+    def from_dict(cls, data: Any, what: str = "checkpoint") -> Checkpoint:
+        if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+            raise KTGError(f"{what} is not a ktg checkpoint")
+        values = _fields(cls, {key: value for key, value in data.items() if key != "format"}, what)
+        return cls(**{**values, "graph": GraphSpec.from_dict(values["graph"], where=what),
+                      "train": TrainConfig.from_dict(values["train"]),
+                      "history": tuple(EpochRecord.from_dict(record, f"{what}: an epoch record")
+                                       for record in values["history"])})
+
 
 
 class RunFolder:
@@ -129,30 +309,35 @@ class RunFolder:
     def read_graph(self) -> GraphSpec:
         return GraphSpec.load(self.path / _GRAPH)
 
-    def read_config(self) -> dict[str, Any]:
-        """config.json: ``train`` (the TrainConfig), ``data`` (a :class:`ktg.data.DataSource`'s dict),
-        ``eval_split``, ``num_classes``, ``classes``, ``image_size``, ``ktg_version``."""
-        return read_json(self.path / _CONFIG, "run config")
+    def read_config(self) -> RunConfig:
+        """config.json."""
+        path = self.path / _CONFIG
+        return RunConfig.from_dict(read_json(path, "run config"), str(path))
 
-    def read_metrics(self) -> dict[str, Any]:
+    def read_metrics(self) -> FinalMetrics:
         """metrics.json: the final metrics of an ended run."""
-        return read_json(self.path / _METRICS, "run metrics")
+        path = self.path / _METRICS
+        return FinalMetrics.from_dict(read_json(path, "run metrics"), str(path))
 
-    def read_epochs(self) -> list[dict[str, Any]]:
-        """metrics.jsonl: the record of every finished epoch, in order (none for a run that finished none)."""
+    def read_epochs(self) -> list[EpochRecord]:
+        """metrics.jsonl: the record of every finished epoch, in order (none for a run that finished none).
+
+        The last line of a run being written may be unfinished (no newline yet): it is left out.
+        """
         path = self.path / _METRICS_LOG
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = path.read_text(encoding="utf-8").split("\n")[:-1]  # the text after the last newline is unfinished
+        return [EpochRecord.from_dict(json.loads(line), f"{path}, line {number}")
+                for number, line in enumerate(lines, 1) if line.strip()]
 
     def read_split(self) -> dict[str, Any] | None:
         """split.json (``holdout``, ``seed``, ``train_indices``, ``val_indices``), or None for a run without one."""
         path = self.path / _SPLIT
         return read_json(path, "held-out split") if path.exists() else None
 
-    def load_checkpoint(self) -> dict[str, Any]:
-        """The latest checkpoint, on the CPU: ``epoch``, ``model``, ``optimizer``, ``scheduler``, ``graph``,
-        ``train`` and ``history``.
+    def load_checkpoint(self) -> Checkpoint:
+        """The latest checkpoint, on the CPU.
 
         A latest checkpoint that is missing or cannot be read (a truncated file, a disk error) is reported in
         one warning line on stderr and the previous epoch's checkpoint is returned instead.
@@ -177,14 +362,14 @@ class RunFolder:
         except KTGError as error:
             raise KTGError(f"{problem}, and {error}. Start the run again with --restart") from None
         self._latest_unreadable = True
-        print(f"ktg: warning: {problem}; continuing from {_PREVIOUS_CHECKPOINT} (epoch {state['epoch']})",
+        print(f"ktg: warning: {problem}; continuing from {_PREVIOUS_CHECKPOINT} (epoch {state.epoch})",
               file=sys.stderr)
         return state
 
     def node_weights(self, node: int) -> dict[str, torch.Tensor]:
         """The state dict of network node ``node`` in the latest checkpoint (empty if the run has no such node)."""
         prefix = f"nodes.{node}."
-        return {key[len(prefix):]: value for key, value in self.load_checkpoint()["model"].items()
+        return {key[len(prefix):]: value for key, value in self.load_checkpoint().model.items()
                 if key.startswith(prefix)}
 
     # -- writing ------------------------------------------------------------------------------------------
@@ -261,10 +446,10 @@ class RunFolder:
         self._check_writing()
         spec.save(self.path / _GRAPH)
 
-    def write_config(self, config: dict[str, Any]) -> None:
-        """Write config.json (see :meth:`read_config`)."""
+    def write_config(self, config: RunConfig) -> None:
+        """Write config.json."""
         self._check_writing()
-        write_json(self.path / _CONFIG, config)
+        write_json(self.path / _CONFIG, config.to_dict())
 
     def write_split(self, split: dict[str, Any]) -> None:
         """Write split.json (see :meth:`read_split`)."""
@@ -276,34 +461,34 @@ class RunFolder:
         self._check_writing()
         write_json(self.path / _BAGGING, {"seed": seed, "counts": {str(node): c for node, c in counts.items()}})
 
-    def start_epochs(self, history: list[dict[str, Any]]) -> None:
+    def start_epochs(self, history: Sequence[EpochRecord]) -> None:
         """Begin metrics.jsonl with the epochs a resumed run has already done (none for a new run)."""
         self._check_writing()
-        write_text(self.path / _METRICS_LOG, "".join(json.dumps(record) + "\n" for record in history))
+        write_text(self.path / _METRICS_LOG, "".join(json.dumps(record.to_dict()) + "\n" for record in history))
 
-    def append_epoch(self, record: dict[str, Any]) -> None:
-        """Add one finished epoch's metrics to metrics.jsonl."""
+    def append_epoch(self, record: EpochRecord) -> None:
+        """Add one finished epoch's record to metrics.jsonl."""
         self._check_writing()
         with open(self.path / _METRICS_LOG, "a", encoding="utf-8") as log:
-            log.write(json.dumps(record) + "\n")
+            log.write(json.dumps(record.to_dict()) + "\n")
 
-    def save_checkpoint(self, state: dict[str, Any]) -> None:
-        """Write ``state`` (see :meth:`load_checkpoint`) as the latest checkpoint, atomically; the latest one
-        before it becomes the previous checkpoint (an unreadable one is replaced, never kept)."""
+    def save_checkpoint(self, state: Checkpoint) -> None:
+        """Write ``state`` as the latest checkpoint, atomically; the latest one before it becomes the previous
+        checkpoint (an unreadable one is replaced, never kept)."""
         import torch  # only checkpoints need it: reading a run's other files, or checking the folder, does not
 
         self._check_writing()
         latest = self.path / _CHECKPOINT
         with atomic_path(latest) as tmp:
-            torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+            torch.save(state.to_dict(), tmp)
             if latest.exists() and not self._latest_unreadable:
                 os.replace(latest, self.path / _PREVIOUS_CHECKPOINT)
         self._latest_unreadable = False
 
-    def write_metrics(self, final: dict[str, Any]) -> None:
+    def write_metrics(self, final: FinalMetrics) -> None:
         """Write metrics.json, the final metrics."""
         self._check_writing()
-        write_json(self.path / _METRICS, final)
+        write_json(self.path / _METRICS, final.to_dict())
 
     def write_error(self, text: str) -> None:
         """Write error.txt (a failed search trial's traceback). Needs no lock: the run has ended."""
@@ -317,7 +502,7 @@ class RunFolder:
         return path
 
 
-def _read_checkpoint(path: Path) -> dict[str, Any]:
+def _read_checkpoint(path: Path) -> Checkpoint:
     import torch
 
     if not path.exists():
@@ -327,6 +512,4 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as error:  # torch.load raises many types for a truncated or foreign file
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise KTGError(f"cannot read checkpoint {path} ({reason})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise KTGError(f"{path} is not a ktg checkpoint")
-    return state
+    return Checkpoint.from_dict(state, str(path))

@@ -30,7 +30,7 @@ from ktg.nonfinite import FirstNonFiniteStep
 from ktg.optim import make_optimizer, make_scheduler
 from ktg.progress import Progress, inner_bar
 from ktg.provenance import provenance
-from ktg.run_folder import RunFolder
+from ktg.run_folder import Checkpoint, EpochRecord, FinalMetrics, RunConfig, RunFolder
 from ktg.runtime import (
     autocast,
     compile_options,
@@ -40,7 +40,7 @@ from ktg.runtime import (
 )
 
 #: Called after every epoch with (epoch number from 1, that epoch's metrics); returning True stops training.
-EpochCallback = Callable[[int, dict], bool]
+EpochCallback = Callable[[int, EpochRecord], bool]
 #: Called once when a run has trained all its epochs (not when its callback stopped it) with (the run's
 #: TensorBoard SummaryWriter, the trained graph, the evaluated images, their transform, the last epoch), to add
 #: what only a finished run shows: the command line passes :func:`ktg.viz.attention.log_attention_grid`.
@@ -58,7 +58,7 @@ def train(
     callback: EpochCallback | None = None,
     on_finish: FinishCallback | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> FinalMetrics:
     """Train the graph ``spec`` on ``dataset`` and write the run into ``out_dir`` (see :class:`RunFolder`).
 
     ``spec`` must be resolved (:meth:`GraphSpec.resolved`): the trainer adds nothing to it, so its graph.json is
@@ -108,10 +108,10 @@ def train(
     with run.writing(resume=resume, restart=restart):
         history = resume_from(run, graph, optimizer, scheduler, spec, config, device) if resume else []
         run.write_graph(spec)
-        run.write_config({"ktg_version": __version__, "train": config.to_dict(),
-                          "data": (dataset.source or DataSource(dataset.name)).to_dict(), "eval_split": eval_split,
-                          "num_classes": dataset.num_classes, "classes": dataset.train.classes,
-                          "image_size": dataset.image_size, "provenance": provenance(config, device).to_dict()})
+        run.write_config(RunConfig(train=config, data=dataset.source or DataSource(dataset.name),
+                                   eval_split=eval_split, num_classes=dataset.num_classes,
+                                   classes=tuple(dataset.train.classes), image_size=dataset.image_size,
+                                   ktg_version=__version__, provenance=provenance(config, device)))
         if split is not None:
             run.write_split(split)
         if bootstrap:
@@ -131,12 +131,12 @@ def train(
                                         bootstrap=bootstrap)
                 scheduler.step()
                 node_accuracy, ensemble_accuracy = evaluate(graph, eval_loader, amp=amp, channels_last=channels_last)
-                record = {"epoch": epoch + 1, "split": eval_split, "node_accuracy": node_accuracy,
-                          "ensemble_accuracy": ensemble_accuracy, "lr": lr, **stats}
+                record = EpochRecord(epoch=epoch + 1, split=eval_split, lr=lr, **stats,
+                                     node_accuracy=tuple(node_accuracy), ensemble_accuracy=ensemble_accuracy)
                 history.append(record)
-                run.save_checkpoint({"epoch": epoch + 1, "model": graph.state_dict(),
-                                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                     "graph": spec.to_dict(), "train": config.to_dict(), "history": history})
+                run.save_checkpoint(Checkpoint(epoch=epoch + 1, model=graph.state_dict(),
+                                               optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                                               graph=spec, train=config, history=tuple(history)))
                 run.append_epoch(record)
                 log_tensorboard(writer, record)
                 display.finished(epoch_line(record, config.epochs), ensemble=f"{ensemble_accuracy:.3f}",
@@ -188,31 +188,31 @@ def probe_step(graph: KnowledgeTransferGraph, images: ImageSet, transform: Batch
 
 def resume_from(run: RunFolder, graph: KnowledgeTransferGraph, optimizer: torch.optim.Optimizer,
                 scheduler: torch.optim.lr_scheduler.LRScheduler, spec: GraphSpec, config: TrainConfig,
-                device: torch.device) -> list[dict]:
+                device: torch.device) -> list[EpochRecord]:
     """Load the run's checkpoint into ``graph``, ``optimizer`` and ``scheduler``; returns the epochs done.
 
     The graph and the training identity (:func:`ktg.config.training_identity`, the rule a study's workers obey
     too) of the resolved ``config`` must be those of the saved run: only where and how fast it runs may change.
     """
     state = run.load_checkpoint()
-    if state["graph"] != spec.to_dict():
+    if state.graph.to_dict() != spec.to_dict():
         raise KTGError(f"--resume: the graph differs from the one in {run.graph_file}; resume with the same graph")
     # A checkpoint saved before runs settled their precision (amp None) is settled for this device, as the
     # unsettled values were compared then.
-    saved = TrainConfig.from_dict(state["train"]).resolved(device.type)
+    saved = state.train.resolved(device.type)
     changed = differences(training_identity(saved), training_identity(config), stored_as="saved run has",
                           given_as="you gave")
     if changed:
         raise KTGError(f"--resume: the run would train differently from the saved one ({'; '.join(changed)}); "
                        f"resume with the same options")
     try:
-        graph.load_state_dict(state["model"])
+        graph.load_state_dict(state.model)
     except RuntimeError as error:
         raise KTGError(f"--resume: the saved weights do not fit this graph ({str(error).splitlines()[0]}); resume "
                        f"with the same data") from None
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    return list(state["history"])
+    optimizer.load_state_dict(state.optimizer)
+    scheduler.load_state_dict(state.scheduler)
+    return list(state.history)
 
 
 # -- one epoch of training -------------------------------------------------------------------------------
@@ -393,43 +393,37 @@ def accuracies(logits: torch.Tensor, labels: torch.Tensor,
 # -- what a run reports ----------------------------------------------------------------------------------
 
 
-def epoch_line(record: dict[str, Any], epochs: int) -> str:
+def epoch_line(record: EpochRecord, epochs: int) -> str:
     """One line about a finished epoch, for logs: its accuracies on the evaluated split, loss and speed."""
-    nodes = " ".join(f"{100 * value:.2f}" for value in record["node_accuracy"])
-    return (f"epoch {record['epoch']}/{epochs}: ensemble {100 * record['ensemble_accuracy']:.2f} %, nodes {nodes} % "
-            f"on {record['split']}; loss {record['train_loss']:.4f}, lr {record['lr']:.4g}, "
-            f"{record['train_seconds']:.1f} s ({record['images_per_second']:.0f} images/s)")
+    nodes = " ".join(f"{100 * value:.2f}" for value in record.node_accuracy)
+    return (f"epoch {record.epoch}/{epochs}: ensemble {100 * record.ensemble_accuracy:.2f} %, nodes {nodes} % "
+            f"on {record.split}; loss {record.train_loss:.4f}, lr {record.lr:.4g}, "
+            f"{record.train_seconds:.1f} s ({record.images_per_second:.0f} images/s)")
 
 
-def log_tensorboard(writer: Any, record: dict[str, Any]) -> None:
+def log_tensorboard(writer: Any, record: EpochRecord) -> None:
     """Add one epoch's metrics to the run's TensorBoard log."""
-    step = record["epoch"]
-    for i, value in enumerate(record["node_accuracy"]):
+    step = record.epoch
+    for i, value in enumerate(record.node_accuracy):
         writer.add_scalar(f"accuracy/node_{i}", value, step)
-    writer.add_scalar("accuracy/ensemble", record["ensemble_accuracy"], step)
-    writer.add_scalar("loss/total", record["train_loss"], step)
-    for name, value in record["losses"].items():
+    writer.add_scalar("accuracy/ensemble", record.ensemble_accuracy, step)
+    writer.add_scalar("loss/total", record.train_loss, step)
+    for name, value in record.losses.items():
         writer.add_scalar(f"loss/{name}", value, step)
-    for name, value in record["gate_weights"].items():
+    for name, value in record.gate_weights.items():
         writer.add_scalar(f"gate_weight/{name}", value, step)
-    writer.add_scalar("lr", record["lr"], step)
-    writer.add_scalar("throughput/images_per_second", record["images_per_second"], step)
+    writer.add_scalar("lr", record.lr, step)
+    writer.add_scalar("throughput/images_per_second", record.images_per_second, step)
     writer.flush()
 
 
-def summarise(history: list[dict], eval_split: str, dataset: str, spec: GraphSpec, stopped_early: bool) -> dict:
+def summarise(history: Sequence[EpochRecord], eval_split: str, dataset: str, spec: GraphSpec,
+              stopped_early: bool) -> FinalMetrics:
     """The final metrics of a run: last epoch's accuracies plus the best epoch of the ensemble."""
     last = history[-1]
-    best = max(history, key=lambda record: record["ensemble_accuracy"])
-    return {
-        "dataset": dataset,
-        "split": eval_split,
-        "graph": spec.name,
-        "epochs": last["epoch"],
-        "stopped_early": stopped_early,
-        "node_accuracy": last["node_accuracy"],
-        "ensemble_accuracy": last["ensemble_accuracy"],
-        "mean_node_accuracy": sum(last["node_accuracy"]) / len(last["node_accuracy"]),
-        "best_ensemble_accuracy": best["ensemble_accuracy"],
-        "best_epoch": best["epoch"],
-    }
+    best = max(history, key=lambda record: record.ensemble_accuracy)
+    return FinalMetrics(dataset=dataset, split=eval_split, graph=spec.name, epochs=last.epoch,
+                        stopped_early=stopped_early, node_accuracy=last.node_accuracy,
+                        ensemble_accuracy=last.ensemble_accuracy,
+                        mean_node_accuracy=sum(last.node_accuracy) / len(last.node_accuracy),
+                        best_epoch=best.epoch, best_ensemble_accuracy=best.ensemble_accuracy)

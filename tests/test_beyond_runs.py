@@ -32,7 +32,7 @@ def run_chain(name, out, data=SYNTHETIC):
 
 
 def checkpoint(run):
-    return RunFolder(run).load_checkpoint()["model"]
+    return RunFolder(run).load_checkpoint().model
 
 
 def node_weights(run, node):

@@ -182,13 +182,16 @@ def test_a_terminal_gets_bars_and_no_progress_gets_nothing(monkeypatch):
 def test_a_search_log_gets_one_line_per_ended_trial(capsys):
     import optuna
 
+    from ktg.run_folder import EpochRecord
     from ktg.search.display import SearchDisplay
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
     display = SearchDisplay(study, 3, enabled=True, epochs=2)
     study.add_trial(optuna.create_trial(value=0.5, intermediate_values={1: 0.4, 2: 0.5}))
-    display.epoch(1, 1, {"ensemble_accuracy": 0.25})
+    display.epoch(1, 1, EpochRecord(epoch=1, split="val", lr=0.1, train_loss=1.0, losses={}, gate_weights={},
+                                    train_seconds=1.0, images_per_second=1.0, node_accuracy=(0.25,),
+                                    ensemble_accuracy=0.25))
     study.add_trial(optuna.create_trial(state=optuna.trial.TrialState.PRUNED, intermediate_values={1: 0.1}))
     display.update(study)
     display.update(study)

@@ -28,8 +28,8 @@ def test_runs_are_printed_side_by_side_with_the_names_given(runs, capsys):
     assert list(rows) == ["dataset", "graph", "epochs", "evaluated on", "node 0", "node 1", "node 2", "mean node",
                           "ensemble"]
     dml, independent = (RunFolder(run).read_metrics() for run in runs)
-    assert rows["ensemble"].split()[1:] == [f"{100 * dml['ensemble_accuracy']:.2f}", "%",
-                                            f"{100 * independent['ensemble_accuracy']:.2f}", "%"]
+    assert rows["ensemble"].split()[1:] == [f"{100 * dml.ensemble_accuracy:.2f}", "%",
+                                            f"{100 * independent.ensemble_accuracy:.2f}", "%"]
     assert rows["node 2"].split()[2] == "—"  # the 2-node run has no node 2
     assert rows["graph"].split()[1:] == ["dml", "independent"]
 

@@ -31,7 +31,7 @@ def test_digits_suggest_narrow_nodes_and_an_option_given_wins(tmp_path):
                  "--out", str(tmp_path)]) == 0
     run = RunFolder(tmp_path)
     assert {node.options["base_width"] for node in run.read_graph().nodes} == {8}
-    assert DataSource.from_dict(run.read_config()["data"]) == DataSource("digits", image_size=8)
+    assert run.read_config().data == DataSource("digits", image_size=8)
 
 
 def test_suggested_training_values_fill_only_the_options_left_out():

@@ -51,7 +51,7 @@ def test_train_one_epoch_from_the_authors_format(tmp_path: Path, name: str, writ
     assert status == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"] == name and metrics["epochs"] == 1
-    assert RunFolder(out).read_config()["classes"] == classes
+    assert list(RunFolder(out).read_config().classes) == classes
     # The run reads its data again from what it recorded: the same images, scored as the trainer scored them.
     test = evaluate_run(out, split="test", device="cpu", progress=False)
     assert test["num_images"] == test_images and test["node_accuracy"] == metrics["node_accuracy"]

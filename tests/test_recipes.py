@@ -76,8 +76,8 @@ def test_a_run_records_the_recipe_its_values_and_the_precision_it_trained_in(tmp
                  "train_size=16", "--dataset-option", "test_size=8", "--dataset-option", "num_classes=2",
                  "--width", "4", "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
     config = RunFolder(out).read_config()
-    train = config["train"]
-    assert (train["recipe"], train["amp"], train["lr"], train["weight_decay"]) == ("paper-bf16", True, 0.1, 1e-4)
-    assert (train["epochs"], train["batch_size"], train["schedule"], train["milestones"]) == (1, 8, "constant", [])
-    assert config["provenance"]["precision"] == "bf16 autocast" and config["provenance"]["device"] == "cpu"
+    train = config.train
+    assert (train.recipe, train.amp, train.lr, train.weight_decay) == ("paper-bf16", True, 0.1, 1e-4)
+    assert (train.epochs, train.batch_size, train.schedule, train.milestones) == (1, 8, "constant", ())
+    assert config.provenance.precision == "bf16 autocast" and config.provenance.device == "cpu"
     assert all(not node.options["attention_residual"] for node in GraphSpec.load(out / "graph.json").nodes)

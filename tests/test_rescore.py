@@ -14,6 +14,7 @@ import ktg.search.rescore as rescore_module
 from ktg.cli import main
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec, dml, independent
+from ktg.run_folder import FinalMetrics
 from ktg.search.objective import GRAPH_ATTR, trial_seed
 from ktg.search.rescore import CLAIM_PREFIX, RUN_PREFIX, chosen, rescore, rescore_seed, summaries
 from ktg.search.results import format_table, leaderboard, write_results
@@ -39,6 +40,12 @@ def study_of_three(tmp_path):
     return s, study
 
 
+def final_metrics(ensemble_accuracy: float) -> FinalMetrics:
+    """What train() returns for a run whose ensemble scored ``ensemble_accuracy`` (and each node 0.5)."""
+    return FinalMetrics(dataset="synthetic", split="val", graph=None, epochs=1, stopped_early=False,
+                        node_accuracy=(0.5,), ensemble_accuracy=ensemble_accuracy, mean_node_accuracy=0.5)
+
+
 @pytest.fixture
 def trained(monkeypatch):
     """Replace training by the scores of :data:`RESCORED`; record which (trial, seed) runs were trained."""
@@ -48,7 +55,7 @@ def trained(monkeypatch):
     def fake_train(spec, dataset, config, folder, **kwargs):
         trial, index = int(folder.parent.name), seeds[config.seed]
         runs.append((trial, index))
-        return {"ensemble_accuracy": RESCORED[trial][index], "mean_node_accuracy": 0.5}
+        return final_metrics(RESCORED[trial][index])
 
     monkeypatch.setattr(rescore_module, "train", fake_train)
     return runs
@@ -109,7 +116,7 @@ def test_a_run_that_diverges_is_stored_as_failed_and_ranks_last(tmp_path, monkey
     def diverging(spec, dataset, config, folder, **kwargs):
         if folder.parent.name == "1":
             raise NonFiniteLossError(1, 1, ["1→0 prob_kl"], of=1)
-        return {"ensemble_accuracy": 0.5, "mean_node_accuracy": 0.5}
+        return final_metrics(0.5)
 
     monkeypatch.setattr(rescore_module, "train", diverging)
     ranked = rescore(s, study, top=2, seeds=1, dataset=object())

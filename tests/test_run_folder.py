@@ -38,18 +38,18 @@ def test_a_truncated_latest_checkpoint_resumes_from_the_previous_epoch(tmp_path,
     data = tiny_data()
     train(narrow(dml(2)), data, CONFIG, tmp_path, progress=False)
     run = RunFolder(tmp_path)
-    assert run.load_checkpoint()["epoch"] == 2
+    assert run.load_checkpoint().epoch == 2
     latest = run.checkpoint_file.read_bytes()
     run.checkpoint_file.write_bytes(latest[: len(latest) // 2])
 
     final = train(narrow(dml(2)), data, CONFIG, tmp_path, progress=False, resume=True)
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ktg: warning:")]
     assert len(warnings) == 1 and "cannot read checkpoint" in warnings[0] and "(epoch 1)" in warnings[0]
-    assert final["epochs"] == 2 and epochs_logged(tmp_path) == [1, 2]
-    assert run.load_checkpoint()["epoch"] == 2
+    assert final.epochs == 2 and epochs_logged(tmp_path) == [1, 2]
+    assert run.load_checkpoint().epoch == 2
     # the damaged file was replaced, not kept as the previous checkpoint
     run.checkpoint_file.unlink()
-    assert RunFolder(tmp_path).load_checkpoint()["epoch"] == 1
+    assert RunFolder(tmp_path).load_checkpoint().epoch == 1
 
 
 def test_without_any_readable_checkpoint_resume_says_to_restart(tmp_path):
@@ -68,7 +68,7 @@ def test_restart_replaces_the_run_and_leaves_other_files(tmp_path):
     with pytest.raises(KTGError, match="--restart to replace it"):
         train(narrow(dml(2)), data, again, tmp_path, progress=False)
     assert main([*TRAIN_ARGS, "--epochs", "1", "--lr", "0.05", "--out", str(tmp_path), "--restart"]) == 0
-    assert epochs_logged(tmp_path) == [1] and RunFolder(tmp_path).read_config()["train"]["lr"] == 0.05
+    assert epochs_logged(tmp_path) == [1] and RunFolder(tmp_path).read_config().train.lr == 0.05
     assert not (tmp_path / "eval_test.json").exists() and (tmp_path / "notes.txt").read_text() == "mine"
     with pytest.raises(KTGError, match="choose one"):
         train(narrow(dml(2)), data, again, tmp_path, progress=False, resume=True, restart=True)
@@ -142,5 +142,5 @@ def test_a_second_ktg_train_is_refused_and_a_killed_run_can_resume(tmp_path, cap
     config = TrainConfig(epochs=200, batch_size=16, device="cpu")
     final = train(narrow(dml(2)), tiny_data(), config, out, progress=False, resume=True,
                   callback=lambda epoch, metrics: True)
-    assert final["epochs"] == RunFolder(out).load_checkpoint()["epoch"] >= len(done)
-    assert epochs_logged(out) == list(range(1, final["epochs"] + 1))
+    assert final.epochs == RunFolder(out).load_checkpoint().epoch >= len(done)
+    assert epochs_logged(out) == list(range(1, final.epochs + 1))

@@ -196,7 +196,7 @@ def test_every_trial_trains_with_a_seed_of_its_own_unless_same_seed(tmp_path):
     assert other.seed_of(trials[0]) != own.seed_of(trials[0])
 
     optuna.create_study(direction="maximize", sampler=TrialSeededSampler(0)).optimize(own, n_trials=1)
-    recorded = RunFolder(trial_dir(tmp_path, 0)).read_config()["train"]["seed"]
+    recorded = RunFolder(trial_dir(tmp_path, 0)).read_config().train.seed
     assert recorded == own.seed_of(trials[0]) == trial_seed(7, 0)
     for flags, same_seed in (([], False), (["--same-seed"], True)):
         args = build_parser().parse_args(["search", "--dataset", "synthetic", *flags])
@@ -273,7 +273,7 @@ def test_an_orphaned_running_trial_is_failed_requeued_and_the_budget_is_exact(tm
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].system_attrs["failed_trial"] == 0
     config = RunFolder(trial_dir(tmp_path, 1)).read_config()
-    assert config["train"]["seed"] == trial_seed(CONFIG.seed, 0)  # the retry trains with trial 0's seed
+    assert config.train.seed == trial_seed(CONFIG.seed, 0)  # the retry trains with trial 0's seed
     assert "heartbeats" in leaderboard(load_study(s.storage_url, "test"))[-1]["note"]
 
 
@@ -348,8 +348,8 @@ def test_search_then_export_then_retrain(tmp_path, capsys):
     assert "best_graph.json" in printed and "leaderboard.csv" in printed and "optuna-dashboard sqlite:///" in printed
     assert (out / "study.db").exists() and (out / "trials" / "0" / "tensorboard").is_dir()
     configs = [RunFolder(trial_dir(out, n)).read_config() for n in range(3)]
-    assert configs[0]["eval_split"] == "val"
-    assert len({config["train"]["seed"] for config in configs}) == 3  # a seed per trial by default
+    assert configs[0].eval_split == "val"
+    assert len({config.train.seed for config in configs}) == 3  # a seed per trial by default
 
     exported = tmp_path / "trial1.json"
     assert main(["study", "show", "--storage", f"sqlite:///{out / 'study.db'}", "--study", "synthetic-2nodes",

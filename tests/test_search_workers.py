@@ -93,7 +93,7 @@ def test_a_killed_worker_leaves_a_consistent_study_and_its_trial_is_retried(tmp_
     assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert retries[0].params == killed.params
     retried_config = RunFolder(trial_dir(out, retries[0].number)).read_config()
-    assert retried_config["train"]["seed"] == trial_seed(0, killed.number)  # the killed trial's seed, not its own
+    assert retried_config.train.seed == trial_seed(0, killed.number)  # the killed trial's seed, not its own
     note = next(row["note"] for row in leaderboard(load_study(url, None)) if row["trial"] == killed.number)
     assert "heartbeats" in note and f"retried as trial {retries[0].number}" in note
 

@@ -39,9 +39,9 @@ CONFIG = TrainConfig(epochs=3, batch_size=16, lr=0.05, device="cpu")
 
 def test_a_run_writes_its_files(tmp_path):
     final = train(narrow(heavy_graph()), tiny_data(), CONFIG, tmp_path, progress=False)
-    assert set(final) >= {"node_accuracy", "ensemble_accuracy", "split"}
-    assert len(final["node_accuracy"]) == 3 and all(0 <= a <= 1 for a in final["node_accuracy"])
-    assert json.loads((tmp_path / "metrics.json").read_text()) == final
+    assert len(final.node_accuracy) == 3 and all(0 <= a <= 1 for a in final.node_accuracy)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == final.to_dict()
+    assert RunFolder(tmp_path).read_metrics() == final
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [1, 2, 3] and lines[0]["split"] == "test"
     assert "edge 0→1 prob_kl+att_mse/through" in lines[0]["losses"]
@@ -49,13 +49,13 @@ def test_a_run_writes_its_files(tmp_path):
     saved = GraphSpec.load(tmp_path / "graph.json")
     assert saved.nodes[0] == NodeSpec("abn_resnet20", TINY)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
-    assert RunFolder(tmp_path).load_checkpoint()["epoch"] == 3
+    assert RunFolder(tmp_path).load_checkpoint().epoch == 3
     assert not list(tmp_path.glob(".*.tmp"))
     config = RunFolder(tmp_path).read_config()
-    assert (config["train"]["amp"], config["train"]["channels_last"]) == (False, False)  # settled for the CPU
+    assert (config.train.amp, config.train.channels_last) == (False, False)  # settled for the CPU
     commit, modified = git_state(Path(ktg.__file__).resolve().parent.parent)
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    assert config["provenance"] == {
+    assert config.provenance.to_dict() == {
         "device": "cpu", "precision": "fp32", "channels_last": False, "gpu": None, "torch": torch.__version__,
         "cuda": torch.version.cuda, "cudnn": None if cudnn is None else str(cudnn), "tf32_convolutions": None,
         "ktg_version": ktg.__version__, "git_commit": commit, "git_modified": modified}
@@ -74,7 +74,7 @@ def test_a_graph_with_everything_cut_off_moves_no_weight_and_finishes(tmp_path):
                          for key in moved)  # BatchNorm statistics only: the forward ran, nothing learned
 
     final = train(spec, data, dataclasses.replace(CONFIG, epochs=1), tmp_path, progress=False)
-    assert final["epochs"] == 1 and not final["stopped_early"]
+    assert final.epochs == 1 and not final.stopped_early
     last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["losses"] == {} and last["gate_weights"] == {} and last["train_loss"] == 0
 
@@ -98,9 +98,9 @@ def test_resume_after_an_interruption_gives_the_same_weights(tmp_path):
 
     straight = RunFolder(tmp_path / "straight").load_checkpoint()
     resumed = RunFolder(tmp_path / "resumed").load_checkpoint()
-    for key, value in straight["model"].items():
-        assert torch.equal(value, resumed["model"][key]), key
-    assert straight["history"][-1]["losses"] == resumed["history"][-1]["losses"]
+    for key, value in straight.model.items():
+        assert torch.equal(value, resumed.model[key]), key
+    assert straight.history[-1].losses == resumed.history[-1].losses
     lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
 
@@ -108,8 +108,8 @@ def test_resume_after_an_interruption_gives_the_same_weights(tmp_path):
 def test_a_callback_can_stop_the_run_early(tmp_path):
     seen = []
     final = train(narrow(dml(2)), tiny_data(), CONFIG, tmp_path, progress=False,
-                  callback=lambda epoch, metrics: seen.append(metrics["ensemble_accuracy"]) or epoch == 2)
-    assert len(seen) == 2 and final["epochs"] == 2 and final["stopped_early"]
+                  callback=lambda epoch, metrics: seen.append(metrics.ensemble_accuracy) or epoch == 2)
+    assert len(seen) == 2 and final.epochs == 2 and final.stopped_early
 
 
 def test_existing_run_needs_resume_and_resume_needs_the_same_options(tmp_path):
@@ -231,7 +231,7 @@ def test_holdout_evaluates_on_a_saved_validation_split(tmp_path):
     config = TrainConfig(epochs=1, batch_size=16, device="cpu", holdout=0.5)
     final = train(narrow(dml(2)), tiny_data(), config, tmp_path, progress=False)
     split = json.loads((tmp_path / "split.json").read_text())
-    assert final["split"] == "val"
+    assert final.split == "val"
     assert len(split["train_indices"]) + len(split["val_indices"]) == 64
     assert not set(split["train_indices"]) & set(split["val_indices"])
 

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         return 130
     print()
     for stage, final in zip(chain["stages"], results):
-        nodes = " ".join(f"{100 * a:.2f}" for a in final["node_accuracy"])
-        print(f"  {stage['name']:<16} ensemble {100 * final['ensemble_accuracy']:6.2f} %   nodes {nodes}")
+        nodes = " ".join(f"{100 * a:.2f}" for a in final.node_accuracy)
+        print(f"  {stage['name']:<16} ensemble {100 * final.ensemble_accuracy:6.2f} %   nodes {nodes}")
     print(f"stages written to {args.out}/")
     return 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ktg.errors import KTGError
-from ktg.run_folder import RunFolder
+from ktg.run_folder import FinalMetrics, RunFolder
 
 
 def add_parser(commands) -> None:
@@ -35,21 +35,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_comparison(names: list[str], finals: list[dict]) -> str:
+def format_comparison(names: list[str], finals: list[FinalMetrics]) -> str:
     """A table with one column per run: what was trained (dataset, graph, epochs, split), then the top-1
     accuracy in % of every node, of the mean node and of the ensemble node (``—`` where a run has fewer nodes)."""
     def percent(value: float | None) -> str:
         return "—" if value is None else f"{100 * value:.2f} %"
 
-    rows = [("dataset", [final["dataset"] for final in finals]),
-            ("graph", [final["graph"] or "" for final in finals]),
-            ("epochs", [str(final["epochs"]) for final in finals]),
-            ("evaluated on", [f"{final['split']} split" for final in finals])]
-    for node in range(max(len(final["node_accuracy"]) for final in finals)):
-        rows.append((f"node {node}", [percent(final["node_accuracy"][node] if node < len(final["node_accuracy"])
+    rows = [("dataset", [final.dataset for final in finals]),
+            ("graph", [final.graph or "" for final in finals]),
+            ("epochs", [str(final.epochs) for final in finals]),
+            ("evaluated on", [f"{final.split} split" for final in finals])]
+    for node in range(max(len(final.node_accuracy) for final in finals)):
+        rows.append((f"node {node}", [percent(final.node_accuracy[node] if node < len(final.node_accuracy)
                                               else None) for final in finals]))
-    rows.append(("mean node", [percent(final["mean_node_accuracy"]) for final in finals]))
-    rows.append(("ensemble", [percent(final["ensemble_accuracy"]) for final in finals]))
+    rows.append(("mean node", [percent(final.mean_node_accuracy) for final in finals]))
+    rows.append(("ensemble", [percent(final.ensemble_accuracy) for final in finals]))
     widths = [max(len(name), *(len(values[column]) for _, values in rows)) for column, name in enumerate(names)]
     label = max(len(key) for key, _ in rows)
 

@@ -58,11 +58,11 @@ def run(args: argparse.Namespace) -> int:
                 else "no epoch had finished, so nothing is kept: run the same command again to start over")
         print(f"\nktg: interrupted; {out}: {kept}", file=sys.stderr)
         return 130
-    print(f"\n{dataset.name}, graph {spec.name or args.graph}, {final['epochs']} epochs, "
-          f"evaluated on the {final['split']} split")
-    for i, value in enumerate(final["node_accuracy"]):
+    print(f"\n{dataset.name}, graph {spec.name or args.graph}, {final.epochs} epochs, "
+          f"evaluated on the {final.split} split")
+    for i, value in enumerate(final.node_accuracy):
         print(f"  node {i:<10} top-1 {100 * value:6.2f} %")
-    print(f"  {'mean node':<15} top-1 {100 * final['mean_node_accuracy']:6.2f} %")
-    print(f"  {'ensemble':<15} top-1 {100 * final['ensemble_accuracy']:6.2f} %")
+    print(f"  {'mean node':<15} top-1 {100 * final.mean_node_accuracy:6.2f} %")
+    print(f"  {'ensemble':<15} top-1 {100 * final.ensemble_accuracy:6.2f} %")
     print(f"run written to {out}/ ({RunFolder.main_files()})")
     return 0

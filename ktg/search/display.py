@@ -6,6 +6,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ktg.progress import Progress
+from ktg.run_folder import EpochRecord
 from ktg.search.objective import FAIL_REASON_ATTR
 from ktg.search.results import last_value, state_counts
 
@@ -33,9 +34,9 @@ class SearchDisplay:
                               best=f"{100 * max(complete):.2f}%" if complete else "-", running=counts["running"],
                               failed=counts["fail"])
 
-    def epoch(self, trial: int, epoch: int, metrics: dict) -> None:
+    def epoch(self, trial: int, epoch: int, metrics: EpochRecord) -> None:
         self.progress.status(trial=f"{trial}: epoch {epoch}/{self.epochs}, "
-                             f"ensemble {100 * metrics['ensemble_accuracy']:.2f}%")
+                             f"ensemble {100 * metrics.ensemble_accuracy:.2f}%")
 
     def close(self) -> None:
         self.progress.close()

@@ -27,7 +27,7 @@ from ktg.errors import KTGError
 from ktg.graph import default_model
 from ktg.models import create_model
 from ktg.registry import LOSS_DESIGNS
-from ktg.run_folder import RunFolder
+from ktg.run_folder import EpochRecord, RunFolder
 from ktg.search.space import SearchSpace
 from ktg.search.storage import RETRY_OF_ATTR
 from ktg.train import FinishCallback, train
@@ -105,7 +105,8 @@ class Objective:
     """
 
     def __init__(self, space: SearchSpace, dataset: Dataset, config: TrainConfig, out: str | Path, *,
-                 node_options: dict[str, Any] | None = None, on_epoch: Callable[[int, int, dict], None] | None = None,
+                 node_options: dict[str, Any] | None = None,
+                 on_epoch: Callable[[int, int, EpochRecord], None] | None = None,
                  on_finish: FinishCallback | None = None, progress: bool = False, same_seed: bool = False) -> None:
         if config.holdout is None:
             raise KTGError("the search must never look at the test split: give the training config a holdout fraction")
@@ -145,8 +146,8 @@ class Objective:
         trial.set_user_attr(GRAPH_ATTR, spec.to_dict())  # exactly what the trainer trains
         trial.set_user_attr(RUN_DIR_ATTR, str(run_dir.resolve()))  # absolute: readable from any working directory
 
-        def after_epoch(epoch: int, metrics: dict) -> bool:
-            trial.report(metrics["ensemble_accuracy"], epoch)
+        def after_epoch(epoch: int, metrics: EpochRecord) -> bool:
+            trial.report(metrics.ensemble_accuracy, epoch)
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, epoch, metrics)
             return epoch < self.config.epochs and trial.should_prune()
@@ -155,7 +156,8 @@ class Objective:
         final = train(spec, self.dataset, config, run_dir, callback=after_epoch, on_finish=self.on_finish,
                       progress=self.progress)
         for key in ("epochs", "node_accuracy", "mean_node_accuracy", "best_ensemble_accuracy", "best_epoch"):
-            trial.set_user_attr(key, final[key])
-        if final["stopped_early"]:
-            raise optuna.TrialPruned(f"pruned after epoch {final['epochs']}")
-        return final["ensemble_accuracy"]
+            value = getattr(final, key)
+            trial.set_user_attr(key, list(value) if isinstance(value, tuple) else value)  # as the storage keeps it
+        if final.stopped_early:
+            raise optuna.TrialPruned(f"pruned after epoch {final.epochs}")
+        return final.ensemble_accuracy

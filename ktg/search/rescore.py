@@ -233,5 +233,5 @@ def rescore_run(settings: SearchSettings, dataset: Dataset, trial: FrozenTrial, 
         final = train(spec, dataset, config, folder, restart=True, on_finish=on_finish, progress=progress)
     except NonFiniteLossError as error:  # this graph diverges with this seed: a result too, stored as such
         return {"seed": seed, "fail_reason": failure_reason(error, folder)}
-    return {"seed": seed, "ensemble_accuracy": final["ensemble_accuracy"],
-            "mean_node_accuracy": final["mean_node_accuracy"], "run_dir": str(folder.resolve())}
+    return {"seed": seed, "ensemble_accuracy": final.ensemble_accuracy,
+            "mean_node_accuracy": final.mean_node_accuracy, "run_dir": str(folder.resolve())}

@@ -39,6 +39,7 @@ from optuna.trial import TrialState
 from ktg.data.images import Dataset
 from ktg.errors import KTGError
 from ktg.registry import PRUNERS, SAMPLERS
+from ktg.run_folder import EpochRecord
 from ktg.runtime import resolve_device
 from ktg.search.heartbeat import Heartbeat
 from ktg.search.objective import FAIL_REASON_ATTR, Objective
@@ -101,8 +102,8 @@ class Worker:
 
     def __init__(self, settings: SearchSettings, *, dataset: Dataset | None = None,
                  on_trial: Callable[[optuna.Study], None] | None = None,
-                 on_epoch: Callable[[int, int, dict], None] | None = None, on_finish: FinishCallback | None = None,
-                 progress: bool = False) -> None:
+                 on_epoch: Callable[[int, int, EpochRecord], None] | None = None,
+                 on_finish: FinishCallback | None = None, progress: bool = False) -> None:
         self.settings = settings
         self.dataset = dataset
         self.on_trial = on_trial
@@ -140,7 +141,7 @@ class Worker:
             if failures_in_a_row >= s.max_failures_in_a_row:
                 raise KTGError(f"{failures_in_a_row} trials in a row failed, the last because: {reason}")
 
-    def _after_epoch(self, trial: int, epoch: int, metrics: dict) -> None:
+    def _after_epoch(self, trial: int, epoch: int, metrics: EpochRecord) -> None:
         StopRequest.check()  # an interrupt a library swallowed stops the trial here, one epoch late at the most
         if self.on_epoch is not None:
             self.on_epoch(trial, epoch, metrics)

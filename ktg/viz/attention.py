@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from ktg.data import DataSource
 from ktg.data.images import ImageSet
 from ktg.data.packed import PackedImages
 from ktg.data.transforms import BatchTransform, Identity, Images, Normalize
@@ -185,7 +184,7 @@ def attention_grid_for_run(
     part of the training split, or ``train``), chosen by ``seed`` (see :func:`choose_images`) or given as
     ``indices`` into the split. Further keyword arguments go to :func:`attention_grid`."""
     graph, config, _ = load_run(run_dir, resolve_device(device))
-    dataset = DataSource.from_dict(config["data"]).load()
+    dataset = config.data.load()
     split_set = split_images(dataset, split, RunFolder(run_dir))
     if indices is None:
         chosen = choose_images(len(split_set), n, seed)
