@@ -173,7 +173,7 @@ def test_a_nan_stops_the_run_at_its_step_naming_its_edge_and_keeps_the_last_good
     # stopped LAG steps later, not at the end of the epoch; epoch 1 is the run's last checkpoint and record
     assert steps_run == list(range(1, 10 + LAG + 1))
     run = RunFolder(tmp_path)
-    assert run.load_checkpoint()["epoch"] == 1
+    assert run.load_checkpoint().epoch == 1
     assert [json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1]
 
 
