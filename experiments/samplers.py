@@ -42,9 +42,10 @@ from ktg.cli.search import search_settings_from_args
 from ktg.io import write_json, write_text
 from ktg.registry import DEFAULT_SAMPLER, sampler_names
 from ktg.search.rescore import RUN_PREFIX, candidates, rescore, rescore_run
+from ktg.search.run import run_search
 from ktg.search.sampler import EVOLUTION_POPULATION, TPE_STARTUP_TRIALS
 from ktg.search.settings import SearchSettings
-from ktg.search.worker import connect, run_search
+from ktg.search.worker import connect
 
 #: The search of every study: digits, 3 nodes, trained on 20 % of the training split and scored on the other
 #: 80 %, 2 epochs of narrow nodes on 12-pixel images, every trial to the end (so a trial is a unit of cost).
