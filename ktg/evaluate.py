@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import torch
 
 from ktg.config import EVAL_BATCH_SIZE, EVAL_POWERS
-from ktg.data.images import Dataset, ImageSet
+from ktg.data.images import Dataset, ImageSet, check_fingerprint
 from ktg.data.loader import BatchLoader
 from ktg.engine import KnowledgeTransferGraph, build_graph
 from ktg.ensemble import ENSEMBLE_RULES
@@ -42,6 +42,7 @@ def split_images(dataset: Dataset, split: str, run: RunFolder) -> ImageSet:
     saved = run.read_split()
     if saved is None:
         raise KTGError(f"{run.path} was trained without a held-out split (no --holdout); evaluate --split test")
+    check_fingerprint(saved.get("fingerprint"), dataset.train, f"the held-out split saved in {run.path}")
     return dataset.train.subset(torch.tensor(saved["val_indices"]), f"{dataset.name}/val")
 
 

@@ -332,7 +332,8 @@ class RunFolder:
                 for number, line in enumerate(lines, 1) if line.strip()]
 
     def read_split(self) -> dict[str, Any] | None:
-        """split.json (``holdout``, ``seed``, ``train_indices``, ``val_indices``), or None for a run without one."""
+        """split.json (``holdout``, ``seed``, ``fingerprint`` of the training split it indexes, ``train_indices``,
+        ``val_indices``), or None for a run without one."""
         path = self.path / _SPLIT
         return read_json(path, "held-out split") if path.exists() else None
 

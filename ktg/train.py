@@ -20,7 +20,7 @@ from ktg import __version__
 from ktg.bagging import bootstrap_counts
 from ktg.config import TrainConfig, differences, training_identity
 from ktg.data import DataSource
-from ktg.data.images import Dataset, ImageSet, stratified_split
+from ktg.data.images import Dataset, ImageSet, check_fingerprint, fingerprint, stratified_split
 from ktg.data.loader import BatchLoader
 from ktg.data.transforms import BatchTransform
 from ktg.engine import KnowledgeTransferGraph, StepLosses, build_graph, ensemble_logits
@@ -113,6 +113,9 @@ def train(
                                    classes=tuple(dataset.train.classes), image_size=dataset.image_size,
                                    ktg_version=__version__, provenance=provenance(config, device)))
         if split is not None:
+            if resume:  # the split is drawn again from the data as loaded now: it must be the same images
+                check_fingerprint((run.read_split() or {}).get("fingerprint"), dataset.train,
+                                  f"--resume: the held-out split saved in {run.path}")
             run.write_split(split)
         if bootstrap:
             run.write_bagging(config.seed, {node: counts.int().tolist() for node, counts in bootstrap.items()})
@@ -159,11 +162,13 @@ def train(
 
 
 def split_for_training(dataset: Dataset, config: TrainConfig) -> tuple[ImageSet, ImageSet, str, dict | None]:
-    """(training images, evaluation images, name of the evaluated split, saved split or None)."""
+    """(training images, evaluation images, name of the evaluated split, saved split or None). The saved split
+    holds the :func:`~ktg.data.images.fingerprint` of the training split its indices index, so that nothing
+    applies them to other images (``ktg eval --split val``, ``--resume``)."""
     if config.holdout is None:
         return dataset.train, dataset.test, "test", None
     kept, held_out = stratified_split(dataset.train.labels, config.holdout, config.holdout_seed)
-    split = {"holdout": config.holdout, "seed": config.holdout_seed,
+    split = {"holdout": config.holdout, "seed": config.holdout_seed, "fingerprint": fingerprint(dataset.train),
              "train_indices": kept.tolist(), "val_indices": held_out.tolist()}
     return (dataset.train.subset(kept, f"{dataset.name}/train-part"),
             dataset.train.subset(held_out, f"{dataset.name}/val"), "val", split)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from dataset_trees import (
     write_cars_all_in_one,
     write_cars_torchvision,
@@ -14,9 +15,12 @@ from dataset_trees import (
     write_cub,
     write_dogs,
     write_imagefolder,
+    write_jpeg,
 )
 
 from ktg.cli import main
+from ktg.data.images import ImageSet, fingerprint
+from ktg.data.packed import PackedImages
 from ktg.evaluate import evaluate_run
 from ktg.run_folder import RunFolder
 
@@ -65,3 +69,46 @@ def test_a_wrong_root_is_one_line_and_exit_status_2(tmp_path: Path, capsys: pyte
     error = capsys.readouterr().err.strip()
     assert status == 2 and "\n" not in error
     assert f"expected {tmp_path / 'lists' / 'train_list.mat'}, which does not exist" in error
+
+
+def test_eval_and_resume_refuse_a_held_out_split_whose_images_changed(tmp_path: Path, capsys) -> None:
+    root = write_imagefolder(tmp_path / "data")
+    out = tmp_path / "run"
+    command = ["train", "--graph", "dml", "--nodes", "2", "--model", "abn_resnet20", "--image-size", "16", "--width",
+               "4", "--batch-size", "2", "--dataset", "imagefolder", "--data-root", str(root), "--cache-dir",
+               str(tmp_path / "cache"), "--holdout", "0.34", "--epochs", "1", "--device", "cpu", "--out", str(out),
+               "--no-progress"]
+    assert main(command) == 0
+    assert main(["eval", "--run", str(out), "--split", "val", "--device", "cpu", "--no-progress"]) == 0
+    capsys.readouterr()
+    # One more photo of class 0 under the same root: the indices of split.json now point at other images.
+    write_jpeg(root / "train" / "class_0" / "0a.jpg", 0, 9)
+    for argv in (["eval", "--run", str(out), "--split", "val", "--device", "cpu", "--no-progress"],
+                 [*command, "--resume"]):
+        assert main(argv) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # (and the cache's line)
+        assert len(errors) == 1 and errors[0].startswith("ktg: error: ") and "held-out split saved in" in errors[0]
+        assert "indexes other images than imagefolder/train holds now" in errors[0]
+    assert RunFolder(out).load_checkpoint().epoch == 1  # the refused resume lost nothing
+
+
+def test_a_fingerprint_follows_the_images_and_labels_and_reads_few_pixels() -> None:
+    pixels = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 0, 1, 0, 1])
+    images = ImageSet(pixels, labels, ["a", "b"], "t")
+    same = fingerprint(images)
+    assert fingerprint(ImageSet(pixels.clone(), labels.clone(), ["a", "b"], "other name")) == same
+    assert fingerprint(ImageSet(pixels, labels.flip(0), ["a", "b"], "t")) != same
+    assert fingerprint(images.subset(torch.tensor([1, 0, 2, 3, 4, 5]), "t")) != same
+    assert fingerprint(ImageSet(pixels[:5], labels[:5], ["a", "b"], "t")) != same
+    moved = pixels.clone()
+    moved.view(6, -1)[3, 0] += 1  # the first byte of each image is among those hashed
+    assert fingerprint(ImageSet(moved, labels, ["a", "b"], "t")) != same
+    packed = PackedImages.pack([image.permute(1, 2, 0).numpy() for image in pixels])
+    assert fingerprint(ImageSet(packed, labels, ["a", "b"], "t")) != fingerprint(ImageSet(packed, labels.flip(0),
+                                                                                             ["a", "b"], "t"))
+    # Photos read from files are their files: the pixels (the decoder's) do not enter.
+    files = tuple(f"train/{i}.jpg" for i in range(6))
+    named = fingerprint(ImageSet(packed, labels, ["a", "b"], "t", files=files))
+    assert fingerprint(ImageSet(packed[torch.arange(6)], labels, ["a", "b"], "t", files=files)) == named
+    assert fingerprint(ImageSet(packed, labels, ["a", "b"], "t", files=(*files[:5], "train/x.jpg"))) != named

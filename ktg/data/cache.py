@@ -162,6 +162,7 @@ def cached_image_set(
         classes=images.classes,
         name=f"{dataset}/{split}",
         original_sizes=original_sizes,
+        files=tuple(images.files),
     )
 
 

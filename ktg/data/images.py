@@ -9,8 +9,11 @@ for Python workers. These names are also importable from :mod:`ktg.data`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ktg.data import DataSource
@@ -31,6 +34,8 @@ class ImageSet:
         name: a human-readable name such as ``"digits/train"``, used in messages and metrics.
         original_sizes: N×2 int64 (height, width) of each image before it was cached, or ``None`` when the
             stored images are the originals. Crop transforms choose their boxes in these coordinates.
+        files: each image's file, relative to the dataset's folder, for images read from files (photos); None
+            for images that come as arrays. What :func:`fingerprint` identifies them by.
     """
 
     images: torch.Tensor | PackedImages
@@ -38,6 +43,7 @@ class ImageSet:
     classes: list[str]
     name: str
     original_sizes: torch.Tensor | None = None
+    files: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, PackedImages) and (self.images.dtype != torch.uint8 or self.images.dim() != 4):
@@ -48,6 +54,8 @@ class ImageSet:
         if self.original_sizes is not None and self.original_sizes.shape != (len(self), 2):
             raise ValueError(f"{self.name}: {len(self)} images but original sizes of shape "
                              f"{tuple(self.original_sizes.shape)}")
+        if self.files is not None and len(self.files) != len(self):
+            raise ValueError(f"{self.name}: {len(self)} images but {len(self.files)} file names")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -59,7 +67,8 @@ class ImageSet:
     def subset(self, indices: torch.Tensor, name: str) -> "ImageSet":
         """The images at ``indices`` (a 1-D int64 tensor), as a new set called ``name``."""
         sizes = None if self.original_sizes is None else self.original_sizes[indices]
-        return ImageSet(self.images[indices], self.labels[indices], self.classes, name, sizes)
+        files = None if self.files is None else tuple(self.files[i] for i in indices.tolist())
+        return ImageSet(self.images[indices], self.labels[indices], self.classes, name, sizes, files)
 
 
 @dataclass
@@ -87,6 +96,50 @@ class Dataset:
     def image_size(self) -> int:
         """The side of the images the model sees (the evaluation transform's output)."""
         return int(self.eval_transform(self.test.images[:1]).shape[-1])
+
+
+#: Pixels per image, evenly spaced over its stored bytes, that :func:`fingerprint` hashes for images held as arrays.
+_SAMPLED_PIXELS = 16
+
+
+def fingerprint(images: ImageSet) -> str:
+    """A hash (hex) that identifies the images of a set, in order, with their labels and classes: what a run
+    records beside indices into the set (``split.json``), so that they are never applied to other images.
+
+    Cheap at any size, never a hash of every pixel: images read from files are identified by their relative
+    paths (their pixels depend on the decoder's version; the decode cache checks the files themselves);
+    images that come as arrays by their shapes and 16 evenly spaced bytes of each. Stanford Dogs' 12,000
+    training photos hash as 12,000 names and labels.
+    """
+    digest = hashlib.sha256()
+    digest.update(json.dumps([images.classes, len(images)]).encode())
+    digest.update(images.labels.to(torch.int64).cpu().numpy().tobytes())
+    if images.files is not None:
+        digest.update("\n".join(images.files).encode())
+    elif isinstance(images.images, PackedImages):
+        packed = images.images
+        lengths = packed.sizes[:, 0] * packed.sizes[:, 1] * packed.channels
+        positions = packed.offsets[:, None] + lengths[:, None] * torch.arange(_SAMPLED_PIXELS) // _SAMPLED_PIXELS
+        digest.update(packed.sizes.numpy().tobytes())
+        digest.update(np.ascontiguousarray(packed.pixels[positions.numpy()]).tobytes())
+    else:
+        flat = images.images.reshape(len(images), -1)
+        positions = torch.arange(_SAMPLED_PIXELS) * flat.shape[1] // _SAMPLED_PIXELS
+        digest.update(json.dumps(list(images.images.shape)).encode())
+        digest.update(flat[:, positions].cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_fingerprint(saved: str | None, images: ImageSet, what: str) -> None:
+    """Raise :class:`KTGError` unless ``saved``, a fingerprint recorded by ``what`` (e.g. a run's split.json),
+    is that of ``images`` as loaded now."""
+    if saved is None:
+        raise KTGError(f"{what} records no fingerprint of the images it indexes (an older ktg wrote it), so it "
+                       f"cannot be applied to {images.name} safely; retrain the run")
+    if saved != fingerprint(images):
+        raise KTGError(f"{what} indexes other images than {images.name} holds now (their fingerprint differs): "
+                       "the dataset changed since the run trained (files added, removed, reordered or relabelled, "
+                       "another --data-root or --dataset-option); use the data the run trained on")
 
 
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
