@@ -50,6 +50,8 @@ class FirstNonFiniteStep:
         # Read through NumPy views: reading a pinned tensor itself would count as a tensor read to the host.
         self._seen = [copy.numpy() for copy in copies]
         self._events = [torch.cuda.Event() if on_cuda else None for _ in range(LAG)]
+        # The stream the copies run on: the training device's, which need not be the current device (cuda:1).
+        self._stream = torch.cuda.current_stream(device) if on_cuda else None
         self._recent: deque[torch.Tensor] = deque(maxlen=LAG + 1)  # the terms of the last steps, to name edges
         self._steps = 0
         self._first: tuple[int, list[str]] | None = None  # once seen, the answer for good
@@ -73,7 +75,7 @@ class FirstNonFiniteStep:
             found = self._found(int(self._seen[slot]), self._steps - LAG)
         self._copies[slot].copy_(self._finite_steps, non_blocking=True)
         if self._events[slot] is not None:
-            self._events[slot].record()
+            self._events[slot].record(self._stream)
         return found
 
     def finish(self) -> tuple[int, list[str]] | None:
