@@ -2,6 +2,7 @@
 registry of datasets."""
 
 import pytest
+import torch
 
 import ktg.data
 from ktg.cli import build_parser, main
@@ -80,3 +81,26 @@ def test_a_dataset_registered_with_the_decorator_loads_by_name(monkeypatch):
         load_dataset("tiny", colour=True)
     with pytest.raises(ValueError, match="registered twice"):
         ktg.data.register_dataset("tiny")(load_tiny)
+
+
+def test_train_subset_keeps_a_stratified_part_of_the_training_split_and_is_saved_with_the_run(tmp_path):
+    full = load_dataset("digits")
+    for size, expected in ((0.1, 135), (300, 300)):
+        part = load_dataset("digits", train_subset=size)
+        assert abs(len(part.train) - expected) <= 10 and torch.equal(part.test.images, full.test.images)
+        counts = torch.bincount(part.train.labels, minlength=10).float()
+        assert (counts / len(part.train) - torch.bincount(full.train.labels).float() / len(full.train)).abs().max() \
+            < 0.01  # every class in its share
+        assert part.source.options == {"train_subset": size}
+    other = load_dataset("digits", train_subset=0.1, train_subset_seed=1)
+    assert not torch.equal(other.train.images, load_dataset("digits", train_subset=0.1).train.images)
+    assert main(["train", "--dataset", "digits", "--image-size", "8", "--dataset-option", "train_subset=40",
+                 "--nodes", "1", "--graph", "independent", "--epochs", "1", "--batch-size", "8", "--device", "cpu",
+                 "--no-progress", "--out", str(tmp_path)]) == 0
+    assert DataSource.from_dict(RunFolder(tmp_path).read_config()["data"]).load().train.labels.shape[0] == 40
+    for options, message in (({"train_subset": 1.5}, "fraction in \\(0, 1\\) or a whole number"),
+                             ({"train_subset": 5000}, "keeps the whole training split"),
+                             ({"train_subset_seed": 1}, "needs train_subset"),
+                             ({"subset": 1}, "options are: train_subset, train_subset_seed")):
+        with pytest.raises(KTGError, match=message):
+            load_dataset("digits", **options)

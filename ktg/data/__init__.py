@@ -126,21 +126,37 @@ def dataset_defaults(name: str) -> DatasetDefaults:
     return dataset_record(name).defaults
 
 
+#: Options every dataset takes, applied by :func:`load_dataset` after its loader: ``train_subset`` trains on a
+#: stratified part of the official training split, a fraction in (0, 1) or a number of images (rounded per
+#: class), drawn with ``train_subset_seed`` (default 0); the test split is untouched. A small training set is
+#: where ensembles and knowledge transfer are not at the ceiling (``experiments/miniature.py``).
+COMMON_OPTIONS = ("train_subset", "train_subset_seed")
+
+
 def load_dataset(name: str, root: str | Path | None = None, image_size: int | None = None, **options) -> Dataset:
     """Load dataset ``name`` from ``root`` (the folder the user unpacked; unused by built-in data).
 
     ``image_size`` is the side of the square images the model sees; ``None`` takes the dataset's default.
-    The dataset's :attr:`~Dataset.source` records these arguments.
+    ``options`` are the loader's keyword options and the :data:`COMMON_OPTIONS`. The dataset's
+    :attr:`~Dataset.source` records these arguments.
     """
     loader = resolve(dataset_record(name).loader)
+    own = {key: value for key, value in options.items() if key not in COMMON_OPTIONS}
     parameters = inspect.signature(loader).parameters.values()
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
         accepted = [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
-        unknown = sorted(set(options) - set(accepted))
+        unknown = sorted(set(own) - set(accepted))
         if unknown:
             raise KTGError(f"dataset {name!r} has no option {unknown[0]!r}; its options are: "
-                           f"{', '.join(accepted) or 'none'}")
-    dataset = loader(Path(root) if root is not None else None, image_size, **options)
+                           f"{', '.join([*accepted, *COMMON_OPTIONS])}")
+    dataset = loader(Path(root) if root is not None else None, image_size, **own)
+    if "train_subset" in options:
+        from ktg.data.images import training_subset
+
+        dataset.train = training_subset(dataset.train, options["train_subset"], options.get("train_subset_seed", 0))
+    elif "train_subset_seed" in options:
+        raise KTGError("the dataset option train_subset_seed needs train_subset (the part of the training split "
+                       "to keep)")
     dataset.source = DataSource(name, None if root is None else str(root), image_size, dict(options))
     return dataset
 
@@ -180,7 +196,8 @@ class DataSource:
         if factory is None:
             known = sorted(name for name, record in _DATASETS.items() if record.preprocessing is not None)
             raise KTGError(f"dataset {self.name!r} has no preprocessing for new images; known: {', '.join(known)}")
-        return resolve(factory)(self.image_size, **self.options)
+        own = {key: value for key, value in self.options.items() if key not in COMMON_OPTIONS}
+        return resolve(factory)(self.image_size, **own)
 
     @property
     def defaults(self) -> DatasetDefaults:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ktg.data import COMMON_OPTIONS
 from ktg.data.images import Dataset, ImageSet, stratified_split
 from ktg.data.preprocess import Preprocessing
 from ktg.data.transforms import Identity, RandomTranslate
@@ -34,7 +35,8 @@ def digits_preprocessing(image_size: int | None, **options) -> Preprocessing:
 def load_digits(root: Path | None, image_size: int | None, **options) -> Dataset:
     """The embedded digits; ``root`` is ignored. Training batches are shifted by up to 1/8 of the side."""
     if options:
-        raise KTGError(f"dataset 'digits' takes no options, got {sorted(options)}")
+        raise KTGError(f"dataset 'digits' has no option {sorted(options)[0]!r}; its options are: "
+                       f"{', '.join(COMMON_OPTIONS)}")
     preprocessing = digits_preprocessing(image_size)
     size = preprocessing.stored_size
     if size < 8:

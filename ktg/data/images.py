@@ -161,3 +161,20 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
         held_out.append(members[:n_out])
         kept.append(members[n_out:])
     return torch.sort(torch.cat(kept)).values, torch.sort(torch.cat(held_out)).values
+
+
+def training_subset(train: ImageSet, size: float | int, seed: int) -> ImageSet:
+    """A stratified part of the training split ``train``: a fraction ``size`` in (0, 1), or about ``size``
+    images (≥ 1; each class keeps round(size / len(train) × its count), at least one), drawn with ``seed``."""
+    if isinstance(size, bool) or not isinstance(size, (int, float)) or not (0 < size < 1 or (
+            size >= 1 and float(size).is_integer())):
+        raise KTGError(f"the dataset option train_subset must be a fraction in (0, 1) or a whole number of images, "
+                       f"got {size!r}")
+    if size >= len(train):
+        raise KTGError(f"train_subset={size} keeps the whole training split of {len(train)} images; give fewer, "
+                       f"or leave the option out")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise KTGError(f"the dataset option train_subset_seed must be an integer, got {seed!r}")
+    fraction = size if size < 1 else size / len(train)
+    _, kept = stratified_split(train.labels, fraction, seed)
+    return train.subset(kept, f"{train.name}-subset")
