@@ -21,11 +21,14 @@ from ktg.data.cache import decode_photo_file
 from ktg.data.loader import BatchLoader
 from ktg.data.packed import PackedImages
 from ktg.data.transforms import (
+    AUGMENTATIONS,
     Identity,
     Normalize,
     RandomResizedCrop,
     RandomTranslate,
     ResizeCenterCrop,
+    ResizePadCrop,
+    ResizeSquare,
     crop_transforms,
     detail_side,
     reference_transforms,
@@ -227,7 +230,7 @@ def test_the_detail_side_lets_the_smallest_box_span_the_output(ratio: tuple[floa
     # One pixel less and the smallest boxes would have to be enlarged.
     boxes = crop.sample_boxes(torch.tensor([[side - 40, side - 40]] * 20000), generator)
     assert boxes[:, 2:].min() < 224
-    with pytest.raises(TypeError, match="Identity does not crop photos"):
+    with pytest.raises(TypeError, match="Identity does not resample photos"):
         detail_side([Identity()])
 
 
@@ -298,3 +301,43 @@ def test_crops_of_real_photos_are_as_sharp_as_torchvision(tmp_path: Path) -> Non
     results = benchmark_data.photo_fidelity(photos, tmp_path, crops=6)
     assert [row["stored"] for row in results["photos"]] == [[427, 640], [300, 451], [903, 903]]
     assert results["eval_mae"] <= 0.005 and results["detail_ratio"] >= 0.95, results
+
+
+def left_dark_photos(copies: int) -> PackedImages:
+    """Photos of their own sizes (landscape, portrait, square), each black on its left third and white elsewhere."""
+    arrays = []
+    for h, w in [(30, 60), (60, 30), (45, 45)] * copies:
+        array = np.full((h, w, 3), 255, np.uint8)
+        array[:, : w // 3] = 0
+        arrays.append(array)
+    return PackedImages.pack(arrays)
+
+
+def test_each_augmentation_recipe_gives_squares_and_changes_only_what_its_name_says() -> None:
+    photos = left_dark_photos(8)
+    dark_columns = lambda batch: (batch[:, 0].mean(dim=1) < 0.5).sum(dim=1)  # noqa: E731 (per image)
+    for name, recipe in AUGMENTATIONS.items():
+        train, evaluate = recipe(18)
+        trained, evaluated = train(photos, torch.Generator().manual_seed(0)), evaluate(photos)
+        assert trained.shape == evaluated.shape == (24, 3, 18, 18) and trained.dtype == torch.float32, name
+        side = detail_side([train, evaluate])  # the shorter side photos are cached at
+        assert side > 18 if name in ("imagenet", "finegrained") else side == 18
+        if name in ("imagenet", "finegrained"):  # random boxes of the photo; the centre at evaluation
+            assert isinstance(train, RandomResizedCrop) and train.flip and isinstance(evaluate, ResizeCenterCrop)
+            assert train.ratio == {"imagenet": (3 / 4, 4 / 3), "finegrained": (1.0, 1.3)}[name]
+            continue
+        # The square recipes see the whole image, squashed: a third of every image's columns stay dark.
+        assert isinstance(evaluate, ResizeSquare) and torch.equal(dark_columns(evaluated), torch.full((24,), 6))
+        flipped = trained[:, 0, :, -4:].mean(dim=(1, 2)) < trained[:, 0, :, :4].mean(dim=(1, 2))
+        if name == "none":
+            assert torch.equal(trained, evaluated)
+            continue
+        assert isinstance(train, ResizePadCrop) and train.pad == 2
+        # A window of the whole image padded by 2 pixels: the dark band moves, keeps its width unless cut off.
+        assert not torch.equal(trained, evaluated)
+        assert ((dark_columns(trained) - 6).abs() <= 2).all()
+        assert flipped.any() and not flipped.all() if name == "pad-crop-flip" else not flipped.any()
+        unflipped = trained[~flipped]
+        padded = torch.nn.functional.pad(evaluated[~flipped], (2, 2, 2, 2))
+        for image, source in zip(unflipped, padded):
+            assert any(torch.equal(image, source[:, y:y + 18, x:x + 18]) for y in range(5) for x in range(5))

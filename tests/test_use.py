@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.functional as TF
 from PIL import Image
 from tiny_runs import narrow
 
@@ -85,12 +86,38 @@ def photo_run(tmp_path_factory) -> tuple[Path, Path]:
     return run, root / "test"
 
 
+@pytest.fixture(scope="module")
+def square_photo_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(a 2-node DML run of two epochs on the photo tree at 32 px with augment=pad-crop, its test folder)."""
+    root = write_photo_tree(tmp_path_factory.mktemp("photos"))
+    run = tmp_path_factory.mktemp("square-photo-run")
+    data = load_dataset("imagefolder", root, 32, cache_dir=str(tmp_path_factory.mktemp("cache")), augment="pad-crop")
+    train(narrow(dml(2), 32), data, TrainConfig(epochs=2, batch_size=8, device="cpu"), run, progress=False)
+    return run, root / "test"
+
+
+def test_a_run_predicts_with_the_augmentation_recipe_it_was_trained_with(square_photo_run, tmp_path):
+    """augment=pad-crop is saved with the run; predict and export prepare images with its evaluation transform
+    (the whole photo squashed to 32×32), not the image folder's default centre crop."""
+    run, images = square_photo_run
+    assert json.loads((run / "config.json").read_text())["data"]["options"]["augment"] == "pad-crop"
+    model = ktg.load_run(run)
+    files = sorted(path for path in images.rglob("*") if path.is_file())
+    whole = torch.stack([TF.resize(TF.to_tensor(Image.open(f).convert("RGB")), [32, 32], antialias=True)
+                         for f in files])
+    assert (model.transform(files) - whole).abs().mean() < 0.01
+    centre = load_dataset("imagefolder", images.parent, 32, cache_dir=str(tmp_path)).eval_transform
+    pixels, sizes = model.transform.stack(files)
+    assert (centre(pixels, original_sizes=sizes) - whole).abs().mean() > 0.03  # the default would differ
+    assert model.transform.describe()["torchvision"] == "transforms.Compose([Resize((32, 32)), ToTensor()])"
+
+
 def predicted_classes(csv_file: Path) -> dict[str, str]:
     with open(csv_file, newline="", encoding="utf-8") as file:
         return {row["path"]: row["class_1"] for row in csv.DictReader(file)}
 
 
-@pytest.mark.parametrize("which", ["digits_run", "photo_run"])
+@pytest.mark.parametrize("which", ["digits_run", "photo_run", "square_photo_run"])
 def test_predict_agrees_with_eval_on_every_test_image(which, request, tmp_path, capsys):
     run, images = request.getfixturevalue(which)
     files = sorted(path for path in images.rglob("*") if path.is_file())  # both trees sort in the split's order

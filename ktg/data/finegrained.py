@@ -4,19 +4,20 @@ Class names and counts come from each dataset's metadata files; images are decod
 (:mod:`ktg.data.cache`), at most ``cache_size`` pixels on the shorter side (default: the transforms'
 :func:`~ktg.data.transforms.detail_side`, 903 for 224-pixel inputs, so that crops keep the original's
 detail), and augmented on the device with the reference recipe (docs/method.md#reference-protocol,
-:func:`ktg.data.transforms.reference_transforms`).
+:func:`ktg.data.transforms.reference_transforms`), or another of :data:`~ktg.data.transforms.AUGMENTATIONS`.
 Bounding boxes in the metadata are not used: like the papers, ktg trains on whole images.
 
 Options common to these loaders: ``cache_dir`` (default ``$KTG_CACHE_DIR`` or ``~/.cache/ktg``),
-``cache_size`` (the longest shorter side kept; larger photos are reduced to it) and ``normalize`` (ImageNet
-mean/std; off in the reference code).
+``cache_size`` (the longest shorter side kept; larger photos are reduced to it), ``normalize`` (ImageNet
+mean/std; off in the reference code) and ``augment`` (a recipe of :data:`~ktg.data.transforms.AUGMENTATIONS`;
+default: the dataset's :data:`PRESETS` entry). The options are saved with a run, so ``ktg eval``, ``ktg predict``
+and ``ktg export`` prepare images with the run's own evaluation transform.
 """
 
 from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -36,7 +37,7 @@ from ktg.data.metadata import (
     strings,
 )
 from ktg.data.preprocess import Preprocessing
-from ktg.data.transforms import BatchTransform, crop_transforms, detail_side, reference_transforms
+from ktg.data.transforms import AUGMENTATIONS, BatchTransform, detail_side
 from ktg.errors import KTGError
 
 DOGS_LAYOUT = (
@@ -56,24 +57,28 @@ IMAGEFOLDER_LAYOUT = "<root>/train/<class>/<image> and <root>/test/<class>/<imag
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-#: The transforms of each photo dataset: the ensemble-KTG paper's recipe (docs/method.md#reference-protocol) for
-#: the fine-grained benchmarks, torchvision's ImageNet defaults for any image folder tree.
-PRESETS: dict[str, Callable[..., tuple[BatchTransform, BatchTransform]]] = {
-    "stanford_dogs": reference_transforms,
-    "cub200": reference_transforms,
-    "stanford_cars": reference_transforms,
-    "imagefolder": crop_transforms,
+#: The augmentation recipe (:data:`~ktg.data.transforms.AUGMENTATIONS`) of each photo dataset where the
+#: ``augment`` option names none: the ensemble-KTG paper's (docs/method.md#reference-protocol) for the fine-grained
+#: benchmarks, torchvision's ImageNet defaults for any image folder tree.
+PRESETS: dict[str, str] = {
+    "stanford_dogs": "finegrained",
+    "cub200": "finegrained",
+    "stanford_cars": "finegrained",
+    "imagefolder": "imagenet",
 }
 DEFAULT_IMAGE_SIZE = 224
 
 
 def _photo_pipeline(
-    name: str, image_size: int, cache_size: int | None, normalize: bool
+    name: str, image_size: int, cache_size: int | None, normalize: bool, augment: str | None
 ) -> tuple[BatchTransform, Preprocessing]:
-    """(training transform, evaluation preprocessing) of photo dataset ``name`` at ``image_size``, its images
-    cached at most ``cache_size`` pixels on the shorter side (default: the transforms'
-    :func:`~ktg.data.transforms.detail_side`, 903 for 224-pixel inputs)."""
-    train_transform, eval_transform = PRESETS[name](image_size, normalize=normalize)
+    """(training transform, evaluation preprocessing) of photo dataset ``name`` at ``image_size`` with the recipe
+    ``augment`` (None: the dataset's :data:`PRESETS` entry), its images cached at most ``cache_size`` pixels on the
+    shorter side (default: the transforms' :func:`~ktg.data.transforms.detail_side`, 903 for 224-pixel inputs)."""
+    recipe = PRESETS[name] if augment is None else augment
+    if recipe not in AUGMENTATIONS:
+        raise KTGError(f"{name}: unknown augment={recipe!r}; choose one of: {', '.join(AUGMENTATIONS)}")
+    train_transform, eval_transform = AUGMENTATIONS[recipe](image_size, normalize=normalize)
     size = detail_side([train_transform, eval_transform]) if cache_size is None else cache_size
     if size < 1:
         raise KTGError(f"{name}: cache_size must be a positive number of pixels, got {size}")
@@ -81,9 +86,10 @@ def _photo_pipeline(
 
 
 def _photo_preprocessing(
-    name: str, image_size: int | None, *, cache_size: int | None = None, normalize: bool = False, **options
+    name: str, image_size: int | None, *, cache_size: int | None = None, normalize: bool = False,
+    augment: str | None = None, **options
 ) -> Preprocessing:
-    return _photo_pipeline(name, image_size or DEFAULT_IMAGE_SIZE, cache_size, normalize)[1]
+    return _photo_pipeline(name, image_size or DEFAULT_IMAGE_SIZE, cache_size, normalize, augment)[1]
 
 
 # Each photo dataset's preprocessing of new images, as its record in ktg.data names it.
@@ -102,13 +108,14 @@ def _image_dataset(
     cache_dir: str | Path | None,
     cache_size: int | None,
     normalize: bool,
+    augment: str | None,
     info: dict,
 ) -> Dataset:
-    """Cache both splits (training must show every class) and pair them with the dataset's :data:`PRESETS`
-    transforms at ``image_size`` (default 224)."""
+    """Cache both splits (training must show every class) and pair them with the transforms of the recipe
+    ``augment`` (None: the dataset's :data:`PRESETS` entry) at ``image_size`` (default 224)."""
     require_every_class(name, train.labels, train.classes, train.source)
     image_size = image_size or DEFAULT_IMAGE_SIZE
-    train_transform, preprocessing = _photo_pipeline(name, image_size, cache_size, normalize)
+    train_transform, preprocessing = _photo_pipeline(name, image_size, cache_size, normalize, augment)
     size = preprocessing.stored_size
     return Dataset(
         name=name,
@@ -123,7 +130,7 @@ def _image_dataset(
 
 def load_stanford_dogs(
     root: Path | None, image_size: int | None, *, cache_dir: str | Path | None = None,
-    cache_size: int | None = None, normalize: bool = False,
+    cache_size: int | None = None, normalize: bool = False, augment: str | None = None,
 ) -> Dataset:
     """Stanford Dogs (120 breeds, 12,000 train / 8,580 test) from ``Images/`` and the lists' ``.mat`` files.
 
@@ -160,12 +167,12 @@ def load_stanford_dogs(
                            "the lists disagree with the images")
     train.classes = test.classes = [folder_of[label].split("-", 1)[-1] for label in range(len(breed_folders))]
     return _image_dataset(name, train, test, image_size, cache_dir=cache_dir, cache_size=cache_size,
-                          normalize=normalize, info={"layout": "stanford_dogs"})
+                          normalize=normalize, augment=augment, info={"layout": "stanford_dogs"})
 
 
 def load_cub200(
     root: Path | None, image_size: int | None, *, cache_dir: str | Path | None = None,
-    cache_size: int | None = None, normalize: bool = False,
+    cache_size: int | None = None, normalize: bool = False, augment: str | None = None,
 ) -> Dataset:
     """CUB-200-2011 (200 species, 5,994 train / 5,794 test) from its text lists; ids and labels are 1-based.
 
@@ -197,12 +204,12 @@ def load_cub200(
     train, test = (image_list(name, folder / "images", files[mask].tolist(), labels[mask], classes, source, base=1)
                    for mask in (is_train, ~is_train))
     return _image_dataset(name, train, test, image_size, cache_dir=cache_dir, cache_size=cache_size,
-                          normalize=normalize, info={"layout": "CUB_200_2011"})
+                          normalize=normalize, augment=augment, info={"layout": "CUB_200_2011"})
 
 
 def load_stanford_cars(
     root: Path | None, image_size: int | None, *, cache_dir: str | Path | None = None,
-    cache_size: int | None = None, normalize: bool = False,
+    cache_size: int | None = None, normalize: bool = False, augment: str | None = None,
 ) -> Dataset:
     """Stanford Cars (196 models, 8,144 train / 8,041 test), in torchvision's layout or the all-in-one one.
 
@@ -238,7 +245,7 @@ def load_stanford_cars(
         )
         layout = "torchvision"
     return _image_dataset(name, train, test, image_size, cache_dir=cache_dir, cache_size=cache_size,
-                          normalize=normalize, info={"layout": layout})
+                          normalize=normalize, augment=augment, info={"layout": layout})
 
 
 def _cars_split(name: str, folder: Path, annos: Path, images: str, classes: list[str]) -> ImageList:
@@ -251,13 +258,14 @@ def _cars_split(name: str, folder: Path, annos: Path, images: str, classes: list
 
 def load_imagefolder(
     root: Path | None, image_size: int | None, *, test_dir: str = "test", cache_dir: str | Path | None = None,
-    cache_size: int | None = None, normalize: bool = False,
+    cache_size: int | None = None, normalize: bool = False, augment: str | None = None,
 ) -> Dataset:
     """Any tree with one folder per class under ``root/train`` and ``root/<test_dir>``; classes sorted by name.
 
     Files with an image extension are taken, in sub-folders too; a class folder of the test split must also
-    exist under ``train``. Transforms: torchvision's ImageNet defaults, RandomResizedCrop(image_size) + flip
-    and Resize(eval_resize(image_size)) + CenterCrop(image_size), at ``image_size`` 224 by default.
+    exist under ``train``. Transforms: the recipe ``augment`` names (:data:`~ktg.data.transforms.AUGMENTATIONS`),
+    by default torchvision's ImageNet defaults, RandomResizedCrop(image_size) + flip and
+    Resize(eval_resize(image_size)) + CenterCrop(image_size), at ``image_size`` 224 by default.
     """
     name = "imagefolder"
     root = require_root(root, name)
@@ -273,7 +281,7 @@ def load_imagefolder(
         raise missing(name, root / test_dir, f"{IMAGEFOLDER_LAYOUT} (option test_dir names another test folder)")
     test = _folder_split(name, root, test_dir, classes)
     return _image_dataset(name, train, test, image_size, cache_dir=cache_dir, cache_size=cache_size,
-                          normalize=normalize, info={"layout": "imagefolder"})
+                          normalize=normalize, augment=augment, info={"layout": "imagefolder"})
 
 
 def _folder_split(name: str, root: Path, split: str, classes: list[str]) -> ImageList:

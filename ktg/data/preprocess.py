@@ -26,7 +26,7 @@ from PIL import Image
 
 from ktg.data.cache import DECODE_ERRORS, decode_image, decode_photo, decode_photo_file, decode_resized
 from ktg.data.packed import PackedImages
-from ktg.data.transforms import BatchTransform, Identity, Images, Normalize, ResizeCenterCrop
+from ktg.data.transforms import BatchTransform, Identity, Images, Normalize, ResizeCenterCrop, ResizeSquare
 from ktg.errors import KTGError
 
 #: What :class:`Preprocessing` accepts as one image: a file, a PIL image, or a uint8 tensor C×H×W or H×W.
@@ -145,11 +145,11 @@ class Preprocessing:
         transform, normalize = self.transform, None
         if isinstance(transform, Normalize):
             transform, normalize = transform.transform, transform
-        if isinstance(transform, Identity):
-            steps.append({"op": "resize", "size": [self.stored_size, self.stored_size], "interpolation": "bilinear",
-                          "antialias": True})
-            torchvision.append(f"Resize(({self.stored_size}, {self.stored_size}))")
-            text = [f"resize to {self.stored_size}×{self.stored_size} (bilinear)"]
+        if isinstance(transform, (Identity, ResizeSquare)):
+            side = transform.size if isinstance(transform, ResizeSquare) else self.stored_size
+            steps.append({"op": "resize", "size": [side, side], "interpolation": "bilinear", "antialias": True})
+            torchvision.append(f"Resize(({side}, {side}))")
+            text = [f"resize to {side}×{side} (bilinear)"]
         elif isinstance(transform, ResizeCenterCrop):
             steps.append({"op": "resize", "shorter_side": transform.resize, "interpolation": "bilinear",
                           "antialias": True})

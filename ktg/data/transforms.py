@@ -15,7 +15,8 @@ Without ``original_sizes`` the stored size stands in for the original one.
 from __future__ import annotations
 
 import math
-from typing import Iterable, NamedTuple, Protocol, Sequence, Union
+from functools import partial
+from typing import Callable, Iterable, NamedTuple, Protocol, Sequence, Union
 
 import torch
 
@@ -74,9 +75,28 @@ class Identity:
         return to_float(images)
 
 
+def random_translate(
+    images: torch.Tensor, pad: int, flip: bool, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Zero-pad B×C×H×W ``images`` (any dtype) by ``pad`` pixels and cut a random H×W window of each (CIFAR's padded
+    random crop), flipping each horizontally with probability 1/2 if ``flip``; same dtype and shape out."""
+    b, _, h, w = images.shape
+    offsets = torch.randint(0, 2 * pad + 1, (2, b), generator=generator)
+    flips = torch.rand(b, generator=generator) < 0.5 if flip else torch.zeros(b, dtype=torch.bool)
+    offsets, flips = offsets.to(images.device, non_blocking=True), flips.to(images.device, non_blocking=True)
+    padded = torch.nn.functional.pad(images, (pad,) * 4).permute(0, 2, 3, 1)  # B×H'×W'×C
+    steps_y = torch.arange(h, device=images.device)
+    steps_x = torch.arange(w, device=images.device)
+    rows = offsets[0, :, None] + steps_y
+    cols = offsets[1, :, None] + torch.where(flips[:, None], w - 1 - steps_x, steps_x)
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    window = padded[batch, rows[:, :, None], cols[:, None, :]]  # B×H×W×C
+    return window.permute(0, 3, 1, 2).contiguous()
+
+
 class RandomTranslate:
     """Zero-pad by ``pad`` pixels and cut a random window of the original size (CIFAR's padded random crop),
-    optionally flipping each image horizontally with probability 1/2."""
+    optionally flipping each image horizontally with probability 1/2 (:func:`random_translate`)."""
 
     def __init__(self, pad: int, flip: bool) -> None:
         self.pad = pad
@@ -86,18 +106,7 @@ class RandomTranslate:
         self, images: torch.Tensor, generator: torch.Generator | None = None, *,
         original_sizes: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        b, _, h, w = images.shape
-        offsets = torch.randint(0, 2 * self.pad + 1, (2, b), generator=generator)
-        flips = torch.rand(b, generator=generator) < 0.5 if self.flip else torch.zeros(b, dtype=torch.bool)
-        offsets, flips = offsets.to(images.device, non_blocking=True), flips.to(images.device, non_blocking=True)
-        padded = torch.nn.functional.pad(images, (self.pad,) * 4).permute(0, 2, 3, 1)  # B×H'×W'×C
-        steps_y = torch.arange(h, device=images.device)
-        steps_x = torch.arange(w, device=images.device)
-        rows = offsets[0, :, None] + steps_y
-        cols = offsets[1, :, None] + torch.where(flips[:, None], w - 1 - steps_x, steps_x)
-        batch = torch.arange(b, device=images.device)[:, None, None]
-        window = padded[batch, rows[:, :, None], cols[:, None, :]]  # B×H×W×C
-        return to_float(window.permute(0, 3, 1, 2).contiguous())
+        return to_float(random_translate(images, self.pad, self.flip, generator))
 
 
 def stored_sizes(images: Images) -> torch.Tensor:
@@ -348,15 +357,53 @@ class ResizeCenterCrop:
         return resample_boxes(images, self.boxes(_sizes(images, original_sizes)), None, self.size, within=whole)
 
 
+class ResizeSquare:
+    """The whole image resized to size×size, its aspect ratio not kept (torchvision's ``Resize((size, size))``),
+    with PIL's antialiased bilinear filter, batched: for images that must be seen whole (digits, text, charts)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    @property
+    def detail_side(self) -> int:
+        """The shorter side from which the resize only ever shrinks: ``size``."""
+        return self.size
+
+    def __call__(
+        self, images: Images, generator: torch.Generator | None = None, *, original_sizes: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        whole = torch.tensor([[0.0, 0.0, 1.0, 1.0]], dtype=torch.float64).expand(len(images), 4)
+        return resample_boxes(images, whole, None, self.size)
+
+
+class ResizePadCrop:
+    """:class:`ResizeSquare` (size), then CIFAR's padded random crop (:func:`random_translate` by ``pad``
+    pixels), flipped with probability 1/2 if ``flip``."""
+
+    def __init__(self, size: int, pad: int, flip: bool) -> None:
+        self.resize = ResizeSquare(size)
+        self.pad = pad
+        self.flip = flip
+
+    @property
+    def detail_side(self) -> int:
+        return self.resize.detail_side
+
+    def __call__(
+        self, images: Images, generator: torch.Generator | None = None, *, original_sizes: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return random_translate(self.resize(images, original_sizes=original_sizes), self.pad, self.flip, generator)
+
+
 def detail_side(transforms: Iterable[BatchTransform]) -> int:
-    """The shorter side at which to store photos for ``transforms`` (crop transforms, normalised or not): the
-    largest of their :attr:`detail_side` values, so that no crop has to enlarge the stored photo more than
-    the original one."""
+    """The shorter side at which to store photos for ``transforms`` (transforms that resample photos, normalised or
+    not): the largest of their :attr:`detail_side` values, so that no crop has to enlarge the stored photo more
+    than the original one."""
     sides = []
     for transform in transforms:
         inner = transform.transform if isinstance(transform, Normalize) else transform
-        if not isinstance(inner, (RandomResizedCrop, ResizeCenterCrop)):
-            raise TypeError(f"{type(inner).__name__} does not crop photos; it has no detail side")
+        if not isinstance(inner, (RandomResizedCrop, ResizeCenterCrop, ResizeSquare, ResizePadCrop)):
+            raise TypeError(f"{type(inner).__name__} does not resample photos; it has no detail side")
         sides.append(inner.detail_side)
     return max(sides)
 
@@ -388,3 +435,35 @@ def reference_transforms(image_size: int = 224, *, normalize: bool = False) -> t
     ratio=(1, 1.3)) + flip for training, Resize(256) + CenterCrop(224) for evaluation, no normalisation (other
     sizes scale 256 in proportion)."""
     return crop_transforms(image_size, ratio=(1.0, 1.3), normalize=normalize)
+
+
+def square_transforms(
+    image_size: int, *, pad: int | None = None, flip: bool = False, normalize: bool = False
+) -> tuple[BatchTransform, BatchTransform]:
+    """(train, eval) transforms that keep the whole image: both resize it to image_size × image_size
+    (:class:`ResizeSquare`); training then cuts a window padded by ``pad`` pixels (default image_size / 8, at
+    least 1; 0 trains on the resized image as it is), flipped if ``flip``; ImageNet mean/std if ``normalize``."""
+    pad = max(1, image_size // 8) if pad is None else pad
+    evaluate: BatchTransform = ResizeSquare(image_size)
+    train: BatchTransform = ResizePadCrop(image_size, pad, flip) if pad > 0 else ResizeSquare(image_size)
+    if normalize:
+        train = Normalize(train, IMAGENET_MEAN, IMAGENET_STD)
+        evaluate = Normalize(evaluate, IMAGENET_MEAN, IMAGENET_STD)
+    return train, evaluate
+
+
+#: The augmentation recipes of photo datasets, ``--dataset-option augment=NAME``: ``fn(image_size, *,
+#: normalize) -> (train, eval)`` transforms.
+AUGMENTATIONS: dict[str, Callable[..., tuple[BatchTransform, BatchTransform]]] = {
+    # RandomResizedCrop(S) + flip; Resize(S·256/224) + CenterCrop(S): torchvision's ImageNet defaults.
+    "imagenet": crop_transforms,
+    # The same with aspect ratios 1-1.3, as the ensemble-KTG code trains on birds, dogs and cars.
+    "finegrained": reference_transforms,
+    # The whole image at S×S, a padded random crop with (or without) a horizontal flip: CIFAR's recipe, for
+    # images whose framing carries meaning (digits, text, charts, icons), and without a flip where left and
+    # right differ.
+    "pad-crop-flip": partial(square_transforms, flip=True),
+    "pad-crop": partial(square_transforms, flip=False),
+    # The whole image at S×S, nothing random.
+    "none": partial(square_transforms, pad=0),
+}
