@@ -97,7 +97,7 @@ def test_train_subset_keeps_a_stratified_part_of_the_training_split_and_is_saved
     assert main(["train", "--dataset", "digits", "--image-size", "8", "--dataset-option", "train_subset=40",
                  "--nodes", "1", "--graph", "independent", "--epochs", "1", "--batch-size", "8", "--device", "cpu",
                  "--no-progress", "--out", str(tmp_path)]) == 0
-    assert DataSource.from_dict(RunFolder(tmp_path).read_config()["data"]).load().train.labels.shape[0] == 40
+    assert RunFolder(tmp_path).read_config().data.load().train.labels.shape[0] == 40
     for options, message in (({"train_subset": 1.5}, "fraction in \\(0, 1\\) or a whole number"),
                              ({"train_subset": 5000}, "keeps the whole training split"),
                              ({"train_subset_seed": 1}, "needs train_subset"),

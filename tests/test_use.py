@@ -25,6 +25,7 @@ from ktg.data import load_dataset
 from ktg.ensemble import ENSEMBLE_RULES
 from ktg.evaluate import split_logits
 from ktg.graph import dml
+from ktg.run_folder import RunFolder
 from ktg.train import train
 
 
@@ -100,7 +101,7 @@ def test_a_run_predicts_with_the_augmentation_recipe_it_was_trained_with(square_
     """augment=pad-crop is saved with the run; predict and export prepare images with its evaluation transform
     (the whole photo squashed to 32×32), not the image folder's default centre crop."""
     run, images = square_photo_run
-    assert json.loads((run / "config.json").read_text())["data"]["options"]["augment"] == "pad-crop"
+    assert RunFolder(run).read_config().data.options["augment"] == "pad-crop"
     model = ktg.load_run(run)
     files = sorted(path for path in images.rglob("*") if path.is_file())
     whole = torch.stack([TF.resize(TF.to_tensor(Image.open(f).convert("RGB")), [32, 32], antialias=True)

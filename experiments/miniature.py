@@ -1,0 +1,417 @@
+#!/usr/bin/env python
+"""Table 1 in miniature: does the search pay on this data?
+
+    python experiments/miniature.py                      # digits, 15 % of the training split, 5 seeds
+    python experiments/miniature.py --quick              # the same steps on a one-minute budget
+    python experiments/miniature.py --dataset imagefolder --data-root data/mine --train-subset 1000 \\
+        --dataset-option augment=pad-crop --epochs 20 --batch-size 16
+
+It runs the papers' comparison (docs/method.md#search) with ``ktg`` commands, on the same training images for
+every run:
+
+1. ``ktg search`` of T trials, each trained on part of those training images and scored on the held-out rest
+   (the test split is never seen); the chosen graph is its ``best_graph.json``;
+2. ``ktg train`` of ``independent``, ``dml`` and the chosen graph with the same S seeds, evaluated on the test
+   split;
+3. the table: ensemble and mean-node accuracy (mean ± sample std over seeds) of each graph, and the paired
+   difference (same seed) of the chosen graph against each baseline with a 95 % Student-t interval.
+
+Everything goes under ``--out``: one run folder per graph and seed, ``search/``, ``logs/``, and the results
+``miniature.json``, ``miniature.md`` and ``miniature.png``. Running the command again continues: a finished run
+whose config.json and graph.json are what this command would train is reused, an unfinished one resumes from
+its checkpoint, one trained differently is trained again, and the search joins its study. Options this script
+does not know (``--batch-size 16``, ``--width 8``, ``--lr 0.05``, …) are passed to every ``ktg train`` and
+``ktg search``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ktg.cli import build_parser
+from ktg.cli.options import data_source_from_args, key_value, node_options_from_args, train_config_from_args
+from ktg.errors import KTGError
+from ktg.graph import resolve_graph
+from ktg.io import atomic_path, write_json, write_text
+from ktg.run_folder import RunFolder
+from ktg.runtime import resolve_device
+from ktg.search.settings import BEST_GRAPH, LEADERBOARD
+
+BASELINES = ("independent", "dml")
+CHOSEN = "chosen"
+#: Options the script sets itself on every command: passing them through would contradict it.
+_OWN_OPTIONS = {"--graph", "--seed", "--out", "--resume", "--restart", "--trials", "--search-seed", "--nodes",
+                "--epochs", "--dataset", "--data-root", "--dataset-option", "--device", "--jobs-per-device",
+                "--no-progress"}
+#: The budget of the experiment where the command line gives none: about 30 minutes on an idle 2-core CPU for
+#: the digits; and with --quick, the same steps in about a minute.
+DEFAULTS = {"train_subset": 0.15, "epochs": 12, "trials": 100, "seeds": 5}
+QUICK = {"train_subset": 0.1, "epochs": 2, "trials": 4, "seeds": 2}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train independent and dml with S seeds, search T graphs on a held-out part of the same "
+        "training images, retrain the chosen graph with the same seeds, and print Table 1 in miniature with "
+        "paired differences. Options it does not know are passed to every ktg train and ktg search.",
+        allow_abbrev=False)
+    parser.add_argument("--dataset", default="digits", help="any dataset ktg reads (default: %(default)s)")
+    parser.add_argument("--data-root", type=Path, help="the folder the dataset was unpacked into")
+    parser.add_argument("--dataset-option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+                        help="a loader option, e.g. augment=pad-crop for an image folder (repeatable)")
+    parser.add_argument("--train-subset", type=subset_size, help="train every run on this stratified part of the "
+                        "training split: a fraction, a number of images, or 'all' (default: "
+                        f"{DEFAULTS['train_subset']}, where ensembles of the digits are not at their ceiling)")
+    parser.add_argument("--nodes", type=int, default=3, help="network nodes of every graph (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, help=f"epochs of every run and trial (default: {DEFAULTS['epochs']})")
+    parser.add_argument("--trials", type=int, help=f"finished trials of the search (default: {DEFAULTS['trials']})")
+    parser.add_argument("--seeds", type=int, help=f"seeds 0..S-1 of every graph (default: {DEFAULTS['seeds']})")
+    parser.add_argument("--sampler", help="ktg search's --sampler (default: ktg search's)")
+    parser.add_argument("--rescore-top", type=int, metavar="K", help="ktg search's --rescore-top: choose among the "
+                        "K best trials by their mean over --rescore-seeds fresh seeds (default: the best trial)")
+    parser.add_argument("--rescore-seeds", type=int, metavar="S", help="ktg search's --rescore-seeds")
+    parser.add_argument("--search-args", type=shlex.split, default=[], metavar="'OPTIONS'", help="further options "
+                        "of ktg search only, in one string, e.g. '--crop-sizes 3 5 --pruner none'")
+    parser.add_argument("--search-seed", type=int, default=0, help="seed of the search's sampler (default: "
+                        "%(default)s)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs (and search trials) at a time, each in its own "
+                        "process with one CPU thread on the CPU; 1 runs everything in this process (default: "
+                        "%(default)s)")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("runs/miniature"), help="folder of the runs, the search "
+                        "and the results (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="a budget of about a minute: " + ", ".join(
+        f"{key.replace('_', '-')} {value}" for key, value in QUICK.items()) + " (explicit options still win)")
+    return parser
+
+
+def subset_size(text: str) -> float | int | str:
+    """``--train-subset``: '0.15' → a fraction, '300' → a number of images, 'all' as it is."""
+    if text == "all":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction, a number of images or 'all', got {text!r}") from None
+    return int(value) if value >= 1 and value.is_integer() else value
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to run: the ktg options shared by every command (data, nodes, epochs, device, passed-through ones)
+    and the rest of the experiment."""
+
+    common: list[str]
+    seeds: tuple[int, ...]
+    trials: int
+    search: list[str]
+    jobs: int
+    out: Path
+
+    def train_argv(self, graph: str | Path, seed: int) -> list[str]:
+        return ["train", "--graph", str(graph), "--seed", str(seed), "--out", str(self.run_dir(graph, seed)),
+                *self.common]
+
+    def run_dir(self, graph: str | Path, seed: int) -> Path:
+        name = graph if graph in BASELINES else CHOSEN
+        return self.out / str(name) / f"seed{seed}"
+
+    @property
+    def search_dir(self) -> Path:
+        return self.out / "search"
+
+    @property
+    def best_graph(self) -> Path:
+        return self.search_dir / BEST_GRAPH
+
+    def search_argv(self) -> list[str]:
+        return ["search", "--trials", str(self.trials), *self.search, "--jobs-per-device", str(self.jobs),
+                "--out", str(self.search_dir), *self.common]
+
+
+def make_plan(args: argparse.Namespace, passed: list[str]) -> Plan:
+    """The plan of the command line; KTGError for a passed-through option the script sets itself, or one ktg
+    rejects (checked by ktg's own parser before anything runs)."""
+    reserved = sorted({option.split("=", 1)[0] for option in passed + args.search_args} & _OWN_OPTIONS)
+    if reserved:
+        raise KTGError(f"{reserved[0]} is set by this script; use its own option (see --help)")
+    for key, value in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.seeds < 2:
+        raise KTGError(f"--seeds must be at least 2 (a paired interval needs two seeds), got {args.seeds}")
+    if args.jobs < 1:
+        raise KTGError(f"--jobs must be at least 1, got {args.jobs}")
+    options = dict(args.dataset_option)
+    if args.train_subset != "all":
+        options["train_subset"] = args.train_subset
+    common = ["--dataset", args.dataset, "--nodes", str(args.nodes), "--epochs", str(args.epochs),
+              "--device", args.device, "--no-progress"]
+    if args.data_root is not None:
+        common += ["--data-root", str(args.data_root)]
+    for key, value in options.items():
+        common += ["--dataset-option", f"{key}={value}"]
+    search = ["--search-seed", str(args.search_seed)]
+    for option in ("sampler", "rescore_top", "rescore_seeds"):
+        if getattr(args, option) is not None:
+            search += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
+    search += args.search_args
+    plan = Plan(common + passed, tuple(range(args.seeds)), args.trials, search, args.jobs, args.out)
+    parser = build_parser()
+    for argv in (plan.train_argv("dml", 0), plan.search_argv()):
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            raise KTGError(f"ktg {argv[0]} rejects the options {' '.join(argv)}") from None
+    return plan
+
+
+# -- running -------------------------------------------------------------------------------------------------
+
+
+def ktg(argv: list[str], log: Path, threads: int | None) -> None:
+    """Run ``ktg ARGV`` with its output in ``log``, in a new process with ``threads`` CPU threads (None: torch's
+    default), or in this one for ``threads`` 0; KTGError naming the log if it fails."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8") as output:
+        output.write("ktg " + " ".join(argv) + "\n")
+        output.flush()
+        if threads == 0:
+            from ktg.cli import main as ktg_main
+
+            with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+                status = ktg_main(argv)
+        else:
+            env = {**os.environ, **({} if threads is None else {"OMP_NUM_THREADS": str(threads)})}
+            status = subprocess.run([sys.executable, "-m", "ktg.cli", *argv], stdout=output,
+                                    stderr=subprocess.STDOUT, env=env).returncode
+    if status != 0:
+        lines = log.read_text(encoding="utf-8").strip().splitlines()
+        raise KTGError(f"ktg {argv[0]} failed (exit status {status}): {lines[-1] if lines else ''} — see {log}; "
+                       "run the same command again to continue, finished runs are kept")
+
+
+def trained_as_planned(argv: list[str], run: RunFolder) -> bool:
+    """Whether the run in ``run`` was trained with what ``ktg ARGV`` would train: the same training options,
+    data source and (resolved) graph."""
+    args = build_parser().parse_args(argv)
+    source = data_source_from_args(args)
+    config = train_config_from_args(args, source.defaults.train)
+    config = config.resolved(resolve_device(config.device).type)  # as the trainer saves it
+    try:
+        saved = run.read_config()
+        graph = run.read_graph()
+    except KTGError:
+        return False
+    planned = resolve_graph(args.graph, args.nodes, args.model).resolved(
+        saved.image_size, source.defaults.with_node_options(node_options_from_args(args)))
+    return saved.train == config and saved.data == source and graph.to_dict() == planned.to_dict()
+
+
+def train_runs(plan: Plan, graphs: Sequence[str | Path], device_threads: int | None) -> None:
+    """Train every graph with every seed, ``plan.jobs`` at a time: finished runs trained as planned are reused,
+    unfinished ones resumed, others trained again."""
+    pending = []
+    for graph in graphs:
+        for seed in plan.seeds:
+            argv = plan.train_argv(graph, seed)
+            run = RunFolder(plan.run_dir(graph, seed))
+            if run.holds_run() and not trained_as_planned(argv, run):
+                print(f"  {run.path}: trained with other options or another graph; training it again")
+                argv.append("--restart")
+            elif run.is_finished():
+                print(f"  {run.path}: finished already")
+                continue
+            elif run.holds_run():
+                argv.append("--resume")
+            pending.append(argv)
+    logs = plan.out / "logs"
+
+    def one(argv: list[str]) -> None:
+        run_dir = Path(argv[argv.index("--out") + 1])
+        started = time.monotonic()
+        ktg(argv, logs / f"{run_dir.parent.name}-{run_dir.name}.log", device_threads)
+        print(f"  {run_dir}: trained in {time.monotonic() - started:.0f} s", flush=True)
+
+    with ThreadPoolExecutor(plan.jobs) as pool:
+        for future in [pool.submit(one, argv) for argv in pending]:
+            future.result()
+
+
+# -- the table -------------------------------------------------------------------------------------------------
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile (0.5 < p < 1) of Student's t distribution with ``df`` degrees of freedom: the root of
+    its CDF, the density integrated by Simpson's rule (no SciPy needed; 12.706 for p = 0.975, df = 1)."""
+    log_scale = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def cdf(x: float, steps: int = 2000) -> float:
+        h = x / steps
+        density = [math.exp(log_scale - (df + 1) / 2 * math.log1p((i * h) ** 2 / df)) for i in range(steps + 1)]
+        return 0.5 + h / 3 * (density[0] + density[-1] + 4 * sum(density[1:-1:2]) + 2 * sum(density[2:-1:2]))
+
+    low, high = 0.0, 1.0
+    while cdf(high) < p:
+        low, high = high, 2 * high
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if cdf(middle) < p else (low, middle)
+    return (low + high) / 2
+
+
+def summary(values: Sequence[float]) -> dict[str, Any]:
+    """Mean and sample std (in %) of accuracies given as fractions, with the values themselves."""
+    percent = [100 * value for value in values]
+    return {"mean": statistics.fmean(percent), "std": statistics.stdev(percent), "values": percent}
+
+
+def paired(chosen: Sequence[float], baseline: Sequence[float]) -> dict[str, Any]:
+    """The paired difference chosen − baseline of accuracies in % on the same seeds (points of %): mean, its
+    95 % Student-t interval, and on how many seeds the chosen graph was better."""
+    differences = [a - b for a, b in zip(chosen, baseline)]
+    mean = statistics.fmean(differences)
+    half = t_quantile(0.975, len(differences) - 1) * statistics.stdev(differences) / math.sqrt(len(differences))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "values": differences,
+            "wins": sum(d > 0 for d in differences), "seeds": len(differences)}
+
+
+def search_summary(plan: Plan) -> dict[str, Any]:
+    """The search's leaderboard in brief: trials by state, and the chosen trial's held-out score."""
+    import csv
+
+    with open(plan.search_dir / LEADERBOARD, encoding="utf-8", newline="") as file:
+        rows = list(csv.DictReader(file))
+    states = {state: sum(row["state"] == state for row in rows) for state in ("complete", "pruned", "fail")}
+    best = next(row for row in rows if row["rank"] == "1")
+    rescored = {"rescored_mean": 100 * float(best["rescore_mean"]), "rescored_std": 100 * float(best["rescore_std"]),
+                "rescored_runs": best["rescore_runs"]} if best.get("rescore_mean") else {}
+    return {"trials": states, "chosen_trial": int(best["trial"]),
+            "chosen_heldout_ensemble": 100 * float(best["ensemble_accuracy"]),
+            "chosen_heldout_mean_node": 100 * float(best["mean_node_accuracy"]), **rescored, "graph": best["graph"]}
+
+
+#: The accuracies of the table, and the FinalMetrics field each one is.
+MEASURES = {"ensemble": "ensemble_accuracy", "mean_node": "mean_node_accuracy"}
+
+
+def collect(plan: Plan, command: str) -> dict[str, Any]:
+    """The results of every run as one JSON-ready dict (accuracies in %, differences in points of %)."""
+    graphs: dict[str, Any] = {}
+    for name in (*BASELINES, CHOSEN):
+        metrics = [RunFolder(plan.run_dir(name, seed)).read_metrics() for seed in plan.seeds]
+        graphs[name] = {measure: summary([getattr(m, key) for m in metrics]) for measure, key in MEASURES.items()}
+        graphs[name]["runs"] = [str(plan.run_dir(name, seed)) for seed in plan.seeds]
+    differences = {baseline: {measure: paired(graphs[CHOSEN][measure]["values"], graphs[baseline][measure]["values"])
+                              for measure in MEASURES} for baseline in BASELINES}
+    return {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "ktg_options": plan.common, "seeds": list(plan.seeds), "search": search_summary(plan),
+            "graphs": graphs, "paired": differences}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """Table 1's shape: a row per graph (mean ± std over seeds), then the paired differences."""
+    seeds = len(results["seeds"])
+    search = results["search"]
+    trials = search["trials"]
+    lines = [f"`{results['command']}` ({results['date']})", "",
+             f"Test-split accuracy (%), mean ± std over {seeds} seeds:", "",
+             "| graph | ensemble | mean node | per seed (ensemble) |", "|---|---|---|---|"]
+    for name, graph in results["graphs"].items():
+        label = f"chosen (search trial {search['chosen_trial']})" if name == CHOSEN else name
+        values = " / ".join(f"{v:.2f}" for v in graph["ensemble"]["values"])
+        lines.append(f"| {label} | {_mean_std(graph['ensemble'])} | {_mean_std(graph['mean_node'])} | {values} |")
+    lines += ["", "Paired difference, chosen − baseline, same seed (points of %), mean [95 % t-interval], "
+              "seeds where the chosen graph is better:", "",
+              "| against | ensemble | mean node |", "|---|---|---|"]
+    for baseline, measures in results["paired"].items():
+        cells = [f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}], {d['wins']}/{d['seeds']}"
+                 for d in measures.values()]
+        lines.append(f"| {baseline} | {' | '.join(cells)} |")
+    lines += ["", f"Search: {trials['complete']} complete, {trials['pruned']} pruned, {trials['fail']} failed "
+              f"trials; the chosen trial scored {search['chosen_heldout_ensemble']:.2f} % (ensemble) on the "
+              "held-out part of the training images"
+              + (f", {search['rescored_mean']:.2f} ± {search['rescored_std']:.2f} % over its rescoring runs "
+                 f"({search['rescored_runs']})" if "rescored_mean" in search else "") + ".", ""]
+    return "\n".join(lines)
+
+
+def _mean_std(summary: dict[str, Any]) -> str:
+    return f"{summary['mean']:.2f} ± {summary['std']:.2f}"
+
+
+def figure(results: dict[str, Any], path: Path) -> None:
+    """Left: every seed's ensemble accuracy per graph, with the mean; right: the paired differences with
+    their 95 % intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
+    names = list(results["graphs"])
+    for x, name in enumerate(names):
+        values = results["graphs"][name]["ensemble"]["values"]
+        left.plot([x] * len(values), values, "o", alpha=0.6, color=f"C{x}")
+        left.hlines(statistics.fmean(values), x - 0.25, x + 0.25, color=f"C{x}")
+    left.set_xticks(range(len(names)), names)
+    left.set_ylabel("ensemble accuracy, test split (%)")
+    left.set_title(f"{len(results['seeds'])} seeds each")
+    rows = [(f"{measure.replace('_', ' ')} vs {baseline}", d) for baseline, measures in results["paired"].items()
+            for measure, d in measures.items()]
+    for y, (_, d) in enumerate(rows):
+        right.errorbar(d["mean"], y, xerr=[[d["mean"] - d["low"]], [d["high"] - d["mean"]]], fmt="o", capsize=4,
+                       color="C2")
+    right.axvline(0, color="grey", lw=1)
+    right.set_yticks(range(len(rows)), [label for label, _ in rows])
+    right.invert_yaxis()
+    right.set_xlabel("chosen − baseline, same seed (points of %)")
+    right.set_title("paired difference, 95 % t-interval")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, passed = get_args_parser().parse_known_args(argv)
+    command = "python experiments/miniature.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    try:
+        plan = make_plan(args, passed)
+        threads = 0 if args.jobs == 1 else 1 if args.device == "cpu" else None
+        started = time.monotonic()
+        print(f"1/2 search, {plan.trials} trials (log: {plan.out / 'logs' / 'search.log'})", flush=True)
+        ktg(plan.search_argv(), plan.out / "logs" / "search.log", threads)
+        if not plan.best_graph.exists():
+            raise KTGError(f"the search completed no trial, so it chose no graph ({plan.search_dir / LEADERBOARD}); "
+                           "give it more --trials")
+        print(f"2/2 independent, dml and the chosen graph ({plan.best_graph}), seeds {plan.seeds[0]}.."
+              f"{plan.seeds[-1]}, into {plan.out}/", flush=True)
+        train_runs(plan, [*BASELINES, plan.best_graph], threads)
+        results = collect(plan, command)
+    except KTGError as error:
+        print(f"miniature.py: error: {error}", file=sys.stderr)
+        return 2
+    results["seconds"] = round(time.monotonic() - started)
+    write_json(plan.out / "miniature.json", results)
+    text = markdown(results)
+    write_text(plan.out / "miniature.md", text)
+    figure(results, plan.out / "miniature.png")
+    print("\n" + text)
+    print(f"written: {plan.out / 'miniature.json'}, miniature.md, miniature.png ({results['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

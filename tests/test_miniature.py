@@ -1,0 +1,82 @@
+"""experiments/miniature.py: Table 1 in miniature. Its table must be the runs' own numbers, its intervals
+Student's, and a second call must reuse what is trained as planned and only that."""
+
+import json
+import math
+import statistics
+
+import pytest
+from test_experiments import load_script
+
+from ktg.errors import KTGError
+from ktg.run_folder import RunFolder
+
+miniature = load_script("miniature")
+
+TINY = ["--dataset", "synthetic", "--image-size", "16", "--dataset-option", "train_size=48",
+        "--dataset-option", "test_size=16", "--dataset-option", "num_classes=2", "--train-subset", "0.5",
+        "--nodes", "2", "--epochs", "1", "--trials", "2", "--seeds", "2", "--jobs", "1",
+        "--search-args", "--crop-sizes 3 5", "--width", "4", "--batch-size", "8"]
+
+
+def test_student_t_quantiles_are_the_textbook_ones():
+    for df, expected in ((1, 12.706), (2, 4.303), (4, 2.776), (30, 2.042)):
+        assert miniature.t_quantile(0.975, df) == pytest.approx(expected, abs=1e-3)
+
+
+def test_the_table_is_the_runs_metrics_and_a_second_call_trains_nothing(tmp_path, capsys):
+    out = tmp_path / "mini"
+    assert miniature.main([*TINY, "--out", str(out)]) == 0
+    results = json.loads((out / "miniature.json").read_text())
+    assert results["seeds"] == [0, 1]
+    metrics = {name: [RunFolder(out / name / f"seed{seed}").read_metrics() for seed in (0, 1)]
+               for name in ("independent", "dml", "chosen")}
+    for name, runs in metrics.items():
+        for measure, key in (("ensemble", "ensemble_accuracy"), ("mean_node", "mean_node_accuracy")):
+            values = [100 * getattr(m, key) for m in runs]
+            assert results["graphs"][name][measure]["values"] == pytest.approx(values)
+            assert results["graphs"][name][measure]["mean"] == pytest.approx(statistics.fmean(values))
+            assert results["graphs"][name][measure]["std"] == pytest.approx(statistics.stdev(values))
+        assert all(m.split == "test" and m.epochs == 1 for m in runs)
+    for baseline in ("independent", "dml"):
+        d = results["paired"][baseline]["ensemble"]
+        differences = [100 * (c.ensemble_accuracy - b.ensemble_accuracy)
+                       for c, b in zip(metrics["chosen"], metrics[baseline])]
+        half = 12.706 * statistics.stdev(differences) / math.sqrt(2)
+        assert d["values"] == pytest.approx(differences)
+        assert (d["low"], d["mean"], d["high"]) == pytest.approx(
+            (statistics.fmean(differences) - half, statistics.fmean(differences), statistics.fmean(differences) + half),
+            abs=1e-3)
+        assert d["wins"] == sum(x > 0 for x in differences)
+    # The chosen graph is the search's best graph, trained on the same subset as the baselines.
+    chosen = RunFolder(out / "chosen" / "seed0")
+    assert chosen.read_graph().edges == RunFolder(out / "search" / "trials" / str(
+        results["search"]["chosen_trial"])).read_graph().edges
+    for name in metrics:
+        assert RunFolder(out / name / "seed1").read_config().data.options["train_subset"] == 0.5
+    table = (out / "miniature.md").read_text()
+    independent = results["graphs"]["independent"]["ensemble"]
+    assert f"| independent | {independent['mean']:.2f} ± {independent['std']:.2f} |" in table
+    assert (out / "miniature.png").read_bytes()[:4] == b"\x89PNG"
+
+    checkpoints = {path: path.stat().st_mtime_ns for path in out.glob("*/seed*/checkpoint.pt")}
+    capsys.readouterr()
+    assert miniature.main([*TINY, "--out", str(out)]) == 0
+    assert "trained in" not in capsys.readouterr().out
+    assert {path: path.stat().st_mtime_ns for path in out.glob("*/seed*/checkpoint.pt")} == checkpoints
+    # A run trained otherwise than planned is not reused.
+    plan = miniature.make_plan(*miniature.get_args_parser().parse_known_args([*TINY, "--out", str(out)]))
+    run = RunFolder(plan.run_dir("dml", 0))
+    assert miniature.trained_as_planned(plan.train_argv("dml", 0), run)
+    assert not miniature.trained_as_planned(plan.train_argv("dml", 0) + ["--lr", "0.5"], run)
+    assert not miniature.trained_as_planned(plan.train_argv("independent", 0), run)
+
+
+def test_options_it_sets_itself_or_ktg_rejects_are_refused_before_anything_runs(tmp_path):
+    parse = miniature.get_args_parser().parse_known_args
+    with pytest.raises(KTGError, match="--seed is set by this script"):
+        miniature.make_plan(*parse(["--seed", "3"]))
+    with pytest.raises(KTGError, match="rejects"):
+        miniature.make_plan(*parse(["--no-such-option"]))
+    assert miniature.main(["--seeds", "1", "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
