@@ -206,6 +206,43 @@ class KnowledgeTransferGraph(nn.Module):
         return sources
 
 
+class GraphOutputs(NamedTuple):
+    """Everything a trained graph says about a batch of B images (N nodes, C classes), in float32.
+
+    Attributes:
+        logits: B×C, the ensemble node's logits (mean of the member nodes' ``node_logits``).
+        node_logits: N×B×C, every node's perception-branch logits.
+        attention: N×B×H×W, every node's attention map in [0, 1] at its own resolution (the trunk's output:
+            S/2 for CIFAR-style models, S/16 for ImageNet-style ones, S the input side).
+    """
+
+    logits: torch.Tensor
+    node_logits: torch.Tensor
+    attention: torch.Tensor
+
+
+def graph_outputs(graph: KnowledgeTransferGraph, inputs: torch.Tensor, *, channels_last: bool = False) -> GraphOutputs:
+    """What ``graph`` says about a float B×3×S×S batch of model inputs, as every evaluation in ktg computes it.
+
+    This is the one evaluation path (``docs/method.md#evaluation-precision``): the trainer's evaluation after
+    an epoch, ``ktg eval``, ``ktg predict``, ``ktg.load_run(...)(inputs)``, the attention figures and
+    ``ktg export`` all come here. The graph is put in evaluation mode (BatchNorm running statistics) and
+    computes in float32, whatever precision it trained in and even inside a caller's autocast: a bf16-trained
+    run is scored in the papers' precision, and the same weights give the same answers on every device.
+    ``channels_last`` gives the nodes channels-last inputs, for a graph whose weights are channels-last (the
+    trainer's on CUDA); it changes the memory layout, not the precision. Gradients are the caller's choice
+    (evaluation loops run under ``torch.no_grad``).
+    """
+    graph.eval()
+    if channels_last:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(inputs.device.type, enabled=False):
+        outputs = graph(inputs.float())
+    node_logits = torch.stack([out.logits.float() for out in outputs])
+    attention = torch.cat([out.attention.float() for out in outputs], dim=1).transpose(0, 1)
+    return GraphOutputs(ensemble_logits(node_logits[list(graph.spec.members)]), node_logits, attention)
+
+
 def _join(tensors: list[torch.Tensor]) -> torch.Tensor:
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 

@@ -11,26 +11,12 @@ import torch
 from ktg.config import EVAL_BATCH_SIZE, EVAL_POWERS
 from ktg.data.images import Dataset, ImageSet, check_fingerprint
 from ktg.data.loader import BatchLoader
-from ktg.engine import KnowledgeTransferGraph, build_graph
 from ktg.ensemble import ENSEMBLE_RULES
 from ktg.errors import KTGError
-from ktg.run_folder import RunConfig, RunFolder
+from ktg.inference import load_run
+from ktg.run_folder import RunFolder
 from ktg.runtime import resolve_device
 from ktg.train import predict
-
-
-def load_run(run_dir: str | Path,
-             device: torch.device | str = "cpu") -> tuple[KnowledgeTransferGraph, RunConfig, int]:
-    """The trained graph of a run (weights of its latest readable checkpoint), its config.json and the
-    checkpoint's epoch."""
-    run = RunFolder(run_dir)
-    run.check_is_run()
-    config = run.read_config()
-    state = run.load_checkpoint()
-    # The checkpoint holds every weight: the files the nodes started from are neither read nor needed.
-    graph = build_graph(run.read_graph(), config.num_classes, config.image_size, initial_weights=False)
-    graph.load_state_dict(state.model)
-    return graph.to(device), config, state.epoch
 
 
 def split_images(dataset: Dataset, split: str, run: RunFolder) -> ImageSet:
@@ -68,16 +54,16 @@ def split_logits(
     run_dir: str | Path, split: str = "test", *, device: str = "auto", batch_size: int = EVAL_BATCH_SIZE,
     progress: bool = False,
 ) -> SplitLogits:
-    """Every node's logits on ``split`` of the run's dataset: its evaluation transform, and bf16 autocast on CUDA."""
+    """Every node's logits on ``split`` of the run's dataset, through its evaluation transform and the evaluation
+    every ktg command uses (:func:`ktg.engine.graph_outputs`: float32, whatever the run trained in)."""
     run = RunFolder(run_dir)
     torch_device = resolve_device(device)
-    graph, config, epoch = load_run(run.path, torch_device)
-    dataset = config.data.load()
+    model = load_run(run.path, torch_device)
+    dataset = model.source.load()
     images = split_images(dataset, split, run)
     loader = BatchLoader(images, batch_size, dataset.eval_transform, torch_device, shuffle=False, drop_last=False)
-    amp = torch_device.type == "cuda"
-    logits, labels = predict(graph, loader, amp=amp, channels_last=False, progress=progress)
-    return SplitLogits(logits, labels, tuple(graph.spec.members), dataset.name, epoch)
+    logits, labels = predict(model.graph, loader, progress=progress)
+    return SplitLogits(logits, labels, model.members, dataset.name, model.epoch)
 
 
 def evaluate_run(

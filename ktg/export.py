@@ -39,7 +39,7 @@ TRACE_BATCH, CHECK_BATCH = 2, 3
 
 
 class _Exported(nn.Module):
-    """The graph with plain tensor outputs: the named fields of :class:`~ktg.inference.GraphOutputs`."""
+    """The graph with plain tensor outputs: the named fields of :class:`~ktg.engine.GraphOutputs`."""
 
     def __init__(self, model: TrainedGraph, outputs: Sequence[str]) -> None:
         super().__init__()

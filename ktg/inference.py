@@ -1,5 +1,5 @@
-"""Use a trained graph: a run folder loaded as one module that answers as the trained ensemble, and the
-predictions ``ktg predict`` prints for image files.
+"""Use a trained graph: a run folder loaded as one module that answers as the trained ensemble (the one
+``load_run``), and the predictions ``ktg predict`` prints for image files.
 
 >>> import ktg
 >>> model = ktg.load_run("runs/cub-best", device="cuda")        # eval mode, weights of the last checkpoint
@@ -9,7 +9,8 @@ predictions ``ktg predict`` prints for image files.
 
 The ensemble's logits are the mean of its member nodes' perception logits, as in training and ``ktg eval``
 (docs/method.md#ensemble-node); the other rules of ``ktg eval`` (soft and hard voting, power means) are
-available through :func:`predict_images`.
+available through :func:`predict_images`. The module computes through :func:`ktg.engine.graph_outputs`, the
+evaluation every ktg command uses: float32 in evaluation mode (docs/method.md#evaluation-precision).
 """
 
 from __future__ import annotations
@@ -19,42 +20,28 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from ktg.config import EVAL_BATCH_SIZE
+from ktg.data import DataSource
 from ktg.data.preprocess import ImageInput, Preprocessing, UnreadableImageError
-from ktg.engine import KnowledgeTransferGraph, ensemble_logits
+from ktg.engine import GraphOutputs, KnowledgeTransferGraph, build_graph, graph_outputs
 from ktg.ensemble import ENSEMBLE_RULES, check_power
 from ktg.errors import KTGError
-from ktg.evaluate import load_run as load_graph
 from ktg.progress import Progress
 from ktg.run_folder import RunFolder
-from ktg.runtime import autocast, resolve_device
-
-
-class GraphOutputs(NamedTuple):
-    """Everything a trained graph says about a batch of B images (N nodes, C classes).
-
-    Attributes:
-        logits: B×C, the ensemble node's logits (mean of the member nodes' ``node_logits``).
-        node_logits: N×B×C, every node's perception-branch logits.
-        attention: N×B×H×W, every node's attention map in [0, 1] at its own resolution (the trunk's output:
-            S/2 for CIFAR-style models, S/16 for ImageNet-style ones, S the input side).
-    """
-
-    logits: torch.Tensor
-    node_logits: torch.Tensor
-    attention: torch.Tensor
+from ktg.runtime import resolve_device
 
 
 class TrainedGraph(nn.Module):
     """A trained knowledge transfer graph as one classifier, in evaluation mode.
 
     ``forward`` takes a float B×3×S×S batch (what :attr:`transform` makes of images) and returns the
-    ensemble's B×C logits; :meth:`outputs` adds every node's logits and attention maps.
+    ensemble's B×C logits; :meth:`outputs` adds every node's logits and attention maps. Both compute as every
+    evaluation in ktg does (:func:`ktg.engine.graph_outputs`: evaluation mode, float32).
 
     Attributes:
         graph: the trained :class:`~ktg.engine.KnowledgeTransferGraph` (its nodes hold the weights).
@@ -62,18 +49,20 @@ class TrainedGraph(nn.Module):
         transform: the run's evaluation pipeline (:class:`~ktg.data.preprocess.Preprocessing`): files, PIL
             images or uint8 tensors → model inputs, exactly as ``ktg eval`` prepared the test images.
         image_size: S, the side of the model's input.
+        source: how to load the run's dataset again (``source.load()``; ``ktg eval`` reads its splits so).
         dataset: the name of the dataset the run was trained on.
         epoch: the checkpoint's epoch.
     """
 
-    def __init__(self, graph: KnowledgeTransferGraph, classes: Sequence[str], transform: Preprocessing,
-                 image_size: int, *, dataset: str, epoch: int) -> None:
+    def __init__(self, graph: KnowledgeTransferGraph, classes: Sequence[str], source: DataSource, image_size: int,
+                 *, epoch: int) -> None:
         super().__init__()
         self.graph = graph
         self.classes = list(classes)
-        self.transform = transform
+        self.source = source
+        self.transform = source.preprocessing()
         self.image_size = image_size
-        self.dataset = dataset
+        self.dataset = source.name
         self.epoch = epoch
         self.eval()
 
@@ -92,10 +81,7 @@ class TrainedGraph(nn.Module):
 
     def outputs(self, inputs: torch.Tensor) -> GraphOutputs:
         """The ensemble's logits, every node's logits and every node's attention map for a B×3×S×S batch."""
-        outputs = self.graph(inputs)
-        node_logits = torch.stack([out.logits for out in outputs])
-        attention = torch.cat([out.attention for out in outputs], dim=1).transpose(0, 1)
-        return GraphOutputs(ensemble_logits(node_logits[list(self.members)]), node_logits, attention)
+        return graph_outputs(self.graph, inputs)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """The ensemble's B×C logits for a float B×3×S×S batch."""
@@ -103,12 +89,18 @@ class TrainedGraph(nn.Module):
 
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> TrainedGraph:
-    """The trained graph of a run folder (its last checkpoint) as a :class:`TrainedGraph` in evaluation mode on
-    ``device`` (``"auto"``: CUDA when available)."""
+    """The trained graph of a run folder as a :class:`TrainedGraph` in evaluation mode on ``device`` (``"auto"``:
+    CUDA when available), with the weights of its latest readable checkpoint. Every command that reads a run's
+    weights loads it here (``ktg.load_run``)."""
+    run = RunFolder(run_dir)
+    run.check_is_run()
+    config = run.read_config()
+    state = run.load_checkpoint()
+    # The checkpoint holds every weight: the files the nodes started from are neither read nor needed.
+    graph = build_graph(run.read_graph(), config.num_classes, config.image_size, initial_weights=False)
+    graph.load_state_dict(state.model)
     torch_device = resolve_device(device) if isinstance(device, str) else device
-    graph, config, epoch = load_graph(run_dir, torch_device)
-    return TrainedGraph(graph, list(config.classes), config.data.preprocessing(), config.image_size,
-                        dataset=config.data.name, epoch=epoch)
+    return TrainedGraph(graph, config.classes, config.data, config.image_size, epoch=state.epoch).to(torch_device)
 
 
 def preprocess(images: Sequence[ImageInput] | ImageInput, run: TrainedGraph | str | Path,
@@ -194,8 +186,8 @@ def predict_images(
     """Classify image files in batches on the model's device: (predictions of the readable files in order,
     errors of the unreadable ones, each naming its file). ``progress``: a bar on a terminal (nothing in a log).
 
-    The images go through the run's evaluation pipeline and, on CUDA, bf16 autocast, exactly as ``ktg eval``
-    evaluates; ``rule`` is one of :data:`~ktg.ensemble.ENSEMBLE_RULES` (``power``: the power mean's exponent).
+    The images go through the run's evaluation pipeline and :meth:`TrainedGraph.outputs`, exactly as ``ktg eval``
+    evaluates them; ``rule`` is one of :data:`~ktg.ensemble.ENSEMBLE_RULES` (``power``: the power mean's exponent).
     """
     if rule not in ENSEMBLE_RULES:
         raise KTGError(f"unknown ensemble rule {rule!r}; choose one of: {', '.join(ENSEMBLE_RULES)}")
@@ -212,8 +204,8 @@ def predict_images(
             if names:
                 if on_batch is not None:
                     on_batch(pixels, sizes, names)
-                with torch.no_grad(), autocast(device, device.type == "cuda"):
-                    node_logits = model.outputs(model.transform.apply(pixels.to(device), sizes)).node_logits.float()
+                with torch.no_grad():
+                    node_logits = model.outputs(model.transform.apply(pixels.to(device), sizes)).node_logits
                 scores = ENSEMBLE_RULES[rule](node_logits[list(model.members)], power).cpu()
                 probabilities = node_logits.softmax(dim=2).transpose(0, 1).cpu()
                 predictions += [Prediction(name, s, p) for name, s, p in zip(names, scores, probabilities)]

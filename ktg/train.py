@@ -23,7 +23,7 @@ from ktg.data import DataSource
 from ktg.data.images import Dataset, ImageSet, check_fingerprint, fingerprint, stratified_split
 from ktg.data.loader import BatchLoader
 from ktg.data.transforms import BatchTransform
-from ktg.engine import KnowledgeTransferGraph, StepLosses, build_graph, ensemble_logits
+from ktg.engine import KnowledgeTransferGraph, StepLosses, build_graph, ensemble_logits, graph_outputs
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec
 from ktg.nonfinite import FirstNonFiniteStep
@@ -133,7 +133,7 @@ def train(
                 stats = train_one_epoch(graph, step, train_loader, epoch, total_iterations, progress=progress,
                                         bootstrap=bootstrap)
                 scheduler.step()
-                node_accuracy, ensemble_accuracy = evaluate(graph, eval_loader, amp=amp, channels_last=channels_last)
+                node_accuracy, ensemble_accuracy = evaluate(graph, eval_loader, channels_last=channels_last)
                 record = EpochRecord(epoch=epoch + 1, split=eval_split, lr=lr, **stats,
                                      node_accuracy=tuple(node_accuracy), ensemble_accuracy=ensemble_accuracy)
                 history.append(record)
@@ -359,27 +359,22 @@ class NonFiniteLossError(KTGError):
 # -- evaluation ------------------------------------------------------------------------------------------
 
 
-def evaluate(graph: KnowledgeTransferGraph, loader: BatchLoader, *, amp: bool, channels_last: bool,
+def evaluate(graph: KnowledgeTransferGraph, loader: BatchLoader, *, channels_last: bool = False,
              progress: bool = False) -> tuple[list[float], float]:
-    """Top-1 accuracy of every node and of the ensemble node on ``loader``."""
-    logits, labels = predict(graph, loader, amp=amp, channels_last=channels_last, progress=progress)
+    """Top-1 accuracy of every node and of the ensemble node on ``loader`` (see :func:`predict`)."""
+    logits, labels = predict(graph, loader, channels_last=channels_last, progress=progress)
     return accuracies(logits, labels, graph.spec.members)
 
 
 @torch.no_grad()
-def predict(
-    graph: KnowledgeTransferGraph, loader: BatchLoader, *, amp: bool, channels_last: bool, progress: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Perception logits of every node on every image of ``loader``: (N×M×C float32, M labels), on its device."""
-    graph.eval()
+def predict(graph: KnowledgeTransferGraph, loader: BatchLoader, *, channels_last: bool = False,
+            progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Perception logits of every node on every image of ``loader``: (N×M×C float32, M labels), on its device,
+    computed by :func:`ktg.engine.graph_outputs` (evaluation mode, float32; ``channels_last`` as there)."""
     all_logits, all_labels = [], []
     for images, labels in inner_bar(loader.epoch(0), total=len(loader), desc="evaluate", unit="batch",
                                     enabled=progress):
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(loader.device, amp):
-            outputs = graph(images)
-        all_logits.append(torch.stack([out.logits.float() for out in outputs]))
+        all_logits.append(graph_outputs(graph, images, channels_last=channels_last).node_logits)
         all_labels.append(labels)
     return torch.cat(all_logits, dim=1), torch.cat(all_labels)
 

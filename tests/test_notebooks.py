@@ -68,9 +68,9 @@ def test_attention_notebook_runs_on_two_tiny_runs(tmp_path, monkeypatch):
     notebook = execute("attention_maps.ipynb", tmp_path)
     assert images(notebook) == 4  # the graph, two grids, the chosen images
     optimised, independent = (GraphSpec.load(tmp_path / name / "graph.json") for name in ("optimised", "independent"))
-    assert printed(notebook, "graph_figure(graph.spec)") == (
+    assert printed(notebook, "model = ktg.load_run(RUN_DIR)") == (
         f"{tmp_path / 'optimised'}: synthetic, checkpoint of epoch 1\n{summary(optimised)}\n")
-    assert printed(notebook, "summary(baseline.spec)") == f"{summary(independent)}\n"  # same data: no note
+    assert printed(notebook, "baseline = ktg.load_run(") == f"{summary(independent)}\n"  # same data: no note
     text = printed(notebook, "mean similarity between different nodes")
     runs = text.split("mean similarity between different nodes")
     assert runs[0].strip() == "this run:" and "independent:" in runs[1]

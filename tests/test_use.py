@@ -23,7 +23,7 @@ from ktg.cli import main
 from ktg.config import TrainConfig
 from ktg.data import load_dataset
 from ktg.ensemble import ENSEMBLE_RULES
-from ktg.evaluate import split_logits
+from ktg.evaluate import evaluate_run, split_images, split_logits
 from ktg.graph import dml
 from ktg.run_folder import RunFolder
 from ktg.train import train
@@ -141,6 +141,37 @@ def test_predict_agrees_with_eval_on_every_test_image(which, request, tmp_path, 
     correct = np.mean([p == t for p, t in zip(predicted_classes(tmp_path / "power_mean.csv").values(), truth)])
     assert correct == pytest.approx(report["ensemble_accuracy"]["power_mean(u=0.5)"])
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("which, split", [("digits_run", "val"), ("photo_run", "test")])
+def test_eval_scores_what_the_trainer_recorded_and_the_model_answers_as_eval(which, split, request):
+    run, _ = request.getfixturevalue(which)
+    final = json.loads((run / "metrics.json").read_text())
+    report = evaluate_run(run, split=split, device="cpu", progress=False)
+    assert final["split"] == split and report["epoch"] == final["epochs"]
+    assert report["node_accuracy"] == final["node_accuracy"]
+    assert report["ensemble_accuracy"]["mean_logits"] == final["ensemble_accuracy"]
+    model = ktg.load_run(run)
+    dataset = model.source.load()
+    images = split_images(dataset, split, RunFolder(run))
+    inputs = dataset.eval_transform(images.images, original_sizes=images.original_sizes)
+    evaluated = split_logits(run, split, device="cpu")
+    with torch.no_grad():
+        outputs = model.outputs(inputs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # evaluation is float32 whatever the caller asks
+            in_autocast = model(inputs)
+    assert torch.allclose(outputs.node_logits, evaluated.logits, atol=1e-5)
+    assert in_autocast.dtype == torch.float32 and torch.equal(in_autocast, outputs.logits)
+
+
+def test_a_run_trained_in_bf16_is_evaluated_in_float32(tmp_path):
+    data = load_dataset("synthetic", image_size=16, train_size=32, test_size=16, num_classes=4)
+    final = train(narrow(dml(2)), data, TrainConfig(epochs=1, batch_size=16, amp=True, device="cpu"), tmp_path,
+                  progress=False)
+    assert RunFolder(tmp_path).read_config().train.amp is True
+    report = evaluate_run(tmp_path, split="test", device="cpu", progress=False)
+    assert report["node_accuracy"] == list(final.node_accuracy)
+    assert report["ensemble_accuracy"]["mean_logits"] == final.ensemble_accuracy
 
 
 def test_load_run_is_the_ensemble_as_one_module(digits_run):

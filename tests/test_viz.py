@@ -11,6 +11,7 @@ from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 from matplotlib.transforms import Bbox
 from tiny_runs import narrow
 
+import ktg
 from ktg.cli import main
 from ktg.config import TrainConfig
 from ktg.data import load_dataset
@@ -157,13 +158,11 @@ def test_training_logs_the_attention_grid_to_tensorboard(tiny_run):
 
 
 def test_a_plotting_failure_at_the_end_of_training_is_only_a_warning(tiny_run, caplog):
-    from ktg.evaluate import load_run
-
     class BrokenWriter:
         def add_figure(self, *args, **kwargs):
             raise RuntimeError("disk full")
 
-    graph, _, _ = load_run(tiny_run)
+    graph = ktg.load_run(tiny_run).graph
     data = load_dataset("synthetic", image_size=16, train_size=32, test_size=16, num_classes=4)
     with caplog.at_level(logging.WARNING):
         log_attention_grid(BrokenWriter(), graph, data.test, data.eval_transform, step=1)

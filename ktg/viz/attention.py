@@ -22,11 +22,11 @@ from matplotlib.figure import Figure
 from ktg.data.images import ImageSet
 from ktg.data.packed import PackedImages
 from ktg.data.transforms import BatchTransform, Identity, Images, Normalize
-from ktg.engine import KnowledgeTransferGraph, ensemble_logits
+from ktg.engine import KnowledgeTransferGraph, ensemble_logits, graph_outputs
 from ktg.errors import KTGError
-from ktg.evaluate import load_run, split_images
+from ktg.evaluate import split_images
+from ktg.inference import load_run
 from ktg.run_folder import RunFolder
-from ktg.runtime import resolve_device
 from ktg.viz import FIGURE_DPI
 
 log = logging.getLogger(__name__)
@@ -41,20 +41,18 @@ _RIGHT, _WRONG = "#1B7F3B", "#C0392B"
 def node_attention(graph: KnowledgeTransferGraph, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Every node's perception logits and attention map on a batch of model inputs (B×3×S×S float).
 
-    Returns (N×B×C logits, N×B×S×S maps in [0, 1] upsampled bilinearly to the input), on the CPU.
-    The graph is evaluated in eval mode and left in the mode it was in.
+    Returns (N×B×C logits, N×B×S×S maps in [0, 1] upsampled bilinearly to the input), on the CPU. The graph is
+    evaluated as every ktg evaluation evaluates it (:func:`ktg.engine.graph_outputs`) and left in the mode it
+    was in.
     """
     was_training = graph.training
-    graph.eval()
     try:
-        device = next(graph.parameters()).device
-        outputs = graph(inputs.to(device))
+        outputs = graph_outputs(graph, inputs.to(next(graph.parameters()).device))
     finally:
         graph.train(was_training)
-    logits = torch.stack([out.logits.float() for out in outputs]).cpu()
-    maps = torch.cat([out.attention.float() for out in outputs], dim=1)  # B×N×h×w
+    maps = outputs.attention.transpose(0, 1)  # B×N×h×w
     maps = F.interpolate(maps, size=inputs.shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1)
-    return logits, maps.transpose(0, 1).cpu()
+    return outputs.node_logits.cpu(), maps.transpose(0, 1).cpu()
 
 
 def _display_transform(transform: BatchTransform) -> BatchTransform:
@@ -183,8 +181,8 @@ def attention_grid_for_run(
     """:func:`attention_grid` of a saved run on ``n`` images of its ``split`` (``test``, ``val``: the held-out
     part of the training split, or ``train``), chosen by ``seed`` (see :func:`choose_images`) or given as
     ``indices`` into the split. Further keyword arguments go to :func:`attention_grid`."""
-    graph, config, _ = load_run(run_dir, resolve_device(device))
-    dataset = config.data.load()
+    model = load_run(run_dir, device)
+    graph, dataset = model.graph, model.source.load()
     split_set = split_images(dataset, split, RunFolder(run_dir))
     if indices is None:
         chosen = choose_images(len(split_set), n, seed)
