@@ -1,4 +1,5 @@
-"""One command that checks every CUDA claim of ktg on one GPU in about eight minutes, and writes the evidence:
+"""One command that checks every CUDA claim of ktg on one GPU within about eight minutes (its ``--budget``; it has
+not run on a GPU yet), and writes the evidence:
 ``gpu_check.json`` (everything measured), ``gpu_check.md`` (the tables, also printed last) and
 ``gpu_check.log`` (what every step printed), in ``--out``.
 
@@ -28,7 +29,7 @@ On the lent GPU machine optuna is missing and nothing can be downloaded: fetch i
 the folder, and name it with ``--wheels`` there (docs/performance.md has the exact commands)::
 
     python experiments/gpu_check.py --download-wheels .whl       # here, where pip reaches PyPI
-    python3 experiments/gpu_check.py --wheels .whl --out $OUT     # there: ~8 minutes on an H200
+    python3 experiments/gpu_check.py --wheels .whl --out $OUT     # there: at most ~8 minutes (the budget)
     python experiments/gpu_check.py --device cpu --quick --out /tmp/check   # anywhere, about a minute (CI)
 
 This script imports nothing beyond the standard library until the wheels are in place, and it never starts
