@@ -159,13 +159,20 @@ class PrunerRecord:
     Attributes:
         name: the name ``ktg search --pruner`` takes.
         factory: ``"module:function"`` or a callable taking the trials' epochs.
+        reads: ``"module:function"`` or a callable giving, for the trials' epochs, the set of epochs (from 1) whose
+            scores the pruner reads; None: every epoch. The search evaluates a trial at those epochs and its last.
     """
 
     name: str
     factory: FunctionRef
+    reads: FunctionRef | None = None
 
     def load(self) -> Callable[[int], Any]:
         return resolve(self.factory)
+
+    def epochs_read(self, epochs: int) -> frozenset[int] | None:
+        """The epochs whose scores the pruner reads in trials of ``epochs`` epochs (None: every epoch)."""
+        return None if self.reads is None else frozenset(resolve(self.reads)(epochs))
 
 
 @dataclass(frozen=True)
@@ -322,10 +329,11 @@ register_gate(GateRecord("merit", "ktg.gates:merit", "#CC79A7", on_label_edges=F
 register_gate(GateRecord("merit_label", "ktg.gates:merit_label", "#D55E00", on_network_edges=False,
                          teacher_gate="merit"))
 
-register_pruner(PrunerRecord(DEFAULT_PRUNER, "ktg.search.pruners:successive_halving"))
-register_pruner(PrunerRecord("median", "ktg.search.pruners:median"))
-register_pruner(PrunerRecord("hyperband", "ktg.search.pruners:hyperband"))
-register_pruner(PrunerRecord("none", "ktg.search.pruners:no_pruning"))
+register_pruner(PrunerRecord(DEFAULT_PRUNER, "ktg.search.pruners:successive_halving",
+                             "ktg.search.pruners:successive_halving_epochs"))
+register_pruner(PrunerRecord("median", "ktg.search.pruners:median"))  # reads every epoch
+register_pruner(PrunerRecord("hyperband", "ktg.search.pruners:hyperband", "ktg.search.pruners:hyperband_epochs"))
+register_pruner(PrunerRecord("none", "ktg.search.pruners:no_pruning", "ktg.search.pruners:no_epochs"))
 
 register_sampler(SamplerRecord(
     DEFAULT_SAMPLER, "ktg.search.sampler:random_search",

@@ -7,7 +7,7 @@
 ``bagging.json``           bagging nodes' bootstrap counts (graphs with bagging nodes only)
 ``metrics.jsonl``          one line per finished epoch
 ``metrics.json``           the final metrics (present once the run has ended)
-``checkpoint.pt``          weights, optimiser and schedule state after the last finished epoch
+``checkpoint.pt``          weights, optimiser, schedule and random-number state after the last finished epoch
 ``checkpoint.previous.pt`` the same one epoch earlier, so a damaged latest checkpoint is not the end of a run
 ``tensorboard/``           the TensorBoard log
 ``eval_<split>.json``      ``ktg eval`` reports
@@ -146,7 +146,9 @@ class EpochRecord:
         losses, gate_weights: each loss term's mean value and mean gate weight, by term name (``edge 1→0 prob_kl``).
         train_seconds: the epoch's training time, without evaluation; images_per_second: training images a second.
         node_accuracy, ensemble_accuracy: top-1 accuracy in [0, 1] of every node and of the ensemble node on
-            ``split``.
+            ``split``; None (absent from the line) for an epoch that was not evaluated (see
+            :func:`ktg.train.train`'s ``eval_epochs``).
+        eval_seconds: the evaluation's time (evaluated epochs only).
         peak_memory_mib: the epoch's peak GPU memory (CUDA only).
     """
 
@@ -158,17 +160,26 @@ class EpochRecord:
     gate_weights: dict[str, float]
     train_seconds: float
     images_per_second: float
-    node_accuracy: tuple[float, ...]
-    ensemble_accuracy: float
+    node_accuracy: tuple[float, ...] | None = None
+    ensemble_accuracy: float | None = None
+    eval_seconds: float | None = None
     peak_memory_mib: float | None = None
 
+    @property
+    def evaluated(self) -> bool:
+        """Whether the epoch was evaluated (its accuracies are known)."""
+        return self.ensemble_accuracy is not None
+
     def to_dict(self) -> dict[str, Any]:
-        return {**_without_none(self), "node_accuracy": list(self.node_accuracy)}
+        values = _without_none(self)
+        return {**values, "node_accuracy": list(self.node_accuracy)} if self.evaluated else values
 
     @classmethod
     def from_dict(cls, data: Any, what: str = "an epoch record") -> EpochRecord:
         values = _fields(cls, data, what)
-        return cls(**{**values, "node_accuracy": tuple(values["node_accuracy"])})
+        if "node_accuracy" in values:
+            values["node_accuracy"] = tuple(values["node_accuracy"])
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -180,7 +191,9 @@ class FinalMetrics:
         graph: the graph's name (None for an unnamed graph).
         epochs: the epochs trained; stopped_early: whether the epoch callback stopped the run (a pruned trial).
         node_accuracy, ensemble_accuracy, mean_node_accuracy: top-1 accuracy in [0, 1] after the last epoch.
-        best_epoch, best_ensemble_accuracy: the epoch with the most accurate ensemble, and that accuracy.
+        best_epoch, best_ensemble_accuracy: the evaluated epoch with the most accurate ensemble on the validation
+            split, and that accuracy; None (absent) for a run evaluated on the test split, where choosing an epoch
+            would select on the test split.
     """
 
     dataset: str
@@ -212,6 +225,8 @@ class Checkpoint:
         model, optimizer, scheduler: the state dicts of the graph, its optimiser and its schedule.
         graph: the graph trained; train: the training options.
         history: every finished epoch's record, in order.
+        rng: the random-number generators' states (``cpu``, and ``cuda`` on CUDA), so that a resumed run draws
+            what an uninterrupted one would (None in checkpoints written before ktg saved them).
     """
 
     epoch: int
@@ -221,12 +236,14 @@ class Checkpoint:
     graph: GraphSpec
     train: TrainConfig
     history: tuple[EpochRecord, ...]
+    rng: dict[str, torch.Tensor] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The dict ``torch.save`` writes: tensors, and JSON-ready values."""
         return {"format": CHECKPOINT_FORMAT, "epoch": self.epoch, "model": self.model, "optimizer": self.optimizer,
                 "scheduler": self.scheduler, "graph": self.graph.to_dict(), "train": self.train.to_dict(),
-                "history": [record.to_dict() for record in self.history]}
+                "history": [record.to_dict() for record in self.history],
+                **({} if self.rng is None else {"rng": self.rng})}
 
     @classmethod
     def from_dict(cls, data: Any, what: str = "checkpoint") -> Checkpoint:
@@ -299,6 +316,9 @@ class RunFolder:
         if not self.path.is_dir():
             raise KTGError(f"{self.path} is not a ktg run folder: it does not exist")
         missing = [name for name in (_GRAPH, _CONFIG) if not (self.path / name).exists()]
+        if not missing and not self.holds_run() and (self.path / _METRICS).exists():
+            raise KTGError(f"{self.path} holds an ended run whose weights were not kept (a search keeps the final "
+                           f"weights of its best trials only with --keep-weights best:K); retrain its {_GRAPH}")
         if not self.holds_run():
             missing.append(_CHECKPOINT)
         if missing:
@@ -394,18 +414,7 @@ class RunFolder:
         created = not self.path.exists()
         if created and resume:
             self._check_start(resume, restart)
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(self.path / _LOCK, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as error:
-            raise KTGError(f"cannot write the run folder {self.path}: {error.strerror or error}") from None
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(descriptor, 200).decode(errors="replace").strip() or "another process"
-            os.close(descriptor)
-            raise KTGError(f"{self.path} is being written by {holder}; wait for it to end, or stop it and "
-                           f"continue with --resume") from None
+        descriptor = self._take_lock()
         self._lock = descriptor
         try:
             os.ftruncate(descriptor, 0)
@@ -422,6 +431,43 @@ class RunFolder:
         finally:
             self._lock = None
             os.close(descriptor)  # releases the lock
+
+    def _take_lock(self) -> int:
+        """Create the folder and take its lock; the lock file's descriptor (closing it releases the lock)."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(self.path / _LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise KTGError(f"cannot write the run folder {self.path}: {error.strerror or error}") from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(descriptor, 200).decode(errors="replace").strip() or "another process"
+            os.close(descriptor)
+            raise KTGError(f"{self.path} is being written by {holder}; wait for it to end, or stop it and "
+                           f"continue with --resume") from None
+        return descriptor
+
+    def delete_checkpoints(self, *, keep_latest: bool = False) -> bool:
+        """Delete the checkpoints of a run that has ended, or with ``keep_latest`` only the previous one: the
+        folder keeps what its readers need (graph, config, split, metrics, TensorBoard log).
+
+        Returns whether the folder was free to change: while another process writes the run (or the folder is
+        not on this machine), nothing is deleted, as that process still needs them.
+        """
+        if not self.holds_run():
+            return True
+        try:
+            descriptor = self._take_lock()
+        except KTGError:
+            return False
+        try:
+            if not keep_latest:
+                (self.path / _CHECKPOINT).unlink(missing_ok=True)
+            (self.path / _PREVIOUS_CHECKPOINT).unlink(missing_ok=True)
+        finally:
+            os.close(descriptor)
+        return True
 
     def _check_start(self, resume: bool, restart: bool) -> None:
         if resume and not self.holds_run():

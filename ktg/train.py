@@ -10,9 +10,10 @@ the attention grid this way).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 import torch
 
@@ -39,7 +40,7 @@ from ktg.runtime import (
     resolve_device,
 )
 
-#: Called after every epoch with (epoch number from 1, that epoch's metrics); returning True stops training.
+#: Called after every epoch with (epoch number from 1, that epoch's record); returning True stops training.
 EpochCallback = Callable[[int, EpochRecord], bool]
 #: Called once when a run has trained all its epochs (not when its callback stopped it) with (the run's
 #: TensorBoard SummaryWriter, the trained graph, the evaluated images, their transform, the last epoch), to add
@@ -55,6 +56,7 @@ def train(
     *,
     resume: bool = False,
     restart: bool = False,
+    eval_epochs: Collection[int] | None = None,
     callback: EpochCallback | None = None,
     on_finish: FinishCallback | None = None,
     progress: bool = True,
@@ -72,7 +74,12 @@ def train(
         resume: continue the run in ``out_dir`` from its checkpoint (same graph and config required); a
             damaged latest checkpoint is reported and the previous epoch's is taken.
         restart: replace the run in ``out_dir``, if there is one.
-        callback: see :data:`EpochCallback`.
+        eval_epochs: the epochs (from 1) after which the evaluated split is evaluated; None: every epoch. The
+            epoch a run ends with is always evaluated (the last, or where the callback stopped it): the final
+            metrics are its.
+        callback: see :data:`EpochCallback`. A resumed run's callback first receives the epochs done before, in
+            order, so that a caller deciding on them (the search's pruner) decides again; if it answers "stop",
+            the run ends where it was.
         on_finish: see :data:`FinishCallback`.
         progress: a bar on a terminal, one line per epoch in a log (see :class:`ktg.progress.Progress`).
 
@@ -126,27 +133,34 @@ def train(
 
         writer = SummaryWriter(str(run.tensorboard_dir), purge_step=len(history) + 1)
         display = Progress(config.epochs, desc="training", unit="epoch", initial=len(history), enabled=progress)
-        stopped_early = False
+        stopped_early = callback is not None and any(callback(record.epoch, record) for record in history)
         try:
-            for epoch in range(len(history), config.epochs):
+            for epoch in range(len(history), len(history) if stopped_early else config.epochs):
                 lr = optimizer.param_groups[0]["lr"]
                 stats = train_one_epoch(graph, step, train_loader, epoch, total_iterations, progress=progress,
                                         bootstrap=bootstrap)
                 scheduler.step()
-                node_accuracy, ensemble_accuracy = evaluate(graph, eval_loader, channels_last=channels_last)
-                record = EpochRecord(epoch=epoch + 1, split=eval_split, lr=lr, **stats,
-                                     node_accuracy=tuple(node_accuracy), ensemble_accuracy=ensemble_accuracy)
+                evaluated = eval_epochs is None or epoch + 1 in eval_epochs or epoch + 1 == config.epochs
+                accuracy = measure_accuracy(graph, eval_loader, channels_last=channels_last) if evaluated else {}
+                record = EpochRecord(epoch=epoch + 1, split=eval_split, lr=lr, **stats, **accuracy)
                 history.append(record)
                 run.save_checkpoint(Checkpoint(epoch=epoch + 1, model=graph.state_dict(),
                                                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                                               graph=spec, train=config, history=tuple(history)))
+                                               graph=spec, train=config, history=tuple(history),
+                                               rng=rng_state(device)))
                 run.append_epoch(record)
                 log_tensorboard(writer, record)
-                display.finished(epoch_line(record, config.epochs), ensemble=f"{ensemble_accuracy:.3f}",
-                                 best_node=f"{max(node_accuracy):.3f}")
+                display.finished(epoch_line(record, config.epochs),
+                                 **({"ensemble": f"{record.ensemble_accuracy:.3f}",
+                                     "best_node": f"{max(record.node_accuracy):.3f}"} if record.evaluated else {}))
                 if callback is not None and callback(epoch + 1, record):
                     stopped_early = True
                     break
+            if not history[-1].evaluated:  # stopped after an epoch outside eval_epochs: the final metrics need it
+                history[-1] = dataclasses.replace(history[-1], **measure_accuracy(graph, eval_loader,
+                                                                                  channels_last=channels_last))
+                run.start_epochs(history)
+                log_accuracy(writer, history[-1])
             if on_finish is not None and not stopped_early:  # a pruned trial, say, did not finish
                 on_finish(writer, graph, eval_images, dataset.eval_transform, len(history))
         finally:
@@ -217,7 +231,20 @@ def resume_from(run: RunFolder, graph: KnowledgeTransferGraph, optimizer: torch.
                        f"with the same data") from None
     optimizer.load_state_dict(state.optimizer)
     scheduler.load_state_dict(state.scheduler)
+    if state.rng is not None:
+        torch.set_rng_state(state.rng["cpu"])
+        if "cuda" in state.rng and device.type == "cuda":
+            torch.cuda.set_rng_state(state.rng["cuda"], device)
     return list(state.history)
+
+
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """The states of the random-number generators a run on ``device`` draws from, for its checkpoint. (Batch order
+    and augmentation have generators of their own, seeded per epoch: see :func:`ktg.data.loader.epoch_generator`.)"""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
 # -- one epoch of training -------------------------------------------------------------------------------
@@ -366,6 +393,14 @@ def evaluate(graph: KnowledgeTransferGraph, loader: BatchLoader, *, channels_las
     return accuracies(logits, labels, graph.spec.members)
 
 
+def measure_accuracy(graph: KnowledgeTransferGraph, loader: BatchLoader, *, channels_last: bool) -> dict[str, Any]:
+    """:func:`evaluate` as the fields of an :class:`EpochRecord`: the accuracies and the seconds they took."""
+    start = time.perf_counter()
+    node_accuracy, ensemble_accuracy = evaluate(graph, loader, channels_last=channels_last)
+    return {"node_accuracy": tuple(node_accuracy), "ensemble_accuracy": ensemble_accuracy,
+            "eval_seconds": time.perf_counter() - start}
+
+
 @torch.no_grad()
 def predict(graph: KnowledgeTransferGraph, loader: BatchLoader, *, channels_last: bool = False,
             progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -394,19 +429,21 @@ def accuracies(logits: torch.Tensor, labels: torch.Tensor,
 
 
 def epoch_line(record: EpochRecord, epochs: int) -> str:
-    """One line about a finished epoch, for logs: its accuracies on the evaluated split, loss and speed."""
-    nodes = " ".join(f"{100 * value:.2f}" for value in record.node_accuracy)
-    return (f"epoch {record.epoch}/{epochs}: ensemble {100 * record.ensemble_accuracy:.2f} %, nodes {nodes} % "
-            f"on {record.split}; loss {record.train_loss:.4f}, lr {record.lr:.4g}, "
+    """One line about a finished epoch, for logs: its accuracies on the evaluated split (if it was evaluated),
+    loss and speed."""
+    if record.evaluated:
+        nodes = " ".join(f"{100 * value:.2f}" for value in record.node_accuracy)
+        accuracy = f"ensemble {100 * record.ensemble_accuracy:.2f} %, nodes {nodes} % on {record.split}"
+    else:
+        accuracy = "not evaluated"
+    return (f"epoch {record.epoch}/{epochs}: {accuracy}; loss {record.train_loss:.4f}, lr {record.lr:.4g}, "
             f"{record.train_seconds:.1f} s ({record.images_per_second:.0f} images/s)")
 
 
 def log_tensorboard(writer: Any, record: EpochRecord) -> None:
     """Add one epoch's metrics to the run's TensorBoard log."""
     step = record.epoch
-    for i, value in enumerate(record.node_accuracy):
-        writer.add_scalar(f"accuracy/node_{i}", value, step)
-    writer.add_scalar("accuracy/ensemble", record.ensemble_accuracy, step)
+    log_accuracy(writer, record)
     writer.add_scalar("loss/total", record.train_loss, step)
     for name, value in record.losses.items():
         writer.add_scalar(f"loss/{name}", value, step)
@@ -417,13 +454,25 @@ def log_tensorboard(writer: Any, record: EpochRecord) -> None:
     writer.flush()
 
 
+def log_accuracy(writer: Any, record: EpochRecord) -> None:
+    """Add an evaluated epoch's accuracies to the run's TensorBoard log (nothing for an epoch not evaluated)."""
+    if record.evaluated:
+        for i, value in enumerate(record.node_accuracy):
+            writer.add_scalar(f"accuracy/node_{i}", value, record.epoch)
+        writer.add_scalar("accuracy/ensemble", record.ensemble_accuracy, record.epoch)
+        writer.flush()
+
+
 def summarise(history: Sequence[EpochRecord], eval_split: str, dataset: str, spec: GraphSpec,
               stopped_early: bool) -> FinalMetrics:
-    """The final metrics of a run: last epoch's accuracies plus the best epoch of the ensemble."""
+    """The final metrics of a run: the last epoch's accuracies and, on the validation split only, the evaluated
+    epoch where the ensemble was most accurate (on the test split that choice would select on test)."""
     last = history[-1]
-    best = max(history, key=lambda record: record.ensemble_accuracy)
+    best = {}
+    if eval_split == "val":
+        chosen = max((record for record in history if record.evaluated), key=lambda record: record.ensemble_accuracy)
+        best = {"best_epoch": chosen.epoch, "best_ensemble_accuracy": chosen.ensemble_accuracy}
     return FinalMetrics(dataset=dataset, split=eval_split, graph=spec.name, epochs=last.epoch,
                         stopped_early=stopped_early, node_accuracy=last.node_accuracy,
                         ensemble_accuracy=last.ensemble_accuracy,
-                        mean_node_accuracy=sum(last.node_accuracy) / len(last.node_accuracy),
-                        best_epoch=best.epoch, best_ensemble_accuracy=best.ensemble_accuracy)
+                        mean_node_accuracy=sum(last.node_accuracy) / len(last.node_accuracy), **best)

@@ -81,7 +81,9 @@ def test_the_recommendation_prefers_no_mps_unless_mps_is_clearly_faster():
                     "concurrency": [{"jobs": j, "batch_size": 16, "mps": m, "node_images_per_s": r}
                                     for j, m, r in concurrency],
                     "big_batch": {"jobs": 1, "batch_size": 128, "node_images_per_s": 8400.0},
-                    "eval_node_images_per_s": 20000.0}
+                    "eval_node_images_per_s": 20000.0,
+                    "trial_disk": {"trial_images": 10, "trial_epochs": 2, "checkpoint_bytes": 1000, "parameters": 100,
+                                   "ended_trial_bytes": 50, "split_bytes": 10, "dogs_parameters": 1000}}
         summary = benchmark.summarise(args, measured, judge=True)
         return summary["recommended_jobs_per_device"], summary["recommended_mps"], summary["projection"]
 
@@ -89,5 +91,11 @@ def test_the_recommendation_prefers_no_mps_unless_mps_is_clearly_faster():
     # time-sliced trials stall near 3,500, side by side they reach 6,700.
     jobs, mps, projection = recommend((4, False, 3500.0), (8, False, 3600.0), (4, True, 5200.0), (8, True, 6700.0))
     assert (jobs, mps, projection["train_node_images_per_s"]) == (8, True, 6700.0)
+    # Disk: a Dogs checkpoint is the measured one scaled by parameters, kept for the 10 best; an ended trial's files
+    # scale with its expected epochs, its split.json with Dogs' 12,000 images; before, every trial kept 1 or 2.
+    ended = 40 * 5.0859375 / 2 + 10 * 12000 / 10
+    assert projection["disk_bytes"] == pytest.approx(6000 * ended + 10 * 10_000)
+    assert projection["disk_bytes_keeping_checkpoints"] == pytest.approx(6000 * (ended + 1.5 * 10_000))
+    assert projection["expected_evaluations_per_trial"] == pytest.approx(1.998046875)
     # Within 5 % of the best, no MPS wins, then the fewest processes.
     assert recommend((4, False, 6500.0), (8, False, 6600.0), (8, True, 6700.0))[:2] == (4, False)

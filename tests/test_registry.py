@@ -31,6 +31,13 @@ from ktg.search.space import SearchSpace
 from ktg.search.worker import make_pruner
 
 
+def test_each_pruner_declares_the_epochs_it_reads():
+    assert PRUNERS["successive-halving"].epochs_read(300) == {1, 2, 4, 8, 16, 32, 64, 128, 256}
+    assert PRUNERS["hyperband"].epochs_read(30) == {1, 3, 9, 27}
+    assert PRUNERS["median"].epochs_read(30) is None  # every epoch
+    assert PRUNERS["none"].epochs_read(30) == frozenset()
+
+
 def test_every_record_resolves_and_figures_can_tell_them_apart():
     for table in (LOSS_DESIGNS, GATES):
         assert all(callable(record.load()) for record in table.values())

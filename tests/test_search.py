@@ -1,6 +1,7 @@
 """Graph search in one process: the space ↔ graph-file round trip, pruning at epoch boundaries, failures, budget,
 and the command line from `ktg search` to retraining the exported graph."""
 
+import argparse
 import csv
 import dataclasses
 import json
@@ -12,6 +13,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+import ktg.cli.search as search_cli
 import ktg.search.objective as objective_module
 from ktg.cli import build_parser, main
 from ktg.cli.search import search_settings_from_args
@@ -152,6 +154,27 @@ def run_objective(tmp_path, pruner, epochs):
     return study.trials[0]
 
 
+def test_only_the_best_complete_trials_keep_their_final_weights(tmp_path):
+    s = settings(tmp_path, trials=3, pruner="none", keep_weights=1)
+    run_search(s, progress=False)
+    trials = load_study(s.storage_url, "test").trials
+    best = max(trials, key=lambda t: (t.value, -t.number))
+    assert [t.number for t in trials if RunFolder(trial_dir(tmp_path, t.number)).holds_run()] == [best.number]
+    assert not list(tmp_path.glob("trials/*/checkpoint.previous.pt"))
+    assert (search_cli.kept_weights("best:3"), search_cli.kept_weights("none")) == (3, 0)
+    with pytest.raises(argparse.ArgumentTypeError, match="expected best:K"):
+        search_cli.kept_weights("best:0")
+
+
+def test_a_trial_is_evaluated_where_its_pruner_reads_it_and_at_its_end(tmp_path):
+    s = settings(tmp_path, trials=1, config=dataclasses.replace(CONFIG, epochs=5))
+    run_search(s, progress=False)
+    (trial,) = load_study(s.storage_url, "test").trials
+    assert trial.state == TrialState.COMPLETE and sorted(trial.intermediate_values) == [1, 2, 4, 5]
+    records = RunFolder(trial_dir(tmp_path, 0)).read_epochs()
+    assert [record.epoch for record in records if record.evaluated] == [1, 2, 4, 5]
+
+
 def test_pruning_happens_at_epoch_boundaries(tmp_path):
     pruner = PruneAt(2)
     trial = run_objective(tmp_path, pruner, epochs=4)
@@ -159,6 +182,7 @@ def test_pruning_happens_at_epoch_boundaries(tmp_path):
     assert sorted(trial.intermediate_values) == [1, 2] == pruner.asked
     lines = (tmp_path / "trials" / "0" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]  # reported steps are exactly the epochs run
+    assert not RunFolder(trial_dir(tmp_path, 0)).holds_run()  # a pruned trial has ended: no checkpoint is kept
     assert trial.intermediate_values[2] == json.loads(lines[1])["ensemble_accuracy"]
     assert GraphSpec.from_dict(trial.user_attrs[GRAPH_ATTR]) == GraphSpec.load(tmp_path / "trials/0/graph.json")
     assert trial.user_attrs[GRAPH_ATTR]["nodes"][0]["options"] == TINY
@@ -272,8 +296,8 @@ def test_an_orphaned_running_trial_is_failed_requeued_and_the_budget_is_exact(tm
     trials = load_study(s.storage_url, "test").trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].system_attrs["failed_trial"] == 0
-    config = RunFolder(trial_dir(tmp_path, 1)).read_config()
-    assert config.train.seed == trial_seed(CONFIG.seed, 0)  # the retry trains with trial 0's seed
+    config = RunFolder(trial_dir(tmp_path, 0)).read_config()  # the retry continues trial 0's folder
+    assert config.train.seed == trial_seed(CONFIG.seed, 0)  # with trial 0's seed
     assert "heartbeats" in leaderboard(load_study(s.storage_url, "test"))[-1]["note"]
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
@@ -18,7 +19,7 @@ from test_search import one_thread  # noqa: F401 (autouse: this process trains o
 from ktg.cli import main
 from ktg.errors import KTGError
 from ktg.run_folder import RunFolder
-from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR, trial_dir, trial_seed
+from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR, RUN_DIR_ATTR, trial_dir, trial_seed
 from ktg.search.results import leaderboard
 from ktg.search.settings import resolve_storage_url
 from ktg.search.storage import load_study
@@ -56,8 +57,9 @@ def assert_consistent(url: str, study_name: str, budget: int, outs) -> list:
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == budget
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    for trial in finished:
-        runs = [out for out in outs if (out / "trials" / str(trial.number) / "metrics.json").exists()]
+    for trial in finished:  # a retry continues its original's folder
+        folder = Path(trial.user_attrs[RUN_DIR_ATTR])
+        runs = [out for out in outs if folder.parents[1] == out.resolve() and (folder / "metrics.json").exists()]
         assert len(runs) == 1, f"trial {trial.number} ran in {runs}"
     assert len({tuple(sorted(t.params.items())) for t in finished}) == budget
     expected = [(row["trial"], row["state"]) for row in leaderboard(study)]
@@ -67,35 +69,64 @@ def assert_consistent(url: str, study_name: str, budget: int, outs) -> list:
     return trials
 
 
-def test_a_killed_worker_leaves_a_consistent_study_and_its_trial_is_retried(tmp_path):
-    out = tmp_path / "search"
-    url = resolve_storage_url(None, out)
-    options = ["--trials", "2", "--epochs", "3", "--out", str(out), "--heartbeat-interval", "1",
-               "--grace-period", "3"]
-    victim = start_worker(*options)
-    try:
-        def training_trial():
-            running = load_study(url, "synthetic-2nodes").get_trials(states=(TrialState.RUNNING,))
-            return [t for t in running if GRAPH_ATTR in t.user_attrs]
+# A worker that stops after its trial's first epoch (checkpoint saved) until the test kills it: the window held open.
+HOLD_AFTER_FIRST_EPOCH = """
+import sys, time
+from pathlib import Path
+from ktg.cli import main
+from ktg.search.display import SearchDisplay
 
-        killed = wait_for(training_trial, 120, "a worker to start training a trial")[0]
+def hold(self, trial, epoch, metrics):
+    if epoch == 1:
+        Path(sys.argv[1]).write_text(str(trial))
+        time.sleep(600)
+
+SearchDisplay.epoch = hold
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_killed_workers_trial_is_continued_by_its_retry_exactly(tmp_path):
+    out, reference, held = tmp_path / "search", tmp_path / "reference", tmp_path / "held"
+    url = resolve_storage_url(None, out)
+    # median reads every epoch (and prunes nothing before its fifth trial): every epoch is reported
+    options = ["--trials", "1", "--epochs", "3", "--pruner", "median", "--heartbeat-interval", "1",
+               "--grace-period", "3"]
+    victim = subprocess.Popen([sys.executable, "-c", HOLD_AFTER_FIRST_EPOCH, str(held), *SEARCH, *options,
+                               "--out", str(out)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(held.exists, 120, "the worker to finish its trial's first epoch")
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
     finally:
         if victim.poll() is None:
             victim.kill()
-    assert load_study(url, "synthetic-2nodes").trials[killed.number].state == TrialState.RUNNING
+        victim.stdout.close()
+    killed = load_study(url, "synthetic-2nodes").trials[0]
+    assert killed.state == TrialState.RUNNING and sorted(killed.intermediate_values) == [1]
+    first_epoch = (trial_dir(out, 0) / "metrics.jsonl").read_text().splitlines()
 
-    assert main([*SEARCH, *options]) == 0  # a second worker: it finds the killed trial stale after 3 s
-    trials = assert_consistent(url, "synthetic-2nodes", 2, [out])
-    assert trials[killed.number].state == TrialState.FAIL
-    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
-    assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
-    assert retries[0].params == killed.params
-    retried_config = RunFolder(trial_dir(out, retries[0].number)).read_config()
-    assert retried_config.train.seed == trial_seed(0, killed.number)  # the killed trial's seed, not its own
-    note = next(row["note"] for row in leaderboard(load_study(url, None)) if row["trial"] == killed.number)
-    assert "heartbeats" in note and f"retried as trial {retries[0].number}" in note
+    assert main([*SEARCH, *options, "--out", str(out)]) == 0  # a second worker: the killed trial is stale after 3 s
+    trials = assert_consistent(url, "synthetic-2nodes", 1, [out])
+    retry = trials[1]
+    assert trials[0].state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    assert retry.system_attrs["failed_trial"] == 0 and retry.params == killed.params
+    assert retry.user_attrs[RUN_DIR_ATTR] == str(trial_dir(out, 0).resolve())  # the killed trial's folder
+    lines = (trial_dir(out, 0) / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and lines[0] == first_epoch[0]  # epoch 1 was not trained again (its timing is the same)
+    assert RunFolder(trial_dir(out, 0)).read_config().train.seed == trial_seed(0, 0)  # the killed trial's seed
+
+    # The same trial uninterrupted: equal, to the bit, in every epoch's losses and accuracies and in the end.
+    assert main([*SEARCH, *options, "--out", str(reference)]) == 0
+    (uninterrupted,) = load_study(resolve_storage_url(None, reference), "synthetic-2nodes").trials
+    assert retry.intermediate_values == uninterrupted.intermediate_values and retry.value == uninterrupted.value
+    continued, straight = (RunFolder(trial_dir(folder, 0)) for folder in (out, reference))
+    assert ([(r.losses, r.node_accuracy, r.ensemble_accuracy) for r in continued.read_epochs()]
+            == [(r.losses, r.node_accuracy, r.ensemble_accuracy) for r in straight.read_epochs()])
+    assert continued.read_metrics() == straight.read_metrics()
+    assert not continued.holds_run() and not straight.holds_run()  # ended trials keep no checkpoint
+    note = next(row["note"] for row in leaderboard(load_study(url, None)) if row["trial"] == 0)
+    assert "heartbeats" in note and f"retried as trial {retry.number}" in note
 
 
 def test_workers_sharing_a_device_stop_cleanly_on_ctrl_c_and_resume(tmp_path):

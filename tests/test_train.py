@@ -227,11 +227,29 @@ def test_deterministic_fails_on_an_operation_without_a_deterministic_kernel(tmp_
         torch.use_deterministic_algorithms(False)  # process-wide: the tests after this one must not inherit it
 
 
+def test_a_run_evaluates_where_asked_and_always_at_its_end(tmp_path):
+    final = train(narrow(dml(2)), tiny_data(), CONFIG, tmp_path, progress=False, eval_epochs={1})
+    records = RunFolder(tmp_path).read_epochs()
+    assert [record.evaluated for record in records] == [True, False, True]
+    assert "ensemble_accuracy" not in json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[1])
+    assert (final.node_accuracy, final.ensemble_accuracy) == (records[2].node_accuracy, records[2].ensemble_accuracy)
+    # evaluated on the test split: no file chooses a best epoch there
+    assert final.best_epoch is None and "best_epoch" not in json.loads((tmp_path / "metrics.json").read_text())
+
+
+def test_a_run_stopped_after_an_epoch_not_evaluated_evaluates_it(tmp_path):
+    final = train(narrow(dml(2)), tiny_data(), CONFIG, tmp_path, progress=False, eval_epochs=(),
+                  callback=lambda epoch, record: epoch == 2)
+    records = RunFolder(tmp_path).read_epochs()
+    assert [record.evaluated for record in records] == [False, True] and final.stopped_early
+    assert final.epochs == 2 and final.ensemble_accuracy == records[1].ensemble_accuracy
+
+
 def test_holdout_evaluates_on_a_saved_validation_split(tmp_path):
     config = TrainConfig(epochs=1, batch_size=16, device="cpu", holdout=0.5)
     final = train(narrow(dml(2)), tiny_data(), config, tmp_path, progress=False)
     split = json.loads((tmp_path / "split.json").read_text())
-    assert final.split == "val"
+    assert final.split == "val" and final.best_epoch == 1  # the best validation epoch may be recorded
     assert len(split["train_indices"]) + len(split["val_indices"]) == 64
     assert not set(split["train_indices"]) & set(split["val_indices"])
 
@@ -257,6 +275,7 @@ def test_cli_train_then_eval(tmp_path, capsys):
     (["train", "--dataset", "digits", "--graph", "nope.json"], "neither a named graph"),
     (["train", "--dataset", "digits", "--model", "vit", "--epochs", "1"], "unknown model 'vit'"),
     (["eval", "--run", "/nonexistent"], "is not a ktg run folder"),
+    (["train", "--dataset", "digits", "--eval-every", "0"], "--eval-every must be at least 1, got 0"),
 ])
 def test_cli_user_errors_are_one_line(argv, message, capsys):
     assert main(argv) == 2

@@ -79,7 +79,11 @@ def add_parser(commands) -> None:
                        "storage, also how long a worker waits for a server that does not answer before it stops "
                        "(default: %(default)s s)")
     group.add_argument("--max-retry", type=int, default=settings["max_retry"], help="how often a dead worker's trial "
-                       "is queued again (default: %(default)s)")
+                       "is queued again; the retry continues it from its last finished epoch (default: %(default)s)")
+    group.add_argument("--keep-weights", type=kept_weights, default=settings["keep_weights"], metavar="best:K",
+                       help="keep the final weights (checkpoint.pt) of the K best complete trials, so that ktg eval, "
+                       "predict and attention work on them; every other trial keeps its graph, config, metrics and "
+                       "TensorBoard log only (default: none, no trial keeps weights)")
 
     space = search.add_argument_group("search space")
     space.add_argument("--designs", nargs="+", choices=design_names(), metavar="DESIGN",
@@ -106,6 +110,16 @@ def add_parser(commands) -> None:
     search.set_defaults(handler=run)
 
 
+def kept_weights(text: str) -> int:
+    """An argparse type for ``--keep-weights``: ``none`` → 0, ``best:K`` → K (K ≥ 1)."""
+    if text == "none":
+        return 0
+    kind, _, count = text.partition(":")
+    if kind != "best" or not count.isdigit() or int(count) < 1:
+        raise argparse.ArgumentTypeError(f"expected best:K (K ≥ 1) or none, got {text!r}")
+    return int(count)
+
+
 def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
     """The :class:`~ktg.search.settings.SearchSettings` a ``ktg search`` command line describes, checked (it
     needs no framework)."""
@@ -128,6 +142,7 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
         data_source=source, node_options=source.defaults.with_node_options(node_options_from_args(args)),
         pruner=args.pruner, sampler=args.sampler, seed=args.search_seed, same_seed=args.same_seed,
         heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, max_retry=args.max_retry,
+        keep_weights=args.keep_weights,
     )
 
 
@@ -151,8 +166,10 @@ def run(args: argparse.Namespace) -> int:
               f"epochs, scored on a held-out {settings.config.holdout:.0%} of the {args.dataset} training split")
 
     try:
+        # Trials log no attention grid: a search's trials keep a few kilobytes each (the figure of a kept trial
+        # is one ktg attention away); the rescore runs, trained once each, log it.
         study = run_search(settings, jobs_per_device=args.jobs_per_device, mps=args.mps,
-                           on_finish=log_attention_grid, progress=not args.no_progress, on_start=announce)
+                           progress=not args.no_progress, on_start=announce)
         if args.rescore_top is not None:
             print(f"\nrescore: the top {args.rescore_top} complete trials, {args.rescore_seeds} fresh seeds each, on "
                   f"the same held-out split")

@@ -16,6 +16,7 @@ from ktg.cli.options import (
     node_options_from_args,
     train_config_from_args,
 )
+from ktg.errors import KTGError
 from ktg.graph import NAMED_GRAPHS, resolve_graph
 from ktg.run_folder import RunFolder
 
@@ -32,6 +33,10 @@ def add_parser(commands) -> None:
                        "(from the previous epoch's, with a warning, if the last one is damaged)")
     start.add_argument("--restart", action="store_true", help="replace the run in --out: delete its files (and only "
                        "those) and train from the start")
+    parser.add_argument("--eval-every", type=int, default=1, metavar="N",
+                        help="evaluate on the evaluated split (the test split, or the --holdout part) after every N-th "
+                        "epoch, and always after the last: the final metrics are the last epoch's, and no file "
+                        "chooses a best epoch on the test split (default: %(default)s, every epoch)")
     add_model_arguments(parser)
     add_data_arguments(parser)
     add_training_arguments(parser)
@@ -39,6 +44,8 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.eval_every < 1:
+        raise KTGError(f"--eval-every must be at least 1, got {args.eval_every}")
     source = data_source_from_args(args)
     config = train_config_from_args(args, source.defaults.train)
     graph = resolve_graph(args.graph, args.nodes, args.model, node_options_from_args(args))
@@ -52,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"{args.dataset}-{spec.name or 'graph'}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         final = train(spec, dataset, config, out, resume=args.resume, restart=args.restart,
+                      eval_epochs=range(args.eval_every, config.epochs + 1, args.eval_every),
                       on_finish=log_attention_grid, progress=not args.no_progress)
     except KeyboardInterrupt:
         kept = ("its finished epochs are kept: add --resume to continue" if RunFolder(out).holds_run()

@@ -35,8 +35,8 @@ class SearchDisplay:
                               failed=counts["fail"])
 
     def epoch(self, trial: int, epoch: int, metrics: EpochRecord) -> None:
-        self.progress.status(trial=f"{trial}: epoch {epoch}/{self.epochs}, "
-                             f"ensemble {100 * metrics.ensemble_accuracy:.2f}%")
+        accuracy = f", ensemble {100 * metrics.ensemble_accuracy:.2f}%" if metrics.evaluated else ""
+        self.progress.status(trial=f"{trial}: epoch {epoch}/{self.epochs}{accuracy}")
 
     def close(self) -> None:
         self.progress.close()

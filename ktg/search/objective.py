@@ -4,10 +4,12 @@ Each trial trains with its own seed (:func:`trial_seed`), so initial weights, ba
 drawn afresh per trial as in the papers' search (docs/method.md#search); ``same_seed`` gives every trial the
 config's seed instead (common random numbers).
 
-The trainer knows nothing of Optuna. The only contact is its epoch callback: after every epoch the objective
-reports the ensemble accuracy as the intermediate value at step = epoch and answers the trainer's "stop?" with
-the pruner's verdict. The last epoch is reported but not put to the pruner: a trial that has trained all its
-epochs is complete, pruning it then would save nothing and only hide a finished result.
+The trainer knows nothing of Optuna. The only contact is its epoch callback: after every evaluated epoch the
+objective reports the ensemble accuracy as the intermediate value at step = epoch and answers the trainer's
+"stop?" with the pruner's verdict. A trial is evaluated only where the pruner reads it (its rungs; every epoch
+for a pruner such as median) and at its last epoch: other evaluations would feed no decision. The last epoch is
+reported but not put to the pruner: a trial that has trained all its epochs is complete, pruning it then would
+save nothing and only hide a finished result.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import dataclasses
 import hashlib
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import optuna
 import torch
@@ -29,18 +31,17 @@ from ktg.models import create_model
 from ktg.registry import LOSS_DESIGNS
 from ktg.run_folder import EpochRecord, RunFolder
 from ktg.search.space import SearchSpace
-from ktg.search.storage import RETRY_OF_ATTR
+from ktg.search.storage import RETRY_OF_ATTR, RUN_DIR_ATTR
 from ktg.train import FinishCallback, train
 
 TRIALS_DIR = "trials"
 #: Trial user attributes (visible in optuna-dashboard and read by ``ktg study show``).
 GRAPH_ATTR = "graph"
-RUN_DIR_ATTR = "run_dir"
 FAIL_REASON_ATTR = "fail_reason"
 
 
 def trial_dir(out: str | Path, number: int) -> Path:
-    """Where trial ``number`` trains: ``OUT/trials/<number>/``."""
+    """Where trial ``number`` trains, and its retries continue: ``OUT/trials/<number>/``."""
     return Path(out) / TRIALS_DIR / str(number)
 
 
@@ -92,22 +93,30 @@ class Objective:
             source is saved with every trial's run, so ``ktg eval`` works on trials.
         config: training options of every trial (the same for all, so graphs are compared fairly); each trial
             trains with its own seed derived from ``config.seed`` and its number (a retry: its original's number).
-        out: the search folder; trial k trains in ``OUT/trials/k/``.
+        out: the search folder; trial k trains in ``OUT/trials/k/``, and a retry of trial k continues there.
         node_options: model options of every node that sets none itself (e.g. ``base_width``), final: the
             dataset's suggestions are the caller's to add.
         on_epoch: called with (trial number, epoch, metrics) after every epoch, for progress displays.
         on_finish: called as a trial's run finishes all its epochs (see :data:`ktg.train.FinishCallback`).
         progress: show the trainer's own progress bars.
         same_seed: train every trial with ``config.seed`` (common random numbers) instead.
+        eval_epochs: the epochs a trial is evaluated at, and its score reported to the pruner (the last always):
+            those the pruner reads (:meth:`ktg.registry.PrunerRecord.epochs_read`); None: every epoch.
 
     A trial that raises is recorded by the caller as failed; before re-raising, the objective stores a one-line
     reason as the user attribute ``fail_reason`` (and the traceback of a programming error in ``error.txt``).
+
+    A trial's checkpoints exist while it runs, so that a retry (:class:`ktg.search.storage.RequeueTrial`) of a
+    trial whose worker died continues it from its last finished epoch, with the same graph and seed, its pruner
+    hearing the finished epochs again; as a trial ends they are deleted (pruned, or failed for good), or all but
+    the final weights, which :func:`keep_best_weights` keeps for the study's best trials only.
     """
 
     def __init__(self, space: SearchSpace, dataset: Dataset, config: TrainConfig, out: str | Path, *,
                  node_options: dict[str, Any] | None = None,
                  on_epoch: Callable[[int, int, EpochRecord], None] | None = None,
-                 on_finish: FinishCallback | None = None, progress: bool = False, same_seed: bool = False) -> None:
+                 on_finish: FinishCallback | None = None, progress: bool = False, same_seed: bool = False,
+                 eval_epochs: Collection[int] | None = None) -> None:
         if config.holdout is None:
             raise KTGError("the search must never look at the test split: give the training config a holdout fraction")
         self.space = space
@@ -119,6 +128,7 @@ class Objective:
         self.on_finish = on_finish
         self.progress = progress
         self.same_seed = same_seed
+        self.eval_epochs = eval_epochs
 
     def seed_of(self, trial: optuna.Trial) -> int:
         """The seed ``trial`` trains with; a queued retry gets the seed of the trial it runs again."""
@@ -127,12 +137,15 @@ class Objective:
         return trial_seed(self.config.seed, trial.user_attrs.get(RETRY_OF_ATTR, trial.number))
 
     def __call__(self, trial: optuna.Trial) -> float:
-        run_dir = trial_dir(self.out, trial.number)
+        origin = trial.user_attrs.get(RETRY_OF_ATTR, trial.number)  # a retry continues its original's run
+        run_dir = trial_dir(self.out, origin)
         try:
-            return self._run(trial, run_dir)
+            return self._run(trial, origin, run_dir)
         except optuna.TrialPruned:
             raise
         except BaseException as error:
+            if not isinstance(error, KeyboardInterrupt):  # failed for good: only an interrupted trial is retried
+                RunFolder(run_dir).delete_checkpoints()
             if not isinstance(error, (KTGError, torch.OutOfMemoryError, KeyboardInterrupt)) and run_dir.exists():
                 RunFolder(run_dir).write_error(traceback.format_exc())
             try:
@@ -141,23 +154,46 @@ class Objective:
                 pass  # already failed as stale by another worker; its retry runs the graph again
             raise
 
-    def _run(self, trial: optuna.Trial, run_dir: Path) -> float:
-        spec = self.space.suggest(trial).resolved(self.dataset.image_size, self.node_options)
+    def _run(self, trial: optuna.Trial, origin: int, run_dir: Path) -> float:
+        spec = self.space.suggest(trial, origin).resolved(self.dataset.image_size, self.node_options)
         trial.set_user_attr(GRAPH_ATTR, spec.to_dict())  # exactly what the trainer trains
         trial.set_user_attr(RUN_DIR_ATTR, str(run_dir.resolve()))  # absolute: readable from any working directory
 
         def after_epoch(epoch: int, metrics: EpochRecord) -> bool:
-            trial.report(metrics.ensemble_accuracy, epoch)
+            if metrics.evaluated:
+                trial.report(metrics.ensemble_accuracy, epoch)
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, epoch, metrics)
-            return epoch < self.config.epochs and trial.should_prune()
+            return metrics.evaluated and epoch < self.config.epochs and trial.should_prune()
 
         config = dataclasses.replace(self.config, seed=self.seed_of(trial))  # recorded in the run's config.json
-        final = train(spec, self.dataset, config, run_dir, callback=after_epoch, on_finish=self.on_finish,
+        run = RunFolder(run_dir)
+        retry = RETRY_OF_ATTR in trial.user_attrs
+        resume = retry and run.holds_run()  # a retry continues its original's last finished epoch, if there is one
+        final = train(spec, self.dataset, config, run_dir, resume=resume, restart=retry and not resume,
+                      eval_epochs=self.eval_epochs, callback=after_epoch, on_finish=self.on_finish,
                       progress=self.progress)
         for key in ("epochs", "node_accuracy", "mean_node_accuracy", "best_ensemble_accuracy", "best_epoch"):
             value = getattr(final, key)
             trial.set_user_attr(key, list(value) if isinstance(value, tuple) else value)  # as the storage keeps it
         if final.stopped_early:
+            run.delete_checkpoints()
             raise optuna.TrialPruned(f"pruned after epoch {final.epochs}")
+        run.delete_checkpoints(keep_latest=True)  # its final weights wait for the leaderboard: keep_best_weights
         return final.ensemble_accuracy
+
+
+def keep_best_weights(study: optuna.Study, keep: int) -> None:
+    """Delete the final weights of every complete trial outside the ``keep`` best (ranked as the leaderboard ranks
+    them), whatever worker ran it.
+
+    Safe with several workers finishing trials at once: the complete trials only grow, so a trial among the
+    ``keep`` best of the study's final leaderboard is among the ``keep`` best of every earlier one, and no worker
+    deletes weights that should stay; running trials are never touched. Trials still being written (no run folder
+    recorded yet) are passed over.
+    """
+    complete = [trial for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if trial.value is not None]
+    for trial in sorted(complete, key=lambda t: (-t.value, t.number))[keep:]:
+        if RUN_DIR_ATTR in trial.user_attrs:
+            RunFolder(trial.user_attrs[RUN_DIR_ATTR]).delete_checkpoints()

@@ -82,6 +82,8 @@ class SearchSettings:
         heartbeat_interval, grace_period: seconds between heartbeats, and of silence before a running trial
             counts as abandoned by a dead worker.
         max_retry: how often a trial of a dead worker is queued again.
+        keep_weights: how many of the best complete trials keep their final weights (``checkpoint.pt``); every
+            other trial's checkpoints are deleted as it ends. Part of the study's identity: every worker deletes.
         max_failures_in_a_row: a worker stops with an error after this many consecutive failed trials
             (a systematic problem such as a wrong option should not burn through the queue).
     """
@@ -101,6 +103,7 @@ class SearchSettings:
     heartbeat_interval: int = 30
     grace_period: int = 120
     max_retry: int = 2
+    keep_weights: int = 0
     max_failures_in_a_row: int = 10
 
     def __post_init__(self) -> None:
@@ -126,4 +129,4 @@ class SearchSettings:
                 "options": {k: v for k, v in source.options.items() if k != "cache_dir"}}
         return {"space": self.space.describe(), "train": training, "data": data,
                 "node_options": self.node_options, "pruner": self.pruner, "sampler": self.sampler, "seed": self.seed,
-                "same_seed": self.same_seed}
+                "same_seed": self.same_seed, "keep_weights": self.keep_weights}

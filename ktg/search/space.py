@@ -141,11 +141,12 @@ class SearchSpace:
                         result[temperature_param(source, target)] = CategoricalDistribution(self.temperatures)
         return result
 
-    def suggest(self, trial: optuna.trial.BaseTrial) -> GraphSpec:
-        """Draw a graph through ``trial`` (a live trial, or a ``FixedTrial`` to rebuild a known one)."""
+    def suggest(self, trial: optuna.trial.BaseTrial, number: int | None = None) -> GraphSpec:
+        """Draw a graph through ``trial`` (a live trial, or a ``FixedTrial`` to rebuild a known one), named after
+        trial ``number`` (default: ``trial``'s own; a retry's graph is its original's)."""
         params = {name: trial.suggest_categorical(name, dist.choices)
                   for name, dist in self.distributions().items()}
-        return self.from_params(params, name=f"trial {trial.number}")
+        return self.from_params(params, name=f"trial {trial.number if number is None else number}")
 
     def from_params(self, params: dict[str, Any], name: str | None = None) -> GraphSpec:
         """The graph that ``params`` (parameter name → choice) describe; every parameter must be present."""

@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ktg.config import differences
 from ktg.errors import KTGError
+from ktg.run_folder import RunFolder
 
 #: Study user attribute holding what the study searches (space, training, data); joining workers must agree.
 SETTINGS_ATTR = "ktg.search"
@@ -132,9 +133,10 @@ def _lock_on_begin(engine) -> None:
     engine.dispose()  # connections opened while the tables were created lack the hooks
 
 
-#: Settings that studies stored before ktg had them imply: such a study trained every trial with one seed and
-#: drew its graphs with the random sampler.
-_IMPLIED_BY_OLDER_STUDIES = {"same_seed": True, "sampler": "random"}
+#: Settings that studies stored before ktg had them imply: such a study trained every trial with one seed,
+#: drew its graphs with the random sampler and kept no trial's weights (its trials kept them all, which deleting
+#: none now respects).
+_IMPLIED_BY_OLDER_STUDIES = {"same_seed": True, "sampler": "random", "keep_weights": 0}
 
 
 def open_study(storage: BaseStorage, name: str, *, sampler: optuna.samplers.BaseSampler | None = None,
@@ -176,6 +178,8 @@ def load_study(url: str, name: str | None) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
+#: Trial user attribute: the trial's run folder, absolute (a retry shares its original's).
+RUN_DIR_ATTR = "run_dir"
 #: User attribute of a queued retry: the number of the original trial it runs again. Optuna keeps the same number
 #: in the system attribute ``failed_trial``, which a running trial cannot read; the objective derives the
 #: trial's seed from it, so a retry trains with the original trial's seed.
@@ -196,9 +200,11 @@ class RequeueTrial:
 
     Used for trials whose worker stopped sending heartbeats (killed, machine lost) and for trials
     interrupted with Ctrl-C. The queued trial records ``failed_trial`` (the first trial of the chain) and
-    ``retry_history`` as Optuna's ``RetryHeartbeatStaleTrialCallback`` does, so Optuna's helpers read it; unlike
-    that callback it starts clean: of the dead run's user attributes only :data:`RETRY_OF_ATTR` is carried over,
-    and none of its pruner rungs. After ``max_retry`` retries of one original trial it stops queueing.
+    ``retry_history`` as Optuna's ``RetryHeartbeatStaleTrialCallback`` does, so Optuna's helpers read it; of the
+    dead run's user attributes only :data:`RETRY_OF_ATTR` is carried over: the retry continues the original's run
+    folder from its last checkpoint, and its pruner hears the finished epochs again from there (see
+    :class:`ktg.search.objective.Objective`). After ``max_retry`` retries of one original trial it stops
+    queueing, and the trial, failed for good, has its checkpoints deleted.
     """
 
     def __init__(self, max_retry: int = 2) -> None:
@@ -208,6 +214,8 @@ class RequeueTrial:
         history = [*trial.system_attrs.get("retry_history", []), trial.number]
         if len(history) <= self.max_retry:
             queue_again(study, trial, history)
+        elif RUN_DIR_ATTR in trial.user_attrs:  # failed for good: no retry will continue its run
+            RunFolder(trial.user_attrs[RUN_DIR_ATTR]).delete_checkpoints()
 
 
 #: Trial user attribute a worker sets right after its first heartbeat; see :func:`fail_stale_trials`.

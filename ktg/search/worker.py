@@ -42,7 +42,7 @@ from ktg.registry import PRUNERS, SAMPLERS
 from ktg.run_folder import EpochRecord
 from ktg.runtime import resolve_device
 from ktg.search.heartbeat import Heartbeat
-from ktg.search.objective import FAIL_REASON_ATTR, Objective
+from ktg.search.objective import FAIL_REASON_ATTR, Objective, keep_best_weights
 from ktg.search.results import FINISHED, write_results
 from ktg.search.settings import BEST_GRAPH, LEADERBOARD, SearchSettings, check_pruner, check_sampler
 from ktg.search.signals import StopRequest
@@ -119,7 +119,7 @@ class Worker:
         dataset = self.dataset if self.dataset is not None else s.data_source.load()
         objective = Objective(s.space, dataset, s.config, s.out, node_options=s.node_options,
                               on_epoch=self._after_epoch, on_finish=self.on_finish, progress=self.progress,
-                              same_seed=s.same_seed)
+                              same_seed=s.same_seed, eval_epochs=PRUNERS[s.pruner].epochs_read(s.config.epochs))
         failures_in_a_row = 0
         while True:
             StopRequest.check()
@@ -134,6 +134,8 @@ class Worker:
             if state is None:
                 time.sleep(random.uniform(0.2, 2.0))  # lost a race for the last places; let it settle
                 continue
+            if state == TrialState.COMPLETE:
+                keep_best_weights(study, s.keep_weights)
             rewrite_results(study, s.out)
             if self.on_trial is not None:
                 self.on_trial(study)
