@@ -175,6 +175,21 @@ def test_a_trial_is_evaluated_where_its_pruner_reads_it_and_at_its_end(tmp_path)
     assert [record.epoch for record in records if record.evaluated] == [1, 2, 4, 5]
 
 
+@pytest.mark.parametrize("failure", [KTGError("the disk is full"), KeyboardInterrupt()])
+def test_a_failed_trial_keeps_its_checkpoints_only_to_be_retried(tmp_path, failure):
+    def fail_after_the_first_epoch(trial, epoch, metrics):
+        raise failure
+
+    study = optuna.create_study(direction="maximize", sampler=TrialSeededSampler(0))
+    objective = Objective(SPACE, tiny_data(), CONFIG, tmp_path, node_options=TINY, on_epoch=fail_after_the_first_epoch)
+    with pytest.raises(type(failure)):
+        study.optimize(objective, n_trials=1, catch=())
+    run = RunFolder(trial_dir(tmp_path, 0))
+    assert [record.epoch for record in run.read_epochs()] == [1]
+    # failed for good: nothing will continue it; interrupted: its retry continues from epoch 1
+    assert run.holds_run() == isinstance(failure, KeyboardInterrupt)
+
+
 def test_pruning_happens_at_epoch_boundaries(tmp_path):
     pruner = PruneAt(2)
     trial = run_objective(tmp_path, pruner, epochs=4)

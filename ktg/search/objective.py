@@ -144,14 +144,17 @@ class Objective:
         except optuna.TrialPruned:
             raise
         except BaseException as error:
-            if not isinstance(error, KeyboardInterrupt):  # failed for good: only an interrupted trial is retried
-                RunFolder(run_dir).delete_checkpoints()
             if not isinstance(error, (KTGError, torch.OutOfMemoryError, KeyboardInterrupt)) and run_dir.exists():
                 RunFolder(run_dir).write_error(traceback.format_exc())
+            # Only an interrupted trial, or one another worker failed as stale, is retried: the retry continues
+            # from its checkpoints. Any other failure is for good, and its checkpoints go.
+            retried = isinstance(error, (KeyboardInterrupt, optuna.exceptions.UpdateFinishedTrialError))
             try:
                 trial.set_user_attr(FAIL_REASON_ATTR, failure_reason(error, run_dir))
             except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # already failed as stale by another worker; its retry runs the graph again
+                retried = True  # already failed as stale by another worker; its retry continues the run
+            if not retried:
+                RunFolder(run_dir).delete_checkpoints()
             raise
 
     def _run(self, trial: optuna.Trial, origin: int, run_dir: Path) -> float:
