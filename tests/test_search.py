@@ -198,6 +198,8 @@ def test_pruning_happens_at_epoch_boundaries(tmp_path):
     lines = (tmp_path / "trials" / "0" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]  # reported steps are exactly the epochs run
     assert not RunFolder(trial_dir(tmp_path, 0)).holds_run()  # a pruned trial has ended: no checkpoint is kept
+    with pytest.raises(KTGError, match="holds an ended run whose weights were not kept .*--keep-weights best:K"):
+        RunFolder(trial_dir(tmp_path, 0)).check_is_run()  # what ktg eval says of it
     assert trial.intermediate_values[2] == json.loads(lines[1])["ensemble_accuracy"]
     assert GraphSpec.from_dict(trial.user_attrs[GRAPH_ATTR]) == GraphSpec.load(tmp_path / "trials/0/graph.json")
     assert trial.user_attrs[GRAPH_ATTR]["nodes"][0]["options"] == TINY
