@@ -192,3 +192,33 @@ def test_only_the_first_stop_signal_interrupts():
             StopRequest.check()  # the worker loop still stops before its next trial
     finally:
         StopRequest.requested = False
+
+
+def test_a_worker_that_loses_the_race_to_create_the_tables_of_a_sqlite_study_tries_again(tmp_path, monkeypatch):
+    # 16 workers started together on a new study.db: the losers see "table studies already exists", which SQLite
+    # raises as an OperationalError (PostgreSQL: IntegrityError, ProgrammingError).
+    import sqlalchemy
+
+    import ktg.search.storage as storage_module
+
+    real, attempts = storage_module.RDBStorage, []
+
+    def racing(*args, **kwargs):
+        attempts.append(args[0])
+        if len(attempts) == 1:
+            raise sqlalchemy.exc.OperationalError("CREATE TABLE studies", {}, Exception("table studies already exists"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(storage_module, "RDBStorage", racing)
+    monkeypatch.setattr(storage_module.random, "uniform", lambda low, high: 0.0)
+    assert isinstance(storage_module.open_storage(f"sqlite:///{tmp_path}/study.db"), real)
+    assert len(attempts) == 2
+
+    def unopenable(*args, **kwargs):  # any other SQLite error is not a race: it is reported at once
+        attempts.append(args[0])
+        raise sqlalchemy.exc.OperationalError("connect", {}, Exception("unable to open database file"))
+
+    monkeypatch.setattr(storage_module, "RDBStorage", unopenable)
+    with pytest.raises(KTGError, match="unable to open database file"):
+        storage_module.open_storage(f"sqlite:///{tmp_path}/other.db")
+    assert len(attempts) == 3

@@ -90,10 +90,13 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
                 break
-            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+                    sqlalchemy.exc.OperationalError) as error:
                 # Workers started together on an empty database race to create Optuna's tables; the losers
-                # see "duplicate key" or "already exists" and find the tables in place when they try again.
-                if attempt == CREATE_ATTEMPTS - 1:
+                # see "duplicate key" or "already exists" (from SQLite, an OperationalError, like every other
+                # SQLite error) and find the tables in place when they try again.
+                other = isinstance(error, sqlalchemy.exc.OperationalError) and "already exists" not in str(error)
+                if other or attempt == CREATE_ATTEMPTS - 1:
                     raise
                 time.sleep(random.uniform(0.5, 2.0))
     except ImportError as error:  # Optuna re-raises a missing database driver as a plain ImportError
