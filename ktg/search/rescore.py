@@ -16,12 +16,11 @@ Two workers that claim the same run at the same instant both train it, which cos
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import os
 import socket
-import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ktg.data.images import Dataset
 from ktg.graph import GraphSpec
+from ktg.search.heartbeat import Renewal
 from ktg.search.objective import GRAPH_ATTR, failure_reason
 from ktg.search.settings import RESCORE_DIR, SearchSettings, check_rescore
 from ktg.train import FinishCallback, NonFiniteLossError, train
@@ -141,36 +141,8 @@ def chosen(study: optuna.Study) -> tuple[FrozenTrial, str] | None:
     return (complete[0], ARGMAX) if complete else None
 
 
-class _Claim:
-    """A worker's claim on one rescore run, renewed from a daemon thread every ``interval`` seconds."""
-
-    def __init__(self, study: optuna.Study, key: str, worker: str, interval: float) -> None:
-        self.study, self.key, self.worker, self.interval = study, key, worker, interval
-        self._stopped = threading.Event()
-        self._renewer = threading.Thread(target=self._renew, name="ktg-rescore-claim", daemon=True)
-
-    def take(self) -> bool:
-        """Claim the run; False if another worker's claim replaced this one at once (it trains the run)."""
-        self._write()
-        mine = self.study.user_attrs.get(self.key, {}).get("worker") == self.worker
-        if mine:
-            self._renewer.start()
-        return mine
-
-    def release(self) -> None:
-        self._stopped.set()
-        if self._renewer.is_alive():
-            self._renewer.join()
-
-    def _write(self) -> None:
-        self.study.set_user_attr(self.key, {"worker": self.worker, "time": time.time()})
-
-    def _renew(self) -> None:
-        while not self._stopped.wait(self.interval):
-            try:
-                self._write()
-            except Exception as error:  # the run goes on; a claim not renewed for long is only taken over
-                print(f"ktg: warning: claim {self.key} not renewed ({error}); retrying", file=sys.stderr)
+def _claim(study: optuna.Study, key: str, worker: str) -> None:
+    study.set_user_attr(key, {"worker": worker, "time": time.time()})
 
 
 def _unfinished(study: optuna.Study, top: int, seeds: int, grace_period: float) -> list[tuple[FrozenTrial, int, bool]]:
@@ -209,14 +181,12 @@ def rescore(settings: SearchSettings, study: optuna.Study, *, top: int, seeds: i
             time.sleep(poll_seconds)
             continue
         trial, index = free[0]
-        claim = _Claim(study, f"{CLAIM_PREFIX}{trial.number}/{index}", worker, settings.heartbeat_interval)
-        if not claim.take():
-            continue
-        try:
+        key = f"{CLAIM_PREFIX}{trial.number}/{index}"
+        with Renewal(functools.partial(_claim, study, key, worker), settings.heartbeat_interval, f"claim {key}"):
+            if study.user_attrs.get(key, {}).get("worker") != worker:
+                continue  # another worker claimed it at the same instant, and trains it
             result = rescore_run(settings, dataset, trial, index, on_finish=on_finish, progress=progress)
             study.set_user_attr(f"{RUN_PREFIX}{trial.number}/{index}", result)
-        finally:
-            claim.release()
         if on_run is not None:
             on_run(trial.number, index, result)
 
