@@ -5,6 +5,7 @@ progress, and no worker stops because the leaderboard could not be rewritten."""
 
 import csv
 import dataclasses
+import fcntl
 import threading
 import time
 
@@ -16,6 +17,7 @@ from test_search import CONFIG, SPACE, one_thread, settings, tiny_data  # noqa: 
 from ktg.cli import main
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec, dml
+from ktg.search import results
 from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR
 from ktg.search.results import describe_graph, export_graph, format_table, graph_of, leaderboard, write_results
 from ktg.search.sampler import TrialSeededSampler
@@ -126,8 +128,8 @@ def test_four_workers_rewrite_the_leaderboard_while_a_trial_is_half_drawn(tmp_pa
     """Four workers (threads, each with its own connection to the storage, as processes have) on tiny trials. The
     first trial drawn is held after its first parameter until a leaderboard rewritten by another worker lists it,
     running without a graph: the window in which readers used to fail, held open instead of hit by chance."""
-    # one epoch a trial; a long grace period: heartbeats a loaded machine delays must not fail trials as stale
-    s = settings(tmp_path, trials=4, grace_period=60, config=dataclasses.replace(CONFIG, epochs=1))
+    # one epoch a trial; a grace period no loaded machine reaches: a delayed heartbeat must not fail a trial as stale
+    s = settings(tmp_path, trials=4, grace_period=3600, config=dataclasses.replace(CONFIG, epochs=1))
     draw = TrialSeededSampler.sample_independent
     held: dict = {}
     workers: list[threading.Thread] = []
@@ -175,3 +177,56 @@ def test_four_workers_rewrite_the_leaderboard_while_a_trial_is_half_drawn(tmp_pa
     with open(tmp_path / LEADERBOARD, newline="") as file:
         assert [(int(r["trial"]), r["state"]) for r in csv.DictReader(file)] == [
             (row["trial"], row["state"]) for row in leaderboard(study)]
+
+
+def test_a_writer_that_read_the_storage_earlier_never_writes_last(tmp_path, monkeypatch):
+    """The window that made the leaderboard go back in time, held open: writer A reads the storage (trial 0
+    running) and pauses before writing; trial 0 completes, and writer B sets out to write the newer snapshot. Only
+    once B has written, or waits for the lock, does A go on. The files end with B's snapshot: trial 0 complete."""
+    study, _, _ = connect(settings(tmp_path), heartbeats=False)
+    trial = study.ask()
+    trial.set_user_attr(GRAPH_ATTR, SPACE.suggest(trial).to_dict())
+    a_read, a_may_write, b_on_its_way = threading.Event(), threading.Event(), threading.Event()
+    read, flock = results.leaderboard, fcntl.flock
+
+    def read_then_pause_in_a(study):
+        rows = read(study)
+        if threading.current_thread().name == "A":
+            a_read.set()
+            assert a_may_write.wait(60)
+        return rows
+
+    def lock_announcing_b(file, operation):
+        if threading.current_thread().name == "B":
+            b_on_its_way.set()  # before it may block: A is let go, and B then reads after A has written
+        flock(file, operation)
+
+    monkeypatch.setattr(results, "leaderboard", read_then_pause_in_a)
+    monkeypatch.setattr(fcntl, "flock", lock_announcing_b)
+    errors: list[BaseException] = []
+
+    def write(name: str) -> threading.Thread:
+        def target() -> None:
+            try:
+                write_results(load_study(settings(tmp_path).storage_url, "test"), tmp_path)
+            except BaseException as error:
+                errors.append(error)
+            finally:
+                b_on_its_way.set()  # B wrote, or failed: either way A must not wait for ever
+
+        thread = threading.Thread(target=target, name=name)
+        thread.start()
+        return thread
+
+    a = write("A")
+    assert a_read.wait(60)
+    study.tell(trial, 0.5)
+    b = write("B")
+    assert b_on_its_way.wait(60)
+    a_may_write.set()
+    a.join()
+    b.join()
+    assert errors == []
+    with open(tmp_path / LEADERBOARD, newline="") as file:
+        assert [(r["trial"], r["state"]) for r in csv.DictReader(file)] == [("0", "complete")]
+    assert GraphSpec.load(tmp_path / BEST_GRAPH) == graph_of(study.trials[0])

@@ -2,7 +2,8 @@
 
 Everything here reads the database, never the trial folders, so ``ktg study show`` works on any machine that
 can reach the storage URL. The files (``leaderboard.csv``, ``best_graph.json``) are rewritten atomically from
-the storage after every finished trial by the worker that finished it, and once more when a search ends.
+the storage after every finished trial by the worker that finished it, and once more when a search ends; the
+writers take turns (:func:`write_results`), so the files never go back to an older state of the storage.
 
 A live study is read as possibly unfinished: a running trial draws its graph one parameter at a time, each
 written to the storage at once, so its parameters may describe half a graph. Readers therefore never rebuild a
@@ -13,11 +14,13 @@ graph from parameters; they read the graph a worker stores whole, in one write, 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import fcntl
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -28,12 +31,11 @@ from ktg.io import write_text
 from ktg.run_folder import RunFolder
 from ktg.search import rescore
 from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR, RUN_DIR_ATTR
-from ktg.search.settings import BEST_GRAPH, LEADERBOARD
+from ktg.search.settings import BEST_GRAPH, LEADERBOARD, RESULTS_LOCK
+from ktg.search.storage import FINISHED
 
 COLUMNS = ("rank", "trial", "state", "ensemble_accuracy", "rescore_mean", "rescore_std", "rescore_runs", "epochs",
            "mean_node_accuracy", "node_accuracy", "retry_of", "seconds", "note", "graph", "graph_file")
-#: The states of trials that trained to their end: they count towards the budget and each stores its graph.
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 _ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.WAITING: 3,
           TrialState.FAIL: 4}
 
@@ -150,13 +152,39 @@ def write_leaderboard(rows: list[dict[str, Any]], path: str | Path) -> None:
 
 def write_results(study: optuna.Study, out: str | Path) -> Path | None:
     """Rewrite ``OUT/leaderboard.csv`` and ``OUT/best_graph.json`` from the storage; returns the best graph's
-    path (None while no trial has completed)."""
+    path (None while no trial has completed). Reading the storage and writing the files happen under the search
+    folder's lock (:func:`_writers_take_turns`): a writer that read the storage earlier never renames its files
+    over those of one that read it later."""
     out = Path(out)
-    write_leaderboard(leaderboard(study), out / LEADERBOARD)
-    if rescore.chosen(study) is None:
-        return None
-    export_graph(study, "best", out / BEST_GRAPH)
+    with _writers_take_turns(out):
+        write_leaderboard(leaderboard(study), out / LEADERBOARD)
+        if rescore.chosen(study) is None:
+            return None
+        export_graph(study, "best", out / BEST_GRAPH)
     return out / BEST_GRAPH
+
+
+@contextlib.contextmanager
+def _writers_take_turns(out: Path) -> Iterator[None]:
+    """Hold ``OUT/results.lock`` exclusively. Each writer reads the storage after the writer before it has
+    renamed its files, so the last files written are from the newest snapshot. flock excludes every other
+    holder on this machine (processes and threads alike: each open is its own holder), and on Linux NFS, where
+    the kernel maps it to a byte-range lock the server arbitrates, on other machines too; a filesystem that keeps
+    locks per machine (Lustre mounted with ``localflock``) lets workers of different machines overlap, and the
+    files may then lag the storage until the next rewrite. The kernel releases the lock of a killed process."""
+    path = out / RESULTS_LOCK
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        file = open(path, "a")
+    except OSError as error:
+        raise KTGError(f"cannot write {path}: {error.strerror or error}") from None
+    with file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX)
+        except OSError as error:  # ENOLCK: a filesystem without file locks
+            raise KTGError(f"cannot lock {path} ({error.strerror or error}), which the writers of the leaderboard "
+                           f"take turns on: put the search folder (--out) on a filesystem with file locks") from None
+        yield  # closing the file releases the lock
 
 
 def export_graph(study: optuna.Study, trial: int | str, path: str | Path) -> GraphSpec:

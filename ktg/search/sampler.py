@@ -27,13 +27,14 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from ktg.search.storage import FINISHED
+
 #: TPE's random start: Optuna's default, as documented for 100–1,000 trials.
 TPE_STARTUP_TRIALS = 10
 #: Regularised evolution: the population (the trials that finished last) and the tournament drawn from it.
 #: 20 / 5 keeps Real et al.'s ratio of 4 at a size that starts evolving within a 100-trial budget.
 EVOLUTION_POPULATION = 20
 EVOLUTION_TOURNAMENT = 5
-_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def _hash(*parts: Any) -> int:
@@ -128,7 +129,7 @@ class RegularisedEvolution(TrialSeededSampler):
         self.tournament = tournament
 
     def _population(self, study: optuna.Study) -> list[FrozenTrial]:
-        finished = study.get_trials(deepcopy=False, states=_FINISHED)
+        finished = study.get_trials(deepcopy=False, states=FINISHED)
         finished.sort(key=lambda t: (t.datetime_complete is None, t.datetime_complete, t.number))
         return finished[-self.population:] if len(finished) >= self.population else []
 

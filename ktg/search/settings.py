@@ -19,10 +19,12 @@ if TYPE_CHECKING:
     from ktg.search.space import SearchSpace
 
 #: The files of a search folder (torch-free, so that ``ktg graph show SEARCH_FOLDER`` can name them): the study
-#: when --storage is not given, the leaderboard, the best trial's graph, the runs of ``--rescore-top``.
+#: when --storage is not given, the leaderboard, the best trial's graph, the lock their writers take turns on,
+#: the runs of ``--rescore-top``.
 STUDY_DB = "study.db"
 LEADERBOARD = "leaderboard.csv"
 BEST_GRAPH = "best_graph.json"
+RESULTS_LOCK = "results.lock"
 RESCORE_DIR = "rescore"
 
 

@@ -32,6 +32,8 @@ from ktg.run_folder import RunFolder
 
 #: Study user attribute holding what the study searches (space, training, data); joining workers must agree.
 SETTINGS_ATTR = "ktg.search"
+#: The states of trials that trained to their end: they count towards the budget and each stores its graph.
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SQLITE_LOCK_TIMEOUT_S = 120
 CREATE_ATTEMPTS = 5
 #: Database connections one process keeps open to PostgreSQL, and how many more it may open at a burst. A worker

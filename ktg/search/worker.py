@@ -43,10 +43,18 @@ from ktg.run_folder import EpochRecord
 from ktg.runtime import resolve_device
 from ktg.search.heartbeat import Heartbeat
 from ktg.search.objective import FAIL_REASON_ATTR, Objective, keep_best_weights
-from ktg.search.results import FINISHED, write_results
+from ktg.search.results import write_results
 from ktg.search.settings import BEST_GRAPH, LEADERBOARD, SearchSettings, check_pruner, check_sampler
 from ktg.search.signals import StopRequest
-from ktg.search.storage import WORKER_ATTR, RequeueTrial, fail_stale_trials, open_storage, open_study, queue_again
+from ktg.search.storage import (
+    FINISHED,
+    WORKER_ATTR,
+    RequeueTrial,
+    fail_stale_trials,
+    open_storage,
+    open_study,
+    queue_again,
+)
 from ktg.train import FinishCallback
 
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
@@ -131,12 +139,12 @@ class Worker:
                 time.sleep(self.poll_seconds)  # the running trials may still fail and free their places
                 continue
             state, reason = self._run_trial(study, storage, study_id, objective)
+            if state == TrialState.COMPLETE:
+                keep_best_weights(study, s.keep_weights)
+            rewrite_results(study, s.out)  # a trial handed back too: the last leaderboard lists it failed, not running
             if state is None:
                 time.sleep(random.uniform(0.2, 2.0))  # lost a race for the last places; let it settle
                 continue
-            if state == TrialState.COMPLETE:
-                keep_best_weights(study, s.keep_weights)
-            rewrite_results(study, s.out)
             if self.on_trial is not None:
                 self.on_trial(study)
             failures_in_a_row = failures_in_a_row + 1 if state == TrialState.FAIL else 0
