@@ -15,7 +15,8 @@ Counted from the storage afterwards:
 - lost: retry chains (a trial and its queued retries) with a failure but neither a finished nor a queued member;
 - duplicated: finished trials past the budget, and chains that finished more than once;
 - stuck: trials still RUNNING when every worker has exited;
-- failed: trials failed for another reason than "not run" (a worker handing back a trial it must not run);
+- failed: trials failed for another reason than "not run"; hand-backs: those that a worker asked for in a race
+  for the last places and handed back unrun ("not run: ...");
 - peak connections, sampled every 0.5 s: PostgreSQL's backends for the database (``pg_stat_activity``), the TCP
   connections to the gRPC server's port, or the processes holding the SQLite file open;
 - trials per minute: finished trials over the time from the first trial's start to the last one's end.
@@ -198,6 +199,7 @@ def count(url: str, budget: int) -> dict:
     return {"trials": len(trials), "finished": len(finished), "states": Counter(t.state.name for t in trials),
             "lost": lost, "duplicated": duplicated + max(0, len(finished) - budget),
             "stuck": sum(t.state == TrialState.RUNNING for t in trials), "failed": len(failed),
+            "hand_backs": sum(t.state == TrialState.FAIL for t in trials) - len(failed),
             "reasons": sorted({str(t.user_attrs.get(FAIL_REASON_ATTR)) for t in failed}),
             "trials_per_minute": len(finished) / minutes if finished else 0.0}
 
@@ -256,7 +258,8 @@ def main() -> int:
     (out / "soak.json").write_text(json.dumps(result, indent=2, default=dict) + "\n")
     codes = ", ".join(f"{n}× {code}" for code, n in sorted(result["exit_codes"].items()))
     print(f"| {args.storage} | {args.workers} | {result['finished']}/{args.trials} | {result['lost']} | "
-          f"{result['duplicated']} | {result['stuck']} | {result['failed']} | {result['peak_connections']} | "
+          f"{result['duplicated']} | {result['stuck']} | {result['failed']} | {result['hand_backs']} | "
+          f"{result['peak_connections']} | "
           f"{result['trials_per_minute']:.1f} | {result['wall_s']:.0f} s | {codes} |")
     print(f"soak: pool per process {POOL_SIZE} + {POOL_OVERFLOW}; details in {out / 'soak.json'}")
     clean = not (result["lost"] or result["duplicated"] or result["stuck"] or result["failed"]

@@ -36,9 +36,10 @@ SETTINGS_ATTR = "ktg.search"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SQLITE_LOCK_TIMEOUT_S = 120
 CREATE_ATTEMPTS = 5
-#: Database connections one process keeps open to PostgreSQL, and how many more it may open at a burst. A worker
+#: Database connections one storage keeps open to PostgreSQL, and how many more it may open at a burst. A worker
 #: uses two at once (its loop, its heartbeat thread); SQLAlchemy's default (5 + 10 overflow) would let every
-#: worker process of a large search hold 15 (Optuna issue #1347), so a server sees at most ``4 × processes``.
+#: storage of a large search hold 15 (Optuna issue #1347). A ``ktg search`` command opens two storages (its own
+#: and its worker's), so a database server sees at most 8 connections per command.
 POOL_SIZE = 2
 POOL_OVERFLOW = 2
 GRPC_SCHEME = "grpc://"
