@@ -158,7 +158,12 @@ def test_workers_sharing_a_device_stop_cleanly_on_ctrl_c_and_resume(tmp_path):
     trials = assert_consistent(url, "synthetic-2nodes", 4, [out])
     for trial in interrupted:
         retry = trials[queued[trial.number].number]
-        assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED) and retry.params == trial.params
+        assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        # The other worker may have been stopped while it drew its graph: that trial trained nothing, and its
+        # retry draws what was missing. A trial that had drawn its whole graph trains exactly that graph again.
+        if GRAPH_ATTR in trial.user_attrs:
+            assert retry.params == trial.params
+    assert any(GRAPH_ATTR in trial.user_attrs for trial in interrupted)  # the one in its first epoch, at least
 
 
 @pytest.mark.skipif(not os.environ.get("KTG_TEST_POSTGRES_URL"),
