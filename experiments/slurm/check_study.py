@@ -1,8 +1,8 @@
 """What experiments/slurm/test_on_slurm.sh asks of a study: wait until a worker trains a trial, and check the
 study after the job array ended.
 
-    python experiments/slurm/check_study.py training STORAGE WORKER [--timeout S]
-        wait until the worker WORKER (HOST:PID, as ktg records it) trains a trial; print the trial's number
+    python experiments/slurm/check_study.py training STORAGE WORKER... [--timeout S]
+        wait until every WORKER (HOST:PID, as ktg records it) trains a trial at the same time; print their numbers
     python experiments/slurm/check_study.py verify STORAGE OUT TRIALS
         the study holds TRIALS finished trials, none running; every graph it drew finished at most once and
         every interrupted trial's graph finished exactly once, in its retry; OUT/leaderboard.csv lists the
@@ -28,18 +28,19 @@ from ktg.search.storage import WORKER_ATTR, load_study
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def training(storage: str, worker: str, timeout: float) -> int:
-    """The number of the first trial that ``worker`` trains (its graph drawn), waiting up to ``timeout`` s."""
+def training(storage: str, workers: list[str], timeout: float) -> list[int]:
+    """The trials that ``workers`` train (graphs drawn) at one moment, waiting up to ``timeout`` s for it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            for trial in load_study(storage, None).get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if trial.user_attrs.get(WORKER_ATTR) == worker and GRAPH_ATTR in trial.user_attrs:
-                    return trial.number
+            running = load_study(storage, None).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         except KTGError:  # no study yet
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"check_study: worker {worker} trained no trial within {timeout:g} s")
+            running = []
+        trains = {t.user_attrs.get(WORKER_ATTR): t.number for t in running if GRAPH_ATTR in t.user_attrs}
+        if all(worker in trains for worker in workers):
+            return [trains[worker] for worker in workers]
+        time.sleep(0.2)
+    raise SystemExit(f"check_study: workers {' '.join(workers)} did not train at the same time within {timeout:g} s")
 
 
 def verify(storage: str, out: Path, budget: int) -> list[str]:
@@ -77,7 +78,7 @@ def main() -> int:
     actions = parser.add_subparsers(dest="action", required=True)
     wait = actions.add_parser("training")
     wait.add_argument("storage")
-    wait.add_argument("worker")
+    wait.add_argument("workers", nargs="+")
     wait.add_argument("--timeout", type=float, default=300)
     check = actions.add_parser("verify")
     check.add_argument("storage")
@@ -85,7 +86,7 @@ def main() -> int:
     check.add_argument("trials", type=int)
     args = parser.parse_args()
     if args.action == "training":
-        print(training(args.storage, args.worker, args.timeout))
+        print(*training(args.storage, args.workers, args.timeout))
         return 0
     problems = verify(args.storage, args.out, args.trials)
     for problem in problems:

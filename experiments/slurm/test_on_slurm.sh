@@ -16,7 +16,7 @@ ROOT="$PWD"
 PYTHON="${PYTHON:-.venv/bin/python}"
 PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")"  # absolute, but still the venv's link
 TASKS=3
-TRIALS=8
+TRIALS=12
 
 if [ "$(id -u)" != 0 ]; then
     echo "test_on_slurm: slurmd runs jobs as their user and must run as root; run this as root" >&2
@@ -111,16 +111,13 @@ worker_of() {  # worker_of TASK [START]: the HOST:PID that the task's START-th s
     [ -n "$line" ] || return 1
     echo "$NODE:$(echo "$line" | sed -E 's/.*is pid ([0-9]+).*/\1/')"
 }
-interrupt() {  # interrupt TASK COMMAND...: run COMMAND once the task trains a trial
-    local task=$1; shift
-    wait_until 180 "task $task to start" worker_of "$task"
-    local trial
-    trial=$("$PYTHON" experiments/slurm/check_study.py training "$URL" "$(worker_of "$task")" --timeout 300)
-    say "task $task trains trial $trial: $*"
-    "$@"
-}
-interrupt 1 scancel "${ARRAY}_1"
-interrupt 2 scontrol requeue "${ARRAY}_2"
+# Both at once, as soon as tasks 1 and 2 train a trial each: on an idle machine the budget is spent in seconds.
+wait_until 180 "task 1 to start" worker_of 1
+wait_until 180 "task 2 to start" worker_of 2
+trials=$("$PYTHON" experiments/slurm/check_study.py training "$URL" "$(worker_of 1)" "$(worker_of 2)" --timeout 300)
+say "tasks 1 and 2 train trials $trials: scancel task 1, scontrol requeue task 2"
+scancel "${ARRAY}_1"
+scontrol requeue "${ARRAY}_2"
 # Slurm holds a requeued job back for a while (BeginTime); let it rejoin while the study still has trials to run.
 requeued() { squeue --noheader --jobs "${ARRAY}_2" --states PENDING --format %i | grep -q .; }
 wait_until 60 "task 2 to be requeued" requeued
