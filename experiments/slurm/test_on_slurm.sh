@@ -75,6 +75,7 @@ cleanup() {
     if [ "${KEEP:-0}" = 1 ] || [ "$status" != 0 ]; then echo "test_on_slurm: logs and study kept in $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
+trap "exit 143" TERM INT  # so that a timeout or Ctrl-C still stops the daemons
 say() { echo "test_on_slurm: $(date -u +%H:%M:%S) $*"; }
 wait_until() {  # wait_until SECONDS WHAT COMMAND...: until COMMAND succeeds
     local seconds=$1 what=$2; shift 2
