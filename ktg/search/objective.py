@@ -15,7 +15,6 @@ save nothing and only hide a finished result.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Collection
@@ -30,6 +29,7 @@ from ktg.graph import default_model
 from ktg.models import create_model
 from ktg.registry import LOSS_DESIGNS
 from ktg.run_folder import EpochRecord, RunFolder
+from ktg.search.sampler import stable_hash
 from ktg.search.space import SearchSpace
 from ktg.search.storage import RETRY_OF_ATTR, RUN_DIR_ATTR
 from ktg.train import FinishCallback, train
@@ -48,8 +48,7 @@ def trial_dir(out: str | Path, number: int) -> Path:
 def trial_seed(seed: int, trial_number: int) -> int:
     """The seed of trial ``trial_number`` in a search whose training config has ``seed``: a hash of both, in
     [0, 2³¹), so every trial, and every study with another ``seed``, draws unrelated randomness."""
-    digest = hashlib.sha256(f"ktg trial seed/{seed}/{trial_number}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") >> 1
+    return stable_hash("ktg trial seed", seed, trial_number) >> 33
 
 
 def failure_reason(error: BaseException, run_dir: Path | None = None) -> str:

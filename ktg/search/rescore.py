@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import math
 import os
 import socket
@@ -33,6 +32,7 @@ from ktg.data.images import Dataset
 from ktg.graph import GraphSpec
 from ktg.search.heartbeat import Renewal
 from ktg.search.objective import GRAPH_ATTR, failure_reason
+from ktg.search.sampler import stable_hash
 from ktg.search.settings import RESCORE_DIR, SearchSettings, check_rescore
 from ktg.train import FinishCallback, NonFiniteLossError, train
 
@@ -47,8 +47,7 @@ ARGMAX = "highest held-out ensemble accuracy of one run"
 
 def rescore_seed(seed: int, index: int) -> int:
     """The seed of rescore run ``index`` (the same for every candidate) in a search whose config has ``seed``."""
-    digest = hashlib.sha256(f"ktg rescore seed/{seed}/{index}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") >> 1
+    return stable_hash("ktg rescore seed", seed, index) >> 33
 
 
 def run_dir(out: str | Path, trial: int, index: int) -> Path:

@@ -37,14 +37,16 @@ EVOLUTION_POPULATION = 20
 EVOLUTION_TOURNAMENT = 5
 
 
-def _hash(*parts: Any) -> int:
+def stable_hash(*parts: Any) -> int:
+    """A 64-bit hash of ``parts`` joined by "/", the same in every process and Python version (unlike ``hash``):
+    the source of every seed a search derives from its own seed."""
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "big")
 
 
 def trial_stream_seed(seed: int, trial_number: int) -> int:
     """The seed of trial ``trial_number``'s own random stream in a study seeded with ``seed``, in [0, 2³²)."""
-    return _hash("ktg sampler", seed, trial_number) >> 32
+    return stable_hash("ktg sampler", seed, trial_number) >> 32
 
 
 class TrialSeededSampler(optuna.samplers.RandomSampler):
@@ -63,9 +65,8 @@ class TrialSeededSampler(optuna.samplers.RandomSampler):
                            param_distribution: BaseDistribution) -> Any:
         if not isinstance(param_distribution, CategoricalDistribution):
             return super().sample_independent(study, trial, param_name, param_distribution)
-        digest = hashlib.sha256(f"{self.seed}/{trial.number}/{param_name}".encode()).digest()
         choices = param_distribution.choices
-        return choices[int.from_bytes(digest[:8], "big") % len(choices)]
+        return choices[stable_hash(self.seed, trial.number, param_name) % len(choices)]
 
 
 class TrialSeededTPE(TrialSeededSampler):
