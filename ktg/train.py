@@ -137,8 +137,9 @@ def train(
         try:
             for epoch in range(len(history), len(history) if stopped_early else config.epochs):
                 lr = optimizer.param_groups[0]["lr"]
-                stats = train_one_epoch(graph, step, train_loader, epoch, total_iterations, progress=progress,
-                                        bootstrap=bootstrap)
+                with naming_nondeterministic_ops():  # a backward without a deterministic kernel shows only here
+                    stats = train_one_epoch(graph, step, train_loader, epoch, total_iterations, progress=progress,
+                                            bootstrap=bootstrap)
                 scheduler.step()
                 evaluated = eval_epochs is None or epoch + 1 in eval_epochs or epoch + 1 == config.epochs
                 accuracy = measure_accuracy(graph, eval_loader, channels_last=channels_last) if evaluated else {}
@@ -283,8 +284,7 @@ def train_one_epoch(
                         unit="batch", enabled=progress)
     for index, (images, labels, positions) in enumerate(batches):
         sample_weights = {node: counts[positions] for node, counts in bootstrap.items()} if bootstrap else None
-        with naming_nondeterministic_ops():  # a backward without a deterministic kernel shows only here
-            step_losses = step(images, labels, epoch * len(loader) + index + 1, total_iterations, sample_weights)
+        step_losses = step(images, labels, epoch * len(loader) + index + 1, total_iterations, sample_weights)
         terms, weights = step_losses.stacked()
         if loss_sums is None:
             names = list(step_losses.terms)
