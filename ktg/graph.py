@@ -167,6 +167,10 @@ class GraphSpec:
         """Whether every node names its model (see :meth:`resolved`)."""
         return all(node.model is not None for node in self.nodes)
 
+    def trains_as(self, other: "GraphSpec") -> bool:
+        """Whether ``other`` trains exactly as this graph does: the same in everything but its free label."""
+        return replace(self, name=None).to_dict() == replace(other, name=None).to_dict()
+
     # -- serialisation -------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:

@@ -215,7 +215,7 @@ def resume_from(run: RunFolder, graph: KnowledgeTransferGraph, optimizer: torch.
     too) of the resolved ``config`` must be those of the saved run: only where and how fast it runs may change.
     """
     state = run.load_checkpoint()
-    if state.graph.to_dict() != spec.to_dict():
+    if not state.graph.trains_as(spec):
         raise KTGError(f"--resume: the graph differs from the one in {run.graph_file}; resume with the same graph")
     # A checkpoint saved before runs settled their precision (amp None) is settled for this device, as the
     # unsettled values were compared then.

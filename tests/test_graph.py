@@ -26,6 +26,15 @@ def test_json_round_trip(tmp_path):
     assert GraphSpec.load(tmp_path / "g.json") == spec
 
 
+def test_a_graph_trains_as_another_whatever_its_label_but_not_with_another_edge():
+    from dataclasses import replace
+
+    spec = mixed_graph()
+    assert spec.trains_as(replace(spec, name="trial 94, chosen by the best mean"))
+    assert not spec.trains_as(replace(spec, temperature=4.0))
+    assert not spec.trains_as(replace(spec, edges=spec.edges[:2]))
+
+
 def test_active_edges_skip_cutoff():
     assert [(e.source, e.target) for e in mixed_graph().active_edges] == [(0, 1), ("ensemble", 0)]
 

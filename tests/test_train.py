@@ -14,7 +14,7 @@ from ktg.config import TrainConfig
 from ktg.data import load_dataset
 from ktg.engine import build_graph
 from ktg.errors import KTGError
-from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml
+from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml, independent
 from ktg.nonfinite import LAG, FirstNonFiniteStep
 from ktg.optim import make_optimizer
 from ktg.provenance import git_state
@@ -126,6 +126,10 @@ def test_existing_run_needs_resume_and_resume_needs_the_same_options(tmp_path):
         train(narrow(dml(2)), data, dataclasses.replace(short, amp=True), tmp_path, progress=False, resume=True)
     with pytest.raises(KTGError, match="nothing to resume"):
         train(narrow(dml(2)), data, short, tmp_path / "new", progress=False, resume=True)
+    with pytest.raises(KTGError, match="the graph differs"):
+        train(narrow(independent(2)), data, short, tmp_path, progress=False, resume=True)
+    # a graph's label is not its training: the same graph under another name resumes
+    train(dataclasses.replace(narrow(dml(2)), name="renamed"), data, short, tmp_path, progress=False, resume=True)
 
 
 def test_non_finite_loss_is_reported_and_the_last_good_checkpoint_kept(tmp_path):
