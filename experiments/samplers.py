@@ -1,21 +1,24 @@
 #!/usr/bin/env python
 """Which sampler finds a good graph in fewer trials, and how lucky is the winner?
 
-    python experiments/samplers.py                     # digits, 3 study seeds, 30 trials each (about 25 CPU minutes)
+    python experiments/samplers.py                     # digits, 3 study seeds, 100 trials each
     python experiments/samplers.py --quick             # the same steps in well under a minute
     python experiments/samplers.py --trials 60 --study-seeds 0 1 2 3 4 --search-args '--epochs 3'
 
 For every sampler of ``ktg search --sampler`` and every study seed it runs a search of T trials on a small
 digits regime (``REGIME``: 20 % of the training split trains, the other 80 % scores, two epochs: ensembles far
 from the ceiling), then ``--rescore-top K --rescore-seeds S``, and retrains both the plain argmax and the
-rescored winner with R further fresh seeds on the same held-out split. It reports
+rescored winner with R further fresh seeds on the same training images, scoring each run on the held-out split
+and on the test split (which no search saw). It reports
 
 1. the best held-out ensemble accuracy against trials, per sampler (median and range over study seeds): the
    figure ``samplers.png``;
 2. for each sampler but random, the trials it needs to reach random search's best after T trials (the same study
    seed), median over study seeds — the target is T/5;
 3. the winner's curse: the chosen graph's selection score minus its score retrained with the R seeds, for the
-   argmax (selection score: its one search run) and for the rescored winner (its mean over the S seeds).
+   argmax (selection score: its one search run) and for the rescored winner (its mean over the S seeds);
+4. what each sampler chose is worth: the test-split ensemble accuracy of its argmax and of its rescored winner
+   (mean of the R runs), and the rescored winner's paired difference against the argmax of the same study.
 
 ``tpe`` and ``evolution`` draw random search's graphs until enough trials have finished, and every trial trains
 with a seed derived from its number, so their first trials are random search's, trained alike; they are copied
@@ -39,8 +42,10 @@ from optuna.trial import TrialState
 
 from ktg.cli import build_parser
 from ktg.cli.search import search_settings_from_args
+from ktg.evaluate import evaluate_run
 from ktg.io import write_json, write_text
 from ktg.registry import DEFAULT_SAMPLER, sampler_names
+from ktg.run_folder import RunFolder
 from ktg.search.rescore import RUN_PREFIX, candidates, rescore, rescore_run
 from ktg.search.run import run_search
 from ktg.search.sampler import EVOLUTION_POPULATION, TPE_STARTUP_TRIALS
@@ -53,7 +58,9 @@ REGIME = ["--dataset", "digits", "--nodes", "3", "--epochs", "2", "--holdout", "
           "--width", "4", "--crop-sizes", "3", "5", "--pruner", "none", "--device", "cpu", "--no-progress"]
 #: The trials a sampler draws exactly as random search does (same seed, same trial numbers).
 RANDOM_START = {DEFAULT_SAMPLER: 0, "tpe": TPE_STARTUP_TRIALS, "evolution": EVOLUTION_POPULATION}
-DEFAULTS = {"trials": 30, "study_seeds": [0, 1, 2], "rescore_top": 3, "rescore_seeds": 2, "eval_seeds": 2}
+#: The ``ktg eval`` rule that is the ensemble node's: the mean of the members' logits.
+ENSEMBLE = "mean_logits"
+DEFAULTS = {"trials": 100, "study_seeds": [0, 1, 2], "rescore_top": 3, "rescore_seeds": 2, "eval_seeds": 2}
 QUICK = {"trials": 2, "study_seeds": [0], "rescore_top": 1, "rescore_seeds": 1, "eval_seeds": 1,
          "search_args": ["--nodes", "2", "--epochs", "1"]}
 
@@ -69,7 +76,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rescore-top", type=int, help=f"K (default: {DEFAULTS['rescore_top']})")
     parser.add_argument("--rescore-seeds", type=int, help=f"S (default: {DEFAULTS['rescore_seeds']})")
     parser.add_argument("--eval-seeds", type=int, help="R: further fresh seeds that retrain the argmax and the "
-                        f"rescored winner, to measure the winner's curse (default: {DEFAULTS['eval_seeds']})")
+                        "rescored winner, to measure the winner's curse and their test accuracy (default: "
+                        f"{DEFAULTS['eval_seeds']})")
     parser.add_argument("--search-args", type=shlex.split, metavar="'OPTIONS'", help="ktg search options that "
                         "replace or extend REGIME's, in one string, e.g. '--epochs 3'")
     parser.add_argument("--out", type=Path, default=Path("runs/samplers"), help="the searches and the results "
@@ -82,7 +90,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 @dataclass
 class Study:
-    """One search and what was measured on it (accuracies are fractions of the held-out split)."""
+    """One search and what was measured on it (accuracies are fractions; ``*_test`` ones of the test split, the
+    others of the held-out split)."""
 
     sampler: str
     seed: int
@@ -90,9 +99,11 @@ class Study:
     argmax: int
     argmax_score: float
     argmax_retrained: float
+    argmax_test: float
     chosen: int
     chosen_score: float
     chosen_retrained: float
+    chosen_test: float
 
     @property
     def argmax_gap(self) -> float:
@@ -119,11 +130,12 @@ def copy_random_start(study: optuna.Study, random_study: optuna.Study, count: in
         study.add_trial(trial)
 
 
-def retrained(settings: SearchSettings, study: optuna.Study, dataset, trial: int, indices: range) -> float:
-    """The mean held-out ensemble accuracy of ``trial``'s graph over rescore runs ``indices`` (trained here
-    unless stored in the study already)."""
+def retrained(settings: SearchSettings, study: optuna.Study, dataset, trial: int,
+              indices: range) -> tuple[float, float]:
+    """The mean ensemble accuracy of ``trial``'s graph over rescore runs ``indices`` (trained here unless stored
+    in the study already) on the held-out split and on the test split: the same trained runs, evaluated on both."""
     (frozen,) = [t for t in study.get_trials(deepcopy=False) if t.number == trial]
-    accuracies = []
+    held_out, test = [], []
     for index in indices:
         key = f"{RUN_PREFIX}{trial}/{index}"
         result = study.user_attrs.get(key)
@@ -131,8 +143,19 @@ def retrained(settings: SearchSettings, study: optuna.Study, dataset, trial: int
             result = rescore_run(settings, dataset, frozen, index)
             study.set_user_attr(key, result)
         if result.get("ensemble_accuracy") is not None:
-            accuracies.append(result["ensemble_accuracy"])
-    return statistics.fmean(accuracies) if accuracies else float("nan")
+            held_out.append(result["ensemble_accuracy"])
+            test.append(test_accuracy(Path(result["run_dir"])))
+    nan = float("nan")
+    return (statistics.fmean(held_out), statistics.fmean(test)) if held_out else (nan, nan)
+
+
+def test_accuracy(run_dir: Path) -> float:
+    """The test-split ensemble accuracy of a finished run (its ``ktg eval --split test`` report, made here unless
+    the run folder holds it already)."""
+    report = RunFolder(run_dir).eval_report_file("test")
+    if report.exists():
+        return json.loads(report.read_text(encoding="utf-8"))["ensemble_accuracy"][ENSEMBLE]
+    return evaluate_run(run_dir, split="test", device="cpu", progress=False)["ensemble_accuracy"][ENSEMBLE]
 
 
 def run_study(args: argparse.Namespace, sampler: str, seed: int) -> Study:
@@ -153,8 +176,8 @@ def run_study(args: argparse.Namespace, sampler: str, seed: int) -> Study:
     argmax = candidates(study, 1)[0]
     evaluation = range(args.rescore_seeds, args.rescore_seeds + args.eval_seeds)
     return Study(sampler, seed, curve, argmax.number, argmax.value,
-                 retrained(settings, study, dataset, argmax.number, evaluation), ranked[0].trial, ranked[0].mean,
-                 retrained(settings, study, dataset, ranked[0].trial, evaluation))
+                 *retrained(settings, study, dataset, argmax.number, evaluation), ranked[0].trial, ranked[0].mean,
+                 *retrained(settings, study, dataset, ranked[0].trial, evaluation))
 
 
 def trials_to_reach(curve: list[float], target: float) -> int | None:
@@ -177,6 +200,8 @@ def summarise(studies: list[Study], trials: int) -> dict[str, Any]:
             "argmax_gap": [s.argmax_gap for s in own], "rescored_gap": [s.chosen_gap for s in own],
             "argmax_retrained": [s.argmax_retrained for s in own],
             "rescored_retrained": [s.chosen_retrained for s in own],
+            "argmax_test": [s.argmax_test for s in own], "rescored_test": [s.chosen_test for s in own],
+            "rescored_minus_argmax_test": [s.chosen_test - s.argmax_test for s in own],
         }
     return {"trials": trials, "target_trials": trials / 5, "samplers": samplers,
             "studies": [{**vars(s), "argmax_gap": s.argmax_gap, "chosen_gap": s.chosen_gap} for s in studies]}
@@ -195,6 +220,10 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
              f"| sampler | best after {trials} trials | trials to reach random's best (per seed; median) | "
              "argmax: search − retrained | rescored: mean − retrained | retrained argmax | retrained rescored |",
              "|---|---|---|---|---|---|---|"]
+    tests = ["", f"What each sampler chose, retrained with the {args.eval_seeds} further seeds: test-split ensemble "
+             "accuracy (%), mean ± std over study seeds, and the rescored winner − the argmax of the same study "
+             "(points of %; per study seed).", "",
+             "| sampler | test: argmax | test: rescored | rescored − argmax (per seed) |", "|---|---|---|---|"]
     for name, row in summary["samplers"].items():
         reach = ", ".join(str(r) if r is not None else f">{trials}" for r in row["trials_to_reach_random_best"])
         median = row["median_trials_to_reach_random_best"]
@@ -202,7 +231,10 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
                      f"{median if median is not None else f'>{trials}'} | {percent(row['argmax_gap'])} | "
                      f"{percent(row['rescored_gap'])} | {percent(row['argmax_retrained'])} | "
                      f"{percent(row['rescored_retrained'])} |")
-    return "\n".join(lines) + "\n"
+        differences = ", ".join(f"{100 * d:+.2f}" for d in row["rescored_minus_argmax_test"])
+        tests.append(f"| {name} | {percent(row['argmax_test'])} | {percent(row['rescored_test'])} | "
+                     f"{percent(row['rescored_minus_argmax_test'])} ({differences}) |")
+    return "\n".join(lines + tests) + "\n"
 
 
 def figure(studies: list[Study], path: Path) -> None:

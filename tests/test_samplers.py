@@ -122,3 +122,10 @@ def test_the_sampler_experiment_runs_quick(tmp_path):
                    for name in ("random", "tpe"))
     assert [t.params for t in tpe.trials] == [t.params for t in random.trials]  # 2 trials: all random start, copied
     assert (tmp_path / "samplers.png").stat().st_size > 0 and "| tpe |" in (tmp_path / "samplers.md").read_text()
+    # the test accuracy of what random search chose is its evaluation run's, on the 450 images of the test split
+    first = summary["studies"][0]
+    report = json.loads((tmp_path / "random-seed0" / "rescore" / str(first["argmax"]) / "1" / "eval_test.json")
+                        .read_text())
+    assert report["split"] == "test" and report["num_images"] == 450
+    assert first["argmax_test"] == report["ensemble_accuracy"]["mean_logits"]
+    assert "| random |" in (tmp_path / "samplers.md").read_text().split("test: argmax")[1]
