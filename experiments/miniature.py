@@ -10,13 +10,19 @@ It runs the papers' comparison (docs/method.md#search) with ``ktg`` commands, on
 every run:
 
 1. ``ktg search`` of T trials, each trained on part of those training images and scored on the held-out rest
-   (the test split is never seen); the chosen graph is its ``best_graph.json``;
+   (the test split is never seen), then ``--rescore-top K``: the K best graphs retrained with fresh seeds on the
+   same split; the chosen graph is the best mean, its ``best_graph.json`` (``--rescore-top 0``: the best trial);
 2. ``ktg train`` of ``independent``, ``dml`` and the chosen graph with the same S seeds, evaluated on the test
    split;
 3. the table: ensemble and mean-node accuracy (mean ± sample std over seeds) of each graph, and the paired
-   difference (same seed) of the chosen graph against each baseline with a 95 % Student-t interval.
+   difference (same seed) of the chosen graph against each baseline with a 95 % Student-t interval;
+4. with ``--rescore-top``, the same comparison in the search's own regime: ``independent`` and ``dml`` trained
+   with the rescore's fresh seeds on the search's training part and scored on its held-out split, against the
+   chosen graph's rescore runs (same seeds). It tells a search that found nothing better than the baselines
+   apart from a graph that is better where it was searched but not on the test split.
 
-Everything goes under ``--out``: one run folder per graph and seed, ``search/``, ``logs/``, and the results
+Everything goes under ``--out``: one run folder per graph and seed, ``search/``, ``heldout/`` (step 4),
+``logs/``, and the results
 ``miniature.json``, ``miniature.md`` and ``miniature.png``. Running the command again continues: a finished run
 whose config.json and graph.json are what this command would train is reused, an unfinished one resumes from
 its checkpoint, one trained differently is trained again, and the search joins its study. Options this script
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import shlex
@@ -42,23 +49,27 @@ from typing import Any, Sequence
 
 from ktg.cli import build_parser
 from ktg.cli.options import data_source_from_args, key_value, node_options_from_args, train_config_from_args
+from ktg.cli.search import search_settings_from_args
 from ktg.errors import KTGError
 from ktg.graph import resolve_graph
 from ktg.io import atomic_path, write_json, write_text
 from ktg.run_folder import RunFolder
 from ktg.runtime import resolve_device
-from ktg.search.settings import BEST_GRAPH, LEADERBOARD
+from ktg.search.rescore import rescore_seed, stored_runs
+from ktg.search.settings import BEST_GRAPH, LEADERBOARD, SearchSettings
 
 BASELINES = ("independent", "dml")
 CHOSEN = "chosen"
+#: Folder (under --out) of the baselines' runs in the search's regime (step 4).
+HELDOUT = "heldout"
 #: Options the script sets itself on every command: passing them through would contradict it.
 _OWN_OPTIONS = {"--graph", "--seed", "--out", "--resume", "--restart", "--trials", "--search-seed", "--nodes",
                 "--epochs", "--dataset", "--data-root", "--dataset-option", "--device", "--jobs-per-device",
                 "--no-progress"}
 #: The budget of the experiment where the command line gives none: about 30 minutes on an idle 2-core CPU for
 #: the digits; and with --quick, the same steps in about a minute.
-DEFAULTS = {"train_subset": 0.15, "epochs": 12, "trials": 100, "seeds": 5}
-QUICK = {"train_subset": 0.1, "epochs": 2, "trials": 4, "seeds": 2}
+DEFAULTS = {"train_subset": 0.15, "epochs": 12, "trials": 100, "seeds": 5, "rescore_top": 5}
+QUICK = {"train_subset": 0.1, "epochs": 2, "trials": 4, "seeds": 2, "rescore_top": 1, "rescore_seeds": 2}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -80,7 +91,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, help=f"seeds 0..S-1 of every graph (default: {DEFAULTS['seeds']})")
     parser.add_argument("--sampler", help="ktg search's --sampler (default: ktg search's)")
     parser.add_argument("--rescore-top", type=int, metavar="K", help="ktg search's --rescore-top: choose among the "
-                        "K best trials by their mean over --rescore-seeds fresh seeds (default: the best trial)")
+                        "K best trials by their mean over --rescore-seeds fresh seeds; 0 chooses the best trial "
+                        f"(default: {DEFAULTS['rescore_top']})")
     parser.add_argument("--rescore-seeds", type=int, metavar="S", help="ktg search's --rescore-seeds")
     parser.add_argument("--search-args", type=shlex.split, default=[], metavar="'OPTIONS'", help="further options "
                         "of ktg search only, in one string, e.g. '--crop-sizes 3 5 --pruner none'")
@@ -119,6 +131,7 @@ class Plan:
     search: list[str]
     jobs: int
     out: Path
+    rescore_seeds: int | None = None  # fresh seeds per finalist of the search's --rescore-top; None: no rescore
 
     def train_argv(self, graph: str | Path, seed: int) -> list[str]:
         return ["train", "--graph", str(graph), "--seed", str(seed), "--out", str(self.run_dir(graph, seed)),
@@ -127,6 +140,16 @@ class Plan:
     def run_dir(self, graph: str | Path, seed: int) -> Path:
         name = graph if graph in BASELINES else CHOSEN
         return self.out / str(name) / f"seed{seed}"
+
+    def heldout_argv(self, baseline: str, index: int, search: SearchSettings) -> list[str]:
+        """``ktg train`` of ``baseline`` as rescore run ``index`` of ``search`` trains a graph: its seed, the
+        search's training part, scored on its held-out split."""
+        return ["train", "--graph", baseline, "--seed", str(rescore_seed(search.config.seed, index)),
+                "--holdout", str(search.config.holdout), "--holdout-seed", str(search.config.holdout_seed),
+                "--out", str(self.out / HELDOUT / baseline / f"run{index}"), *self.common]
+
+    def search_settings(self) -> SearchSettings:
+        return search_settings_from_args(build_parser().parse_args(self.search_argv()))
 
     @property
     def search_dir(self) -> Path:
@@ -154,6 +177,10 @@ def make_plan(args: argparse.Namespace, passed: list[str]) -> Plan:
         raise KTGError(f"--seeds must be at least 2 (a paired interval needs two seeds), got {args.seeds}")
     if args.jobs < 1:
         raise KTGError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.rescore_top < 0:
+        raise KTGError(f"--rescore-top must be 0 (the best trial) or more, got {args.rescore_top}")
+    if args.rescore_top == 0 and args.rescore_seeds is not None:
+        raise KTGError("--rescore-seeds needs --rescore-top K of 1 or more")
     options = dict(args.dataset_option)
     if args.train_subset != "all":
         options["train_subset"] = args.train_subset
@@ -164,6 +191,8 @@ def make_plan(args: argparse.Namespace, passed: list[str]) -> Plan:
     for key, value in options.items():
         common += ["--dataset-option", f"{key}={value}"]
     search = ["--search-seed", str(args.search_seed)]
+    if args.rescore_top == 0:
+        args.rescore_top = None
     for option in ("sampler", "rescore_top", "rescore_seeds"):
         if getattr(args, option) is not None:
             search += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
@@ -172,10 +201,11 @@ def make_plan(args: argparse.Namespace, passed: list[str]) -> Plan:
     parser = build_parser()
     for argv in (plan.train_argv("dml", 0), plan.search_argv()):
         try:
-            parser.parse_args(argv)
+            parsed = parser.parse_args(argv)
         except SystemExit:
             raise KTGError(f"ktg {argv[0]} rejects the options {' '.join(argv)}") from None
-    return plan
+    # the seeds as ktg search settles them, its own default included
+    return dataclasses.replace(plan, rescore_seeds=parsed.rescore_seeds if parsed.rescore_top else None)
 
 
 # -- running -------------------------------------------------------------------------------------------------
@@ -205,7 +235,7 @@ def ktg(argv: list[str], log: Path, threads: int | None) -> None:
 
 def trained_as_planned(argv: list[str], run: RunFolder) -> bool:
     """Whether the run in ``run`` was trained with what ``ktg ARGV`` would train: the same training options,
-    data source and (resolved) graph."""
+    data source and (resolved) graph, whatever the graph's label."""
     args = build_parser().parse_args(argv)
     source = data_source_from_args(args)
     config = train_config_from_args(args, source.defaults.train)
@@ -217,30 +247,28 @@ def trained_as_planned(argv: list[str], run: RunFolder) -> bool:
         return False
     planned = resolve_graph(args.graph, args.nodes, args.model).resolved(
         saved.image_size, source.defaults.with_node_options(node_options_from_args(args)))
-    return saved.train == config and saved.data == source and graph.to_dict() == planned.to_dict()
+    return saved.train == config and saved.data == source and graph.trains_as(planned)
 
 
-def train_runs(plan: Plan, graphs: Sequence[str | Path], device_threads: int | None) -> None:
-    """Train every graph with every seed, ``plan.jobs`` at a time: finished runs trained as planned are reused,
+def train_runs(plan: Plan, commands: Sequence[list[str]], device_threads: int | None) -> None:
+    """Run the ``ktg train`` ``commands``, ``plan.jobs`` at a time: finished runs trained as planned are reused,
     unfinished ones resumed, others trained again."""
     pending = []
-    for graph in graphs:
-        for seed in plan.seeds:
-            argv = plan.train_argv(graph, seed)
-            run = RunFolder(plan.run_dir(graph, seed))
-            if run.holds_run() and not trained_as_planned(argv, run):
-                print(f"  {run.path}: trained with other options or another graph; training it again")
-                argv.append("--restart")
-            elif run.is_finished():
-                print(f"  {run.path}: finished already")
-                continue
-            elif run.holds_run():
-                argv.append("--resume")
-            pending.append(argv)
+    for argv in commands:
+        run = RunFolder(out_of(argv))
+        if run.holds_run() and not trained_as_planned(argv, run):
+            print(f"  {run.path}: trained with other options or another graph; training it again")
+            argv = [*argv, "--restart"]
+        elif run.is_finished():
+            print(f"  {run.path}: finished already")
+            continue
+        elif run.holds_run():
+            argv = [*argv, "--resume"]
+        pending.append(argv)
     logs = plan.out / "logs"
 
     def one(argv: list[str]) -> None:
-        run_dir = Path(argv[argv.index("--out") + 1])
+        run_dir = out_of(argv)
         started = time.monotonic()
         ktg(argv, logs / f"{run_dir.parent.name}-{run_dir.name}.log", device_threads)
         print(f"  {run_dir}: trained in {time.monotonic() - started:.0f} s", flush=True)
@@ -248,6 +276,11 @@ def train_runs(plan: Plan, graphs: Sequence[str | Path], device_threads: int | N
     with ThreadPoolExecutor(plan.jobs) as pool:
         for future in [pool.submit(one, argv) for argv in pending]:
             future.result()
+
+
+def out_of(argv: list[str]) -> Path:
+    """The run folder of a ``ktg train`` command line."""
+    return Path(argv[argv.index("--out") + 1])
 
 
 # -- the table -------------------------------------------------------------------------------------------------
@@ -285,11 +318,38 @@ def search_summary(plan: Plan) -> dict[str, Any]:
         rows = list(csv.DictReader(file))
     states = {state: sum(row["state"] == state for row in rows) for state in ("complete", "pruned", "fail")}
     best = next(row for row in rows if row["rank"] == "1")
-    rescored = {"rescored_mean": 100 * float(best["rescore_mean"]), "rescored_std": 100 * float(best["rescore_std"]),
+    rescored = {"rescored_mean": 100 * float(best["rescore_mean"]), "rescored_std": _float(best["rescore_std"]),
                 "rescored_runs": best["rescore_runs"]} if best.get("rescore_mean") else {}
     return {"trials": states, "chosen_trial": int(best["trial"]),
             "chosen_heldout_ensemble": 100 * float(best["ensemble_accuracy"]),
             "chosen_heldout_mean_node": 100 * float(best["mean_node_accuracy"]), **rescored, "graph": best["graph"]}
+
+
+def _float(cell: str) -> float | None:
+    """A leaderboard fraction as %, None for an empty cell."""
+    return 100 * float(cell) if cell != "" else None
+
+
+def search_regime(plan: Plan, search: SearchSettings, trial: int) -> dict[str, Any]:
+    """Step 4: held-out ensemble accuracy (%) of the chosen trial's rescore runs and of the baselines' runs with
+    the same seeds, and the paired differences; the runs where the chosen graph's rescore run diverged are left
+    out of every graph (they have no pair)."""
+    from ktg.search.storage import load_study
+
+    runs = stored_runs(load_study(search.storage_url, search.study_name).user_attrs, trial, plan.rescore_seeds)
+    indices = [i for i, run in enumerate(runs) if run is not None and run.get("ensemble_accuracy") is not None]
+    accuracies = {CHOSEN: [runs[i]["ensemble_accuracy"] for i in indices]}
+    for baseline in BASELINES:
+        accuracies[baseline] = [RunFolder(out_of(plan.heldout_argv(baseline, i, search))).read_metrics()
+                                .ensemble_accuracy for i in indices]
+    result: dict[str, Any] = {"runs": indices, "seeds": [rescore_seed(search.config.seed, i) for i in indices],
+                              "holdout": search.config.holdout}
+    if len(indices) < 2:
+        return {**result, "note": f"{len(indices)} of the chosen graph's {plan.rescore_seeds} rescore runs "
+                "finished: too few for a mean ± std"}
+    graphs = {name: summary(values) for name, values in accuracies.items()}
+    return {**result, "graphs": graphs, "paired": {
+        baseline: paired(graphs[CHOSEN]["values"], graphs[baseline]["values"]) for baseline in BASELINES}}
 
 
 #: The accuracies of the table, and the FinalMetrics field each one is.
@@ -297,7 +357,8 @@ MEASURES = {"ensemble": "ensemble_accuracy", "mean_node": "mean_node_accuracy"}
 
 
 def collect(plan: Plan, command: str) -> dict[str, Any]:
-    """The results of every run as one JSON-ready dict (accuracies in %, differences in points of %)."""
+    """The results of every run as one JSON-ready dict (accuracies in %, differences in points of %); the
+    search's regime (step 4) only after a rescore."""
     graphs: dict[str, Any] = {}
     for name in (*BASELINES, CHOSEN):
         metrics = [RunFolder(plan.run_dir(name, seed)).read_metrics() for seed in plan.seeds]
@@ -305,9 +366,12 @@ def collect(plan: Plan, command: str) -> dict[str, Any]:
         graphs[name]["runs"] = [str(plan.run_dir(name, seed)) for seed in plan.seeds]
     differences = {baseline: {measure: paired(graphs[CHOSEN][measure]["values"], graphs[baseline][measure]["values"])
                               for measure in MEASURES} for baseline in BASELINES}
+    search = search_summary(plan)
+    regime = None if plan.rescore_seeds is None else search_regime(plan, plan.search_settings(),
+                                                                   search["chosen_trial"])
     return {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "ktg_options": plan.common, "seeds": list(plan.seeds), "search": search_summary(plan),
-            "graphs": graphs, "paired": differences}
+            "ktg_options": plan.common, "seeds": list(plan.seeds), "search": search,
+            "graphs": graphs, "paired": differences, "search_regime": regime}
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -326,15 +390,34 @@ def markdown(results: dict[str, Any]) -> str:
               "seeds where the chosen graph is better:", "",
               "| against | ensemble | mean node |", "|---|---|---|"]
     for baseline, measures in results["paired"].items():
-        cells = [f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}], {d['wins']}/{d['seeds']}"
-                 for d in measures.values()]
-        lines.append(f"| {baseline} | {' | '.join(cells)} |")
+        lines.append(f"| {baseline} | {' | '.join(_interval(d) for d in measures.values())} |")
+    regime = results["search_regime"]
+    if regime is None:
+        lines += ["", "No --rescore-top: the chosen graph has one run in the search's regime, so the baselines "
+                  "were not compared there."]
+    elif "note" in regime:
+        lines += ["", f"The search's regime: {regime['note']}."]
+    else:
+        lines += ["", f"The search's regime: ensemble accuracy (%) on its held-out {regime['holdout']:.0%} of the "
+                  f"training images, the chosen graph's rescore runs and the baselines with the same "
+                  f"{len(regime['seeds'])} seeds; chosen − baseline as above:", "",
+                  "| graph | ensemble | per run | chosen − it |", "|---|---|---|---|"]
+        for name, graph in regime["graphs"].items():
+            values = " / ".join(f"{v:.2f}" for v in graph["values"])
+            difference = _interval(regime["paired"][name]) if name in regime["paired"] else ""
+            lines.append(f"| {name} | {_mean_std(graph)} | {values} | {difference} |")
     lines += ["", f"Search: {trials['complete']} complete, {trials['pruned']} pruned, {trials['fail']} failed "
               f"trials; the chosen trial scored {search['chosen_heldout_ensemble']:.2f} % (ensemble) on the "
               "held-out part of the training images"
-              + (f", {search['rescored_mean']:.2f} ± {search['rescored_std']:.2f} % over its rescoring runs "
-                 f"({search['rescored_runs']})" if "rescored_mean" in search else "") + ".", ""]
+              + (f", {search['rescored_mean']:.2f}"
+                 + ("" if search["rescored_std"] is None else f" ± {search['rescored_std']:.2f}")
+                 + f" % over its rescoring runs ({search['rescored_runs']})" if "rescored_mean" in search else "")
+              + ".", ""]
     return "\n".join(lines)
+
+
+def _interval(d: dict[str, Any]) -> str:
+    return f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}], {d['wins']}/{d['seeds']}"
 
 
 def _mean_std(summary: dict[str, Any]) -> str:
@@ -343,7 +426,7 @@ def _mean_std(summary: dict[str, Any]) -> str:
 
 def figure(results: dict[str, Any], path: Path) -> None:
     """Left: every seed's ensemble accuracy per graph, with the mean; right: the paired differences with
-    their 95 % intervals."""
+    their 95 % intervals, on the test split and (in orange, after a rescore) in the search's regime."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -358,13 +441,15 @@ def figure(results: dict[str, Any], path: Path) -> None:
     left.set_xticks(range(len(names)), names)
     left.set_ylabel("ensemble accuracy, test split (%)")
     left.set_title(f"{len(results['seeds'])} seeds each")
-    rows = [(f"{measure.replace('_', ' ')} vs {baseline}", d) for baseline, measures in results["paired"].items()
-            for measure, d in measures.items()]
-    for y, (_, d) in enumerate(rows):
+    rows = [(f"{measure.replace('_', ' ')} vs {baseline}", d, "C2") for baseline, measures in
+            results["paired"].items() for measure, d in measures.items()]
+    regime = results["search_regime"] or {}
+    rows += [(f"held-out ensemble vs {baseline}", d, "C1") for baseline, d in regime.get("paired", {}).items()]
+    for y, (_, d, colour) in enumerate(rows):
         right.errorbar(d["mean"], y, xerr=[[d["mean"] - d["low"]], [d["high"] - d["mean"]]], fmt="o", capsize=4,
-                       color="C2")
+                       color=colour)
     right.axvline(0, color="grey", lw=1)
-    right.set_yticks(range(len(rows)), [label for label, _ in rows])
+    right.set_yticks(range(len(rows)), [label for label, _, _ in rows])
     right.invert_yaxis()
     right.set_xlabel("chosen − baseline, same seed (points of %)")
     right.set_title("paired difference, 95 % t-interval")
@@ -386,8 +471,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise KTGError(f"the search completed no trial, so it chose no graph ({plan.search_dir / LEADERBOARD}); "
                            "give it more --trials")
         print(f"2/2 independent, dml and the chosen graph ({plan.best_graph}), seeds {plan.seeds[0]}.."
-              f"{plan.seeds[-1]}, into {plan.out}/", flush=True)
-        train_runs(plan, [*BASELINES, plan.best_graph], threads)
+              f"{plan.seeds[-1]}, into {plan.out}/"
+              + ("" if plan.rescore_seeds is None else f"; the baselines in the search's regime, "
+                 f"{plan.rescore_seeds} rescore seeds, into {plan.out / HELDOUT}/"), flush=True)
+        commands = [plan.train_argv(graph, seed) for graph in (*BASELINES, plan.best_graph) for seed in plan.seeds]
+        if plan.rescore_seeds is not None:
+            search = plan.search_settings()
+            commands += [plan.heldout_argv(baseline, index, search) for baseline in BASELINES
+                         for index in range(plan.rescore_seeds)]
+        train_runs(plan, commands, threads)
         results = collect(plan, command)
     except KTGError as error:
         print(f"miniature.py: error: {error}", file=sys.stderr)

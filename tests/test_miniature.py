@@ -48,7 +48,18 @@ def test_the_table_is_the_runs_metrics_and_a_second_call_trains_nothing(tmp_path
             (statistics.fmean(differences) - half, statistics.fmean(differences), statistics.fmean(differences) + half),
             abs=1e-3)
         assert d["wins"] == sum(x > 0 for x in differences)
-    # The chosen graph is the search's best graph, trained on the same subset as the baselines.
+    # The chosen graph is the search's rescored best graph (the default), trained on the same subset as the baselines.
+    assert results["search"]["rescored_runs"] == "3/3"
+    # In the search's regime the baselines train exactly as the chosen graph's rescore runs: same seed, same split.
+    regime = results["search_regime"]
+    assert regime["runs"] == [0, 1, 2]
+    for index in regime["runs"]:
+        baseline = RunFolder(out / "heldout" / "independent" / f"run{index}")
+        rescored = RunFolder(out / "search" / "rescore" / str(results["search"]["chosen_trial"]) / str(index))
+        assert baseline.read_config().train == rescored.read_config().train
+        assert baseline.read_split() == rescored.read_split() and baseline.read_metrics().split == "val"
+    assert regime["graphs"]["dml"]["values"] == pytest.approx(
+        [100 * RunFolder(out / "heldout" / "dml" / f"run{i}").read_metrics().ensemble_accuracy for i in range(3)])
     chosen = RunFolder(out / "chosen" / "seed0")
     assert chosen.read_graph().edges == RunFolder(out / "search" / "trials" / str(
         results["search"]["chosen_trial"])).read_graph().edges
@@ -59,11 +70,12 @@ def test_the_table_is_the_runs_metrics_and_a_second_call_trains_nothing(tmp_path
     assert f"| independent | {independent['mean']:.2f} ± {independent['std']:.2f} |" in table
     assert (out / "miniature.png").read_bytes()[:4] == b"\x89PNG"
 
-    checkpoints = {path: path.stat().st_mtime_ns for path in out.glob("*/seed*/checkpoint.pt")}
+    checkpoints = {path: path.stat().st_mtime_ns for path in out.glob("**/checkpoint.pt")}
+    assert len(checkpoints) == 3 * 2 + 2 * 3 + 2 * 3  # test runs; held-out baselines; the 2 finalists' rescore runs
     capsys.readouterr()
     assert miniature.main([*TINY, "--out", str(out)]) == 0
     assert "trained in" not in capsys.readouterr().out
-    assert {path: path.stat().st_mtime_ns for path in out.glob("*/seed*/checkpoint.pt")} == checkpoints
+    assert {path: path.stat().st_mtime_ns for path in out.glob("**/checkpoint.pt")} == checkpoints
     # A run trained otherwise than planned is not reused.
     plan = miniature.make_plan(*miniature.get_args_parser().parse_known_args([*TINY, "--out", str(out)]))
     run = RunFolder(plan.run_dir("dml", 0))
@@ -79,4 +91,5 @@ def test_options_it_sets_itself_or_ktg_rejects_are_refused_before_anything_runs(
     with pytest.raises(KTGError, match="rejects"):
         miniature.make_plan(*parse(["--no-such-option"]))
     assert miniature.main(["--seeds", "1", "--out", str(tmp_path / "x")]) == 2
+    assert miniature.main(["--rescore-top", "0", "--rescore-seeds", "2", "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()

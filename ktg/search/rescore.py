@@ -101,8 +101,9 @@ def candidates(study: optuna.Study, top: int) -> list[FrozenTrial]:
     return sorted(complete, key=lambda t: (-t.value, t.number))[:top]
 
 
-def _runs(attrs: dict[str, Any], trial: int, seeds: int) -> list[dict | None]:
-    """The stored results of ``trial``'s runs 0..seeds-1 (None where none is stored, or it is not readable)."""
+def stored_runs(attrs: dict[str, Any], trial: int, seeds: int) -> list[dict | None]:
+    """The results of ``trial``'s runs 0..seeds-1 stored in a study's user attributes ``attrs`` (None where none
+    is stored, or it is not readable)."""
     results = []
     for index in range(seeds):
         stored = attrs.get(f"{RUN_PREFIX}{trial}/{index}")
@@ -120,7 +121,7 @@ def summaries(study: optuna.Study) -> list[Rescored]:
         return []
     found = []
     for trial in candidates(study, asked["top"]):
-        runs = [run for run in _runs(attrs, trial.number, asked["seeds"]) if run is not None]
+        runs = [run for run in stored_runs(attrs, trial.number, asked["seeds"]) if run is not None]
         accuracies = tuple(run["ensemble_accuracy"] for run in runs if run.get("ensemble_accuracy") is not None)
         found.append(Rescored(trial.number, trial.value, accuracies, len(runs) - len(accuracies), asked["seeds"]))
     return sorted(found, key=Rescored.rank_key)
@@ -149,7 +150,7 @@ def _unfinished(study: optuna.Study, top: int, seeds: int, grace_period: float) 
     attrs = study.user_attrs
     runs = []
     for trial in candidates(study, top):
-        for index, result in enumerate(_runs(attrs, trial.number, seeds)):
+        for index, result in enumerate(stored_runs(attrs, trial.number, seeds)):
             if result is None:
                 claim = attrs.get(f"{CLAIM_PREFIX}{trial.number}/{index}")
                 live = isinstance(claim, dict) and time.time() - claim.get("time", 0) < grace_period
