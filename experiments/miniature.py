@@ -451,7 +451,7 @@ def figure(results: dict[str, Any], path: Path) -> None:
     right.axvline(0, color="grey", lw=1)
     right.set_yticks(range(len(rows)), [label for label, _, _ in rows])
     right.invert_yaxis()
-    right.set_xlabel("chosen − baseline, same seed (points of %)")
+    right.set_xlabel("chosen − baseline (points of %)")
     right.set_title("paired difference, 95 % t-interval")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
