@@ -4,14 +4,17 @@ Student's, and a second call must reuse what is trained as planned and only that
 import json
 import math
 import statistics
+import subprocess
+import sys
 
 import pytest
-from test_experiments import load_script
+from test_experiments import EXPERIMENTS, load_script
 
 from ktg.errors import KTGError
 from ktg.run_folder import RunFolder
 
 miniature = load_script("miniature")
+SCRIPT = EXPERIMENTS / "miniature.py"
 
 TINY = ["--dataset", "synthetic", "--image-size", "16", "--dataset-option", "train_size=48",
         "--dataset-option", "test_size=16", "--dataset-option", "num_classes=2", "--train-subset", "0.5",
@@ -93,3 +96,17 @@ def test_options_it_sets_itself_or_ktg_rejects_are_refused_before_anything_runs(
     assert miniature.main(["--seeds", "1", "--out", str(tmp_path / "x")]) == 2
     assert miniature.main(["--rescore-top", "0", "--rescore-seeds", "2", "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_quick_runs_every_step_with_real_ktg_processes_on_the_digits(tmp_path):
+    """--quick as CI runs it: the search, its rescore, the baselines in both regimes and the table, each step a
+    ktg command in its own process (the test above runs them in this one)."""
+    out = tmp_path / "quick"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads((out / "miniature.json").read_text())
+    assert [len(results["graphs"][name]["ensemble"]["values"]) for name in ("independent", "dml", "chosen")] == [2] * 3
+    assert results["search"]["rescored_runs"] == "2/2" and len(results["search_regime"]["seeds"]) == 2
+    assert RunFolder(out / "chosen" / "seed1").read_config().data.options["train_subset"] == 0.1
+    assert "| independent |" in (out / "miniature.md").read_text().split("The search's regime")[1]
