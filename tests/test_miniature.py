@@ -105,8 +105,13 @@ def test_quick_runs_every_step_with_real_ktg_processes_on_the_digits(tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)], capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
+    quick = miniature.QUICK
     results = json.loads((out / "miniature.json").read_text())
-    assert [len(results["graphs"][name]["ensemble"]["values"]) for name in ("independent", "dml", "chosen")] == [2] * 3
-    assert results["search"]["rescored_runs"] == "2/2" and len(results["search_regime"]["seeds"]) == 2
-    assert RunFolder(out / "chosen" / "seed1").read_config().data.options["train_subset"] == 0.1
+    assert [len(results["graphs"][name]["ensemble"]["values"]) for name in ("independent", "dml", "chosen")] == [
+        quick["seeds"]] * 3
+    assert results["search"]["rescored_runs"] == f"{quick['rescore_seeds']}/{quick['rescore_seeds']}"
+    assert len(results["search_regime"]["seeds"]) == quick["rescore_seeds"]
+    last_seed = quick["seeds"] - 1
+    assert RunFolder(out / "chosen" / f"seed{last_seed}").read_config().data.options["train_subset"] == quick[
+        "train_subset"]
     assert "| independent |" in (out / "miniature.md").read_text().split("The search's regime")[1]
