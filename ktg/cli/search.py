@@ -17,7 +17,8 @@ from ktg.cli.options import (
     node_options_from_args,
     train_config_from_args,
 )
-from ktg.graph import DEFAULT_NODES
+from ktg.errors import KTGError
+from ktg.graph import DEFAULT_NODES, NAMED_GRAPHS, GraphSpec, resolve_graph
 from ktg.registry import (
     DEFAULT_CROP_SIZES,
     DEFAULT_TEMPERATURE,
@@ -27,7 +28,17 @@ from ktg.registry import (
     pruner_names,
     sampler_names,
 )
-from ktg.search.settings import BEST_GRAPH, LEADERBOARD, SearchSettings, check_rescore, resolve_storage_url
+from ktg.search.settings import (
+    BEST_GRAPH,
+    DEFAULT_BASELINES,
+    DEFAULT_RESCORE_SEEDS,
+    DEFAULT_RESCORE_TOP,
+    LEADERBOARD,
+    VERDICT,
+    SearchSettings,
+    check_rescore,
+    resolve_storage_url,
+)
 from ktg.search.space import SearchSpace
 
 
@@ -56,12 +67,20 @@ def add_parser(commands) -> None:
                        + "; ".join(f"{record.name}: {record.description}" for record in SAMPLERS.values()))
     group.add_argument("--search-seed", type=int, default=settings["seed"], help="seed of the sampler: trial k draws "
                        "from a random stream of its own, whichever worker runs it (default: %(default)s)")
-    group.add_argument("--rescore-top", type=int, metavar="K", help="after the search, retrain the K best complete "
-                       "graphs with --rescore-seeds fresh seeds each on the same held-out split and choose the best "
-                       "mean for best_graph.json, rather than the one luckiest run (default: off). The runs are stored "
-                       "in the study: running the command again resumes them, and other workers share them")
-    group.add_argument("--rescore-seeds", type=int, default=3, metavar="S", help="seeds per graph of --rescore-top, "
-                       "the same for every graph (default: %(default)s)")
+    group.add_argument("--baseline", nargs="+", default=list(DEFAULT_BASELINES), metavar="GRAPH",
+                       help="known graphs of the space the study runs first as trials of their own, never pruned, "
+                       "and races against the best searched graphs: named graphs (independent, dml) or graph files; "
+                       "'none' for no baseline (default: %(default)s)")
+    group.add_argument("--rescore-top", type=int, default=DEFAULT_RESCORE_TOP, metavar="K", help="after the search, "
+                       "race the K best complete searched graphs and the baselines on the same held-out split with "
+                       "common fresh seeds: every contender gets 3 seeds, then one more seed at a time while the "
+                       "leader does not beat it at 95 %% (paired t-interval), up to --rescore-seeds. best_graph.json "
+                       "is the winner if it beats the best baseline at 95 %%, else that baseline; verdict.json says "
+                       "why. The runs are stored in the study: running the command again resumes them, and other "
+                       "workers share them. 0: no race, best_graph.json is the luckiest single run (default: "
+                       "%(default)s)")
+    group.add_argument("--rescore-seeds", type=int, default=DEFAULT_RESCORE_SEEDS, metavar="S", help="most seeds of "
+                       "a contender in the race (default: %(default)s)")
     group.add_argument("--same-seed", action="store_true", help="train every trial with --seed (common random "
                        "numbers: the same initial weights, batch order and augmentation) instead of a seed of its "
                        "own derived from --seed and the trial number")
@@ -136,23 +155,40 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
                         models=tuple(args.models) if args.models else None,
                         temperatures=tuple(args.temperatures) if args.temperatures else None, **choices)
     out = args.out or Path("runs") / f"search-{args.dataset}-{nodes}nodes"
+    options = node_options_from_args(args)
     return SearchSettings(
         space=space, config=config, out=out, storage_url=resolve_storage_url(args.storage, out),
         study_name=args.study or f"{args.dataset}-{nodes}nodes", trials=args.trials,
-        data_source=source, node_options=source.defaults.with_node_options(node_options_from_args(args)),
+        data_source=source, node_options=source.defaults.with_node_options(options),
         pruner=args.pruner, sampler=args.sampler, seed=args.search_seed, same_seed=args.same_seed,
         heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, max_retry=args.max_retry,
-        keep_weights=args.keep_weights,
+        keep_weights=args.keep_weights, baselines=baselines_from_args(args.baseline, nodes, args.model, options),
     )
+
+
+def baselines_from_args(given: list[str], nodes: int, model: str | None, options: dict) -> tuple[GraphSpec, ...]:
+    """The graphs of ``--baseline``: named graphs or graph files (a file is known by the name it gives, else by its
+    file name); ``none`` alone: no baseline."""
+    if given == ["none"]:
+        return ()
+    if "none" in given:
+        raise KTGError("--baseline none means no baseline; it cannot be given with other graphs")
+    specs = []
+    for name in given:
+        spec = resolve_graph(name, nodes, model, options)
+        specs.append(spec if name in NAMED_GRAPHS or spec.name else dataclasses.replace(spec, name=Path(name).stem))
+    return tuple(specs)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = search_settings_from_args(args)
-    if args.rescore_top is not None:
+    if args.rescore_top < 0:
+        raise KTGError(f"--rescore-top must be 0 (no race) or more, got {args.rescore_top}")
+    if args.rescore_top:
         check_rescore(args.rescore_top, args.rescore_seeds)
 
-    from ktg.search.rescore import chosen, rescore
-    from ktg.search.results import format_table, leaderboard, state_counts, write_results
+    from ktg.search.rescore import chosen, rescore, verdict
+    from ktg.search.results import budget_spent, format_table, leaderboard, state_counts, write_results
     from ktg.search.run import run_search
     from ktg.search.storage import GRPC_SCHEME, display_url
     from ktg.viz.attention import log_attention_grid
@@ -160,19 +196,22 @@ def run(args: argparse.Namespace) -> int:
     url = display_url(settings.storage_url)
 
     def announce() -> None:
+        baselines = ", ".join(spec.name for spec in settings.baselines)
         print(f"search: study {settings.study_name!r} in {url}, {settings.space.size:.3g} graphs of "
               f"{settings.space.num_nodes} nodes drawn by {settings.sampler} search, "
-              f"budget {settings.trials} trials of {settings.config.epochs} "
-              f"epochs, scored on a held-out {settings.config.holdout:.0%} of the {args.dataset} training split")
+              f"budget {settings.trials} trials"
+              + (f" and the baselines {baselines}" if baselines else "")
+              + f" of {settings.config.epochs} epochs, scored on a held-out {settings.config.holdout:.0%} of the "
+              f"{args.dataset} training split")
 
     try:
         # Trials log no attention grid: a search's trials keep a few kilobytes each (the figure of a kept trial
         # is one ktg attention away); the rescore runs, trained once each, log it.
         study = run_search(settings, jobs_per_device=args.jobs_per_device, mps=args.mps,
                            progress=not args.no_progress, on_start=announce)
-        if args.rescore_top is not None:
-            print(f"\nrescore: the top {args.rescore_top} complete trials, {args.rescore_seeds} fresh seeds each, on "
-                  f"the same held-out split")
+        if args.rescore_top:
+            print(f"\nrace: the top {args.rescore_top} complete searched graphs and {len(settings.baselines)} "
+                  f"baselines, the same fresh seeds for each (3 to {args.rescore_seeds}), on the same held-out split")
             rescore(settings, study, top=args.rescore_top, seeds=args.rescore_seeds, on_run=_rescore_line,
                     on_finish=log_attention_grid, progress=not args.no_progress)
             write_results(study, settings.out)
@@ -184,13 +223,23 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nstudy {study.study_name!r}: {counts['complete']} complete, {counts['pruned']} pruned, "
           f"{counts['fail']} failed (accuracy of the ensemble node on the held-out split)")
     print(format_table(leaderboard(study), top=10))
+    print(f"\nbudget: {budget_spent(study, settings.config.epochs)}")
+    found = verdict(study)
+    if found is not None:
+        print("\nverdict, in the search's own regime (held-out split, common fresh seeds):")
+        print("\n".join(f"  {line}" for line in found.lines()))
+    elif settings.baselines:
+        print("\nverdict: none; only a race over common seeds (--rescore-top K) can say whether the search beat its "
+              "baselines")
     out = settings.out
     best = chosen(study)
     print("\nfiles:")
     if best is not None:
-        print(f"  {out / BEST_GRAPH}  best graph (trial {best[0].number}, {100 * best[0].value:.2f} % in the search; "
-              f"chosen by the {best[1]}); retrain it on the full training split: ktg train --graph "
-              f"{out / BEST_GRAPH} --dataset {args.dataset}")
+        print(f"  {out / BEST_GRAPH}  the graph to use (trial {best[0].number}, {100 * best[0].value:.2f} % in the "
+              f"search); retrain it on the full training split: ktg train --graph {out / BEST_GRAPH} "
+              f"--dataset {args.dataset}")
+    if found is not None:
+        print(f"  {out / VERDICT}  the race's contenders, their runs and the searched graph's paired differences")
     print(f"  {out / LEADERBOARD}  every trial, best first")
     print(f"  {out / 'trials'}/<n>/  each trial's run: graph.json, metrics.jsonl, tensorboard/")
     dashboard = "" if settings.storage_url.startswith(GRPC_SCHEME) else f"  |  optuna-dashboard {url}"
@@ -202,4 +251,4 @@ def run(args: argparse.Namespace) -> int:
 def _rescore_line(trial: int, index: int, result: dict) -> None:
     accuracy = result.get("ensemble_accuracy")
     outcome = f"ensemble {100 * accuracy:.2f} %" if accuracy is not None else f"failed, {result['fail_reason']}"
-    print(f"rescore: trial {trial}, seed {index + 1}: {outcome}")
+    print(f"race: trial {trial}, seed {index + 1}: {outcome}")
