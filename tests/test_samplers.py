@@ -52,8 +52,8 @@ def toy_study(sampler: str, seed: int, trials: int, space: SearchSpace = PAPER_S
 
 
 #: The toy search that a sampler learning from its history wins: the papers' space of 3 nodes (15 parameters),
-#: 100 trials, 4 study seeds; the mean best score must beat random search's by 0.1 (1.5 of the 15 parameters).
-LEARNING_TRIALS, LEARNING_SEEDS, LEARNING_MARGIN = 100, (0, 1, 2, 3), 0.1
+#: 100 trials, 3 study seeds; the mean best score must beat random search's by 0.1 (1.5 of the 15 parameters).
+LEARNING_TRIALS, LEARNING_SEEDS, LEARNING_MARGIN = 100, (0, 1, 2), 0.1
 
 
 @functools.lru_cache(maxsize=None)
@@ -78,7 +78,7 @@ def mean_best_match(sampler: str, seeds: tuple[int, ...]) -> float:
 
 @pytest.mark.parametrize("sampler", MODEL_BASED)
 def test_model_based_samplers_learn_from_their_history_where_random_search_cannot(sampler):
-    """Measured: random 0.54, tpe 0.76, evolution 0.74 (15 parameters, random start included)."""
+    """Measured: mean best 0.54 for random search, 0.72 for tpe, 0.72 for evolution (random 0.54 with seeds 3-5)."""
     baseline = mean_best_match(DEFAULT_SAMPLER, LEARNING_SEEDS)
     assert mean_best_match(sampler, LEARNING_SEEDS) > baseline + LEARNING_MARGIN
     # a sampler that ignores its history fails: random search with other seeds is within the margin of itself

@@ -37,11 +37,11 @@ def add_parser(commands) -> None:
     """Add ``search`` to the ``ktg`` subcommands."""
     search = commands.add_parser(
         "search", help="search for the graph whose ensemble is most accurate",
-        description="Search the knowledge transfer graphs of --nodes nodes (a gate per label edge, a loss design "
-        "and a gate per ordered pair of nodes) for the one whose ensemble node is most accurate on a split held out "
-        "of the training set. Trials are stored in a database; run the same command again (another terminal, "
-        "GPU or machine) to add a worker to the same study, or to resume it after Ctrl-C. The study stops at "
-        "--trials finished trials, however many workers join.")
+        description="Search the knowledge transfer graphs of --nodes nodes in a --space (the papers': a gate per label "
+        "edge, a loss design and a gate per ordered pair of nodes) for the one whose ensemble node is most accurate "
+        "on a split held out of the training set. Trials are stored in a database; run the same command again "
+        "(another terminal, GPU or machine) to add a worker to the same study, or to resume it after Ctrl-C. The "
+        "study stops at --trials finished trials, however many workers join.")
     settings = defaults(SearchSettings)
     group = search.add_argument_group("search")
     group.add_argument("--trials", type=int, default=100, help="budget of finished (complete or pruned) trials over "
