@@ -21,8 +21,10 @@ from ktg.errors import KTGError
 from ktg.graph import DEFAULT_NODES, NAMED_GRAPHS, GraphSpec, resolve_graph
 from ktg.registry import (
     DEFAULT_CROP_SIZES,
+    DEFAULT_SPACE,
     DEFAULT_TEMPERATURE,
     SAMPLERS,
+    SPACES,
     design_names,
     gate_names,
     pruner_names,
@@ -46,11 +48,11 @@ def add_parser(commands) -> None:
     """Add ``search`` to the ``ktg`` subcommands."""
     search = commands.add_parser(
         "search", help="search for the graph whose ensemble is most accurate",
-        description="Search the knowledge transfer graphs of --nodes nodes (a gate per label edge, a loss design "
-        "and a gate per ordered pair of nodes) for the one whose ensemble node is most accurate on a split held out "
-        "of the training set. Trials are stored in a database; run the same command again (another terminal, "
-        "GPU or machine) to add a worker to the same study, or to resume it after Ctrl-C. The study stops at "
-        "--trials finished trials, however many workers join.")
+        description="Search the knowledge transfer graphs of --nodes nodes in a --space (the papers': a gate per label "
+        "edge, a loss design and a gate per ordered pair of nodes) for the one whose ensemble node is most accurate "
+        "on a split held out of the training set. Trials are stored in a database; run the same command again "
+        "(another terminal, GPU or machine) to add a worker to the same study, or to resume it after Ctrl-C. The "
+        "study stops at --trials finished trials, however many workers join.")
     settings = defaults(SearchSettings)
     group = search.add_argument_group("search")
     group.add_argument("--trials", type=int, default=100, help="budget of finished (complete or pruned) trials over "
@@ -105,13 +107,17 @@ def add_parser(commands) -> None:
                        "TensorBoard log only (default: none, no trial keeps weights)")
 
     space = search.add_argument_group("search space")
+    space.add_argument("--space", choices=tuple(SPACES), default=DEFAULT_SPACE, help="the graphs searched, stored "
+                       "with the study; the options below narrow or replace its choices (default: %(default)s): "
+                       + "; ".join(f"{record.name}: {record.description} ({space_size_text(record.name)} graphs of "
+                                   f"{DEFAULT_NODES} nodes)" for record in SPACES.values()))
     space.add_argument("--designs", nargs="+", choices=design_names(), metavar="DESIGN",
-                       help=f"loss designs of network edges, from: {', '.join(design_names())} (default: the papers': "
-                       f"{' '.join(design_names(paper_only=True))})")
+                       help=f"loss designs of network edges, from: {', '.join(design_names())} (default: the "
+                       f"--space's, else the papers': {' '.join(design_names(paper_only=True))})")
     for option, edges in (("--gates", "network"), ("--label-gates", "label")):
         space.add_argument(option, nargs="+", choices=gate_names(on=edges), metavar="GATE",
                            help=f"gates of {edges} edges, from: {', '.join(gate_names(on=edges))} (default: the "
-                           f"papers': {' '.join(gate_names(paper_only=True, on=edges))})")
+                           f"--space's, else the papers': {' '.join(gate_names(paper_only=True, on=edges))})")
     space.add_argument("--ensemble-as-source", action="store_true",
                        help="also search edges from the ensemble node to each node (off in the papers)")
     space.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
@@ -127,6 +133,12 @@ def add_parser(commands) -> None:
     add_data_arguments(search)
     add_training_arguments(search, search=True)
     search.set_defaults(handler=run)
+
+
+def space_size_text(name: str, num_nodes: int = DEFAULT_NODES) -> str:
+    """How many graphs of ``num_nodes`` nodes the registered space ``name`` holds, for people: 1,140 or 1.2e+10."""
+    size = SearchSpace(num_nodes=num_nodes, name=name).size
+    return f"{size:,}" if size < 10**6 else f"{size:.2g}"
 
 
 def kept_weights(text: str) -> int:
@@ -150,7 +162,7 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
     check_models([args.model, *(args.models or ())])
     choices = {key: tuple(value) for key, value in
                (("designs", args.designs), ("gates", args.gates), ("label_gates", args.label_gates)) if value}
-    space = SearchSpace(num_nodes=nodes, ensemble_as_source=args.ensemble_as_source, model=args.model,
+    space = SearchSpace(num_nodes=nodes, name=args.space, ensemble_as_source=args.ensemble_as_source, model=args.model,
                         temperature=args.temperature, crop_sizes=tuple(args.crop_sizes),
                         models=tuple(args.models) if args.models else None,
                         temperatures=tuple(args.temperatures) if args.temperatures else None, **choices)
@@ -198,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     def announce() -> None:
         baselines = ", ".join(spec.name for spec in settings.baselines)
         print(f"search: study {settings.study_name!r} in {url}, {settings.space.size:.3g} graphs of "
-              f"{settings.space.num_nodes} nodes drawn by {settings.sampler} search, "
+              f"{settings.space.num_nodes} nodes ({settings.space.name} space) drawn by {settings.sampler} search, "
               f"budget {settings.trials} trials"
               + (f" and the baselines {baselines}" if baselines else "")
               + f" of {settings.config.epochs} epochs, scored on a held-out {settings.config.holdout:.0%} of the "

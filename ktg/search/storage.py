@@ -143,6 +143,8 @@ def _lock_on_begin(engine) -> None:
 #: drew its graphs with the random sampler, kept no trial's weights (its trials kept them all, which deleting
 #: none now respects) and ran no baseline.
 _IMPLIED_BY_OLDER_STUDIES = {"same_seed": True, "sampler": "random", "keep_weights": 0, "baselines": []}
+#: The same for its space's description: it searched the papers' space, the only one there was.
+_IMPLIED_BY_OLDER_SPACES = {"name": "paper"}
 
 
 def open_study(storage: BaseStorage, name: str, *, sampler: optuna.samplers.BaseSampler | None = None,
@@ -163,7 +165,8 @@ def open_study(storage: BaseStorage, name: str, *, sampler: optuna.samplers.Base
         stored = study.user_attrs.get(SETTINGS_ATTR)
         if stored is None:
             study.set_user_attr(SETTINGS_ATTR, settings)
-        elif (stored := {**_IMPLIED_BY_OLDER_STUDIES, **stored}) != settings:
+        elif (stored := {**_IMPLIED_BY_OLDER_STUDIES, **stored,
+                         "space": {**_IMPLIED_BY_OLDER_SPACES, **stored["space"]}}) != settings:
             changed = "; ".join(differences(stored, settings, stored_as="study has", given_as="you gave"))
             raise KTGError(f"study {name!r} searches with other settings ({changed}); use the same options to join "
                            f"it, or another --study")
