@@ -140,9 +140,9 @@ def _lock_on_begin(engine) -> None:
 
 
 #: Settings that studies stored before ktg had them imply: such a study trained every trial with one seed,
-#: drew its graphs with the random sampler and kept no trial's weights (its trials kept them all, which deleting
-#: none now respects).
-_IMPLIED_BY_OLDER_STUDIES = {"same_seed": True, "sampler": "random", "keep_weights": 0}
+#: drew its graphs with the random sampler, kept no trial's weights (its trials kept them all, which deleting
+#: none now respects) and had its first rung at epoch 1 (whatever the default of --first-rung is now).
+_IMPLIED_BY_OLDER_STUDIES = {"same_seed": True, "sampler": "random", "keep_weights": 0, "first_rung": 1}
 
 
 def open_study(storage: BaseStorage, name: str, *, sampler: optuna.samplers.BaseSampler | None = None,
