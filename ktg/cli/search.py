@@ -53,9 +53,9 @@ def add_parser(commands) -> None:
                        "epochs are the resource (default: %(default)s, reduction factor 2, as in the paper). none "
                        "trains every trial to the end and evaluates it on the held-out split after every epoch, so "
                        "that ktg study fidelity can measure how well each epoch predicts the final ranking")
-    group.add_argument("--first-rung", type=int, default=settings["first_rung"], metavar="E", help="the first epoch "
-                       "at which a trial may be stopped: successive halving's rungs are epochs E, 2E, 4E, … up to "
-                       "--epochs, hyperband's E, 3E, 9E, …, the median pruner reads every epoch from E on, none has "
+    group.add_argument("--first-rung", type=int, default=settings["first_rung"], metavar="R", help="the first epoch "
+                       "at which a trial may be stopped: successive halving's rungs are epochs R, 2R, 4R, … up to "
+                       "--epochs, hyperband's R, 3R, 9R, …, the median pruner reads every epoch from R on, none has "
                        "no rungs; stored with the study (default: %(default)s, the paper's)")
     group.add_argument("--sampler", choices=sampler_names(), default=settings["sampler"],
                        help="what draws the graphs, stored with the study (default: %(default)s): "
