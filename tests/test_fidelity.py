@@ -2,6 +2,8 @@
 whose intermediate values are written here, so the numbers are known exactly."""
 
 import csv
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -83,3 +85,10 @@ def test_a_study_without_a_complete_trial_has_nothing_to_rank(tmp_path, capsys):
     assert main(["study", "fidelity", "--storage", storage]) == 2
     assert capsys.readouterr().err.strip() == ("ktg: error: study 'young' has no complete trial yet: each epoch's "
                                                "ranking is compared with the final one, a complete trial's")
+
+
+def test_reading_a_study_for_its_fidelity_imports_no_torch():
+    code = ("import sys, ktg.cli.study, ktg.search.fidelity, ktg.search.storage; "
+            "print(sorted({'torch', 'matplotlib', 'tensorboard'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
