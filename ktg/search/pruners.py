@@ -1,9 +1,10 @@
 """The search's pruners, one factory each (registered in :mod:`ktg.registry`); the epoch is the resource.
 
 Every factory takes the trials' epochs and the first rung (``ktg search --first-rung``, the first epoch at which a
-trial may be stopped). Beside each factory stands the set of epochs its pruner reads (for one that reads every
-epoch, none): the search evaluates a trial only at those epochs and at its last (docs/method.md#search), so the
-two are declared together, from the same numbers.
+trial may be stopped). Beside each factory stands the set of epochs its pruner reads: the search evaluates a trial
+only at those epochs and at its last (docs/method.md#search), so the two are declared together, from the same
+numbers. No pruning declares none: its trials are evaluated every epoch, to measure how well each epoch predicts
+the last (``ktg study fidelity``).
 """
 
 from __future__ import annotations
