@@ -30,6 +30,10 @@ DIRECTIONS = ("pull", "push")
 CUTOFF = "cutoff"
 #: The pruner of the papers' search, and ``ktg search``'s default.
 DEFAULT_PRUNER = "successive-halving"
+#: The epoch of ``ktg search``'s first rung (``--first-rung``): successive halving's minimum resource, the first
+#: epoch at which any pruner may stop a trial. 1 is the papers' protocol; ``ktg study fidelity`` measures how well
+#: each epoch's ranking predicts the final one, from which this default is to be set.
+DEFAULT_FIRST_RUNG = 1
 #: The sampler of the papers' search, and ``ktg search``'s default.
 DEFAULT_SAMPLER = "random"
 #: ``ktg search``'s search space (``--space``), the papers' for now.
@@ -157,25 +161,28 @@ class GateRecord:
 
 @dataclass(frozen=True)
 class PrunerRecord:
-    """A pruner of the search: ``factory(epochs)`` returns an Optuna pruner whose resource is the epoch.
+    """A pruner of the search: ``factory(epochs, first_rung=E)`` returns an Optuna pruner whose resource is the
+    epoch, which stops no trial before epoch E (``ktg search --first-rung``).
 
     Attributes:
         name: the name ``ktg search --pruner`` takes.
-        factory: ``"module:function"`` or a callable taking the trials' epochs.
-        reads: ``"module:function"`` or a callable giving, for the trials' epochs, the set of epochs (from 1) whose
-            scores the pruner reads; None: every epoch. The search evaluates a trial at those epochs and its last.
+        factory: ``"module:function"`` or a callable taking the trials' epochs and, by keyword, the first rung.
+        reads: ``"module:function"`` or a callable giving, for the same arguments, the set of epochs (from 1)
+            whose scores the pruner reads; None: every epoch. The search evaluates a trial at those epochs and its
+            last.
     """
 
     name: str
     factory: FunctionRef
     reads: FunctionRef | None = None
 
-    def load(self) -> Callable[[int], Any]:
+    def load(self) -> Callable[..., Any]:
         return resolve(self.factory)
 
-    def epochs_read(self, epochs: int) -> frozenset[int] | None:
-        """The epochs whose scores the pruner reads in trials of ``epochs`` epochs (None: every epoch)."""
-        return None if self.reads is None else frozenset(resolve(self.reads)(epochs))
+    def epochs_read(self, epochs: int, *, first_rung: int) -> frozenset[int] | None:
+        """The epochs whose scores the pruner reads in trials of ``epochs`` epochs with its first rung at epoch
+        ``first_rung`` (None: every epoch)."""
+        return None if self.reads is None else frozenset(resolve(self.reads)(epochs, first_rung=first_rung))
 
 
 @dataclass(frozen=True)
@@ -369,9 +376,11 @@ register_gate(GateRecord("merit_label", "ktg.gates:merit_label", "#D55E00", on_n
 
 register_pruner(PrunerRecord(DEFAULT_PRUNER, "ktg.search.pruners:successive_halving",
                              "ktg.search.pruners:successive_halving_epochs"))
-register_pruner(PrunerRecord("median", "ktg.search.pruners:median"))  # reads every epoch
+register_pruner(PrunerRecord("median", "ktg.search.pruners:median", "ktg.search.pruners:median_epochs"))
 register_pruner(PrunerRecord("hyperband", "ktg.search.pruners:hyperband", "ktg.search.pruners:hyperband_epochs"))
-register_pruner(PrunerRecord("none", "ktg.search.pruners:no_pruning", "ktg.search.pruners:no_epochs"))
+# No pruning reads no epoch, but a study without pruning is the measurement of how well each epoch's ranking
+# predicts the final one (ktg study fidelity): its trials are evaluated every epoch.
+register_pruner(PrunerRecord("none", "ktg.search.pruners:no_pruning"))
 
 register_sampler(SamplerRecord(
     DEFAULT_SAMPLER, "ktg.search.sampler:random_search",

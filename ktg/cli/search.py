@@ -63,7 +63,13 @@ def add_parser(commands) -> None:
                        "/DB, or grpc://HOST:PORT of a ktg storage serve (default: the SQLite file OUT/study.db)")
     group.add_argument("--study", help="study name in the storage (default: <dataset>-<N>nodes)")
     group.add_argument("--pruner", choices=pruner_names(), default=settings["pruner"], help="stop poor trials early; "
-                       "epochs are the resource (default: %(default)s, reduction factor 2, as in the paper)")
+                       "epochs are the resource (default: %(default)s, reduction factor 2, as in the paper). none "
+                       "trains every trial to the end and evaluates it on the held-out split after every epoch, so "
+                       "that ktg study fidelity can measure how well each epoch predicts the final ranking")
+    group.add_argument("--first-rung", type=int, default=settings["first_rung"], metavar="R", help="the first epoch "
+                       "at which a trial may be stopped: successive halving's rungs are epochs R, 2R, 4R, … up to "
+                       "--epochs, hyperband's R, 3R, 9R, …, the median pruner reads every epoch from R on, none has "
+                       "no rungs; stored with the study (default: %(default)s, the paper's)")
     group.add_argument("--sampler", choices=sampler_names(), default=settings["sampler"],
                        help="what draws the graphs, stored with the study (default: %(default)s): "
                        + "; ".join(f"{record.name}: {record.description}" for record in SAMPLERS.values()))
@@ -173,6 +179,7 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
         study_name=args.study or f"{args.dataset}-{nodes}nodes", trials=args.trials,
         data_source=source, node_options=source.defaults.with_node_options(options),
         pruner=args.pruner, sampler=args.sampler, seed=args.search_seed, same_seed=args.same_seed,
+        first_rung=args.first_rung,
         heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, max_retry=args.max_retry,
         keep_weights=args.keep_weights, baselines=baselines_from_args(args.baseline, nodes, args.model, options),
     )

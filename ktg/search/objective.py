@@ -7,7 +7,8 @@ config's seed instead (common random numbers).
 The trainer knows nothing of Optuna. The only contact is its epoch callback: after every evaluated epoch the
 objective reports the ensemble accuracy as the intermediate value at step = epoch and answers the trainer's
 "stop?" with the pruner's verdict. A trial is evaluated only where the pruner reads it (its rungs; every epoch
-for a pruner such as median) and at its last epoch: other evaluations would feed no decision. The last epoch is
+for a pruner such as median) and at its last epoch: other evaluations would feed no decision. Without pruning it is
+evaluated every epoch, to measure how well each epoch predicts the last (``ktg study fidelity``). The last epoch is
 reported but not put to the pruner: a trial that has trained all its epochs is complete, pruning it then would
 save nothing and only hide a finished result.
 """

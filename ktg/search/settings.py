@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ktg.config import TrainConfig, training_identity
 from ktg.errors import KTGError
-from ktg.registry import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
+from ktg.registry import DEFAULT_FIRST_RUNG, DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
 
 if TYPE_CHECKING:
     from ktg.data import DataSource
@@ -90,6 +90,7 @@ class SearchSettings:
         data_source: the data every trial trains on.
         node_options: model options of every node that sets none itself, the dataset's suggestions included.
         pruner: a registered pruner (:data:`ktg.registry.PRUNERS`).
+        first_rung: the first epoch at which the pruner may stop a trial (successive halving's rungs: E, 2E, 4E, …).
         sampler: a registered sampler (:data:`ktg.registry.SAMPLERS`).
         seed: the sampler's seed; trial k draws from a random stream of its own (see :mod:`ktg.search.sampler`).
         same_seed: train every trial with ``config.seed`` (common random numbers) rather than a seed of its own.
@@ -113,6 +114,7 @@ class SearchSettings:
     data_source: DataSource
     node_options: dict[str, Any] = field(default_factory=dict)
     pruner: str = DEFAULT_PRUNER
+    first_rung: int = DEFAULT_FIRST_RUNG
     sampler: str = DEFAULT_SAMPLER
     seed: int = 0
     same_seed: bool = False
@@ -130,6 +132,9 @@ class SearchSettings:
             raise KTGError("the search scores graphs on a held-out part of the training split: give it a --holdout "
                            "fraction")
         check_pruner(self.pruner)
+        if not 1 <= self.first_rung <= self.config.epochs:
+            raise KTGError(f"--first-rung must be an epoch from 1 to --epochs ({self.config.epochs}), got "
+                           f"{self.first_rung}")
         check_sampler(self.sampler)
         names = [spec.name for spec in self.baselines]
         if None in names or len(set(names)) != len(names):
@@ -161,5 +166,6 @@ class SearchSettings:
                 "options": {k: v for k, v in source.options.items() if k != "cache_dir"}}
         return {"space": self.space.describe(), "train": training, "data": data,
                 "node_options": self.node_options, "pruner": self.pruner, "sampler": self.sampler, "seed": self.seed,
+                "first_rung": self.first_rung,
                 "same_seed": self.same_seed, "keep_weights": self.keep_weights,
                 "baselines": [spec.to_dict() for spec in self.baselines]}

@@ -141,8 +141,10 @@ def _lock_on_begin(engine) -> None:
 
 #: Settings that studies stored before ktg had them imply: such a study trained every trial with one seed,
 #: drew its graphs with the random sampler, kept no trial's weights (its trials kept them all, which deleting
-#: none now respects) and ran no baseline.
-_IMPLIED_BY_OLDER_STUDIES = {"same_seed": True, "sampler": "random", "keep_weights": 0, "baselines": []}
+#: none now respects), had its first rung at epoch 1 (whatever the default of --first-rung is now) and ran no
+#: baseline.
+_IMPLIED_BY_OLDER_STUDIES = {"same_seed": True, "sampler": "random", "keep_weights": 0, "first_rung": 1,
+                             "baselines": []}
 #: The same for its space's description: it searched the papers' space, the only one there was.
 _IMPLIED_BY_OLDER_SPACES = {"name": "paper"}
 

@@ -60,11 +60,11 @@ from ktg.train import FinishCallback
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
-def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
-    """The registered pruner ``name`` for trials of ``epochs`` epochs, the resource. Successive halving is the
-    paper's choice."""
+def make_pruner(name: str, epochs: int, *, first_rung: int) -> optuna.pruners.BasePruner:
+    """The registered pruner ``name`` for trials of ``epochs`` epochs, the resource, that stops no trial before
+    epoch ``first_rung``. Successive halving is the paper's choice."""
     check_pruner(name)
-    return PRUNERS[name].load()(epochs)
+    return PRUNERS[name].load()(epochs, first_rung=first_rung)
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -80,7 +80,7 @@ def connect(settings: SearchSettings, heartbeats: bool = True) -> tuple[optuna.S
                            **({"heartbeat_interval": settings.heartbeat_interval, "grace_period": settings.grace_period,
                                "max_retry": settings.max_retry} if heartbeats else {}))
     study = open_study(storage, settings.study_name, sampler=make_sampler(settings.sampler, settings.seed),
-                       pruner=make_pruner(settings.pruner, settings.config.epochs),
+                       pruner=make_pruner(settings.pruner, settings.config.epochs, first_rung=settings.first_rung),
                        settings=settings.shared(resolve_device(settings.config.device).type))
     return study, storage, storage.get_study_id_from_name(settings.study_name)
 
@@ -127,7 +127,8 @@ class Worker:
         dataset = self.dataset if self.dataset is not None else s.data_source.load()
         objective = Objective(s.space, dataset, s.config, s.out, node_options=s.node_options,
                               on_epoch=self._after_epoch, on_finish=self.on_finish, progress=self.progress,
-                              same_seed=s.same_seed, eval_epochs=PRUNERS[s.pruner].epochs_read(s.config.epochs))
+                              same_seed=s.same_seed,
+                              eval_epochs=PRUNERS[s.pruner].epochs_read(s.config.epochs, first_rung=s.first_rung))
         failures_in_a_row = 0
         while True:
             StopRequest.check()
