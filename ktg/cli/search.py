@@ -38,7 +38,6 @@ from ktg.search.settings import (
     LEADERBOARD,
     VERDICT,
     SearchSettings,
-    check_rescore,
     resolve_storage_url,
 )
 from ktg.search.space import SearchSpace
@@ -182,6 +181,7 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
         first_rung=args.first_rung,
         heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, max_retry=args.max_retry,
         keep_weights=args.keep_weights, baselines=baselines_from_args(args.baseline, nodes, args.model, options),
+        rescore_top=args.rescore_top, rescore_seeds=args.rescore_seeds,
     )
 
 
@@ -201,13 +201,9 @@ def baselines_from_args(given: list[str], nodes: int, model: str | None, options
 
 def run(args: argparse.Namespace) -> int:
     settings = search_settings_from_args(args)
-    if args.rescore_top < 0:
-        raise KTGError(f"--rescore-top must be 0 (no race) or more, got {args.rescore_top}")
-    if args.rescore_top:
-        check_rescore(args.rescore_top, args.rescore_seeds)
 
-    from ktg.search.rescore import chosen, rescore, verdict
-    from ktg.search.results import budget_spent, format_table, leaderboard, state_counts, write_results
+    from ktg.search.rescore import chosen, verdict
+    from ktg.search.results import budget_spent, format_table, leaderboard, state_counts
     from ktg.search.run import run_search
     from ktg.search.storage import GRPC_SCHEME, display_url
     from ktg.viz.attention import log_attention_grid
@@ -224,16 +220,10 @@ def run(args: argparse.Namespace) -> int:
               f"{args.dataset} training split")
 
     try:
-        # Trials log no attention grid: a search's trials keep a few kilobytes each (the figure of a kept trial
-        # is one ktg attention away); the rescore runs, trained once each, log it.
+        # The race's runs log their attention grid; trials log none (see Worker).
         study = run_search(settings, jobs_per_device=args.jobs_per_device, mps=args.mps,
-                           progress=not args.no_progress, on_start=announce)
-        if args.rescore_top:
-            print(f"\nrace: the top {args.rescore_top} complete searched graphs and {len(settings.baselines)} "
-                  f"baselines, the same fresh seeds for each (3 to {args.rescore_seeds}), on the same held-out split")
-            rescore(settings, study, top=args.rescore_top, seeds=args.rescore_seeds, on_run=_rescore_line,
-                    on_finish=log_attention_grid, progress=not args.no_progress)
-            write_results(study, settings.out)
+                           progress=not args.no_progress, on_start=announce, on_finish=log_attention_grid,
+                           on_race_run=_rescore_line)
     except KeyboardInterrupt:
         print(f"\nktg: search interrupted; finished trials and rescore runs are kept in {url}, an interrupted trial "
               f"is queued to run again. Run the same command to resume.", file=sys.stderr)

@@ -103,6 +103,10 @@ class SearchSettings:
             (a systematic problem such as a wrong option should not burn through the queue).
         baselines: known graphs of the space (named: their name is how the study knows them) that the study
             runs first, never pruned, as trials of their own; the race compares the searched graphs with them.
+        rescore_top, rescore_seeds: the race every worker joins once the search is done
+            (:func:`ktg.search.rescore.rescore`): the ``rescore_top`` best searched graphs and the baselines, up to
+            ``rescore_seeds`` seeds each; 0: no race. Not part of the study's identity: a later command may race
+            more graphs or seeds, reusing the runs stored.
     """
 
     space: SearchSpace
@@ -124,6 +128,8 @@ class SearchSettings:
     keep_weights: int = 0
     max_failures_in_a_row: int = 10
     baselines: tuple[GraphSpec, ...] = ()
+    rescore_top: int = 0
+    rescore_seeds: int = DEFAULT_RESCORE_SEEDS
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -136,6 +142,10 @@ class SearchSettings:
             raise KTGError(f"--first-rung must be an epoch from 1 to --epochs ({self.config.epochs}), got "
                            f"{self.first_rung}")
         check_sampler(self.sampler)
+        if self.rescore_top < 0:
+            raise KTGError(f"--rescore-top must be 0 (no race) or more, got {self.rescore_top}")
+        if self.rescore_top:
+            check_rescore(self.rescore_top, self.rescore_seeds)
         names = [spec.name for spec in self.baselines]
         if None in names or len(set(names)) != len(names):
             raise KTGError(f"every --baseline needs a name of its own, got {names}")
