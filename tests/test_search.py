@@ -36,7 +36,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 DATA = DataSource("synthetic", image_size=16, options={"train_size": 32, "test_size": 8, "num_classes": 2})
 TINY = {"base_width": 4}
 CONFIG = TrainConfig(epochs=2, batch_size=8, lr=0.05, device="cpu", holdout=0.5)
-SPACE = SearchSpace(num_nodes=2, crop_sizes=(3, 5))
+SPACE = SearchSpace(num_nodes=2, name="paper", crop_sizes=(3, 5))
 #: The papers' plain search: no baselines, no race (tests/test_rescore.py tests them); most tests check the search
 #: itself and need not pay for their extra runs.
 PLAIN_SEARCH = ["--baseline", "none", "--rescore-top", "0"]
@@ -91,13 +91,14 @@ def test_params_and_graph_files_round_trip(space, tmp_path):
 
 
 def test_space_sizes_and_readable_names():
-    space = SearchSpace(num_nodes=3)
+    space = SearchSpace(num_nodes=3, name="paper")
     assert space.size == 4**3 * 24**6
     assert list(space.distributions())[:3] == ["label→0 gate", "1→0 loss", "1→0 gate"]
-    with_ensemble = SearchSpace(num_nodes=3, ensemble_as_source=True)
+    with_ensemble = SearchSpace(num_nodes=3, name="paper", ensemble_as_source=True)
     assert "ensemble→2 gate" in with_ensemble.distributions()
     assert with_ensemble.size == 4**3 * 24**9
-    beyond = SearchSpace(num_nodes=2, models=("abn_resnet20", "abn_resnet32"), temperatures=(1.0, 2.0, 4.0))
+    beyond = SearchSpace(num_nodes=2, name="paper", models=("abn_resnet20", "abn_resnet32"),
+                         temperatures=(1.0, 2.0, 4.0))
     assert beyond.size == 2**2 * 4**2 * (24 * 3) ** 2
     assert {"node 0 model", "1→0 temperature"} <= set(beyond.distributions())
 
