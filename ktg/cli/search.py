@@ -69,8 +69,8 @@ def add_parser(commands) -> None:
     group.add_argument("--first-rung", type=int, metavar="R", help="the first epoch at which a trial may be "
                        "stopped: successive halving's rungs are epochs R, 2R, 4R, … up to --epochs, hyperband's R, "
                        "3R, 9R, …, the median pruner reads every epoch from R on, none has no rungs; stored with the "
-                       "study (default: half of --epochs, rounded up, where short runs' rankings start to tell "
-                       "(docs/results.md#rungs); the paper recipe's: 1)")
+                       "study (default: 70 %% of --epochs, rounded up, where the measured rankings of short runs "
+                       "began to tell (docs/results.md#rungs); the paper recipe's: 1)")
     group.add_argument("--sampler", choices=sampler_names(), default=settings["sampler"],
                        help="what draws the graphs, stored with the study (default: %(default)s): "
                        + "; ".join(f"{record.name}: {record.description}" for record in SAMPLERS.values()))

@@ -246,7 +246,7 @@ class Verdict:
 
     Attributes:
         searched: the best searched graph of the race (None if none finished a run).
-        baselines: each baseline contender.
+        baselines: each baseline contender, in the order the study queued them.
         differences: searched − baseline on their common seeds, by baseline name.
         best_baseline: the baseline with the best mean.
         beats: whether ``searched`` beats ``best_baseline`` at 95 % (then it is the graph to use).
@@ -300,10 +300,10 @@ def verdict(study: optuna.Study) -> Verdict | None:
     if found is None or not found.done:
         return None
     searched = next((r for r in found.ranked if r.baseline is None and r.accuracies and not r.failed), None)
-    baselines = tuple(r for r in found.ranked if r.baseline is not None)
+    baselines = tuple(sorted((r for r in found.ranked if r.baseline is not None), key=lambda r: r.trial))
     differences = {}
     if searched is not None:
-        for b in sorted(baselines, key=lambda r: r.trial):
+        for b in baselines:
             difference = minus(searched, b)
             if difference is not None:
                 differences[b.baseline] = difference
