@@ -126,7 +126,8 @@ def test_predict_agrees_with_eval_on_every_test_image(which, request, tmp_path, 
     evaluated = split_logits(run, "test", device="cpu")  # what ktg eval computes
     for rule, power in [("mean_logits", 1.0), ("majority_vote", 1.0), ("power_mean", 0.5)]:
         out = tmp_path / f"{rule}.csv"
-        assert main(["predict", "--run", str(run), str(images), "--ensemble", rule, "--power", str(power),
+        exponent = ["--power", str(power)] if rule == "power_mean" else []
+        assert main(["predict", "--run", str(run), str(images), "--ensemble", rule, *exponent,
                      "--out", str(out), "--device", "cpu", "--batch-size", "50", "--no-progress"]) == 0
         predicted = predicted_classes(out)
         assert list(predicted) == [str(path) for path in files]
