@@ -25,6 +25,7 @@ def test_expected_epochs_under_successive_halving():
     assert benchmark.expected_epochs(10, 1, 3) == pytest.approx(2 / 3 * (1 + 3 / 3 + 9 / 9) + 10 / 27)
 
 
+@pytest.mark.slow
 def test_the_quick_benchmark_reports_every_row(tmp_path):
     out = tmp_path / "bench.json"
     done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--json", str(out)],
