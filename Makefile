@@ -3,12 +3,13 @@
 #   scored on a held-out half of the training split); then train the best graph and an independent graph (labels
 #   only) the same way (3 nodes, 4 epochs, seed 0, whole training split, both at once), and print their test
 #   accuracies side by side. Batch size, learning rate and width are the digits' own defaults.
-# `make test`: set up .venv with the test extras and run the test suite.
+# `make test`: set up .venv with the test extras and run the test suite, two tests at a time, without the tests marked
+#   slow (end-to-end runs of the experiment scripts and notebooks); `make test-slow` runs those. CI runs both.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test clean
+.PHONY: demo test test-slow clean
 
 $(BIN)/ktg: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +37,10 @@ demo: $(BIN)/ktg
 	echo; echo "runs: $$out/best/ and $$out/independent/ (metrics.json, checkpoint.pt, tensorboard/)"
 
 test: $(BIN)/ktg
-	$(BIN)/python -m pytest -q --durations=10
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" --durations=10
+
+test-slow: $(BIN)/ktg
+	$(BIN)/python -m pytest -q -n 2 -m slow --durations=10
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

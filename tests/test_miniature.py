@@ -92,6 +92,7 @@ def test_options_it_sets_itself_or_ktg_rejects_are_refused_before_anything_runs(
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_quick_runs_every_step_with_real_ktg_processes_on_the_digits(tmp_path):
     """--quick as CI runs it: the search with its baselines and race, the test-split runs and the table, each step
     a ktg command in its own process (the test above runs them in this one)."""
