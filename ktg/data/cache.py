@@ -87,11 +87,11 @@ def _rgb(image: Image.Image, width: int, height: int) -> Image.Image:
 
     Every Pillow mode is converted without clipping: grey, CMYK, YCbCr, LAB, HSV and palette images as Pillow
     converts them; 16-bit, 32-bit integer and float grey (``I;16…``, ``I``, ``F``) scaled from 0 … 65535 to
-    0 … 255 (levels outside that range clipped); an alpha channel, straight or premultiplied (``La``, ``RGBa``),
-    is dropped, and a palette's transparent colour with it."""
+    0 … 255 (levels outside that range clipped, NaN black); an alpha channel, straight or premultiplied (``La``,
+    ``RGBa``), is dropped, and a palette's transparent colour with it."""
     image.draft("RGB", (width, height))
     if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-        levels = np.asarray(image, dtype=np.float64)
+        levels = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=DEEP_MAX, neginf=0.0)
         image = Image.fromarray(np.round(np.clip(levels, 0, DEEP_MAX) * (255 / DEEP_MAX)).astype(np.uint8))
     elif image.mode == "La":  # Pillow converts premultiplied grey to nothing; its grey band is the colour on black
         image = image.getchannel("L")
