@@ -91,8 +91,8 @@ def _rgb(image: Image.Image, width: int, height: int) -> Image.Image:
     ``RGBa``), is dropped, and a palette's transparent colour with it."""
     image.draft("RGB", (width, height))
     if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-        levels = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=DEEP_MAX, neginf=0.0)
-        image = Image.fromarray(np.round(np.clip(levels, 0, DEEP_MAX) * (255 / DEEP_MAX)).astype(np.uint8))
+        levels = np.clip(np.nan_to_num(np.asarray(image), nan=0.0, posinf=DEEP_MAX, neginf=0.0), 0, DEEP_MAX)
+        image = Image.fromarray(np.round(levels.astype(np.float64) * (255 / DEEP_MAX)).astype(np.uint8))
     elif image.mode == "La":  # Pillow converts premultiplied grey to nothing; its grey band is the colour on black
         image = image.getchannel("L")
     elif image.mode == "P" and "transparency" in image.info:
