@@ -143,8 +143,14 @@ class TrainConfig:
 
     def resolved(self, device_type: str) -> TrainConfig:
         """The config with ``amp`` and ``channels_last`` settled for a device of ``device_type`` (``"cuda"``,
-        ``"cpu"``, …): a value left to the default (None) becomes on for CUDA and off elsewhere."""
+        ``"cpu"``, …): a value left to the default (None) becomes on for CUDA and off elsewhere; channels-last asked
+        for on the CPU is an error (see below)."""
         on_cuda = device_type == "cuda"
+        if self.channels_last and device_type == "cpu":
+            # Measured with PyTorch 2.14.1: the CPU backward of a strided 1×1 convolution (ResNet's downsampling
+            # shortcut) on channels-last tensors corrupts the heap, and the process dies (tests/test_fuzz.py).
+            raise KTGError("--channels-last is for CUDA: on the CPU, PyTorch's backward of a ResNet's strided 1×1 "
+                           "convolution in channels-last memory crashes the process; drop --channels-last")
         return dataclasses.replace(self, amp=on_cuda if self.amp is None else self.amp,
                                    channels_last=on_cuda if self.channels_last is None else self.channels_last)
 

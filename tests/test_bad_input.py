@@ -136,6 +136,13 @@ def test_an_option_out_of_range_or_without_its_partner_is_one_line(tmp_path, cap
     assert not (tmp_path / "run").exists()
 
 
+def test_channels_last_on_the_cpu_is_one_line_not_a_crashed_process(tmp_path, capsys):
+    # found by tests/test_fuzz.py: PyTorch's CPU backward of a strided 1×1 convolution corrupted the heap
+    refused(["train", *TINY_TRAIN, "--channels-last", "--out", str(tmp_path / "run")], capsys,
+            "--channels-last is for CUDA")
+    assert not (tmp_path / "run").exists()
+
+
 def test_nesterov_without_momentum_is_one_line(tmp_path, capsys):
     refused(["train", *TINY_TRAIN, "--nesterov", "--momentum", "0", "--out", str(tmp_path / "run")], capsys,
             "--nesterov needs a --momentum above 0")
