@@ -9,20 +9,18 @@
 It runs the papers' comparison (docs/method.md#search) with ``ktg`` commands, on the same training images for
 every run:
 
-1. ``ktg search`` of T trials, each trained on part of those training images and scored on the held-out rest
-   (the test split is never seen), then ``--rescore-top K``: the K best graphs retrained with fresh seeds on the
-   same split; the chosen graph is the best mean, its ``best_graph.json`` (``--rescore-top 0``: the best trial);
-2. ``ktg train`` of ``independent``, ``dml`` and the chosen graph with the same S seeds, evaluated on the test
-   split;
-3. the table: ensemble and mean-node accuracy (mean ± sample std over seeds) of each graph, and the paired
-   difference (same seed) of the chosen graph against each baseline with a 95 % Student-t interval;
-4. with ``--rescore-top``, the same comparison in the search's own regime: ``independent`` and ``dml`` trained
-   with the rescore's fresh seeds on the search's training part and scored on its held-out split, against the
-   chosen graph's rescore runs (same seeds). It tells a search that found nothing better than the baselines
-   apart from a graph that is better where it was searched but not on the test split.
+1. ``ktg search`` of T trials with its own defaults: its baselines (``independent``, ``dml``) run inside the study,
+   each trial trains on part of those training images and is scored on the held-out rest (the test split is
+   never seen), and the race retrains the best searched graphs and the baselines with common fresh seeds on the
+   same split. Its verdict (``verdict.json``) says, in the search's own regime, whether the best searched graph
+   beats the baselines at 95 %, and its ``best_graph.json`` is that graph where it does, else the best baseline;
+2. ``ktg train`` of ``independent``, ``dml`` and the race's best searched graph with the same S seeds, evaluated
+   on the test split (a graph that trains as another is trained once);
+3. the table: ensemble and mean-node accuracy (mean ± sample std over seeds) of each graph, the paired
+   difference (same seed) of the searched graph against each baseline with a 95 % Student-t interval, the
+   search's own verdict beside it, and whether the two agree.
 
-Everything goes under ``--out``: one run folder per graph and seed, ``search/``, ``heldout/`` (step 4),
-``logs/``, and the results
+Everything goes under ``--out``: one run folder per graph and seed, ``search/``, ``logs/``, and the results
 ``miniature.json``, ``miniature.md`` and ``miniature.png``. Running the command again continues: a finished run
 whose config.json and graph.json are what this command would train is reused, an unfinished one resumes from
 its checkpoint, one trained differently is trained again, and the search joins its study. Options this script
@@ -34,8 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import math
+import json
 import os
 import shlex
 import statistics
@@ -49,34 +46,34 @@ from typing import Any, Sequence
 
 from ktg.cli import build_parser
 from ktg.cli.options import data_source_from_args, key_value, node_options_from_args, train_config_from_args
-from ktg.cli.search import search_settings_from_args
 from ktg.errors import KTGError
 from ktg.graph import resolve_graph
 from ktg.io import atomic_path, write_json, write_text
 from ktg.run_folder import RunFolder
 from ktg.runtime import resolve_device
-from ktg.search.rescore import rescore_seed, stored_runs
-from ktg.search.settings import BEST_GRAPH, LEADERBOARD, SearchSettings
+from ktg.search.objective import TRIALS_DIR
+from ktg.search.settings import BEST_GRAPH, LEADERBOARD, VERDICT
+from ktg.stats import paired_difference
 
 BASELINES = ("independent", "dml")
-CHOSEN = "chosen"
-#: Folder (under --out) of the baselines' runs in the search's regime (step 4).
-HELDOUT = "heldout"
+#: The race's best searched graph, trained on the test split beside the baselines.
+SEARCHED = "searched"
 #: Options the script sets itself on every command: passing them through would contradict it.
 _OWN_OPTIONS = {"--graph", "--seed", "--out", "--resume", "--restart", "--trials", "--search-seed", "--nodes",
                 "--epochs", "--dataset", "--data-root", "--dataset-option", "--device", "--jobs-per-device",
                 "--no-progress"}
 #: The budget of the experiment where the command line gives none: about 30 minutes on an idle 2-core CPU for
 #: the digits; and with --quick, the same steps in about a minute.
-DEFAULTS = {"train_subset": 0.15, "epochs": 12, "trials": 100, "seeds": 5, "rescore_top": 5}
+DEFAULTS = {"train_subset": 0.15, "epochs": 12, "trials": 100, "seeds": 5}
 QUICK = {"train_subset": 0.1, "epochs": 2, "trials": 4, "seeds": 2, "rescore_top": 1, "rescore_seeds": 2}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Train independent and dml with S seeds, search T graphs on a held-out part of the same "
-        "training images, retrain the chosen graph with the same seeds, and print Table 1 in miniature with "
-        "paired differences. Options it does not know are passed to every ktg train and ktg search.",
+        description="Search T graphs on a held-out part of the training images (the baselines and the race "
+        "inside the search), train independent, dml and the race's best searched graph with S seeds on the test "
+        "split, and print Table 1 in miniature with paired differences beside the search's own verdict. Options "
+        "it does not know are passed to every ktg train and ktg search.",
         allow_abbrev=False)
     parser.add_argument("--dataset", default="digits", help="any dataset ktg reads (default: %(default)s)")
     parser.add_argument("--data-root", type=Path, help="the folder the dataset was unpacked into")
@@ -90,10 +87,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trials", type=int, help=f"finished trials of the search (default: {DEFAULTS['trials']})")
     parser.add_argument("--seeds", type=int, help=f"seeds 0..S-1 of every graph (default: {DEFAULTS['seeds']})")
     parser.add_argument("--sampler", help="ktg search's --sampler (default: ktg search's)")
-    parser.add_argument("--rescore-top", type=int, metavar="K", help="ktg search's --rescore-top: choose among the "
-                        "K best trials by their mean over --rescore-seeds fresh seeds; 0 chooses the best trial "
-                        f"(default: {DEFAULTS['rescore_top']})")
-    parser.add_argument("--rescore-seeds", type=int, metavar="S", help="ktg search's --rescore-seeds")
+    parser.add_argument("--rescore-top", type=int, metavar="K", help="ktg search's --rescore-top: race the K best "
+                        "searched graphs against the baselines; 0: no race, no verdict (default: ktg search's)")
+    parser.add_argument("--rescore-seeds", type=int, metavar="S", help="ktg search's --rescore-seeds (default: ktg "
+                        "search's)")
     parser.add_argument("--search-args", type=shlex.split, default=[], metavar="'OPTIONS'", help="further options "
                         "of ktg search only, in one string, e.g. '--crop-sizes 3 5 --pruner none'")
     parser.add_argument("--search-seed", type=int, default=0, help="seed of the search's sampler (default: "
@@ -131,33 +128,18 @@ class Plan:
     search: list[str]
     jobs: int
     out: Path
-    rescore_seeds: int | None = None  # fresh seeds per finalist of the search's --rescore-top; None: no rescore
 
-    def train_argv(self, graph: str | Path, seed: int) -> list[str]:
-        return ["train", "--graph", str(graph), "--seed", str(seed), "--out", str(self.run_dir(graph, seed)),
+    def train_argv(self, name: str, graph: str | Path, seed: int) -> list[str]:
+        """``ktg train`` of ``graph`` (a named graph or a file) with ``seed`` into the run folder of ``name``."""
+        return ["train", "--graph", str(graph), "--seed", str(seed), "--out", str(self.run_dir(name, seed)),
                 *self.common]
 
-    def run_dir(self, graph: str | Path, seed: int) -> Path:
-        name = graph if graph in BASELINES else CHOSEN
-        return self.out / str(name) / f"seed{seed}"
-
-    def heldout_argv(self, baseline: str, index: int, search: SearchSettings) -> list[str]:
-        """``ktg train`` of ``baseline`` as rescore run ``index`` of ``search`` trains a graph: its seed, the
-        search's training part, scored on its held-out split."""
-        return ["train", "--graph", baseline, "--seed", str(rescore_seed(search.config.seed, index)),
-                "--holdout", str(search.config.holdout), "--holdout-seed", str(search.config.holdout_seed),
-                "--out", str(self.out / HELDOUT / baseline / f"run{index}"), *self.common]
-
-    def search_settings(self) -> SearchSettings:
-        return search_settings_from_args(build_parser().parse_args(self.search_argv()))
+    def run_dir(self, name: str, seed: int) -> Path:
+        return self.out / name / f"seed{seed}"
 
     @property
     def search_dir(self) -> Path:
         return self.out / "search"
-
-    @property
-    def best_graph(self) -> Path:
-        return self.search_dir / BEST_GRAPH
 
     def search_argv(self) -> list[str]:
         return ["search", "--trials", str(self.trials), *self.search, "--jobs-per-device", str(self.jobs),
@@ -177,8 +159,6 @@ def make_plan(args: argparse.Namespace, passed: list[str]) -> Plan:
         raise KTGError(f"--seeds must be at least 2 (a paired interval needs two seeds), got {args.seeds}")
     if args.jobs < 1:
         raise KTGError(f"--jobs must be at least 1, got {args.jobs}")
-    if args.rescore_top < 0:
-        raise KTGError(f"--rescore-top must be 0 (the best trial) or more, got {args.rescore_top}")
     if args.rescore_top == 0 and args.rescore_seeds is not None:
         raise KTGError("--rescore-seeds needs --rescore-top K of 1 or more")
     options = dict(args.dataset_option)
@@ -191,21 +171,18 @@ def make_plan(args: argparse.Namespace, passed: list[str]) -> Plan:
     for key, value in options.items():
         common += ["--dataset-option", f"{key}={value}"]
     search = ["--search-seed", str(args.search_seed)]
-    if args.rescore_top == 0:
-        args.rescore_top = None
     for option in ("sampler", "rescore_top", "rescore_seeds"):
         if getattr(args, option) is not None:
             search += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
     search += args.search_args
     plan = Plan(common + passed, tuple(range(args.seeds)), args.trials, search, args.jobs, args.out)
     parser = build_parser()
-    for argv in (plan.train_argv("dml", 0), plan.search_argv()):
+    for argv in (plan.train_argv("dml", "dml", 0), plan.search_argv()):
         try:
-            parsed = parser.parse_args(argv)
+            parser.parse_args(argv)
         except SystemExit:
             raise KTGError(f"ktg {argv[0]} rejects the options {' '.join(argv)}") from None
-    # the seeds as ktg search settles them, its own default included
-    return dataclasses.replace(plan, rescore_seeds=parsed.rescore_seeds if parsed.rescore_top else None)
+    return plan
 
 
 # -- running -------------------------------------------------------------------------------------------------
@@ -286,70 +263,54 @@ def out_of(argv: list[str]) -> Path:
 # -- the table -------------------------------------------------------------------------------------------------
 
 
-def t_quantile(p: float, df: int) -> float:
-    """The ``p`` quantile of Student's t distribution with ``df`` degrees of freedom (12.706 for p = 0.975,
-    df = 1)."""
-    from scipy.stats import t  # imported late: only the table needs it
-
-    return float(t.ppf(p, df))
-
-
 def summary(values: Sequence[float]) -> dict[str, Any]:
     """Mean and sample std (in %) of accuracies given as fractions, with the values themselves."""
     percent = [100 * value for value in values]
     return {"mean": statistics.fmean(percent), "std": statistics.stdev(percent), "values": percent}
 
 
-def paired(chosen: Sequence[float], baseline: Sequence[float]) -> dict[str, Any]:
-    """The paired difference chosen − baseline of accuracies in % on the same seeds (points of %): mean, its
-    95 % Student-t interval, and on how many seeds the chosen graph was better."""
-    differences = [a - b for a, b in zip(chosen, baseline)]
-    mean = statistics.fmean(differences)
-    half = t_quantile(0.975, len(differences) - 1) * statistics.stdev(differences) / math.sqrt(len(differences))
-    return {"mean": mean, "low": mean - half, "high": mean + half, "values": differences,
-            "wins": sum(d > 0 for d in differences), "seeds": len(differences)}
+def paired(searched: Sequence[float], baseline: Sequence[float]) -> dict[str, Any]:
+    """The paired difference searched − baseline of accuracies in % on the same seeds (points of %): mean, its
+    95 % Student-t interval (:func:`ktg.stats.paired_difference`, as the search's race computes it), and on how
+    many seeds the searched graph was better."""
+    difference = paired_difference(searched, baseline)
+    return {**difference.to_dict(scale=1.0), "values": [a - b for a, b in zip(searched, baseline)]}
 
 
 def search_summary(plan: Plan) -> dict[str, Any]:
-    """The search's leaderboard in brief: trials by state, and the chosen trial's held-out score."""
+    """The search in brief: trials by state, the race's verdict (None without a race) and the graph it keeps."""
     import csv
 
     with open(plan.search_dir / LEADERBOARD, encoding="utf-8", newline="") as file:
         rows = list(csv.DictReader(file))
     states = {state: sum(row["state"] == state for row in rows) for state in ("complete", "pruned", "fail")}
+    verdict_file = plan.search_dir / VERDICT
+    verdict = json.loads(verdict_file.read_text(encoding="utf-8")) if verdict_file.exists() else None
     best = next(row for row in rows if row["rank"] == "1")
-    rescored = {"rescored_mean": 100 * float(best["rescore_mean"]), "rescored_std": _float(best["rescore_std"]),
-                "rescored_runs": best["rescore_runs"]} if best.get("rescore_mean") else {}
-    return {"trials": states, "chosen_trial": int(best["trial"]),
-            "chosen_heldout_ensemble": 100 * float(best["ensemble_accuracy"]),
-            "chosen_heldout_mean_node": 100 * float(best["mean_node_accuracy"]), **rescored, "graph": best["graph"]}
+    searched = (verdict["searched"]["trial"] if verdict is not None and verdict["searched"] is not None else
+                next(int(row["trial"]) for row in rows if row["rank"] and not row["baseline"]))
+    return {"trials": states, "verdict": verdict, "kept": best["baseline"] or f"trial {best['trial']}",
+            "searched_trial": searched, "graph": next(row["graph"] for row in rows if row["trial"] == str(searched))}
 
 
-def _float(cell: str) -> float | None:
-    """A leaderboard fraction as %, None for an empty cell."""
-    return 100 * float(cell) if cell != "" else None
+def searched_graph(plan: Plan, search: dict[str, Any]) -> Path:
+    """The graph file of the race's best searched trial (the leaderboard's best searched one without a race)."""
+    return plan.search_dir / TRIALS_DIR / str(search["searched_trial"]) / "graph.json"
 
 
-def search_regime(plan: Plan, search: SearchSettings, trial: int) -> dict[str, Any]:
-    """Step 4: held-out ensemble accuracy (%) of the chosen trial's rescore runs and of the baselines' runs with
-    the same seeds, and the paired differences; the runs where the chosen graph's rescore run diverged are left
-    out of every graph (they have no pair)."""
-    from ktg.search.storage import load_study
-
-    runs = stored_runs(load_study(search.storage_url, search.study_name).user_attrs, trial, plan.rescore_seeds)
-    indices = [i for i, run in enumerate(runs) if run is not None and run.get("ensemble_accuracy") is not None]
-    accuracies = {CHOSEN: [runs[i]["ensemble_accuracy"] for i in indices]}
-    for baseline in BASELINES:
-        accuracies[baseline] = [RunFolder(out_of(plan.heldout_argv(baseline, i, search))).read_metrics()
-                                .ensemble_accuracy for i in indices]
-    result: dict[str, Any] = {"runs": indices, "seeds": [rescore_seed(search.config.seed, i) for i in indices],
-                              "holdout": search.config.holdout}
-    if len(indices) < 2:
-        return {**result, "note": f"{len(indices)} of the chosen graph's {plan.rescore_seeds} rescore runs "
-                "finished: too few for a mean ± std"}
-    graphs = {name: summary(values) for name, values in accuracies.items()}
-    return {**result, "graphs": graphs, "paired": {
-        baseline: paired(graphs[CHOSEN]["values"], graphs[baseline]["values"]) for baseline in BASELINES}}
+def agreement(verdict: dict[str, Any] | None, test: dict[str, Any]) -> dict[str, Any] | None:
+    """Whether the search's verdict (searched − baseline in its own regime) agrees with the test split's paired
+    difference, for each baseline: the same sign of the mean, and a claimed gain (interval above zero) only where
+    the test interval is above zero too."""
+    if verdict is None:
+        return None
+    result = {}
+    for baseline, own in verdict["differences"].items():
+        on_test = test[baseline]["ensemble"]
+        claims = own["low"] is not None and own["low"] > 0
+        result[baseline] = {"same_sign": (own["mean"] > 0) == (on_test["mean"] > 0), "search_claims_gain": claims,
+                            "test_confirms": on_test["low"] > 0, "right": (not claims or on_test["low"] > 0)}
+    return result
 
 
 #: The accuracies of the table, and the FinalMetrics field each one is.
@@ -357,25 +318,24 @@ MEASURES = {"ensemble": "ensemble_accuracy", "mean_node": "mean_node_accuracy"}
 
 
 def collect(plan: Plan, command: str) -> dict[str, Any]:
-    """The results of every run as one JSON-ready dict (accuracies in %, differences in points of %); the
-    search's regime (step 4) only after a rescore."""
+    """The results of every run as one JSON-ready dict (accuracies in %, differences in points of %)."""
     graphs: dict[str, Any] = {}
-    for name in (*BASELINES, CHOSEN):
+    for name in (*BASELINES, SEARCHED):
         metrics = [RunFolder(plan.run_dir(name, seed)).read_metrics() for seed in plan.seeds]
         graphs[name] = {measure: summary([getattr(m, key) for m in metrics]) for measure, key in MEASURES.items()}
         graphs[name]["runs"] = [str(plan.run_dir(name, seed)) for seed in plan.seeds]
-    differences = {baseline: {measure: paired(graphs[CHOSEN][measure]["values"], graphs[baseline][measure]["values"])
+    differences = {baseline: {measure: paired(graphs[SEARCHED][measure]["values"],
+                                              graphs[baseline][measure]["values"])
                               for measure in MEASURES} for baseline in BASELINES}
     search = search_summary(plan)
-    regime = None if plan.rescore_seeds is None else search_regime(plan, plan.search_settings(),
-                                                                   search["chosen_trial"])
     return {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "ktg_options": plan.common, "seeds": list(plan.seeds), "search": search,
-            "graphs": graphs, "paired": differences, "search_regime": regime}
+            "graphs": graphs, "paired": differences, "agreement": agreement(search["verdict"], differences)}
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """Table 1's shape: a row per graph (mean ± std over seeds), then the paired differences."""
+    """Table 1's shape: a row per graph (mean ± std over seeds), the paired differences, then the search's own
+    verdict and whether the test split agrees with it."""
     seeds = len(results["seeds"])
     search = results["search"]
     trials = search["trials"]
@@ -383,37 +343,40 @@ def markdown(results: dict[str, Any]) -> str:
              f"Test-split accuracy (%), mean ± std over {seeds} seeds:", "",
              "| graph | ensemble | mean node | per seed (ensemble) |", "|---|---|---|---|"]
     for name, graph in results["graphs"].items():
-        label = f"chosen (search trial {search['chosen_trial']})" if name == CHOSEN else name
+        label = f"searched (trial {search['searched_trial']})" if name == SEARCHED else name
         values = " / ".join(f"{v:.2f}" for v in graph["ensemble"]["values"])
         lines.append(f"| {label} | {_mean_std(graph['ensemble'])} | {_mean_std(graph['mean_node'])} | {values} |")
-    lines += ["", "Paired difference, chosen − baseline, same seed (points of %), mean [95 % t-interval], "
-              "seeds where the chosen graph is better:", "",
+    lines += ["", "Paired difference, searched − baseline, same seed (points of %), mean [95 % t-interval], "
+              "seeds where the searched graph is better:", "",
               "| against | ensemble | mean node |", "|---|---|---|"]
     for baseline, measures in results["paired"].items():
         lines.append(f"| {baseline} | {' | '.join(_interval(d) for d in measures.values())} |")
-    regime = results["search_regime"]
-    if regime is None:
-        lines += ["", "No --rescore-top: the chosen graph has one run in the search's regime, so the baselines "
-                  "were not compared there."]
-    elif "note" in regime:
-        lines += ["", f"The search's regime: {regime['note']}."]
+    verdict = search["verdict"]
+    lines += ["", f"Search: {trials['complete']} complete, {trials['pruned']} pruned, {trials['fail']} failed trials "
+              f"(baselines included); best_graph.json is {search['kept']}."]
+    if verdict is None:
+        lines += ["", "No race (--rescore-top 0): the search gave no verdict against its baselines."]
     else:
-        lines += ["", f"The search's regime: ensemble accuracy (%) on its held-out {regime['holdout']:.0%} of the "
-                  f"training images, the chosen graph's rescore runs and the baselines with the same "
-                  f"{len(regime['seeds'])} seeds; chosen − baseline as above:", "",
-                  "| graph | ensemble | per run | chosen − it |", "|---|---|---|---|"]
-        for name, graph in regime["graphs"].items():
-            values = " / ".join(f"{v:.2f}" for v in graph["values"])
-            difference = _interval(regime["paired"][name]) if name in regime["paired"] else ""
-            lines.append(f"| {name} | {_mean_std(graph)} | {values} | {difference} |")
-    lines += ["", f"Search: {trials['complete']} complete, {trials['pruned']} pruned, {trials['fail']} failed "
-              f"trials; the chosen trial scored {search['chosen_heldout_ensemble']:.2f} % (ensemble) on the "
-              "held-out part of the training images"
-              + (f", {search['rescored_mean']:.2f}"
-                 + ("" if search["rescored_std"] is None else f" ± {search['rescored_std']:.2f}")
-                 + f" % over its rescoring runs ({search['rescored_runs']})" if "rescored_mean" in search else "")
-              + ".", ""]
-    return "\n".join(lines)
+        lines += ["", "The search's own verdict (its held-out split, the race's common fresh seeds), ensemble "
+                  "accuracy (%):", "", "| contender | mean ± std | runs | dropped after |", "|---|---|---|---|"]
+        for contender in [verdict["searched"], *verdict["baselines"]]:
+            if contender is None:
+                continue
+            runs = " / ".join("failed" if r is None else f"{r:.2f}" for r in contender["runs"])
+            spread = "" if contender["std"] is None else f" ± {contender['std']:.2f}"
+            lines.append(f"| {contender['label']} | {contender['mean']:.2f}{spread} | {runs} | "
+                         f"{contender['dropped_at'] or ''} |")
+        lines += [""] + [f"- {line}" for line in verdict["summary"]]
+        lines += ["", "| against | search: searched − it | test: searched − it | agree |", "|---|---|---|---|"]
+        for baseline, agreed in results["agreement"].items():
+            own = verdict["differences"][baseline]
+            own_text = (f"{own['mean']:+.2f} [{own['low']:+.2f}, {own['high']:+.2f}], {own['wins']}/{own['seeds']}"
+                        if own["low"] is not None else f"{own['mean']:+.2f} (one seed)")
+            word = ("yes" if agreed["same_sign"] and agreed["right"] else
+                    "sign differs" if not agreed["same_sign"] else "claimed gain not confirmed")
+            lines.append(f"| {baseline} | {own_text} | {_interval(results['paired'][baseline]['ensemble'])} | "
+                         f"{word} |")
+    return "\n".join(lines + [""])
 
 
 def _interval(d: dict[str, Any]) -> str:
@@ -426,7 +389,7 @@ def _mean_std(summary: dict[str, Any]) -> str:
 
 def figure(results: dict[str, Any], path: Path) -> None:
     """Left: every seed's ensemble accuracy per graph, with the mean; right: the paired differences with
-    their 95 % intervals, on the test split and (in orange, after a rescore) in the search's regime."""
+    their 95 % intervals, on the test split and (in orange, after a race) in the search's regime."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -443,15 +406,16 @@ def figure(results: dict[str, Any], path: Path) -> None:
     left.set_title(f"{len(results['seeds'])} seeds each")
     rows = [(f"{measure.replace('_', ' ')} vs {baseline}", d, "C2") for baseline, measures in
             results["paired"].items() for measure, d in measures.items()]
-    regime = results["search_regime"] or {}
-    rows += [(f"held-out ensemble vs {baseline}", d, "C1") for baseline, d in regime.get("paired", {}).items()]
+    verdict = results["search"]["verdict"] or {"differences": {}}
+    rows += [(f"search's race vs {baseline}", d, "C1") for baseline, d in verdict["differences"].items()
+             if d["low"] is not None]
     for y, (_, d, colour) in enumerate(rows):
         right.errorbar(d["mean"], y, xerr=[[d["mean"] - d["low"]], [d["high"] - d["mean"]]], fmt="o", capsize=4,
                        color=colour)
     right.axvline(0, color="grey", lw=1)
     right.set_yticks(range(len(rows)), [label for label, _, _ in rows])
     right.invert_yaxis()
-    right.set_xlabel("chosen − baseline (points of %)")
+    right.set_xlabel("searched − baseline (points of %)")
     right.set_title("paired difference, 95 % t-interval")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
@@ -465,21 +429,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = make_plan(args, passed)
         threads = 0 if args.jobs == 1 else 1 if args.device == "cpu" else None
         started = time.monotonic()
-        print(f"1/2 search, {plan.trials} trials (log: {plan.out / 'logs' / 'search.log'})", flush=True)
+        print(f"1/2 search, {plan.trials} trials and its baselines (log: {plan.out / 'logs' / 'search.log'})",
+              flush=True)
         ktg(plan.search_argv(), plan.out / "logs" / "search.log", threads)
-        if not plan.best_graph.exists():
+        if not (plan.search_dir / BEST_GRAPH).exists():
             raise KTGError(f"the search completed no trial, so it chose no graph ({plan.search_dir / LEADERBOARD}); "
                            "give it more --trials")
-        print(f"2/2 independent, dml and the chosen graph ({plan.best_graph}), seeds {plan.seeds[0]}.."
-              f"{plan.seeds[-1]}, into {plan.out}/"
-              + ("" if plan.rescore_seeds is None else f"; the baselines in the search's regime, "
-                 f"{plan.rescore_seeds} rescore seeds, into {plan.out / HELDOUT}/"), flush=True)
-        commands = [plan.train_argv(graph, seed) for graph in (*BASELINES, plan.best_graph) for seed in plan.seeds]
-        if plan.rescore_seeds is not None:
-            search = plan.search_settings()
-            commands += [plan.heldout_argv(baseline, index, search) for baseline in BASELINES
-                         for index in range(plan.rescore_seeds)]
-        train_runs(plan, commands, threads)
+        searched = searched_graph(plan, search_summary(plan))
+        print(f"2/2 independent, dml and the race's best searched graph ({searched}), seeds {plan.seeds[0]}.."
+              f"{plan.seeds[-1]}, into {plan.out}/", flush=True)
+        graphs = {**{name: name for name in BASELINES}, SEARCHED: searched}
+        train_runs(plan, [plan.train_argv(name, graph, seed) for name, graph in graphs.items()
+                          for seed in plan.seeds], threads)
         results = collect(plan, command)
     except KTGError as error:
         print(f"miniature.py: error: {error}", file=sys.stderr)

@@ -12,8 +12,11 @@ Teacher → assistant → student compression and distilling the ensemble of a f
      ]}
 
 ``"@teacher"`` is the folder of the stage called ``teacher`` inside the chain's output folder. A stage's
-``graph`` is a named graph (with ``nodes`` and ``model``), a graph file path, or an inline graph. Running a chain
-again skips finished stages and resumes an interrupted one.
+``graph`` is a named graph (with ``nodes`` and ``model``), a graph file path, or an inline graph. ``"recipe"`` in
+``train`` (the chain's or a stage's, which wins) names a registered recipe and applies it as ``ktg train --recipe``
+does (:meth:`ktg.config.TrainConfig.from_recipe`): every option the file or the command line gives overrides the
+recipe's values, which override the dataset's suggestions, and the recipe's model options are given for every node
+of the stage. Running a chain again skips finished stages and resumes an interrupted one.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from ktg.config import TrainConfig
+from ktg.config import TrainConfig, recipe_node_options
 from ktg.data.images import Dataset
 from ktg.errors import KTGError
 from ktg.graph import GraphError, GraphSpec, resolve_graph
 from ktg.io import read_json
+from ktg.registry import RECIPES
 from ktg.run_folder import RunFolder
 from ktg.train import FinishCallback, train
 
@@ -53,6 +57,9 @@ def load_chain(path: str | Path) -> dict[str, Any]:
         if unknown:
             raise KTGError(f"chain file {path}: {where}: unknown option(s) {', '.join(unknown)}; "
                            f"allowed: {', '.join(sorted(TRAIN_FIELDS))}")
+        if options.get("recipe") is not None and options["recipe"] not in RECIPES:
+            raise KTGError(f"chain file {path}: {where}: unknown recipe {options['recipe']!r}; choose one of: "
+                           f"{', '.join(RECIPES)}")
     return chain
 
 
@@ -76,49 +83,76 @@ def stage_graph(stage: dict[str, Any], out: Path, earlier: list[str]) -> GraphSp
     return GraphSpec.from_dict(data, where=f"stage {stage['name']!r} graph")
 
 
-def run_chain(
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One stage of a chain as it will train: its ``name``, its run folder ``path``, its resolved ``graph`` and its
+    training ``config``."""
+
+    name: str
+    path: Path
+    graph: GraphSpec
+    config: TrainConfig
+
+
+def plan_chain(
     chain: dict[str, Any],
-    dataset: Dataset,
     out_dir: str | Path,
+    image_size: int,
     *,
     overrides: dict[str, Any] | None = None,
     suggested: dict[str, Any] | None = None,
     node_options: dict[str, Any] | None = None,
     suggested_node_options: dict[str, Any] | None = None,
+) -> list[Stage]:
+    """Every stage of ``chain`` (see :func:`load_chain`) as it will train into ``out_dir/<stage name>`` on images of
+    ``image_size``; KTGError or GraphError naming the stage for a mistake in any of them.
+
+    Training options of a stage follow ``ktg train``'s rule (:meth:`~ktg.config.TrainConfig.from_recipe`): the
+    options given (the chain's, over them the stage's, over them ``overrides`` such as the command line's device)
+    over the values of the recipe they name, over ``suggested`` (a dataset's, see
+    :class:`ktg.data.DatasetDefaults`), over the defaults. ``node_options`` (and the recipe's model options, which
+    they override) are given for every node of every stage (:meth:`~ktg.graph.GraphSpec.with_given`: a node that
+    sets another value is an error); ``suggested_node_options`` (a dataset's) fill what neither sets.
+    """
+    out = Path(out_dir)
+    names = [stage["name"] for stage in chain["stages"]]
+    stages = []
+    for i, stage in enumerate(chain["stages"]):
+        given = {**chain.get("train", {}), **stage.get("train", {}), **(overrides or {})}
+        recipe = given.pop("recipe", None)
+        try:
+            config = TrainConfig.from_recipe(recipe, given, suggested)
+        except KTGError as error:
+            raise KTGError(f"stage {names[i]!r}: {error}") from None
+        try:
+            spec = stage_graph(stage, out, names[:i]).with_given(
+                options={**recipe_node_options(recipe), **(node_options or {})})
+        except GraphError as error:
+            raise GraphError(f"stage {names[i]!r} graph: {error}") from None
+        stages.append(Stage(names[i], out / names[i], spec.resolved(image_size, suggested_node_options), config))
+    return stages
+
+
+def run_chain(
+    stages: list[Stage],
+    dataset: Dataset,
+    *,
     on_finish: FinishCallback | None = None,
     progress: bool = True,
     report: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Train every stage of ``chain`` in order into ``out_dir/<stage name>``; returns each stage's final metrics.
-
-    Training options of a stage, weakest first: ``suggested`` (a dataset's suggestions, see
-    :class:`ktg.data.DatasetDefaults`), the chain's, the stage's, ``overrides`` (e.g. the device). ``node_options``
-    are given for every node of every stage (:meth:`~ktg.graph.GraphSpec.with_given`: a node that sets another
-    value is an error); ``suggested_node_options`` (a dataset's) fill what neither sets. ``on_finish`` is called
-    as each stage finishes (see :data:`ktg.train.FinishCallback`).
+    """Train the planned ``stages`` (:func:`plan_chain`, which checks every stage before the first trains: a mistake
+    in the last must not surface only after the others have trained) in order on ``dataset``; returns each
+    stage's final metrics. ``on_finish`` is called as each stage finishes (see :data:`ktg.train.FinishCallback`).
     """
-    out = Path(out_dir)
-    names = [stage["name"] for stage in chain["stages"]]
-    # Every stage's graph and options are checked before the first stage trains: a mistake in the last stage
-    # must not surface only after the others have trained.
-    stages = []
-    for i, stage in enumerate(chain["stages"]):
-        try:
-            given = stage_graph(stage, out, names[:i]).with_given(options=node_options)
-        except GraphError as error:
-            raise GraphError(f"stage {names[i]!r} graph: {error}") from None
-        spec = given.resolved(dataset.image_size, suggested_node_options)
-        config = TrainConfig(**{**(suggested or {}), **chain.get("train", {}), **stage.get("train", {}),
-                                **(overrides or {})})
-        stages.append((names[i], spec, config))
     results = []
-    for name, spec, config in stages:
-        stage_run = RunFolder(out / name)
+    for stage in stages:
+        stage_run = RunFolder(stage.path)
         if stage_run.is_finished():
-            report(f"stage {name}: finished earlier, kept ({stage_run.path})")
+            report(f"stage {stage.name}: finished earlier, kept ({stage_run.path})")
             results.append(stage_run.read_metrics())
         else:
-            report(f"stage {name}: training {spec.num_nodes} node(s) into {stage_run.path}")
-            results.append(train(spec, dataset, config, stage_run.path, resume=stage_run.holds_run(),
+            report(f"stage {stage.name}: training {stage.graph.num_nodes} node(s) into {stage_run.path}")
+            results.append(train(stage.graph, dataset, stage.config, stage_run.path, resume=stage_run.holds_run(),
                                  on_finish=on_finish, progress=progress))
     return results

@@ -134,8 +134,11 @@ class TrainConfig:
         override the defaults. The recipe's name is kept in :attr:`recipe`.
 
         A recipe's schedule is one unit: a ``schedule`` given explicitly replaces it, the recipe's
-        ``milestones`` and ``gamma`` with it (they belong to the recipe's schedule, not to the one given).
+        ``milestones`` and ``gamma`` with it (they belong to the recipe's schedule, not to the one given). Given
+        ``milestones`` may be any sequence (the command line and chain files give lists); the config holds a tuple.
         """
+        if "milestones" in given:
+            given = {**given, "milestones": tuple(given["milestones"])}
         values = dict(recipe_record(recipe).train) if recipe is not None else {}
         if given.get("schedule", values.get("schedule")) != values.get("schedule"):
             values = {key: value for key, value in values.items() if key not in _SCHEDULE_FIELDS}
@@ -206,6 +209,12 @@ def recipe_record(name: str) -> RecipeRecord:
     if name not in RECIPES:
         raise KTGError(f"unknown --recipe {name!r}; choose one of: {', '.join(RECIPES)}")
     return RECIPES[name]
+
+
+def recipe_node_options(name: str | None) -> dict[str, Any]:
+    """The model options the recipe ``name`` gives every node ({} for None, no recipe); options given explicitly
+    for every node override them."""
+    return dict(recipe_record(name).node_options) if name is not None else {}
 
 
 def training_identity(config: TrainConfig) -> dict[str, Any]:

@@ -1,12 +1,13 @@
-"""What each loss design, gate, pruner and training recipe *is*: one record each, from which the rest of ktg is
-derived.
+"""What each loss design, gate, pruner, sampler, search space and training recipe *is*: one record each, from
+which the rest of ktg is derived.
 
-The loss checks, graph validation, the engine, the figures, the search space, the pruners, the samplers and the
+The loss checks, graph validation, the engine, the figures, the search spaces, the pruners, the samplers and the
 CLI's choices all read these records, so adding a design or a gate is one pure function (in :mod:`ktg.losses` or
 :mod:`ktg.gates`) plus one :func:`register_design` / :func:`register_gate` call here; a pruner or a sampler is
-one factory plus one :func:`register_pruner` / :func:`register_sampler` call; a training recipe is one
-:func:`register_recipe` call. The method behind the records: ``docs/method.md#loss-designs``,
-``docs/method.md#gates``, ``docs/method.md#search`` and ``docs/method.md#reference-protocol``.
+one factory plus one :func:`register_pruner` / :func:`register_sampler` call; a search space or a training
+recipe is one :func:`register_space` / :func:`register_recipe` call. The method behind the records:
+``docs/method.md#loss-designs``, ``docs/method.md#gates``, ``docs/method.md#search``,
+``docs/method.md#search-spaces`` and ``docs/method.md#reference-protocol``.
 
 This module imports nothing heavy (no torch, no optuna): a record names its function as ``"module:function"``,
 imported on first use, so the command line can build its choices without loading a framework. A record may
@@ -29,8 +30,14 @@ DIRECTIONS = ("pull", "push")
 CUTOFF = "cutoff"
 #: The pruner of the papers' search, and ``ktg search``'s default.
 DEFAULT_PRUNER = "successive-halving"
+#: The epoch of ``ktg search``'s first rung (``--first-rung``): successive halving's minimum resource, the first
+#: epoch at which any pruner may stop a trial. 1 is the papers' protocol; ``ktg study fidelity`` measures how well
+#: each epoch's ranking predicts the final one, from which this default is to be set.
+DEFAULT_FIRST_RUNG = 1
 #: The sampler of the papers' search, and ``ktg search``'s default.
 DEFAULT_SAMPLER = "random"
+#: ``ktg search``'s search space (``--space``), the papers' for now.
+DEFAULT_SPACE = "paper"
 #: The papers' temperature T of probability designs and k of the k×k attention crops: the defaults of every
 #: graph, of the search space and of the command line (``docs/method.md#attention-crops``).
 DEFAULT_TEMPERATURE = 1.0
@@ -154,25 +161,28 @@ class GateRecord:
 
 @dataclass(frozen=True)
 class PrunerRecord:
-    """A pruner of the search: ``factory(epochs)`` returns an Optuna pruner whose resource is the epoch.
+    """A pruner of the search: ``factory(epochs, first_rung=E)`` returns an Optuna pruner whose resource is the
+    epoch, which stops no trial before epoch E (``ktg search --first-rung``).
 
     Attributes:
         name: the name ``ktg search --pruner`` takes.
-        factory: ``"module:function"`` or a callable taking the trials' epochs.
-        reads: ``"module:function"`` or a callable giving, for the trials' epochs, the set of epochs (from 1) whose
-            scores the pruner reads; None: every epoch. The search evaluates a trial at those epochs and its last.
+        factory: ``"module:function"`` or a callable taking the trials' epochs and, by keyword, the first rung.
+        reads: ``"module:function"`` or a callable giving, for the same arguments, the set of epochs (from 1)
+            whose scores the pruner reads; None: every epoch. The search evaluates a trial at those epochs and its
+            last.
     """
 
     name: str
     factory: FunctionRef
     reads: FunctionRef | None = None
 
-    def load(self) -> Callable[[int], Any]:
+    def load(self) -> Callable[..., Any]:
         return resolve(self.factory)
 
-    def epochs_read(self, epochs: int) -> frozenset[int] | None:
-        """The epochs whose scores the pruner reads in trials of ``epochs`` epochs (None: every epoch)."""
-        return None if self.reads is None else frozenset(resolve(self.reads)(epochs))
+    def epochs_read(self, epochs: int, *, first_rung: int) -> frozenset[int] | None:
+        """The epochs whose scores the pruner reads in trials of ``epochs`` epochs with its first rung at epoch
+        ``first_rung`` (None: every epoch)."""
+        return None if self.reads is None else frozenset(resolve(self.reads)(epochs, first_rung=first_rung))
 
 
 @dataclass(frozen=True)
@@ -191,6 +201,30 @@ class SamplerRecord:
 
     def load(self) -> Callable[[int], Any]:
         return resolve(self.factory)
+
+
+@dataclass(frozen=True)
+class SpaceRecord:
+    """A search space of ``ktg search --space`` (``docs/method.md#search-spaces``): the graphs it builds.
+
+    Options given explicitly (``--designs``, ``--gates``, ``--label-gates``) replace its choices; a choice it
+    leaves as None is the papers' (:class:`ktg.search.space.SearchSpace` applies that rule).
+
+    Attributes:
+        name: the name ``--space`` takes.
+        description: one sentence for ``--help``: what it holds and why.
+        designs, gates, label_gates: the loss designs and gates of network edges and the gates of label edges its
+            graphs may use (None: the papers').
+        shared: one loss design and one gate for all network edges, each edge switched on or off, instead of a
+            design and a gate per edge.
+    """
+
+    name: str
+    description: str
+    designs: tuple[str, ...] | None = None
+    gates: tuple[str, ...] | None = None
+    label_gates: tuple[str, ...] | None = None
+    shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -224,6 +258,7 @@ LOSS_DESIGNS: dict[str, DesignRecord] = {}
 GATES: dict[str, GateRecord] = {}
 PRUNERS: dict[str, PrunerRecord] = {}
 SAMPLERS: dict[str, SamplerRecord] = {}
+SPACES: dict[str, SpaceRecord] = {}
 RECIPES: dict[str, RecipeRecord] = {}
 
 
@@ -272,6 +307,11 @@ def register_sampler(record: SamplerRecord) -> SamplerRecord:
     return add_record(SAMPLERS, record, "sampler")
 
 
+def register_space(record: SpaceRecord) -> SpaceRecord:
+    """Add a search space; raises ValueError for a name taken."""
+    return add_record(SPACES, record, "search space")
+
+
 def register_recipe(record: RecipeRecord) -> RecipeRecord:
     """Add a training recipe; raises ValueError for a name taken."""
     return add_record(RECIPES, record, "recipe")
@@ -299,6 +339,11 @@ def pruner_names() -> tuple[str, ...]:
 def sampler_names() -> tuple[str, ...]:
     """The registered samplers in registration order (the choices of ``ktg search --sampler``)."""
     return tuple(SAMPLERS)
+
+
+def space_names() -> tuple[str, ...]:
+    """The registered search spaces in registration order (the choices of ``ktg search --space``)."""
+    return tuple(SPACES)
 
 
 def recipe_names() -> tuple[str, ...]:
@@ -331,9 +376,11 @@ register_gate(GateRecord("merit_label", "ktg.gates:merit_label", "#D55E00", on_n
 
 register_pruner(PrunerRecord(DEFAULT_PRUNER, "ktg.search.pruners:successive_halving",
                              "ktg.search.pruners:successive_halving_epochs"))
-register_pruner(PrunerRecord("median", "ktg.search.pruners:median"))  # reads every epoch
+register_pruner(PrunerRecord("median", "ktg.search.pruners:median", "ktg.search.pruners:median_epochs"))
 register_pruner(PrunerRecord("hyperband", "ktg.search.pruners:hyperband", "ktg.search.pruners:hyperband_epochs"))
-register_pruner(PrunerRecord("none", "ktg.search.pruners:no_pruning", "ktg.search.pruners:no_epochs"))
+# No pruning reads no epoch, but a study without pruning is the measurement of how well each epoch's ranking
+# predicts the final one (ktg study fidelity): its trials are evaluated every epoch.
+register_pruner(PrunerRecord("none", "ktg.search.pruners:no_pruning"))
 
 register_sampler(SamplerRecord(
     DEFAULT_SAMPLER, "ktg.search.sampler:random_search",
@@ -348,6 +395,16 @@ register_sampler(SamplerRecord(
     "evolution", "ktg.search.sampler:regularised_evolution",
     "regularised (aging) evolution: each trial copies the best of a few drawn from the trials that finished last "
     "and changes one choice; its first trials are random search's, seeded like tpe"))
+
+register_space(SpaceRecord(
+    "paper", "the papers' space: a gate per label edge, a loss design and a gate per ordered pair of nodes"))
+register_space(SpaceRecord(
+    "labels-on", "the papers' space with every label edge on (through): no node loses its labels to a cutoff or "
+    "linear label gate", label_gates=("through",)))
+register_space(SpaceRecord(
+    "shared", "one loss design and one gate for every network edge, each edge on or off, label edges on "
+    "(through): a space small enough for short searches", gates=("through", "linear", "correct"),
+    label_gates=("through",), shared=True))
 
 # The fine-grained recipe of the ensemble-KTG public code (docs/method.md#reference-protocol), which trains in
 # float32; and the same with ktg's bf16 trunk (docs/method.md#differences), a named choice, never a silent one.

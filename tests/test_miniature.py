@@ -22,18 +22,13 @@ TINY = ["--dataset", "synthetic", "--image-size", "16", "--dataset-option", "tra
         "--search-args", "--crop-sizes 3 5", "--width", "4", "--batch-size", "8"]
 
 
-def test_student_t_quantiles_are_the_textbook_ones():
-    for df, expected in ((1, 12.706), (2, 4.303), (4, 2.776), (30, 2.042)):
-        assert miniature.t_quantile(0.975, df) == pytest.approx(expected, abs=1e-3)
-
-
 def test_the_table_is_the_runs_metrics_and_a_second_call_trains_nothing(tmp_path, capsys):
     out = tmp_path / "mini"
     assert miniature.main([*TINY, "--out", str(out)]) == 0
     results = json.loads((out / "miniature.json").read_text())
     assert results["seeds"] == [0, 1]
     metrics = {name: [RunFolder(out / name / f"seed{seed}").read_metrics() for seed in (0, 1)]
-               for name in ("independent", "dml", "chosen")}
+               for name in ("independent", "dml", "searched")}
     for name, runs in metrics.items():
         for measure, key in (("ensemble", "ensemble_accuracy"), ("mean_node", "mean_node_accuracy")):
             values = [100 * getattr(m, key) for m in runs]
@@ -44,28 +39,25 @@ def test_the_table_is_the_runs_metrics_and_a_second_call_trains_nothing(tmp_path
     for baseline in ("independent", "dml"):
         d = results["paired"][baseline]["ensemble"]
         differences = [100 * (c.ensemble_accuracy - b.ensemble_accuracy)
-                       for c, b in zip(metrics["chosen"], metrics[baseline])]
+                       for c, b in zip(metrics["searched"], metrics[baseline])]
         half = 12.706 * statistics.stdev(differences) / math.sqrt(2)
         assert d["values"] == pytest.approx(differences)
         assert (d["low"], d["mean"], d["high"]) == pytest.approx(
             (statistics.fmean(differences) - half, statistics.fmean(differences), statistics.fmean(differences) + half),
             abs=1e-3)
         assert d["wins"] == sum(x > 0 for x in differences)
-    # The chosen graph is the search's rescored best graph (the default), trained on the same subset as the baselines.
-    assert results["search"]["rescored_runs"] == "3/3"
-    # In the search's regime the baselines train exactly as the chosen graph's rescore runs: same seed, same split.
-    regime = results["search_regime"]
-    assert regime["runs"] == [0, 1, 2]
-    for index in regime["runs"]:
-        baseline = RunFolder(out / "heldout" / "independent" / f"run{index}")
-        rescored = RunFolder(out / "search" / "rescore" / str(results["search"]["chosen_trial"]) / str(index))
-        assert baseline.read_config().train == rescored.read_config().train
-        assert baseline.read_split() == rescored.read_split() and baseline.read_metrics().split == "val"
-    assert regime["graphs"]["dml"]["values"] == pytest.approx(
-        [100 * RunFolder(out / "heldout" / "dml" / f"run{i}").read_metrics().ensemble_accuracy for i in range(3)])
-    chosen = RunFolder(out / "chosen" / "seed0")
-    assert chosen.read_graph().edges == RunFolder(out / "search" / "trials" / str(
-        results["search"]["chosen_trial"])).read_graph().edges
+    # The searched graph is the race's best searched trial; its verdict against the baselines, which ran inside the
+    # study, is the search's own, and the table says whether the test split agrees with it.
+    verdict = json.loads((out / "search" / "verdict.json").read_text())
+    assert results["search"]["verdict"] == verdict
+    assert results["search"]["searched_trial"] == verdict["searched"]["trial"]
+    assert [b["baseline"] for b in verdict["baselines"]] == ["independent", "dml"]
+    for baseline in ("independent", "dml"):
+        own, test = verdict["differences"][baseline], results["paired"][baseline]["ensemble"]
+        assert results["agreement"][baseline]["same_sign"] == ((own["mean"] > 0) == (test["mean"] > 0))
+    searched = RunFolder(out / "searched" / "seed0")
+    assert searched.read_graph().edges == RunFolder(out / "search" / "trials" / str(
+        results["search"]["searched_trial"])).read_graph().edges
     for name in metrics:
         assert RunFolder(out / name / "seed1").read_config().data.options["train_subset"] == 0.5
     table = (out / "miniature.md").read_text()
@@ -74,7 +66,7 @@ def test_the_table_is_the_runs_metrics_and_a_second_call_trains_nothing(tmp_path
     assert (out / "miniature.png").read_bytes()[:4] == b"\x89PNG"
 
     checkpoints = {path: path.stat().st_mtime_ns for path in out.glob("**/checkpoint.pt")}
-    assert len(checkpoints) == 3 * 2 + 2 * 3 + 2 * 3  # test runs; held-out baselines; the 2 finalists' rescore runs
+    assert len(checkpoints) == 3 * 2  # the test runs; the search's trials and race runs keep no weights
     capsys.readouterr()
     assert miniature.main([*TINY, "--out", str(out)]) == 0
     assert "trained in" not in capsys.readouterr().out
@@ -82,9 +74,9 @@ def test_the_table_is_the_runs_metrics_and_a_second_call_trains_nothing(tmp_path
     # A run trained otherwise than planned is not reused.
     plan = miniature.make_plan(*miniature.get_args_parser().parse_known_args([*TINY, "--out", str(out)]))
     run = RunFolder(plan.run_dir("dml", 0))
-    assert miniature.trained_as_planned(plan.train_argv("dml", 0), run)
-    assert not miniature.trained_as_planned(plan.train_argv("dml", 0) + ["--lr", "0.5"], run)
-    assert not miniature.trained_as_planned(plan.train_argv("independent", 0), run)
+    assert miniature.trained_as_planned(plan.train_argv("dml", "dml", 0), run)
+    assert not miniature.trained_as_planned(plan.train_argv("dml", "dml", 0) + ["--lr", "0.5"], run)
+    assert not miniature.trained_as_planned(plan.train_argv("dml", "independent", 0), run)
 
 
 def test_options_it_sets_itself_or_ktg_rejects_are_refused_before_anything_runs(tmp_path):
@@ -99,19 +91,18 @@ def test_options_it_sets_itself_or_ktg_rejects_are_refused_before_anything_runs(
 
 
 def test_quick_runs_every_step_with_real_ktg_processes_on_the_digits(tmp_path):
-    """--quick as CI runs it: the search, its rescore, the baselines in both regimes and the table, each step a
-    ktg command in its own process (the test above runs them in this one)."""
+    """--quick as CI runs it: the search with its baselines and race, the test-split runs and the table, each step
+    a ktg command in its own process (the test above runs them in this one)."""
     out = tmp_path / "quick"
     done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)], capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     quick = miniature.QUICK
     results = json.loads((out / "miniature.json").read_text())
-    assert [len(results["graphs"][name]["ensemble"]["values"]) for name in ("independent", "dml", "chosen")] == [
+    assert [len(results["graphs"][name]["ensemble"]["values"]) for name in ("independent", "dml", "searched")] == [
         quick["seeds"]] * 3
-    assert results["search"]["rescored_runs"] == f"{quick['rescore_seeds']}/{quick['rescore_seeds']}"
-    assert len(results["search_regime"]["seeds"]) == quick["rescore_seeds"]
+    assert results["search"]["verdict"]["differences"]["independent"]["seeds"] == quick["rescore_seeds"]
     last_seed = quick["seeds"] - 1
-    assert RunFolder(out / "chosen" / f"seed{last_seed}").read_config().data.options["train_subset"] == quick[
+    assert RunFolder(out / "searched" / f"seed{last_seed}").read_config().data.options["train_subset"] == quick[
         "train_subset"]
-    assert "| independent |" in (out / "miniature.md").read_text().split("The search's regime")[1]
+    assert "| independent (baseline, trial 0) |" in (out / "miniature.md").read_text().split("own verdict")[1]

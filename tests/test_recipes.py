@@ -1,9 +1,13 @@
-"""Named training recipes: one rule between a recipe, the command line and a dataset's suggestions, the rule
-stated in --help, and the recipe's name and values recorded with the run."""
+"""Named training recipes: one rule between a recipe, the command line (or a chain file) and a dataset's
+suggestions, the rule stated in --help, and the recipe's name and values recorded with the run."""
+
+import json
 
 import pytest
 
+from ktg.chain import plan_chain
 from ktg.cli import build_parser, main
+from ktg.cli.options import node_options_from_args, train_config_from_args
 from ktg.cli.search import search_settings_from_args
 from ktg.config import TrainConfig
 from ktg.errors import KTGError
@@ -81,3 +85,56 @@ def test_a_run_records_the_recipe_its_values_and_the_precision_it_trained_in(tmp
     assert (train.epochs, train.batch_size, train.schedule, train.milestones) == (1, 8, "constant", ())
     assert config.provenance.precision == "bf16 autocast" and config.provenance.device == "cpu"
     assert all(not node.options["attention_residual"] for node in GraphSpec.load(out / "graph.json").nodes)
+
+
+def test_a_chain_applies_its_recipe_by_the_rule_of_ktg_train(tmp_path):
+    chain = {"format": "ktg.chain", "version": 1, "train": {"recipe": "paper", "epochs": 4, "milestones": [2]},
+             "stages": [{"name": "teacher", "graph": "independent", "nodes": 1},
+                        {"name": "student", "graph": "independent", "nodes": 1,
+                         "train": {"lr": 0.05, "milestones": [3]}}]}
+    teacher, student = plan_chain(chain, tmp_path, 32, overrides={"device": "cpu"}, suggested=DIGITS,
+                                  node_options={"base_width": 4})
+    args = build_parser().parse_args(["train", "--dataset", "digits", "--recipe", "paper", "--epochs", "4",
+                                      "--milestones", "2", "--device", "cpu", "--width", "4"])
+    assert teacher.config == train_config_from_args(args, DIGITS)
+    config = teacher.config  # the recipe's values over digits' lr 0.01, weight decay 5e-4 and cosine schedule
+    assert (config.lr, config.weight_decay, config.batch_size, config.recipe) == (0.1, 1e-4, 16, "paper")
+    assert (config.schedule, config.milestones, config.epochs) == ("step", (2,), 4)
+    assert teacher.graph.nodes[0].options == {**node_options_from_args(args), "attention_residual": False}
+    config = student.config  # the stage's own options over the chain's, both over the recipe
+    assert (config.lr, config.weight_decay, config.schedule, config.milestones) == (0.05, 1e-4, "step", (3,))
+    assert config.recipe == "paper" and student.graph.nodes[0].options["attention_residual"] is False
+
+
+def write_chain(path, train):
+    path.write_text(json.dumps({"format": "ktg.chain", "version": 1, "train": train,
+                                "stages": [{"name": "only", "graph": "independent", "nodes": 1}]}))
+    return path
+
+
+CHAIN_DATA = ["--dataset", "synthetic", "--image-size", "16", "--dataset-option", "train_size=16", "--dataset-option",
+              "test_size=8", "--dataset-option", "num_classes=2", "--width", "4", "--device", "cpu", "--no-progress"]
+
+
+def test_a_chain_run_records_the_recipe_it_trained_with(tmp_path):
+    chain = write_chain(tmp_path / "chain.json", {"recipe": "paper", "epochs": 2, "milestones": [1], "batch_size": 8})
+    assert main(["chain", str(chain), "--out", str(tmp_path / "out"), *CHAIN_DATA]) == 0
+    train = RunFolder(tmp_path / "out" / "only").read_config().train
+    assert (train.recipe, train.lr, train.weight_decay, train.schedule, train.milestones) == (
+        "paper", 0.1, 1e-4, "step", (1,))
+    assert (train.amp, train.epochs, train.batch_size) == (False, 2, 8)
+    assert all(not node.options["attention_residual"]
+               for node in GraphSpec.load(tmp_path / "out" / "only" / "graph.json").nodes)
+
+
+@pytest.mark.parametrize("train, error", [
+    ({"recipe": "paper", "epochs": 1},
+     "ktg: error: stage 'only': --milestones 150 225: each must be at least 1 and below --epochs 1"),
+    ({"recipe": "papers"}, "train: unknown recipe 'papers'; choose one of: paper, paper-bf16"),
+])
+def test_a_chain_refuses_a_recipe_it_cannot_apply_in_one_line(tmp_path, capsys, train, error):
+    chain = write_chain(tmp_path / "chain.json", train)
+    assert main(["chain", str(chain), "--out", str(tmp_path / "out"), *CHAIN_DATA]) == 2
+    printed = capsys.readouterr().err
+    assert error in printed and printed.count("\n") == 1
+    assert not (tmp_path / "out").exists()

@@ -32,16 +32,53 @@ from ktg.search.worker import make_pruner
 
 
 def test_each_pruner_declares_the_epochs_it_reads():
-    assert PRUNERS["successive-halving"].epochs_read(300) == {1, 2, 4, 8, 16, 32, 64, 128, 256}
-    assert PRUNERS["hyperband"].epochs_read(30) == {1, 3, 9, 27}
-    assert PRUNERS["median"].epochs_read(30) is None  # every epoch
-    assert PRUNERS["none"].epochs_read(30) == frozenset()
+    assert PRUNERS["successive-halving"].epochs_read(300, first_rung=1) == {1, 2, 4, 8, 16, 32, 64, 128, 256}
+    assert PRUNERS["hyperband"].epochs_read(30, first_rung=1) == {1, 3, 9, 27}
+    assert PRUNERS["median"].epochs_read(5, first_rung=1) == {1, 2, 3, 4, 5}
+    assert PRUNERS["none"].epochs_read(30, first_rung=1) is None  # every epoch: the fidelity measurement
+
+
+@pytest.mark.parametrize("first_rung, epochs, halving, hyperband, median", [
+    (1, 12, {1, 2, 4, 8}, {1, 3, 9}, set(range(1, 13))),
+    (2, 12, {2, 4, 8}, {2, 6}, set(range(2, 13))),
+    (3, 10, {3, 6}, {3, 9}, set(range(3, 11))),
+    (4, 16, {4, 8, 16}, {4, 12}, set(range(4, 17))),
+    (5, 5, {5}, {5}, {5}),
+])
+def test_the_first_rung_sets_every_epoch_a_pruner_reads(first_rung, epochs, halving, hyperband, median):
+    read = {name: PRUNERS[name].epochs_read(epochs, first_rung=first_rung) for name in PRUNERS}
+    assert (read["successive-halving"], read["hyperband"], read["median"]) == (halving, hyperband, median)
+    assert read["none"] is None
+
+
+@pytest.mark.parametrize("name", ["successive-halving", "hyperband", "median"])
+@pytest.mark.parametrize("first_rung", [1, 3])
+def test_no_pruner_stops_a_trial_before_its_first_rung(name, first_rung):
+    """Each trial worse than the one before, asked at every epoch: the pruner stops trials at the first rung, never
+    before, and only at epochs it declares it reads (Optuna's own rungs agree with the epochs declared)."""
+    epochs = 9
+    study = optuna.create_study(study_name="rungs", direction="maximize",  # hyperband's brackets hash the name
+                                pruner=make_pruner(name, epochs, first_rung=first_rung))
+    read = PRUNERS[name].epochs_read(epochs, first_rung=first_rung)
+    stopped_at = []
+    for number in range(8):  # the median pruner compares from its sixth trial on (n_startup_trials=5)
+        trial = study.ask()
+        score = 1.0 - 0.1 * number
+        for epoch in range(1, epochs + 1):
+            trial.report(score, epoch)
+            if epoch < epochs and trial.should_prune():
+                stopped_at.append(epoch)
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                break
+        else:
+            study.tell(trial, score)
+    assert stopped_at and min(stopped_at) == first_rung and set(stopped_at) <= read
 
 
 def test_every_record_resolves_and_figures_can_tell_them_apart():
     for table in (LOSS_DESIGNS, GATES):
         assert all(callable(record.load()) for record in table.values())
-    assert all(isinstance(make_pruner(name, 4), optuna.pruners.BasePruner) for name in PRUNERS)
+    assert all(isinstance(make_pruner(name, 4, first_rung=2), optuna.pruners.BasePruner) for name in PRUNERS)
     labels = [record.label for record in LOSS_DESIGNS.values()]
     colors = [record.color for record in GATES.values()]
     assert len(set(labels)) == len(labels) and len(set(colors)) == len(colors)
@@ -88,10 +125,10 @@ def half(loss, source_logits, labels, iteration, total_iterations):
 PATIENT_CALLS: list[int] = []
 
 
-def patient(epochs):
-    """Prune only after half of the epochs (and note the epochs it was made for)."""
+def patient(epochs, *, first_rung):
+    """Prune only after half of the epochs, or from the first rung if later (and note the epochs it was made for)."""
     PATIENT_CALLS.append(epochs)
-    return optuna.pruners.MedianPruner(n_warmup_steps=epochs // 2)
+    return optuna.pruners.MedianPruner(n_warmup_steps=max(epochs // 2, first_rung))
 
 
 @pytest.fixture
@@ -151,7 +188,8 @@ def test_a_registered_design_gate_and_pruner_appear_in_the_cli_choices(test_reco
     settings = search_settings_from_args(args)
     space = settings.space
     assert (space.designs, space.gates, space.label_gates) == (("l1_prob", "prob_kl"), ("half",), ("half", "through"))
-    assert isinstance(make_pruner(settings.pruner, settings.config.epochs), optuna.pruners.MedianPruner)
+    assert isinstance(make_pruner(settings.pruner, settings.config.epochs, first_rung=settings.first_rung),
+                      optuna.pruners.MedianPruner)
     assert PATIENT_CALLS[-1] == 6
     with pytest.raises(SystemExit):
         main(["search", "--designs", "no_such_design"])

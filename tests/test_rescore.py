@@ -3,22 +3,23 @@ study (resumed, shared between workers, a dead worker's claim taken over)."""
 
 import csv
 import dataclasses
+import json
 import time
 
 import optuna
 import pytest
 from optuna.trial import TrialState
-from test_search import CLI_DATA, SPACE, one_thread, settings  # noqa: F401 (one_thread: an autouse fixture)
+from test_search import CLI_DATA, CONFIG, SPACE, TINY, one_thread, settings, tiny_data  # noqa: F401 (autouse one_thread)
 
 import ktg.search.rescore as rescore_module
 from ktg.cli import main
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec, dml, independent
 from ktg.run_folder import FinalMetrics
-from ktg.search.objective import GRAPH_ATTR, trial_seed
-from ktg.search.rescore import CLAIM_PREFIX, RUN_PREFIX, chosen, rescore, rescore_seed, summaries
+from ktg.search.objective import GRAPH_ATTR, Objective, trial_seed
+from ktg.search.rescore import CLAIM_PREFIX, RUN_PREFIX, chosen, rescore, rescore_seed, summaries, verdict
 from ktg.search.results import format_table, leaderboard, write_results
-from ktg.search.storage import load_study
+from ktg.search.storage import BASELINE_ATTR, load_study, queue_baseline
 from ktg.search.worker import connect
 from ktg.train import NonFiniteLossError
 
@@ -75,13 +76,13 @@ def test_the_best_mean_is_chosen_named_and_ranked_first(tmp_path, trained):
 
     write_results(study, tmp_path)
     best = GraphSpec.load(tmp_path / "best_graph.json")
-    assert best.name.startswith("trial 1, chosen by the best mean held-out ensemble accuracy, 80.00 ± 7.07 %, "
-                                "over 2 fresh seeds among the top 2 trials")
+    assert best.name.startswith("trial 1, chosen by the race over fresh seeds, 80.00 ± 7.07 % over 2 seeds; no "
+                                "baseline in the study")
     assert best.edges == independent(2).edges and chosen(study)[0].number == 1
     with open(tmp_path / "leaderboard.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert [(r["rank"], r["trial"], r["rescore_mean"], r["rescore_runs"]) for r in rows] == [
-        ("1", "1", "0.8", "2/2"), ("2", "0", "0.65", "2/2"), ("3", "2", "", "")]
+        ("1", "1", "0.8", "2/2"), ("2", "0", "0.65", "2/2, dropped after 2"), ("3", "2", "", "")]
     assert "80.00 ± 7.07 (2/2)" in format_table(leaderboard(study)).splitlines()[1]
 
 
@@ -131,9 +132,98 @@ def test_search_with_rescore_from_the_command_line(tmp_path, capsys):
                "--out", str(out), "--rescore-top", "1", "--rescore-seeds", "1", *CLI_DATA]
     assert main(command) == 0
     printed = capsys.readouterr().out
-    assert printed.count("rescore: trial 0, seed 1: ensemble") == 1 and "chosen by the best mean" in printed
-    assert (out / "rescore").is_dir() and "chosen by the best mean" in GraphSpec.load(out / "best_graph.json").name
+    # The baselines ran first as trials 0 and 1, then the one searched trial; all three raced on one seed.
+    assert "budget 1 trials and the baselines independent, dml of 1 epochs" in printed
+    assert [printed.count(f"race: trial {n}, seed 1: ensemble") for n in range(3)] == [1, 1, 1]
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert verdict["searched"]["trial"] == 2 and [b["baseline"] for b in verdict["baselines"]] == ["independent", "dml"]
+    # One seed gives no interval: nothing beats the best baseline at 95 %, which is the graph to keep.
+    assert not verdict["beats_best_baseline"] and f"keep {verdict['best_baseline']}" in printed
+    assert GraphSpec.load(out / "best_graph.json").name.startswith(f"{verdict['best_baseline']}, chosen by the race")
+    assert "budget: 6.0 full training runs of 1 epochs: 3 trials trained 3.0 (the baselines 2.0 of them), the race 3" \
+        in printed
     assert main(["search", *command[1:-len(CLI_DATA)], "--rescore-seeds", "0", *CLI_DATA]) == 2
     assert "--rescore-top and --rescore-seeds must be at least 1" in capsys.readouterr().err
     with pytest.raises(KTGError, match="at least 1"):
         rescore(settings(tmp_path), None, top=0, seeds=1)
+
+
+def race_study(tmp_path, scores: dict[int, tuple[float, ...]], baselines: dict[int, str] = {}):  # noqa: B006
+    """A study of complete trials 0.. whose rescore run i scores ``scores[trial][i]``; ``baselines``: which
+    trials are baselines (trial number → name)."""
+    s = settings(tmp_path)
+    study, _, _ = connect(s, heartbeats=False)
+    for number in scores:
+        graph = independent(2) if number in baselines else dml(2)
+        stored = dataclasses.replace(graph, name=baselines.get(number, f"trial {number}")).resolved(16).to_dict()
+        study.add_trial(optuna.create_trial(
+            state=TrialState.COMPLETE, value=0.5, params=SPACE.to_params(graph), distributions=SPACE.distributions(),
+            user_attrs={GRAPH_ATTR: stored, **({BASELINE_ATTR: baselines[number]} if number in baselines else {})}))
+    return s, study
+
+
+@pytest.fixture
+def race_runs(monkeypatch):
+    """Replace training by ``scores[trial][seed index]`` of the test's :func:`race_study`; record what trained."""
+    runs, table = [], {}
+    seeds = {rescore_seed(0, index): index for index in range(10)}
+
+    def fake_train(spec, dataset, config, folder, **kwargs):
+        trial, index = int(folder.parent.name), seeds[config.seed]
+        runs.append((trial, index))
+        return final_metrics(table[trial][index])
+
+    monkeypatch.setattr(rescore_module, "train", fake_train)
+    return runs, table
+
+
+def test_the_race_drops_what_the_leader_beats_and_gives_the_rest_more_seeds(tmp_path, race_runs):
+    runs, table = race_runs
+    table.update({0: (0.80, 0.82, 0.81, 0.83, 0.80, 0.81),   # the leader
+                  1: (0.60, 0.61, 0.62, 0.60, 0.61, 0.60),   # beaten at 95 % after 3 seeds
+                  2: (0.81, 0.80, 0.80, 0.82, 0.81, 0.80)})  # never told apart from the leader
+    s, study = race_study(tmp_path, table)
+    ranked = rescore(s, study, top=3, seeds=6, dataset=object())
+    assert sorted(runs) == [(0, i) for i in range(6)] + [(1, i) for i in range(3)] + [(2, i) for i in range(6)]
+    assert [(r.trial, r.dropped_at, len(r.accuracies)) for r in ranked] == [(0, None, 6), (2, None, 6), (1, 3, 3)]
+
+
+def test_the_verdict_keeps_the_searched_graph_only_where_it_beats_the_best_baseline(tmp_path, race_runs):
+    runs, table = race_runs
+    table.update({0: (0.70, 0.71, 0.69), 1: (0.60, 0.65, 0.62), 2: (0.80, 0.82, 0.81)})
+    s, study = race_study(tmp_path, table, baselines={0: "independent", 1: "dml"})
+    rescore(s, study, top=1, seeds=3, dataset=object())
+    found = verdict(study)
+    assert found.beats and found.searched.trial == 2 and found.best_baseline.baseline == "independent"
+    assert found.differences["independent"].seeds == 3 and found.differences["independent"].above_zero
+    assert found.lines()[0].startswith("chosen − independent = +11.00 [") and "over 3 paired seeds" in found.lines()[0]
+    write_results(study, tmp_path)
+    assert GraphSpec.load(tmp_path / "best_graph.json").name.startswith("trial 2, chosen by the race")
+    assert json.loads((tmp_path / "verdict.json").read_text())["keep"] == "trial 2"
+
+    table[0] += (0.70,)
+    table[1] += (0.61,)
+    table[2] = (0.72, 0.69, 0.70, 0.71)  # a searched graph the seeds cannot tell from independent: keep independent
+    s, study = race_study(tmp_path / "close", table, baselines={0: "independent", 1: "dml"})
+    rescore(s, study, top=1, seeds=4, dataset=object())
+    found = verdict(study)
+    assert not found.beats and found.keep().baseline == "independent" and chosen(study)[0].number == 0
+    assert found.lines()[-1].endswith("keep independent") and found.differences["independent"].seeds == 4
+    assert found.differences["dml"].seeds == 4 and found.differences["dml"].above_zero
+
+
+def test_a_baseline_trains_to_its_end_and_runs_once(tmp_path):
+    s = settings(tmp_path, trials=1, pruner="median", baselines=(independent(2),))
+    study, _, _ = connect(s, heartbeats=False)
+    queue_baseline(study, "independent", SPACE.to_params(independent(2)), SPACE.distributions())
+    queue_baseline(study, "independent", SPACE.to_params(independent(2)), SPACE.distributions())  # already queued
+    objective = Objective(SPACE, tiny_data(), dataclasses.replace(CONFIG, epochs=2), tmp_path, node_options=TINY)
+    trial = study.ask()
+    trial.should_prune = lambda: True  # a pruner that would stop any trial at once
+    assert objective(trial) >= 0 and trial.user_attrs[GRAPH_ATTR]["name"] == "independent"
+    assert len(study.get_trials()) == 1
+    study.add_trial(optuna.create_trial(state=TrialState.WAITING, params=SPACE.to_params(independent(2)),
+                                        distributions=SPACE.distributions(), user_attrs={BASELINE_ATTR: "independent"}))
+    duplicate = study.ask()  # queued twice by commands that created the study together
+    with pytest.raises(KTGError, match="baseline 'independent' is trial 0 of this study already"):
+        objective(duplicate)

@@ -166,13 +166,14 @@ def test_only_the_best_complete_trials_keep_their_final_weights(tmp_path):
         search_cli.kept_weights("best:0")
 
 
-def test_a_trial_is_evaluated_where_its_pruner_reads_it_and_at_its_end(tmp_path):
-    s = settings(tmp_path, trials=1, config=dataclasses.replace(CONFIG, epochs=5))
+@pytest.mark.parametrize("first_rung, evaluated", [(1, [1, 2, 4, 5]), (2, [2, 4, 5])])
+def test_a_trial_is_evaluated_where_its_pruner_reads_it_and_at_its_end(tmp_path, first_rung, evaluated):
+    s = settings(tmp_path, trials=1, config=dataclasses.replace(CONFIG, epochs=5), first_rung=first_rung)
     run_search(s, progress=False)
     (trial,) = load_study(s.storage_url, "test").trials
-    assert trial.state == TrialState.COMPLETE and sorted(trial.intermediate_values) == [1, 2, 4, 5]
+    assert trial.state == TrialState.COMPLETE and sorted(trial.intermediate_values) == evaluated
     records = RunFolder(trial_dir(tmp_path, 0)).read_epochs()
-    assert [record.epoch for record in records if record.evaluated] == [1, 2, 4, 5]
+    assert [record.epoch for record in records if record.evaluated] == evaluated
 
 
 @pytest.mark.parametrize("failure", [KTGError("the disk is full"), KeyboardInterrupt()])
@@ -341,6 +342,9 @@ def test_joining_with_other_settings_is_refused(tmp_path):
         connect(settings(tmp_path, config=dataclasses.replace(CONFIG, epochs=3)))
     with pytest.raises(KTGError, match="same_seed: study has False, you gave True"):
         connect(settings(tmp_path, same_seed=True))
+    with pytest.raises(KTGError, match=r"^study 'test' searches with other settings \(first_rung: study has 1, you "
+                                       r"gave 2\); use the same options to join it, or another --study$"):
+        connect(settings(tmp_path, first_rung=2))
     # How fast a worker runs may differ; what its device resolves to (fp32, NCHW on this CPU) is compared.
     for change in ({"compile": True}, {"eval_batch_size": 7}, {"amp": False}, {"channels_last": False}):
         connect(settings(tmp_path, config=dataclasses.replace(CONFIG, **change)))
@@ -366,6 +370,15 @@ def test_a_cuda_worker_is_compared_resolved_for_its_device(tmp_path):
     cuda_as_this_cpu = dataclasses.replace(s, config=dataclasses.replace(CONFIG, device="cuda:1", amp=False,
                                                                          channels_last=False))
     open_study(storage, s.study_name, settings=cuda_as_this_cpu.shared("cuda"))  # another device, the same training
+
+
+def test_a_study_from_before_first_rungs_had_its_first_rung_at_epoch_1(tmp_path):
+    study, _, _ = connect(settings(tmp_path))
+    stored = study.user_attrs[SETTINGS_ATTR]
+    study.set_user_attr(SETTINGS_ATTR, {key: value for key, value in stored.items() if key != "first_rung"})
+    connect(settings(tmp_path, first_rung=1))
+    with pytest.raises(KTGError, match="first_rung: study has 1, you gave 2"):
+        connect(settings(tmp_path, first_rung=2))
 
 
 def test_a_study_from_before_trial_seeds_trained_with_one_seed_and_resumes_with_same_seed(tmp_path):
@@ -414,6 +427,25 @@ def test_search_then_export_then_retrain(tmp_path, capsys):
     assert len(load_study(resolve_storage_url(str(out)), None).trials) == 3
     again = capsys.readouterr().out
     assert again[again.index("\nstudy 'synthetic-2nodes': "):] == report
+
+
+def test_a_search_without_pruning_evaluates_every_epoch_and_measures_the_fidelity_of_each(tmp_path, capsys):
+    out = tmp_path / "search"
+    assert main(["search", "--nodes", "2", "--trials", "3", "--epochs", "2", "--crop-sizes", "3", "5", "--pruner",
+                 "none", "--out", str(out), *CLI_DATA]) == 0
+    trials = load_study(resolve_storage_url(str(out)), None).trials
+    assert [sorted(trial.intermediate_values) for trial in trials] == [[1, 2]] * 3
+    capsys.readouterr()
+    assert main(["study", "fidelity", "--storage", str(out), "--csv", str(tmp_path / "fidelity.csv")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].endswith("none pruner, first rung 1: 3 complete trials, final = held-out accuracy at the "
+                               "last epoch")
+    assert [line.split()[:2] for line in printed[2:4]] == [["1", "3"], ["2", "3"]]
+    assert not any(line.startswith(("left out", "skipped")) for line in printed)
+    rows = list(csv.DictReader((tmp_path / "fidelity.csv").open()))
+    assert [(row["epoch"], row["trials"], row["top_k"], row["pruned_left_out"]) for row in rows] == [
+        ("1", "3", "1", "0"), ("2", "3", "1", "0")]
+    assert rows[1]["top_k_kept"] == "1"  # the last epoch is the final value
 
 
 def test_study_show_explains_user_errors(tmp_path, capsys):

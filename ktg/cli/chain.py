@@ -42,14 +42,15 @@ def run(args: argparse.Namespace) -> int:
                       if getattr(args, name) is not None})
     node_options = {"base_width": args.width} if args.width is not None else {}
 
-    from ktg.chain import load_chain, run_chain
+    from ktg.chain import load_chain, plan_chain, run_chain
     from ktg.viz.attention import log_attention_grid
 
     chain = load_chain(args.chain)
+    dataset = source.load()
+    stages = plan_chain(chain, args.out, dataset.image_size, overrides=overrides, suggested=suggested,
+                        node_options=node_options, suggested_node_options=source.defaults.node_options)
     try:
-        results = run_chain(chain, source.load(), args.out, overrides=overrides, suggested=suggested,
-                            node_options=node_options, suggested_node_options=source.defaults.node_options,
-                            on_finish=log_attention_grid, progress=not args.no_progress)
+        results = run_chain(stages, dataset, on_finish=log_attention_grid, progress=not args.no_progress)
     except KeyboardInterrupt:
         print("\nktg: interrupted; run the same command again: finished stages are kept and the interrupted one "
               "continues from its last finished epoch", file=sys.stderr)

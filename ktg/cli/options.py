@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from ktg.config import COMPILE_MODES, EVAL_BATCH_SIZE, SCHEDULES, TrainConfig, recipe_record
+from ktg.config import COMPILE_MODES, EVAL_BATCH_SIZE, SCHEDULES, TrainConfig, recipe_node_options
 from ktg.data import DataSource, dataset_defaults, dataset_record, list_datasets
 from ktg.errors import KTGError
 from ktg.graph import DEFAULT_NODES
@@ -151,11 +151,8 @@ def dataset_suggestions(search: bool = False) -> str:
 
 def given_training(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`~ktg.config.TrainConfig` fields the command line gave (options left out are absent)."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-             if f.name != "recipe" and getattr(args, f.name, None) is not None}
-    if "milestones" in given:
-        given["milestones"] = tuple(given["milestones"])
-    return given
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+            if f.name != "recipe" and getattr(args, f.name, None) is not None}
 
 
 def train_config_from_args(args: argparse.Namespace, suggested: dict[str, Any] | None = None) -> TrainConfig:
@@ -187,7 +184,7 @@ def data_source_from_args(args: argparse.Namespace) -> DataSource:
 def node_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Model options given for every node (see :meth:`ktg.graph.GraphSpec.with_given`): the options given, over
     the recipe's (``--recipe``), which count as given too."""
-    options: dict[str, Any] = dict(recipe_record(args.recipe).node_options) if args.recipe else {}
+    options = recipe_node_options(args.recipe)
     if args.width is not None:
         options["base_width"] = args.width
     if args.pretrained is not None:

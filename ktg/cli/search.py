@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -16,18 +17,31 @@ from ktg.cli.options import (
     node_options_from_args,
     train_config_from_args,
 )
-from ktg.graph import DEFAULT_NODES
+from ktg.errors import KTGError
+from ktg.graph import DEFAULT_NODES, NAMED_GRAPHS, GraphSpec, resolve_graph
 from ktg.registry import (
     DEFAULT_CROP_SIZES,
+    DEFAULT_SPACE,
     DEFAULT_TEMPERATURE,
     SAMPLERS,
+    SPACES,
     design_names,
     gate_names,
     pruner_names,
     sampler_names,
 )
 from ktg.run_folder import check_outside_runs
-from ktg.search.settings import BEST_GRAPH, LEADERBOARD, SearchSettings, check_rescore, resolve_storage_url
+from ktg.search.settings import (
+    BEST_GRAPH,
+    DEFAULT_BASELINES,
+    DEFAULT_RESCORE_SEEDS,
+    DEFAULT_RESCORE_TOP,
+    LEADERBOARD,
+    VERDICT,
+    SearchSettings,
+    check_rescore,
+    resolve_storage_url,
+)
 from ktg.search.space import SearchSpace
 
 
@@ -35,11 +49,11 @@ def add_parser(commands) -> None:
     """Add ``search`` to the ``ktg`` subcommands."""
     search = commands.add_parser(
         "search", help="search for the graph whose ensemble is most accurate",
-        description="Search the knowledge transfer graphs of --nodes nodes (a gate per label edge, a loss design "
-        "and a gate per ordered pair of nodes) for the one whose ensemble node is most accurate on a split held out "
-        "of the training set. Trials are stored in a database; run the same command again (another terminal, "
-        "GPU or machine) to add a worker to the same study, or to resume it after Ctrl-C. The study stops at "
-        "--trials finished trials, however many workers join.")
+        description="Search the knowledge transfer graphs of --nodes nodes in a --space (the papers': a gate per label "
+        "edge, a loss design and a gate per ordered pair of nodes) for the one whose ensemble node is most accurate "
+        "on a split held out of the training set. Trials are stored in a database; run the same command again "
+        "(another terminal, GPU or machine) to add a worker to the same study, or to resume it after Ctrl-C. The "
+        "study stops at --trials finished trials, however many workers join.")
     settings = defaults(SearchSettings)
     group = search.add_argument_group("search")
     group.add_argument("--trials", type=int, default=100, help="budget of finished (complete or pruned) trials over "
@@ -50,18 +64,32 @@ def add_parser(commands) -> None:
                        "/DB, or grpc://HOST:PORT of a ktg storage serve (default: the SQLite file OUT/study.db)")
     group.add_argument("--study", help="study name in the storage (default: <dataset>-<N>nodes)")
     group.add_argument("--pruner", choices=pruner_names(), default=settings["pruner"], help="stop poor trials early; "
-                       "epochs are the resource (default: %(default)s, reduction factor 2, as in the paper)")
+                       "epochs are the resource (default: %(default)s, reduction factor 2, as in the paper). none "
+                       "trains every trial to the end and evaluates it on the held-out split after every epoch, so "
+                       "that ktg study fidelity can measure how well each epoch predicts the final ranking")
+    group.add_argument("--first-rung", type=int, default=settings["first_rung"], metavar="R", help="the first epoch "
+                       "at which a trial may be stopped: successive halving's rungs are epochs R, 2R, 4R, … up to "
+                       "--epochs, hyperband's R, 3R, 9R, …, the median pruner reads every epoch from R on, none has "
+                       "no rungs; stored with the study (default: %(default)s, the paper's)")
     group.add_argument("--sampler", choices=sampler_names(), default=settings["sampler"],
                        help="what draws the graphs, stored with the study (default: %(default)s): "
                        + "; ".join(f"{record.name}: {record.description}" for record in SAMPLERS.values()))
     group.add_argument("--search-seed", type=int, default=settings["seed"], help="seed of the sampler: trial k draws "
                        "from a random stream of its own, whichever worker runs it (default: %(default)s)")
-    group.add_argument("--rescore-top", type=int, metavar="K", help="after the search, retrain the K best complete "
-                       "graphs with --rescore-seeds fresh seeds each on the same held-out split and choose the best "
-                       "mean for best_graph.json, rather than the one luckiest run (default: off). The runs are stored "
-                       "in the study: running the command again resumes them, and other workers share them")
-    group.add_argument("--rescore-seeds", type=int, default=3, metavar="S", help="seeds per graph of --rescore-top, "
-                       "the same for every graph (default: %(default)s)")
+    group.add_argument("--baseline", nargs="+", default=list(DEFAULT_BASELINES), metavar="GRAPH",
+                       help="known graphs of the space the study runs first as trials of their own, never pruned, "
+                       "and races against the best searched graphs: named graphs (independent, dml) or graph files; "
+                       "'none' for no baseline (default: %(default)s)")
+    group.add_argument("--rescore-top", type=int, default=DEFAULT_RESCORE_TOP, metavar="K", help="after the search, "
+                       "race the K best complete searched graphs and the baselines on the same held-out split with "
+                       "common fresh seeds: every contender gets 3 seeds, then one more seed at a time while the "
+                       "leader does not beat it at 95 %% (paired t-interval), up to --rescore-seeds. best_graph.json "
+                       "is the winner if it beats the best baseline at 95 %%, else that baseline; verdict.json says "
+                       "why. The runs are stored in the study: running the command again resumes them, and other "
+                       "workers share them. 0: no race, best_graph.json is the luckiest single run (default: "
+                       "%(default)s)")
+    group.add_argument("--rescore-seeds", type=int, default=DEFAULT_RESCORE_SEEDS, metavar="S", help="most seeds of "
+                       "a contender in the race (default: %(default)s)")
     group.add_argument("--same-seed", action="store_true", help="train every trial with --seed (common random "
                        "numbers: the same initial weights, batch order and augmentation) instead of a seed of its "
                        "own derived from --seed and the trial number")
@@ -86,13 +114,17 @@ def add_parser(commands) -> None:
                        "TensorBoard log only (default: none, no trial keeps weights)")
 
     space = search.add_argument_group("search space")
+    space.add_argument("--space", choices=tuple(SPACES), default=DEFAULT_SPACE, help="the graphs searched, stored "
+                       "with the study; the options below narrow or replace its choices (default: %(default)s): "
+                       + "; ".join(f"{record.name}: {record.description} ({space_size_text(record.name)} graphs of "
+                                   f"{DEFAULT_NODES} nodes)" for record in SPACES.values()))
     space.add_argument("--designs", nargs="+", choices=design_names(), metavar="DESIGN",
-                       help=f"loss designs of network edges, from: {', '.join(design_names())} (default: the papers': "
-                       f"{' '.join(design_names(paper_only=True))})")
+                       help=f"loss designs of network edges, from: {', '.join(design_names())} (default: the "
+                       f"--space's, else the papers': {' '.join(design_names(paper_only=True))})")
     for option, edges in (("--gates", "network"), ("--label-gates", "label")):
         space.add_argument(option, nargs="+", choices=gate_names(on=edges), metavar="GATE",
                            help=f"gates of {edges} edges, from: {', '.join(gate_names(on=edges))} (default: the "
-                           f"papers': {' '.join(gate_names(paper_only=True, on=edges))})")
+                           f"--space's, else the papers': {' '.join(gate_names(paper_only=True, on=edges))})")
     space.add_argument("--ensemble-as-source", action="store_true",
                        help="also search edges from the ensemble node to each node (off in the papers)")
     space.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
@@ -108,6 +140,12 @@ def add_parser(commands) -> None:
     add_data_arguments(search)
     add_training_arguments(search, search=True)
     search.set_defaults(handler=run)
+
+
+def space_size_text(name: str, num_nodes: int = DEFAULT_NODES) -> str:
+    """How many graphs of ``num_nodes`` nodes the registered space ``name`` holds, for people: 1,140 or 1.2e+10."""
+    size = SearchSpace(num_nodes=num_nodes, name=name).size
+    return f"{size:,}" if size < 10**6 else f"{size:.2g}"
 
 
 def kept_weights(text: str) -> int:
@@ -130,29 +168,47 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
     check_models([args.model, *(args.models or ())])
     choices = {key: tuple(value) for key, value in
                (("designs", args.designs), ("gates", args.gates), ("label_gates", args.label_gates)) if value}
-    space = SearchSpace(num_nodes=nodes, ensemble_as_source=args.ensemble_as_source, model=args.model,
+    space = SearchSpace(num_nodes=nodes, name=args.space, ensemble_as_source=args.ensemble_as_source, model=args.model,
                         temperature=args.temperature, crop_sizes=tuple(args.crop_sizes),
                         models=tuple(args.models) if args.models else None,
                         temperatures=tuple(args.temperatures) if args.temperatures else None, **choices)
     out = args.out or Path("runs") / f"search-{args.dataset}-{nodes}nodes"
     check_outside_runs(out, "--out")
+    options = node_options_from_args(args)
     return SearchSettings(
         space=space, config=config, out=out, storage_url=resolve_storage_url(args.storage, out),
         study_name=args.study or f"{args.dataset}-{nodes}nodes", trials=args.trials,
-        data_source=source, node_options=source.defaults.with_node_options(node_options_from_args(args)),
+        data_source=source, node_options=source.defaults.with_node_options(options),
         pruner=args.pruner, sampler=args.sampler, seed=args.search_seed, same_seed=args.same_seed,
+        first_rung=args.first_rung,
         heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, max_retry=args.max_retry,
-        keep_weights=args.keep_weights,
+        keep_weights=args.keep_weights, baselines=baselines_from_args(args.baseline, nodes, args.model, options),
     )
+
+
+def baselines_from_args(given: list[str], nodes: int, model: str | None, options: dict) -> tuple[GraphSpec, ...]:
+    """The graphs of ``--baseline``: named graphs or graph files (a file is known by the name it gives, else by its
+    file name); ``none`` alone: no baseline."""
+    if given == ["none"]:
+        return ()
+    if "none" in given:
+        raise KTGError("--baseline none means no baseline; it cannot be given with other graphs")
+    specs = []
+    for name in given:
+        spec = resolve_graph(name, nodes, model, options)
+        specs.append(spec if name in NAMED_GRAPHS or spec.name else dataclasses.replace(spec, name=Path(name).stem))
+    return tuple(specs)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = search_settings_from_args(args)
-    if args.rescore_top is not None:
+    if args.rescore_top < 0:
+        raise KTGError(f"--rescore-top must be 0 (no race) or more, got {args.rescore_top}")
+    if args.rescore_top:
         check_rescore(args.rescore_top, args.rescore_seeds)
 
-    from ktg.search.rescore import chosen, rescore
-    from ktg.search.results import format_table, leaderboard, state_counts, write_results
+    from ktg.search.rescore import chosen, rescore, verdict
+    from ktg.search.results import budget_spent, format_table, leaderboard, state_counts, write_results
     from ktg.search.run import run_search
     from ktg.search.storage import GRPC_SCHEME, display_url
     from ktg.viz.attention import log_attention_grid
@@ -160,19 +216,22 @@ def run(args: argparse.Namespace) -> int:
     url = display_url(settings.storage_url)
 
     def announce() -> None:
+        baselines = ", ".join(spec.name for spec in settings.baselines)
         print(f"search: study {settings.study_name!r} in {url}, {settings.space.size:.3g} graphs of "
-              f"{settings.space.num_nodes} nodes drawn by {settings.sampler} search, "
-              f"budget {settings.trials} trials of {settings.config.epochs} "
-              f"epochs, scored on a held-out {settings.config.holdout:.0%} of the {args.dataset} training split")
+              f"{settings.space.num_nodes} nodes ({settings.space.name} space) drawn by {settings.sampler} search, "
+              f"budget {settings.trials} trials"
+              + (f" and the baselines {baselines}" if baselines else "")
+              + f" of {settings.config.epochs} epochs, scored on a held-out {settings.config.holdout:.0%} of the "
+              f"{args.dataset} training split")
 
     try:
         # Trials log no attention grid: a search's trials keep a few kilobytes each (the figure of a kept trial
         # is one ktg attention away); the rescore runs, trained once each, log it.
         study = run_search(settings, jobs_per_device=args.jobs_per_device, mps=args.mps,
                            progress=not args.no_progress, on_start=announce)
-        if args.rescore_top is not None:
-            print(f"\nrescore: the top {args.rescore_top} complete trials, {args.rescore_seeds} fresh seeds each, on "
-                  f"the same held-out split")
+        if args.rescore_top:
+            print(f"\nrace: the top {args.rescore_top} complete searched graphs and {len(settings.baselines)} "
+                  f"baselines, the same fresh seeds for each (3 to {args.rescore_seeds}), on the same held-out split")
             rescore(settings, study, top=args.rescore_top, seeds=args.rescore_seeds, on_run=_rescore_line,
                     on_finish=log_attention_grid, progress=not args.no_progress)
             write_results(study, settings.out)
@@ -184,13 +243,23 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nstudy {study.study_name!r}: {counts['complete']} complete, {counts['pruned']} pruned, "
           f"{counts['fail']} failed (accuracy of the ensemble node on the held-out split)")
     print(format_table(leaderboard(study), top=10))
+    print(f"\nbudget: {budget_spent(study, settings.config.epochs)}")
+    found = verdict(study)
+    if found is not None:
+        print("\nverdict, in the search's own regime (held-out split, common fresh seeds):")
+        print("\n".join(f"  {line}" for line in found.lines()))
+    elif settings.baselines:
+        print("\nverdict: none; only a race over common seeds (--rescore-top K) can say whether the search beat its "
+              "baselines")
     out = settings.out
     best = chosen(study)
     print("\nfiles:")
     if best is not None:
-        print(f"  {out / BEST_GRAPH}  best graph (trial {best[0].number}, {100 * best[0].value:.2f} % in the search; "
-              f"chosen by the {best[1]}); retrain it on the full training split: ktg train --graph "
-              f"{out / BEST_GRAPH} --dataset {args.dataset}")
+        print(f"  {out / BEST_GRAPH}  the graph to use (trial {best[0].number}, {100 * best[0].value:.2f} % in the "
+              f"search); retrain it on the full training split: ktg train --graph {out / BEST_GRAPH} "
+              f"--dataset {args.dataset}")
+    if found is not None:
+        print(f"  {out / VERDICT}  the race's contenders, their runs and the searched graph's paired differences")
     print(f"  {out / LEADERBOARD}  every trial, best first")
     print(f"  {out / 'trials'}/<n>/  each trial's run: graph.json, metrics.jsonl, tensorboard/")
     dashboard = "" if settings.storage_url.startswith(GRPC_SCHEME) else f"  |  optuna-dashboard {url}"
@@ -202,4 +271,4 @@ def run(args: argparse.Namespace) -> int:
 def _rescore_line(trial: int, index: int, result: dict) -> None:
     accuracy = result.get("ensemble_accuracy")
     outcome = f"ensemble {100 * accuracy:.2f} %" if accuracy is not None else f"failed, {result['fail_reason']}"
-    print(f"rescore: trial {trial}, seed {index + 1}: {outcome}")
+    print(f"race: trial {trial}, seed {index + 1}: {outcome}")

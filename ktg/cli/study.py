@@ -1,4 +1,5 @@
-"""``ktg study show``: what a search found, read from its storage alone."""
+"""``ktg study show`` and ``ktg study fidelity``: what a search found, and how well its early epochs predicted it,
+read from its storage alone."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from ktg.search.settings import resolve_storage_url
 
 
 def add_parser(commands) -> None:
-    """Add ``study`` (with ``show``) to the ``ktg`` subcommands."""
-    study = commands.add_parser("study", help="what a search found (ktg study show --help)",
+    """Add ``study`` (with ``show`` and ``fidelity``) to the ``ktg`` subcommands."""
+    study = commands.add_parser("study", help="what a search found (ktg study show --help, ktg study fidelity "
+                                "--help)",
                                 description="Read a search's study from its storage.")
     actions = study.add_subparsers(dest="study_command", metavar="ACTION", required=True)
     show = actions.add_parser(
@@ -25,6 +27,17 @@ def add_parser(commands) -> None:
                       "(or 'best') to FILE")
     show.add_argument("--csv", type=Path, help="also write the full leaderboard to this CSV file")
     show.set_defaults(handler=run_show)
+    fidelity = actions.add_parser(
+        "fidelity", help="how well each epoch's ranking of trials predicts the final ranking",
+        description="For each epoch at which a study's trials reported their held-out accuracy, how well the "
+        "ranking of the complete trials at that epoch predicts their final ranking: Spearman's rho, and how many of "
+        "the final top k (k = max(1, n // 4)) were in the top k at that epoch. Pruned trials have no final value "
+        "and are left out, running ones skipped. A search with --pruner none evaluates every trial after every "
+        "epoch: it measures where a pruner's rungs can decide (ktg search --first-rung).")
+    fidelity.add_argument("--storage", required=True, help="database URL, a study.db file, or a search folder")
+    fidelity.add_argument("--study", help="study name (default: the only study in the storage)")
+    fidelity.add_argument("--csv", type=Path, help="also write the rows to this CSV file")
+    fidelity.set_defaults(handler=run_fidelity)
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -59,4 +72,27 @@ def run_show(args: argparse.Namespace) -> int:
         trial, path = args.export
         spec = export_graph(study, trial, path)
         print(f"{spec.name}'s graph written to {path}; retrain it with: ktg train --graph {path} --dataset NAME")
+    return 0
+
+
+def run_fidelity(args: argparse.Namespace) -> int:
+    url = resolve_storage_url(args.storage)
+
+    from ktg.search.fidelity import fidelity, format_report, write_csv
+    from ktg.search.storage import SETTINGS_ATTR, display_url, load_study  # after the checks that need no framework
+
+    study = load_study(url, args.study)
+    result = fidelity(study.get_trials(deepcopy=False))
+    if not result.complete:
+        raise KTGError(f"study {study.study_name!r} has no complete trial yet: each epoch's ranking is compared with "
+                       f"the final one, a complete trial's")
+    settings = study.user_attrs.get(SETTINGS_ATTR, {})
+    pruner = f", {settings['pruner']} pruner" if "pruner" in settings else ""
+    rung = f", first rung {settings['first_rung']}" if "first_rung" in settings else ""
+    print(f"study {study.study_name!r} in {display_url(url)}{pruner}{rung}: {result.complete} complete trials, "
+          f"final = held-out accuracy at the last epoch")
+    print(format_report(result))
+    if args.csv is not None:
+        write_csv(result, args.csv)
+        print(f"rows written to {args.csv}")
     return 0

@@ -7,7 +7,8 @@ config's seed instead (common random numbers).
 The trainer knows nothing of Optuna. The only contact is its epoch callback: after every evaluated epoch the
 objective reports the ensemble accuracy as the intermediate value at step = epoch and answers the trainer's
 "stop?" with the pruner's verdict. A trial is evaluated only where the pruner reads it (its rungs; every epoch
-for a pruner such as median) and at its last epoch: other evaluations would feed no decision. The last epoch is
+for a pruner such as median) and at its last epoch: other evaluations would feed no decision. Without pruning it is
+evaluated every epoch, to measure how well each epoch predicts the last (``ktg study fidelity``). The last epoch is
 reported but not put to the pruner: a trial that has trained all its epochs is complete, pruning it then would
 save nothing and only hide a finished result.
 """
@@ -31,7 +32,7 @@ from ktg.registry import LOSS_DESIGNS
 from ktg.run_folder import EpochRecord, RunFolder
 from ktg.search.sampler import stable_hash
 from ktg.search.space import SearchSpace
-from ktg.search.storage import RETRY_OF_ATTR, RUN_DIR_ATTR
+from ktg.search.storage import BASELINE_ATTR, RETRY_OF_ATTR, RUN_DIR_ATTR
 from ktg.train import FinishCallback, train
 
 TRIALS_DIR = "trials"
@@ -157,7 +158,13 @@ class Objective:
             raise
 
     def _run(self, trial: optuna.Trial, origin: int, run_dir: Path) -> float:
-        spec = self.space.suggest(trial, origin).resolved(self.dataset.image_size, self.node_options)
+        baseline = trial.user_attrs.get(BASELINE_ATTR)
+        if baseline is not None:
+            _check_first(trial, baseline)
+        spec = self.space.suggest(trial, origin)  # a baseline's graph was queued as its parameters
+        if baseline is not None:
+            spec = dataclasses.replace(spec, name=baseline)
+        spec = spec.resolved(self.dataset.image_size, self.node_options)
         trial.set_user_attr(GRAPH_ATTR, spec.to_dict())  # exactly what the trainer trains
         trial.set_user_attr(RUN_DIR_ATTR, str(run_dir.resolve()))  # absolute: readable from any working directory
 
@@ -166,7 +173,8 @@ class Objective:
                 trial.report(metrics.ensemble_accuracy, epoch)
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, epoch, metrics)
-            return metrics.evaluated and epoch < self.config.epochs and trial.should_prune()
+            # A baseline is the yardstick of every graph of the study: it always trains to its end.
+            return metrics.evaluated and epoch < self.config.epochs and baseline is None and trial.should_prune()
 
         config = dataclasses.replace(self.config, seed=self.seed_of(trial))  # recorded in the run's config.json
         run = RunFolder(run_dir)
@@ -183,6 +191,18 @@ class Objective:
             raise optuna.TrialPruned(f"pruned after epoch {final.epochs}")
         run.delete_checkpoints(keep_latest=True)  # its final weights wait for the leaderboard: keep_best_weights
         return final.ensemble_accuracy
+
+
+def _check_first(trial: optuna.Trial, baseline: str) -> None:
+    """Refuse to train a baseline that an earlier trial of the study trains or trained already: two commands that
+    created the study at the same instant may both have queued it. A retry continues its original instead."""
+    if RETRY_OF_ATTR in trial.user_attrs:
+        return
+    earlier = [t.number for t in trial.study.get_trials(deepcopy=False)
+               if t.number < trial.number and t.user_attrs.get(BASELINE_ATTR) == baseline
+               and t.state != optuna.trial.TrialState.FAIL]
+    if earlier:
+        raise KTGError(f"not run: baseline {baseline!r} is trial {earlier[0]} of this study already")
 
 
 def keep_best_weights(study: optuna.Study, keep: int) -> None:

@@ -1,16 +1,26 @@
-"""A winner chosen without luck: retrain the best graphs of a study with fresh seeds and rank them by their mean.
+"""A winner chosen without luck: race the best graphs of a study and its baselines over fresh, common seeds.
 
 A trial's score is one training run on one held-out split, and seed noise is as large as the differences the
 search looks for, so the argmax of thousands of trials is partly the luckiest run (the winner's curse). After the
-search, :func:`rescore` retrains the ``top`` best complete trials with ``seeds`` fresh seeds each, on the same
-held-out split, and the study's chosen graph becomes the one with the best mean (``docs/method.md#search``).
+search, :func:`rescore` races the ``top`` best complete trials and every baseline trial of the study
+(``ktg search --baseline``): each contender is retrained on the same held-out split with the same fresh seeds
+(:func:`rescore_seed`, unrelated to any trial's seed), so every comparison is paired on common random numbers.
 
-Every candidate trains with the same fresh seeds (:func:`rescore_seed`, unrelated to any trial's seed), so the
-candidates are compared on common random numbers. Each run's result is stored in the study (a study user
-attribute per run), so the storage alone says what was rescored: ``ktg study show`` reads it anywhere, a
-re-run resumes, and several workers share the runs. A worker claims a run before it trains it and renews the
-claim every heartbeat interval; a claim silent for the grace period belongs to a dead worker and is taken over.
-Two workers that claim the same run at the same instant both train it, which costs time, never correctness.
+The race (``docs/method.md#search``) trains every contender with :data:`MIN_SEEDS` seeds, then, seed after seed,
+drops each contender that the leader (the best mean so far) beats at 95 % (:func:`ktg.stats.paired_difference`
+on their common seeds) and trains one more seed of the rest, until one is left or ``seeds`` seeds are spent. A
+contender with a diverging run is dropped as well. Its state is a function of the stored results alone
+(:func:`standings`), so every worker and every reader agrees on it.
+
+Each run's result is stored in the study (a study user attribute per run), so the storage alone says what was
+raced: ``ktg study show`` reads it anywhere, a re-run resumes, and several workers share the runs. A worker claims a
+run before it trains it and renews the claim every heartbeat interval; a claim silent for the grace period
+belongs to a dead worker and is taken over. Two workers that claim the same run at the same instant both train
+it, which costs time, never correctness.
+
+The study's verdict (:func:`verdict`) compares the best searched graph with every baseline on their common seeds.
+The graph the study recommends (:func:`chosen`) is that searched graph only where it beats the best baseline at
+95 %; otherwise it is the best baseline, named as the graph to keep.
 """
 
 from __future__ import annotations
@@ -30,17 +40,23 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ktg.data.images import Dataset
 from ktg.graph import GraphSpec
+from ktg.run_folder import RunFolder
 from ktg.search.heartbeat import Renewal
 from ktg.search.objective import GRAPH_ATTR, failure_reason
 from ktg.search.sampler import stable_hash
 from ktg.search.settings import RESCORE_DIR, SearchSettings, check_rescore
+from ktg.search.storage import BASELINE_ATTR
+from ktg.stats import PairedDifference, paired_difference
 from ktg.train import FinishCallback, NonFiniteLossError, train
 
-#: Study user attribute: the rescore last asked for, ``{"top": K, "seeds": S}``.
+#: Study user attribute: the race last asked for, ``{"top": K, "seeds": S}``.
 RESCORE_ATTR = "ktg.rescore"
 #: Study user attributes per run (``<prefix><trial>/<index>``): its result, and the claim of the worker training it.
 RUN_PREFIX = "ktg.rescore.run/"
 CLAIM_PREFIX = "ktg.rescore.claim/"
+#: Seeds every contender of a race is trained with before any is dropped: the fewest with which a paired
+#: Student-t interval is not absurdly wide (with 2 seeds its half-width is 12.7 standard errors, with 3 it is 4.3).
+MIN_SEEDS = 3
 #: How :func:`chosen` says that it took the plain argmax.
 ARGMAX = "highest held-out ensemble accuracy of one run"
 
@@ -55,26 +71,40 @@ def run_dir(out: str | Path, trial: int, index: int) -> Path:
     return Path(out) / RESCORE_DIR / str(trial) / str(index)
 
 
+def baseline_of(trial: FrozenTrial) -> str | None:
+    """The baseline a trial trains (``independent``, ``dml``, a graph file's name), None for a searched graph."""
+    return trial.user_attrs.get(BASELINE_ATTR)
+
+
 @dataclass(frozen=True)
 class Rescored:
-    """What the rescore runs of one trial found (accuracies are fractions of the held-out split).
+    """What the race found for one contender (accuracies are fractions of the held-out split).
 
     Attributes:
         trial: the trial number.
         search_score: its ensemble accuracy in the search (one run).
-        accuracies: the ensemble accuracy of each finished rescore run, by run index.
-        failed: how many rescore runs failed (a NaN loss, say).
-        seeds: how many runs were asked for.
+        runs: the ensemble accuracy of each run index asked of it so far (None: failed, or not finished yet).
+        failed: how many of its runs failed (a NaN loss, say).
+        seeds: how many runs the race asks of it now.
+        baseline: the baseline it is, None for a searched graph.
+        dropped_at: the number of seeds after which the race dropped it (None: still racing, or the winner).
     """
 
     trial: int
     search_score: float
-    accuracies: tuple[float, ...]
+    runs: tuple[float | None, ...]
     failed: int
     seeds: int
+    baseline: str | None = None
+    dropped_at: int | None = None
+
+    @property
+    def accuracies(self) -> tuple[float, ...]:
+        return tuple(accuracy for accuracy in self.runs if accuracy is not None)
 
     @property
     def complete(self) -> bool:
+        """Whether every run asked of it has a result."""
         return len(self.accuracies) + self.failed >= self.seeds
 
     @property
@@ -90,15 +120,54 @@ class Rescored:
         mean = self.mean
         return math.sqrt(sum((a - mean) ** 2 for a in self.accuracies) / (n - 1))
 
-    def rank_key(self) -> tuple:
-        """Best first: no failed run, then the highest mean, then the lowest trial number."""
-        return (self.failed > 0, -(self.mean if self.mean is not None else -1.0), self.trial)
+    @property
+    def label(self) -> str:
+        """``trial 17`` or ``independent (baseline, trial 0)``."""
+        return f"{self.baseline} (baseline, trial {self.trial})" if self.baseline else f"trial {self.trial}"
+
+
+def minus(a: Rescored, b: Rescored) -> PairedDifference | None:
+    """``a − b`` on the run indices where both have an accuracy (None where they share none)."""
+    common = [i for i in range(min(len(a.runs), len(b.runs))) if a.runs[i] is not None and b.runs[i] is not None]
+    if not common:
+        return None
+    return paired_difference([a.runs[i] for i in common], [b.runs[i] for i in common])
+
+
+@dataclass(frozen=True)
+class Standings:
+    """The state of a race, best first: the contenders still racing (by mean), then the dropped ones (the
+    latest dropped first). ``done``: no contender needs another run; ``seeds``: the seeds the race has reached."""
+
+    ranked: tuple[Rescored, ...]
+    done: bool
+    seeds: int
+
+    @property
+    def leader(self) -> Rescored | None:
+        """The contender with the best mean among those still racing, once it has no failed run."""
+        return self.ranked[0] if self.ranked and self.ranked[0].dropped_at is None and not self.ranked[0].failed \
+            and self.ranked[0].accuracies else None
 
 
 def candidates(study: optuna.Study, top: int) -> list[FrozenTrial]:
-    """The ``top`` complete trials with the highest search score (the lowest number among equals)."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    """The ``top`` complete searched trials with the highest search score (the lowest number among equals)."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if baseline_of(t) is None]
     return sorted(complete, key=lambda t: (-t.value, t.number))[:top]
+
+
+def baseline_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The complete baseline trials of the study, one per baseline (its first), in trial order."""
+    found: dict[str, FrozenTrial] = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if baseline_of(trial) is not None:
+            found.setdefault(baseline_of(trial), trial)
+    return sorted(found.values(), key=lambda t: t.number)
+
+
+def contenders(study: optuna.Study, top: int) -> list[FrozenTrial]:
+    """What a race of the ``top`` best searched trials runs: those, then the baselines."""
+    return candidates(study, top) + baseline_trials(study)
 
 
 def stored_runs(attrs: dict[str, Any], trial: int, seeds: int) -> list[dict | None]:
@@ -112,57 +181,185 @@ def stored_runs(attrs: dict[str, Any], trial: int, seeds: int) -> list[dict | No
     return results
 
 
-def summaries(study: optuna.Study) -> list[Rescored]:
-    """What the rescore last asked for (:data:`RESCORE_ATTR`) found for each of the current top trials, best
-    first; empty when no rescore was asked for. Runs still training or never started count as missing."""
+def standings(study: optuna.Study) -> Standings | None:
+    """The race the study last asked for (:data:`RESCORE_ATTR`), replayed from its stored runs; None when no race
+    was asked for. Runs still training or never started count as missing."""
     attrs = study.user_attrs
     asked = attrs.get(RESCORE_ATTR)
     if not isinstance(asked, dict) or not {"top", "seeds"} <= set(asked):
-        return []
-    found = []
-    for trial in candidates(study, asked["top"]):
-        runs = [run for run in stored_runs(attrs, trial.number, asked["seeds"]) if run is not None]
-        accuracies = tuple(run["ensemble_accuracy"] for run in runs if run.get("ensemble_accuracy") is not None)
-        found.append(Rescored(trial.number, trial.value, accuracies, len(runs) - len(accuracies), asked["seeds"]))
-    return sorted(found, key=Rescored.rank_key)
+        return None
+    results = {trial.number: (trial, stored_runs(attrs, trial.number, asked["seeds"]))
+               for trial in contenders(study, asked["top"])}
+    return replay(results, asked["seeds"])
+
+
+def replay(results: dict[int, tuple[FrozenTrial, list[dict | None]]], seeds: int) -> Standings:
+    """The race over ``results`` (trial number → (trial, its stored runs by index)) with at most ``seeds`` seeds:
+    seed after seed from :data:`MIN_SEEDS` on, each contender the leader beats at 95 % is dropped, until one is
+    left or the seeds are spent (see the module's docstring)."""
+    dropped: dict[int, int] = {}
+    reached = min(MIN_SEEDS, seeds)
+
+    def rescored(number: int) -> Rescored:
+        trial, runs = results[number]
+        within = runs[:dropped.get(number, reached)]
+        return Rescored(number, trial.value, tuple(None if r is None else r.get("ensemble_accuracy") for r in within),
+                        sum(r is not None and r.get("ensemble_accuracy") is None for r in within), len(within),
+                        baseline_of(trial), dropped.get(number))
+
+    while True:
+        racing = [rescored(number) for number in results if number not in dropped]
+        if not all(r.complete for r in racing):
+            break  # runs of this round are missing: the race waits for them
+        sound = [r for r in racing if not r.failed and r.accuracies]
+        if sound:
+            leader = max(sound, key=lambda r: (r.mean, -r.trial))
+            for r in racing:
+                if r is not leader and (r.failed or minus(leader, r).above_zero):
+                    dropped[r.trial] = reached
+        if len(racing) - len([r for r in racing if r.trial in dropped]) <= 1 or reached >= seeds or not sound:
+            return _ranked(results, rescored, dropped, done=True, reached=reached)
+        reached += 1
+    return _ranked(results, rescored, dropped, done=False, reached=reached)
+
+
+def _ranked(results, rescored, dropped: dict[int, int], *, done: bool, reached: int) -> Standings:
+    everyone = [rescored(number) for number in results]
+
+    def key(r: Rescored) -> tuple:
+        return (r.dropped_at is not None, -(r.dropped_at or 0), r.failed > 0,
+                -(r.mean if r.mean is not None else -1.0), r.trial)
+
+    return Standings(tuple(sorted(everyone, key=key)), done, reached)
+
+
+def summaries(study: optuna.Study) -> list[Rescored]:
+    """Every contender of the race the study last asked for, best first (:func:`standings`); empty when no race
+    was asked for."""
+    found = standings(study)
+    return list(found.ranked) if found is not None else []
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the race says of the best searched graph against the study's baselines, in the search's own regime.
+
+    Attributes:
+        searched: the best searched graph of the race (None if none finished a run).
+        baselines: each baseline contender.
+        differences: searched − baseline on their common seeds, by baseline name.
+        best_baseline: the baseline with the best mean.
+        beats: whether ``searched`` beats ``best_baseline`` at 95 % (then it is the graph to use).
+    """
+
+    searched: Rescored | None
+    baselines: tuple[Rescored, ...]
+    differences: dict[str, PairedDifference]
+    best_baseline: Rescored | None
+    beats: bool
+
+    def keep(self) -> Rescored | None:
+        """The graph the study recommends: the searched one where it beats the best baseline, else that baseline."""
+        return self.searched if self.beats or self.best_baseline is None else self.best_baseline
+
+    def lines(self) -> list[str]:
+        """The verdict in plain words, one sentence a line."""
+        if self.searched is None:
+            return ["no searched graph finished a race run: nothing to compare with the baselines"]
+        lines = [f"chosen − {name} = {difference.describe()}" for name, difference in self.differences.items()]
+        best = self.best_baseline
+        if best is None:
+            return lines + ["no baseline in the study (--baseline): nothing says whether the search paid"]
+        if self.beats:
+            lines.append(f"the chosen graph ({self.searched.label}) beats the best baseline, {best.baseline}, at 95 %")
+        else:
+            lines.append(f"no searched graph beats the best baseline, {best.baseline}, at 95 % (the best, "
+                         f"{self.searched.label}, is not told apart from it or is worse): keep {best.baseline}")
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (accuracies and differences in %)."""
+        def contender(r: Rescored | None) -> dict[str, Any] | None:
+            if r is None:
+                return None
+            return {"trial": r.trial, "baseline": r.baseline, "label": r.label,
+                    "mean": None if r.mean is None else 100 * r.mean, "std": None if r.std is None else 100 * r.std,
+                    "runs": [None if a is None else 100 * a for a in r.runs], "dropped_at": r.dropped_at}
+
+        keep = self.keep()
+        return {"searched": contender(self.searched), "baselines": [contender(b) for b in self.baselines],
+                "differences": {name: d.to_dict() for name, d in self.differences.items()},
+                "best_baseline": None if self.best_baseline is None else self.best_baseline.baseline,
+                "beats_best_baseline": self.beats, "keep": None if keep is None else keep.label,
+                "summary": self.lines()}
+
+
+def verdict(study: optuna.Study) -> Verdict | None:
+    """The verdict of a finished race (None while no race finished)."""
+    found = standings(study)
+    if found is None or not found.done:
+        return None
+    searched = next((r for r in found.ranked if r.baseline is None and r.accuracies and not r.failed), None)
+    baselines = tuple(r for r in found.ranked if r.baseline is not None)
+    differences = {}
+    if searched is not None:
+        for b in sorted(baselines, key=lambda r: r.trial):
+            difference = minus(searched, b)
+            if difference is not None:
+                differences[b.baseline] = difference
+    sound = [b for b in baselines if b.mean is not None]
+    best = max(sound, key=lambda r: (r.mean, -r.trial)) if sound else None
+    beats = searched is not None and best is not None and best.baseline in differences \
+        and differences[best.baseline].above_zero
+    return Verdict(searched, baselines, differences, best, beats)
 
 
 def chosen(study: optuna.Study) -> tuple[FrozenTrial, str] | None:
-    """The trial whose graph the study recommends, and how it was chosen: the best mean of a complete rescore,
-    else the highest search score (None while no trial is complete)."""
-    ranked = summaries(study)
-    if ranked and all(r.complete for r in ranked) and ranked[0].accuracies:
-        best = ranked[0]
-        (trial,) = [t for t in study.get_trials(deepcopy=False) if t.number == best.trial]
-        spread = f" ± {100 * best.std:.2f}" if best.std is not None else ""
-        return trial, (f"best mean held-out ensemble accuracy, {100 * best.mean:.2f}{spread} %, over "
-                       f"{best.seeds} fresh seeds among the top {len(ranked)} trials")
-    complete = candidates(study, 1)
-    return (complete[0], ARGMAX) if complete else None
+    """The trial whose graph the study recommends, and how it was chosen: after a finished race, what its
+    :class:`Verdict` keeps; else the highest search score (None while no trial is complete)."""
+    found = verdict(study)
+    keep = found.keep() if found is not None else None
+    if keep is not None:
+        (trial,) = [t for t in study.get_trials(deepcopy=False) if t.number == keep.trial]
+        spread = f" ± {100 * keep.std:.2f}" if keep.std is not None else ""
+        how = (f"race over fresh seeds, {100 * keep.mean:.2f}{spread} % over {len(keep.accuracies)} seeds; "
+               + "; ".join(found.lines()))
+        return trial, how
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return None
+    return min(complete, key=lambda t: (-t.value, t.number)), ARGMAX
 
 
 def _claim(study: optuna.Study, key: str, worker: str) -> None:
     study.set_user_attr(key, {"worker": worker, "time": time.time()})
 
 
-def _unfinished(study: optuna.Study, top: int, seeds: int, grace_period: float) -> list[tuple[FrozenTrial, int, bool]]:
-    """Every run without a result, best candidate first: (trial, run index, whether a live worker claims it)."""
+def _unfinished(study: optuna.Study, grace_period: float) -> list[tuple[FrozenTrial, int, bool]]:
+    """Every run the race asks for now without a result, best contender first: (trial, run index, whether a live
+    worker claims it)."""
+    found = standings(study)
+    if found is None:
+        return []
     attrs = study.user_attrs
+    trials = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     runs = []
-    for trial in candidates(study, top):
-        for index, result in enumerate(stored_runs(attrs, trial.number, seeds)):
+    for contender in found.ranked:
+        if contender.dropped_at is not None:
+            continue
+        for index, result in enumerate(stored_runs(attrs, contender.trial, contender.seeds)):
             if result is None:
-                claim = attrs.get(f"{CLAIM_PREFIX}{trial.number}/{index}")
+                claim = attrs.get(f"{CLAIM_PREFIX}{contender.trial}/{index}")
                 live = isinstance(claim, dict) and time.time() - claim.get("time", 0) < grace_period
-                runs.append((trial, index, live))
+                runs.append((trials[contender.trial], index, live))
     return runs
 
 
 def rescore(settings: SearchSettings, study: optuna.Study, *, top: int, seeds: int, dataset: Dataset | None = None,
             on_run: Callable[[int, int, dict], None] | None = None, on_finish: FinishCallback | None = None,
             progress: bool = False, poll_seconds: float = 5.0) -> list[Rescored]:
-    """Retrain the ``top`` best complete trials of ``study`` with ``seeds`` fresh seeds each on the search's
-    held-out split; return the candidates best first (see :func:`summaries`).
+    """Race the ``top`` best complete searched trials of ``study`` and its baselines over at most ``seeds`` fresh
+    seeds each on the search's held-out split; return the contenders best first (see :func:`summaries`).
 
     Runs already stored are kept; runs other live workers are training are waited for. ``on_run`` is called
     with (trial, run index, its stored result) after each run this worker trains; ``on_finish`` as each run
@@ -173,7 +370,7 @@ def rescore(settings: SearchSettings, study: optuna.Study, *, top: int, seeds: i
     worker = f"{socket.gethostname()}:{os.getpid()}"
     dataset = dataset if dataset is not None else settings.data_source.load()
     while True:
-        unfinished = _unfinished(study, top, seeds, settings.grace_period)
+        unfinished = _unfinished(study, settings.grace_period)
         if not unfinished:
             return summaries(study)
         free = [(trial, index) for trial, index, claimed in unfinished if not claimed]
@@ -200,8 +397,11 @@ def rescore_run(settings: SearchSettings, dataset: Dataset, trial: FrozenTrial, 
     folder = run_dir(settings.out, trial.number, index)
     config = dataclasses.replace(settings.config, seed=seed)
     try:
-        final = train(spec, dataset, config, folder, restart=True, on_finish=on_finish, progress=progress)
+        final = train(spec, dataset, config, folder, restart=True, eval_epochs=frozenset(), on_finish=on_finish,
+                      progress=progress)
     except NonFiniteLossError as error:  # this graph diverges with this seed: a result too, stored as such
         return {"seed": seed, "fail_reason": failure_reason(error, folder)}
+    # Only the result is read (it is stored in the study); the final weights stay where the search keeps weights.
+    RunFolder(folder).delete_checkpoints(keep_latest=settings.keep_weights > 0)
     return {"seed": seed, "ensemble_accuracy": final.ensemble_accuracy,
             "mean_node_accuracy": final.mean_node_accuracy, "run_dir": str(folder.resolve())}

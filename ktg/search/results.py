@@ -27,14 +27,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec
-from ktg.io import write_text
+from ktg.io import write_json, write_text
 from ktg.run_folder import RunFolder
 from ktg.search import rescore
 from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR, RUN_DIR_ATTR
-from ktg.search.settings import BEST_GRAPH, LEADERBOARD, RESULTS_LOCK
+from ktg.search.settings import BEST_GRAPH, LEADERBOARD, RESULTS_LOCK, VERDICT
 from ktg.search.storage import FINISHED
 
-COLUMNS = ("rank", "trial", "state", "ensemble_accuracy", "rescore_mean", "rescore_std", "rescore_runs", "epochs",
+COLUMNS = ("rank", "trial", "state", "baseline", "ensemble_accuracy", "rescore_mean", "rescore_std", "rescore_runs",
+           "epochs",
            "mean_node_accuracy", "node_accuracy", "retry_of", "seconds", "note", "graph", "graph_file")
 _ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.WAITING: 3,
           TrialState.FAIL: 4}
@@ -85,13 +86,13 @@ def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
     """One row per trial: complete trials ranked by ensemble accuracy, then pruned (longest-trained first),
     running, waiting and failed ones. Accuracies are fractions in [0, 1].
 
-    After a complete ``--rescore-top`` the rescored trials rank first, by their mean over the fresh seeds (the
-    ``rescore_*`` columns: mean, sample standard deviation, runs finished of those asked for); rank 1 is then the
-    graph in ``best_graph.json``."""
+    After a finished race (``--rescore-top``) its contenders rank first, as the race ranks them (the
+    ``rescore_*`` columns: mean, sample standard deviation, runs finished of those asked for, and the seeds after
+    which the race dropped it). Baseline trials say which baseline they are."""
     trials = study.get_trials(deepcopy=False)
-    rescored = {r.trial: r for r in rescore.summaries(study)}
-    rescore_rank = ({number: i for i, number in enumerate(rescored)}
-                    if rescored and all(r.complete for r in rescored.values()) else {})
+    race = rescore.standings(study)
+    rescored = {r.trial: r for r in race.ranked} if race is not None else {}
+    rescore_rank = {number: i for i, number in enumerate(rescored)} if race is not None and race.done else {}
     retried_as = {}
     for trial in trials:
         history = trial.system_attrs.get("retry_history")
@@ -116,6 +117,7 @@ def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
             "rank": rank if trial.state == TrialState.COMPLETE else "",
             "trial": trial.number,
             "state": trial.state.name.lower(),
+            "baseline": rescore.baseline_of(trial) or "",
             "ensemble_accuracy": "" if value is None else round(value, 6),
             **_rescore_columns(rescored.get(trial.number)),
             "epochs": trial.last_step if trial.last_step is not None else 0,
@@ -138,7 +140,8 @@ def _rescore_columns(rescored) -> dict[str, Any]:
     return {"rescore_mean": "" if rescored.mean is None else round(rescored.mean, 6),
             "rescore_std": "" if rescored.std is None else round(rescored.std, 6),
             "rescore_runs": f"{len(rescored.accuracies)}/{rescored.seeds}"
-                            + (f", {rescored.failed} failed" if rescored.failed else "")}
+                            + (f", {rescored.failed} failed" if rescored.failed else "")
+                            + (f", dropped after {rescored.dropped_at}" if rescored.dropped_at is not None else "")}
 
 
 def write_leaderboard(rows: list[dict[str, Any]], path: str | Path) -> None:
@@ -151,13 +154,17 @@ def write_leaderboard(rows: list[dict[str, Any]], path: str | Path) -> None:
 
 
 def write_results(study: optuna.Study, out: str | Path) -> Path | None:
-    """Rewrite ``OUT/leaderboard.csv`` and ``OUT/best_graph.json`` from the storage; returns the best graph's
+    """Rewrite ``OUT/leaderboard.csv``, ``OUT/best_graph.json`` and after a race ``OUT/verdict.json`` from the
+    storage; returns the best graph's
     path (None while no trial has completed). Reading the storage and writing the files happen under the search
     folder's lock (:func:`_writers_take_turns`): a writer that read the storage earlier never renames its files
     over those of one that read it later."""
     out = Path(out)
     with _writers_take_turns(out):
         write_leaderboard(leaderboard(study), out / LEADERBOARD)
+        found = rescore.verdict(study)
+        if found is not None:
+            write_json(out / VERDICT, found.to_dict())
         if rescore.chosen(study) is None:
             return None
         export_graph(study, "best", out / BEST_GRAPH)
@@ -223,7 +230,7 @@ def format_table(rows: list[dict[str, Any]], top: int | None = None) -> str:
     """The leaderboard as an aligned text table (accuracies in %), at most ``top`` rows."""
     shown = rows if top is None else rows[:top]
     rescored = any(row.get("rescore_runs") for row in rows)
-    header = ("rank", "trial", "state", "ensemble %", *(("rescored %",) if rescored else ()), "epochs",
+    header = ("rank", "trial", "state", "ensemble %", *(("raced %",) if rescored else ()), "epochs",
               "mean node %", "note / graph")
 
     def percent(value: float | str) -> str:  # "" marks an accuracy the trial never reported
@@ -241,7 +248,7 @@ def format_table(rows: list[dict[str, Any]], top: int | None = None) -> str:
     for row in shown:
         lines.append((str(row["rank"]), str(row["trial"]), row["state"], percent(row["ensemble_accuracy"]),
                       *rescore_cell(row), str(row["epochs"]), percent(row["mean_node_accuracy"]),
-                      row["note"] or row["graph"]))
+                      row["note"] or (f"baseline {row['baseline']}: " if row["baseline"] else "") + row["graph"]))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     right = {0, 1, 3, 4, 5, 6} if rescored else {0, 1, 3, 4, 5}
     text = ["  ".join(cell.rjust(width) if i in right else cell.ljust(width)
@@ -250,6 +257,19 @@ def format_table(rows: list[dict[str, Any]], top: int | None = None) -> str:
     if top is not None and len(rows) > top:
         text.append(f"… {len(rows) - top} more trials (--top N, or the CSV)")
     return "\n".join(text)
+
+
+def budget_spent(study: optuna.Study, epochs: int) -> str:
+    """How the study spent its training, counted in full training runs of ``epochs`` epochs: the trials (each
+    counts the epochs up to its last evaluated one), the baselines among them, and the race's runs."""
+    trials = study.get_trials(deepcopy=False)
+    trained = sum(t.last_step or 0 for t in trials if t.state != TrialState.RUNNING)
+    baselines = sum(t.last_step or 0 for t in trials if rescore.baseline_of(t) is not None)
+    attrs = study.user_attrs
+    raced = sum(key.startswith(rescore.RUN_PREFIX) for key in attrs)
+    total = trained / epochs + raced
+    return (f"{total:.1f} full training runs of {epochs} epochs: {len(trials)} trials trained {trained / epochs:.1f} "
+            f"(the baselines {baselines / epochs:.1f} of them), the race {raced}")
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:

@@ -22,7 +22,7 @@ from ktg.search.objective import TRIALS_DIR, check_space
 from ktg.search.processes import auto_jobs_per_device, run_processes
 from ktg.search.settings import SearchSettings
 from ktg.search.signals import StopRequest
-from ktg.search.storage import open_storage
+from ktg.search.storage import open_storage, queue_baseline
 from ktg.search.worker import Worker, connect, rewrite_results
 from ktg.train import FinishCallback
 
@@ -35,8 +35,9 @@ def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, 
 
     What can be checked is checked before anything is written: the device, that the search folder can be
     written, the data (loaded here once), the space against the data (:func:`check_space`) and the storage.
-    Then ``on_start`` is called (the command line says what it searches) and the trials begin. With one job the
-    worker runs in this process. With ``mps``, several workers on a GPU run side by side through CUDA MPS
+    The study's baselines are queued, unless it holds them already. Then ``on_start`` is called (the command
+    line says what it searches) and the trials begin. With one job the worker runs in this process. With
+    ``mps``, several workers on a GPU run side by side through CUDA MPS
     (:func:`ktg.runtime.mps.mps_daemon`). ``on_finish`` is called as each trial's run finishes all its epochs
     (:data:`ktg.train.FinishCallback`; a module-level function, for spawned workers). Raises KeyboardInterrupt
     after a clean stop on Ctrl-C or SIGTERM.
@@ -54,13 +55,15 @@ def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, 
     check_space(settings.space, dataset, settings.node_options)
     _check_trial_folders(settings)
     study, _, _ = connect(settings, heartbeats=False)  # creates the study or checks that this command may join it
+    for spec in settings.baselines:  # first in the queue of a new study
+        queue_baseline(study, spec.name, settings.space.to_params(spec), settings.space.distributions())
     if on_start is not None:
         on_start()
     if jobs > 1:
         print(f"{jobs} workers on {device}, each in its own process{_sharing(device, mps)}")
     elif mps:
         print("--mps: a single worker has no one to share the GPU with; MPS is not started")
-    display = SearchDisplay(study, settings.trials, enabled=progress, epochs=settings.config.epochs)
+    display = SearchDisplay(study, settings.budget, enabled=progress, epochs=settings.config.epochs)
     in_main_thread = threading.current_thread() is threading.main_thread()
     stops = (signal.SIGINT, signal.SIGTERM)
     previous = {stop: signal.signal(stop, StopRequest.handle) for stop in stops} if in_main_thread else {}

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from ktg.config import TrainConfig, training_identity
 from ktg.errors import KTGError
-from ktg.registry import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
+from ktg.registry import DEFAULT_FIRST_RUNG, DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
 
 if TYPE_CHECKING:
     from ktg.data import DataSource
+    from ktg.graph import GraphSpec
     from ktg.search.space import SearchSpace
 
 #: The files of a search folder (torch-free, so that ``ktg graph show SEARCH_FOLDER`` can name them): the study
@@ -26,6 +27,14 @@ LEADERBOARD = "leaderboard.csv"
 BEST_GRAPH = "best_graph.json"
 RESULTS_LOCK = "results.lock"
 RESCORE_DIR = "rescore"
+VERDICT = "verdict.json"
+#: The graphs every ``ktg search`` runs beside the graphs it draws, unless told otherwise (``--baseline``): the
+#: papers' two baselines, which the search must beat for its graph to be worth using.
+DEFAULT_BASELINES = ("independent", "dml")
+#: The race after the search (``--rescore-top K --rescore-seeds S``): the K best searched graphs and the baselines,
+#: up to S common fresh seeds each.
+DEFAULT_RESCORE_TOP = 3
+DEFAULT_RESCORE_SEEDS = 6
 
 
 def resolve_storage_url(storage: str | None, out: Path | None = None, *, new_file: bool = False) -> str:
@@ -60,9 +69,11 @@ def check_sampler(name: str) -> None:
 
 
 def check_rescore(top: int, seeds: int) -> None:
-    """Raise KTGError unless ``--rescore-top`` and ``--rescore-seeds`` are at least 1."""
+    """Raise KTGError unless ``--rescore-top`` and ``--rescore-seeds`` are at least 1 (a race of none is no
+    race: the command line's ``--rescore-top 0`` skips it before asking)."""
     if top < 1 or seeds < 1:
-        raise KTGError(f"--rescore-top and --rescore-seeds must be at least 1, got {top} and {seeds}")
+        raise KTGError(f"--rescore-top and --rescore-seeds must be at least 1, got {top} and {seeds} (--rescore-top "
+                       f"0 skips the race)")
 
 
 @dataclass(frozen=True)
@@ -74,10 +85,12 @@ class SearchSettings:
         config: the training of every trial (``holdout`` set: trials are scored on held-out training data).
         out: this machine's search folder (trial runs, leaderboard, best graph).
         storage_url, study_name: the study every worker joins.
-        trials: the budget of finished (complete or pruned) trials, counted over all workers.
+        trials: the budget of finished (complete or pruned) searched trials, counted over all workers; the
+            baselines' trials come on top (:attr:`budget`).
         data_source: the data every trial trains on.
         node_options: model options of every node that sets none itself, the dataset's suggestions included.
         pruner: a registered pruner (:data:`ktg.registry.PRUNERS`).
+        first_rung: the first epoch at which the pruner may stop a trial (successive halving's rungs: E, 2E, 4E, …).
         sampler: a registered sampler (:data:`ktg.registry.SAMPLERS`).
         seed: the sampler's seed; trial k draws from a random stream of its own (see :mod:`ktg.search.sampler`).
         same_seed: train every trial with ``config.seed`` (common random numbers) rather than a seed of its own.
@@ -88,6 +101,8 @@ class SearchSettings:
             other trial's checkpoints are deleted as it ends. Part of the study's identity: every worker deletes.
         max_failures_in_a_row: a worker stops with an error after this many consecutive failed trials
             (a systematic problem such as a wrong option should not burn through the queue).
+        baselines: known graphs of the space (named: their name is how the study knows them) that the study
+            runs first, never pruned, as trials of their own; the race compares the searched graphs with them.
     """
 
     space: SearchSpace
@@ -99,6 +114,7 @@ class SearchSettings:
     data_source: DataSource
     node_options: dict[str, Any] = field(default_factory=dict)
     pruner: str = DEFAULT_PRUNER
+    first_rung: int = DEFAULT_FIRST_RUNG
     sampler: str = DEFAULT_SAMPLER
     seed: int = 0
     same_seed: bool = False
@@ -107,6 +123,7 @@ class SearchSettings:
     max_retry: int = 2
     keep_weights: int = 0
     max_failures_in_a_row: int = 10
+    baselines: tuple[GraphSpec, ...] = ()
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -115,10 +132,28 @@ class SearchSettings:
             raise KTGError("the search scores graphs on a held-out part of the training split: give it a --holdout "
                            "fraction")
         check_pruner(self.pruner)
+        if not 1 <= self.first_rung <= self.config.epochs:
+            raise KTGError(f"--first-rung must be an epoch from 1 to --epochs ({self.config.epochs}), got "
+                           f"{self.first_rung}")
         check_sampler(self.sampler)
+        names = [spec.name for spec in self.baselines]
+        if None in names or len(set(names)) != len(names):
+            raise KTGError(f"every --baseline needs a name of its own, got {names}")
+        for spec in self.baselines:
+            try:
+                self.space.to_params(spec)
+            except KTGError as error:
+                raise KTGError(f"--baseline {spec.name}: a baseline must be a graph the search could draw, so that "
+                               f"its samplers learn from it too, but {error}; widen the space or drop the baseline "
+                               f"(--baseline none)") from None
         if self.heartbeat_interval < 1 or self.grace_period <= self.heartbeat_interval:
             raise KTGError(f"the grace period ({self.grace_period} s) must exceed the heartbeat interval "
                            f"({self.heartbeat_interval} s, at least 1)")
+
+    @property
+    def budget(self) -> int:
+        """The finished trials a study holds when it is done: the searched ones and one per baseline."""
+        return self.trials + len(self.baselines)
 
     def shared(self, device_type: str) -> dict[str, Any]:
         """What every worker of the study must agree on, for a worker on a device of ``device_type``: the study's
@@ -131,4 +166,6 @@ class SearchSettings:
                 "options": {k: v for k, v in source.options.items() if k != "cache_dir"}}
         return {"space": self.space.describe(), "train": training, "data": data,
                 "node_options": self.node_options, "pruner": self.pruner, "sampler": self.sampler, "seed": self.seed,
-                "same_seed": self.same_seed, "keep_weights": self.keep_weights}
+                "first_rung": self.first_rung,
+                "same_seed": self.same_seed, "keep_weights": self.keep_weights,
+                "baselines": [spec.to_dict() for spec in self.baselines]}

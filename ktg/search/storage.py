@@ -140,9 +140,13 @@ def _lock_on_begin(engine) -> None:
 
 
 #: Settings that studies stored before ktg had them imply: such a study trained every trial with one seed,
-#: drew its graphs with the random sampler and kept no trial's weights (its trials kept them all, which deleting
-#: none now respects).
-_IMPLIED_BY_OLDER_STUDIES = {"same_seed": True, "sampler": "random", "keep_weights": 0}
+#: drew its graphs with the random sampler, kept no trial's weights (its trials kept them all, which deleting
+#: none now respects), had its first rung at epoch 1 (whatever the default of --first-rung is now) and ran no
+#: baseline.
+_IMPLIED_BY_OLDER_STUDIES = {"same_seed": True, "sampler": "random", "keep_weights": 0, "first_rung": 1,
+                             "baselines": []}
+#: The same for its space's description: it searched the papers' space, the only one there was.
+_IMPLIED_BY_OLDER_SPACES = {"name": "paper"}
 
 
 def open_study(storage: BaseStorage, name: str, *, sampler: optuna.samplers.BaseSampler | None = None,
@@ -163,7 +167,8 @@ def open_study(storage: BaseStorage, name: str, *, sampler: optuna.samplers.Base
         stored = study.user_attrs.get(SETTINGS_ATTR)
         if stored is None:
             study.set_user_attr(SETTINGS_ATTR, settings)
-        elif (stored := {**_IMPLIED_BY_OLDER_STUDIES, **stored}) != settings:
+        elif (stored := {**_IMPLIED_BY_OLDER_STUDIES, **stored,
+                         "space": {**_IMPLIED_BY_OLDER_SPACES, **stored["space"]}}) != settings:
             changed = "; ".join(differences(stored, settings, stored_as="study has", given_as="you gave"))
             raise KTGError(f"study {name!r} searches with other settings ({changed}); use the same options to join "
                            f"it, or another --study")
@@ -192,13 +197,28 @@ RUN_DIR_ATTR = "run_dir"
 RETRY_OF_ATTR = "retry_of"
 
 
-def queue_again(study: optuna.Study, trial: FrozenTrial, history: list[int]) -> None:
-    """Add a WAITING trial with ``trial``'s graph (parameters); ``history`` lists the trials of its chain, the
-    original first."""
-    study.add_trial(optuna.create_trial(
-        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        system_attrs={"failed_trial": history[0], "retry_history": history}, user_attrs={RETRY_OF_ATTR: history[0]},
-    ))
+#: User attribute of a baseline trial (``ktg search --baseline``): the baseline's name. Its retries carry it too.
+BASELINE_ATTR = "baseline"
+
+
+def queue_again(study: optuna.Study, trial: FrozenTrial, history: list[int] | None) -> None:
+    """Add a WAITING trial with ``trial``'s graph (parameters); ``history`` lists the trials of its retry chain,
+    the original first (None: a queued trial handed back before it ran, queued again as it was). A baseline
+    stays a baseline."""
+    retry = {"system_attrs": {"failed_trial": history[0], "retry_history": history}} if history else {}
+    user_attrs = {**({RETRY_OF_ATTR: history[0]} if history else {}),
+                  **({BASELINE_ATTR: trial.user_attrs[BASELINE_ATTR]} if BASELINE_ATTR in trial.user_attrs else {})}
+    study.add_trial(optuna.create_trial(state=TrialState.WAITING, params=trial.params,
+                                        distributions=trial.distributions, user_attrs=user_attrs, **retry))
+
+
+def queue_baseline(study: optuna.Study, name: str, params: dict[str, Any],
+                   distributions: dict[str, optuna.distributions.BaseDistribution]) -> None:
+    """Add a WAITING trial of the baseline ``name`` whose graph is ``params`` unless the study holds one."""
+    if any(t.user_attrs.get(BASELINE_ATTR) == name for t in study.get_trials(deepcopy=False)):
+        return
+    study.add_trial(optuna.create_trial(state=TrialState.WAITING, params=params, distributions=distributions,
+                                        user_attrs={BASELINE_ATTR: name}))
 
 
 class RequeueTrial:

@@ -60,11 +60,11 @@ from ktg.train import FinishCallback
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
-def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
-    """The registered pruner ``name`` for trials of ``epochs`` epochs, the resource. Successive halving is the
-    paper's choice."""
+def make_pruner(name: str, epochs: int, *, first_rung: int) -> optuna.pruners.BasePruner:
+    """The registered pruner ``name`` for trials of ``epochs`` epochs, the resource, that stops no trial before
+    epoch ``first_rung``. Successive halving is the paper's choice."""
     check_pruner(name)
-    return PRUNERS[name].load()(epochs)
+    return PRUNERS[name].load()(epochs, first_rung=first_rung)
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -80,7 +80,7 @@ def connect(settings: SearchSettings, heartbeats: bool = True) -> tuple[optuna.S
                            **({"heartbeat_interval": settings.heartbeat_interval, "grace_period": settings.grace_period,
                                "max_retry": settings.max_retry} if heartbeats else {}))
     study = open_study(storage, settings.study_name, sampler=make_sampler(settings.sampler, settings.seed),
-                       pruner=make_pruner(settings.pruner, settings.config.epochs),
+                       pruner=make_pruner(settings.pruner, settings.config.epochs, first_rung=settings.first_rung),
                        settings=settings.shared(resolve_device(settings.config.device).type))
     return study, storage, storage.get_study_id_from_name(settings.study_name)
 
@@ -97,7 +97,7 @@ def rewrite_results(study: optuna.Study, out: Path) -> None:
 
 
 class Worker:
-    """One worker of a study: runs trials until the study holds ``settings.trials`` finished trials.
+    """One worker of a study: runs trials until the study holds ``settings.budget`` finished trials.
 
     Args:
         settings: see :class:`SearchSettings`.
@@ -127,15 +127,16 @@ class Worker:
         dataset = self.dataset if self.dataset is not None else s.data_source.load()
         objective = Objective(s.space, dataset, s.config, s.out, node_options=s.node_options,
                               on_epoch=self._after_epoch, on_finish=self.on_finish, progress=self.progress,
-                              same_seed=s.same_seed, eval_epochs=PRUNERS[s.pruner].epochs_read(s.config.epochs))
+                              same_seed=s.same_seed,
+                              eval_epochs=PRUNERS[s.pruner].epochs_read(s.config.epochs, first_rung=s.first_rung))
         failures_in_a_row = 0
         while True:
             StopRequest.check()
             fail_stale_trials(study, storage, study_id)
             finished = storage.get_n_trials(study_id, FINISHED)
-            if finished >= s.trials:
+            if finished >= s.budget:
                 return
-            if finished + storage.get_n_trials(study_id, TrialState.RUNNING) >= s.trials:
+            if finished + storage.get_n_trials(study_id, TrialState.RUNNING) >= s.budget:
                 time.sleep(self.poll_seconds)  # the running trials may still fail and free their places
                 continue
             state, reason = self._run_trial(study, storage, study_id, objective)
@@ -166,7 +167,7 @@ class Worker:
         with Heartbeat(storage, trial_id, self.settings.heartbeat_interval):
             trial.set_user_attr(WORKER_ATTR, self.name)
             others = storage.get_n_trials(study_id, CLAIMED) - 1
-            if others >= self.settings.trials:
+            if others >= self.settings.budget:
                 self._hand_back(study, trial)
                 return None, None
             value, state, out_of_memory = None, TrialState.FAIL, False
@@ -187,12 +188,13 @@ class Worker:
         return state, storage.get_trial(trial_id).user_attrs.get(FAIL_REASON_ATTR)
 
     def _hand_back(self, study: optuna.Study, trial: optuna.Trial) -> None:
-        """Fail a trial that must not run because the budget is taken; a queued retry goes back in the queue."""
+        """Fail a trial that must not run because the budget is taken; a queued trial (a retry, a baseline) goes
+        back in the queue."""
         trial.set_user_attr(FAIL_REASON_ATTR, f"not run: the other workers' trials already fill the budget of "
-                            f"{self.settings.trials} trials")
+                            f"{self.settings.budget} trials")
         frozen = self._tell(study, trial, TrialState.FAIL)
-        if frozen is not None and frozen.params:  # only a queued retry has its graph before it runs
-            queue_again(study, frozen, frozen.system_attrs["retry_history"])
+        if frozen is not None and frozen.params:  # only a queued trial has its graph before it runs
+            queue_again(study, frozen, frozen.system_attrs.get("retry_history"))
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, state: TrialState,
               value: float | None = None) -> optuna.trial.FrozenTrial | None:
