@@ -348,7 +348,8 @@ def run_search(check: Check, tree: Path) -> None:
     """Step 5: a two-worker search, through MPS on CUDA; without MPS once more if MPS could not start."""
     def search(name: str, mps: bool) -> dict[str, Any]:
         out = check.fresh(name)
-        command = check.ktg("search", "--nodes", "3", "--trials", str(check.scale.search_trials),
+        command = check.ktg("search", "--baseline", "none", "--rescore-top", "0", "--nodes", "3",
+                            "--trials", str(check.scale.search_trials),
                             "--epochs", str(check.scale.search_epochs), "--jobs-per-device", "2",
                             *(["--mps"] if mps else []), "--out", str(out), *data_options(check, tree))
         record = check.run("search", command)

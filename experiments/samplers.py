@@ -115,7 +115,9 @@ class Study:
 
 
 def settings_for(args: argparse.Namespace, sampler: str, seed: int) -> SearchSettings:
-    argv = ["search", *REGIME, *(args.search_args or []), "--sampler", sampler, "--search-seed", str(seed),
+    # The plain search of the papers: this experiment races the argmax and the rescored winner itself.
+    argv = ["search", *REGIME, "--baseline", "none", "--rescore-top", "0", *(args.search_args or []),
+            "--sampler", sampler, "--search-seed", str(seed),
             "--trials", str(args.trials), "--out", str(args.out / f"{sampler}-seed{seed}")]
     return search_settings_from_args(build_parser().parse_args(argv))
 
@@ -140,7 +142,7 @@ def retrained(settings: SearchSettings, study: optuna.Study, dataset, trial: int
         key = f"{RUN_PREFIX}{trial}/{index}"
         result = study.user_attrs.get(key)
         if not isinstance(result, dict) or "seed" not in result:
-            result = rescore_run(settings, dataset, frozen, index)
+            result = rescore_run(settings, dataset, frozen, index, keep_weights=True)  # evaluated on the test split
             study.set_user_attr(key, result)
         if result.get("ensemble_accuracy") is not None:
             held_out.append(result["ensemble_accuracy"])

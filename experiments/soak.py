@@ -50,7 +50,8 @@ from ktg.search.storage import POOL_OVERFLOW, POOL_SIZE, load_study
 
 STORAGES = ("sqlite", "postgres", "grpc", "grpc-postgres")
 STUDY = "soak"
-TRIAL = ["--dataset", "synthetic", "--image-size", "16", "--dataset-option", "train_size=32",
+TRIAL = ["--baseline", "none", "--rescore-top", "0", "--dataset", "synthetic", "--image-size", "16",
+         "--dataset-option", "train_size=32",
          "--dataset-option", "test_size=8", "--dataset-option", "num_classes=2", "--nodes", "2", "--crop-sizes", "3",
          "--width", "4", "--batch-size", "8", "--epochs", "2", "--device", "cpu", "--no-progress"]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar, Union
 
 #: What an edge's design may read from its two nodes: perception logits, attention maps, a stage's features.
@@ -30,14 +30,18 @@ DIRECTIONS = ("pull", "push")
 CUTOFF = "cutoff"
 #: The pruner of the papers' search, and ``ktg search``'s default.
 DEFAULT_PRUNER = "successive-halving"
-#: The epoch of ``ktg search``'s first rung (``--first-rung``): successive halving's minimum resource, the first
-#: epoch at which any pruner may stop a trial. 1 is the papers' protocol; ``ktg study fidelity`` measures how well
-#: each epoch's ranking predicts the final one, from which this default is to be set.
-DEFAULT_FIRST_RUNG = 1
+#: ``ktg search``'s first rung (``--first-rung``: successive halving's minimum resource, the first epoch at which
+#: any pruner may stop a trial) as a fraction of the run: half of it, rounded up. Measured with ``ktg study
+#: fidelity`` on 10-epoch runs of the low-data MNIST folders (docs/results.md#rungs), the ranking of trials in the
+#: first half of a run did not predict their final ranking (Spearman's rho around 0), so a rung there prunes at
+#: random. The papers' protocol, epoch 1, is the ``paper`` recipe's.
+DEFAULT_FIRST_RUNG_FRACTION = 0.5
 #: The sampler of the papers' search, and ``ktg search``'s default.
 DEFAULT_SAMPLER = "random"
-#: ``ktg search``'s search space (``--space``), the papers' for now.
-DEFAULT_SPACE = "paper"
+#: ``ktg search``'s search space (``--space``): every label edge on. In the papers' space 87.5 % of the draws give
+#: some node a ``cutoff`` or ``linear`` label edge, and such a node is often a passenger in the ensemble
+#: (docs/results.md#spaces); the papers' space is the ``paper`` recipe's.
+DEFAULT_SPACE = "labels-on"
 #: The papers' temperature T of probability designs and k of the k×k attention crops: the defaults of every
 #: graph, of the search space and of the command line (``docs/method.md#attention-crops``).
 DEFAULT_TEMPERATURE = 1.0
@@ -240,17 +244,20 @@ class RecipeRecord:
         summary: what it is, in a few words (its precision among them), for ``--help``.
         train: TrainConfig fields (``ktg.config`` checks that they exist).
         node_options: model options of every node that sets none itself (``attention_residual``, say).
+        search: the search's protocol, for ``ktg search``: its ``space`` and ``first_rung`` (the papers': their
+            space, rungs from epoch 1).
     """
 
     name: str
     summary: str
     train: dict[str, Any]
     node_options: dict[str, Any]
+    search: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
         """``summary: field value, …`` for help texts and docs."""
         values = {key: " ".join(map(str, value)) if isinstance(value, tuple) else value
-                  for key, value in {**self.train, **self.node_options}.items()}
+                  for key, value in {**self.train, **self.node_options, **self.search}.items()}
         return f"{self.summary}: " + ", ".join(f"{key} {value}" for key, value in values.items())
 
 
@@ -410,7 +417,8 @@ register_space(SpaceRecord(
 # float32; and the same with ktg's bf16 trunk (docs/method.md#differences), a named choice, never a silent one.
 _PAPER = {"epochs": 300, "batch_size": 16, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False,
           "schedule": "step", "milestones": (150, 225), "gamma": 0.1, "drop_last": True}
-register_recipe(RecipeRecord("paper", "the papers' fine-grained recipe in fp32, as the papers trained",
-                             {**_PAPER, "amp": False}, {"attention_residual": False}))
+_PAPER_SEARCH = {"space": "paper", "first_rung": 1}
+register_recipe(RecipeRecord("paper", "the papers' fine-grained recipe in fp32, as the papers trained and searched",
+                             {**_PAPER, "amp": False}, {"attention_residual": False}, _PAPER_SEARCH))
 register_recipe(RecipeRecord("paper-bf16", "the papers' recipe with ktg's bf16 autocast trunk (attention maps in "
-                             "fp32)", {**_PAPER, "amp": True}, {"attention_residual": False}))
+                             "fp32)", {**_PAPER, "amp": True}, {"attention_residual": False}, _PAPER_SEARCH))

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_search import PLAIN_SEARCH
 
 import ktg
 from ktg.cli import main
@@ -264,7 +265,8 @@ def test_ctrl_c_says_whether_finished_epochs_are_kept(tmp_path, monkeypatch, cap
         assert main(command) == 0
 
 
-SEARCH = ["search", "--nodes", "2", "--trials", "1", "--epochs", "1", "--crop-sizes", "3", "5", "--device", "cpu"]
+SEARCH = ["search", *PLAIN_SEARCH, "--nodes", "2", "--trials", "1", "--epochs", "1", "--crop-sizes", "3", "5",
+          "--device", "cpu"]
 
 
 @pytest.mark.parametrize("args, message", [

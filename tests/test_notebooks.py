@@ -6,6 +6,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 from optuna.trial import TrialState
+from test_search import PLAIN_SEARCH
 
 from ktg.cli import main
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec
@@ -82,7 +83,7 @@ def test_attention_notebook_runs_on_two_tiny_runs(tmp_path, monkeypatch):
 
 def test_search_notebook_runs_on_a_tiny_search(tmp_path, monkeypatch):
     search = tmp_path / "search"
-    assert main(["search", "--nodes", "2", "--trials", "6", "--epochs", "2", "--crop-sizes", "3", "5",
+    assert main(["search", *PLAIN_SEARCH, "--nodes", "2", "--trials", "6", "--epochs", "2", "--crop-sizes", "3", "5",
                  "--out", str(search), *TINY]) == 0
     monkeypatch.setenv("KTG_SEARCH_DIR", str(search))
     monkeypatch.setenv("KTG_TOP", "3")

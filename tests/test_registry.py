@@ -12,6 +12,7 @@ import torch
 from ktg.cli import build_parser, main
 from ktg.cli.search import search_settings_from_args
 from ktg.engine import build_graph
+from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec
 from ktg.registry import (
     GATES,
@@ -184,7 +185,7 @@ def test_a_registered_design_and_gate_appear_in_the_search_space_when_asked_for(
 def test_a_registered_design_gate_and_pruner_appear_in_the_cli_choices(test_records, capsys):
     args = build_parser().parse_args(["search", "--dataset", "digits", "--nodes", "2", "--designs", "l1_prob",
                                       "prob_kl", "--gates", "half", "--label-gates", "half", "through", "--pruner",
-                                      "patient", "--epochs", "6"])
+                                      "patient", "--epochs", "6", "--baseline", "none"])
     settings = search_settings_from_args(args)
     space = settings.space
     assert (space.designs, space.gates, space.label_gates) == (("l1_prob", "prob_kl"), ("half",), ("half", "through"))
@@ -195,3 +196,11 @@ def test_a_registered_design_gate_and_pruner_appear_in_the_cli_choices(test_reco
         main(["search", "--designs", "no_such_design"])
     error = capsys.readouterr().err
     assert "invalid choice: 'no_such_design'" in error and "'l1_prob'" in error
+
+
+def test_a_default_baseline_outside_a_narrowed_space_is_refused_naming_the_way_out(test_records):
+    """--gates without cutoff leaves independent outside the space: the search says so instead of dropping it."""
+    args = build_parser().parse_args(["search", "--dataset", "digits", "--nodes", "2", "--gates", "half"])
+    with pytest.raises(KTGError, match="--baseline independent: a baseline must be a graph the search could draw.*"
+                       r"\(--baseline none\)"):
+        search_settings_from_args(args)

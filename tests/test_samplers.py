@@ -26,7 +26,7 @@ from ktg.search.storage import SETTINGS_ATTR, load_study
 from ktg.search.worker import connect, make_sampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-PAPER_SPACE = SearchSpace(num_nodes=3)
+PAPER_SPACE = SearchSpace(num_nodes=3, name="paper")
 MODEL_BASED = [name for name in SAMPLERS if name != DEFAULT_SAMPLER]
 
 

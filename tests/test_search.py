@@ -36,7 +36,10 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 DATA = DataSource("synthetic", image_size=16, options={"train_size": 32, "test_size": 8, "num_classes": 2})
 TINY = {"base_width": 4}
 CONFIG = TrainConfig(epochs=2, batch_size=8, lr=0.05, device="cpu", holdout=0.5)
-SPACE = SearchSpace(num_nodes=2, crop_sizes=(3, 5))
+SPACE = SearchSpace(num_nodes=2, name="paper", crop_sizes=(3, 5))
+#: The papers' plain search: no baselines, no race (tests/test_rescore.py tests them); most tests check the search
+#: itself and need not pay for their extra runs.
+PLAIN_SEARCH = ["--baseline", "none", "--rescore-top", "0"]
 CLI_DATA = ["--dataset", "synthetic", "--image-size", "16", "--dataset-option", "train_size=32",
             "--dataset-option", "test_size=8", "--dataset-option", "num_classes=2", "--width", "4",
             "--batch-size", "8", "--lr", "0.05", "--device", "cpu", "--no-progress"]
@@ -88,13 +91,14 @@ def test_params_and_graph_files_round_trip(space, tmp_path):
 
 
 def test_space_sizes_and_readable_names():
-    space = SearchSpace(num_nodes=3)
+    space = SearchSpace(num_nodes=3, name="paper")
     assert space.size == 4**3 * 24**6
     assert list(space.distributions())[:3] == ["label→0 gate", "1→0 loss", "1→0 gate"]
-    with_ensemble = SearchSpace(num_nodes=3, ensemble_as_source=True)
+    with_ensemble = SearchSpace(num_nodes=3, name="paper", ensemble_as_source=True)
     assert "ensemble→2 gate" in with_ensemble.distributions()
     assert with_ensemble.size == 4**3 * 24**9
-    beyond = SearchSpace(num_nodes=2, models=("abn_resnet20", "abn_resnet32"), temperatures=(1.0, 2.0, 4.0))
+    beyond = SearchSpace(num_nodes=2, name="paper", models=("abn_resnet20", "abn_resnet32"),
+                         temperatures=(1.0, 2.0, 4.0))
     assert beyond.size == 2**2 * 4**2 * (24 * 3) ** 2
     assert {"node 0 model", "1→0 temperature"} <= set(beyond.distributions())
 
@@ -395,7 +399,7 @@ def test_a_study_from_before_trial_seeds_trained_with_one_seed_and_resumes_with_
 
 def test_search_then_export_then_retrain(tmp_path, capsys):
     out = tmp_path / "search"
-    assert main(["search", "--nodes", "2", "--trials", "3", "--epochs", "2", "--crop-sizes", "3", "5",
+    assert main(["search", *PLAIN_SEARCH, "--nodes", "2", "--trials", "3", "--epochs", "2", "--crop-sizes", "3", "5",
                  "--out", str(out), *CLI_DATA]) == 0
     printed = capsys.readouterr().out
     report = printed[printed.index("\nstudy 'synthetic-2nodes': "):]  # the counts, the leaderboard, the files
@@ -422,7 +426,7 @@ def test_search_then_export_then_retrain(tmp_path, capsys):
     assert json.loads((tmp_path / "retrain/metrics.json").read_text())["split"] == "test"
 
     # the same command again joins the finished study: nothing more to do
-    assert main(["search", "--nodes", "2", "--trials", "3", "--epochs", "2", "--crop-sizes", "3", "5",
+    assert main(["search", *PLAIN_SEARCH, "--nodes", "2", "--trials", "3", "--epochs", "2", "--crop-sizes", "3", "5",
                  "--out", str(out), *CLI_DATA]) == 0
     assert len(load_study(resolve_storage_url(str(out)), None).trials) == 3
     again = capsys.readouterr().out
@@ -431,8 +435,8 @@ def test_search_then_export_then_retrain(tmp_path, capsys):
 
 def test_a_search_without_pruning_evaluates_every_epoch_and_measures_the_fidelity_of_each(tmp_path, capsys):
     out = tmp_path / "search"
-    assert main(["search", "--nodes", "2", "--trials", "3", "--epochs", "2", "--crop-sizes", "3", "5", "--pruner",
-                 "none", "--out", str(out), *CLI_DATA]) == 0
+    assert main(["search", *PLAIN_SEARCH, "--nodes", "2", "--trials", "3", "--epochs", "2", "--crop-sizes", "3", "5",
+                 "--pruner", "none", "--out", str(out), *CLI_DATA]) == 0
     trials = load_study(resolve_storage_url(str(out)), None).trials
     assert [sorted(trial.intermediate_values) for trial in trials] == [[1, 2]] * 3
     capsys.readouterr()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
-from test_search import one_thread  # noqa: F401 (autouse: this process trains on one thread too)
+from test_search import PLAIN_SEARCH, one_thread  # noqa: F401 (autouse: this process trains on one thread too)
 
 from ktg.cli import main
 from ktg.errors import KTGError
@@ -24,7 +24,8 @@ from ktg.search.results import leaderboard
 from ktg.search.settings import resolve_storage_url
 from ktg.search.storage import load_study
 
-SEARCH = ["search", "--nodes", "2", "--crop-sizes", "3", "5", "--dataset", "synthetic", "--image-size", "16",
+SEARCH = ["search", *PLAIN_SEARCH, "--nodes", "2", "--crop-sizes", "3", "5", "--dataset", "synthetic", "--image-size",
+          "16",
           "--dataset-option", "train_size=48", "--dataset-option", "test_size=8", "--dataset-option", "num_classes=2",
           "--width", "4", "--batch-size", "8", "--lr", "0.05", "--device", "cpu", "--no-progress"]
 # One thread per process: the workers of these tests share two cores.

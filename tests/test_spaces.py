@@ -28,7 +28,14 @@ def search_args(*options: str):
 
 def test_every_space_is_a_record_a_command_line_choice_and_part_of_the_study(capsys):
     assert space_names() == tuple(SPACES) and {"paper", "labels-on", "shared"} <= set(SPACES)
-    assert DEFAULT_SPACE == "paper" and search_settings_from_args(search_args()).space.name == DEFAULT_SPACE
+    assert DEFAULT_SPACE == "labels-on" and search_settings_from_args(search_args()).space.name == DEFAULT_SPACE
+    # The paper recipe searches as the papers did: their space, rungs from epoch 1; an option given still wins.
+    paper = search_settings_from_args(search_args("--recipe", "paper", "--epochs", "300"))
+    assert (paper.space.name, paper.first_rung) == ("paper", 1)
+    given = search_settings_from_args(search_args("--recipe", "paper", "--epochs", "300", "--space", "shared",
+                                                  "--first-rung", "100"))
+    assert (given.space.name, given.first_rung) == ("shared", 100)
+    assert search_settings_from_args(search_args("--epochs", "9")).first_rung == 5  # half the run, rounded up
     for name in SPACES:
         space = search_settings_from_args(search_args("--space", name)).space
         assert space == SearchSpace(num_nodes=3, name=name) and space.describe()["name"] == name

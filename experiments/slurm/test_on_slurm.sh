@@ -101,7 +101,8 @@ say "storage server: job $SERVER, $(head -n 1 "$WORK/logs/storage-$SERVER.log")"
 # --gres=none: this node has no GPU. --heartbeat-interval 2 --grace-period 30: a worker waits 30 s for its server.
 ARRAY=$(KTG_SERVER_JOB=$SERVER sbatch --parsable --array=0-$((TASKS - 1)) --dependency=after:"$SERVER" --gres=none \
     --cpus-per-task=1 --time=30 --output="$WORK/logs/search-%A_%a.log" experiments/slurm/search.sbatch \
-    --dataset digits --image-size 16 --width 4 --nodes 2 --crop-sizes 3 --epochs 2 --batch-size 32 \
+    --baseline none --rescore-top 0 --dataset digits --image-size 16 --width 4 --nodes 2 --crop-sizes 3 --epochs 2 \
+    --batch-size 32 \
     --trials "$TRIALS" --device cpu --heartbeat-interval 2 --grace-period 30)
 say "search: job array $ARRAY, $TASKS tasks, budget $TRIALS trials"
 

@@ -17,6 +17,7 @@ from ktg.cli.options import (
     node_options_from_args,
     train_config_from_args,
 )
+from ktg.config import recipe_record
 from ktg.errors import KTGError
 from ktg.graph import DEFAULT_NODES, NAMED_GRAPHS, GraphSpec, resolve_graph
 from ktg.registry import (
@@ -39,7 +40,6 @@ from ktg.search.settings import (
     LEADERBOARD,
     VERDICT,
     SearchSettings,
-    check_rescore,
     resolve_storage_url,
 )
 from ktg.search.space import SearchSpace
@@ -67,10 +67,11 @@ def add_parser(commands) -> None:
                        "epochs are the resource (default: %(default)s, reduction factor 2, as in the paper). none "
                        "trains every trial to the end and evaluates it on the held-out split after every epoch, so "
                        "that ktg study fidelity can measure how well each epoch predicts the final ranking")
-    group.add_argument("--first-rung", type=int, default=settings["first_rung"], metavar="R", help="the first epoch "
-                       "at which a trial may be stopped: successive halving's rungs are epochs R, 2R, 4R, … up to "
-                       "--epochs, hyperband's R, 3R, 9R, …, the median pruner reads every epoch from R on, none has "
-                       "no rungs; stored with the study (default: %(default)s, the paper's)")
+    group.add_argument("--first-rung", type=int, metavar="R", help="the first epoch at which a trial may be "
+                       "stopped: successive halving's rungs are epochs R, 2R, 4R, … up to --epochs, hyperband's R, "
+                       "3R, 9R, …, the median pruner reads every epoch from R on, none has no rungs; stored with the "
+                       "study (default: half of --epochs, rounded up, where short runs' rankings start to tell "
+                       "(docs/results.md#rungs); the paper recipe's: 1)")
     group.add_argument("--sampler", choices=sampler_names(), default=settings["sampler"],
                        help="what draws the graphs, stored with the study (default: %(default)s): "
                        + "; ".join(f"{record.name}: {record.description}" for record in SAMPLERS.values()))
@@ -114,8 +115,9 @@ def add_parser(commands) -> None:
                        "TensorBoard log only (default: none, no trial keeps weights)")
 
     space = search.add_argument_group("search space")
-    space.add_argument("--space", choices=tuple(SPACES), default=DEFAULT_SPACE, help="the graphs searched, stored "
-                       "with the study; the options below narrow or replace its choices (default: %(default)s): "
+    space.add_argument("--space", choices=tuple(SPACES), help="the graphs searched, stored with the study; the "
+                       f"options below narrow or replace its choices (default: {DEFAULT_SPACE}; the paper recipe's: "
+                       "paper): "
                        + "; ".join(f"{record.name}: {record.description} ({space_size_text(record.name)} graphs of "
                                    f"{DEFAULT_NODES} nodes)" for record in SPACES.values()))
     space.add_argument("--designs", nargs="+", choices=design_names(), metavar="DESIGN",
@@ -168,7 +170,10 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
     check_models([args.model, *(args.models or ())])
     choices = {key: tuple(value) for key, value in
                (("designs", args.designs), ("gates", args.gates), ("label_gates", args.label_gates)) if value}
-    space = SearchSpace(num_nodes=nodes, name=args.space, ensemble_as_source=args.ensemble_as_source, model=args.model,
+    # The one rule for the search's protocol, as for training: option given > recipe > ktg's default.
+    protocol = recipe_record(args.recipe).search if args.recipe is not None else {}
+    space = SearchSpace(num_nodes=nodes, name=args.space or protocol.get("space", DEFAULT_SPACE),
+                        ensemble_as_source=args.ensemble_as_source, model=args.model,
                         temperature=args.temperature, crop_sizes=tuple(args.crop_sizes),
                         models=tuple(args.models) if args.models else None,
                         temperatures=tuple(args.temperatures) if args.temperatures else None, **choices)
@@ -180,9 +185,10 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
         study_name=args.study or f"{args.dataset}-{nodes}nodes", trials=args.trials,
         data_source=source, node_options=source.defaults.with_node_options(options),
         pruner=args.pruner, sampler=args.sampler, seed=args.search_seed, same_seed=args.same_seed,
-        first_rung=args.first_rung,
+        first_rung=args.first_rung if args.first_rung is not None else protocol.get("first_rung"),
         heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, max_retry=args.max_retry,
         keep_weights=args.keep_weights, baselines=baselines_from_args(args.baseline, nodes, args.model, options),
+        rescore_top=args.rescore_top, rescore_seeds=args.rescore_seeds,
     )
 
 
@@ -202,13 +208,9 @@ def baselines_from_args(given: list[str], nodes: int, model: str | None, options
 
 def run(args: argparse.Namespace) -> int:
     settings = search_settings_from_args(args)
-    if args.rescore_top < 0:
-        raise KTGError(f"--rescore-top must be 0 (no race) or more, got {args.rescore_top}")
-    if args.rescore_top:
-        check_rescore(args.rescore_top, args.rescore_seeds)
 
-    from ktg.search.rescore import chosen, rescore, verdict
-    from ktg.search.results import budget_spent, format_table, leaderboard, state_counts, write_results
+    from ktg.search.rescore import chosen, verdict
+    from ktg.search.results import budget_spent, format_table, leaderboard, state_counts
     from ktg.search.run import run_search
     from ktg.search.storage import GRPC_SCHEME, display_url
     from ktg.viz.attention import log_attention_grid
@@ -225,16 +227,10 @@ def run(args: argparse.Namespace) -> int:
               f"{args.dataset} training split")
 
     try:
-        # Trials log no attention grid: a search's trials keep a few kilobytes each (the figure of a kept trial
-        # is one ktg attention away); the rescore runs, trained once each, log it.
+        # The race's runs log their attention grid; trials log none (see Worker).
         study = run_search(settings, jobs_per_device=args.jobs_per_device, mps=args.mps,
-                           progress=not args.no_progress, on_start=announce)
-        if args.rescore_top:
-            print(f"\nrace: the top {args.rescore_top} complete searched graphs and {len(settings.baselines)} "
-                  f"baselines, the same fresh seeds for each (3 to {args.rescore_seeds}), on the same held-out split")
-            rescore(settings, study, top=args.rescore_top, seeds=args.rescore_seeds, on_run=_rescore_line,
-                    on_finish=log_attention_grid, progress=not args.no_progress)
-            write_results(study, settings.out)
+                           progress=not args.no_progress, on_start=announce, on_finish=log_attention_grid,
+                           on_race_run=_rescore_line)
     except KeyboardInterrupt:
         print(f"\nktg: search interrupted; finished trials and rescore runs are kept in {url}, an interrupted trial "
               f"is queued to run again. Run the same command to resume.", file=sys.stderr)

@@ -12,6 +12,7 @@ import multiprocessing.connection
 import os
 import signal
 import sys
+from typing import Callable
 
 import optuna
 import torch
@@ -44,7 +45,8 @@ def auto_jobs_per_device(device: torch.device, nodes: int, batch_size: int) -> i
     return max(1, min(wanted, int(memory_gib // 10), os.cpu_count() or 1, 8))
 
 
-def worker_process(settings: SearchSettings, threads: int | None, on_finish: FinishCallback | None) -> None:
+def worker_process(settings: SearchSettings, threads: int | None, on_finish: FinishCallback | None,
+                   on_race_run: Callable[[int, int, dict], None] | None = None) -> None:
     """Entry point of a spawned worker: exit status 0 done, 2 user error, 130 interrupted."""
     # The parent forwards Ctrl-C as exactly one SIGTERM, so a second key press cannot cut the cleanup short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -53,7 +55,7 @@ def worker_process(settings: SearchSettings, threads: int | None, on_finish: Fin
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        Worker(settings, on_finish=on_finish).run()
+        Worker(settings, on_finish=on_finish, on_race_run=on_race_run).run()
     except KTGError as error:
         print(f"ktg: error: worker {os.getpid()}: {error}", file=sys.stderr)
         sys.exit(2)
@@ -62,10 +64,11 @@ def worker_process(settings: SearchSettings, threads: int | None, on_finish: Fin
 
 
 def run_processes(settings: SearchSettings, jobs: int, device: torch.device, study: optuna.Study,
-                  display: SearchDisplay, on_finish: FinishCallback | None) -> None:
+                  display: SearchDisplay, on_finish: FinishCallback | None,
+                  on_race_run: Callable[[int, int, dict], None] | None = None) -> None:
     context = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // jobs) if device.type == "cpu" else None
-    workers = [context.Process(target=worker_process, args=(settings, threads, on_finish),
+    workers = [context.Process(target=worker_process, args=(settings, threads, on_finish, on_race_run),
                                name=f"ktg-search-worker-{i}") for i in range(jobs)]
     for worker in workers:
         worker.start()

@@ -389,9 +389,11 @@ def rescore(settings: SearchSettings, study: optuna.Study, *, top: int, seeds: i
 
 
 def rescore_run(settings: SearchSettings, dataset: Dataset, trial: FrozenTrial, index: int, *,
-                on_finish: FinishCallback | None = None, progress: bool = False) -> dict[str, Any]:
+                on_finish: FinishCallback | None = None, progress: bool = False,
+                keep_weights: bool | None = None) -> dict[str, Any]:
     """Train rescore run ``index`` (seed :func:`rescore_seed`) of ``trial``'s graph in :func:`run_dir` on the
-    search's held-out split; its result as :func:`rescore` stores it (a diverging run: its one-line reason)."""
+    search's held-out split; its result as :func:`rescore` stores it (a diverging run: its one-line reason). The
+    run keeps its final weights if ``keep_weights`` (None: where the search keeps weights, ``--keep-weights``)."""
     seed = rescore_seed(settings.config.seed, index)
     spec = GraphSpec.from_dict(trial.user_attrs[GRAPH_ATTR], where=f"trial {trial.number}")
     folder = run_dir(settings.out, trial.number, index)
@@ -402,6 +404,7 @@ def rescore_run(settings: SearchSettings, dataset: Dataset, trial: FrozenTrial, 
     except NonFiniteLossError as error:  # this graph diverges with this seed: a result too, stored as such
         return {"seed": seed, "fail_reason": failure_reason(error, folder)}
     # Only the result is read (it is stored in the study); the final weights stay where the search keeps weights.
-    RunFolder(folder).delete_checkpoints(keep_latest=settings.keep_weights > 0)
+    keep = settings.keep_weights > 0 if keep_weights is None else keep_weights
+    RunFolder(folder).delete_checkpoints(keep_latest=keep)
     return {"seed": seed, "ensemble_accuracy": final.ensemble_accuracy,
             "mean_node_accuracy": final.mean_node_accuracy, "run_dir": str(folder.resolve())}

@@ -28,18 +28,21 @@ from ktg.train import FinishCallback
 
 
 def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, mps: bool = False,
-               on_finish: FinishCallback | None = None, progress: bool = True,
+               on_finish: FinishCallback | None = None, on_race_run: Callable[[int, int, dict], None] | None = None,
+               progress: bool = True,
                on_start: Callable[[], None] | None = None) -> optuna.Study:
     """Run ``jobs_per_device`` workers on this machine (None: :func:`auto_jobs_per_device`) until the study
-    holds its budget of finished trials; write the leaderboard and best graph; return the study.
+    holds its budget of finished trials and the race (``settings.rescore_top``) is decided; write the
+    leaderboard, best graph and verdict; return the study.
 
     What can be checked is checked before anything is written: the device, that the search folder can be
     written, the data (loaded here once), the space against the data (:func:`check_space`) and the storage.
     The study's baselines are queued, unless it holds them already. Then ``on_start`` is called (the command
     line says what it searches) and the trials begin. With one job the worker runs in this process. With
     ``mps``, several workers on a GPU run side by side through CUDA MPS
-    (:func:`ktg.runtime.mps.mps_daemon`). ``on_finish`` is called as each trial's run finishes all its epochs
-    (:data:`ktg.train.FinishCallback`; a module-level function, for spawned workers). Raises KeyboardInterrupt
+    (:func:`ktg.runtime.mps.mps_daemon`). ``on_finish`` is called as each race run finishes all its epochs
+    (:data:`ktg.train.FinishCallback`; a module-level function, for spawned workers), ``on_race_run`` after each
+    race run (:func:`ktg.search.rescore.rescore`). Raises KeyboardInterrupt
     after a clean stop on Ctrl-C or SIGTERM.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -71,10 +74,10 @@ def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, 
     try:
         if jobs == 1:
             Worker(settings, dataset=dataset, on_trial=display.update, on_epoch=display.epoch,
-                   on_finish=on_finish).run()
+                   on_finish=on_finish, on_race_run=on_race_run).run()
         else:
             with mps_daemon() if mps else contextlib.nullcontext():
-                run_processes(settings, jobs, device, study, display, on_finish)
+                run_processes(settings, jobs, device, study, display, on_finish, on_race_run)
         display.update(study)
     finally:
         for stop, handler in previous.items():

@@ -6,13 +6,14 @@ parser, and checks a search's settings (and where its study lives) before any co
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ktg.config import TrainConfig, training_identity
 from ktg.errors import KTGError
-from ktg.registry import DEFAULT_FIRST_RUNG, DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
+from ktg.registry import DEFAULT_FIRST_RUNG_FRACTION, DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
 
 if TYPE_CHECKING:
     from ktg.data import DataSource
@@ -76,6 +77,12 @@ def check_rescore(top: int, seeds: int) -> None:
                        f"0 skips the race)")
 
 
+def default_first_rung(epochs: int) -> int:
+    """The first rung of a search of ``epochs``-epoch trials when none is given: half the run, rounded up
+    (:data:`ktg.registry.DEFAULT_FIRST_RUNG_FRACTION`)."""
+    return max(1, math.ceil(DEFAULT_FIRST_RUNG_FRACTION * epochs))
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     """Everything a worker needs; picklable, so spawned worker processes receive it whole.
@@ -90,7 +97,8 @@ class SearchSettings:
         data_source: the data every trial trains on.
         node_options: model options of every node that sets none itself, the dataset's suggestions included.
         pruner: a registered pruner (:data:`ktg.registry.PRUNERS`).
-        first_rung: the first epoch at which the pruner may stop a trial (successive halving's rungs: E, 2E, 4E, …).
+        first_rung: the first epoch at which the pruner may stop a trial (successive halving's rungs: E, 2E, 4E, …);
+            None: :func:`default_first_rung`.
         sampler: a registered sampler (:data:`ktg.registry.SAMPLERS`).
         seed: the sampler's seed; trial k draws from a random stream of its own (see :mod:`ktg.search.sampler`).
         same_seed: train every trial with ``config.seed`` (common random numbers) rather than a seed of its own.
@@ -103,6 +111,10 @@ class SearchSettings:
             (a systematic problem such as a wrong option should not burn through the queue).
         baselines: known graphs of the space (named: their name is how the study knows them) that the study
             runs first, never pruned, as trials of their own; the race compares the searched graphs with them.
+        rescore_top, rescore_seeds: the race every worker joins once the search is done
+            (:func:`ktg.search.rescore.rescore`): the ``rescore_top`` best searched graphs and the baselines, up to
+            ``rescore_seeds`` seeds each; 0: no race. Not part of the study's identity: a later command may race
+            more graphs or seeds, reusing the runs stored.
     """
 
     space: SearchSpace
@@ -114,7 +126,7 @@ class SearchSettings:
     data_source: DataSource
     node_options: dict[str, Any] = field(default_factory=dict)
     pruner: str = DEFAULT_PRUNER
-    first_rung: int = DEFAULT_FIRST_RUNG
+    first_rung: int | None = None
     sampler: str = DEFAULT_SAMPLER
     seed: int = 0
     same_seed: bool = False
@@ -124,6 +136,8 @@ class SearchSettings:
     keep_weights: int = 0
     max_failures_in_a_row: int = 10
     baselines: tuple[GraphSpec, ...] = ()
+    rescore_top: int = 0
+    rescore_seeds: int = DEFAULT_RESCORE_SEEDS
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -132,10 +146,16 @@ class SearchSettings:
             raise KTGError("the search scores graphs on a held-out part of the training split: give it a --holdout "
                            "fraction")
         check_pruner(self.pruner)
+        if self.first_rung is None:  # frozen: the resolved default is set once, here, and stored with the study
+            object.__setattr__(self, "first_rung", default_first_rung(self.config.epochs))
         if not 1 <= self.first_rung <= self.config.epochs:
             raise KTGError(f"--first-rung must be an epoch from 1 to --epochs ({self.config.epochs}), got "
                            f"{self.first_rung}")
         check_sampler(self.sampler)
+        if self.rescore_top < 0:
+            raise KTGError(f"--rescore-top must be 0 (no race) or more, got {self.rescore_top}")
+        if self.rescore_top:
+            check_rescore(self.rescore_top, self.rescore_seeds)
         names = [spec.name for spec in self.baselines]
         if None in names or len(set(names)) != len(names):
             raise KTGError(f"every --baseline needs a name of its own, got {names}")

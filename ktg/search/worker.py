@@ -43,6 +43,7 @@ from ktg.run_folder import EpochRecord
 from ktg.runtime import resolve_device
 from ktg.search.heartbeat import Heartbeat
 from ktg.search.objective import FAIL_REASON_ATTR, Objective, keep_best_weights
+from ktg.search.rescore import rescore
 from ktg.search.results import write_results
 from ktg.search.settings import BEST_GRAPH, LEADERBOARD, SearchSettings, check_pruner, check_sampler
 from ktg.search.signals import StopRequest
@@ -104,20 +105,28 @@ class Worker:
         dataset: the data, when the caller has loaded it already; else it is loaded from ``settings.data_source``.
         on_trial: called with the study after every trial this worker ends (progress displays).
         on_epoch: called with (trial number, epoch, metrics) after every epoch.
-        on_finish: called as a trial's run finishes all its epochs (see :data:`ktg.train.FinishCallback`).
+        on_finish: called as each race run finishes all its epochs (see :data:`ktg.train.FinishCallback`), e.g.
+            to log its attention grid; trials call none: they keep a few kilobytes each, and a kept trial's figure
+            is one ``ktg attention`` away.
+        on_race_run: called with (trial, run index, its stored result) after each race run this worker trains.
         progress: show the trainer's progress bars.
+
+    Once the study holds its budget, the worker joins the race (``settings.rescore_top``), so every worker of the
+    search, on every machine, trains race runs until the race is decided.
     """
 
     def __init__(self, settings: SearchSettings, *, dataset: Dataset | None = None,
                  on_trial: Callable[[optuna.Study], None] | None = None,
                  on_epoch: Callable[[int, int, EpochRecord], None] | None = None,
-                 on_finish: FinishCallback | None = None, progress: bool = False) -> None:
+                 on_finish: FinishCallback | None = None, on_race_run: Callable[[int, int, dict], None] | None = None,
+                 progress: bool = False) -> None:
         self.settings = settings
         self.dataset = dataset
         self.on_trial = on_trial
         self.on_epoch = on_epoch
         self.on_finish = on_finish
         self.progress = progress
+        self.on_race_run = on_race_run
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.poll_seconds = min(5.0, settings.heartbeat_interval)
 
@@ -125,8 +134,16 @@ class Worker:
         s = self.settings
         study, storage, study_id = connect(s)
         dataset = self.dataset if self.dataset is not None else s.data_source.load()
+        self._search(study, storage, study_id, dataset)
+        if s.rescore_top:
+            rescore(s, study, top=s.rescore_top, seeds=s.rescore_seeds, dataset=dataset, on_run=self.on_race_run,
+                    on_finish=self.on_finish, progress=self.progress, poll_seconds=self.poll_seconds)
+            rewrite_results(study, s.out)
+
+    def _search(self, study: optuna.Study, storage, study_id: int, dataset: Dataset) -> None:
+        s = self.settings
         objective = Objective(s.space, dataset, s.config, s.out, node_options=s.node_options,
-                              on_epoch=self._after_epoch, on_finish=self.on_finish, progress=self.progress,
+                              on_epoch=self._after_epoch, progress=self.progress,
                               same_seed=s.same_seed,
                               eval_epochs=PRUNERS[s.pruner].epochs_read(s.config.epochs, first_rung=s.first_rung))
         failures_in_a_row = 0
