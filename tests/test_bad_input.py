@@ -143,6 +143,20 @@ def test_channels_last_on_the_cpu_is_one_line_not_a_crashed_process(tmp_path, ca
     assert not (tmp_path / "run").exists()
 
 
+def test_a_dataset_option_of_the_wrong_type_is_one_line(tmp_path, capsys):
+    # found by tests/test_fuzz.py: seed=x reached torch.manual_seed
+    refused(["train", *TINY_TRAIN, "--dataset-option", "seed=x", "--out", str(tmp_path / "run")], capsys,
+            "the dataset option seed of 'synthetic' must be an integer, got 'x'")
+
+
+@pytest.mark.parametrize("key", ["\r", "\n", "\x85", "\u2028"])
+def test_an_error_that_names_a_key_with_a_line_break_stays_one_line(tmp_path, capsys, key):
+    # found by tests/test_fuzz.py: an unknown graph field named "\r" split the error line in two
+    path = graph_file(tmp_path, **{key: 1})
+    line = refused(["graph", "show", str(path)], capsys, "unknown field(s)")
+    assert repr(key)[1:-1] in line
+
+
 def test_nesterov_without_momentum_is_one_line(tmp_path, capsys):
     refused(["train", *TINY_TRAIN, "--nesterov", "--momentum", "0", "--out", str(tmp_path / "run")], capsys,
             "--nesterov needs a --momentum above 0")

@@ -93,7 +93,8 @@ def fail(message: str) -> int:
     return 2
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Control characters, and what Python counts as a line break among the rest (NEL, the line and paragraph separators).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def first_line(error: BaseException) -> str:

@@ -136,6 +136,16 @@ def dataset_defaults(name: str) -> DatasetDefaults:
 COMMON_OPTIONS = ("train_subset", "train_subset_seed")
 
 
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
+
+
+def _of_kind(value: Any, kind: type) -> bool:
+    """Whether ``value`` is of ``kind`` as a JSON value would be: bool only for bool, an int also for float."""
+    if isinstance(value, bool) or kind is bool:
+        return isinstance(value, bool) and kind is bool
+    return isinstance(value, (int, float) if kind is float else kind)
+
+
 def load_dataset(name: str, root: str | Path | None = None, image_size: int | None = None, **options) -> Dataset:
     """Load dataset ``name`` from ``root`` (the folder the user unpacked; unused by built-in data).
 
@@ -152,6 +162,11 @@ def load_dataset(name: str, root: str | Path | None = None, image_size: int | No
         if unknown:
             raise KTGError(f"dataset {name!r} has no option {unknown[0]!r}; its options are: "
                            f"{', '.join([*accepted, *COMMON_OPTIONS])}")
+    for parameter in parameters:  # an option's type is its default's: seed=x must not reach torch.manual_seed
+        kind = type(parameter.default)
+        if parameter.name in own and kind in (bool, int, float, str) and not _of_kind(own[parameter.name], kind):
+            raise KTGError(f"the dataset option {parameter.name} of {name!r} must be {_KIND_NAMES[kind]}, got "
+                           f"{own[parameter.name]!r}")
     dataset = loader(Path(root) if root is not None else None, image_size, **own)
     if "train_subset" in options:
         from ktg.data.images import training_subset
