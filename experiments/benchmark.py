@@ -73,6 +73,8 @@ from ktg.profiling import CountOperators
 from ktg.runtime import compile_options, configure_kernels, resolve_device
 from ktg.runtime.mps import mps_daemon, running_daemon
 from ktg.search.pruners import rungs as successive_halving_rungs
+from ktg.search.rescore import MIN_SEEDS
+from ktg.search.settings import DEFAULT_BASELINES, DEFAULT_RESCORE_SEEDS, DEFAULT_RESCORE_TOP, default_first_rung
 from ktg.train import TrainStep, make_train_step, predict
 
 GRAPHS = ("independent", "heavy", "random")
@@ -368,6 +370,26 @@ def project_search(args: argparse.Namespace, train_rate: float, eval_rate: float
     }
 
 
+def project_defaults(args: argparse.Namespace, projection: dict[str, Any]) -> dict[str, Any]:
+    """The same search with ``ktg search``'s defaults instead of the papers' protocol, at the rates of
+    ``projection`` (:func:`project_search`): the first rung at :func:`~ktg.search.settings.default_first_rung` of
+    ``--max-epochs``, the baselines as trials of full length, and the race of the best searched graphs and the
+    baselines, between :data:`~ktg.search.rescore.MIN_SEEDS` and ``--rescore-seeds`` full runs each. Counted in
+    full training runs, which no device changes, and in hours at the measured rates."""
+    first = default_first_rung(args.max_epochs)
+    epochs = expected_epochs(args.max_epochs, first, args.reduction_factor)
+    evaluations = expected_evaluations(args.max_epochs, first, args.reduction_factor)
+    train_epoch, eval_epoch = projection["train_epoch_seconds"], projection["eval_epoch_seconds"]
+    full_run = args.max_epochs * train_epoch + eval_epoch  # a baseline or a race run: evaluated at its end only
+    contenders = DEFAULT_RESCORE_TOP + len(DEFAULT_BASELINES)
+    race = (contenders * MIN_SEEDS, contenders * DEFAULT_RESCORE_SEEDS)
+    trials_seconds = args.trials * (epochs * train_epoch + evaluations * eval_epoch)
+    return {"first_rung": first, "expected_epochs_per_trial": epochs, "papers_epochs_per_trial":
+            projection["expected_epochs_per_trial"], "trial_full_runs": args.trials * epochs / args.max_epochs,
+            "baseline_runs": len(DEFAULT_BASELINES), "race_runs": list(race),
+            "hours": [(trials_seconds + (len(DEFAULT_BASELINES) + runs) * full_run) / 3600 for runs in race]}
+
+
 def measure_trial_disk(case: Case, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """The bytes a search trial leaves, measured on a two-epoch trial of the heavy graph at the case's model, width
     and image size trained by :func:`ktg.train.train` on synthetic images: its checkpoint, its folder once the
@@ -519,6 +541,7 @@ def summarise(args: argparse.Namespace, measured: dict[str, Any], judge: bool) -
     ]
     return {"ratios": ratios, "recommended_jobs_per_device": jobs,
             "recommended_mps": recommended["mps"] if recommended else None, "projection": projection,
+            "projection_with_ktg_defaults": project_defaults(args, projection),
             "targets": targets}
 
 
@@ -581,6 +604,11 @@ def print_table(results: dict[str, Any]) -> None:
           f"checkpoint of the Dogs nodes, kept for the {settings['keep_weights']} best: "
           f"{p['disk_bytes'] / 1e9:.1f} GB ({p['disk_bytes_keeping_checkpoints'] / 1e12:.2f} TB keeping every "
           f"trial's checkpoints)")
+    d = summary["projection_with_ktg_defaults"]
+    print(f"  with ktg search's defaults instead (first rung {d['first_rung']}, {d['baseline_runs']} baselines, the "
+          f"race {d['race_runs'][0]}–{d['race_runs'][1]} runs): {d['expected_epochs_per_trial']:.1f} epochs a trial "
+          f"instead of {d['papers_epochs_per_trial']:.2f}, {d['trial_full_runs']:.0f} full runs in the trials; "
+          f"{d['hours'][0]:.0f}–{d['hours'][1]:.0f} h")
     print("\nthe issue's targets, set for a Hopper GPU, H100 or H200 (judged only on one):")
     for t in summary["targets"]:
         verdict = {True: "met", False: "NOT met", None: ""}[t["met"]]

@@ -289,7 +289,8 @@ def search_summary(plan: Plan) -> dict[str, Any]:
     best = next(row for row in rows if row["rank"] == "1")
     searched = (verdict["searched"]["trial"] if verdict is not None and verdict["searched"] is not None else
                 next(int(row["trial"]) for row in rows if row["rank"] and not row["baseline"]))
-    return {"trials": states, "verdict": verdict, "kept": best["baseline"] or f"trial {best['trial']}",
+    kept = verdict["keep"] if verdict is not None else best["baseline"] or f"trial {best['trial']}"
+    return {"trials": states, "verdict": verdict, "kept": kept,
             "searched_trial": searched, "graph": next(row["graph"] for row in rows if row["trial"] == str(searched))}
 
 
@@ -298,18 +299,26 @@ def searched_graph(plan: Plan, search: dict[str, Any]) -> Path:
     return plan.search_dir / TRIALS_DIR / str(search["searched_trial"]) / "graph.json"
 
 
+def claim(difference: dict[str, Any]) -> str:
+    """What a paired difference says at 95 %: ``gain`` (interval above zero), ``loss`` (below) or ``none``."""
+    if difference["low"] is not None and difference["low"] > 0:
+        return "gain"
+    if difference["high"] is not None and difference["high"] < 0:
+        return "loss"
+    return "none"
+
+
 def agreement(verdict: dict[str, Any] | None, test: dict[str, Any]) -> dict[str, Any] | None:
     """Whether the search's verdict (searched − baseline in its own regime) agrees with the test split's paired
-    difference, for each baseline: the same sign of the mean, and a claimed gain (interval above zero) only where
-    the test interval is above zero too."""
+    difference, for each baseline: the same sign of the mean (a zero agrees with either), and the same claim at
+    95 % (:func:`claim`): a gain where the test interval is above zero, none where it holds zero."""
     if verdict is None:
         return None
     result = {}
     for baseline, own in verdict["differences"].items():
         on_test = test[baseline]["ensemble"]
-        claims = own["low"] is not None and own["low"] > 0
-        result[baseline] = {"same_sign": (own["mean"] > 0) == (on_test["mean"] > 0), "search_claims_gain": claims,
-                            "test_confirms": on_test["low"] > 0, "right": (not claims or on_test["low"] > 0)}
+        result[baseline] = {"same_sign": own["mean"] * on_test["mean"] >= 0, "search_claims": claim(own),
+                            "test_claims": claim(on_test), "agree": claim(own) == claim(on_test)}
     return result
 
 
@@ -367,13 +376,14 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {contender['label']} | {contender['mean']:.2f}{spread} | {runs} | "
                          f"{contender['dropped_at'] or ''} |")
         lines += [""] + [f"- {line}" for line in verdict["summary"]]
-        lines += ["", "| against | search: searched − it | test: searched − it | agree |", "|---|---|---|---|"]
+        lines += ["", "Does the test split agree with the search's verdict (gain / loss / none at 95 %)?", "",
+                  "| against | search: searched − it | test: searched − it | agree |", "|---|---|---|---|"]
         for baseline, agreed in results["agreement"].items():
             own = verdict["differences"][baseline]
             own_text = (f"{own['mean']:+.2f} [{own['low']:+.2f}, {own['high']:+.2f}], {own['wins']}/{own['seeds']}"
                         if own["low"] is not None else f"{own['mean']:+.2f} (one seed)")
-            word = ("yes" if agreed["same_sign"] and agreed["right"] else
-                    "sign differs" if not agreed["same_sign"] else "claimed gain not confirmed")
+            word = (f"{'yes' if agreed['agree'] else 'no'}: search {agreed['search_claims']}, test "
+                    f"{agreed['test_claims']}" + ("" if agreed["same_sign"] else ", opposite signs"))
             lines.append(f"| {baseline} | {own_text} | {_interval(results['paired'][baseline]['ensemble'])} | "
                          f"{word} |")
     return "\n".join(lines + [""])

@@ -1,7 +1,8 @@
 """The engine: runs every node once, forms the ensemble node, and turns the graph's edges into named losses.
 
 It knows graphs and models, nothing of datasets, optimisers or search. One training step is
-``outputs = graph(images)``, ``terms = graph.losses(outputs, labels, k, K)``, ``sum(terms.values()).backward()``.
+``outputs = graph(images)``, ``losses = graph.losses(outputs, labels, k, K)``, ``losses.total.backward()``
+(``losses.terms``: every edge's gated loss by name).
 """
 
 from __future__ import annotations

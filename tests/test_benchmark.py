@@ -25,6 +25,7 @@ def test_expected_epochs_under_successive_halving():
     assert benchmark.expected_epochs(10, 1, 3) == pytest.approx(2 / 3 * (1 + 3 / 3 + 9 / 9) + 10 / 27)
 
 
+@pytest.mark.slow
 def test_the_quick_benchmark_reports_every_row(tmp_path):
     out = tmp_path / "bench.json"
     done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--json", str(out)],
@@ -58,6 +59,7 @@ def test_the_quick_benchmark_reports_every_row(tmp_path):
     assert all(t["met"] is None for t in results["summary"]["targets"])  # H100 targets are not judged on a CPU
 
 
+@pytest.mark.slow
 def test_the_operator_count_covers_the_papers_graphs_and_every_method_beyond_them(tmp_path):
     out = tmp_path / "operators.json"
     done = subprocess.run([sys.executable, str(SCRIPT.parent / "operators.py"), "--repeats", "1", "--batch-size", "4",

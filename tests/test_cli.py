@@ -14,7 +14,7 @@ import pytest
 from test_search import PLAIN_SEARCH
 
 import ktg
-from ktg.cli import main
+from ktg.cli import build_parser, main
 from ktg.progress import Progress, inner_bar
 
 PACKAGE = Path(ktg.__file__).parent
@@ -96,6 +96,7 @@ def test_version_and_help_answer_in_under_a_second_of_cpu(args, expected):
     (["train", "--dataset", "digits", "--model", "vit"], "unknown model 'vit'; choose one of: abn_resnet101,"),
     (["train", "--dataset", "digits", "--graph", "no/such/graph.json"], "no/such/graph.json"),
     (["search", "--dataset", "digits", "--trials", "0"], "--trials must be at least 1, got 0"),
+    (["search", "--dataset", "digits", "--max-failures", "0"], "--max-failures: must be at least 1, got 0"),
     (["search", "--dataset", "digits", "--epochs", "0"], "--epochs must be ≥ 1, got 0"),
     (["search", "--dataset", "digits", "--epochs", "4", "--first-rung", "0"],
      "--first-rung must be an epoch from 1 to --epochs (4), got 0"),
@@ -116,6 +117,8 @@ def test_version_and_help_answer_in_under_a_second_of_cpu(args, expected):
     (["attention", "--run", "/no/such/run"], "/no/such/run is not a ktg run folder: it does not exist"),
     (["predict", "--run", "/no/such/run", "image.png"], "/no/such/run is not a ktg run folder: it does not exist"),
     (["predict", "--run", "r", "image.png", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["predict", "--run", "r", "image.png", "--power", "2"], "--power applies to --ensemble power_mean only, not to "
+     "mean_logits"),
     (["export", "--run", "/no/such/run", "--format", "onnx", "--out", "m.onnx"], "/no/such/run is not a ktg run"),
     (["graph", "show", "no/such/graph.json"], "'no/such/graph.json' is neither a named graph"),
     (["graph", "show", str(PACKAGE)], "is a folder without graph.json (a run) or best_graph.json (a search)"),
@@ -316,3 +319,17 @@ def test_a_missing_module_of_ktg_itself_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr("ktg.cli.eval.run", failing)
     with pytest.raises(ModuleNotFoundError):
         main(["eval", "--run", "somewhere"])
+
+
+def test_commands_that_run_a_trained_graph_default_to_the_same_device():
+    parser = build_parser()
+    devices = {command: parser.parse_args([command, "--run", "r", *extra]).device
+               for command, extra in (("eval", []), ("predict", ["image.png"]), ("attention", []))}
+    assert devices == {"eval": "auto", "predict": "auto", "attention": "auto"}
+
+
+def test_max_failures_reaches_the_search_settings():
+    from ktg.cli.search import search_settings_from_args
+
+    args = build_parser().parse_args(["search", "--dataset", "digits", "--max-failures", "3"])
+    assert search_settings_from_args(args).max_failures_in_a_row == 3

@@ -80,6 +80,7 @@ def test_a_bad_config_is_one_clear_error(tmp_path):
             protocols.load_config(path)
 
 
+@pytest.mark.slow
 def test_dry_runs_of_every_config_start_and_collect_makes_the_tables(tmp_path, capsys):
     run, collect = load_script("run"), load_script("collect")
     runs = tmp_path / "runs"

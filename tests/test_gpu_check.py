@@ -15,6 +15,7 @@ gpu_check = sys.modules["experiments_gpu_check"] = importlib.util.module_from_sp
 _spec.loader.exec_module(gpu_check)
 
 
+@pytest.mark.slow
 def test_the_quick_check_runs_every_step_on_a_cpu(tmp_path):
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--out", str(out),

@@ -6,6 +6,8 @@ progress, and no worker stops because the leaderboard could not be rewritten."""
 import csv
 import dataclasses
 import fcntl
+import subprocess
+import sys
 import threading
 import time
 
@@ -50,6 +52,18 @@ def half_drawn_study(tmp_path) -> tuple[optuna.Study, GraphSpec]:
                                                TrialState.WAITING]
     assert len(study.trials[1].params) == len(study.trials[3].params) == 1
     return study, spec
+
+
+def test_study_show_reads_a_study_without_importing_pytorch(tmp_path):
+    _, spec = half_drawn_study(tmp_path)
+    code = ("import sys; from ktg.cli import main; "
+            f"status = main(['study', 'show', '--storage', {str(tmp_path)!r}, '--export', 'best', "
+            f"{str(tmp_path / 'best.json')!r}]); print('exit', status, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "1 complete, 1 running, 1 waiting, 1 fail" in done.stdout
+    assert done.stdout.splitlines()[-1] == "exit 0 False"
+    assert GraphSpec.load(tmp_path / "best.json") == spec
 
 
 def test_every_reader_lists_a_half_drawn_trial_as_running_without_a_graph(tmp_path, capsys):

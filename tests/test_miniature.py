@@ -54,7 +54,9 @@ def test_the_table_is_the_runs_metrics_and_a_second_call_trains_nothing(tmp_path
     assert [b["baseline"] for b in verdict["baselines"]] == ["independent", "dml"]
     for baseline in ("independent", "dml"):
         own, test = verdict["differences"][baseline], results["paired"][baseline]["ensemble"]
-        assert results["agreement"][baseline]["same_sign"] == ((own["mean"] > 0) == (test["mean"] > 0))
+        agreed = results["agreement"][baseline]
+        assert agreed["same_sign"] == (own["mean"] * test["mean"] >= 0)
+        assert agreed["agree"] == (miniature.claim(own) == miniature.claim(test))
     searched = RunFolder(out / "searched" / "seed0")
     assert searched.read_graph().edges == RunFolder(out / "search" / "trials" / str(
         results["search"]["searched_trial"])).read_graph().edges
@@ -90,6 +92,7 @@ def test_options_it_sets_itself_or_ktg_rejects_are_refused_before_anything_runs(
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_quick_runs_every_step_with_real_ktg_processes_on_the_digits(tmp_path):
     """--quick as CI runs it: the search with its baselines and race, the test-split runs and the table, each step
     a ktg command in its own process (the test above runs them in this one)."""

@@ -54,6 +54,7 @@ def similarities(text: str) -> tuple[float, list[list[float]]]:
     return float(mean.rsplit(" ", 1)[1]), [[float(value) for value in row.split()] for row in rows if row.strip()]
 
 
+@pytest.mark.slow
 def test_attention_notebook_runs_on_two_tiny_runs(tmp_path, monkeypatch):
     pushing = GraphSpec((NodeSpec(),) * 2, ("through", "through"),
                         (EdgeSpec(1, 0, "prob_cos+att_cos", "through"), EdgeSpec(0, 1, "att_cos", "linear")),
@@ -81,6 +82,7 @@ def test_attention_notebook_runs_on_two_tiny_runs(tmp_path, monkeypatch):
         assert matrix[0][1] == matrix[1][0] == pytest.approx(mean, abs=1e-3)  # the mean over the one pair
 
 
+@pytest.mark.slow
 def test_search_notebook_runs_on_a_tiny_search(tmp_path, monkeypatch):
     search = tmp_path / "search"
     assert main(["search", *PLAIN_SEARCH, "--nodes", "2", "--trials", "6", "--epochs", "2", "--crop-sizes", "3", "5",

@@ -58,7 +58,7 @@ def trained(monkeypatch):
         runs.append((trial, index))
         return final_metrics(RESCORED[trial][index])
 
-    monkeypatch.setattr(rescore_module, "train", fake_train)
+    monkeypatch.setattr("ktg.train.train", fake_train)  # rescore_run imports the trainer when it trains
     return runs
 
 
@@ -119,7 +119,7 @@ def test_a_run_that_diverges_is_stored_as_failed_and_ranks_last(tmp_path, monkey
             raise NonFiniteLossError(1, 1, ["1→0 prob_kl"], of=1)
         return final_metrics(0.5)
 
-    monkeypatch.setattr(rescore_module, "train", diverging)
+    monkeypatch.setattr("ktg.train.train", diverging)
     ranked = rescore(s, study, top=2, seeds=1, dataset=object())
     assert [(r.trial, r.failed) for r in ranked] == [(0, 0), (1, 1)]
     assert "non-finite loss" in study.user_attrs[f"{RUN_PREFIX}1/0"]["fail_reason"]

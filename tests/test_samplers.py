@@ -148,6 +148,7 @@ def test_a_tiny_search_with_pruning_runs_past_the_random_start(sampler, tmp_path
     assert real.params != toy_study("random", s.seed, EVOLUTION_POPULATION + 1, SPACE).trials[-1].params
 
 
+@pytest.mark.slow
 def test_the_sampler_experiment_runs_quick(tmp_path):
     """experiments/samplers.py --quick: every step (searches, the copied random start, rescore, retraining,
     table, figure) on a budget of seconds."""

@@ -57,7 +57,7 @@ def one_thread():
 def settings(tmp_path: Path, **changes) -> SearchSettings:
     base = SearchSettings(space=SPACE, config=CONFIG, out=tmp_path, storage_url=resolve_storage_url(None, tmp_path),
                           study_name="test", trials=3, data_source=DATA, node_options=TINY,
-                          heartbeat_interval=1, grace_period=2)
+                          heartbeat_interval=1, grace_period=3600)  # no loaded machine makes a trial stale
     return dataclasses.replace(base, **changes)
 
 
@@ -311,7 +311,7 @@ def test_mps_is_refused_off_cuda_before_anything_is_written(tmp_path):
 
 
 def test_an_orphaned_running_trial_is_failed_requeued_and_the_budget_is_exact(tmp_path):
-    s = settings(tmp_path, trials=1, pruner="none")
+    s = settings(tmp_path, trials=1, pruner="none", grace_period=2)
     study, _, _ = connect(s, heartbeats=False)
     study.ask()  # a worker died right after asking: RUNNING, no heartbeat, no worker name
     run_search(s, progress=False)

@@ -35,7 +35,7 @@ def test_every_space_is_a_record_a_command_line_choice_and_part_of_the_study(cap
     given = search_settings_from_args(search_args("--recipe", "paper", "--epochs", "300", "--space", "shared",
                                                   "--first-rung", "100"))
     assert (given.space.name, given.first_rung) == ("shared", 100)
-    assert search_settings_from_args(search_args("--epochs", "9")).first_rung == 5  # half the run, rounded up
+    assert search_settings_from_args(search_args("--epochs", "9")).first_rung == 7  # 70 % of the run, rounded up
     for name in SPACES:
         space = search_settings_from_args(search_args("--space", name)).space
         assert space == SearchSpace(num_nodes=3, name=name) and space.describe()["name"] == name

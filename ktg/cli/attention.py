@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ktg.cli.graph import FIGURE_SUFFIXES
+from ktg.cli.options import add_device_argument
 from ktg.errors import KTGError
 from ktg.io import check_writable
 from ktg.run_folder import SPLITS, RunFolder, check_outside_runs
@@ -30,7 +31,7 @@ def add_parser(commands) -> None:
     attention.add_argument("--alpha", type=float, default=0.5, help="opacity of the overlay (default: 0.5)")
     attention.add_argument("--no-ensemble", action="store_true", help="leave out the ensemble column")
     attention.add_argument("--dpi", type=int, default=FIGURE_DPI, help="(default: %(default)s)")
-    attention.add_argument("--device", default="cpu", help="where the nodes run (default: cpu)")
+    add_device_argument(attention)
     attention.set_defaults(handler=run)
 
 

@@ -27,6 +27,17 @@ def key_value(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def at_least_one(text: str) -> int:
+    """An argparse type for a count that must be 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def defaults(cls: type) -> dict[str, Any]:
     """The default of every field of the dataclass ``cls`` that has a plain one: the options' defaults."""
     return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
@@ -118,6 +129,11 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     """``--batch-size`` and ``--device`` of a command that runs a trained graph, with the evaluation's defaults."""
     parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE,
                         help="images per batch (default: %(default)s, the batch size of evaluation during training)")
+    add_device_argument(parser)
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device`` of a command that runs a trained graph, with the training's default (auto)."""
     parser.add_argument("--device", default=defaults(TrainConfig)["device"],
                         help="auto, cpu, cuda or cuda:N (default: %(default)s)")
 

@@ -18,6 +18,7 @@ from ktg.io import check_writable, write_text
 from ktg.run_folder import RunFolder, check_outside_runs
 
 OUTPUT_SUFFIXES = (".csv", ".json")
+POWER = 0.5  # power_mean's exponent when --power is not given
 
 
 def add_parser(commands) -> None:
@@ -35,7 +36,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--ensemble", choices=tuple(ENSEMBLE_RULES), default="mean_logits",
                         help="how the nodes' answers combine: the ensemble node (mean_logits, default, as trained), "
                         "soft voting (mean_probabilities), hard voting (majority_vote) or power_mean (see --power)")
-    parser.add_argument("--power", type=float, default=0.5, help="exponent u of power_mean (default: 0.5)")
+    parser.add_argument("--power", type=float, help=f"exponent u of --ensemble power_mean (default: {POWER}); "
+                        "an error with any other rule")
     parser.add_argument("--out", type=Path, help="write the predictions to a .csv (one row per image) or .json file "
                         "instead of printing them")
     parser.add_argument("--attention", type=Path, metavar="DIR",
@@ -49,6 +51,10 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_inference_arguments(args)
+    if args.power is not None and args.ensemble != "power_mean":
+        raise KTGError(f"--power applies to --ensemble power_mean only, not to {args.ensemble}")
+    if args.power is None:
+        args.power = POWER  # so that the JSON output records the exponent power_mean used
     if args.top_k < 1:
         raise KTGError(f"--top-k must be at least 1, got {args.top_k}")
     if args.out is not None and args.out.suffix.lower() not in OUTPUT_SUFFIXES:

@@ -11,6 +11,7 @@ from ktg.cli.options import (
     add_data_arguments,
     add_model_arguments,
     add_training_arguments,
+    at_least_one,
     check_models,
     data_source_from_args,
     defaults,
@@ -70,8 +71,8 @@ def add_parser(commands) -> None:
     group.add_argument("--first-rung", type=int, metavar="R", help="the first epoch at which a trial may be "
                        "stopped: successive halving's rungs are epochs R, 2R, 4R, … up to --epochs, hyperband's R, "
                        "3R, 9R, …, the median pruner reads every epoch from R on, none has no rungs; stored with the "
-                       "study (default: half of --epochs, rounded up, where short runs' rankings start to tell "
-                       "(docs/results.md#rungs); the paper recipe's: 1)")
+                       "study (default: 70 %% of --epochs, rounded up, where the measured rankings of short runs "
+                       "began to tell (docs/results.md#rungs); the paper recipe's: 1)")
     group.add_argument("--sampler", choices=sampler_names(), default=settings["sampler"],
                        help="what draws the graphs, stored with the study (default: %(default)s): "
                        + "; ".join(f"{record.name}: {record.description}" for record in SAMPLERS.values()))
@@ -109,6 +110,8 @@ def add_parser(commands) -> None:
                        "(default: %(default)s s)")
     group.add_argument("--max-retry", type=int, default=settings["max_retry"], help="how often a dead worker's trial "
                        "is queued again; the retry continues it from its last finished epoch (default: %(default)s)")
+    group.add_argument("--max-failures", type=at_least_one, default=settings["max_failures_in_a_row"], metavar="N",
+                       help="a worker stops with an error after N failed trials in a row (default: %(default)s)")
     group.add_argument("--keep-weights", type=kept_weights, default=settings["keep_weights"], metavar="best:K",
                        help="keep the final weights (checkpoint.pt) of the K best complete trials, so that ktg eval, "
                        "predict and attention work on them; every other trial keeps its graph, config, metrics and "
@@ -187,7 +190,8 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
         pruner=args.pruner, sampler=args.sampler, seed=args.search_seed, same_seed=args.same_seed,
         first_rung=args.first_rung if args.first_rung is not None else protocol.get("first_rung"),
         heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, max_retry=args.max_retry,
-        keep_weights=args.keep_weights, baselines=baselines_from_args(args.baseline, nodes, args.model, options),
+        keep_weights=args.keep_weights, max_failures_in_a_row=args.max_failures,
+        baselines=baselines_from_args(args.baseline, nodes, args.model, options),
         rescore_top=args.rescore_top, rescore_seeds=args.rescore_seeds,
     )
 

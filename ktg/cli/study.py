@@ -45,7 +45,7 @@ def run_show(args: argparse.Namespace) -> int:
         raise KTGError(f"--top must be 0 (all) or more, got {args.top}")
     url = resolve_storage_url(args.storage)
 
-    from ktg.search.rescore import chosen
+    from ktg.search.rescore import chosen, verdict
     from ktg.search.results import export_graph, format_table, leaderboard, state_counts, write_leaderboard
     from ktg.search.storage import SETTINGS_ATTR, display_url, load_study  # after the checks that need no framework
 
@@ -55,15 +55,19 @@ def run_show(args: argparse.Namespace) -> int:
     described = ""
     if settings:
         data, train = settings.get("data", {}), settings.get("train", {})
-        described = (f", {settings['space']['num_nodes']} nodes on {data.get('name')}, {train.get('epochs')} epochs, "
-                     f"holdout {train.get('holdout')}, {settings.get('sampler', 'random')} sampler")
+        described = (f", {settings['space']['num_nodes']} nodes ({settings['space'].get('name', 'paper')} space) on "
+                     f"{data.get('name')}, {train.get('epochs')} epochs, holdout {train.get('holdout')}, "
+                     f"{settings.get('sampler', 'random')} sampler")
     print(f"study {study.study_name!r} in {display_url(url)}{described}")
     print("trials: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
     rows = leaderboard(study)
     best = chosen(study)
+    found = verdict(study)
     if best is not None:
-        print(f"best: trial {best[0].number}, ensemble {100 * best[0].value:.2f} % in the search, chosen by the "
-              f"{best[1]}")
+        how = "race over common fresh seeds" if found is not None else best[1]
+        print(f"best: trial {best[0].number}, ensemble {100 * best[0].value:.2f} % in the search, chosen by the {how}")
+    if found is not None:
+        print("verdict, in the search's own regime:\n" + "\n".join(f"  {line}" for line in found.lines()))
     print(format_table(rows, top=args.top or None))
     if args.csv is not None:
         write_leaderboard(rows, args.csv)

@@ -32,13 +32,10 @@ from ktg.registry import LOSS_DESIGNS
 from ktg.run_folder import EpochRecord, RunFolder
 from ktg.search.sampler import stable_hash
 from ktg.search.space import SearchSpace
-from ktg.search.storage import BASELINE_ATTR, RETRY_OF_ATTR, RUN_DIR_ATTR
+from ktg.search.storage import BASELINE_ATTR, FAIL_REASON_ATTR, GRAPH_ATTR, RETRY_OF_ATTR, RUN_DIR_ATTR
 from ktg.train import FinishCallback, train
 
 TRIALS_DIR = "trials"
-#: Trial user attributes (visible in optuna-dashboard and read by ``ktg study show``).
-GRAPH_ATTR = "graph"
-FAIL_REASON_ATTR = "fail_reason"
 
 
 def trial_dir(out: str | Path, number: int) -> Path:

@@ -33,21 +33,22 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ktg.data.images import Dataset
 from ktg.graph import GraphSpec
 from ktg.run_folder import RunFolder
 from ktg.search.heartbeat import Renewal
-from ktg.search.objective import GRAPH_ATTR, failure_reason
 from ktg.search.sampler import stable_hash
 from ktg.search.settings import RESCORE_DIR, SearchSettings, check_rescore
-from ktg.search.storage import BASELINE_ATTR
+from ktg.search.storage import BASELINE_ATTR, GRAPH_ATTR
 from ktg.stats import PairedDifference, paired_difference
-from ktg.train import FinishCallback, NonFiniteLossError, train
+
+if TYPE_CHECKING:  # what reads a study (ktg study show, the leaderboard) imports no PyTorch; rescore_run does
+    from ktg.data.images import Dataset
+    from ktg.train import FinishCallback
 
 #: Study user attribute: the race last asked for, ``{"top": K, "seeds": S}``.
 RESCORE_ATTR = "ktg.rescore"
@@ -246,7 +247,7 @@ class Verdict:
 
     Attributes:
         searched: the best searched graph of the race (None if none finished a run).
-        baselines: each baseline contender.
+        baselines: each baseline contender, in the order the study queued them.
         differences: searched − baseline on their common seeds, by baseline name.
         best_baseline: the baseline with the best mean.
         beats: whether ``searched`` beats ``best_baseline`` at 95 % (then it is the graph to use).
@@ -300,10 +301,10 @@ def verdict(study: optuna.Study) -> Verdict | None:
     if found is None or not found.done:
         return None
     searched = next((r for r in found.ranked if r.baseline is None and r.accuracies and not r.failed), None)
-    baselines = tuple(r for r in found.ranked if r.baseline is not None)
+    baselines = tuple(sorted((r for r in found.ranked if r.baseline is not None), key=lambda r: r.trial))
     differences = {}
     if searched is not None:
-        for b in sorted(baselines, key=lambda r: r.trial):
+        for b in baselines:
             difference = minus(searched, b)
             if difference is not None:
                 differences[b.baseline] = difference
@@ -394,6 +395,9 @@ def rescore_run(settings: SearchSettings, dataset: Dataset, trial: FrozenTrial, 
     """Train rescore run ``index`` (seed :func:`rescore_seed`) of ``trial``'s graph in :func:`run_dir` on the
     search's held-out split; its result as :func:`rescore` stores it (a diverging run: its one-line reason). The
     run keeps its final weights if ``keep_weights`` (None: where the search keeps weights, ``--keep-weights``)."""
+    from ktg.search.objective import failure_reason
+    from ktg.train import NonFiniteLossError, train
+
     seed = rescore_seed(settings.config.seed, index)
     spec = GraphSpec.from_dict(trial.user_attrs[GRAPH_ATTR], where=f"trial {trial.number}")
     folder = run_dir(settings.out, trial.number, index)

@@ -8,7 +8,7 @@ writers take turns (:func:`write_results`), so the files never go back to an old
 A live study is read as possibly unfinished: a running trial draws its graph one parameter at a time, each
 written to the storage at once, so its parameters may describe half a graph. Readers therefore never rebuild a
 graph from parameters; they read the graph a worker stores whole, in one write, before the trial trains
-(:data:`~ktg.search.objective.GRAPH_ATTR`). A trial without it is listed with no graph, unless it trained
+(:data:`~ktg.search.storage.GRAPH_ATTR`). A trial without it is listed with no graph, unless it trained
 (complete or pruned): then its missing graph is an error.
 """
 
@@ -30,9 +30,8 @@ from ktg.graph import GraphSpec
 from ktg.io import write_json, write_text
 from ktg.run_folder import RunFolder
 from ktg.search import rescore
-from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR, RUN_DIR_ATTR
 from ktg.search.settings import BEST_GRAPH, LEADERBOARD, RESULTS_LOCK, VERDICT
-from ktg.search.storage import FINISHED
+from ktg.search.storage import FAIL_REASON_ATTR, FINISHED, GRAPH_ATTR, RUN_DIR_ATTR
 
 COLUMNS = ("rank", "trial", "state", "baseline", "ensemble_accuracy", "rescore_mean", "rescore_std", "rescore_runs",
            "epochs",

@@ -78,7 +78,7 @@ def check_rescore(top: int, seeds: int) -> None:
 
 
 def default_first_rung(epochs: int) -> int:
-    """The first rung of a search of ``epochs``-epoch trials when none is given: half the run, rounded up
+    """The first rung of a search of ``epochs``-epoch trials when none is given: a fraction of the run, rounded up
     (:data:`ktg.registry.DEFAULT_FIRST_RUNG_FRACTION`)."""
     return max(1, math.ceil(DEFAULT_FIRST_RUNG_FRACTION * epochs))
 

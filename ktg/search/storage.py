@@ -189,7 +189,11 @@ def load_study(url: str, name: str | None) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-#: Trial user attribute: the trial's run folder, absolute (a retry shares its original's).
+#: Trial user attributes (visible in optuna-dashboard and read by ``ktg study show``, which imports no PyTorch:
+#: so they are named here, not in :mod:`ktg.search.objective`, which writes them): the graph the trial trains,
+#: why it failed, and its run folder, absolute (a retry shares its original's).
+GRAPH_ATTR = "graph"
+FAIL_REASON_ATTR = "fail_reason"
 RUN_DIR_ATTR = "run_dir"
 #: User attribute of a queued retry: the number of the original trial it runs again. Optuna keeps the same number
 #: in the system attribute ``failed_trial``, which a running trial cannot read; the objective derives the

@@ -175,12 +175,13 @@ def attention_grid_for_run(
     seed: int | None = 0,
     *,
     indices: Sequence[int] | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     **grid_options,
 ) -> Figure:
     """:func:`attention_grid` of a saved run on ``n`` images of its ``split`` (``test``, ``val``: the held-out
     part of the training split, or ``train``), chosen by ``seed`` (see :func:`choose_images`) or given as
-    ``indices`` into the split. Further keyword arguments go to :func:`attention_grid`."""
+    ``indices`` into the split, its nodes on ``device`` (``"auto"``: the GPU if there is one, as
+    :func:`~ktg.inference.load_run` says). Further keyword arguments go to :func:`attention_grid`."""
     model = load_run(run_dir, device)
     graph, dataset = model.graph, model.source.load()
     split_set = split_images(dataset, split, RunFolder(run_dir))
