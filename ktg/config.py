@@ -8,6 +8,7 @@ before any command has asked for torch.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,8 +81,25 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise KTGError(f"{option(name)} must be ≥ 1, got {value!r}")
-        if not self.lr > 0:
-            raise KTGError(f"--lr must be positive, got {self.lr}")
+        for name, low, high, bounds in _NUMBER_RANGES:
+            value = getattr(self, name)
+            if value is None and name == "holdout":
+                continue
+            if not _is_number(value) or not _inside(float(value), low, high, bounds):
+                raise KTGError(f"{option(name)} must be a number {_describe(low, high, bounds)}, got {value!r}")
+        for name in ("seed", "holdout_seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**32:
+                raise KTGError(f"{option(name)} must be an integer in 0 … 2³² − 1, got {value!r}")
+        if self.nesterov and self.momentum == 0:
+            raise KTGError("--nesterov needs a --momentum above 0 (Nesterov momentum without momentum is nothing)")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        if self.schedule != "step" and self.gamma != defaults["gamma"]:
+            raise KTGError(f"--gamma {self.gamma}: --schedule {self.schedule} has no steps (only step multiplies the "
+                           "rate by --gamma at its milestones); drop --gamma or use --schedule step")
+        if self.holdout is None and self.holdout_seed != defaults["holdout_seed"]:
+            raise KTGError(f"--holdout-seed {self.holdout_seed} needs --holdout (the fraction it draws); drop "
+                           "--holdout-seed or add --holdout")
         if self.schedule not in SCHEDULES:
             raise KTGError(f"unknown --schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
         if self.compile_mode not in COMPILE_MODES:
@@ -89,8 +107,6 @@ class TrainConfig:
         if self.compile_mode != "default" and not self.compile:
             raise KTGError(f"--compile-mode {self.compile_mode} needs --compile")
         self._check_milestones()
-        if self.holdout is not None and not 0.0 < self.holdout < 1.0:
-            raise KTGError(f"--holdout must lie strictly between 0 and 1, got {self.holdout}")
 
     def _check_milestones(self) -> None:
         """Milestones only where the schedule reads them, and each one inside the run: the learning rate drops
@@ -130,8 +146,14 @@ class TrainConfig:
 
     def resolved(self, device_type: str) -> TrainConfig:
         """The config with ``amp`` and ``channels_last`` settled for a device of ``device_type`` (``"cuda"``,
-        ``"cpu"``, …): a value left to the default (None) becomes on for CUDA and off elsewhere."""
+        ``"cpu"``, …): a value left to the default (None) becomes on for CUDA and off elsewhere; channels-last asked
+        for on the CPU is an error (see below)."""
         on_cuda = device_type == "cuda"
+        if self.channels_last and device_type == "cpu":
+            # Measured with PyTorch 2.14.1: the CPU backward of a strided 1×1 convolution (ResNet's downsampling
+            # shortcut) on channels-last tensors corrupts the heap, and the process dies (tests/test_fuzz.py).
+            raise KTGError("--channels-last is for CUDA: on the CPU, PyTorch's backward of a ResNet's strided 1×1 "
+                           "convolution in channels-last memory crashes the process; drop --channels-last")
         return dataclasses.replace(self, amp=on_cuda if self.amp is None else self.amp,
                                    channels_last=on_cuda if self.channels_last is None else self.channels_last)
 
@@ -155,6 +177,31 @@ class TrainConfig:
         if unknown:
             raise KTGError(f"unknown training option {unknown[0]!r} (written by another version of ktg?)")
         return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
+
+
+#: The float fields' ranges: (field, low, high, which ends are included: "[]", "[)", "(]" or "()"); every value
+#: must also be finite. A value outside is an error where the config is made, not a traceback from torch's
+#: optimiser or a run that silently trains on something else.
+_NUMBER_RANGES = (("lr", 0.0, math.inf, "()"), ("momentum", 0.0, 1.0, "[)"), ("weight_decay", 0.0, math.inf, "[)"),
+                  ("gamma", 0.0, 1.0, "(]"), ("holdout", 0.0, 1.0, "()"))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _inside(value: float, low: float, high: float, bounds: str) -> bool:
+    """Whether the finite ``value`` lies in the range from ``low`` to ``high`` with ``bounds`` ("[)" …)."""
+    above = value >= low if bounds[0] == "[" else value > low
+    below = value <= high if bounds[1] == "]" else value < high
+    return math.isfinite(value) and above and below
+
+
+def _describe(low: float, high: float, bounds: str) -> str:
+    """A range for a message: ``in [0, 1)``, ``above 0``, ``≥ 0``."""
+    if high == math.inf:
+        return f"above {low:g}" if bounds[0] == "(" else f"≥ {low:g}"
+    return f"in {bounds[0]}{low:g}, {high:g}{bounds[1]}"
 
 
 def recipe_record(name: str) -> RecipeRecord:

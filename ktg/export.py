@@ -75,6 +75,7 @@ def describe(model: TrainedGraph, fmt: str, file: Path, outputs: Sequence[str]) 
         "ktg_version": __version__,
         "dataset": model.dataset,
         "epoch": model.epoch,
+        "epochs": model.epochs,
         "classes": model.classes,
         "input": {"name": "input", "shape": ["batch", 3, s, s], "dtype": "float32",
                   "meaning": "a batch of preprocessed RGB images (see preprocessing)"},

@@ -8,12 +8,14 @@ Network nodes are numbered 0..N-1; the label node is ``"label"`` and the ensembl
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
 
 from ktg.errors import KTGError
 from ktg.io import read_json, write_json
+from ktg.models import check_node_options, list_models
 from ktg.registry import DEFAULT_CROP_SIZES, DEFAULT_TEMPERATURE, GATES, LOSS_DESIGNS, gate_names
 
 FORMAT = "ktg.graph"
@@ -217,7 +219,7 @@ class GraphSpec:
             _check_choice(f"label_gates[{i}]", gate_name, gate_names(on="label"))
         for i, node in enumerate(self.nodes):
             _check_node(f"nodes[{i}]", node, self.label_gates[i])
-        if self.temperature <= 0 or isinstance(self.temperature, bool):
+        if not _positive(self.temperature):
             raise GraphError(f"temperature: must be a positive number, got {self.temperature!r}")
         if not self.crop_sizes or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in self.crop_sizes):
             raise GraphError(f"crop_sizes: must be a non-empty list of positive integers, got {list(self.crop_sizes)}")
@@ -243,7 +245,7 @@ class GraphSpec:
             _check_choice(f"{field_name}.gate", edge.gate, gate_names(on="network"))
             if self.nodes[edge.target].frozen and GATES[edge.gate].computed:
                 raise GraphError(f"{field_name}.target: node {edge.target} is frozen and cannot learn")
-            if edge.temperature is not None and (isinstance(edge.temperature, bool) or edge.temperature <= 0):
+            if edge.temperature is not None and not _positive(edge.temperature):
                 raise GraphError(f"{field_name}.temperature: must be a positive number, got {edge.temperature!r}")
             hint = LOSS_DESIGNS[edge.loss].needs_features
             if hint and edge.source == ENSEMBLE:
@@ -265,7 +267,17 @@ class GraphSpec:
                 raise GraphError(f"ensemble.members: expected distinct node indices in 0..{n - 1}, got {members}")
 
 
+def _positive(value: Any) -> bool:
+    """Whether ``value`` is a finite number above 0 (JSON's NaN and Infinity are neither)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
 def _check_node(field_name: str, node: NodeSpec, label_gate: str) -> None:
+    if node.model is None or node.model in list_models():  # an unknown model is reported by name where it is built
+        try:
+            check_node_options(node.model, node.options, f"{field_name}.options")
+        except KTGError as error:
+            raise GraphError(str(error)) from None
     weights = node.weights
     if weights is not None:
         valid_file = set(weights) == {"file"} and isinstance(weights["file"], str)

@@ -52,10 +52,12 @@ class TrainedGraph(nn.Module):
         source: how to load the run's dataset again (``source.load()``; ``ktg eval`` reads its splits so).
         dataset: the name of the dataset the run was trained on.
         epoch: the checkpoint's epoch.
+        epochs: the epochs the run was to train (more than ``epoch`` when it stopped early or its last
+            checkpoint could not be read); None where unknown.
     """
 
     def __init__(self, graph: KnowledgeTransferGraph, classes: Sequence[str], source: DataSource, image_size: int,
-                 *, epoch: int) -> None:
+                 *, epoch: int, epochs: int | None = None) -> None:
         super().__init__()
         self.graph = graph
         self.classes = list(classes)
@@ -64,7 +66,13 @@ class TrainedGraph(nn.Module):
         self.image_size = image_size
         self.dataset = source.name
         self.epoch = epoch
+        self.epochs = epochs
         self.eval()
+
+    @property
+    def unfinished(self) -> str | None:
+        """:func:`unfinished_weights` of these weights: None when they are the run's last epoch's."""
+        return unfinished_weights(self.epoch, self.epochs)
 
     @property
     def members(self) -> tuple[int, ...]:
@@ -88,6 +96,15 @@ class TrainedGraph(nn.Module):
         return self.outputs(inputs).logits
 
 
+def unfinished_weights(epoch: int, epochs: int | None) -> str | None:
+    """What a command that uses the weights of ``epoch`` of a run of ``epochs`` says when they are not the last
+    epoch's: ``the weights of epoch 1 of 3 (the run stopped early or its later checkpoint is unreadable)``;
+    None when they are (or ``epochs`` is unknown)."""
+    if epochs is None or epoch >= epochs:
+        return None
+    return f"the weights of epoch {epoch} of {epochs} (the run stopped early or its later checkpoint is unreadable)"
+
+
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> TrainedGraph:
     """The trained graph of a run folder as a :class:`TrainedGraph` in evaluation mode on ``device`` (``"auto"``:
     CUDA when available), with the weights of its latest readable checkpoint. Every command that reads a run's
@@ -100,7 +117,8 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> Trained
     graph = build_graph(run.read_graph(), config.num_classes, config.image_size, initial_weights=False)
     graph.load_state_dict(state.model)
     torch_device = resolve_device(device) if isinstance(device, str) else device
-    return TrainedGraph(graph, config.classes, config.data, config.image_size, epoch=state.epoch).to(torch_device)
+    return TrainedGraph(graph, config.classes, config.data, config.image_size, epoch=state.epoch,
+                        epochs=config.train.epochs).to(torch_device)
 
 
 def preprocess(images: Sequence[ImageInput] | ImageInput, run: TrainedGraph | str | Path,

@@ -69,16 +69,28 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def read_json(path: str | os.PathLike, what: str, error: type[Exception] = KTGError) -> Any:
     """The JSON value in ``path``; a missing file or bad JSON raises ``error`` naming ``what`` (e.g. "graph
-    file"), the path, and the line and column of the mistake."""
+    file"), the path, and the line and column of the mistake.
+
+    Every JSON file a user hands ktg is read here, so no file can end in a traceback: UTF-8, UTF-16 and UTF-32
+    (with or without a byte-order mark) are read as JSON allows; other bytes, values nested deeper than Python's
+    recursion allows, and a file too large for memory are each one error naming the file.
+    """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except OSError as reason:
         raise error(f"cannot read {what} {path}: {reason.strerror or reason}") from None
+    except MemoryError:
+        raise error(f"cannot read {what} {path}: it does not fit in memory") from None
     try:
-        return json.loads(text)
+        return json.loads(data)
     except json.JSONDecodeError as reason:
         raise error(f"{what} {path} is not valid JSON: {reason.msg} at line {reason.lineno}, "
                     f"column {reason.colno}") from None
+    except UnicodeDecodeError as reason:
+        raise error(f"{what} {path} is not text in UTF-8, UTF-16 or UTF-32 (byte {reason.start} cannot be "
+                    f"decoded); save it as UTF-8") from None
+    except RecursionError:
+        raise error(f"{what} {path} nests its lists and objects too deeply to be read") from None
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

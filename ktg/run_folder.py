@@ -307,6 +307,11 @@ class RunFolder:
         """Whether a run has finished at least one epoch here (a checkpoint, latest or previous, exists)."""
         return (self.path / _CHECKPOINT).exists() or (self.path / _PREVIOUS_CHECKPOINT).exists()
 
+    def is_run_folder(self) -> bool:
+        """Whether a run lives here, started, running, ended or with its weights deleted (its config or a
+        checkpoint exists): the folder's files are the run's."""
+        return (self.path / _CONFIG).exists() or self.holds_run()
+
     def is_finished(self) -> bool:
         """Whether the run here has ended (its final metrics are written)."""
         return (self.path / _METRICS).exists() and self.holds_run()
@@ -547,6 +552,25 @@ class RunFolder:
         path = self.eval_report_file(split)
         write_json(path, report)
         return path
+
+
+def check_outside_runs(path: str | os.PathLike, option: str, own: str | os.PathLike | None = None, *,
+                       run: bool = False) -> None:
+    """Raise :class:`KTGError` if ``path``, where a command writes its output ``option`` (``"--out"``), is or lies
+    inside a run folder, unless it is ``own``, the command's own file in that run (``ktg attention``'s figure);
+    with ``run``, ``path`` is the command's own run folder, and only the folders above it are checked.
+
+    A run folder's files are the run's: an output written over its checkpoint or config destroys the run without
+    a word, and any other file there is one a later ``--restart`` would not know to keep.
+    """
+    resolved = Path(path).resolve()
+    if own is not None and resolved == Path(own).resolve():
+        return
+    above = resolved.parents if run else (resolved, *resolved.parents)
+    folder = next((folder for folder in above if RunFolder(folder).is_run_folder()), None)
+    if folder is not None:
+        raise KTGError(f"{option} {path} lies in the run folder {folder}, whose files belong to its run (a file "
+                       "written there can replace its checkpoint or config); write it outside the run folder")
 
 
 def _read_checkpoint(path: Path) -> Checkpoint:

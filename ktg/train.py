@@ -369,14 +369,15 @@ def make_train_step(
 
 class NonFiniteLossError(KTGError):
     """A loss became NaN or infinite at step ``step`` (from 1, of ``of``) of epoch ``epoch`` on ``edges``; the
-    run stopped (a few steps later, see :mod:`ktg.nonfinite`) without saving that epoch, and the checkpoint of
-    the last good epoch is kept."""
+    run stopped (a few steps later, see :mod:`ktg.nonfinite`) without saving that epoch; the checkpoint of the
+    epoch before is kept, and in the first epoch there is none (the message says which)."""
 
     def __init__(self, epoch: int, step: int, edges: list[str], *, of: int) -> None:
+        kept = (f"the checkpoint of epoch {epoch - 1} is kept" if epoch > 1 else
+                "no epoch had finished, so no checkpoint exists")
         super().__init__(
             f"non-finite loss in epoch {epoch}, step {step} of {of}, on {', '.join(edges)}; the run stopped "
-            f"without saving that epoch, and the checkpoint of the last good epoch is kept. Lower --lr or check the "
-            f"data."
+            f"without saving that epoch, and {kept}. Lower --lr or check the data."
         )
         self.epoch = epoch
         self.step = step

@@ -98,7 +98,7 @@ def test_a_mistake_in_a_later_stage_is_reported_before_the_first_stage_trains(tm
     (tmp_path / "chain.json").write_text(json.dumps(chain))
     out = tmp_path / "out"
     assert main(["chain", str(tmp_path / "chain.json"), "--out", str(out), "--epochs", "1", *SYNTHETIC]) == 2
-    assert "--lr must be positive, got -1" in capsys.readouterr().err
+    assert "--lr must be a number above 0, got -1" in capsys.readouterr().err
     assert not out.exists()
 
 

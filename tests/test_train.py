@@ -290,8 +290,8 @@ def test_cli_user_errors_are_one_line(argv, message, capsys):
 @pytest.mark.parametrize("option, message", [
     (["--epochs", "-1"], "--epochs must be ≥ 1, got -1"),
     (["--batch-size", "0"], "--batch-size must be ≥ 1, got 0"),
-    (["--lr", "0"], "--lr must be positive, got 0.0"),
-    (["--holdout", "1.5"], "--holdout must lie strictly between 0 and 1, got 1.5"),
+    (["--lr", "0"], "--lr must be a number above 0, got 0.0"),
+    (["--holdout", "1.5"], "--holdout must be a number in (0, 1), got 1.5"),
     (["--schedule", "step"], "--schedule step needs --milestones"),
     (["--schedule", "step", "--epochs", "10", "--milestones", "5", "10"],
      "--milestones 5 10: each must be at least 1 and below --epochs 10"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import signal
 import sys
 from typing import NoReturn, Sequence
@@ -86,9 +87,14 @@ def _run(argv: Sequence[str] | None) -> int:
 
 
 def fail(message: str) -> int:
-    """Print ``message`` as ktg's one-line error and return the exit status of a user error."""
-    print(f"ktg: error: {message}", file=sys.stderr)
+    """Print ``message`` as ktg's one-line error and return the exit status of a user error. Control characters
+    (a newline in a graph file's key, a name, a path) are shown escaped, so the error stays one line."""
+    print(f"ktg: error: {_CONTROL.sub(lambda match: repr(match.group())[1:-1], message)}", file=sys.stderr)
     return 2
+
+
+#: Control characters, and what Python counts as a line break among the rest (NEL, the line and paragraph separators).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def first_line(error: BaseException) -> str:

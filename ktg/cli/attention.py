@@ -9,7 +9,7 @@ from ktg.cli.graph import FIGURE_SUFFIXES
 from ktg.cli.options import add_device_argument
 from ktg.errors import KTGError
 from ktg.io import check_writable
-from ktg.run_folder import SPLITS, RunFolder
+from ktg.run_folder import SPLITS, RunFolder, check_outside_runs
 from ktg.viz import FIGURE_DPI
 
 
@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dpi < 1:
         raise KTGError(f"--dpi must be at least 1, got {args.dpi}")
     folder.check_is_run()
+    check_outside_runs(out, "--out", own=folder.attention_figure_file(args.split))
     check_writable(out.parent, "the figure --out")  # before the run is loaded and its images drawn
 
     from ktg.viz import save_figure

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ktg.cli.options import add_data_arguments, add_progress_argument, data_source_from_args
+from ktg.run_folder import check_outside_runs
 
 
 def add_parser(commands) -> None:
@@ -30,14 +31,15 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     source = data_source_from_args(args)
+    check_outside_runs(args.out, "--out")
     suggested = source.defaults.train  # an unknown dataset is reported here, before a framework is imported
     overrides: dict[str, Any] = {"device": args.device} if args.device else {}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     if args.batch_size is not None:
         overrides["batch_size"] = args.batch_size
-    if args.holdout is not None:
-        overrides.update(holdout=args.holdout, holdout_seed=args.holdout_seed)
+    overrides.update({name: getattr(args, name) for name in ("holdout", "holdout_seed")
+                      if getattr(args, name) is not None})
     node_options = {"base_width": args.width} if args.width is not None else {}
 
     from ktg.chain import load_chain, plan_chain, run_chain

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ktg.io import check_writable
-from ktg.run_folder import RunFolder
+from ktg.run_folder import RunFolder, check_outside_runs
 
 
 def add_parser(commands) -> None:
@@ -29,9 +30,11 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     RunFolder(args.run).check_is_run()
+    check_outside_runs(args.out, "--out")
     check_writable(args.out.parent, "the model file --out")  # before the graph is loaded, traced and checked
 
     from ktg.export import description_path, export_run  # after the check that needs no framework
+    from ktg.inference import unfinished_weights
 
     outputs = ["logits"] + ["node_logits"] * args.node_logits + ["attention"] * args.attention
     description = export_run(args.run, args.out, args.format, outputs=outputs, tolerance=args.tolerance)
@@ -42,4 +45,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"checked on a batch of {verified['batch_size']}: largest difference to PyTorch {worst:.2g} "
           f"(tolerance {verified['tolerance']:g})")
     print(f"description written to {description_path(args.out)}")
+    unfinished = unfinished_weights(description["epoch"], description["epochs"])
+    if unfinished:
+        print(f"ktg: note: exported {unfinished}", file=sys.stderr)
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ktg.errors import KTGError
 from ktg.graph import DEFAULT_NODES, NAMED_GRAPHS, resolve_graph
-from ktg.run_folder import RunFolder
+from ktg.run_folder import RunFolder, check_outside_runs
 from ktg.search.settings import BEST_GRAPH
 from ktg.viz import FIGURE_DPI, FIGURE_FORMATS, GRAPH_FIGURE_SIZE
 
@@ -76,6 +76,8 @@ def _output_format(args: argparse.Namespace) -> str:
 def run_show(args: argparse.Namespace) -> int:
     spec = load_graph(args.graph, args.nodes)
     kind = _output_format(args)
+    if args.out is not None:
+        check_outside_runs(args.out, "--out")
 
     from ktg.io import write_text
     from ktg.viz.graph_figure import summary, to_dot, to_mermaid  # matplotlib: after the checks that need none

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ktg.config import COMPILE_MODES, EVAL_BATCH_SIZE, SCHEDULES, TrainConfig, recipe_node_options
-from ktg.data import DataSource, dataset_defaults, list_datasets
+from ktg.data import DataSource, dataset_defaults, dataset_record, list_datasets
 from ktg.errors import KTGError
 from ktg.graph import DEFAULT_NODES
 from ktg.models import list_models, model_record
@@ -56,8 +56,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                        help="extra loader option, e.g. train_size=256 for synthetic data (repeatable)")
     group.add_argument("--holdout", type=float, default=train["holdout"], help="hold out this fraction of the "
                        "training split (stratified) and evaluate on it instead of the test split")
-    group.add_argument("--holdout-seed", type=int, default=train["holdout_seed"],
-                       help="seed of the held-out split (default: %(default)s)")
+    group.add_argument("--holdout-seed", type=int, help=f"with --holdout: seed of the held-out split (default: "
+                       f"{train['holdout_seed']})")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -188,6 +188,9 @@ def data_source_from_args(args: argparse.Namespace) -> DataSource:
     default: one would read its own data whatever ``--data-root`` points at, without a word."""
     if args.dataset is None:
         raise KTGError(f"--dataset is required (--data-root alone does not say how to read it): {dataset_choices()}")
+    if args.data_root is not None and not dataset_record(args.dataset).reads_root:
+        raise KTGError(f"--data-root {args.data_root}: dataset {args.dataset!r} is built in and reads no folder; drop "
+                       "--data-root")
     options = dict(args.dataset_option)
     if args.cache_dir is not None:
         options["cache_dir"] = str(args.cache_dir)

@@ -15,7 +15,7 @@ from ktg.cli.options import add_inference_arguments, add_progress_argument, chec
 from ktg.ensemble import ENSEMBLE_RULES
 from ktg.errors import KTGError
 from ktg.io import check_writable, write_text
-from ktg.run_folder import RunFolder
+from ktg.run_folder import RunFolder, check_outside_runs
 
 OUTPUT_SUFFIXES = (".csv", ".json")
 POWER = 0.5  # power_mean's exponent when --power is not given
@@ -62,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
     RunFolder(args.run).check_is_run()
     # now, not after the graph is loaded and every image classified (and maybe every grid drawn)
     if args.out is not None:
+        check_outside_runs(args.out, "--out")
         check_writable(args.out.parent, "the predictions file --out")
     if args.attention is not None:
+        check_outside_runs(args.attention, "--attention")
         check_writable(args.attention, "the attention folder --attention")
 
     from ktg.inference import find_images, load_run, predict_images  # after the checks that need no framework
@@ -72,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         raise KTGError("no images to classify: " + "; ".join(f"{error.name}: {error.reason}" for error in problems))
     _report(problems)
     model = load_run(args.run, args.device)
+    if model.unfinished:
+        print(f"ktg: note: {args.run} predicts with {model.unfinished}", file=sys.stderr)
     on_batch = None if args.attention is None else _attention_writer(model, args.attention, paths)
     predictions, unreadable = predict_images(model, paths, rule=args.ensemble, power=args.power,
                                              batch_size=args.batch_size, progress=not args.no_progress,

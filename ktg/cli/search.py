@@ -32,6 +32,7 @@ from ktg.registry import (
     pruner_names,
     sampler_names,
 )
+from ktg.run_folder import check_outside_runs
 from ktg.search.settings import (
     BEST_GRAPH,
     DEFAULT_BASELINES,
@@ -168,8 +169,7 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
     nodes = DEFAULT_NODES if args.nodes is None else args.nodes
     source = data_source_from_args(args)
     # Without --holdout a search holds out the fraction its dataset suggests.
-    holdout = args.holdout if args.holdout is not None else source.defaults.search_holdout
-    config = dataclasses.replace(train_config_from_args(args, source.defaults.train), holdout=holdout)
+    config = train_config_from_args(args, {**source.defaults.train, "holdout": source.defaults.search_holdout})
     check_models([args.model, *(args.models or ())])
     choices = {key: tuple(value) for key, value in
                (("designs", args.designs), ("gates", args.gates), ("label_gates", args.label_gates)) if value}
@@ -181,6 +181,7 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
                         models=tuple(args.models) if args.models else None,
                         temperatures=tuple(args.temperatures) if args.temperatures else None, **choices)
     out = args.out or Path("runs") / f"search-{args.dataset}-{nodes}nodes"
+    check_outside_runs(out, "--out")
     options = node_options_from_args(args)
     return SearchSettings(
         space=space, config=config, out=out, storage_url=resolve_storage_url(args.storage, out),

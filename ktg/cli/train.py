@@ -18,7 +18,7 @@ from ktg.cli.options import (
 )
 from ktg.errors import KTGError
 from ktg.graph import NAMED_GRAPHS, resolve_graph
-from ktg.run_folder import RunFolder
+from ktg.run_folder import RunFolder, check_outside_runs
 
 
 def add_parser(commands) -> None:
@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     config = train_config_from_args(args, source.defaults.train)
     graph = resolve_graph(args.graph, args.nodes, args.model, node_options_from_args(args))
     check_models(node.model for node in graph.nodes)
+    if args.out is not None:
+        check_outside_runs(args.out, "--out", run=True)
 
     from ktg.train import train  # everything above needs no framework: a mistake there is reported at once
     from ktg.viz.attention import log_attention_grid

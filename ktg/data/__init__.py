@@ -77,12 +77,15 @@ class DatasetRecord:
             images from the options saved with a run (it reads those that shape the pipeline and ignores where
             the data lie or how many there are), as ``"module:function"`` or a callable; None if the dataset has
             none (see :mod:`ktg.data.preprocess`).
+        reads_root: whether the loader reads ``root``; a root given to a dataset that reads none (built-in data)
+            is an error, not a folder recorded with a run that never looked at it.
     """
 
     name: str
     loader: FunctionRef
     defaults: DatasetDefaults = field(default_factory=DatasetDefaults)
     preprocessing: FunctionRef | None = None
+    reads_root: bool = True
 
 
 _DATASETS: dict[str, DatasetRecord] = {}
@@ -133,6 +136,16 @@ def dataset_defaults(name: str) -> DatasetDefaults:
 COMMON_OPTIONS = ("train_subset", "train_subset_seed")
 
 
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
+
+
+def _of_kind(value: Any, kind: type) -> bool:
+    """Whether ``value`` is of ``kind`` as a JSON value would be: bool only for bool, an int also for float."""
+    if isinstance(value, bool) or kind is bool:
+        return isinstance(value, bool) and kind is bool
+    return isinstance(value, (int, float) if kind is float else kind)
+
+
 def load_dataset(name: str, root: str | Path | None = None, image_size: int | None = None, **options) -> Dataset:
     """Load dataset ``name`` from ``root`` (the folder the user unpacked; unused by built-in data).
 
@@ -149,6 +162,11 @@ def load_dataset(name: str, root: str | Path | None = None, image_size: int | No
         if unknown:
             raise KTGError(f"dataset {name!r} has no option {unknown[0]!r}; its options are: "
                            f"{', '.join([*accepted, *COMMON_OPTIONS])}")
+    for parameter in parameters:  # an option's type is its default's: seed=x must not reach torch.manual_seed
+        kind = type(parameter.default)
+        if parameter.name in own and kind in (bool, int, float, str) and not _of_kind(own[parameter.name], kind):
+            raise KTGError(f"the dataset option {parameter.name} of {name!r} must be {_KIND_NAMES[kind]}, got "
+                           f"{own[parameter.name]!r}")
     dataset = loader(Path(root) if root is not None else None, image_size, **own)
     if "train_subset" in options:
         from ktg.data.images import training_subset
@@ -157,6 +175,10 @@ def load_dataset(name: str, root: str | Path | None = None, image_size: int | No
     elif "train_subset_seed" in options:
         raise KTGError("the dataset option train_subset_seed needs train_subset (the part of the training split "
                        "to keep)")
+    if len(dataset.train.classes) < 2:
+        raise KTGError(f"dataset {name!r}{'' if root is None else f' in {root}'} has {len(dataset.train.classes)} "
+                       f"class(es) ({', '.join(dataset.train.classes) or 'none'}); a classifier needs at least two, "
+                       "or every answer is right")
     dataset.source = DataSource(name, None if root is None else str(root), image_size, dict(options))
     return dataset
 
@@ -176,6 +198,11 @@ class DataSource:
     root: str | None = None
     image_size: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        size = self.image_size
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+            raise KTGError(f"--image-size must be at least 1, got {size!r}")
 
     def load(self) -> Dataset:
         """The dataset, with this source attached (:attr:`Dataset.source`)."""
@@ -220,9 +247,9 @@ for _name in ("cifar10", "cifar100"):
 _register(DatasetRecord("digits", "ktg.data.digits:load_digits",
                         DatasetDefaults(node_options={"base_width": 8},
                                         train={"batch_size": 4, "lr": 0.01, "epochs": 5}),
-                        preprocessing="ktg.data.digits:digits_preprocessing"))
+                        preprocessing="ktg.data.digits:digits_preprocessing", reads_root=False))
 _register(DatasetRecord("synthetic", "ktg.data.synthetic:load_synthetic",
-                        preprocessing="ktg.data.synthetic:synthetic_preprocessing"))
+                        preprocessing="ktg.data.synthetic:synthetic_preprocessing", reads_root=False))
 for _name in ("stanford_dogs", "cub200", "stanford_cars", "imagefolder"):
     _register(DatasetRecord(_name, f"ktg.data.finegrained:load_{_name}",
                             preprocessing=f"ktg.data.finegrained:{_name}_preprocessing"))

@@ -42,7 +42,7 @@ from ktg.io import atomic_path, write_json
 from ktg.progress import Progress
 
 T = TypeVar("T")
-FORMAT_VERSION = 2  # 2: photos at their own size, packed (1 squashed them to squares)
+FORMAT_VERSION = 3  # 3: 16-bit images scaled, not clipped; 2: photos at their own size, packed (1 squashed them)
 
 
 @dataclass
@@ -76,12 +76,26 @@ def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
+#: Largest level of the integer and float modes (``I;16``, ``I;16B``, …, ``I``, ``F``): Pillow reads 16-bit PNG and
+#: TIFF files into them, and RGB conversion would clip their levels at 255 (a 16-bit image turns white).
+DEEP_MAX = 65535
+
+
 def _rgb(image: Image.Image, width: int, height: int) -> Image.Image:
-    """``image`` as RGB; a JPEG not yet loaded is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still
-    covers width×height, which is several times faster for large photos. Grey, CMYK, RGBA and palette images
-    are converted to RGB (an alpha channel is dropped)."""
+    """``image`` as 8-bit RGB; a JPEG not yet loaded is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that
+    still covers width×height, which is several times faster for large photos.
+
+    Every Pillow mode is converted without clipping: grey, CMYK, YCbCr, LAB, HSV and palette images as Pillow
+    converts them; 16-bit, 32-bit integer and float grey (``I;16…``, ``I``, ``F``) scaled from 0 … 65535 to
+    0 … 255 (levels outside that range clipped, NaN black); an alpha channel, straight or premultiplied (``La``,
+    ``RGBa``), is dropped, and a palette's transparent colour with it."""
     image.draft("RGB", (width, height))
-    if image.mode == "P" and "transparency" in image.info:
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        levels = np.clip(np.nan_to_num(np.asarray(image), nan=0.0, posinf=DEEP_MAX, neginf=0.0), 0, DEEP_MAX)
+        image = Image.fromarray(np.round(levels.astype(np.float64) * (255 / DEEP_MAX)).astype(np.uint8))
+    elif image.mode == "La":  # Pillow converts premultiplied grey to nothing; its grey band is the colour on black
+        image = image.getchannel("L")
+    elif image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # the same colours; PIL warns when a palette's transparency goes in one step
     return image.convert("RGB")
 

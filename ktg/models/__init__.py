@@ -9,8 +9,8 @@ its record, so :func:`create_model` is the only place that loads pretrained weig
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ktg.errors import KTGError
 from ktg.registry import FunctionRef, add_record, lazy_attributes, resolve
@@ -41,11 +41,13 @@ class ModelRecord:
         constructor: ``fn(num_classes: int, **options) -> nn.Module``, as ``"module:function"`` or a callable.
         imagenet_weights: the torchvision weights (e.g. ``"ResNet18_Weights.IMAGENET1K_V1"``) that
             ``pretrained="imagenet"`` loads; None for a model without them.
+        options: the constructor's own keyword options beyond :data:`NODE_OPTIONS`, with their types.
     """
 
     name: str
     constructor: FunctionRef
     imagenet_weights: str | None = None
+    options: Mapping[str, type] = field(default_factory=dict)
 
 
 _MODELS: dict[str, ModelRecord] = {}
@@ -55,15 +57,17 @@ def _register(record: ModelRecord) -> ModelRecord:
     return add_record(_MODELS, record, "model")
 
 
-def register_model(name: str, *, imagenet_weights: str | None = None) -> Callable[[ModelConstructor], ModelConstructor]:
+def register_model(name: str, *, imagenet_weights: str | None = None,
+                   options: Mapping[str, type] | None = None) -> Callable[[ModelConstructor], ModelConstructor]:
     """Register a constructor ``fn(num_classes: int, **options) -> nn.Module`` under ``name``.
 
     ``imagenet_weights`` names the torchvision weights (e.g. ``"ResNet18_Weights.IMAGENET1K_V1"``) that
-    ``pretrained="imagenet"`` loads; models without it take no pretrained weights.
+    ``pretrained="imagenet"`` loads; models without it take no pretrained weights. ``options``: the keyword
+    options the constructor takes beyond :data:`NODE_OPTIONS`, with their types (checked before it is called).
     """
 
     def decorator(fn: ModelConstructor) -> ModelConstructor:
-        _register(ModelRecord(name, fn, imagenet_weights))
+        _register(ModelRecord(name, fn, imagenet_weights, dict(options or {})))
         return fn
 
     return decorator
@@ -79,6 +83,33 @@ def model_record(name: str) -> ModelRecord:
     if name not in _MODELS:
         raise KTGError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
     return _MODELS[name]
+
+
+#: The options every model takes (:func:`create_model`'s keyword arguments), with their types: a graph file's node
+#: "options" are checked against these and the model's own (:attr:`ModelRecord.options`) before a model is built.
+NODE_OPTIONS: dict[str, type] = {"attention_residual": bool, "pretrained": str, "base_width": int}
+
+
+def check_node_options(name: str | None, options: Mapping[str, Any], where: str = "options") -> None:
+    """Raise KTGError naming ``where`` and the option unless every one of ``options`` is an option of model
+    ``name`` (None: a model not chosen yet, which takes :data:`NODE_OPTIONS`) with a value of its type (``null``
+    for ``pretrained`` and ``base_width`` keeps the model's default; ``base_width`` is at least 1)."""
+    accepted = {**NODE_OPTIONS, **(model_record(name).options if name is not None else {})}
+    for key, value in options.items():
+        if key not in accepted:
+            raise KTGError(f"{where}.{key}: model {name or 'of the node'} takes no option {key!r}; its options are: "
+                           f"{', '.join(accepted)}")
+        kind = accepted[key]
+        if value is None and key in ("pretrained", "base_width"):
+            continue
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise KTGError(f"{where}.{key}: expected {_KIND_NAMES.get(kind, kind.__name__)}, got "
+                           f"{type(value).__name__} {value!r}")
+        if key == "base_width" and value < 1:
+            raise KTGError(f"{where}.base_width: must be at least 1, got {value}")
+
+
+_KIND_NAMES = {bool: "true or false", str: "a string", int: "an integer", float: "a number"}
 
 
 def create_model(
@@ -107,18 +138,14 @@ def create_model(
         KTGError: unknown name, pretrained weights for a model that has none, or weights that cannot be read.
     """
     record = model_record(name)
+    check_node_options(name, {"attention_residual": attention_residual, "pretrained": pretrained,
+                              "base_width": base_width, **options})
     if pretrained is not None and record.imagenet_weights is None:
         with_weights = [known for known in list_models() if _MODELS[known].imagenet_weights is not None]
         raise KTGError(f"model {name!r} takes no pretrained weights; models that do: {', '.join(with_weights)}")
     if base_width is not None:
         options["base_width"] = base_width
-    try:
-        model = resolve(record.constructor)(num_classes, attention_residual=attention_residual, **options)
-    except TypeError as error:
-        # Options usually come from a graph file's node "options": name the culprit instead of a traceback.
-        if "unexpected keyword argument" not in str(error):
-            raise
-        raise KTGError(f"model {name!r} does not take that option ({error}); check the node options") from None
+    model = resolve(record.constructor)(num_classes, attention_residual=attention_residual, **options)
     if pretrained is not None:
         from ktg.models.pretrained import load_backbone_weights, read_pretrained
 
@@ -140,6 +167,8 @@ __all__ = [
     "ABNResNet",
     "LoadReport",
     "ModelRecord",
+    "NODE_OPTIONS",
+    "check_node_options",
     "create_model",
     "list_models",
     "load_backbone_weights",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import optuna
+import sqlalchemy
 import torch
 
 from ktg.errors import KTGError
@@ -21,7 +22,7 @@ from ktg.search.objective import TRIALS_DIR, check_space
 from ktg.search.processes import auto_jobs_per_device, run_processes
 from ktg.search.settings import SearchSettings
 from ktg.search.signals import StopRequest
-from ktg.search.storage import queue_baseline
+from ktg.search.storage import open_storage, queue_baseline
 from ktg.search.worker import Worker, connect, rewrite_results
 from ktg.train import FinishCallback
 
@@ -55,8 +56,8 @@ def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, 
     check_writable(settings.out, "the search folder --out")
     dataset = settings.data_source.load()
     check_space(settings.space, dataset, settings.node_options)
+    _check_trial_folders(settings)
     study, _, _ = connect(settings, heartbeats=False)  # creates the study or checks that this command may join it
-    _check_trial_folders(study, settings.out)
     for spec in settings.baselines:  # first in the queue of a new study
         queue_baseline(study, spec.name, settings.space.to_params(spec), settings.space.distributions())
     if on_start is not None:
@@ -98,8 +99,24 @@ def _sharing(device: torch.device, mps: bool) -> str:
     return ", taking turns on the GPU (--mps runs them side by side, where CUDA MPS is allowed)"
 
 
-def _check_trial_folders(study: optuna.Study, out: Path) -> None:
-    trials = out / TRIALS_DIR
-    if not study.get_trials(deepcopy=False) and trials.is_dir() and any(trials.iterdir()):
-        raise KTGError(f"{trials} holds trial runs, but study {study.study_name!r} has no trials: they belong to "
+def _check_trial_folders(settings: SearchSettings) -> None:
+    """Refuse a search folder whose ``trials/`` holds runs while the study has no trials (they belong to another
+    study: another --nodes names another study), before the study is created: a refused command writes nothing,
+    and an empty second study in the folder's storage would make every later ``ktg study show`` ask which one."""
+    trials = settings.out / TRIALS_DIR
+    if not (trials.is_dir() and any(trials.iterdir())):
+        return
+    url = settings.storage_url
+    database = url.startswith("sqlite") and sqlalchemy.engine.make_url(url).database
+    if database and not Path(database).exists():
+        has_trials = False  # opening the storage would create its file
+    else:
+        storage = open_storage(url)
+        try:
+            has_trials = bool(storage.get_all_trials(storage.get_study_id_from_name(settings.study_name),
+                                                     deepcopy=False))
+        except KeyError:  # no such study yet
+            has_trials = False
+    if not has_trials:
+        raise KTGError(f"{trials} holds trial runs, but study {settings.study_name!r} has no trials: they belong to "
                        f"another study. Choose another --out, or the --storage and --study they were made with")
