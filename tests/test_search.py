@@ -346,9 +346,10 @@ def test_joining_with_other_settings_is_refused(tmp_path):
         connect(settings(tmp_path, config=dataclasses.replace(CONFIG, epochs=3)))
     with pytest.raises(KTGError, match="same_seed: study has False, you gave True"):
         connect(settings(tmp_path, same_seed=True))
-    with pytest.raises(KTGError, match=r"^study 'test' searches with other settings \(first_rung: study has 1, you "
-                                       r"gave 2\); use the same options to join it, or another --study$"):
-        connect(settings(tmp_path, first_rung=2))
+    # The study's first rung is its default for 2-epoch trials (70 % of the run, rounded up: 2), stored resolved.
+    with pytest.raises(KTGError, match=r"^study 'test' searches with other settings \(first_rung: study has 2, you "
+                                       r"gave 1\); use the same options to join it, or another --study$"):
+        connect(settings(tmp_path, first_rung=1))
     # How fast a worker runs may differ; what its device resolves to (fp32, NCHW on this CPU) is compared.
     for change in ({"compile": True}, {"eval_batch_size": 7}, {"amp": False}, {"channels_last": False}):
         connect(settings(tmp_path, config=dataclasses.replace(CONFIG, **change)))
@@ -442,7 +443,7 @@ def test_a_search_without_pruning_evaluates_every_epoch_and_measures_the_fidelit
     capsys.readouterr()
     assert main(["study", "fidelity", "--storage", str(out), "--csv", str(tmp_path / "fidelity.csv")]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0].endswith("none pruner, first rung 1: 3 complete trials, final = held-out accuracy at the "
+    assert printed[0].endswith("none pruner, first rung 2: 3 complete trials, final = held-out accuracy at the "
                                "last epoch")
     assert [line.split()[:2] for line in printed[2:4]] == [["1", "3"], ["2", "3"]]
     assert not any(line.startswith(("left out", "skipped")) for line in printed)

@@ -90,8 +90,8 @@ sys.exit(main(sys.argv[2:]))
 def test_a_killed_workers_trial_is_continued_by_its_retry_exactly(tmp_path):
     out, reference, held = tmp_path / "search", tmp_path / "reference", tmp_path / "held"
     url = resolve_storage_url(None, out)
-    # median reads every epoch (and prunes nothing before its fifth trial): every epoch is reported
-    options = ["--trials", "1", "--epochs", "3", "--pruner", "median", "--heartbeat-interval", "1",
+    # median reads every epoch from the first rung (and prunes nothing before its fifth trial): every epoch is reported
+    options = ["--trials", "1", "--epochs", "3", "--pruner", "median", "--first-rung", "1", "--heartbeat-interval", "1",
                "--grace-period", "3"]
     victim = subprocess.Popen([sys.executable, "-c", HOLD_AFTER_FIRST_EPOCH, str(held), *SEARCH, *options,
                                "--out", str(out)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
