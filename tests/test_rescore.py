@@ -196,7 +196,7 @@ def test_the_verdict_keeps_the_searched_graph_only_where_it_beats_the_best_basel
     found = verdict(study)
     assert found.beats and found.searched.trial == 2 and found.best_baseline.baseline == "independent"
     assert found.differences["independent"].seeds == 3 and found.differences["independent"].above_zero
-    assert found.lines()[0].startswith("chosen − independent = +11.00 [") and "over 3 paired seeds" in found.lines()[0]
+    assert found.lines()[0].startswith("trial 2 − independent = +11.00 [") and "over 3 paired seeds" in found.lines()[0]
     write_results(study, tmp_path)
     assert GraphSpec.load(tmp_path / "best_graph.json").name.startswith("trial 2, chosen by the race")
     assert json.loads((tmp_path / "verdict.json").read_text())["keep"] == "trial 2"

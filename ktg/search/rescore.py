@@ -267,12 +267,14 @@ class Verdict:
         """The verdict in plain words, one sentence a line."""
         if self.searched is None:
             return ["no searched graph finished a race run: nothing to compare with the baselines"]
-        lines = [f"chosen − {name} = {difference.describe()}" for name, difference in self.differences.items()]
+        lines = [f"{self.searched.label} − {name} = {difference.describe()}"
+                 for name, difference in self.differences.items()]
         best = self.best_baseline
         if best is None:
             return lines + ["no baseline in the study (--baseline): nothing says whether the search paid"]
         if self.beats:
-            lines.append(f"the chosen graph ({self.searched.label}) beats the best baseline, {best.baseline}, at 95 %")
+            lines.append(f"the best searched graph, {self.searched.label}, beats the best baseline, "
+                         f"{best.baseline}, at 95 %: use it")
         else:
             lines.append(f"no searched graph beats the best baseline, {best.baseline}, at 95 % (the best, "
                          f"{self.searched.label}, is not told apart from it or is worse): keep {best.baseline}")

@@ -87,11 +87,15 @@ def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
 
     After a finished race (``--rescore-top``) its contenders rank first, as the race ranks them (the
     ``rescore_*`` columns: mean, sample standard deviation, runs finished of those asked for, and the seeds after
-    which the race dropped it). Baseline trials say which baseline they are."""
+    which the race dropped it), the graph the study recommends (``best_graph.json``) first. Baseline trials say
+    which baseline they are."""
     trials = study.get_trials(deepcopy=False)
     race = rescore.standings(study)
     rescored = {r.trial: r for r in race.ranked} if race is not None else {}
     rescore_rank = {number: i for i, number in enumerate(rescored)} if race is not None and race.done else {}
+    found = rescore.verdict(study) if rescore_rank else None
+    if found is not None and found.keep() is not None:  # rank 1 is the graph in best_graph.json
+        rescore_rank[found.keep().trial] = -1
     retried_as = {}
     for trial in trials:
         history = trial.system_attrs.get("retry_history")
