@@ -189,7 +189,7 @@ def test_a_registered_design_gate_and_pruner_appear_in_the_cli_choices(test_reco
     settings = search_settings_from_args(args)
     space = settings.space
     assert (space.designs, space.gates, space.label_gates) == (("l1_prob", "prob_kl"), ("half",), ("half", "through"))
-    assert isinstance(make_pruner(settings.pruner, settings.config.epochs, first_rung=settings.first_rung),
+    assert isinstance(make_pruner(settings.pruner, settings.config.epochs, first_rung=settings.rung),
                       optuna.pruners.MedianPruner)
     assert PATIENT_CALLS[-1] == 6
     with pytest.raises(SystemExit):

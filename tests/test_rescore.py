@@ -173,7 +173,7 @@ def race_runs(monkeypatch):
         runs.append((trial, index))
         return final_metrics(table[trial][index])
 
-    monkeypatch.setattr(rescore_module, "train", fake_train)
+    monkeypatch.setattr("ktg.train.train", fake_train)
     return runs, table
 
 

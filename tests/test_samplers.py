@@ -136,7 +136,8 @@ def test_a_worker_with_another_sampler_is_refused_and_older_studies_drew_at_rand
 def test_a_tiny_search_with_pruning_runs_past_the_random_start(sampler, tmp_path):
     """The study holds enough finished trials (complete and pruned) for the sampler to model; the real trial
     that follows is drawn by the model, reported to successive halving at epoch 1, and ends complete or pruned."""
-    s = settings(tmp_path, sampler=sampler, pruner="successive-halving", trials=EVOLUTION_POPULATION + 1)
+    s = settings(tmp_path, sampler=sampler, pruner="successive-halving", first_rung=1,
+                 trials=EVOLUTION_POPULATION + 1)
     study, _, _ = connect(s, heartbeats=False)
     for trial in toy_study("random", 9, EVOLUTION_POPULATION, SPACE).trials:
         study.add_trial(trial)

@@ -31,11 +31,11 @@ def test_every_space_is_a_record_a_command_line_choice_and_part_of_the_study(cap
     assert DEFAULT_SPACE == "labels-on" and search_settings_from_args(search_args()).space.name == DEFAULT_SPACE
     # The paper recipe searches as the papers did: their space, rungs from epoch 1; an option given still wins.
     paper = search_settings_from_args(search_args("--recipe", "paper", "--epochs", "300"))
-    assert (paper.space.name, paper.first_rung) == ("paper", 1)
+    assert (paper.space.name, paper.rung) == ("paper", 1)
     given = search_settings_from_args(search_args("--recipe", "paper", "--epochs", "300", "--space", "shared",
                                                   "--first-rung", "100"))
-    assert (given.space.name, given.first_rung) == ("shared", 100)
-    assert search_settings_from_args(search_args("--epochs", "9")).first_rung == 7  # 70 % of the run, rounded up
+    assert (given.space.name, given.rung) == ("shared", 100)
+    assert search_settings_from_args(search_args("--epochs", "9")).rung == 7  # 70 % of the run, rounded up
     for name in SPACES:
         space = search_settings_from_args(search_args("--space", name)).space
         assert space == SearchSpace(num_nodes=3, name=name) and space.describe()["name"] == name

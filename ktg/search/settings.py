@@ -146,11 +146,9 @@ class SearchSettings:
             raise KTGError("the search scores graphs on a held-out part of the training split: give it a --holdout "
                            "fraction")
         check_pruner(self.pruner)
-        if self.first_rung is None:  # frozen: the resolved default is set once, here, and stored with the study
-            object.__setattr__(self, "first_rung", default_first_rung(self.config.epochs))
-        if not 1 <= self.first_rung <= self.config.epochs:
+        if not 1 <= self.rung <= self.config.epochs:
             raise KTGError(f"--first-rung must be an epoch from 1 to --epochs ({self.config.epochs}), got "
-                           f"{self.first_rung}")
+                           f"{self.rung}")
         check_sampler(self.sampler)
         if self.rescore_top < 0:
             raise KTGError(f"--rescore-top must be 0 (no race) or more, got {self.rescore_top}")
@@ -171,6 +169,12 @@ class SearchSettings:
                            f"({self.heartbeat_interval} s, at least 1)")
 
     @property
+    def rung(self) -> int:
+        """The first rung the pruner uses: ``first_rung``, or :func:`default_first_rung` of the epochs (resolved
+        when read, so a copy with other epochs resolves again)."""
+        return default_first_rung(self.config.epochs) if self.first_rung is None else self.first_rung
+
+    @property
     def budget(self) -> int:
         """The finished trials a study holds when it is done: the searched ones and one per baseline."""
         return self.trials + len(self.baselines)
@@ -186,6 +190,6 @@ class SearchSettings:
                 "options": {k: v for k, v in source.options.items() if k != "cache_dir"}}
         return {"space": self.space.describe(), "train": training, "data": data,
                 "node_options": self.node_options, "pruner": self.pruner, "sampler": self.sampler, "seed": self.seed,
-                "first_rung": self.first_rung,
+                "first_rung": self.rung,
                 "same_seed": self.same_seed, "keep_weights": self.keep_weights,
                 "baselines": [spec.to_dict() for spec in self.baselines]}

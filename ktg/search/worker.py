@@ -81,7 +81,7 @@ def connect(settings: SearchSettings, heartbeats: bool = True) -> tuple[optuna.S
                            **({"heartbeat_interval": settings.heartbeat_interval, "grace_period": settings.grace_period,
                                "max_retry": settings.max_retry} if heartbeats else {}))
     study = open_study(storage, settings.study_name, sampler=make_sampler(settings.sampler, settings.seed),
-                       pruner=make_pruner(settings.pruner, settings.config.epochs, first_rung=settings.first_rung),
+                       pruner=make_pruner(settings.pruner, settings.config.epochs, first_rung=settings.rung),
                        settings=settings.shared(resolve_device(settings.config.device).type))
     return study, storage, storage.get_study_id_from_name(settings.study_name)
 
@@ -145,7 +145,7 @@ class Worker:
         objective = Objective(s.space, dataset, s.config, s.out, node_options=s.node_options,
                               on_epoch=self._after_epoch, progress=self.progress,
                               same_seed=s.same_seed,
-                              eval_epochs=PRUNERS[s.pruner].epochs_read(s.config.epochs, first_rung=s.first_rung))
+                              eval_epochs=PRUNERS[s.pruner].epochs_read(s.config.epochs, first_rung=s.rung))
         failures_in_a_row = 0
         while True:
             StopRequest.check()
