@@ -81,7 +81,7 @@ def add_parser(commands) -> None:
     group.add_argument("--baseline", nargs="+", default=list(DEFAULT_BASELINES), metavar="GRAPH",
                        help="known graphs of the space the study runs first as trials of their own, never pruned, "
                        "and races against the best searched graphs: named graphs (independent, dml) or graph files; "
-                       "'none' for no baseline (default: %(default)s)")
+                       f"'none' for no baseline (default: {' '.join(DEFAULT_BASELINES)})")
     group.add_argument("--rescore-top", type=int, default=DEFAULT_RESCORE_TOP, metavar="K", help="after the search, "
                        "race the K best complete searched graphs and the baselines on the same held-out split with "
                        "common fresh seeds: every contender gets 3 seeds, then one more seed at a time while the "
