@@ -1,7 +1,7 @@
 # `make demo`: set up .venv and run the main job on the embedded digits data (CPU, about five minutes on 2 cores):
-#   search 3-node graphs with ktg search's defaults (10 trials of 3 epochs and the baselines independent and dml,
-#   two at a time, scored on a held-out half of the training split; then the race of the 3 best graphs and the
-#   baselines over common fresh seeds, and the search's verdict); then train the graph the search recommends and an
+#   search 3-node graphs (6 trials of 2 epochs and ktg search's baselines independent and dml, two at a time, scored
+#   on a held-out half of the training split; then the race of the best graph and the baselines over 3 common fresh
+#   seeds, and the search's verdict); then train the graph the search recommends and an
 #   independent graph the same way (3 nodes, 4 epochs, seed 0, whole training split, both at once), and print their
 #   test accuracies side by side. Batch size, learning rate and width are the digits' own defaults.
 # `make test`: set up .venv with the test extras and run the test suite, two tests at a time, without the tests marked
@@ -24,7 +24,8 @@ DEMO_EPOCHS := 4
 # their logs in files (so their epochs do not interleave); the comparison is printed when both have finished.
 demo: $(BIN)/ktg
 	@set -e; out=runs/demo-$$(date +%Y%m%d-%H%M%S); \
-	$(BIN)/ktg search --nodes 3 --trials 10 --epochs 3 --jobs-per-device 2 $(DEMO_DATA) --out $$out/search; \
+	$(BIN)/ktg search --nodes 3 --trials 6 --epochs 2 --rescore-top 1 --rescore-seeds 3 --jobs-per-device 2 \
+		$(DEMO_DATA) --out $$out/search; \
 	echo; echo "== training the graph the search recommends and an independent graph the same way: 3 nodes,"; \
 	echo "   $(DEMO_EPOCHS) epochs, seed 0, the whole training split (logs: $$out/best.log, $$out/independent.log)"; \
 	OMP_NUM_THREADS=1 $(BIN)/ktg train --graph $$out/search/best_graph.json --epochs $(DEMO_EPOCHS) $(DEMO_DATA) \
