@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     from ktg.search.rescore import chosen, verdict
     from ktg.search.results import budget_spent, format_table, leaderboard, state_counts
     from ktg.search.run import run_search
-    from ktg.search.storage import GRPC_SCHEME, display_url
+    from ktg.search.storage import BASELINE_ATTR, GRPC_SCHEME, display_url
     from ktg.viz.attention import log_attention_grid
 
     url = display_url(settings.storage_url)
@@ -255,7 +255,9 @@ def run(args: argparse.Namespace) -> int:
     best = chosen(study)
     print("\nfiles:")
     if best is not None:
-        print(f"  {out / BEST_GRAPH}  the graph to use (trial {best[0].number}, {100 * best[0].value:.2f} % in the "
+        baseline = best[0].user_attrs.get(BASELINE_ATTR)
+        which = f"the baseline {baseline}, trial" if baseline else "trial"
+        print(f"  {out / BEST_GRAPH}  the graph to use ({which} {best[0].number}, {100 * best[0].value:.2f} % in the "
               f"search); retrain it on the full training split: ktg train --graph {out / BEST_GRAPH} "
               f"--dataset {args.dataset}")
     if found is not None:
