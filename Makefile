@@ -1,4 +1,4 @@
-# `make demo`: set up .venv and run the main job on the embedded digits data (CPU, about five minutes on 2 cores):
+# `make demo`: set up .venv and run the main job on the embedded digits data (CPU, about eight minutes on 2 cores):
 #   search 3-node graphs (6 trials of 2 epochs and ktg search's baselines independent and dml, two at a time, scored
 #   on a held-out half of the training split; then the race of the best graph and the baselines over 3 common fresh
 #   seeds, and the search's verdict); then train the graph the search recommends and an

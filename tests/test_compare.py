@@ -52,3 +52,16 @@ def test_a_bad_comparison_is_one_line(runs, tmp_path, capsys, problem):
     error = capsys.readouterr().err
     assert error.startswith("ktg: error: ") and error.count("\n") == 1
     assert {"names": "one per run", "unfinished": "has not finished", "missing": "does not exist"}[problem] in error
+
+
+def test_a_long_graph_name_is_cut_in_the_table():
+    """A search's chosen graph names its verdict at length; the table keeps a column a screen can show."""
+    from ktg.cli.compare import GRAPH_CELL, format_comparison
+    from ktg.run_folder import FinalMetrics
+
+    name = "independent, chosen by the race over fresh seeds; trial 3 − independent = +0.15 [-8.53, +8.83]"
+    final = FinalMetrics(dataset="digits", split="test", graph=name, epochs=4, stopped_early=False,
+                         node_accuracy=(0.5,), ensemble_accuracy=0.5, mean_node_accuracy=0.5)
+    graph_row = next(line for line in format_comparison(["recommended"], [final]).splitlines()
+                     if line.startswith("graph"))
+    assert graph_row.split(None, 1)[1] == name[:GRAPH_CELL - 1] + "…"

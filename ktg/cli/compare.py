@@ -35,14 +35,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Characters of a graph's name the table shows: a graph a search chose names how it was chosen, verdict and all,
+#: which would widen a column past any screen (the whole name is in the run's graph.json).
+GRAPH_CELL = 32
+
+
 def format_comparison(names: list[str], finals: list[FinalMetrics]) -> str:
     """A table with one column per run: what was trained (dataset, graph, epochs, split), then the top-1
-    accuracy in % of every node, of the mean node and of the ensemble node (``—`` where a run has fewer nodes)."""
+    accuracy in % of every node, of the mean node and of the ensemble node (``—`` where a run has fewer nodes).
+    A graph's name longer than :data:`GRAPH_CELL` characters is cut there, with an ellipsis."""
     def percent(value: float | None) -> str:
         return "—" if value is None else f"{100 * value:.2f} %"
 
     rows = [("dataset", [final.dataset for final in finals]),
-            ("graph", [final.graph or "" for final in finals]),
+            ("graph", [_cut(final.graph or "") for final in finals]),
             ("epochs", [str(final.epochs) for final in finals]),
             ("evaluated on", [f"{final.split} split" for final in finals])]
     for node in range(max(len(final.node_accuracy) for final in finals)):
@@ -57,3 +63,7 @@ def format_comparison(names: list[str], finals: list[FinalMetrics]) -> str:
         return "  ".join([f"{key:<{label}}", *(f"{value:>{width}}" for value, width in zip(values, widths))]).rstrip()
 
     return "\n".join([line("", names), *(line(key, values) for key, values in rows)])
+
+
+def _cut(name: str) -> str:
+    return name if len(name) <= GRAPH_CELL else name[:GRAPH_CELL - 1] + "…"
