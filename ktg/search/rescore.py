@@ -144,12 +144,6 @@ class Standings:
     done: bool
     seeds: int
 
-    @property
-    def leader(self) -> Rescored | None:
-        """The contender with the best mean among those still racing, once it has no failed run."""
-        return self.ranked[0] if self.ranked and self.ranked[0].dropped_at is None and not self.ranked[0].failed \
-            and self.ranked[0].accuracies else None
-
 
 def candidates(study: optuna.Study, top: int) -> list[FrozenTrial]:
     """The ``top`` complete searched trials with the highest search score (the lowest number among equals)."""
@@ -298,8 +292,12 @@ class Verdict:
 
 
 def verdict(study: optuna.Study) -> Verdict | None:
-    """The verdict of a finished race (None while no race finished)."""
-    found = standings(study)
+    """The verdict of the study's race (None while no race finished)."""
+    return judge(standings(study))
+
+
+def judge(found: Standings | None) -> Verdict | None:
+    """The verdict of a race's standings (None unless the race is done), for a caller that has them already."""
     if found is None or not found.done:
         return None
     searched = next((r for r in found.ranked if r.baseline is None and r.accuracies and not r.failed), None)

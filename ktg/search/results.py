@@ -93,7 +93,7 @@ def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
     race = rescore.standings(study)
     rescored = {r.trial: r for r in race.ranked} if race is not None else {}
     rescore_rank = {number: i for i, number in enumerate(rescored)} if race is not None and race.done else {}
-    found = rescore.verdict(study) if rescore_rank else None
+    found = rescore.judge(race)
     if found is not None and found.keep() is not None:  # rank 1 is the graph in best_graph.json
         rescore_rank[found.keep().trial] = -1
     retried_as = {}
