@@ -368,7 +368,7 @@ def run_search(check: Check, tree: Path) -> None:
 def read_search(out: Path, mps: bool) -> dict[str, Any]:
     """The finished search's trials, read from its study: state, accuracy, epochs and peak GPU memory."""
     from ktg.run_folder import RunFolder
-    from ktg.search.objective import RUN_DIR_ATTR
+    from ktg.search.keys import RUN_DIR_ATTR
     from ktg.search.results import last_value
     from ktg.search.settings import resolve_storage_url
     from ktg.search.storage import load_study

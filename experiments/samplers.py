@@ -46,7 +46,8 @@ from ktg.evaluate import evaluate_run
 from ktg.io import write_json, write_text
 from ktg.registry import DEFAULT_SAMPLER, sampler_names
 from ktg.run_folder import RunFolder
-from ktg.search.rescore import RUN_PREFIX, candidates, rescore, rescore_run
+from ktg.search.keys import RUN_PREFIX
+from ktg.search.rescore import candidates, rescore, rescore_run
 from ktg.search.run import run_search
 from ktg.search.sampler import EVOLUTION_POPULATION, TPE_STARTUP_TRIALS
 from ktg.search.settings import SearchSettings

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
-from ktg.search.objective import FAIL_REASON_ATTR
+from ktg.search.keys import FAIL_REASON_ATTR, FAILED_TRIAL_ATTR
 from ktg.search.storage import POOL_OVERFLOW, POOL_SIZE, load_study
 
 STORAGES = ("sqlite", "postgres", "grpc", "grpc-postgres")
@@ -178,7 +178,7 @@ def chains(trials) -> dict[int, list]:
     """Trials grouped by the original trial of their retry chain."""
     grouped: dict[int, list] = {}
     for trial in trials:
-        grouped.setdefault(trial.system_attrs.get("failed_trial", trial.number), []).append(trial)
+        grouped.setdefault(trial.system_attrs.get(FAILED_TRIAL_ATTR, trial.number), []).append(trial)
     return grouped
 
 

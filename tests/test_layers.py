@@ -1,5 +1,6 @@
-"""The package's layers: no import cycle between its modules and subpackages, and nothing below the command line
-imports it. Imports inside functions count too: a late import still ties two modules together."""
+"""The package's layers: no import cycle between its subpackages, nor between the modules of one, and nothing
+below the command line imports it. Imports inside functions count too: a late import still ties two modules
+together."""
 
 from __future__ import annotations
 
@@ -11,6 +12,19 @@ import ktg
 PACKAGE = Path(ktg.__file__).parent
 
 
+def module_of(name: str) -> str | None:
+    """The ktg module (a file's dotted name; a subpackage is its ``__init__``) that the dotted ``name`` imports:
+    the longest prefix of it that is a file or folder of the package; None outside ktg."""
+    parts = name.split(".")
+    if parts[0] != "ktg":
+        return None
+    for end in range(len(parts), 0, -1):
+        path = PACKAGE.joinpath(*parts[1:end])
+        if path.with_suffix(".py").exists() or path.is_dir():
+            return ".".join(parts[:end])
+    return None
+
+
 def unit_of(module: str) -> str | None:
     """The top-level module or subpackage of ktg that ``module`` (a dotted name) lies in; None outside ktg."""
     parts = module.split(".")
@@ -19,10 +33,10 @@ def unit_of(module: str) -> str | None:
     return parts[1] if len(parts) > 1 else "ktg"
 
 
-def imports_of(path: Path) -> set[str]:
-    """The ktg units a file imports (``from ktg import x`` counts as unit x when x is a module or subpackage)."""
+def imported_names(path: Path) -> set[str]:
+    """The dotted names a file imports (``from ktg import x`` names ``ktg.x`` when x is a module or subpackage)."""
     package = ".".join(("ktg", *path.relative_to(PACKAGE).parent.parts))
-    units = set()
+    imported = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -36,8 +50,27 @@ def imports_of(path: Path) -> set[str]:
                      else base for alias in node.names]
         else:
             continue
-        units.update(unit for unit in map(unit_of, names) if unit is not None)
-    return units
+        imported.update(names)
+    return imported
+
+
+def imports_of(path: Path) -> set[str]:
+    """The ktg units a file imports."""
+    return {unit for unit in map(unit_of, imported_names(path)) if unit is not None}
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Module → the other ktg modules it imports, over every file of the package. A subpackage's ``__init__``
+    that exposes names of its own modules (``ktg.data`` → ``ktg.data.images``) is left out: the package is
+    their front, not a module beside them."""
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        name = ".".join(("ktg", *(parts[:-1] if parts[-1] == "__init__" else parts)))
+        inside = f"{name}." if parts[-1] == "__init__" else None
+        graph[name] = {module for module in map(module_of, imported_names(path))
+                       if module not in (None, name) and not (inside and module.startswith(inside))}
+    return graph
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -77,6 +110,11 @@ def test_the_package_has_no_import_cycle():
     assert cycle is None, " → ".join(cycle)
 
 
+def test_no_two_modules_import_each_other():
+    cycle = find_cycle(module_graph())
+    assert cycle is None, " → ".join(cycle)
+
+
 def test_nothing_below_the_command_line_imports_it():
     assert sorted(unit for unit, imported in import_graph().items() if "cli" in imported and unit != "cli") == []
 
@@ -86,3 +124,6 @@ def test_the_checks_see_cycles_and_late_imports():
     assert cycle[0] == cycle[-1] and sorted(cycle[1:]) == ["evaluate", "train", "viz"]
     assert find_cycle({"train": {"config"}, "config": set()}) is None
     assert "viz" not in import_graph()["train"] and "train" in import_graph()["evaluate"]
+    modules = module_graph()
+    assert "ktg.search.keys" in modules["ktg.search.proxy"] and "ktg.search.proxy" in modules["ktg.search.storage"]
+    assert "ktg.search.storage" not in modules["ktg.search.proxy"]  # the cycle they once made

@@ -20,7 +20,7 @@ from ktg.cli import main
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec, dml
 from ktg.search import results
-from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR
+from ktg.search.keys import FAIL_REASON_ATTR, GRAPH_ATTR
 from ktg.search.results import describe_graph, export_graph, format_table, graph_of, leaderboard, write_results
 from ktg.search.sampler import TrialSeededSampler
 from ktg.search.settings import BEST_GRAPH, LEADERBOARD

@@ -16,10 +16,11 @@ from ktg.cli import main
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec, dml, independent
 from ktg.run_folder import FinalMetrics
-from ktg.search.objective import GRAPH_ATTR, Objective, trial_seed
-from ktg.search.rescore import CLAIM_PREFIX, RUN_PREFIX, chosen, rescore, rescore_seed, summaries, verdict
+from ktg.search.keys import BASELINE_ATTR, CLAIM_PREFIX, GRAPH_ATTR, RUN_PREFIX
+from ktg.search.objective import Objective, trial_seed
+from ktg.search.rescore import chosen, rescore, rescore_seed, summaries, verdict
 from ktg.search.results import format_table, leaderboard, write_results
-from ktg.search.storage import BASELINE_ATTR, load_study, queue_baseline
+from ktg.search.storage import load_study, queue_baseline
 from ktg.search.worker import connect
 from ktg.train import NonFiniteLossError
 

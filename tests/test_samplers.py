@@ -17,12 +17,12 @@ from ktg.cli import build_parser
 from ktg.cli.search import search_settings_from_args
 from ktg.errors import KTGError
 from ktg.registry import DEFAULT_SAMPLER, SAMPLERS, sampler_names
-from ktg.search.objective import GRAPH_ATTR
+from ktg.search.keys import GRAPH_ATTR, SETTINGS_ATTR
 from ktg.search.results import leaderboard
 from ktg.search.run import run_search
 from ktg.search.sampler import EVOLUTION_POPULATION, TPE_STARTUP_TRIALS, RegularisedEvolution, fitness
 from ktg.search.space import SearchSpace
-from ktg.search.storage import SETTINGS_ATTR, load_study
+from ktg.search.storage import load_study
 from ktg.search.worker import connect, make_sampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -22,13 +22,14 @@ from ktg.data import DataSource
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml
 from ktg.run_folder import RunFolder
-from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR, Objective, trial_dir, trial_seed
+from ktg.search.keys import FAIL_REASON_ATTR, GRAPH_ATTR, RETRY_OF_ATTR, SETTINGS_ATTR
+from ktg.search.objective import Objective, trial_dir, trial_seed
 from ktg.search.results import leaderboard
 from ktg.search.run import run_search
 from ktg.search.sampler import TrialSeededSampler
 from ktg.search.settings import SearchSettings, resolve_storage_url
 from ktg.search.space import SearchSpace
-from ktg.search.storage import RETRY_OF_ATTR, SETTINGS_ATTR, load_study, open_study, queue_again
+from ktg.search.storage import load_study, open_study, queue_again
 from ktg.search.worker import Worker, connect
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -19,7 +19,8 @@ from test_search import PLAIN_SEARCH, one_thread  # noqa: F401 (autouse: this pr
 from ktg.cli import main
 from ktg.errors import KTGError
 from ktg.run_folder import RunFolder
-from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR, RUN_DIR_ATTR, trial_dir, trial_seed
+from ktg.search.keys import FAIL_REASON_ATTR, GRAPH_ATTR, RUN_DIR_ATTR
+from ktg.search.objective import trial_dir, trial_seed
 from ktg.search.results import leaderboard
 from ktg.search.settings import resolve_storage_url
 from ktg.search.storage import load_study

@@ -14,9 +14,9 @@ from ktg.cli.search import search_settings_from_args
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml, resolve_graph
 from ktg.registry import DEFAULT_SPACE, SPACES, space_names
+from ktg.search.keys import SETTINGS_ATTR
 from ktg.search.sampler import TrialSeededSampler
 from ktg.search.space import SearchSpace
-from ktg.search.storage import SETTINGS_ATTR
 from ktg.search.worker import connect
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

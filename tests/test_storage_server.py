@@ -13,7 +13,7 @@ from test_search import one_thread  # noqa: F401 (autouse: this process trains o
 from test_search_workers import ENV, SEARCH, assert_consistent, start_worker, wait_for
 
 from ktg.cli import main
-from ktg.search.objective import GRAPH_ATTR
+from ktg.search.keys import GRAPH_ATTR
 from ktg.search.settings import resolve_storage_url
 from ktg.search.storage import load_study
 

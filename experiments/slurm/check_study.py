@@ -20,10 +20,10 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from ktg.errors import KTGError
-from ktg.search.objective import FAIL_REASON_ATTR, GRAPH_ATTR
+from ktg.search.keys import FAIL_REASON_ATTR, GRAPH_ATTR, WORKER_ATTR
 from ktg.search.results import leaderboard
 from ktg.search.settings import LEADERBOARD
-from ktg.search.storage import WORKER_ATTR, load_study
+from ktg.search.storage import load_study
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 

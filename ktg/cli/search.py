@@ -213,10 +213,11 @@ def baselines_from_args(given: list[str], nodes: int, model: str | None, options
 def run(args: argparse.Namespace) -> int:
     settings = search_settings_from_args(args)
 
+    from ktg.search.keys import BASELINE_ATTR, GRPC_SCHEME
     from ktg.search.rescore import chosen, verdict
     from ktg.search.results import budget_spent, format_table, leaderboard, state_counts
     from ktg.search.run import run_search
-    from ktg.search.storage import BASELINE_ATTR, GRPC_SCHEME, display_url
+    from ktg.search.storage import display_url
     from ktg.viz.attention import log_attention_grid
 
     url = display_url(settings.storage_url)

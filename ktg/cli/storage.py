@@ -51,7 +51,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise KTGError(f"--port must be between 0 and 65535, got {args.port}")
     url = resolve_storage_url(args.storage, new_file=True)
 
-    from ktg.search.storage import display_url, import_proxy
+    from ktg.search.storage import display_url, serve_storage
 
     def announce(address: str) -> None:
         print(f"serving {display_url(url)} at {address}: join with ktg search --storage {address} (Ctrl-C or "
@@ -59,8 +59,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # a batch system's stop is a Ctrl-C
     try:
-        import_proxy().serve(url, host=args.host, port=args.port, grace_period=args.grace_period,
-                             max_retry=args.max_retry, on_start=announce)
+        serve_storage(url, host=args.host, port=args.port, grace_period=args.grace_period,
+                      max_retry=args.max_retry, on_start=announce)
     except KeyboardInterrupt:
         print(f"ktg storage serve: stopped; the studies are kept in {display_url(url)}", file=sys.stderr)
     finally:

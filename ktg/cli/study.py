@@ -45,9 +45,10 @@ def run_show(args: argparse.Namespace) -> int:
         raise KTGError(f"--top must be 0 (all) or more, got {args.top}")
     url = resolve_storage_url(args.storage)
 
+    from ktg.search.keys import SETTINGS_ATTR
     from ktg.search.rescore import chosen, verdict
     from ktg.search.results import export_graph, format_table, leaderboard, state_counts, write_leaderboard
-    from ktg.search.storage import SETTINGS_ATTR, display_url, load_study  # after the checks that need no framework
+    from ktg.search.storage import display_url, load_study  # after the checks that need no framework
 
     study = load_study(url, args.study)
     counts = state_counts(study)
@@ -83,7 +84,8 @@ def run_fidelity(args: argparse.Namespace) -> int:
     url = resolve_storage_url(args.storage)
 
     from ktg.search.fidelity import fidelity, format_report, write_csv
-    from ktg.search.storage import SETTINGS_ATTR, display_url, load_study  # after the checks that need no framework
+    from ktg.search.keys import SETTINGS_ATTR
+    from ktg.search.storage import display_url, load_study  # after the checks that need no framework
 
     study = load_study(url, args.study)
     result = fidelity(study.get_trials(deepcopy=False))

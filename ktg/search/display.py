@@ -7,7 +7,7 @@ from optuna.trial import TrialState
 
 from ktg.progress import Progress
 from ktg.run_folder import EpochRecord
-from ktg.search.objective import FAIL_REASON_ATTR
+from ktg.search.keys import FAIL_REASON_ATTR
 from ktg.search.results import last_value, state_counts
 
 

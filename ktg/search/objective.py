@@ -30,9 +30,16 @@ from ktg.graph import default_model
 from ktg.models import create_model
 from ktg.registry import LOSS_DESIGNS
 from ktg.run_folder import EpochRecord, RunFolder
+from ktg.search.keys import (
+    BASELINE_ATTR,
+    FAIL_REASON_ATTR,
+    GRAPH_ATTR,
+    RESULT_ATTRS,
+    RETRY_OF_ATTR,
+    RUN_DIR_ATTR,
+)
 from ktg.search.sampler import stable_hash
 from ktg.search.space import SearchSpace
-from ktg.search.storage import BASELINE_ATTR, FAIL_REASON_ATTR, GRAPH_ATTR, RETRY_OF_ATTR, RUN_DIR_ATTR
 from ktg.train import FinishCallback, train
 
 TRIALS_DIR = "trials"
@@ -180,7 +187,7 @@ class Objective:
         final = train(spec, self.dataset, config, run_dir, resume=resume, restart=retry and not resume,
                       eval_epochs=self.eval_epochs, callback=after_epoch, on_finish=self.on_finish,
                       progress=self.progress)
-        for key in ("epochs", "node_accuracy", "mean_node_accuracy", "best_ensemble_accuracy", "best_epoch"):
+        for key in RESULT_ATTRS:
             value = getattr(final, key)
             trial.set_user_attr(key, list(value) if isinstance(value, tuple) else value)  # as the storage keeps it
         if final.stopped_early:

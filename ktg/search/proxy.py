@@ -7,10 +7,10 @@ machines: SQLite on a shared filesystem is unsafe when processes on several mach
 process writing it is not.
 
 Optuna's proxy has no heartbeat calls. A worker records its heartbeat as the trial system attribute
-:data:`HEARTBEAT_ATTR`; the server records it as ``RDBStorage``'s heartbeat instead of storing it, and it is the
-server, the one process that holds the database, that fails the trials of dead workers and queues them again,
-by the same rule as a worker on a database (:func:`ktg.search.storage.fail_stale_trials`), with its own grace
-period and retries.
+:data:`~ktg.search.keys.HEARTBEAT_ATTR`; the server records it as ``RDBStorage``'s heartbeat instead of storing
+it, and it is the server, the one process that holds the database, that fails the trials of dead workers and
+queues them again, by the same rule as a worker on a database (:func:`ktg.search.storage.fail_stale_trials`,
+which the caller passes), with its own grace period and retries.
 
 Every call of the client waits for a server that does not answer (restarting, unreachable) and retries for a
 stated time, then raises :class:`~ktg.errors.KTGError`; from then on every call fails at once, so a worker stops
@@ -39,11 +39,12 @@ from optuna.storages._grpc.client import GrpcClientCache
 from optuna.storages._grpc.servicer import OptunaStorageProxyService
 
 from ktg.errors import KTGError
-from ktg.search.storage import GRPC_SCHEME, SERVER_WAIT_S, fail_stale_trials, open_storage
+from ktg.search.keys import GRPC_SCHEME, HEARTBEAT_ATTR
 
-#: Trial system attribute through which a worker behind ``ktg storage serve`` records a heartbeat; the server
-#: records it as the trial's heartbeat and stores no attribute.
-HEARTBEAT_ATTR = "ktg:heartbeat"
+#: How the server fails the trials of dead workers in one study (:func:`ktg.search.storage.fail_stale_trials`):
+#: given the study, the database and the study's id. The caller passes it, so that this module, below the
+#: storage module that opens it, imports nothing of it.
+StaleTrialCheck = Callable[[optuna.Study, RDBStorage, int], None]
 #: Threads of the server answering calls, and so its connections to the database (one pool, however many workers).
 SERVER_THREADS = 8
 #: The longest pause between the client's attempts to reconnect to a server that went away (gRPC's default grows
@@ -112,10 +113,11 @@ class ServedStorage(GrpcStorageProxy):
     """The storage of a study served by ``ktg storage serve`` at ``url`` (``grpc://HOST:PORT``).
 
     Optuna's :class:`~optuna.storages.GrpcStorageProxy`, whose calls wait up to ``wait`` seconds for the server
-    (then raise KTGError), and which records heartbeats through the server (:data:`HEARTBEAT_ATTR`).
+    (then raise KTGError), and which records heartbeats through the server
+    (:data:`~ktg.search.keys.HEARTBEAT_ATTR`).
     """
 
-    def __init__(self, url: str, *, wait: float = SERVER_WAIT_S) -> None:
+    def __init__(self, url: str, *, wait: float) -> None:
         host, port = parse_grpc_url(url)
         self.url = url
         self._patience = _Patience(url, wait)
@@ -139,7 +141,7 @@ class ServedStorage(GrpcStorageProxy):
 
 class _HeartbeatRelay(_CachedStorage):
     """The server's storage: Optuna's cached RDB storage (what its proxy server is meant to serve), recording a
-    worker's :data:`HEARTBEAT_ATTR` as the trial's heartbeat."""
+    worker's :data:`~ktg.search.keys.HEARTBEAT_ATTR` as the trial's heartbeat."""
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         if key == HEARTBEAT_ATTR:
@@ -148,16 +150,15 @@ class _HeartbeatRelay(_CachedStorage):
             super().set_trial_system_attr(trial_id, key, value)
 
 
-def serve(url: str, *, host: str, port: int, grace_period: int, max_retry: int,
-          on_start: Callable[[str], None] | None = None) -> None:
-    """Serve the study database at ``url`` on ``host:port`` until KeyboardInterrupt.
+def serve(open_database: Callable[[], RDBStorage], fail_stale: StaleTrialCheck, *, host: str, port: int,
+          check_every: int, on_start: Callable[[str], None] | None = None) -> None:
+    """Serve the studies of the database ``open_database`` opens on ``host:port`` until KeyboardInterrupt.
 
-    Every ``grace_period / 4`` seconds the server fails the RUNNING trials of every study whose heartbeat is older
-    than ``grace_period`` seconds and queues each again, at most ``max_retry`` times per original trial.
-    ``on_start`` receives the address the workers use (port 0 picks a free port) once the server listens.
+    The port is bound before the database is opened (or created): a server that cannot listen leaves no database
+    behind. Every ``check_every`` seconds the server applies ``fail_stale`` to every study: the trials of dead
+    workers are failed and queued again. ``on_start`` receives the address the workers use (port 0 picks a free
+    port) once the server listens.
     """
-    if url.startswith(GRPC_SCHEME):
-        raise KTGError(f"--storage {url}: that study is served already; serve its database itself")
     # Without SO_REUSEPORT (gRPC's default on Linux) a second server on the same port would share it silently.
     server = grpc.server(ThreadPoolExecutor(SERVER_THREADS, thread_name_prefix="ktg-serve"),
                          options=[("grpc.so_reuseport", 0)])
@@ -168,14 +169,11 @@ def serve(url: str, *, host: str, port: int, grace_period: int, max_retry: int,
     if not bound:
         raise KTGError(f"cannot serve on {host}:{port}: the port is taken, or the host is not this machine's; "
                        f"choose another --port or --host")
-    check_every = max(1, grace_period // 4)
     try:
-        database = open_storage(url, heartbeat_interval=check_every, grace_period=grace_period, max_retry=max_retry,
-                                pool_size=SERVER_THREADS)
+        database = open_database()
     except BaseException:
         server.stop(None)  # give the port back
         raise
-    assert isinstance(database, RDBStorage)
     storage = _HeartbeatRelay(database)
     api_pb2_grpc.add_StorageServiceServicer_to_server(OptunaStorageProxyService(storage), server)
     server.start()
@@ -184,18 +182,17 @@ def serve(url: str, *, host: str, port: int, grace_period: int, max_retry: int,
             on_start(f"{GRPC_SCHEME}{_reachable_host(host)}:{bound}")
         while True:
             time.sleep(check_every)
-            _fail_stale_trials(storage, database)
+            _fail_stale_trials(storage, database, fail_stale)
     finally:
         server.stop(grace=5).wait()
         database.engine.dispose()
 
 
-def _fail_stale_trials(storage: _HeartbeatRelay, database: RDBStorage) -> None:
-    """:func:`~ktg.search.storage.fail_stale_trials` on every study; a failed check is reported and tried again."""
+def _fail_stale_trials(storage: _HeartbeatRelay, database: RDBStorage, fail_stale: StaleTrialCheck) -> None:
+    """``fail_stale`` on every study; a failed check is reported and tried again."""
     try:
         for study in storage.get_all_studies():
-            fail_stale_trials(optuna.load_study(study_name=study.study_name, storage=storage), database,
-                              study._study_id)
+            fail_stale(optuna.load_study(study_name=study.study_name, storage=storage), database, study._study_id)
     except Exception as error:  # the database may be briefly unreachable; the server keeps serving
         print(f"ktg storage serve: warning: stale trials not checked ({error}); trying again", file=sys.stderr)
 

@@ -41,20 +41,15 @@ from optuna.trial import FrozenTrial, TrialState
 from ktg.graph import GraphSpec
 from ktg.run_folder import RunFolder
 from ktg.search.heartbeat import Renewal
+from ktg.search.keys import BASELINE_ATTR, CLAIM_PREFIX, GRAPH_ATTR, RESCORE_ATTR, RUN_PREFIX
 from ktg.search.sampler import stable_hash
 from ktg.search.settings import RESCORE_DIR, SearchSettings, check_rescore
-from ktg.search.storage import BASELINE_ATTR, GRAPH_ATTR
 from ktg.stats import PairedDifference, paired_difference
 
 if TYPE_CHECKING:  # what reads a study (ktg study show, the leaderboard) imports no PyTorch; rescore_run does
     from ktg.data.images import Dataset
     from ktg.train import FinishCallback
 
-#: Study user attribute: the race last asked for, ``{"top": K, "seeds": S}``.
-RESCORE_ATTR = "ktg.rescore"
-#: Study user attributes per run (``<prefix><trial>/<index>``): its result, and the claim of the worker training it.
-RUN_PREFIX = "ktg.rescore.run/"
-CLAIM_PREFIX = "ktg.rescore.claim/"
 #: Seeds every contender of a race is trained with before any is dropped: the fewest with which a paired
 #: Student-t interval is not absurdly wide (with 2 seeds its half-width is 12.7 standard errors, with 3 it is 4.3).
 MIN_SEEDS = 3

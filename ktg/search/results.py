@@ -8,7 +8,7 @@ writers take turns (:func:`write_results`), so the files never go back to an old
 A live study is read as possibly unfinished: a running trial draws its graph one parameter at a time, each
 written to the storage at once, so its parameters may describe half a graph. Readers therefore never rebuild a
 graph from parameters; they read the graph a worker stores whole, in one write, before the trial trains
-(:data:`~ktg.search.storage.GRAPH_ATTR`). A trial without it is listed with no graph, unless it trained
+(:data:`~ktg.search.keys.GRAPH_ATTR`). A trial without it is listed with no graph, unless it trained
 (complete or pruned): then its missing graph is an error.
 """
 
@@ -30,8 +30,16 @@ from ktg.graph import GraphSpec
 from ktg.io import write_json, write_text
 from ktg.run_folder import RunFolder
 from ktg.search import rescore
+from ktg.search.keys import (
+    FAIL_REASON_ATTR,
+    FAILED_TRIAL_ATTR,
+    GRAPH_ATTR,
+    RETRY_HISTORY_ATTR,
+    RUN_DIR_ATTR,
+    RUN_PREFIX,
+)
 from ktg.search.settings import BEST_GRAPH, LEADERBOARD, RESULTS_LOCK, VERDICT
-from ktg.search.storage import FAIL_REASON_ATTR, FINISHED, GRAPH_ATTR, RUN_DIR_ATTR
+from ktg.search.storage import FINISHED
 
 COLUMNS = ("rank", "trial", "state", "baseline", "ensemble_accuracy", "rescore_mean", "rescore_std", "rescore_runs",
            "epochs",
@@ -98,7 +106,7 @@ def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
         rescore_rank[found.keep().trial] = -1
     retried_as = {}
     for trial in trials:
-        history = trial.system_attrs.get("retry_history")
+        history = trial.system_attrs.get(RETRY_HISTORY_ATTR)
         if history:
             retried_as[history[-1]] = trial.number
 
@@ -127,7 +135,7 @@ def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
             "mean_node_accuracy": round(trial.user_attrs["mean_node_accuracy"], 6)
             if "mean_node_accuracy" in trial.user_attrs else "",
             "node_accuracy": " ".join(f"{a:.6f}" for a in nodes) if nodes else "",
-            "retry_of": trial.system_attrs.get("failed_trial", ""),
+            "retry_of": trial.system_attrs.get(FAILED_TRIAL_ATTR, ""),
             "seconds": round(trial.duration.total_seconds(), 1) if trial.duration is not None else "",
             "note": _note(trial, retried_as),
             "graph": describe_graph(spec) if spec is not None else "",
@@ -269,7 +277,7 @@ def budget_spent(study: optuna.Study, epochs: int) -> str:
     trained = sum(t.last_step or 0 for t in trials if t.state != TrialState.RUNNING)
     baselines = sum(t.last_step or 0 for t in trials if rescore.baseline_of(t) is not None)
     attrs = study.user_attrs
-    raced = sum(key.startswith(rescore.RUN_PREFIX) for key in attrs)
+    raced = sum(key.startswith(RUN_PREFIX) for key in attrs)
     total = trained / epochs + raced
     return (f"{total:.1f} full training runs of {epochs} epochs: {len(trials)} trials trained {trained / epochs:.1f} "
             f"(the baselines {baselines / epochs:.1f} of them), the race {raced}")

@@ -20,7 +20,7 @@ import time
 import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage
@@ -29,9 +29,17 @@ from optuna.trial import FrozenTrial, TrialState
 from ktg.config import differences
 from ktg.errors import KTGError
 from ktg.run_folder import RunFolder
+from ktg.search.keys import (
+    BASELINE_ATTR,
+    FAILED_TRIAL_ATTR,
+    GRPC_SCHEME,
+    RETRY_HISTORY_ATTR,
+    RETRY_OF_ATTR,
+    RUN_DIR_ATTR,
+    SETTINGS_ATTR,
+    WORKER_ATTR,
+)
 
-#: Study user attribute holding what the study searches (space, training, data); joining workers must agree.
-SETTINGS_ATTR = "ktg.search"
 #: The states of trials that trained to their end: they count towards the budget and each stores its graph.
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SQLITE_LOCK_TIMEOUT_S = 120
@@ -42,7 +50,6 @@ CREATE_ATTEMPTS = 5
 #: and its worker's), so a database server sees at most 8 connections per command.
 POOL_SIZE = 2
 POOL_OVERFLOW = 2
-GRPC_SCHEME = "grpc://"
 #: How long a reader (``ktg study show``) waits for a ``ktg storage serve`` that does not answer; a search
 #: worker waits its grace period instead.
 SERVER_WAIT_S = 10.0
@@ -124,6 +131,29 @@ def import_proxy() -> ModuleType:
     return ktg.search.proxy
 
 
+def serve_storage(url: str, *, host: str, port: int, grace_period: int, max_retry: int,
+                  on_start: Callable[[str], None] | None = None) -> None:
+    """Serve the study database at ``url`` on ``host:port`` until KeyboardInterrupt (``ktg storage serve``).
+
+    Every ``grace_period / 4`` seconds the server fails the RUNNING trials of every study whose heartbeat is older
+    than ``grace_period`` seconds and queues each again, at most ``max_retry`` times per original trial
+    (:func:`fail_stale_trials`). ``on_start`` receives the address the workers use (port 0 picks a free port)
+    once the server listens.
+    """
+    if url.startswith(GRPC_SCHEME):
+        raise KTGError(f"--storage {url}: that study is served already; serve its database itself")
+    proxy = import_proxy()
+    check_every = max(1, grace_period // 4)
+
+    def open_database() -> RDBStorage:
+        database = open_storage(url, heartbeat_interval=check_every, grace_period=grace_period, max_retry=max_retry,
+                                pool_size=proxy.SERVER_THREADS)
+        assert isinstance(database, RDBStorage)
+        return database
+
+    proxy.serve(open_database, fail_stale_trials, host=host, port=port, check_every=check_every, on_start=on_start)
+
+
 def _lock_on_begin(engine) -> None:
     """Make every SQLite transaction ``BEGIN IMMEDIATE`` (SQLAlchemy's documented pysqlite recipe)."""
     import sqlalchemy
@@ -189,27 +219,11 @@ def load_study(url: str, name: str | None) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-#: Trial user attributes (visible in optuna-dashboard and read by ``ktg study show``, which imports no PyTorch:
-#: so they are named here, not in :mod:`ktg.search.objective`, which writes them): the graph the trial trains,
-#: why it failed, and its run folder, absolute (a retry shares its original's).
-GRAPH_ATTR = "graph"
-FAIL_REASON_ATTR = "fail_reason"
-RUN_DIR_ATTR = "run_dir"
-#: User attribute of a queued retry: the number of the original trial it runs again. Optuna keeps the same number
-#: in the system attribute ``failed_trial``, which a running trial cannot read; the objective derives the
-#: trial's seed from it, so a retry trains with the original trial's seed.
-RETRY_OF_ATTR = "retry_of"
-
-
-#: User attribute of a baseline trial (``ktg search --baseline``): the baseline's name. Its retries carry it too.
-BASELINE_ATTR = "baseline"
-
-
 def queue_again(study: optuna.Study, trial: FrozenTrial, history: list[int] | None) -> None:
     """Add a WAITING trial with ``trial``'s graph (parameters); ``history`` lists the trials of its retry chain,
     the original first (None: a queued trial handed back before it ran, queued again as it was). A baseline
     stays a baseline."""
-    retry = {"system_attrs": {"failed_trial": history[0], "retry_history": history}} if history else {}
+    retry = {"system_attrs": {FAILED_TRIAL_ATTR: history[0], RETRY_HISTORY_ATTR: history}} if history else {}
     user_attrs = {**({RETRY_OF_ATTR: history[0]} if history else {}),
                   **({BASELINE_ATTR: trial.user_attrs[BASELINE_ATTR]} if BASELINE_ATTR in trial.user_attrs else {})}
     study.add_trial(optuna.create_trial(state=TrialState.WAITING, params=trial.params,
@@ -229,8 +243,8 @@ class RequeueTrial:
     """Queue a failed trial again as a new WAITING trial with the same graph (parameters) and the same seed.
 
     Used for trials whose worker stopped sending heartbeats (killed, machine lost) and for trials
-    interrupted with Ctrl-C. The queued trial records ``failed_trial`` (the first trial of the chain) and
-    ``retry_history`` as Optuna's ``RetryHeartbeatStaleTrialCallback`` does, so Optuna's helpers read it; of the
+    interrupted with Ctrl-C. The queued trial records the chain (:data:`~ktg.search.keys.FAILED_TRIAL_ATTR`,
+    :data:`~ktg.search.keys.RETRY_HISTORY_ATTR`) as Optuna's ``RetryHeartbeatStaleTrialCallback`` does; of the
     dead run's user attributes only :data:`RETRY_OF_ATTR` is carried over: the retry continues the original's run
     folder from its last checkpoint, and its pruner hears the finished epochs again from there (see
     :class:`ktg.search.objective.Objective`). After ``max_retry`` retries of one original trial it stops
@@ -241,15 +255,11 @@ class RequeueTrial:
         self.max_retry = max_retry
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        history = [*trial.system_attrs.get(RETRY_HISTORY_ATTR, []), trial.number]
         if len(history) <= self.max_retry:
             queue_again(study, trial, history)
         elif RUN_DIR_ATTR in trial.user_attrs:  # failed for good: no retry will continue its run
             RunFolder(trial.user_attrs[RUN_DIR_ATTR]).delete_checkpoints()
-
-
-#: Trial user attribute a worker sets right after its first heartbeat; see :func:`fail_stale_trials`.
-WORKER_ATTR = "worker"
 
 
 def fail_stale_trials(study: optuna.Study, storage: BaseStorage, study_id: int) -> None:

@@ -42,14 +42,14 @@ from ktg.registry import PRUNERS, SAMPLERS
 from ktg.run_folder import EpochRecord
 from ktg.runtime import resolve_device
 from ktg.search.heartbeat import Heartbeat
-from ktg.search.objective import FAIL_REASON_ATTR, Objective, keep_best_weights
+from ktg.search.keys import FAIL_REASON_ATTR, RETRY_HISTORY_ATTR, WORKER_ATTR
+from ktg.search.objective import Objective, keep_best_weights
 from ktg.search.rescore import rescore
 from ktg.search.results import write_results
 from ktg.search.settings import BEST_GRAPH, LEADERBOARD, SearchSettings, check_pruner, check_sampler
 from ktg.search.signals import StopRequest
 from ktg.search.storage import (
     FINISHED,
-    WORKER_ATTR,
     RequeueTrial,
     fail_stale_trials,
     open_storage,
@@ -211,7 +211,7 @@ class Worker:
                             f"{self.settings.budget} trials")
         frozen = self._tell(study, trial, TrialState.FAIL)
         if frozen is not None and frozen.params:  # only a queued trial has its graph before it runs
-            queue_again(study, frozen, frozen.system_attrs.get("retry_history"))
+            queue_again(study, frozen, frozen.system_attrs.get(RETRY_HISTORY_ATTR))
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, state: TrialState,
               value: float | None = None) -> optuna.trial.FrozenTrial | None:
