@@ -46,8 +46,7 @@ from ktg.evaluate import evaluate_run
 from ktg.io import write_json, write_text
 from ktg.registry import DEFAULT_SAMPLER, sampler_names
 from ktg.run_folder import RunFolder
-from ktg.search.keys import RUN_PREFIX
-from ktg.search.rescore import candidates, rescore, rescore_run
+from ktg.search.rescore import candidates, rescore, rescore_run, store_run, stored_run
 from ktg.search.run import run_search
 from ktg.search.sampler import EVOLUTION_POPULATION, TPE_STARTUP_TRIALS
 from ktg.search.settings import SearchSettings
@@ -140,14 +139,13 @@ def retrained(settings: SearchSettings, study: optuna.Study, dataset, trial: int
     (frozen,) = [t for t in study.get_trials(deepcopy=False) if t.number == trial]
     held_out, test = [], []
     for index in indices:
-        key = f"{RUN_PREFIX}{trial}/{index}"
-        result = study.user_attrs.get(key)
-        if not isinstance(result, dict) or "seed" not in result:
+        result = stored_run(study.user_attrs, trial, index)
+        if result is None:
             result = rescore_run(settings, dataset, frozen, index, keep_weights=True)  # evaluated on the test split
-            study.set_user_attr(key, result)
-        if result.get("ensemble_accuracy") is not None:
-            held_out.append(result["ensemble_accuracy"])
-            test.append(test_accuracy(Path(result["run_dir"])))
+            store_run(study, trial, index, result)
+        if result.ensemble_accuracy is not None:
+            held_out.append(result.ensemble_accuracy)
+            test.append(test_accuracy(Path(result.run_dir)))
     nan = float("nan")
     return (statistics.fmean(held_out), statistics.fmean(test)) if held_out else (nan, nan)
 
@@ -155,10 +153,9 @@ def retrained(settings: SearchSettings, study: optuna.Study, dataset, trial: int
 def test_accuracy(run_dir: Path) -> float:
     """The test-split ensemble accuracy of a finished run (its ``ktg eval --split test`` report, made here unless
     the run folder holds it already)."""
-    report = RunFolder(run_dir).eval_report_file("test")
-    if report.exists():
-        return json.loads(report.read_text(encoding="utf-8"))["ensemble_accuracy"][ENSEMBLE]
-    return evaluate_run(run_dir, split="test", device="cpu", progress=False)["ensemble_accuracy"][ENSEMBLE]
+    report = RunFolder(run_dir).read_eval_report("test") or evaluate_run(run_dir, split="test", device="cpu",
+                                                                         progress=False)
+    return report.ensemble_accuracy[ENSEMBLE]
 
 
 def run_study(args: argparse.Namespace, sampler: str, seed: int) -> Study:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
@@ -14,7 +14,7 @@ from ktg.data.loader import BatchLoader
 from ktg.ensemble import ENSEMBLE_RULES
 from ktg.errors import KTGError
 from ktg.inference import load_run
-from ktg.run_folder import RunFolder
+from ktg.run_folder import EvalReport, RunFolder
 from ktg.runtime import resolve_device
 from ktg.train import predict
 
@@ -74,10 +74,11 @@ def evaluate_run(
     batch_size: int = EVAL_BATCH_SIZE,
     powers: Sequence[float] = EVAL_POWERS,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> EvalReport:
     """Accuracy of every node and of each ensemble rule on ``split`` of the run's dataset.
 
-    Writes ``eval_<split>.json`` into the run folder and returns the same report (plus ``path``).
+    Writes ``eval_<split>.json`` into the run folder (:meth:`~ktg.run_folder.RunFolder.eval_report_file`) and
+    returns the same report.
     """
     run = RunFolder(run_dir)
     result = split_logits(run.path, split, device=device, batch_size=batch_size, progress=progress)
@@ -94,13 +95,7 @@ def evaluate_run(
                 rules[f"power_mean(u={u:g})"] = accuracy(rule(members, u))
         else:
             rules[name] = accuracy(rule(members, 1.0))
-    report = {
-        "dataset": result.dataset,
-        "split": split,
-        "num_images": len(labels),
-        "epoch": result.epoch,
-        "node_accuracy": [accuracy(node_logits) for node_logits in logits],
-        "ensemble_accuracy": rules,
-    }
-    path = run.write_eval_report(split, report)
-    return {**report, "path": str(path)}
+    report = EvalReport(dataset=result.dataset, split=split, num_images=len(labels), epoch=result.epoch,
+                        node_accuracy=tuple(accuracy(node_logits) for node_logits in logits), ensemble_accuracy=rules)
+    run.write_eval_report(report)
+    return report

@@ -183,6 +183,33 @@ class EpochRecord:
 
 
 @dataclass(frozen=True)
+class EvalReport:
+    """eval_<split>.json: what ``ktg eval`` measured with a run's checkpoint on one split of its dataset.
+
+    Attributes:
+        dataset, split: the dataset's name and the split (test, train, or the held-out val part).
+        num_images: the images of the split; epoch: the checkpoint's epoch.
+        node_accuracy: top-1 accuracy in [0, 1] of every node.
+        ensemble_accuracy: top-1 accuracy of each ensemble rule, by name (``mean``, ``power_mean(u=2)``, …).
+    """
+
+    dataset: str
+    split: str
+    num_images: int
+    epoch: int
+    node_accuracy: tuple[float, ...]
+    ensemble_accuracy: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "node_accuracy": list(self.node_accuracy)}
+
+    @classmethod
+    def from_dict(cls, data: Any, what: str = "an eval report") -> EvalReport:
+        values = _fields(cls, data, what)
+        return cls(**{**values, "node_accuracy": tuple(values["node_accuracy"])})
+
+
+@dataclass(frozen=True)
 class FinalMetrics:
     """metrics.json: the final metrics of an ended run, those of its last epoch.
 
@@ -546,12 +573,19 @@ class RunFolder:
         """Write error.txt (a failed search trial's traceback). Needs no lock: the run has ended."""
         write_text(self.path / _ERROR, text)
 
-    def write_eval_report(self, split: str, report: dict[str, Any]) -> Path:
-        """Write a ``ktg eval`` report on ``split``; returns its path. Needs no lock: a report sits beside a
-        run, whoever is writing it."""
-        path = self.eval_report_file(split)
-        write_json(path, report)
+    def write_eval_report(self, report: EvalReport) -> Path:
+        """Write a ``ktg eval`` report (eval_<split>.json); returns its path. Needs no lock: a report sits beside
+        a run, whoever is writing it."""
+        path = self.eval_report_file(report.split)
+        write_json(path, report.to_dict())
         return path
+
+    def read_eval_report(self, split: str) -> EvalReport | None:
+        """The ``ktg eval`` report on ``split`` (eval_<split>.json), None where there is none."""
+        path = self.eval_report_file(split)
+        if not path.exists():
+            return None
+        return EvalReport.from_dict(read_json(path, "eval report"), str(path))
 
 
 def check_outside_runs(path: str | os.PathLike, option: str, own: str | os.PathLike | None = None, *,

@@ -58,9 +58,9 @@ def test_train_one_epoch_from_the_authors_format(tmp_path: Path, name: str, writ
     assert list(RunFolder(out).read_config().classes) == classes
     # The run reads its data again from what it recorded: the same images, scored as the trainer scored them.
     test = evaluate_run(out, split="test", device="cpu", progress=False)
-    assert test["num_images"] == test_images and test["node_accuracy"] == metrics["node_accuracy"]
-    assert test["ensemble_accuracy"]["mean_logits"] == metrics["ensemble_accuracy"]
-    assert evaluate_run(out, split="train", device="cpu", progress=False)["num_images"] == train_images
+    assert test.num_images == test_images and list(test.node_accuracy) == metrics["node_accuracy"]
+    assert test.ensemble_accuracy["mean_logits"] == metrics["ensemble_accuracy"]
+    assert evaluate_run(out, split="train", device="cpu", progress=False).num_images == train_images
 
 
 def test_a_wrong_root_is_one_line_and_exit_status_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,7 +18,7 @@ from ktg.graph import GraphSpec, dml, independent
 from ktg.run_folder import FinalMetrics
 from ktg.search.keys import BASELINE_ATTR, CLAIM_PREFIX, GRAPH_ATTR, RUN_PREFIX
 from ktg.search.objective import Objective, trial_seed
-from ktg.search.rescore import chosen, rescore, rescore_seed, summaries, verdict
+from ktg.search.rescore import RaceRun, chosen, rescore, rescore_seed, summaries, verdict
 from ktg.search.results import format_table, leaderboard, write_results
 from ktg.search.storage import load_study, queue_baseline
 from ktg.search.worker import connect
@@ -95,6 +95,16 @@ def test_a_rescore_resumes_from_the_stored_runs_and_a_larger_top_reuses_them(tmp
     assert sorted(trained) == [(0, 1), (1, 0), (1, 1)]
     rescore(s, study, top=3, seeds=2, dataset=object())
     assert sorted(trained)[3:] == [(2, 0), (2, 1)] and chosen(study)[0].number == 2
+
+
+def test_a_stored_run_is_read_only_when_it_is_one_whole_result():
+    finished, diverged = RaceRun(1, 0.5, 0.4, "/runs/1"), RaceRun(3, fail_reason="non-finite loss")
+    assert [RaceRun.from_stored(run.to_dict()) for run in (finished, diverged)] == [finished, diverged]
+    assert RaceRun.from_stored({"seed": 1, "ensemble_accuracy": 0.5}) == RaceRun(1, 0.5)
+    for stored in ({"seed": 2}, {"worker": "other:1", "time": 1.0}, {"seed": 1, "ensemble_accuracy": 0.5, "new": 1},
+                   {"seed": 1, "ensemble_accuracy": 0.5, "fail_reason": "both"}, {"seed": "1", "fail_reason": "x"},
+                   "cut off", None):
+        assert RaceRun.from_stored(stored) is None, stored
 
 
 def test_a_live_claim_is_waited_for_and_a_dead_workers_claim_taken_over(tmp_path, trained, monkeypatch):

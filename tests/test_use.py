@@ -136,9 +136,10 @@ def test_eval_scores_what_the_trainer_recorded_and_the_model_answers_as_eval(whi
     run, _ = request.getfixturevalue(which)
     final = json.loads((run / "metrics.json").read_text())
     report = evaluate_run(run, split=split, device="cpu", progress=False)
-    assert final["split"] == split and report["epoch"] == final["epochs"]
-    assert report["node_accuracy"] == final["node_accuracy"]
-    assert report["ensemble_accuracy"]["mean_logits"] == final["ensemble_accuracy"]
+    assert final["split"] == split and report.epoch == final["epochs"]
+    assert list(report.node_accuracy) == final["node_accuracy"]
+    assert report.ensemble_accuracy["mean_logits"] == final["ensemble_accuracy"]
+    assert RunFolder(run).read_eval_report(split) == report  # the file holds what it returned
     model = ktg.load_run(run)
     dataset = model.source.load()
     images = split_images(dataset, split, RunFolder(run))
@@ -158,8 +159,8 @@ def test_a_run_trained_in_bf16_is_evaluated_in_float32(tmp_path):
                   progress=False)
     assert RunFolder(tmp_path).read_config().train.amp is True
     report = evaluate_run(tmp_path, split="test", device="cpu", progress=False)
-    assert report["node_accuracy"] == list(final.node_accuracy)
-    assert report["ensemble_accuracy"]["mean_logits"] == final.ensemble_accuracy
+    assert report.node_accuracy == final.node_accuracy
+    assert report.ensemble_accuracy["mean_logits"] == final.ensemble_accuracy
 
 
 def test_load_run_is_the_ensemble_as_one_module(digits_run):

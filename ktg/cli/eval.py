@@ -35,11 +35,10 @@ def run(args: argparse.Namespace) -> int:
 
     report = evaluate_run(args.run, split=args.split, device=args.device, batch_size=args.batch_size,
                           powers=args.power, progress=not args.no_progress)
-    print(f"\n{report['dataset']} {report['split']} split, {report['num_images']} images, "
-          f"checkpoint of epoch {report['epoch']}")
-    for i, value in enumerate(report["node_accuracy"]):
+    print(f"\n{report.dataset} {report.split} split, {report.num_images} images, checkpoint of epoch {report.epoch}")
+    for i, value in enumerate(report.node_accuracy):
         print(f"  node {i:<24} top-1 {100 * value:6.2f} %")
-    for rule, value in report["ensemble_accuracy"].items():
+    for rule, value in report.ensemble_accuracy.items():
         print(f"  {rule:<29} top-1 {100 * value:6.2f} %")
-    print(f"written to {report['path']}")
+    print(f"written to {RunFolder(args.run).eval_report_file(report.split)}")
     return 0

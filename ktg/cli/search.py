@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ktg.cli.options import (
     add_data_arguments,
@@ -44,6 +45,9 @@ from ktg.search.settings import (
     resolve_storage_url,
 )
 from ktg.search.space import SearchSpace
+
+if TYPE_CHECKING:  # the parser and the checks before a search starts import no framework
+    from ktg.search.rescore import RaceRun
 
 
 def add_parser(commands) -> None:
@@ -271,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rescore_line(trial: int, index: int, result: dict) -> None:
-    accuracy = result.get("ensemble_accuracy")
-    outcome = f"ensemble {100 * accuracy:.2f} %" if accuracy is not None else f"failed, {result['fail_reason']}"
+def _rescore_line(trial: int, index: int, result: RaceRun) -> None:
+    accuracy = result.ensemble_accuracy
+    outcome = f"ensemble {100 * accuracy:.2f} %" if accuracy is not None else f"failed, {result.fail_reason}"
     print(f"race: trial {trial}, seed {index + 1}: {outcome}")

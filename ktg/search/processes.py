@@ -12,13 +12,13 @@ import multiprocessing.connection
 import os
 import signal
 import sys
-from typing import Callable
 
 import optuna
 import torch
 
 from ktg.errors import KTGError
 from ktg.search.display import SearchDisplay
+from ktg.search.rescore import RaceRunCallback
 from ktg.search.settings import SearchSettings
 from ktg.search.signals import StopRequest
 from ktg.search.worker import Worker
@@ -46,7 +46,7 @@ def auto_jobs_per_device(device: torch.device, nodes: int, batch_size: int) -> i
 
 
 def worker_process(settings: SearchSettings, threads: int | None, on_finish: FinishCallback | None,
-                   on_race_run: Callable[[int, int, dict], None] | None = None) -> None:
+                   on_race_run: RaceRunCallback | None = None) -> None:
     """Entry point of a spawned worker: exit status 0 done, 2 user error, 130 interrupted."""
     # The parent forwards Ctrl-C as exactly one SIGTERM, so a second key press cannot cut the cleanup short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -65,7 +65,7 @@ def worker_process(settings: SearchSettings, threads: int | None, on_finish: Fin
 
 def run_processes(settings: SearchSettings, jobs: int, device: torch.device, study: optuna.Study,
                   display: SearchDisplay, on_finish: FinishCallback | None,
-                  on_race_run: Callable[[int, int, dict], None] | None = None) -> None:
+                  on_race_run: RaceRunCallback | None = None) -> None:
     context = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // jobs) if device.type == "cpu" else None
     workers = [context.Process(target=worker_process, args=(settings, threads, on_finish, on_race_run),

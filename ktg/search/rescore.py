@@ -73,6 +73,52 @@ def baseline_of(trial: FrozenTrial) -> str | None:
 
 
 @dataclass(frozen=True)
+class RaceRun:
+    """One race run's result, as the study stores it (a study user attribute of :func:`stored_run`'s key).
+
+    Attributes:
+        seed: the run's seed (:func:`rescore_seed`).
+        ensemble_accuracy, mean_node_accuracy: after its last epoch, on the search's held-out split (None for a
+            run that diverged).
+        run_dir: its run folder, absolute (None for a run that diverged).
+        fail_reason: why it diverged, one line (None for a run that finished).
+    """
+
+    seed: int
+    ensemble_accuracy: float | None = None
+    mean_node_accuracy: float | None = None
+    run_dir: str | None = None
+    fail_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
+
+    @classmethod
+    def from_stored(cls, stored: Any) -> RaceRun | None:
+        """The run a study attribute holds; None for what is not one whole result (a worker's claim, a value cut
+        off while another process wrote it, or one written by another version)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        if (not isinstance(stored, dict) or not isinstance(stored.get("seed"), int) or not set(stored) <= known
+                or ("ensemble_accuracy" in stored) == ("fail_reason" in stored)):
+            return None
+        return cls(**stored)
+
+
+#: Called with (trial, run index, its result) after each race run a worker trains.
+RaceRunCallback = Callable[[int, int, RaceRun], None]
+
+
+def stored_run(attrs: dict[str, Any], trial: int, index: int) -> RaceRun | None:
+    """Run ``index`` of ``trial`` as stored in a study's user attributes ``attrs``; None where there is none."""
+    return RaceRun.from_stored(attrs.get(f"{RUN_PREFIX}{trial}/{index}"))
+
+
+def store_run(study: optuna.Study, trial: int, index: int, run: RaceRun) -> None:
+    """Store ``run`` as run ``index`` of ``trial`` (see :func:`stored_run`)."""
+    study.set_user_attr(f"{RUN_PREFIX}{trial}/{index}", run.to_dict())
+
+
+@dataclass(frozen=True)
 class Rescored:
     """What the race found for one contender (accuracies are fractions of the held-out split).
 
@@ -160,15 +206,10 @@ def contenders(study: optuna.Study, top: int) -> list[FrozenTrial]:
     return candidates(study, top) + baseline_trials(study)
 
 
-def stored_runs(attrs: dict[str, Any], trial: int, seeds: int) -> list[dict | None]:
+def stored_runs(attrs: dict[str, Any], trial: int, seeds: int) -> list[RaceRun | None]:
     """The results of ``trial``'s runs 0..seeds-1 stored in a study's user attributes ``attrs`` (None where none
     is stored, or it is not readable)."""
-    results = []
-    for index in range(seeds):
-        stored = attrs.get(f"{RUN_PREFIX}{trial}/{index}")
-        readable = isinstance(stored, dict) and ("ensemble_accuracy" in stored or "fail_reason" in stored)
-        results.append(stored if readable else None)
-    return results
+    return [stored_run(attrs, trial, index) for index in range(seeds)]
 
 
 def standings(study: optuna.Study) -> Standings | None:
@@ -183,7 +224,7 @@ def standings(study: optuna.Study) -> Standings | None:
     return replay(results, asked["seeds"])
 
 
-def replay(results: dict[int, tuple[FrozenTrial, list[dict | None]]], seeds: int) -> Standings:
+def replay(results: dict[int, tuple[FrozenTrial, list[RaceRun | None]]], seeds: int) -> Standings:
     """The race over ``results`` (trial number → (trial, its stored runs by index)) with at most ``seeds`` seeds:
     seed after seed from :data:`MIN_SEEDS` on, each contender the leader beats at 95 % is dropped, until one is
     left or the seeds are spent (see the module's docstring)."""
@@ -193,8 +234,8 @@ def replay(results: dict[int, tuple[FrozenTrial, list[dict | None]]], seeds: int
     def rescored(number: int) -> Rescored:
         trial, runs = results[number]
         within = runs[:dropped.get(number, reached)]
-        return Rescored(number, trial.value, tuple(None if r is None else r.get("ensemble_accuracy") for r in within),
-                        sum(r is not None and r.get("ensemble_accuracy") is None for r in within), len(within),
+        return Rescored(number, trial.value, tuple(None if r is None else r.ensemble_accuracy for r in within),
+                        sum(r is not None and r.ensemble_accuracy is None for r in within), len(within),
                         baseline_of(trial), dropped.get(number))
 
     while True:
@@ -352,7 +393,7 @@ def _unfinished(study: optuna.Study, grace_period: float) -> list[tuple[FrozenTr
 
 
 def rescore(settings: SearchSettings, study: optuna.Study, *, top: int, seeds: int, dataset: Dataset | None = None,
-            on_run: Callable[[int, int, dict], None] | None = None, on_finish: FinishCallback | None = None,
+            on_run: RaceRunCallback | None = None, on_finish: FinishCallback | None = None,
             progress: bool = False, poll_seconds: float = 5.0) -> list[Rescored]:
     """Race the ``top`` best complete searched trials of ``study`` and its baselines over at most ``seeds`` fresh
     seeds each on the search's held-out split; return the contenders best first (see :func:`summaries`).
@@ -379,16 +420,16 @@ def rescore(settings: SearchSettings, study: optuna.Study, *, top: int, seeds: i
             if study.user_attrs.get(key, {}).get("worker") != worker:
                 continue  # another worker claimed it at the same instant, and trains it
             result = rescore_run(settings, dataset, trial, index, on_finish=on_finish, progress=progress)
-            study.set_user_attr(f"{RUN_PREFIX}{trial.number}/{index}", result)
+            store_run(study, trial.number, index, result)
         if on_run is not None:
             on_run(trial.number, index, result)
 
 
 def rescore_run(settings: SearchSettings, dataset: Dataset, trial: FrozenTrial, index: int, *,
                 on_finish: FinishCallback | None = None, progress: bool = False,
-                keep_weights: bool | None = None) -> dict[str, Any]:
+                keep_weights: bool | None = None) -> RaceRun:
     """Train rescore run ``index`` (seed :func:`rescore_seed`) of ``trial``'s graph in :func:`run_dir` on the
-    search's held-out split; its result as :func:`rescore` stores it (a diverging run: its one-line reason). The
+    search's held-out split; its result (a diverging run: its one-line reason). The
     run keeps its final weights if ``keep_weights`` (None: where the search keeps weights, ``--keep-weights``)."""
     from ktg.search.objective import failure_reason
     from ktg.train import NonFiniteLossError, train
@@ -401,9 +442,8 @@ def rescore_run(settings: SearchSettings, dataset: Dataset, trial: FrozenTrial, 
         final = train(spec, dataset, config, folder, restart=True, eval_epochs=frozenset(), on_finish=on_finish,
                       progress=progress)
     except NonFiniteLossError as error:  # this graph diverges with this seed: a result too, stored as such
-        return {"seed": seed, "fail_reason": failure_reason(error, folder)}
+        return RaceRun(seed, fail_reason=failure_reason(error, folder))
     # Only the result is read (it is stored in the study); the final weights stay where the search keeps weights.
     keep = settings.keep_weights > 0 if keep_weights is None else keep_weights
     RunFolder(folder).delete_checkpoints(keep_latest=keep)
-    return {"seed": seed, "ensemble_accuracy": final.ensemble_accuracy,
-            "mean_node_accuracy": final.mean_node_accuracy, "run_dir": str(folder.resolve())}
+    return RaceRun(seed, final.ensemble_accuracy, final.mean_node_accuracy, str(folder.resolve()))

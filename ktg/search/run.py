@@ -20,6 +20,7 @@ from ktg.runtime.mps import mps_daemon, running_daemon
 from ktg.search.display import SearchDisplay
 from ktg.search.objective import TRIALS_DIR, check_space
 from ktg.search.processes import auto_jobs_per_device, run_processes
+from ktg.search.rescore import RaceRunCallback
 from ktg.search.settings import SearchSettings
 from ktg.search.signals import StopRequest
 from ktg.search.storage import open_storage, queue_baseline
@@ -28,7 +29,7 @@ from ktg.train import FinishCallback
 
 
 def run_search(settings: SearchSettings, *, jobs_per_device: int | None = None, mps: bool = False,
-               on_finish: FinishCallback | None = None, on_race_run: Callable[[int, int, dict], None] | None = None,
+               on_finish: FinishCallback | None = None, on_race_run: RaceRunCallback | None = None,
                progress: bool = True,
                on_start: Callable[[], None] | None = None) -> optuna.Study:
     """Run ``jobs_per_device`` workers on this machine (None: :func:`auto_jobs_per_device`) until the study

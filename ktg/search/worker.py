@@ -44,7 +44,7 @@ from ktg.runtime import resolve_device
 from ktg.search.heartbeat import Heartbeat
 from ktg.search.keys import FAIL_REASON_ATTR, RETRY_HISTORY_ATTR, WORKER_ATTR
 from ktg.search.objective import Objective, keep_best_weights
-from ktg.search.rescore import rescore
+from ktg.search.rescore import RaceRunCallback, rescore
 from ktg.search.results import write_results
 from ktg.search.settings import BEST_GRAPH, LEADERBOARD, SearchSettings, check_pruner, check_sampler
 from ktg.search.signals import StopRequest
@@ -118,7 +118,7 @@ class Worker:
     def __init__(self, settings: SearchSettings, *, dataset: Dataset | None = None,
                  on_trial: Callable[[optuna.Study], None] | None = None,
                  on_epoch: Callable[[int, int, EpochRecord], None] | None = None,
-                 on_finish: FinishCallback | None = None, on_race_run: Callable[[int, int, dict], None] | None = None,
+                 on_finish: FinishCallback | None = None, on_race_run: RaceRunCallback | None = None,
                  progress: bool = False) -> None:
         self.settings = settings
         self.dataset = dataset
