@@ -44,10 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ktg.cli import build_parser
-from ktg.cli.options import data_source_from_args, key_value, node_options_from_args, train_config_from_args
+from ktg.cli import plan as command_plan
+from ktg.cli.options import key_value
 from ktg.errors import KTGError
-from ktg.graph import resolve_graph
 from ktg.io import atomic_path, write_json, write_text
 from ktg.run_folder import RunFolder
 from ktg.runtime import resolve_device
@@ -179,12 +178,11 @@ def make_plan(args: argparse.Namespace, passed: list[str]) -> Plan:
             search += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
     search += args.search_args
     plan = Plan(common + passed, tuple(range(args.seeds)), args.trials, search, args.jobs, args.out, args.epochs)
-    parser = build_parser()
     for argv in (plan.train_argv("dml", "dml", 0), plan.search_argv()):
         try:
-            parser.parse_args(argv)
-        except SystemExit:
-            raise KTGError(f"ktg {argv[0]} rejects the options {' '.join(argv)}") from None
+            command_plan(argv)  # ktg's own checks, before anything runs
+        except KTGError as error:
+            raise KTGError(f"ktg {argv[0]} rejects the options {' '.join(argv)}: {error}") from None
     return plan
 
 
@@ -214,20 +212,10 @@ def ktg(argv: list[str], log: Path, threads: int | None) -> None:
 
 
 def trained_as_planned(argv: list[str], run: RunFolder) -> bool:
-    """Whether the run in ``run`` was trained with what ``ktg ARGV`` would train: the same training options,
-    data source and (resolved) graph, whatever the graph's label."""
-    args = build_parser().parse_args(argv)
-    source = data_source_from_args(args)
-    config = train_config_from_args(args, source.defaults.train)
-    config = config.resolved(resolve_device(config.device).type)  # as the trainer saves it
-    try:
-        saved = run.read_config()
-        graph = run.read_graph()
-    except KTGError:
-        return False
-    planned = resolve_graph(args.graph, args.nodes, args.model).resolved(
-        saved.image_size, source.defaults.with_node_options(node_options_from_args(args)))
-    return saved.train == config and saved.data == source and graph.trains_as(planned)
+    """Whether the run in ``run`` was trained with what ``ktg ARGV`` would train (:func:`ktg.cli.plan`): the same
+    training options, data source and graph, whatever the graph's label."""
+    planned = command_plan(argv)
+    return planned.trained_in(run, resolve_device(planned.config.device).type)
 
 
 def train_runs(plan: Plan, commands: Sequence[list[str]], device_threads: int | None) -> None:

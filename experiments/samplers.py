@@ -40,8 +40,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ktg.cli import build_parser
-from ktg.cli.search import search_settings_from_args
+from ktg.cli import plan as command_plan
 from ktg.evaluate import evaluate_run
 from ktg.io import write_json, write_text
 from ktg.registry import DEFAULT_SAMPLER, sampler_names
@@ -119,7 +118,7 @@ def settings_for(args: argparse.Namespace, sampler: str, seed: int) -> SearchSet
     argv = ["search", *REGIME, "--baseline", "none", "--rescore-top", "0", *(args.search_args or []),
             "--sampler", sampler, "--search-seed", str(seed),
             "--trials", str(args.trials), "--out", str(args.out / f"{sampler}-seed{seed}")]
-    return search_settings_from_args(build_parser().parse_args(argv))
+    return command_plan(argv)
 
 
 def copy_random_start(study: optuna.Study, random_study: optuna.Study, count: int) -> None:

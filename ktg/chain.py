@@ -24,16 +24,20 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from ktg.config import TrainConfig, recipe_node_options
-from ktg.data.images import Dataset
+from ktg.config import TrainConfig
+from ktg.data import DataSource
 from ktg.errors import KTGError
 from ktg.graph import GraphError, GraphSpec, resolve_graph
 from ktg.io import read_json
+from ktg.plan import TrainingPlan, plan_training
 from ktg.registry import RECIPES
-from ktg.run_folder import RunFolder
-from ktg.train import FinishCallback, train
+from ktg.run_folder import FinalMetrics, RunFolder
+
+if TYPE_CHECKING:  # planning a chain needs no framework; training it does
+    from ktg.data.images import Dataset
+    from ktg.train import FinishCallback
 
 FORMAT = "ktg.chain"
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -85,34 +89,29 @@ def stage_graph(stage: dict[str, Any], out: Path, earlier: list[str]) -> GraphSp
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-    """One stage of a chain as it will train: its ``name``, its run folder ``path``, its resolved ``graph`` and its
-    training ``config``."""
+    """One stage of a chain as it will train: its ``name``, its run folder ``path`` and its :class:`TrainingPlan`
+    (graph, training config, data source)."""
 
     name: str
     path: Path
-    graph: GraphSpec
-    config: TrainConfig
+    plan: TrainingPlan
 
 
 def plan_chain(
     chain: dict[str, Any],
     out_dir: str | Path,
-    image_size: int,
+    source: DataSource,
     *,
     overrides: dict[str, Any] | None = None,
-    suggested: dict[str, Any] | None = None,
     node_options: dict[str, Any] | None = None,
-    suggested_node_options: dict[str, Any] | None = None,
 ) -> list[Stage]:
-    """Every stage of ``chain`` (see :func:`load_chain`) as it will train into ``out_dir/<stage name>`` on images of
-    ``image_size``; KTGError or GraphError naming the stage for a mistake in any of them.
+    """Every stage of ``chain`` (see :func:`load_chain`) as it will train on ``source`` into
+    ``out_dir/<stage name>``; KTGError or GraphError naming the stage for a mistake in any of them.
 
-    Training options of a stage follow ``ktg train``'s rule (:meth:`~ktg.config.TrainConfig.from_recipe`): the
+    A stage is planned as ``ktg train`` plans a run (:func:`ktg.plan.plan_training`, the one rule): the training
     options given (the chain's, over them the stage's, over them ``overrides`` such as the command line's device)
-    over the values of the recipe they name, over ``suggested`` (a dataset's, see
-    :class:`ktg.data.DatasetDefaults`), over the defaults. ``node_options`` (and the recipe's model options, which
-    they override) are given for every node of every stage (:meth:`~ktg.graph.GraphSpec.with_given`: a node that
-    sets another value is an error); ``suggested_node_options`` (a dataset's) fill what neither sets.
+    over the values of the recipe they name, over the dataset's suggestions, over the defaults; ``node_options``
+    (and the recipe's model options, which they override) are given for every node of every stage.
     """
     out = Path(out_dir)
     names = [stage["name"] for stage in chain["stages"]]
@@ -120,16 +119,14 @@ def plan_chain(
     for i, stage in enumerate(chain["stages"]):
         given = {**chain.get("train", {}), **stage.get("train", {}), **(overrides or {})}
         recipe = given.pop("recipe", None)
+        graph = stage_graph(stage, out, names[:i])  # its errors name the stage
         try:
-            config = TrainConfig.from_recipe(recipe, given, suggested)
-        except KTGError as error:
-            raise KTGError(f"stage {names[i]!r}: {error}") from None
-        try:
-            spec = stage_graph(stage, out, names[:i]).with_given(
-                options={**recipe_node_options(recipe), **(node_options or {})})
+            plan = plan_training(source, graph, recipe=recipe, given=given, node_options=node_options)
         except GraphError as error:
             raise GraphError(f"stage {names[i]!r} graph: {error}") from None
-        stages.append(Stage(names[i], out / names[i], spec.resolved(image_size, suggested_node_options), config))
+        except KTGError as error:
+            raise KTGError(f"stage {names[i]!r}: {error}") from None
+        stages.append(Stage(names[i], out / names[i], plan))
     return stages
 
 
@@ -140,11 +137,13 @@ def run_chain(
     on_finish: FinishCallback | None = None,
     progress: bool = True,
     report: Callable[[str], None] = print,
-) -> list[dict[str, Any]]:
+) -> list[FinalMetrics]:
     """Train the planned ``stages`` (:func:`plan_chain`, which checks every stage before the first trains: a mistake
     in the last must not surface only after the others have trained) in order on ``dataset``; returns each
     stage's final metrics. ``on_finish`` is called as each stage finishes (see :data:`ktg.train.FinishCallback`).
     """
+    from ktg.train import train
+
     results = []
     for stage in stages:
         stage_run = RunFolder(stage.path)
@@ -152,7 +151,7 @@ def run_chain(
             report(f"stage {stage.name}: finished earlier, kept ({stage_run.path})")
             results.append(stage_run.read_metrics())
         else:
-            report(f"stage {stage.name}: training {stage.graph.num_nodes} node(s) into {stage_run.path}")
-            results.append(train(stage.graph, dataset, stage.config, stage_run.path, resume=stage_run.holds_run(),
-                                 on_finish=on_finish, progress=progress))
+            report(f"stage {stage.name}: training {stage.plan.graph.num_nodes} node(s) into {stage_run.path}")
+            results.append(train(stage.plan.graph_at(dataset.image_size), dataset, stage.plan.config, stage_run.path,
+                                 resume=stage_run.holds_run(), on_finish=on_finish, progress=progress))
     return results

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import io
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -39,12 +38,26 @@ def test_only_the_cli_imports_argparse():
 HEAVY = ("torch", "optuna", "matplotlib", "tensorboard")
 
 
-def run_cli(*args: str) -> tuple[subprocess.CompletedProcess, float]:
-    """``python -m ktg.cli ARGS`` in a fresh interpreter: (its result, the CPU seconds it took)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run([sys.executable, "-m", "ktg.cli", *args], capture_output=True, text=True, timeout=60)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return done, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+#: ``python -m ktg.cli`` that also writes, as it exits, which of :data:`HEAVY` it imported into the file named by
+#: the environment variable KTG_TEST_IMPORTED.
+_CLI_REPORTING_IMPORTS = f"""
+import atexit, os, runpy, sys
+def report():
+    with open(os.environ["KTG_TEST_IMPORTED"], "w") as file:
+        file.write(",".join(m for m in {HEAVY!r} if m in sys.modules))
+atexit.register(report)
+runpy.run_module("ktg.cli", run_name="__main__", alter_sys=True)
+"""
+
+
+def run_cli(*args: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """``python -m ktg.cli ARGS`` in a fresh interpreter: (its result, the frameworks of :data:`HEAVY` it
+    imported). A command that answers without one answers at once, whatever the machine's load: that, not a
+    time, is what is checked."""
+    report = tmp_path / "imported.txt"
+    done = subprocess.run([sys.executable, "-c", _CLI_REPORTING_IMPORTS, *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "KTG_TEST_IMPORTED": str(report)})
+    return done, [name for name in report.read_text().split(",") if name]
 
 
 def test_building_every_parser_imports_no_framework():
@@ -73,10 +86,10 @@ def test_what_a_command_checks_first_imports_no_framework():
     (["train", "--help"], "usage: ktg train"),
     (["search", "--help"], "usage: ktg search"),
 ])
-def test_version_and_help_answer_in_under_a_second_of_cpu(args, expected):
-    done, cpu_seconds = run_cli(*args)
+def test_version_and_help_answer_without_importing_a_framework(args, expected, tmp_path):
+    done, imported = run_cli(*args, tmp_path=tmp_path)
     assert done.returncode == 0 and done.stdout.startswith(expected)
-    assert cpu_seconds < 1.0
+    assert imported == []
 
 
 @pytest.mark.parametrize("args, option", [
@@ -128,12 +141,12 @@ def test_version_and_help_answer_in_under_a_second_of_cpu(args, expected):
     (["storage", "serve"], "--storage"),
     (["storage", "serve", "--storage", "s.db", "--port", "70000"], "--port must be between 0 and 65535, got 70000"),
 ])
-def test_an_argument_error_is_one_line_naming_the_option_in_under_a_second_of_cpu(args, option):
-    done, cpu_seconds = run_cli(*args)
+def test_an_argument_error_is_one_line_naming_the_option_without_importing_a_framework(args, option, tmp_path):
+    done, imported = run_cli(*args, tmp_path=tmp_path)
     assert done.returncode == 2 and done.stdout == ""
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and ": error: " in lines[0] and option in lines[0], done.stderr
-    assert cpu_seconds < 1.0
+    assert imported == []
 
 
 @pytest.mark.parametrize("args", [["graph", "show", "dml"], ["--help"]])

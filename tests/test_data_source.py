@@ -5,12 +5,12 @@ import pytest
 import torch
 
 import ktg.data
-from ktg.cli import build_parser, main
-from ktg.cli.options import train_config_from_args
+from ktg.cli import main, plan
 from ktg.config import TrainConfig
 from ktg.data import DatasetDefaults, DataSource, dataset_defaults, dataset_record, list_datasets, load_dataset
 from ktg.data.synthetic import load_synthetic, synthetic_preprocessing
 from ktg.errors import KTGError
+from ktg.plan import training_config
 from ktg.registry import resolve
 from ktg.run_folder import RunFolder
 
@@ -36,19 +36,17 @@ def test_digits_suggest_narrow_nodes_and_an_option_given_wins(tmp_path):
 
 
 def test_suggested_training_values_fill_only_the_options_left_out():
-    parse = build_parser().parse_args
     suggested = DatasetDefaults(train={"epochs": 7, "lr": 0.05}).train
-    config = train_config_from_args(parse(["train", "--epochs", "2"]), suggested)
+    config = training_config(DataSource("synthetic"), given={"epochs": 2}, suggested=suggested)
     assert (config.epochs, config.lr, config.batch_size) == (2, 0.05, TrainConfig().batch_size)
-    assert train_config_from_args(parse(["train"])) == TrainConfig()
+    assert plan(["train", "--dataset", "synthetic"]).config == TrainConfig()  # synthetic suggests nothing
 
 
 def test_digits_suggest_short_runs_that_learn_and_an_option_given_wins():
-    parse = build_parser().parse_args
-    suggested = dataset_defaults("digits").train
-    config = train_config_from_args(parse(["train", "--dataset", "digits"]), suggested)
-    assert (config.batch_size, config.lr, config.epochs) == (4, 0.01, 5)
-    config = train_config_from_args(parse(["train", "--dataset", "digits", "--batch-size", "64"]), suggested)
+    config = plan(["train", "--dataset", "digits"]).config
+    assert (config.batch_size, config.lr, config.epochs) == (4, 0.01, 5) == tuple(
+        dataset_defaults("digits").train[key] for key in ("batch_size", "lr", "epochs"))
+    config = plan(["train", "--dataset", "digits", "--batch-size", "64"]).config
     assert (config.batch_size, config.lr) == (64, 0.01)
 
 

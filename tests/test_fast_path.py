@@ -16,8 +16,7 @@ import torch._dynamo
 from torch.overrides import TorchFunctionMode
 from torchvision.models.resnet import BasicBlock
 
-from ktg.cli import build_parser
-from ktg.cli.options import train_config_from_args
+from ktg.cli import plan
 from ktg.config import TrainConfig
 from ktg.engine import KnowledgeTransferGraph
 from ktg.errors import KTGError
@@ -192,14 +191,13 @@ def test_cuda_graphs_replay_the_eager_step():
 
 
 def test_the_cli_turns_compile_on_and_off():
-    parse = build_parser().parse_args
-    assert train_config_from_args(parse(["train", "--compile"])).compile
-    assert not train_config_from_args(parse(["train"])).compile
-    assert not train_config_from_args(parse(["train", "--no-compile"])).compile
-    config = train_config_from_args(parse(["train", "--compile", "--compile-mode", "reduce-overhead"]))
-    assert config.compile and config.compile_mode == "reduce-overhead"
+    def config(*options):
+        return plan(["train", "--dataset", "synthetic", *options]).config
+
+    assert config("--compile").compile and not config().compile and not config("--no-compile").compile
+    assert config("--compile", "--compile-mode", "reduce-overhead").compile_mode == "reduce-overhead"
     with pytest.raises(KTGError, match="needs --compile"):
-        train_config_from_args(parse(["train", "--compile-mode", "reduce-overhead"]))
+        config("--compile-mode", "reduce-overhead")
 
 
 def test_the_compile_mode_reaches_torch_compile(monkeypatch):

@@ -6,10 +6,10 @@ import json
 import pytest
 
 from ktg.chain import plan_chain
-from ktg.cli import build_parser, main
-from ktg.cli.options import node_options_from_args, train_config_from_args
+from ktg.cli import build_parser, main, plan
 from ktg.cli.search import search_settings_from_args
 from ktg.config import TrainConfig
+from ktg.data import DataSource
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec
 from ktg.registry import RECIPES
@@ -92,18 +92,18 @@ def test_a_chain_applies_its_recipe_by_the_rule_of_ktg_train(tmp_path):
              "stages": [{"name": "teacher", "graph": "independent", "nodes": 1},
                         {"name": "student", "graph": "independent", "nodes": 1,
                          "train": {"lr": 0.05, "milestones": [3]}}]}
-    teacher, student = plan_chain(chain, tmp_path, 32, overrides={"device": "cpu"}, suggested=DIGITS,
+    teacher, student = plan_chain(chain, tmp_path, DataSource("digits"), overrides={"device": "cpu"},
                                   node_options={"base_width": 4})
-    args = build_parser().parse_args(["train", "--dataset", "digits", "--recipe", "paper", "--epochs", "4",
-                                      "--milestones", "2", "--device", "cpu", "--width", "4"])
-    assert teacher.config == train_config_from_args(args, DIGITS)
-    config = teacher.config  # the recipe's values over digits' lr 0.01, weight decay 5e-4 and cosine schedule
+    planned = plan(["train", "--dataset", "digits", "--graph", "independent", "--nodes", "1", "--recipe", "paper",
+                    "--epochs", "4", "--milestones", "2", "--device", "cpu", "--width", "4"])
+    assert teacher.plan == planned  # a stage is planned as ktg train plans a run
+    config = teacher.plan.config  # the recipe's values over digits' lr 0.01, weight decay 5e-4 and cosine schedule
     assert (config.lr, config.weight_decay, config.batch_size, config.recipe) == (0.1, 1e-4, 16, "paper")
     assert (config.schedule, config.milestones, config.epochs) == ("step", (2,), 4)
-    assert teacher.graph.nodes[0].options == {**node_options_from_args(args), "attention_residual": False}
-    config = student.config  # the stage's own options over the chain's, both over the recipe
+    assert teacher.plan.graph_at(32).nodes[0].options == {"base_width": 4, "attention_residual": False}
+    config = student.plan.config  # the stage's own options over the chain's, both over the recipe
     assert (config.lr, config.weight_decay, config.schedule, config.milestones) == (0.05, 1e-4, "step", (3,))
-    assert config.recipe == "paper" and student.graph.nodes[0].options["attention_residual"] is False
+    assert config.recipe == "paper" and student.plan.graph.nodes[0].options["attention_residual"] is False
 
 
 def write_chain(path, train):
@@ -138,3 +138,18 @@ def test_a_chain_refuses_a_recipe_it_cannot_apply_in_one_line(tmp_path, capsys, 
     printed = capsys.readouterr().err
     assert error in printed and printed.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_script_asks_ktg_what_a_command_line_would_train_and_is_refused_as_the_command_would_refuse(tmp_path):
+    planned = plan(["train", "--dataset", "digits", "--recipe", "paper", "--width", "4", "--epochs", "3",
+                    "--milestones", "1"])
+    assert (planned.config.lr, planned.config.epochs, planned.source) == (0.1, 3, DataSource("digits"))
+    assert planned.graph.name == "dml" and planned.graph_at(8).nodes[0].options == {"base_width": 4,
+                                                                                     "attention_residual": False}
+    searched = plan(["search", "--dataset", "digits", "--recipe", "paper", "--out", str(tmp_path / "search")])
+    assert searched.space.name == "paper" and searched.config.holdout == 0.5  # the recipe's protocol, digits' holdout
+    for argv, message in ((["train", "--dataset", "digits", "--epochs", "x"], "invalid int value"),
+                          (["train", "--lr", "0.1"], "--dataset is required"),
+                          (["eval", "--run", str(tmp_path)], "only train and search command lines have a plan")):
+        with pytest.raises(KTGError, match=message):
+            plan(argv)

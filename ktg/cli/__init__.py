@@ -12,15 +12,21 @@ options, the dataset's name, the graph, the run folder) and only then imports wh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import os
 import re
 import signal
 import sys
-from typing import NoReturn, Sequence
+from typing import TYPE_CHECKING, NoReturn, Sequence
 
 from ktg import __version__
 from ktg.errors import KTGError
+
+if TYPE_CHECKING:
+    from ktg.plan import TrainingPlan
+    from ktg.search.settings import SearchSettings
 
 #: The command modules, in the order ``ktg --help`` lists them; each defines ``add_parser(commands)``.
 COMMANDS: tuple[str, ...] = ("train", "eval", "compare", "predict", "export", "graph", "attention", "search", "study",
@@ -45,6 +51,28 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         importlib.import_module(f"ktg.cli.{name}").add_parser(commands)
     return parser
+
+
+def plan(argv: Sequence[str]) -> TrainingPlan | SearchSettings:
+    """What ``ktg ARGV`` would do, resolved by the command's own rule without running it: a
+    :class:`~ktg.plan.TrainingPlan` for ``train``, the :class:`~ktg.search.settings.SearchSettings` for
+    ``search``. For scripts that drive ktg with command lines and must know what those will train, so that no
+    script re-derives it. KTGError for a command line the command would refuse (its one-line message); needs no
+    framework."""
+    from ktg.cli.options import training_plan_from_args
+    from ktg.cli.search import search_settings_from_args
+
+    usage = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(usage):
+            args = build_parser().parse_args(argv)
+    except SystemExit:
+        raise KTGError(usage.getvalue().strip().splitlines()[-1] if usage.getvalue().strip() else
+                       f"ktg {' '.join(argv)}: not a command line") from None
+    planners = {"train": training_plan_from_args, "search": search_settings_from_args}
+    if args.command not in planners:
+        raise KTGError(f"ktg {args.command}: only {' and '.join(planners)} command lines have a plan")
+    return planners[args.command](args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ktg.chain import load_chain, plan_chain, run_chain
 from ktg.cli.options import add_data_arguments, add_progress_argument, data_source_from_args
 from ktg.run_folder import check_outside_runs
 
@@ -32,7 +33,6 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     source = data_source_from_args(args)
     check_outside_runs(args.out, "--out")
-    suggested = source.defaults.train  # an unknown dataset is reported here, before a framework is imported
     overrides: dict[str, Any] = {"device": args.device} if args.device else {}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
@@ -42,13 +42,13 @@ def run(args: argparse.Namespace) -> int:
                       if getattr(args, name) is not None})
     node_options = {"base_width": args.width} if args.width is not None else {}
 
-    from ktg.chain import load_chain, plan_chain, run_chain
+    chain = load_chain(args.chain)
+    stages = plan_chain(chain, args.out, source, overrides=overrides, node_options=node_options)
+
+    # Everything above needs no framework: a mistake in any stage is reported before one is imported.
     from ktg.viz.attention import log_attention_grid
 
-    chain = load_chain(args.chain)
     dataset = source.load()
-    stages = plan_chain(chain, args.out, dataset.image_size, overrides=overrides, suggested=suggested,
-                        node_options=node_options, suggested_node_options=source.defaults.node_options)
     try:
         results = run_chain(stages, dataset, on_finish=log_attention_grid, progress=not args.no_progress)
     except KeyboardInterrupt:

@@ -8,11 +8,12 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from ktg.config import COMPILE_MODES, EVAL_BATCH_SIZE, SCHEDULES, TrainConfig, recipe_node_options
+from ktg.config import COMPILE_MODES, EVAL_BATCH_SIZE, SCHEDULES, TrainConfig
 from ktg.data import DataSource, dataset_defaults, dataset_record, list_datasets
 from ktg.errors import KTGError
 from ktg.graph import DEFAULT_NODES
 from ktg.models import list_models, model_record
+from ktg.plan import TrainingPlan, plan_training
 from ktg.registry import RECIPES, recipe_names
 
 
@@ -171,11 +172,17 @@ def given_training(args: argparse.Namespace) -> dict[str, Any]:
             if f.name != "recipe" and getattr(args, f.name, None) is not None}
 
 
-def train_config_from_args(args: argparse.Namespace, suggested: dict[str, Any] | None = None) -> TrainConfig:
-    """The :class:`~ktg.config.TrainConfig` the training options describe: the options given, over the recipe's
-    values (``--recipe``), over the ``suggested`` values (a dataset's, see :class:`ktg.data.DatasetDefaults`),
-    over TrainConfig's defaults."""
-    return TrainConfig.from_recipe(args.recipe, given_training(args), suggested)
+def given_model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The model options the command line gave for every node (``--width``, ``--pretrained``,
+    ``--[no-]attention-residual``), without the recipe's."""
+    given = {"base_width": args.width, "pretrained": args.pretrained, "attention_residual": args.attention_residual}
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def training_plan_from_args(args: argparse.Namespace) -> TrainingPlan:
+    """The run a ``ktg train`` command line describes (:func:`ktg.plan.plan_training`, the one rule)."""
+    return plan_training(data_source_from_args(args), args.graph, nodes=args.nodes, model=args.model,
+                         recipe=args.recipe, given=given_training(args), node_options=given_model_options(args))
 
 
 def dataset_choices() -> str:
@@ -188,26 +195,14 @@ def data_source_from_args(args: argparse.Namespace) -> DataSource:
     default: one would read its own data whatever ``--data-root`` points at, without a word."""
     if args.dataset is None:
         raise KTGError(f"--dataset is required (--data-root alone does not say how to read it): {dataset_choices()}")
-    if args.data_root is not None and not dataset_record(args.dataset).reads_root:
+    record = dataset_record(args.dataset)  # an unknown name is the first thing a command reports
+    if args.data_root is not None and not record.reads_root:
         raise KTGError(f"--data-root {args.data_root}: dataset {args.dataset!r} is built in and reads no folder; drop "
                        "--data-root")
     options = dict(args.dataset_option)
     if args.cache_dir is not None:
         options["cache_dir"] = str(args.cache_dir)
     return DataSource(args.dataset, str(args.data_root) if args.data_root else None, args.image_size, options)
-
-
-def node_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Model options given for every node (see :meth:`ktg.graph.GraphSpec.with_given`): the options given, over
-    the recipe's (``--recipe``), which count as given too."""
-    options = recipe_node_options(args.recipe)
-    if args.width is not None:
-        options["base_width"] = args.width
-    if args.pretrained is not None:
-        options["pretrained"] = args.pretrained
-    if args.attention_residual is not None:
-        options["attention_residual"] = args.attention_residual
-    return options
 
 
 def check_models(names: Iterable[str | None]) -> None:

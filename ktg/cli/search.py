@@ -16,12 +16,13 @@ from ktg.cli.options import (
     check_models,
     data_source_from_args,
     defaults,
-    node_options_from_args,
-    train_config_from_args,
+    given_model_options,
+    given_training,
 )
 from ktg.config import recipe_record
 from ktg.errors import KTGError
 from ktg.graph import DEFAULT_NODES, NAMED_GRAPHS, GraphSpec, resolve_graph
+from ktg.plan import given_node_options, training_config
 from ktg.registry import (
     DEFAULT_CROP_SIZES,
     DEFAULT_SPACE,
@@ -172,8 +173,9 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
     needs no framework)."""
     nodes = DEFAULT_NODES if args.nodes is None else args.nodes
     source = data_source_from_args(args)
-    # Without --holdout a search holds out the fraction its dataset suggests.
-    config = train_config_from_args(args, {**source.defaults.train, "holdout": source.defaults.search_holdout})
+    # The one rule (ktg.plan); without --holdout a search holds out the fraction its dataset suggests.
+    config = training_config(source, args.recipe, given_training(args),
+                             {**source.defaults.train, "holdout": source.defaults.search_holdout})
     check_models([args.model, *(args.models or ())])
     choices = {key: tuple(value) for key, value in
                (("designs", args.designs), ("gates", args.gates), ("label_gates", args.label_gates)) if value}
@@ -186,7 +188,7 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
                         temperatures=tuple(args.temperatures) if args.temperatures else None, **choices)
     out = args.out or Path("runs") / f"search-{args.dataset}-{nodes}nodes"
     check_outside_runs(out, "--out")
-    options = node_options_from_args(args)
+    options = given_node_options(args.recipe, given_model_options(args))
     return SearchSettings(
         space=space, config=config, out=out, storage_url=resolve_storage_url(args.storage, out),
         study_name=args.study or f"{args.dataset}-{nodes}nodes", trials=args.trials,

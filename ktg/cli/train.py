@@ -12,12 +12,10 @@ from ktg.cli.options import (
     add_model_arguments,
     add_training_arguments,
     check_models,
-    data_source_from_args,
-    node_options_from_args,
-    train_config_from_args,
+    training_plan_from_args,
 )
 from ktg.errors import KTGError
-from ktg.graph import NAMED_GRAPHS, resolve_graph
+from ktg.graph import NAMED_GRAPHS
 from ktg.run_folder import RunFolder, check_outside_runs
 
 
@@ -46,18 +44,17 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.eval_every < 1:
         raise KTGError(f"--eval-every must be at least 1, got {args.eval_every}")
-    source = data_source_from_args(args)
-    config = train_config_from_args(args, source.defaults.train)
-    graph = resolve_graph(args.graph, args.nodes, args.model, node_options_from_args(args))
-    check_models(node.model for node in graph.nodes)
+    plan = training_plan_from_args(args)
+    check_models(node.model for node in plan.graph.nodes)
     if args.out is not None:
         check_outside_runs(args.out, "--out", run=True)
 
     from ktg.train import train  # everything above needs no framework: a mistake there is reported at once
     from ktg.viz.attention import log_attention_grid
 
-    dataset = source.load()
-    spec = graph.resolved(dataset.image_size, source.defaults.node_options)
+    dataset = plan.source.load()
+    spec = plan.graph_at(dataset.image_size)
+    config = plan.config
     out = args.out or Path("runs") / f"{args.dataset}-{spec.name or 'graph'}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         final = train(spec, dataset, config, out, resume=args.resume, restart=args.restart,
