@@ -10,15 +10,15 @@ from ktg.run_folder import RunFolder
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"^```python\n(.*?)^```$", README.read_text(encoding="utf-8"), flags=re.M | re.S)
-USING, API, ENGINE = BLOCKS if len(BLOCKS) == 3 else ("", "", "")
+USING, API, ENGINE, PLAN = BLOCKS if len(BLOCKS) == 4 else ("", "", "", "")
 #: What the test changes in the Python API example, and only there: it trains.
 SHORTER = {'load_dataset("digits")': 'load_dataset("digits", image_size=16)', "epochs=6": "epochs=1",
            '{"base_width": 8}': '{"base_width": 4}'}
 
 
 def test_this_file_runs_every_python_block_of_the_readme():
-    assert len(BLOCKS) == 3
-    assert "ktg.load_run" in USING and "train(" in API and "graph.losses(" in ENGINE
+    assert len(BLOCKS) == 4
+    assert "ktg.load_run" in USING and "train(" in API and "graph.losses(" in ENGINE and "plan(" in PLAN
 
 
 def run_block(code: str, namespace: dict) -> None:
@@ -55,3 +55,9 @@ def test_the_python_api_example_prints_two_accuracies_and_the_engine_example_nam
         f"edge {source}→{target} prob_kl/through" for target in range(3) for source in range(3) if source != target]
     graph = namespace["graph"]
     assert all(p.grad is not None for p in graph.parameters() if p.requires_grad), "the backward trains every node"
+
+
+def test_the_planning_example_prints_the_recipes_values_as_its_comment_says(capsys):
+    run_block(PLAN, {})
+    printed = capsys.readouterr().out.split()
+    assert printed == PLAN.split("# ")[-1].split(":")[0].split()  # the comment states what it prints
