@@ -4,17 +4,14 @@ Student's, and a second call must reuse what is trained as planned and only that
 import json
 import math
 import statistics
-import subprocess
-import sys
 
 import pytest
-from test_experiments import EXPERIMENTS, load_script
+from test_experiments import load_script
 
 from ktg.errors import KTGError
 from ktg.run_folder import RunFolder
 
 miniature = load_script("miniature")
-SCRIPT = EXPERIMENTS / "miniature.py"
 
 TINY = ["--dataset", "synthetic", "--image-size", "16", "--dataset-option", "train_size=48",
         "--dataset-option", "test_size=16", "--dataset-option", "num_classes=2", "--train-subset", "0.5",
@@ -65,6 +62,7 @@ def test_the_table_is_the_runs_metrics_and_a_second_call_trains_nothing(tmp_path
     table = (out / "miniature.md").read_text()
     independent = results["graphs"]["independent"]["ensemble"]
     assert f"| independent | {independent['mean']:.2f} ± {independent['std']:.2f} |" in table
+    assert "| independent (baseline, trial 0) |" in table.split("own verdict")[1]  # the race, in the table
     assert (out / "miniature.png").read_bytes()[:4] == b"\x89PNG"
 
     checkpoints = {path: path.stat().st_mtime_ns for path in out.glob("**/checkpoint.pt")}
@@ -92,20 +90,22 @@ def test_options_it_sets_itself_or_ktg_rejects_are_refused_before_anything_runs(
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.slow
-def test_quick_runs_every_step_with_real_ktg_processes_on_the_digits(tmp_path):
-    """--quick as CI runs it: the search with its baselines and race, the test-split runs and the table, each step
-    a ktg command in its own process (the test above runs them in this one)."""
-    out = tmp_path / "quick"
-    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)], capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
+def test_quick_plans_the_same_steps_on_the_digits_with_its_small_budget(tmp_path):
+    """--quick is the same plan on a budget (the steps themselves are run by the test above)."""
+    plan = miniature.make_plan(*miniature.get_args_parser().parse_known_args(["--quick", "--out", str(tmp_path)]))
     quick = miniature.QUICK
-    results = json.loads((out / "miniature.json").read_text())
-    assert [len(results["graphs"][name]["ensemble"]["values"]) for name in ("independent", "dml", "searched")] == [
-        quick["seeds"]] * 3
-    assert results["search"]["verdict"]["differences"]["independent"]["seeds"] == quick["rescore_seeds"]
-    last_seed = quick["seeds"] - 1
-    assert RunFolder(out / "searched" / f"seed{last_seed}").read_config().data.options["train_subset"] == quick[
-        "train_subset"]
-    assert "| independent (baseline, trial 0) |" in (out / "miniature.md").read_text().split("own verdict")[1]
+    assert (plan.seeds, plan.trials, plan.epochs) == (tuple(range(quick["seeds"])), quick["trials"], quick["epochs"])
+    train = miniature.command_plan(plan.train_argv("dml", "dml", 0))
+    assert train.source.name == "digits" and train.source.options["train_subset"] == quick["train_subset"]
+    search = miniature.command_plan(plan.search_argv())
+    assert (search.rescore_top, search.rescore_seeds, search.trials) == (
+        quick["rescore_top"], quick["rescore_seeds"], quick["trials"])
+
+
+def test_a_ktg_command_runs_in_its_own_process_with_its_output_in_a_log(tmp_path):
+    log = tmp_path / "logs" / "graph.log"
+    miniature.ktg(["graph", "show", "dml", "--nodes", "2"], log, threads=1)
+    lines = log.read_text().splitlines()
+    assert lines[0] == "ktg graph show dml --nodes 2" and any("1 → 0" in line for line in lines[1:])
+    with pytest.raises(KTGError, match=r"ktg train failed \(exit status 2\): ktg: error: .* see .*train.log"):
+        miniature.ktg(["train", "--dataset", "nope"], tmp_path / "train.log", threads=1)
