@@ -87,6 +87,22 @@ def test_the_best_mean_is_chosen_named_and_ranked_first(tmp_path, trained):
     assert "80.00 ± 7.07 (2/2)" in format_table(leaderboard(study)).splitlines()[1]
 
 
+def test_writing_the_results_reads_the_storage_once(tmp_path, trained, monkeypatch):
+    # Every worker rewrites them after every trial: on a database server with thousands of trials, each read is a
+    # round trip of all of them.
+    s, study = study_of_three(tmp_path)
+    rescore(s, study, top=2, seeds=2, dataset=object())
+    reads = []
+    get_trials, user_attrs = study.get_trials, type(study).user_attrs
+    monkeypatch.setattr(study, "get_trials", lambda *args, **kwargs: reads.append("trials") or get_trials(
+        *args, **kwargs))
+    monkeypatch.setattr(type(study), "user_attrs", property(lambda self: reads.append("attrs") or user_attrs.fget(
+        self)))
+    write_results(study, tmp_path)
+    assert sorted(reads) == ["attrs", "trials"]
+    assert GraphSpec.load(tmp_path / "best_graph.json").name.startswith("trial 1, chosen by the race")
+
+
 def test_a_rescore_resumes_from_the_stored_runs_and_a_larger_top_reuses_them(tmp_path, trained):
     s, study = study_of_three(tmp_path)
     study.set_user_attr(f"{RUN_PREFIX}0/0", {"seed": 1, "ensemble_accuracy": 0.6})  # an earlier, interrupted rescore

@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     from ktg.search.rescore import chosen, verdict
     from ktg.search.results import budget_spent, format_table, leaderboard, state_counts
     from ktg.search.run import run_search
-    from ktg.search.storage import display_url
+    from ktg.search.storage import Snapshot, display_url
     from ktg.viz.attention import log_attention_grid
 
     url = display_url(settings.storage_url)
@@ -246,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nktg: search interrupted; finished trials and rescore runs are kept in {url}, an interrupted trial "
               f"is queued to run again. Run the same command to resume.", file=sys.stderr)
         return 130
+    study = Snapshot(study)  # what follows reads the study as it is now, once
     counts = state_counts(study)
     print(f"\nstudy {study.study_name!r}: {counts['complete']} complete, {counts['pruned']} pruned, "
           f"{counts['fail']} failed (accuracy of the ensemble node on the held-out split)")

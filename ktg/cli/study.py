@@ -48,9 +48,9 @@ def run_show(args: argparse.Namespace) -> int:
     from ktg.search.keys import SETTINGS_ATTR
     from ktg.search.rescore import chosen, verdict
     from ktg.search.results import export_graph, format_table, leaderboard, state_counts, write_leaderboard
-    from ktg.search.storage import display_url, load_study  # after the checks that need no framework
+    from ktg.search.storage import Snapshot, display_url, load_study  # after the checks that need no framework
 
-    study = load_study(url, args.study)
+    study = Snapshot(load_study(url, args.study))  # read once: every line below is of the same moment
     counts = state_counts(study)
     settings = study.user_attrs.get(SETTINGS_ATTR, {})
     described = ""

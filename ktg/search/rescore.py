@@ -44,6 +44,7 @@ from ktg.search.heartbeat import Renewal
 from ktg.search.keys import BASELINE_ATTR, CLAIM_PREFIX, GRAPH_ATTR, RESCORE_ATTR, RUN_PREFIX
 from ktg.search.sampler import stable_hash
 from ktg.search.settings import RESCORE_DIR, SearchSettings, check_rescore
+from ktg.search.storage import Snapshot, StudyReader
 from ktg.stats import PairedDifference, paired_difference
 
 if TYPE_CHECKING:  # what reads a study (ktg study show, the leaderboard) imports no PyTorch; rescore_run does
@@ -186,13 +187,13 @@ class Standings:
     seeds: int
 
 
-def candidates(study: optuna.Study, top: int) -> list[FrozenTrial]:
+def candidates(study: StudyReader, top: int) -> list[FrozenTrial]:
     """The ``top`` complete searched trials with the highest search score (the lowest number among equals)."""
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if baseline_of(t) is None]
     return sorted(complete, key=lambda t: (-t.value, t.number))[:top]
 
 
-def baseline_trials(study: optuna.Study) -> list[FrozenTrial]:
+def baseline_trials(study: StudyReader) -> list[FrozenTrial]:
     """The complete baseline trials of the study, one per baseline (its first), in trial order."""
     found: dict[str, FrozenTrial] = {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -201,7 +202,7 @@ def baseline_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(found.values(), key=lambda t: t.number)
 
 
-def contenders(study: optuna.Study, top: int) -> list[FrozenTrial]:
+def contenders(study: StudyReader, top: int) -> list[FrozenTrial]:
     """What a race of the ``top`` best searched trials runs: those, then the baselines."""
     return candidates(study, top) + baseline_trials(study)
 
@@ -212,9 +213,10 @@ def stored_runs(attrs: dict[str, Any], trial: int, seeds: int) -> list[RaceRun |
     return [stored_run(attrs, trial, index) for index in range(seeds)]
 
 
-def standings(study: optuna.Study) -> Standings | None:
+def standings(study: StudyReader) -> Standings | None:
     """The race the study last asked for (:data:`RESCORE_ATTR`), replayed from its stored runs; None when no race
     was asked for. Runs still training or never started count as missing."""
+    study = Snapshot.of(study)
     attrs = study.user_attrs
     asked = attrs.get(RESCORE_ATTR)
     if not isinstance(asked, dict) or not {"top", "seeds"} <= set(asked):
@@ -264,7 +266,7 @@ def _ranked(results, rescored, dropped: dict[int, int], *, done: bool, reached: 
     return Standings(tuple(sorted(everyone, key=key)), done, reached)
 
 
-def summaries(study: optuna.Study) -> list[Rescored]:
+def summaries(study: StudyReader) -> list[Rescored]:
     """Every contender of the race the study last asked for, best first (:func:`standings`); empty when no race
     was asked for."""
     found = standings(study)
@@ -327,7 +329,7 @@ class Verdict:
                 "summary": self.lines()}
 
 
-def verdict(study: optuna.Study) -> Verdict | None:
+def verdict(study: StudyReader) -> Verdict | None:
     """The verdict of the study's race (None while no race finished)."""
     return judge(standings(study))
 
@@ -351,9 +353,10 @@ def judge(found: Standings | None) -> Verdict | None:
     return Verdict(searched, baselines, differences, best, beats)
 
 
-def chosen(study: optuna.Study) -> tuple[FrozenTrial, str] | None:
+def chosen(study: StudyReader) -> tuple[FrozenTrial, str] | None:
     """The trial whose graph the study recommends, and how it was chosen: after a finished race, what its
     :class:`Verdict` keeps; else the highest search score (None while no trial is complete)."""
+    study = Snapshot.of(study)
     found = verdict(study)
     keep = found.keep() if found is not None else None
     if keep is not None:
@@ -372,9 +375,10 @@ def _claim(study: optuna.Study, key: str, worker: str) -> None:
     study.set_user_attr(key, {"worker": worker, "time": time.time()})
 
 
-def _unfinished(study: optuna.Study, grace_period: float) -> list[tuple[FrozenTrial, int, bool]]:
+def _unfinished(study: StudyReader, grace_period: float) -> list[tuple[FrozenTrial, int, bool]]:
     """Every run the race asks for now without a result, best contender first: (trial, run index, whether a live
     worker claims it)."""
+    study = Snapshot.of(study)
     found = standings(study)
     if found is None:
         return []

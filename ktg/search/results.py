@@ -39,7 +39,7 @@ from ktg.search.keys import (
     RUN_PREFIX,
 )
 from ktg.search.settings import BEST_GRAPH, LEADERBOARD, RESULTS_LOCK, VERDICT
-from ktg.search.storage import FINISHED
+from ktg.search.storage import FINISHED, Snapshot, StudyReader
 
 COLUMNS = ("rank", "trial", "state", "baseline", "ensemble_accuracy", "rescore_mean", "rescore_std", "rescore_runs",
            "epochs",
@@ -89,7 +89,7 @@ def _note(trial: FrozenTrial, retried_as: dict[int, int]) -> str:
     return reason
 
 
-def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
+def leaderboard(study: StudyReader) -> list[dict[str, Any]]:
     """One row per trial: complete trials ranked by ensemble accuracy, then pruned (longest-trained first),
     running, waiting and failed ones. Accuracies are fractions in [0, 1].
 
@@ -97,6 +97,7 @@ def leaderboard(study: optuna.Study) -> list[dict[str, Any]]:
     ``rescore_*`` columns: mean, sample standard deviation, runs finished of those asked for, and the seeds after
     which the race dropped it), the graph the study recommends (``best_graph.json``) first. Baseline trials say
     which baseline they are."""
+    study = Snapshot.of(study)
     trials = study.get_trials(deepcopy=False)
     race = rescore.standings(study)
     rescored = {r.trial: r for r in race.ranked} if race is not None else {}
@@ -172,13 +173,14 @@ def write_results(study: optuna.Study, out: str | Path) -> Path | None:
     over those of one that read it later."""
     out = Path(out)
     with _writers_take_turns(out):
-        write_leaderboard(leaderboard(study), out / LEADERBOARD)
-        found = rescore.verdict(study)
+        snapshot = Snapshot.of(study)  # read once: every file below is of the same moment
+        write_leaderboard(leaderboard(snapshot), out / LEADERBOARD)
+        found = rescore.verdict(snapshot)
         if found is not None:
             write_json(out / VERDICT, found.to_dict())
-        if rescore.chosen(study) is None:
+        if rescore.chosen(snapshot) is None:
             return None
-        export_graph(study, "best", out / BEST_GRAPH)
+        export_graph(snapshot, "best", out / BEST_GRAPH)
     return out / BEST_GRAPH
 
 
@@ -205,10 +207,11 @@ def _writers_take_turns(out: Path) -> Iterator[None]:
         yield  # closing the file releases the lock
 
 
-def export_graph(study: optuna.Study, trial: int | str, path: str | Path) -> GraphSpec:
+def export_graph(study: StudyReader, trial: int | str, path: str | Path) -> GraphSpec:
     """Write the graph of trial number ``trial`` (or ``"best"``: the one the study recommends, see
     :func:`ktg.search.rescore.chosen`) to ``path`` as a graph file for ``ktg train``; a graph chosen by
     ``--rescore-top`` is named for how it was chosen."""
+    study = Snapshot.of(study)
     how = None
     if trial == "best":
         found = rescore.chosen(study)
@@ -270,7 +273,7 @@ def format_table(rows: list[dict[str, Any]], top: int | None = None) -> str:
     return "\n".join(text)
 
 
-def budget_spent(study: optuna.Study, epochs: int) -> str:
+def budget_spent(study: StudyReader, epochs: int) -> str:
     """How the study spent its training, counted in full training runs of ``epochs`` epochs: the trials (each
     counts the epochs up to its last evaluated one), the baselines among them, and the race's runs."""
     trials = study.get_trials(deepcopy=False)
@@ -283,7 +286,7 @@ def budget_spent(study: optuna.Study, epochs: int) -> str:
             f"(the baselines {baselines / epochs:.1f} of them), the race {raced}")
 
 
-def state_counts(study: optuna.Study) -> dict[str, int]:
+def state_counts(study: StudyReader) -> dict[str, int]:
     """How many trials are in each state, by lower-case state name."""
     counts = {state.name.lower(): 0 for state in _ORDER}
     for trial in study.get_trials(deepcopy=False):

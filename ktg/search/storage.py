@@ -20,7 +20,7 @@ import time
 import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage
@@ -217,6 +217,35 @@ def load_study(url: str, name: str | None) -> optuna.Study:
     if name not in names:
         raise KTGError(f"no study {name!r} in {display_url(url)}; it holds: {', '.join(names) or 'no studies'}")
     return optuna.load_study(study_name=name, storage=storage)
+
+
+class Snapshot:
+    """A study read once: its trials and user attributes at one moment of the storage.
+
+    It answers ``get_trials`` and ``user_attrs`` as the :class:`optuna.Study` it was read from did, so every
+    reader of a study (the leaderboard, the race, its verdict, the graph the study recommends) takes it instead.
+    A writer that needs all of them reads the storage once instead of once for each: every worker rewrites them
+    after every trial, and on a database server with thousands of trials each read is a round trip of all of
+    them. They also agree with each other, as no write can fall between their reads.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study_name = study.study_name
+        self.user_attrs = study.user_attrs
+        self._trials = study.get_trials(deepcopy=False)
+
+    @classmethod
+    def of(cls, study: StudyReader) -> Snapshot:
+        """``study`` read once, or the snapshot it already is."""
+        return study if isinstance(study, Snapshot) else cls(study)
+
+    def get_trials(self, deepcopy: bool = False, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
+        """The trials read (``deepcopy`` is accepted for the Study's signature; they are never copied)."""
+        return [t for t in self._trials if states is None or t.state in states]
+
+
+#: What a reader of a study takes: the study, or a :class:`Snapshot` of it.
+StudyReader = Union[optuna.Study, Snapshot]
 
 
 def queue_again(study: optuna.Study, trial: FrozenTrial, history: list[int] | None) -> None:
