@@ -15,7 +15,7 @@ miniature = load_script("miniature")
 
 TINY = ["--dataset", "synthetic", "--image-size", "16", "--dataset-option", "train_size=48",
         "--dataset-option", "test_size=16", "--dataset-option", "num_classes=2", "--train-subset", "0.5",
-        "--nodes", "2", "--epochs", "1", "--trials", "2", "--seeds", "2", "--jobs", "1",
+        "--nodes", "2", "--epochs", "1", "--trials", "2", "--seeds", "2", "--jobs", "1", "--rescore-seeds", "3",
         "--search-args", "--crop-sizes 3 5", "--width", "4", "--batch-size", "8"]
 
 
