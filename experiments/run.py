@@ -52,12 +52,22 @@ def shell_command(job: Job) -> str:
 
 
 def run_job(job: Job) -> int:
-    """Run one job in this process; skip it if it finished, resume it if it was interrupted."""
+    """Run one job in this process; skip it if it finished as ktg would train it now, resume it if it was
+    interrupted. A finished run trained otherwise (another graph, or options changed since, e.g. by --set) is
+    an error: it is kept, and the config's results would mix two protocols."""
     from ktg.cli import main as ktg_main
+    from ktg.cli import plan
+    from ktg.runtime import resolve_device
 
     if job.config.command == "train":
         run = RunFolder(job.out)
         if run.is_finished():
+            planned = plan(job.argv())
+            if not planned.trained_in(run, resolve_device(planned.config.device).type):
+                print(f"run.py: error: {job.out} holds a finished run trained otherwise than this command would "
+                      "train (another graph, or other options); move it away or choose another --runs",
+                      file=sys.stderr)
+                return 2
             print(f"  finished already: {job.out}")
             return 0
         if run.holds_run():

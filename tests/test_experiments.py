@@ -95,6 +95,10 @@ def test_dry_runs_of_every_config_start_and_collect_makes_the_tables(tmp_path, c
 
     assert run.main([str(EXPERIMENTS / "configs" / "dogs_retrain.json"), "--dry-run", "--runs", str(runs)]) == 0
     assert "finished already" in capsys.readouterr().out
+    # The same run asked for with another option is not taken for finished: ktg would train it otherwise.
+    assert run.main([str(EXPERIMENTS / "configs" / "dogs_retrain.json"), "--dry-run", "--runs", str(runs),
+                     "--set", "lr=0.5"]) == 2
+    assert "trained otherwise than this command would train" in capsys.readouterr().err
 
     assert collect.main([str(runs)]) == 0
     tables = (runs / "results.md").read_text()
