@@ -18,7 +18,7 @@ from ktg.graph import GraphSpec, dml, independent
 from ktg.run_folder import FinalMetrics
 from ktg.search.keys import BASELINE_ATTR, CLAIM_PREFIX, GRAPH_ATTR, RUN_PREFIX
 from ktg.search.objective import Objective, trial_seed
-from ktg.search.rescore import RaceRun, chosen, rescore, rescore_seed, summaries, verdict
+from ktg.search.rescore import RaceRun, chosen, rescore, rescore_seed, rescore_split_seed, summaries, verdict
 from ktg.search.results import format_table, leaderboard, write_results
 from ktg.search.storage import load_study, queue_baseline
 from ktg.search.worker import connect
@@ -56,6 +56,7 @@ def trained(monkeypatch):
 
     def fake_train(spec, dataset, config, folder, **kwargs):
         trial, index = int(folder.parent.name), seeds[config.seed]
+        assert config.holdout_seed == rescore_split_seed(CONFIG.holdout_seed, index)  # run i's own split
         runs.append((trial, index))
         return final_metrics(RESCORED[trial][index])
 
@@ -71,8 +72,11 @@ def test_the_best_mean_is_chosen_named_and_ranked_first(tmp_path, trained):
     assert sorted(trained) == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert [r.trial for r in ranked] == [1, 0] and ranked[0].mean == pytest.approx(0.8)
     assert ranked[0].std == pytest.approx(0.0707, abs=1e-4) and ranked[1].search_score == 0.9
-    seeds = {study.user_attrs[f"{RUN_PREFIX}{t}/{i}"]["seed"] for t in (0, 1) for i in (0, 1)}
-    assert seeds == {rescore_seed(0, 0), rescore_seed(0, 1)}  # the same fresh seeds for every candidate
+    seeds = {(study.user_attrs[f"{RUN_PREFIX}{t}/{i}"]["seed"], study.user_attrs[f"{RUN_PREFIX}{t}/{i}"][
+        "holdout_seed"]) for t in (0, 1) for i in (0, 1)}
+    # the same fresh seeds and held-out splits for every candidate, none of them the search's split
+    assert seeds == {(rescore_seed(0, i), rescore_split_seed(CONFIG.holdout_seed, i)) for i in (0, 1)}
+    assert CONFIG.holdout_seed not in {split for _, split in seeds}
     assert not seeds & {trial_seed(0, n) for n in range(3)}
 
     write_results(study, tmp_path)
@@ -105,8 +109,8 @@ def test_writing_the_results_reads_the_storage_once(tmp_path, trained, monkeypat
 
 def test_a_rescore_resumes_from_the_stored_runs_and_a_larger_top_reuses_them(tmp_path, trained):
     s, study = study_of_three(tmp_path)
-    study.set_user_attr(f"{RUN_PREFIX}0/0", {"seed": 1, "ensemble_accuracy": 0.6})  # an earlier, interrupted rescore
-    study.set_user_attr(f"{RUN_PREFIX}0/1", {"seed": 2})  # unreadable: as if cut off while written
+    study.set_user_attr(f"{RUN_PREFIX}0/0", {"seed": 1, "holdout_seed": 5, "ensemble_accuracy": 0.6})  # interrupted
+    study.set_user_attr(f"{RUN_PREFIX}0/1", {"seed": 2, "holdout_seed": 6})  # unreadable: cut off while written
     rescore(s, study, top=2, seeds=2, dataset=object())
     assert sorted(trained) == [(0, 1), (1, 0), (1, 1)]
     rescore(s, study, top=3, seeds=2, dataset=object())
@@ -114,9 +118,11 @@ def test_a_rescore_resumes_from_the_stored_runs_and_a_larger_top_reuses_them(tmp
 
 
 def test_a_stored_run_is_read_only_when_it_is_one_whole_result():
-    finished, diverged = RaceRun(1, 0.5, 0.4, "/runs/1"), RaceRun(3, fail_reason="non-finite loss")
+    finished, diverged = RaceRun(1, 7, 0.5, 0.4, "/runs/1"), RaceRun(3, 8, fail_reason="non-finite loss")
     assert [RaceRun.from_stored(run.to_dict()) for run in (finished, diverged)] == [finished, diverged]
-    assert RaceRun.from_stored({"seed": 1, "ensemble_accuracy": 0.5}) == RaceRun(1, 0.5)
+    assert RaceRun.from_stored({"seed": 1, "holdout_seed": 7, "ensemble_accuracy": 0.5}) == RaceRun(1, 7, 0.5)
+    # a run of an older race, scored on the search's own split, is not a result of this one: it is raced again
+    assert RaceRun.from_stored({"seed": 1, "ensemble_accuracy": 0.5}) is None
     for stored in ({"seed": 2}, {"worker": "other:1", "time": 1.0}, {"seed": 1, "ensemble_accuracy": 0.5, "new": 1},
                    {"seed": 1, "ensemble_accuracy": 0.5, "fail_reason": "both"}, {"seed": "1", "fail_reason": "x"},
                    "cut off", None):
@@ -131,7 +137,8 @@ def test_a_live_claim_is_waited_for_and_a_dead_workers_claim_taken_over(tmp_path
 
     def other_worker_finishes(seconds):  # while this worker waits, the live one stores its run
         waits.append(seconds)
-        study.set_user_attr(f"{RUN_PREFIX}0/0", {"seed": rescore_seed(0, 0), "ensemble_accuracy": 0.6})
+        study.set_user_attr(f"{RUN_PREFIX}0/0", {"seed": rescore_seed(0, 0), "holdout_seed": 1,
+                                                 "ensemble_accuracy": 0.6})
 
     monkeypatch.setattr(rescore_module.time, "sleep", other_worker_finishes)
     ranked = rescore(s, study, top=1, seeds=2, dataset=object(), poll_seconds=0.5)

@@ -88,13 +88,13 @@ def add_parser(commands) -> None:
                        "and races against the best searched graphs: named graphs (independent, dml) or graph files; "
                        f"'none' for no baseline (default: {' '.join(DEFAULT_BASELINES)})")
     group.add_argument("--rescore-top", type=int, default=DEFAULT_RESCORE_TOP, metavar="K", help="after the search, "
-                       "race the K best complete searched graphs and the baselines on the same held-out split with "
-                       "common fresh seeds: every contender gets 3 seeds, then one more seed at a time while the "
-                       "leader does not beat it at 95 %% (paired t-interval), up to --rescore-seeds. best_graph.json "
-                       "is the winner if it beats the best baseline at 95 %%, else that baseline; verdict.json says "
-                       "why. The runs are stored in the study: running the command again resumes them, and other "
-                       "workers share them. 0: no race, best_graph.json is the luckiest single run (default: "
-                       "%(default)s)")
+                       "race the K best complete searched graphs and the baselines with common fresh seeds and fresh "
+                       "held-out splits (run i of every contender: the same seed, the same split): every contender "
+                       "gets 3 seeds, then one more seed at a time while the leader does not beat it at 95 %% "
+                       "(paired t-interval), up to --rescore-seeds. best_graph.json is the winner if it beats the "
+                       "best baseline at 95 %%, else that baseline; verdict.json says why. The runs are stored in the "
+                       "study: running the command again resumes them, and other workers share them. 0: no race, "
+                       "best_graph.json is the luckiest single run (default: %(default)s)")
     group.add_argument("--rescore-seeds", type=int, default=DEFAULT_RESCORE_SEEDS, metavar="S", help="most seeds of "
                        "a contender in the race (default: %(default)s)")
     group.add_argument("--same-seed", action="store_true", help="train every trial with --seed (common random "

@@ -3,8 +3,9 @@
 A trial's score is one training run on one held-out split, and seed noise is as large as the differences the
 search looks for, so the argmax of thousands of trials is partly the luckiest run (the winner's curse). After the
 search, :func:`rescore` races the ``top`` best complete trials and every baseline trial of the study
-(``ktg search --baseline``): each contender is retrained on the same held-out split with the same fresh seeds
-(:func:`rescore_seed`, unrelated to any trial's seed), so every comparison is paired on common random numbers.
+(``ktg search --baseline``): run i of each contender is retrained with the same fresh seed (:func:`rescore_seed`,
+unrelated to any trial's seed) on the same fresh held-out split (:func:`rescore_split_seed`), so every comparison
+is paired on common random numbers, and none is scored on the split the searched graphs were chosen on.
 
 The race (``docs/method.md#search``) trains every contender with :data:`MIN_SEEDS` seeds, then, seed after seed,
 drops each contender that the leader (the best mean so far) beats at 95 % (:func:`ktg.stats.paired_difference`
@@ -63,6 +64,13 @@ def rescore_seed(seed: int, index: int) -> int:
     return stable_hash("ktg rescore seed", seed, index) >> 33
 
 
+def rescore_split_seed(holdout_seed: int, index: int) -> int:
+    """The seed of the held-out split of rescore run ``index`` (the same for every candidate) in a search whose
+    trials hold out the split of ``holdout_seed``. Each run draws a split of its own: the searched graphs were
+    chosen for how they scored on the search's split, and on that split a race would measure that luck again."""
+    return stable_hash("ktg rescore split", holdout_seed, index) >> 33
+
+
 def run_dir(out: str | Path, trial: int, index: int) -> Path:
     """Where rescore run ``index`` of trial ``trial`` trains: ``OUT/rescore/<trial>/<index>/``."""
     return Path(out) / RESCORE_DIR / str(trial) / str(index)
@@ -79,13 +87,15 @@ class RaceRun:
 
     Attributes:
         seed: the run's seed (:func:`rescore_seed`).
-        ensemble_accuracy, mean_node_accuracy: after its last epoch, on the search's held-out split (None for a
-            run that diverged).
+        holdout_seed: the seed of its held-out split (:func:`rescore_split_seed`).
+        ensemble_accuracy, mean_node_accuracy: after its last epoch, on its held-out split (None for a run that
+            diverged).
         run_dir: its run folder, absolute (None for a run that diverged).
         fail_reason: why it diverged, one line (None for a run that finished).
     """
 
     seed: int
+    holdout_seed: int
     ensemble_accuracy: float | None = None
     mean_node_accuracy: float | None = None
     run_dir: str | None = None
@@ -97,9 +107,11 @@ class RaceRun:
     @classmethod
     def from_stored(cls, stored: Any) -> RaceRun | None:
         """The run a study attribute holds; None for what is not one whole result (a worker's claim, a value cut
-        off while another process wrote it, or one written by another version)."""
+        off while another process wrote it, or one stored before a race drew a held-out split per run, which
+        scored every run on the search's own split: such a run is raced again)."""
         known = {f.name for f in dataclasses.fields(cls)}
-        if (not isinstance(stored, dict) or not isinstance(stored.get("seed"), int) or not set(stored) <= known
+        if (not isinstance(stored, dict) or not isinstance(stored.get("seed"), int)
+                or not isinstance(stored.get("holdout_seed"), int) or not set(stored) <= known
                 or ("ensemble_accuracy" in stored) == ("fail_reason" in stored)):
             return None
         return cls(**stored)
@@ -400,7 +412,7 @@ def rescore(settings: SearchSettings, study: optuna.Study, *, top: int, seeds: i
             on_run: RaceRunCallback | None = None, on_finish: FinishCallback | None = None,
             progress: bool = False, poll_seconds: float = 5.0) -> list[Rescored]:
     """Race the ``top`` best complete searched trials of ``study`` and its baselines over at most ``seeds`` fresh
-    seeds each on the search's held-out split; return the contenders best first (see :func:`summaries`).
+    seeds and held-out splits each; return the contenders best first (see :func:`summaries`).
 
     Runs already stored are kept; runs other live workers are training are waited for. ``on_run`` is called
     with (trial, run index, its stored result) after each run this worker trains; ``on_finish`` as each run
@@ -432,22 +444,23 @@ def rescore(settings: SearchSettings, study: optuna.Study, *, top: int, seeds: i
 def rescore_run(settings: SearchSettings, dataset: Dataset, trial: FrozenTrial, index: int, *,
                 on_finish: FinishCallback | None = None, progress: bool = False,
                 keep_weights: bool | None = None) -> RaceRun:
-    """Train rescore run ``index`` (seed :func:`rescore_seed`) of ``trial``'s graph in :func:`run_dir` on the
-    search's held-out split; its result (a diverging run: its one-line reason). The
+    """Train rescore run ``index`` (seed :func:`rescore_seed`, held-out split :func:`rescore_split_seed`) of
+    ``trial``'s graph in :func:`run_dir`; its result (a diverging run: its one-line reason). The
     run keeps its final weights if ``keep_weights`` (None: where the search keeps weights, ``--keep-weights``)."""
     from ktg.search.objective import failure_reason
     from ktg.train import NonFiniteLossError, train
 
     seed = rescore_seed(settings.config.seed, index)
+    split = rescore_split_seed(settings.config.holdout_seed, index)
     spec = GraphSpec.from_dict(trial.user_attrs[GRAPH_ATTR], where=f"trial {trial.number}")
     folder = run_dir(settings.out, trial.number, index)
-    config = dataclasses.replace(settings.config, seed=seed)
+    config = dataclasses.replace(settings.config, seed=seed, holdout_seed=split)
     try:
         final = train(spec, dataset, config, folder, restart=True, eval_epochs=frozenset(), on_finish=on_finish,
                       progress=progress)
     except NonFiniteLossError as error:  # this graph diverges with this seed: a result too, stored as such
-        return RaceRun(seed, fail_reason=failure_reason(error, folder))
+        return RaceRun(seed, split, fail_reason=failure_reason(error, folder))
     # Only the result is read (it is stored in the study); the final weights stay where the search keeps weights.
     keep = settings.keep_weights > 0 if keep_weights is None else keep_weights
     RunFolder(folder).delete_checkpoints(keep_latest=keep)
-    return RaceRun(seed, final.ensemble_accuracy, final.mean_node_accuracy, str(folder.resolve()))
+    return RaceRun(seed, split, final.ensemble_accuracy, final.mean_node_accuracy, str(folder.resolve()))
