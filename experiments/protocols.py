@@ -211,7 +211,7 @@ def expand(config: Config, runs: str | Path, *, data: str | Path = "data", overr
 
 
 def dry_run_job(job: Job) -> Job:
-    """The same job on a tiny budget: synthetic data, narrow nodes, one epoch, one trial, CPU.
+    """The same job on a tiny budget: synthetic data, narrow nodes, one epoch, one trial and no race, CPU.
 
     A graph file that does not exist yet (the best graph of a search that has not run) is replaced by the named
     graph ``dml``, with a note.
@@ -220,10 +220,11 @@ def dry_run_job(job: Job) -> Job:
     args.update(DRY_RUN_ARGS)
     if "model" in args:
         args["model"] = _DRY_RUN_MODEL
+    notes = list(job.notes)
     if job.config.command == "search":
         # 16-pixel inputs give 8×8 attention maps, too small for the 11×11 crops.
-        args.update({"trials": 1, "crop-sizes": [3, 5]})
-    notes = list(job.notes)
+        args.update({"trials": 1, "crop-sizes": [3, 5], "rescore-top": 0})
+        notes.append("dry run: no race of the best graphs and the baselines (--rescore-top 0); the real run races")
     # A milestone must lie before the last epoch: one epoch has room for none. An explicit --schedule replaces a
     # recipe's schedule, its milestones included.
     recipe_schedule = RECIPES[args["recipe"]].train.get("schedule") if args.get("recipe") in RECIPES else None
