@@ -16,7 +16,7 @@ from ktg.cli import main
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec, dml, independent
 from ktg.run_folder import FinalMetrics
-from ktg.search.keys import BASELINE_ATTR, CLAIM_PREFIX, GRAPH_ATTR, RUN_PREFIX
+from ktg.search.keys import BASELINE_ATTR, CLAIM_PREFIX, GRAPH_ATTR, RESCORE_ATTR, RUN_PREFIX
 from ktg.search.objective import Objective, trial_seed
 from ktg.search.rescore import RaceRun, chosen, rescore, rescore_seed, rescore_split_seed, summaries, verdict
 from ktg.search.results import format_table, leaderboard, write_results
@@ -121,12 +121,26 @@ def test_a_stored_run_is_read_only_when_it_is_one_whole_result():
     finished, diverged = RaceRun(1, 7, 0.5, 0.4, "/runs/1"), RaceRun(3, 8, fail_reason="non-finite loss")
     assert [RaceRun.from_stored(run.to_dict()) for run in (finished, diverged)] == [finished, diverged]
     assert RaceRun.from_stored({"seed": 1, "holdout_seed": 7, "ensemble_accuracy": 0.5}) == RaceRun(1, 7, 0.5)
-    # a run of an older race, scored on the search's own split, is not a result of this one: it is raced again
+    # a run of an older race, scored on the search's own split, is a result of such a race only
     assert RaceRun.from_stored({"seed": 1, "ensemble_accuracy": 0.5}) is None
+    assert RaceRun.from_stored({"seed": 1, "ensemble_accuracy": 0.5}, split_per_run=False) == RaceRun(1, None, 0.5)
+    assert RaceRun.from_stored(finished.to_dict(), split_per_run=False) is None
     for stored in ({"seed": 2}, {"worker": "other:1", "time": 1.0}, {"seed": 1, "ensemble_accuracy": 0.5, "new": 1},
                    {"seed": 1, "ensemble_accuracy": 0.5, "fail_reason": "both"}, {"seed": "1", "fail_reason": "x"},
                    "cut off", None):
         assert RaceRun.from_stored(stored) is None, stored
+
+
+def test_a_race_asked_before_splits_per_run_is_read_as_it_ran_and_run_again_when_asked_now(tmp_path, trained):
+    s, study = study_of_three(tmp_path)
+    study.set_user_attr(RESCORE_ATTR, {"top": 2, "seeds": 2})  # all its runs scored on the search's split
+    for trial, accuracies in ((0, (0.6, 0.7)), (1, (0.8, 0.9))):
+        for index, accuracy in enumerate(accuracies):
+            study.set_user_attr(f"{RUN_PREFIX}{trial}/{index}", {"seed": rescore_seed(0, index),
+                                                                 "ensemble_accuracy": accuracy})
+    assert [(r.trial, r.accuracies) for r in summaries(study)] == [(1, (0.8, 0.9)), (0, (0.6, 0.7))]
+    rescore(s, study, top=2, seeds=2, dataset=object())
+    assert sorted(trained) == [(0, 0), (0, 1), (1, 0), (1, 1)]  # every run again, each on a split of its own
 
 
 def test_a_live_claim_is_waited_for_and_a_dead_workers_claim_taken_over(tmp_path, trained, monkeypatch):

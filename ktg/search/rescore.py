@@ -87,7 +87,8 @@ class RaceRun:
 
     Attributes:
         seed: the run's seed (:func:`rescore_seed`).
-        holdout_seed: the seed of its held-out split (:func:`rescore_split_seed`).
+        holdout_seed: the seed of its held-out split (:func:`rescore_split_seed`); None for a run of a race asked
+            before races drew a split per run, which scored every run on the search's own split.
         ensemble_accuracy, mean_node_accuracy: after its last epoch, on its held-out split (None for a run that
             diverged).
         run_dir: its run folder, absolute (None for a run that diverged).
@@ -95,7 +96,7 @@ class RaceRun:
     """
 
     seed: int
-    holdout_seed: int
+    holdout_seed: int | None
     ensemble_accuracy: float | None = None
     mean_node_accuracy: float | None = None
     run_dir: str | None = None
@@ -105,25 +106,35 @@ class RaceRun:
         return {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
 
     @classmethod
-    def from_stored(cls, stored: Any) -> RaceRun | None:
-        """The run a study attribute holds; None for what is not one whole result (a worker's claim, a value cut
-        off while another process wrote it, or one stored before a race drew a held-out split per run, which
-        scored every run on the search's own split: such a run is raced again)."""
+    def from_stored(cls, stored: Any, split_per_run: bool = True) -> RaceRun | None:
+        """The run a study attribute holds; None for what is not one whole result of a race that holds out a
+        split per run (``split_per_run``, as races do now) or the search's own split (as races asked before did):
+        a worker's claim, a value cut off while another process wrote it, or a run of the other kind of race."""
         known = {f.name for f in dataclasses.fields(cls)}
-        if (not isinstance(stored, dict) or not isinstance(stored.get("seed"), int)
-                or not isinstance(stored.get("holdout_seed"), int) or not set(stored) <= known
-                or ("ensemble_accuracy" in stored) == ("fail_reason" in stored)):
+        if (not isinstance(stored, dict) or not isinstance(stored.get("seed"), int) or not set(stored) <= known
+                or ("ensemble_accuracy" in stored) == ("fail_reason" in stored)
+                or isinstance(stored.get("holdout_seed"), int) != split_per_run
+                or stored.get("holdout_seed") is not None and not split_per_run):
             return None
-        return cls(**stored)
+        return cls(**{"holdout_seed": None, **stored})
 
 
 #: Called with (trial, run index, its result) after each race run a worker trains.
 RaceRunCallback = Callable[[int, int, RaceRun], None]
 
 
+def splits_per_run(attrs: dict[str, Any]) -> bool:
+    """Whether the race a study's user attributes ``attrs`` ask for holds out a split per run: every race asked
+    now; a race asked before (its :data:`RESCORE_ATTR` lacks ``split_per_run``) scored its runs on the search's
+    own split, and readers replay it as it ran. Without a race, runs are stored as races store them now."""
+    asked = attrs.get(RESCORE_ATTR)
+    return asked.get("split_per_run") is True if isinstance(asked, dict) else True
+
+
 def stored_run(attrs: dict[str, Any], trial: int, index: int) -> RaceRun | None:
-    """Run ``index`` of ``trial`` as stored in a study's user attributes ``attrs``; None where there is none."""
-    return RaceRun.from_stored(attrs.get(f"{RUN_PREFIX}{trial}/{index}"))
+    """Run ``index`` of ``trial`` as stored in a study's user attributes ``attrs``; None where there is none, or
+    it is not a run of the race the study asks for (:func:`splits_per_run`)."""
+    return RaceRun.from_stored(attrs.get(f"{RUN_PREFIX}{trial}/{index}"), splits_per_run(attrs))
 
 
 def store_run(study: optuna.Study, trial: int, index: int, run: RaceRun) -> None:
@@ -419,7 +430,8 @@ def rescore(settings: SearchSettings, study: optuna.Study, *, top: int, seeds: i
     finishes all its epochs (:data:`ktg.train.FinishCallback`).
     """
     check_rescore(top, seeds)
-    study.set_user_attr(RESCORE_ATTR, {"top": top, "seeds": seeds})
+    # A race asked before held out the search's own split; asked now, its runs are raced again, a split each.
+    study.set_user_attr(RESCORE_ATTR, {"top": top, "seeds": seeds, "split_per_run": True})
     worker = f"{socket.gethostname()}:{os.getpid()}"
     dataset = dataset if dataset is not None else settings.data_source.load()
     while True:
