@@ -182,6 +182,10 @@ class EpochRecord:
         return cls(**values)
 
 
+class RunFolderBusy(KTGError):
+    """The run folder is being written by another process (it holds the folder's lock)."""
+
+
 @dataclass(frozen=True)
 class EvalReport:
     """eval_<split>.json: what ``ktg eval`` measured with a run's checkpoint on one split of its dataset.
@@ -476,8 +480,8 @@ class RunFolder:
         except BlockingIOError:
             holder = os.read(descriptor, 200).decode(errors="replace").strip() or "another process"
             os.close(descriptor)
-            raise KTGError(f"{self.path} is being written by {holder}; wait for it to end, or stop it and "
-                           f"continue with --resume") from None
+            raise RunFolderBusy(f"{self.path} is being written by {holder}; wait for it to end, or stop it and "
+                                f"continue with --resume") from None
         return descriptor
 
     def delete_checkpoints(self, *, keep_latest: bool = False) -> bool:

@@ -15,10 +15,19 @@ import ktg.search.rescore as rescore_module
 from ktg.cli import main
 from ktg.errors import KTGError
 from ktg.graph import GraphSpec, dml, independent
-from ktg.run_folder import FinalMetrics
+from ktg.run_folder import FinalMetrics, RunFolderBusy
 from ktg.search.keys import BASELINE_ATTR, CLAIM_PREFIX, GRAPH_ATTR, RESCORE_ATTR, RUN_PREFIX
 from ktg.search.objective import Objective, trial_seed
-from ktg.search.rescore import RaceRun, chosen, rescore, rescore_seed, rescore_split_seed, summaries, verdict
+from ktg.search.rescore import (
+    RaceRun,
+    chosen,
+    rescore,
+    rescore_seed,
+    rescore_split_seed,
+    store_run,
+    summaries,
+    verdict,
+)
 from ktg.search.results import format_table, leaderboard, write_results
 from ktg.search.storage import load_study, queue_baseline
 from ktg.search.worker import connect
@@ -129,6 +138,23 @@ def test_a_stored_run_is_read_only_when_it_is_one_whole_result():
                    {"seed": 1, "ensemble_accuracy": 0.5, "fail_reason": "both"}, {"seed": "1", "fail_reason": "x"},
                    "cut off", None):
         assert RaceRun.from_stored(stored) is None, stored
+
+
+def test_a_run_another_worker_claimed_at_the_same_instant_is_left_to_it(tmp_path, trained, monkeypatch):
+    s, study = study_of_three(tmp_path)
+    train_run, busy = rescore_module.rescore_run, []
+
+    def busy_once(settings, dataset, trial, index, **kwargs):
+        if (trial.number, index) == (1, 0) and not busy:  # the other worker holds the run's folder, and stores it
+            busy.append((1, 0))
+            store_run(study, 1, 0, RaceRun(rescore_seed(0, 0), rescore_split_seed(CONFIG.holdout_seed, 0), 0.75))
+            raise RunFolderBusy(f"{tmp_path}/rescore/1/0 is being written by ktg pid 1 on other")
+        return train_run(settings, dataset, trial, index, **kwargs)
+
+    monkeypatch.setattr(rescore_module, "rescore_run", busy_once)
+    ranked = rescore(s, study, top=2, seeds=2, dataset=object(), poll_seconds=0)
+    assert busy == [(1, 0)] and (1, 0) not in trained
+    assert {r.trial: r.runs for r in ranked}[1][0] == 0.75
 
 
 def test_a_race_asked_before_splits_per_run_is_read_as_it_ran_and_run_again_when_asked_now(tmp_path, trained):

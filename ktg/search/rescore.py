@@ -16,8 +16,8 @@ contender with a diverging run is dropped as well. Its state is a function of th
 Each run's result is stored in the study (a study user attribute per run), so the storage alone says what was
 raced: ``ktg study show`` reads it anywhere, a re-run resumes, and several workers share the runs. A worker claims a
 run before it trains it and renews the claim every heartbeat interval; a claim silent for the grace period
-belongs to a dead worker and is taken over. Two workers that claim the same run at the same instant both train
-it, which costs time, never correctness.
+belongs to a dead worker and is taken over. Of two workers that claim the same run at the same instant and
+each read their own claim back, the second finds the run's folder locked by the first and leaves the run to it.
 
 The study's verdict (:func:`verdict`) compares the best searched graph with every baseline on their common seeds.
 The graph the study recommends (:func:`chosen`) is that searched graph only where it beats the best baseline at
@@ -40,7 +40,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ktg.graph import GraphSpec
-from ktg.run_folder import RunFolder
+from ktg.run_folder import RunFolder, RunFolderBusy
 from ktg.search.heartbeat import Renewal
 from ktg.search.keys import BASELINE_ATTR, CLAIM_PREFIX, GRAPH_ATTR, RESCORE_ATTR, RUN_PREFIX
 from ktg.search.sampler import stable_hash
@@ -447,7 +447,10 @@ def rescore(settings: SearchSettings, study: optuna.Study, *, top: int, seeds: i
         with Renewal(functools.partial(_claim, study, key, worker), settings.heartbeat_interval, f"claim {key}"):
             if study.user_attrs.get(key, {}).get("worker") != worker:
                 continue  # another worker claimed it at the same instant, and trains it
-            result = rescore_run(settings, dataset, trial, index, on_finish=on_finish, progress=progress)
+            try:
+                result = rescore_run(settings, dataset, trial, index, on_finish=on_finish, progress=progress)
+            except RunFolderBusy:
+                continue  # another worker claimed it at the same instant, read its own claim first, and trains it
             store_run(study, trial.number, index, result)
         if on_run is not None:
             on_run(trial.number, index, result)
