@@ -254,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nbudget: {budget_spent(study, settings.config.epochs)}")
     found = verdict(study)
     if found is not None:
-        print("\nverdict, in the search's own regime (held-out split, common fresh seeds):")
+        print("\nverdict, in the search's own regime (held-out splits and seeds common to every contender):")
         print("\n".join(f"  {line}" for line in found.lines()))
     elif settings.baselines:
         print("\nverdict: none; only a race over common seeds (--rescore-top K) can say whether the search beat its "
