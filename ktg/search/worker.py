@@ -180,24 +180,28 @@ class Worker:
         with warnings.catch_warnings():  # Optuna warns that heartbeats are meant for optimize(); this loop is its twin
             warnings.simplefilter("ignore", UserWarning)
             trial = study.ask()
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-        with Heartbeat(storage, trial_id, self.settings.heartbeat_interval):
-            trial.set_user_attr(WORKER_ATTR, self.name)
-            others = storage.get_n_trials(study_id, CLAIMED) - 1
-            if others >= self.settings.budget:
-                self._hand_back(study, trial)
-                return None, None
-            value, state, out_of_memory = None, TrialState.FAIL, False
-            try:
-                value, state = objective(trial), TrialState.COMPLETE
-            except optuna.TrialPruned:
-                state = TrialState.PRUNED
-            except KeyboardInterrupt:
-                if self._tell(study, trial, TrialState.FAIL) is not None:
-                    RequeueTrial(self.settings.max_retry)(study, storage.get_trial(trial_id))
-                raise
-            except Exception as error:  # recorded with its reason by the objective; the search goes on
-                out_of_memory = isinstance(error, torch.OutOfMemoryError)
+        try:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            with Heartbeat(storage, trial_id, self.settings.heartbeat_interval):
+                trial.set_user_attr(WORKER_ATTR, self.name)
+                others = storage.get_n_trials(study_id, CLAIMED) - 1
+                if others >= self.settings.budget:
+                    self._hand_back(study, trial)
+                    return None, None
+                value, state, out_of_memory = None, TrialState.FAIL, False
+                try:
+                    value, state = objective(trial), TrialState.COMPLETE
+                except optuna.TrialPruned:
+                    state = TrialState.PRUNED
+                except Exception as error:  # recorded with its reason by the objective; the search goes on
+                    out_of_memory = isinstance(error, torch.OutOfMemoryError)
+        except KeyboardInterrupt:
+            # Ctrl-C at any moment after the ask, before training too: the trial fails and, with its graph drawn,
+            # is queued again, so that a stopped worker leaves no RUNNING trial for a grace period.
+            frozen = self._tell(study, trial, TrialState.FAIL)
+            if frozen is not None and frozen.params:
+                RequeueTrial(self.settings.max_retry)(study, frozen)
+            raise
         if out_of_memory:  # the failed trial's tensors are garbage now; give their memory back to the GPU
             gc.collect()
             torch.cuda.empty_cache()
