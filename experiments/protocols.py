@@ -147,19 +147,13 @@ def load_config(path: str | Path) -> Config:
 
 def check_argv(job: Job) -> None:
     """Parse the job's command line with ktg's own parser: a wrong option is an error now, not hours later."""
-    import contextlib
-    import io
+    from ktg.cli import parse
 
-    from ktg.cli import build_parser
-
-    errors = io.StringIO()
     try:
-        with contextlib.redirect_stderr(errors):
-            build_parser().parse_args(job.argv())
-    except SystemExit:
-        lines = errors.getvalue().strip().splitlines()
+        parse(job.argv())
+    except KTGError as error:
         raise ConfigError(f"{job.config.path}: variant {job.variant_name}: ktg rejects the command line: "
-                          f"{lines[-1] if lines else 'invalid arguments'}") from None
+                          f"{error}") from None
 
 
 def _fill(value: Any, context: dict[str, Any], where: str) -> Any:

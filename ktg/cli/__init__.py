@@ -53,6 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """``ktg ARGV`` parsed as the command line would parse it; KTGError with its one-line message where it refuses
+    the arguments (for scripts that check command lines before they run them)."""
+    usage = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(usage):
+            return build_parser().parse_args(argv)
+    except SystemExit:
+        lines = usage.getvalue().strip().splitlines()
+        raise KTGError(lines[-1] if lines else f"ktg {' '.join(argv)}: not a command line") from None
+
+
 def plan(argv: Sequence[str]) -> TrainingPlan | SearchSettings:
     """What ``ktg ARGV`` would do, resolved by the command's own rule without running it: a
     :class:`~ktg.plan.TrainingPlan` for ``train``, the :class:`~ktg.search.settings.SearchSettings` for
@@ -62,13 +74,7 @@ def plan(argv: Sequence[str]) -> TrainingPlan | SearchSettings:
     from ktg.cli.options import training_plan_from_args
     from ktg.cli.search import search_settings_from_args
 
-    usage = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(usage):
-            args = build_parser().parse_args(argv)
-    except SystemExit:
-        raise KTGError(usage.getvalue().strip().splitlines()[-1] if usage.getvalue().strip() else
-                       f"ktg {' '.join(argv)}: not a command line") from None
+    args = parse(argv)
     planners = {"train": training_plan_from_args, "search": search_settings_from_args}
     if args.command not in planners:
         raise KTGError(f"ktg {args.command}: only {' and '.join(planners)} command lines have a plan")

@@ -113,8 +113,8 @@ class RaceRun:
         known = {f.name for f in dataclasses.fields(cls)}
         if (not isinstance(stored, dict) or not isinstance(stored.get("seed"), int) or not set(stored) <= known
                 or ("ensemble_accuracy" in stored) == ("fail_reason" in stored)
-                or isinstance(stored.get("holdout_seed"), int) != split_per_run
-                or stored.get("holdout_seed") is not None and not split_per_run):
+                or not (isinstance(stored.get("holdout_seed"), int) if split_per_run
+                        else stored.get("holdout_seed") is None)):
             return None
         return cls(**{"holdout_seed": None, **stored})
 
