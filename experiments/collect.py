@@ -36,6 +36,7 @@ from ktg.io import write_text  # noqa: E402
 from ktg.run_folder import RunFolder  # noqa: E402
 from ktg.search.objective import TRIALS_DIR  # noqa: E402
 from ktg.search.results import BEST_GRAPH, LEADERBOARD  # noqa: E402
+from ktg.stats import PairedDifference, paired_difference  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
@@ -112,16 +113,16 @@ def training_groups(config: Config, runs: Path) -> list[dict[str, Any]]:
     """The finished runs of a training config grouped by everything but the seed, sorted: each group has the
     placeholder ``values``, ``ensemble`` and ``node_mean`` (mean, std) in %, ``seeds``, ``precision`` (its runs'
     precisions, see :func:`precision_of`, joined by " + " where seeds differ) and ``reference``
-    ({source: {"ensemble": (mean, std), "node_mean": ...}}) from the config's papers' numbers."""
+    ({source: {"ensemble": (mean, std), "node_mean": ...}}) from the config's papers' numbers, and ``paired``
+    (see :func:`paired_against`)."""
     groups: dict[tuple, dict[str, Any]] = {}
     for values, folder in find_runs(config, runs, lambda folder: RunFolder(folder).is_finished()):
         seedless = {k: v for k, v in values.items() if k != "seed"}
         run = RunFolder(folder)
         metrics = run.read_metrics()
-        group = groups.setdefault(tuple(seedless.items()), {"values": seedless, "ensemble": [], "node_mean": [],
-                                                            "precision": []})
-        group["ensemble"].append(100 * metrics.ensemble_accuracy)
-        group["node_mean"].append(100 * metrics.mean_node_accuracy)
+        group = groups.setdefault(tuple(seedless.items()), {"values": seedless, "by_seed": {}, "precision": []})
+        group["by_seed"][values.get("seed")] = {"ensemble": 100 * metrics.ensemble_accuracy,
+                                                "node_mean": 100 * metrics.mean_node_accuracy}
         group["precision"].append(precision_of(run))
     result = []
     for group in sorted(groups.values(), key=lambda g: _sort_key(g["values"])):
@@ -130,16 +131,52 @@ def training_groups(config: Config, runs: Path) -> list[dict[str, Any]]:
             if _matches(entry["match"], group["values"], config):
                 reference[entry["source"]] = {key: _reported(entry[key]) for key in ("ensemble", "node_mean")
                                               if key in entry}
-        result.append({"values": group["values"], "seeds": len(group["ensemble"]), "reference": reference,
-                       "ensemble": mean_std(group["ensemble"]), "node_mean": mean_std(group["node_mean"]),
+        result.append({"values": group["values"], "seeds": len(group["by_seed"]), "reference": reference,
+                       "by_seed": group["by_seed"],
+                       **{key: mean_std([run[key] for run in group["by_seed"].values()])
+                          for key in ("ensemble", "node_mean")},
                        "precision": " + ".join(dict.fromkeys(group["precision"]))})
+    for group in result:
+        group["paired"] = paired_against(config, group, result)
     return result
+
+
+def paired_against(config: Config, group: dict[str, Any], groups: list[dict[str, Any]]
+                   ) -> dict[str, PairedDifference] | None:
+    """The group minus the variant the config pairs it with (``paired_with``: the same values but those), seed by
+    seed over the seeds both finished: {"ensemble": ..., "node_mean": ...} in points of %. None for that variant
+    itself, without ``paired_with``, or before the two share a seed."""
+    # The values of a run folder are named as in ``out``, where a grid key's dashes read as underscores.
+    pairing = {key.replace("-", "_"): value for key, value in config.paired_with.items()}
+    if not pairing or all(group["values"].get(key) == value for key, value in pairing.items()):
+        return None
+    wanted = {**group["values"], **pairing}
+    baseline = next((other for other in groups if other["values"] == wanted), None)
+    common = [seed for seed in group["by_seed"] if baseline and seed in baseline["by_seed"]]
+    if not common:
+        return None
+    return {key: paired_difference([group["by_seed"][seed][key] for seed in common],
+                                   [baseline["by_seed"][seed][key] for seed in common])
+            for key in ("ensemble", "node_mean")}
+
+
+def paired_label(config: Config) -> str:
+    """How the tables name the variant every other one is compared with (``independent``)."""
+    return " ".join(config.paired_with.values())
+
+
+def fmt_paired(difference: PairedDifference | None) -> str:
+    """``+1.29 [-0.76, +3.34] over 5 paired seeds, better on 4`` (points of %), or nothing."""
+    return "" if difference is None else f"{difference.describe(scale=1.0)}, better on {difference.wins}"
 
 
 def training_rows(config: Config, groups: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, str]]]:
     """The table of a training config: one row per group of seeds, the papers' numbers beside it."""
     sources = list(dict.fromkeys(r["source"] for r in config.reference))
     header = ["variant", "seeds", "precision", "node mean %", "ensemble %"]
+    paired = {f"{key.replace('_', ' ')} − {paired_label(config)}": key for key in ("ensemble", "node_mean")
+              } if config.paired_with else {}
+    header += list(paired)
     for source in sources:
         if any("node_mean" in r for r in config.reference if r["source"] == source):
             header.append(f"node mean % ({source})")
@@ -148,7 +185,8 @@ def training_rows(config: Config, groups: list[dict[str, Any]]) -> tuple[list[st
     for group in groups:
         row = {"variant": " ".join(f"{k}={v}" for k, v in group["values"].items()) or "-",
                "seeds": str(group["seeds"]), "precision": group["precision"], "node mean %": fmt(*group["node_mean"]),
-               "ensemble %": fmt(*group["ensemble"])}
+               "ensemble %": fmt(*group["ensemble"]),
+               **{column: fmt_paired((group["paired"] or {}).get(key)) for column, key in paired.items()}}
         for source, numbers in group["reference"].items():
             row.update({f"{key.replace('_', ' ')} % ({source})": fmt(*value) for key, value in numbers.items()})
         rows.append(row)
@@ -217,18 +255,26 @@ def markdown(header: list[str], rows: list[dict[str, str]]) -> str:
 
 #: Columns of results.csv: one row per group of seeds and paper source, numbers in %.
 CSV_COLUMNS = ("config", "variant", "seeds", "node_mean", "node_std", "ensemble_mean", "ensemble_std", "precision",
-               "paper", "paper_node_mean", "paper_node_std", "paper_ensemble_mean", "paper_ensemble_std")
+               "paper", "paper_node_mean", "paper_node_std", "paper_ensemble_mean", "paper_ensemble_std",
+               "paired_with", "paired_seeds", "ensemble_diff_mean", "ensemble_diff_low", "ensemble_diff_high",
+               "ensemble_diff_wins", "node_diff_mean", "node_diff_low", "node_diff_high")
 
 
-def csv_rows(name: str, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def csv_rows(config: Config, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The groups of a training config as CSV rows (see :data:`CSV_COLUMNS`), one per paper source (or one
     without a source)."""
     rows = []
     for group in groups:
-        ours = {"config": name, "variant": " ".join(f"{k}={v}" for k, v in group["values"].items()) or "-",
+        ours = {"config": config.name, "variant": " ".join(f"{k}={v}" for k, v in group["values"].items()) or "-",
                 "seeds": group["seeds"], "node_mean": group["node_mean"][0], "node_std": group["node_mean"][1],
                 "ensemble_mean": group["ensemble"][0], "ensemble_std": group["ensemble"][1],
                 "precision": group["precision"]}
+        if group["paired"]:
+            ensemble, node = group["paired"]["ensemble"].to_dict(scale=1.0), group["paired"]["node_mean"].to_dict(1.0)
+            ours.update({"paired_with": paired_label(config), "paired_seeds": ensemble["seeds"],
+                         "ensemble_diff_wins": ensemble["wins"],
+                         **{f"{name}_diff_{part}": difference[part] for name, difference in
+                            (("ensemble", ensemble), ("node", node)) for part in ("mean", "low", "high")}})
         papers = [{"paper": source, **{f"paper_{key.removesuffix('_mean')}_{part}": value
                                        for key, (mean, std) in numbers.items()
                                        for part, value in (("mean", mean), ("std", std))}}
@@ -247,7 +293,7 @@ def collect(config_paths: Sequence[Path], runs: Path) -> tuple[str, list[dict[st
         else:
             results[config.name] = training_groups(config, runs)
             header, rows = training_rows(config, results[config.name])
-            flat += csv_rows(config.name, results[config.name])
+            flat += csv_rows(config, results[config.name])
         sections.append(f"## {config.title}\n\n`{config.name}` ({path.name})\n")
         sections.append((markdown(header, rows) if rows else f"no finished runs under {runs} yet") + "\n")
     return "\n".join(paper_tables(results) + sections), flat

