@@ -32,15 +32,16 @@ CUTOFF = "cutoff"
 DEFAULT_PRUNER = "successive-halving"
 #: ``ktg search``'s first rung (``--first-rung``: successive halving's minimum resource, the first epoch at which
 #: any pruner may stop a trial) as a fraction of the run, rounded up. Measured with ``ktg study fidelity`` on
-#: 10-epoch runs of the low-data MNIST folders (30 trials, docs/results.md#rungs), the ranking of trials at epochs
-#: 1-4 hardly predicted their final ranking (Spearman's rho 0.04-0.20, 0.37 at epoch 5); rho first reached 0.7 at
-#: 70 % of the run. The papers' protocol, epoch 1, is the ``paper`` recipe's.
+#: 10-epoch runs of the low-data MNIST folders (34 trials,
+#: docs/results.md#rungs-how-early-does-a-short-runs-ranking-tell), the ranking of trials at epochs 1-4 hardly
+#: predicted their final ranking (Spearman's rho 0.12-0.26, 0.38 at epoch 5); rho first reached 0.7 at 70 % of the
+#: run. The papers' protocol, epoch 1, is the ``paper`` recipe's.
 DEFAULT_FIRST_RUNG_FRACTION = 0.7
 #: The sampler of the papers' search, and ``ktg search``'s default.
 DEFAULT_SAMPLER = "random"
 #: ``ktg search``'s search space (``--space``): every label edge on. In the papers' space 87.5 % of the draws give
 #: some node a ``cutoff`` or ``linear`` label edge, and such a node is often a passenger in the ensemble
-#: (docs/results.md#spaces); the papers' space is the ``paper`` recipe's.
+#: (docs/results.md#spaces-what-crippled-label-edges-cost); the papers' space is the ``paper`` recipe's.
 DEFAULT_SPACE = "labels-on"
 #: The papers' temperature T of probability designs and k of the k×k attention crops: the defaults of every
 #: graph, of the search space and of the command line (``docs/method.md#attention-crops``).
