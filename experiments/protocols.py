@@ -16,7 +16,6 @@ from typing import Any
 
 from ktg.errors import KTGError
 from ktg.io import read_json
-from ktg.registry import RECIPES
 
 COMMANDS = ("train", "search")
 _FIELDS = {"name", "title", "protocol", "command", "args", "grid", "seeds", "seed_args", "out", "reference", "notes",
@@ -228,18 +227,28 @@ def dry_run_job(job: Job) -> Job:
         # 16-pixel inputs give 8×8 attention maps, too small for the 11×11 crops.
         args.update({"trials": 1, "crop-sizes": [3, 5], "rescore-top": 0})
         notes.append("dry run: no race of the best graphs and the baselines (--rescore-top 0); the real run races")
-    # A milestone must lie before the last epoch: one epoch has room for none. An explicit --schedule replaces a
-    # recipe's schedule, its milestones included.
-    recipe_schedule = RECIPES[args["recipe"]].train.get("schedule") if args.get("recipe") in RECIPES else None
-    if args.get("schedule", recipe_schedule) == "step":
-        notes.append("dry run: one epoch leaves no room for the step schedule's milestones; constant learning rate")
-        args = {key: value for key, value in args.items() if key not in ("milestones", "gamma")}
-        args["schedule"] = "constant"
     graph = args.get("graph")
     if isinstance(graph, str) and graph not in ("independent", "dml") and not Path(graph).exists():
         notes.append(f"dry run: graph file {graph} does not exist yet; using the named graph dml instead")
         args["graph"] = "dml"
+    # A milestone must lie before the last epoch: one epoch has room for none. Which schedule the job trains with
+    # (its own --schedule, else its recipe's) is ktg's to say, asked at the job's own number of epochs.
+    if _planned_schedule(job.config.command, {key: value for key, value in args.items() if key != "epochs"}
+                         | ({"epochs": job.args["epochs"]} if "epochs" in job.args else {})) == "step":
+        notes.append("dry run: one epoch leaves no room for the step schedule's milestones; constant learning rate")
+        args = {key: value for key, value in args.items() if key not in ("milestones", "gamma")}
+        args["schedule"] = "constant"
     return Job(job.config, job.variant, job.seed, args, job.out, notes)
+
+
+def _planned_schedule(command: str, args: dict[str, Any]) -> str:
+    """The learning-rate schedule ``ktg COMMAND ARGS`` would train with."""
+    from ktg.cli import plan
+
+    try:
+        return plan([command, *to_argv(args)]).config.schedule
+    except KTGError as error:
+        raise ConfigError(f"ktg rejects the dry run's command line: {error}") from None
 
 
 def find_configs(folder: str | Path) -> list[Path]:

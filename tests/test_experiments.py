@@ -82,6 +82,21 @@ def test_a_bad_config_is_one_clear_error(tmp_path):
             protocols.load_config(path)
 
 
+def test_a_dry_run_trains_one_epoch_at_a_constant_rate_where_the_job_would_step(tmp_path):
+    good = json.loads((EXPERIMENTS / "configs" / "dogs_baselines.json").read_text())  # the paper recipe: step
+    cases = [(good["args"], "constant"),
+             ({**good["args"], "schedule": "cosine"}, None),  # the job's own schedule replaces its recipe's
+             ({**good["args"], "recipe": None, "schedule": "step", "milestones": [5], "epochs": 10}, "constant")]
+    for number, (args, expected) in enumerate(cases):
+        path = tmp_path / f"config{number}.json"
+        path.write_text(json.dumps({**good, "args": args}))
+        job = protocols.dry_run_job(protocols.expand(protocols.load_config(path), tmp_path)[0])
+        assert job.args.get("schedule") == (expected or args.get("schedule")) and job.args["epochs"] == 1
+        assert ("constant learning rate" in " ".join(job.notes)) == (expected == "constant")
+        if expected:
+            assert "milestones" not in job.args
+
+
 def test_collect_pairs_every_variant_with_the_one_the_config_names_seed_by_seed():
     collect = load_script("collect")
     config = protocols.load_config(EXPERIMENTS / "configs" / "hand_made_low_data.json")
