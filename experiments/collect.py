@@ -152,7 +152,7 @@ def paired_against(config: Config, group: dict[str, Any], groups: list[dict[str,
         return None
     wanted = {**group["values"], **pairing}
     baseline = next((other for other in groups if other["values"] == wanted), None)
-    common = [seed for seed in group["by_seed"] if baseline and seed in baseline["by_seed"]]
+    common = [seed for seed in group["by_seed"] if seed in (baseline or {}).get("by_seed", {})]
     if not common:
         return None
     return {key: paired_difference([group["by_seed"][seed][key] for seed in common],
@@ -270,7 +270,7 @@ def csv_rows(config: Config, groups: list[dict[str, Any]]) -> list[dict[str, Any
                 "ensemble_mean": group["ensemble"][0], "ensemble_std": group["ensemble"][1],
                 "precision": group["precision"]}
         if group["paired"]:
-            ensemble, node = group["paired"]["ensemble"].to_dict(scale=1.0), group["paired"]["node_mean"].to_dict(1.0)
+            ensemble, node = (group["paired"][key].to_dict(scale=1.0) for key in ("ensemble", "node_mean"))
             ours.update({"paired_with": paired_label(config), "paired_seeds": ensemble["seeds"],
                          "ensemble_diff_wins": ensemble["wins"],
                          **{f"{name}_diff_{part}": difference[part] for name, difference in

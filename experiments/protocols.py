@@ -233,8 +233,7 @@ def dry_run_job(job: Job) -> Job:
         args["graph"] = "dml"
     # A milestone must lie before the last epoch: one epoch has room for none. Which schedule the job trains with
     # (its own --schedule, else its recipe's) is ktg's to say, asked at the job's own number of epochs.
-    if _planned_schedule(job.config.command, {key: value for key, value in args.items() if key != "epochs"}
-                         | ({"epochs": job.args["epochs"]} if "epochs" in job.args else {})) == "step":
+    if _planned_schedule(job.config.command, {**args, "epochs": job.args.get("epochs")}) == "step":
         notes.append("dry run: one epoch leaves no room for the step schedule's milestones; constant learning rate")
         args = {key: value for key, value in args.items() if key not in ("milestones", "gamma")}
         args["schedule"] = "constant"
@@ -242,7 +241,7 @@ def dry_run_job(job: Job) -> Job:
 
 
 def _planned_schedule(command: str, args: dict[str, Any]) -> str:
-    """The learning-rate schedule ``ktg COMMAND ARGS`` would train with."""
+    """The learning-rate schedule ``ktg COMMAND ARGS`` would train with (an argument that is None is left out)."""
     from ktg.cli import plan
 
     try:

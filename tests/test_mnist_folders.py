@@ -105,7 +105,8 @@ def test_sklearns_digits_make_the_same_folders(tmp_path, capsys):
     out = tmp_path / "digits"
     assert mnist_folders.main(["--source", "digits", "--per-class", "20", str(out)]) == 0
     assert "200 training images (20 a class) and 1597 test images" in capsys.readouterr().out
-    assert json.loads((out / "mnist.json").read_text())["source"].startswith("sklearn.datasets.load_digits()")
+    record = json.loads((out / "mnist.json").read_text())
+    assert record["source"].startswith("sklearn.datasets.load_digits()") and "scikit-learn's order" in record["split"]
     original = load_digits()
     row = int(sorted((out / "train" / "7").glob("*.png"))[0].stem)
     assert original.target[row] == 7 and row == int(np.flatnonzero(original.target == 7)[0])
