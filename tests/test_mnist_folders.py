@@ -116,3 +116,20 @@ def test_sklearns_digits_make_the_same_folders(tmp_path, capsys):
     # The 8×8 original, read back at its own resolution, is the stored image's: ink where it had ink.
     shrunk = np.array(Image.fromarray(stored[2:30, 2:30]).resize((8, 8), Image.BILINEAR)).astype(float)
     assert np.corrcoef(shrunk.ravel(), original.images[row].ravel())[0, 1] > 0.9
+
+
+def test_a_pick_seed_draws_each_class_s_training_images_at_random_and_the_same_seed_the_same_ones(fake_mnist, tmp_path):
+    pixels, labels = fake_mnist
+    picked = {}
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        assert mnist_folders.main(["--per-class", "2", "--pick-seed", str(seed), str(tmp_path / name)]) == 0
+        picked[name] = sorted(int(path.stem) for path in (tmp_path / name / "train").rglob("*.png"))
+        record = json.loads((tmp_path / name / "mnist.json").read_text())
+        assert f"numpy.random.default_rng({seed})" in record["split"] and record["train_images"] == 2 * CLASSES
+    assert picked["a"] == picked["b"] != picked["c"]
+    for rows in picked.values():
+        assert sorted(np.bincount(labels[rows]).tolist()) == [2] * CLASSES
+    assert picked["a"] != list(range(2 * CLASSES))  # not the first two of each class (rows 0–7: classes interleave)
+    # The same seed keeps a folder; a folder picked otherwise is not overwritten.
+    assert mnist_folders.main(["--per-class", "2", "--pick-seed", "3", str(tmp_path / "a")]) == 0
+    assert mnist_folders.main(["--per-class", "2", str(tmp_path / "a")]) == 2
