@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from protocols import Config, find_configs, load_config  # noqa: E402
 
+from ktg.cli import quiet_when_the_reader_leaves  # noqa: E402
 from ktg.errors import KTGError  # noqa: E402
 from ktg.io import write_text  # noqa: E402
 from ktg.run_folder import RunFolder  # noqa: E402
@@ -320,4 +321,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(quiet_when_the_reader_leaves(main))

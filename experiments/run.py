@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from protocols import Job, check_argv, dry_run_job, expand, load_config  # noqa: E402
 
+from ktg.cli import quiet_when_the_reader_leaves  # noqa: E402
 from ktg.cli.options import key_value  # noqa: E402
 from ktg.errors import KTGError  # noqa: E402
 from ktg.run_folder import RunFolder  # noqa: E402
@@ -110,4 +111,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(quiet_when_the_reader_leaves(main))

@@ -4,6 +4,8 @@ and collect.py turns the finished runs into tables beside the papers' numbers.""
 import importlib.util
 import itertools
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -158,3 +160,16 @@ def test_dry_runs_of_every_config_start_and_collect_makes_the_tables(tmp_path, c
     assert rows[0].startswith("config,variant,seeds,node_mean")
     assert any(row.startswith("dogs_baselines,graph=independent nodes=2,1,") and ",fp32,public code,,,71.06," in row
                for row in rows)
+
+
+def test_run_py_listing_into_a_reader_that_went_away_ends_quietly(tmp_path):
+    # `run.py CONFIG --list | head`: stdout is a pipe nobody reads any more (closed before the script starts).
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, str(EXPERIMENTS / "run.py"), str(CONFIGS[0]), "--list",
+                               "--runs", str(tmp_path)], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              timeout=60)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")

@@ -19,7 +19,7 @@ import os
 import re
 import signal
 import sys
-from typing import TYPE_CHECKING, NoReturn, Sequence
+from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
 from ktg import __version__
 from ktg.errors import KTGError
@@ -84,14 +84,20 @@ def plan(argv: Sequence[str]) -> TrainingPlan | SearchSettings:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 user error, 3 out of memory, 130 interrupted, 141 the
     reader of the output went away)."""
+    return quiet_when_the_reader_leaves(lambda: _run(argv))
+
+
+def quiet_when_the_reader_leaves(command: Callable[[], int]) -> int:
+    """``command()``'s exit status, or 141 (128 + SIGPIPE) without a traceback when the reader of its standard
+    output went away (``ktg predict … | head``: the rest is not wanted), as a command killed by SIGPIPE ends.
+    The experiment scripts run their ``main`` through it too."""
     try:
         try:
-            return _run(argv)
+            return command()
         finally:
             sys.stdout.flush()  # output to a pipe is buffered: a reader that went away shows here, not at exit
     except BrokenPipeError:
-        # `ktg predict … | head`: the rest is not wanted. End quietly, as a command killed by SIGPIPE does, with
-        # stdout pointing at /dev/null so that Python's own flush at exit does not fail again.
+        # stdout now points at /dev/null, so that Python's own flush at exit does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
 
