@@ -14,7 +14,6 @@ import pytest
 import torch
 import torch._dynamo
 from torch.overrides import TorchFunctionMode
-from torchvision.models.resnet import BasicBlock
 
 from ktg.cli import plan
 from ktg.config import TrainConfig
@@ -22,6 +21,7 @@ from ktg.engine import KnowledgeTransferGraph
 from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec
 from ktg.models import ABNResNet
+from ktg.models.abn_resnet import BasicBlock
 from ktg.nonfinite import LAG, FirstNonFiniteStep
 from ktg.optim import make_optimizer
 from ktg.runtime import configure_kernels

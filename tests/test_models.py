@@ -76,6 +76,30 @@ def test_perception_branch_sees_the_attention_weighted_features(name, size, trun
     torch.testing.assert_close(seen["g_in"], weight * seen["g"])
 
 
+@pytest.mark.parametrize("block, stage_blocks, stem", [("BasicBlock", (3, 3, 3), "cifar"),
+                                                      ("Bottleneck", (1, 1, 1, 1), "imagenet")])
+def test_the_residual_blocks_are_torchvisions_to_the_bit(block, stage_blocks, stem):
+    # ktg writes its own blocks so that building a model does not import torchvision: the same keys, the same
+    # weights from the same seed, the same outputs and gradients, so torchvision's weights and earlier runs hold.
+    from torchvision.models import resnet
+
+    from ktg.models import ABNResNet, abn_resnet
+
+    models = []
+    for source in (abn_resnet, resnet):
+        torch.manual_seed(0)
+        models.append(ABNResNet(getattr(source, block), stage_blocks, 5, stem=stem, base_width=TINY))
+    ours, theirs = models
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
+    x = torch.randn(2, 3, 48, 48)
+    outputs = [model(x) for model in models]
+    assert all(torch.equal(a, b) for a, b in zip(*outputs))
+    for output in outputs:
+        (output.logits.sum() + output.att_logits.sum() + output.attention.sum()).backward()
+    assert all(torch.equal(a.grad, b.grad) for a, b in zip(ours.parameters(), theirs.parameters()))
+
+
 def test_gradient_reaches_every_parameter():
     torch.manual_seed(0)
     model = create_model("abn_resnet20", 3, base_width=TINY)

@@ -12,7 +12,69 @@ from typing import Literal, NamedTuple, Sequence
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    """A 3×3 convolution without bias that keeps the size at stride 1."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    """A 1×1 convolution without bias."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
+
+
+# The two residual blocks of He et al. (2016), written here rather than imported from torchvision: importing
+# torchvision imports torch._dynamo (about 1.6 s on this project's CPU machine), which every ktg process that builds
+# a model would pay for before its first step. Their module names and the order in which they create their
+# parameters are torchvision's, so torchvision's ResNet weights load by key and a seed initialises the same weights.
+
+
+class BasicBlock(nn.Module):
+    """Two 3×3 convolutions (the first strides) and a shortcut; ``downsample`` projects the shortcut when the
+    shapes differ. Output channels: ``planes``."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        out += x if self.downsample is None else self.downsample(x)
+        return self.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """1×1 reduce, 3×3 (strides, as in torchvision's "ResNet v1.5"), 1×1 expand by 4, and a shortcut; ``downsample``
+    projects the shortcut when the shapes differ. Output channels: ``4 · planes``."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = conv1x1(inplanes, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out += x if self.downsample is None else self.downsample(x)
+        return self.relu(out)
+
 
 Block = type[BasicBlock] | type[Bottleneck]
 
@@ -52,7 +114,7 @@ class ABNResNet(nn.Module):
     """An Attention Branch Network on a ResNet (Fukui et al., CVPR 2019; ``docs/method.md#nodes``).
 
     Args:
-        block: the residual block type, torchvision's ``BasicBlock`` or ``Bottleneck``.
+        block: the residual block type, :class:`BasicBlock` or :class:`Bottleneck`.
         stage_blocks: blocks per stage; the last stage is the one the attention branch copies
             (4 stages ImageNet style, 3 stages CIFAR style).
         num_classes: C, the number of classes of both branches.
