@@ -39,6 +39,8 @@ class Provenance:
             CUDA): the papers' "fp32" on an Ampere or later GPU is that.
         ktg_version: ktg's version; ``git_commit`` the commit of the checkout ktg was imported from, and
             ``git_modified`` whether its tracked files differ from that commit (both None outside a git checkout).
+        cpu_threads: the threads torch computed with on the CPU (None off the CPU, and in records written before
+            it was kept): CPU kernels split their sums by thread, so a CPU run repeats bit for bit only on as many.
     """
 
     device: str
@@ -52,6 +54,7 @@ class Provenance:
     ktg_version: str
     git_commit: str | None
     git_modified: bool | None
+    cpu_threads: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -77,7 +80,8 @@ def provenance(config: TrainConfig, device: torch.device) -> Provenance:
         gpu=torch.cuda.get_device_name(device) if on_cuda else None, torch=torch.__version__,
         cuda=torch.version.cuda, cudnn=None if cudnn is None else str(cudnn),
         tf32_convolutions=torch.backends.cudnn.allow_tf32 if on_cuda else None,
-        ktg_version=ktg.__version__, git_commit=commit, git_modified=modified)
+        ktg_version=ktg.__version__, git_commit=commit, git_modified=modified,
+        cpu_threads=torch.get_num_threads() if device.type == "cpu" else None)
 
 
 @functools.lru_cache(maxsize=None)

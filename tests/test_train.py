@@ -17,7 +17,7 @@ from ktg.errors import KTGError
 from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, dml, independent
 from ktg.nonfinite import LAG, FirstNonFiniteStep
 from ktg.optim import make_optimizer
-from ktg.provenance import git_state
+from ktg.provenance import Provenance, git_state
 from ktg.run_folder import RunFolder
 from ktg.train import NonFiniteLossError, make_train_step, train
 
@@ -58,7 +58,10 @@ def test_a_run_writes_its_files(tmp_path):
     assert config.provenance.to_dict() == {
         "device": "cpu", "precision": "fp32", "channels_last": False, "gpu": None, "torch": torch.__version__,
         "cuda": torch.version.cuda, "cudnn": None if cudnn is None else str(cudnn), "tf32_convolutions": None,
-        "ktg_version": ktg.__version__, "git_commit": commit, "git_modified": modified}
+        "ktg_version": ktg.__version__, "git_commit": commit, "git_modified": modified,
+        "cpu_threads": torch.get_num_threads()}
+    written_before = {key: value for key, value in config.provenance.to_dict().items() if key != "cpu_threads"}
+    assert Provenance.from_dict(written_before).cpu_threads is None  # a run folder from before the count was kept
 
 
 def test_a_graph_with_everything_cut_off_moves_no_weight_and_finishes(tmp_path):
