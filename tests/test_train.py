@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -232,6 +234,19 @@ def test_deterministic_fails_on_an_operation_without_a_deterministic_kernel(tmp_
         train(narrow(dml(2)), tiny_data(), config, tmp_path / "free", progress=False)  # without, the same trains
     finally:
         torch.use_deterministic_algorithms(False)  # process-wide: the tests after this one must not inherit it
+
+
+def test_building_a_model_and_setting_plain_kernels_imports_neither_torchvision_nor_torchs_compiler():
+    # Each costs a process about 1.5 s of its start on a CPU (torchvision imports torch._dynamo; switching off the
+    # deterministic flag imports torch._inductor): ktg eval, predict and export start that much sooner.
+    code = ("import sys, torch\n"
+            "from ktg.models import create_model\n"
+            "from ktg.runtime import configure_kernels\n"
+            "create_model('abn_resnet18', 3, base_width=4)\n"
+            "configure_kernels(torch.device('cpu'), deterministic=False)\n"
+            "print(*(name in sys.modules for name in ('torchvision', 'torch._dynamo', 'torch._inductor')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["False", "False", "False"], done.stderr
 
 
 def test_a_run_evaluates_where_asked_and_always_at_its_end(tmp_path):

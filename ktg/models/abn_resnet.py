@@ -25,9 +25,10 @@ def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
 
 
 # The two residual blocks of He et al. (2016), written here rather than imported from torchvision: importing
-# torchvision imports torch._dynamo (about 1.6 s on this project's CPU machine), which every ktg process that builds
-# a model would pay for before its first step. Their module names and the order in which they create their
-# parameters are torchvision's, so torchvision's ResNet weights load by key and a seed initialises the same weights.
+# torchvision imports torch._dynamo (about 1.6 s on this project's CPU machine), which a process that evaluates,
+# predicts or exports would pay for before its first image (a training process imports it anyway, with its
+# torch.optim optimizer). Their module names and the order in which they create their parameters are torchvision's,
+# so torchvision's ResNet weights load by key and a seed initialises the same weights.
 
 
 class BasicBlock(nn.Module):

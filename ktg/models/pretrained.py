@@ -70,7 +70,7 @@ def read_pretrained(pretrained: str, imagenet_weights: str) -> dict[str, torch.T
         KTGError: the weights cannot be fetched, the file is missing or unreadable, or it holds no state dict.
     """
     if pretrained == IMAGENET:
-        import torchvision  # only here: importing it costs every process about 1.6 s (see ktg.models.abn_resnet)
+        import torchvision  # only here: importing it costs a process about 1.6 s (see ktg.models.abn_resnet)
 
         weights = torchvision.models.get_weight(imagenet_weights)
         cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))

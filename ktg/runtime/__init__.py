@@ -38,7 +38,10 @@ def configure_kernels(device: torch.device, deterministic: bool) -> None:
     if deterministic and device.type == "cuda":
         # cuBLAS is reproducible only with a fixed workspace; read when the first cuBLAS handle is made.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic)
+    if deterministic or torch.are_deterministic_algorithms_enabled():
+        # Only when it changes something: the call imports torch._inductor (whose config it also sets), about
+        # 1.4 s of every process's start on a CPU, for a flag that is off unless a run turned it on.
+        torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
 
