@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="the folder to write (pass it to ktg as --data-root)")
     parser.add_argument("--per-class", type=int, required=True,
-                        help="training images of each digit (the first ones in the source's order); the rest are test")
+                        help="training images of each digit (the first ones in the source's order, or in a random "
+                             "one with --pick-seed); the rest are test")
     parser.add_argument("--pick-seed", type=int, metavar="SEED",
                         help="pick each digit's training images at random (numpy.random.default_rng(SEED)) instead of "
                              "the first ones (which 20 images train moves the accuracy by points)")
