@@ -153,8 +153,10 @@ class KnowledgeTransferGraph(nn.Module):
             context.add([label_edge_name(t, gate_name) for t in targets], targets, gate_name, per_sample, teachers)
         for design, temperature, edges in self._edge_groups:
             source, target = self._group_knowledge(edges, outputs, sources)
+            labels_of_group = context.repeated_labels(len(edges)) if LOSS_DESIGNS[design].needs_labels else None
             per_sample = edge_loss(design, source.logits, target.logits, source.attention, target.attention,
-                                   temperature, self.spec.crop_sizes, source.features, target.features)
+                                   temperature, self.spec.crop_sizes, source.features, target.features,
+                                   labels_of_group)
             start = 0
             for gate_name, gated in itertools.groupby(edges, key=lambda edge: edge.gate):
                 gated = list(gated)

@@ -19,12 +19,14 @@ from ktg.registry import DEFAULT_CROP_SIZES, DEFAULT_TEMPERATURE, LOSS_DESIGNS
 
 
 class Knowledge(NamedTuple):
-    """What one node offers to an edge: perception logits (B×C), attention map (B×1×H×W) and, for hint
-    edges, the B×C'×H'×W' output of a chosen stage (on the target side already passed through its adapter)."""
+    """What one node offers to an edge: perception logits (B×C), attention map (B×1×H×W), for hint edges
+    the B×C'×H'×W' output of a chosen stage (on the target side already passed through its adapter) and, for
+    designs that read them, the B labels of the samples."""
 
     logits: torch.Tensor
     attention: torch.Tensor | None
     features: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
 
 
 def prob_kl(source: Knowledge, target: Knowledge, temperature: float, crop_sizes: Sequence[int]) -> torch.Tensor:
@@ -38,6 +40,20 @@ def prob_cos(source: Knowledge, target: Knowledge, temperature: float, crop_size
     """Cosine similarity of the two probability vectors per sample; minimising it pushes them apart."""
     p_s = F.softmax(source.logits.float() / temperature, dim=1)
     p_t = F.softmax(target.logits.float() / temperature, dim=1)
+    return F.cosine_similarity(p_s, p_t, dim=1)
+
+
+def dark_cos(source: Knowledge, target: Knowledge, temperature: float, crop_sizes: Sequence[int]) -> torch.Tensor:
+    """Cosine similarity of the two distributions over the wrong classes per sample (p̃ = softmax(z / T) with
+    the true class left out); minimising it makes the nodes err differently while leaving the true class alone.
+
+    Pushing whole probability vectors apart (``prob_cos``) also pushes the target off the class both nodes
+    rightly agree on; an ensemble gains instead from members whose wrong answers differ (diversity of the
+    non-maximal predictions, as in Pang et al.'s adaptive diversity promoting), so this push reads only those.
+    """
+    true_class = F.one_hot(target.labels, source.logits.shape[1]).bool()
+    p_s = F.softmax((source.logits.float() / temperature).masked_fill(true_class, float("-inf")), dim=1)
+    p_t = F.softmax((target.logits.float() / temperature).masked_fill(true_class, float("-inf")), dim=1)
     return F.cosine_similarity(p_s, p_t, dim=1)
 
 
@@ -158,6 +174,7 @@ def edge_loss(
     crop_sizes: Sequence[int] = DEFAULT_CROP_SIZES,
     source_features: torch.Tensor | None = None,
     target_features: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-sample loss ℓ ∈ R^B of one network edge (``docs/method.md#loss-designs``).
 
@@ -171,6 +188,7 @@ def edge_loss(
         crop_sizes: the k of the k×k attention crops.
         source_features, target_features: B×C×H×W stage outputs for the hint designs (``hint_mse``,
             ``hint_cos``), the target's already mapped to the source's shape by its adapter.
+        labels: the B class indices of the samples, for the designs that read them (``dark_cos``).
 
     Returns:
         float32 tensor of shape B: the loss of each sample, before the gate.
@@ -181,11 +199,13 @@ def edge_loss(
         raise ValueError(f"loss design {design!r} needs both attention maps")
     if record.needs_features and (source_features is None or target_features is None):
         raise ValueError(f"loss design {design!r} needs both nodes' stage features")
+    if record.needs_labels and labels is None:
+        raise ValueError(f"loss design {design!r} needs the samples' labels")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     return record.load()(
-        Knowledge(source_logits, source_attention, source_features),
-        Knowledge(target_logits, target_attention, target_features),
+        Knowledge(source_logits, source_attention, source_features, labels),
+        Knowledge(target_logits, target_attention, target_features, labels),
         temperature,
         crop_sizes,
     )

@@ -22,8 +22,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar, Union
 
-#: What an edge's design may read from its two nodes: perception logits, attention maps, a stage's features.
-KNOWLEDGE = ("logits", "attention", "features")
+#: What an edge's design may read from its two nodes: perception logits, attention maps, a stage's features;
+#: and the samples' labels, which say which of the classes is the true one.
+KNOWLEDGE = ("logits", "attention", "features", "labels")
 #: What a design does to the target relative to the source.
 DIRECTIONS = ("pull", "push")
 #: The gate of an edge that is not there: the engine never computes it (a graph file's name for it).
@@ -122,6 +123,11 @@ class DesignRecord:
         """Whether it compares a model stage's output (a hint): its edges name the stage and need a network
         source."""
         return "features" in self.reads
+
+    @property
+    def needs_labels(self) -> bool:
+        """Whether it treats the true class apart from the others: the engine hands it the samples' labels."""
+        return "labels" in self.reads
 
     def load(self) -> Callable[..., Any]:
         """The per-sample loss function; a composite's is the sum of its parts'."""
@@ -360,7 +366,8 @@ def recipe_names() -> tuple[str, ...]:
 
 
 # -- the records ------------------------------------------------------------------------------------------
-# Labels: measure, direction, knowledge (p: class probabilities, A: attention maps, h: a stage's features).
+# Labels: measure, direction, knowledge (p: class probabilities, A: attention maps, h: a stage's features,
+# p̃: the probabilities of the wrong classes).
 
 _LOGITS, _ATTENTION, _FEATURES = frozenset({"logits"}), frozenset({"attention"}), frozenset({"features"})
 
@@ -372,6 +379,8 @@ register_design(composite("prob_kl+att_mse", ("prob_kl", "att_mse"), "KL+MSE pul
 register_design(composite("prob_cos+att_cos", ("prob_cos", "att_cos"), "cos push p+A", paper=True))
 register_design(DesignRecord("hint_mse", "ktg.losses:hint_mse", _FEATURES, "pull", "MSE pull h"))
 register_design(DesignRecord("hint_cos", "ktg.losses:hint_cos", _FEATURES, "push", "cos push h"))
+register_design(DesignRecord("dark_cos", "ktg.losses:dark_cos", frozenset({"logits", "labels"}), "push",
+                             "cos push p̃"))
 
 # Colours: Okabe-Ito, distinguishable with colour-blindness.
 register_gate(GateRecord("through", "ktg.gates:through", "#0072B2", paper=True))
@@ -413,6 +422,10 @@ register_space(SpaceRecord(
     "shared", "one loss design and one gate for every network edge, each edge on or off, label edges on "
     "(through): a space small enough for short searches", gates=("through", "linear", "correct"),
     label_gates=("through",), shared=True))
+register_space(SpaceRecord(
+    "dark", "as shared, with two designs: dark_cos (push the wrong-class probabilities apart, the one edge "
+    "measured to raise a low-data ensemble) or prob_kl (dml's pull)", designs=("dark_cos", "prob_kl"),
+    gates=("through", "linear", "correct"), label_gates=("through",), shared=True))
 
 # The fine-grained recipe of the ensemble-KTG public code (docs/method.md#reference-protocol), which trains in
 # float32; and the same with ktg's bf16 trunk (docs/method.md#differences), a named choice, never a silent one.

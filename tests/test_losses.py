@@ -45,6 +45,18 @@ def test_prob_cos_matches_hand_value():
     assert loss.item() == pytest.approx(0.5 / (math.sqrt(0.5) * math.sqrt(0.625)), rel=1e-6)
 
 
+def test_dark_cos_compares_only_the_wrong_classes():
+    # True class 0. The wrong classes (1, 2) get (3/4, 1/4) from the source and (1/4, 3/4) from the target:
+    # cos = (3/16 + 3/16) / (10/16) = 0.6, however the two nodes score the true class.
+    labels = torch.tensor([0, 0])
+    source = probs([5.0, LN3, 0.0], [-5.0, LN3, 0.0])
+    target = torch.tensor([[-2.0, 0.0, LN3], [9.0, 0.0, LN3]], requires_grad=True)
+    loss = edge_loss("dark_cos", source, target, None, None, labels=labels)
+    assert loss.tolist() == pytest.approx([0.6, 0.6], rel=1e-6)
+    loss.sum().backward()
+    assert target.grad[:, 0].abs().max() == 0 and target.grad[:, 1:].abs().min() > 0
+
+
 def peaked_map(size, peak, peak_value=5.0):
     m = torch.full((1, 1, size, size), 1.0)
     m[0, 0, peak[0], peak[1]] = peak_value
@@ -132,7 +144,7 @@ def test_every_design_returns_one_value_per_sample_and_gradients_reach_the_targe
     m_s, m_t = torch.rand(4, 1, 7, 7, requires_grad=True), torch.rand(4, 1, 7, 7, requires_grad=True)
     h_s, h_t = torch.randn(4, 3, 2, 2, requires_grad=True), torch.randn(4, 3, 2, 2, requires_grad=True)
     loss = edge_loss(design, z_s.detach(), z_t, m_s.detach(), m_t, crop_sizes=(3,), source_features=h_s.detach(),
-                     target_features=h_t)
+                     target_features=h_t, labels=torch.tensor([0, 1, 2, 4]))
     assert loss.shape == (4,) and torch.isfinite(loss).all()
     loss.sum().backward()
     assert z_s.grad is None and m_s.grad is None and h_s.grad is None
@@ -142,7 +154,7 @@ def test_every_design_returns_one_value_per_sample_and_gradients_reach_the_targe
 
 @pytest.mark.parametrize("design", [name for name, record in LOSS_DESIGNS.items() if record.reads != {"logits"}])
 def test_a_design_refuses_a_call_without_the_knowledge_it_reads(design):
-    with pytest.raises(ValueError, match="needs both"):
+    with pytest.raises(ValueError, match="needs (both|the samples' labels)"):
         edge_loss(design, torch.zeros(2, 3), torch.zeros(2, 3), None, None)
 
 

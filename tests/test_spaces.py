@@ -27,7 +27,7 @@ def search_args(*options: str):
 
 
 def test_every_space_is_a_record_a_command_line_choice_and_part_of_the_study(capsys):
-    assert space_names() == tuple(SPACES) and {"paper", "labels-on", "shared"} <= set(SPACES)
+    assert space_names() == tuple(SPACES) and {"paper", "labels-on", "shared", "dark"} <= set(SPACES)
     assert DEFAULT_SPACE == "labels-on" and search_settings_from_args(search_args()).space.name == DEFAULT_SPACE
     # The paper recipe searches as the papers did: their space, rungs from epoch 1; an option given still wins.
     paper = search_settings_from_args(search_args("--recipe", "paper", "--epochs", "300"))
@@ -44,7 +44,8 @@ def test_every_space_is_a_record_a_command_line_choice_and_part_of_the_study(cap
     help_text = " ".join(capsys.readouterr().out.split())
     assert "paper: the papers' space" in help_text and "(1.2e+10 graphs of 3 nodes)" in help_text
     assert "(1.9e+08 graphs of 3 nodes)" in help_text and "(1,140 graphs of 3 nodes)" in help_text
-    with pytest.raises(KTGError, match="unknown search space 'tiny'; choose one of: paper, labels-on, shared"):
+    assert "(380 graphs of 3 nodes)" in help_text
+    with pytest.raises(KTGError, match="unknown search space 'tiny'; choose one of: paper, labels-on, shared, dark"):
         SearchSpace(num_nodes=3, name="tiny")
 
 
@@ -57,6 +58,8 @@ def test_sizes_for_three_nodes_and_readable_names():
                                             "2→1 edge", "label→2 gate", "0→2 edge", "1→2 edge", "shared loss",
                                             "shared gate"]
     assert shared.distributions()["1→0 edge"].choices == ("on", "off")
+    dark = SearchSpace(num_nodes=3, name="dark")
+    assert dark.designs == ("dark_cos", "prob_kl") and dark.size == 2 * (3 * (2**6 - 1) + 1) == 380
 
 
 def test_an_option_given_beats_the_space_which_beats_the_papers():
@@ -78,6 +81,7 @@ SMALL = {  # every space on two nodes with few choices: small enough to enumerat
               "label_gates": ("through", "linear"), "temperatures": (1.0, 2.0)},
     "labels-on": {"designs": ("prob_kl", "att_mse"), "models": ("abn_resnet20", "abn_resnet32")},
     "shared": {"designs": ("prob_kl", "att_mse", "att_cos"), "temperatures": (1.0, 2.0)},
+    "dark": {"gates": ("through", "correct")},
 }
 
 
