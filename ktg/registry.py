@@ -16,6 +16,7 @@ also hold the callable itself (handy in tests).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import sys
@@ -418,14 +419,14 @@ register_space(SpaceRecord(
 register_space(SpaceRecord(
     "labels-on", "the papers' space with every label edge on (through): no node loses its labels to a cutoff or "
     "linear label gate", label_gates=("through",)))
-register_space(SpaceRecord(
+_SHARED = register_space(SpaceRecord(
     "shared", "one loss design and one gate for every network edge, each edge on or off, label edges on "
     "(through): a space small enough for short searches", gates=("through", "linear", "correct"),
     label_gates=("through",), shared=True))
-register_space(SpaceRecord(
-    "dark", "as shared, with two designs: dark_cos (push the wrong-class probabilities apart, the one edge "
-    "measured to raise a low-data ensemble) or prob_kl (dml's pull)", designs=("dark_cos", "prob_kl"),
-    gates=("through", "linear", "correct"), label_gates=("through",), shared=True))
+register_space(dataclasses.replace(
+    _SHARED, name="dark", description="as shared, with two designs: dark_cos (push the wrong-class probabilities "
+    "apart, the one edge measured to raise a low-data ensemble) or prob_kl (dml's pull)",
+    designs=("dark_cos", "prob_kl")))
 
 # The fine-grained recipe of the ensemble-KTG public code (docs/method.md#reference-protocol), which trains in
 # float32; and the same with ktg's bf16 trunk (docs/method.md#differences), a named choice, never a silent one.
