@@ -191,7 +191,7 @@ def test_a_registered_design_gate_and_pruner_appear_in_the_cli_choices(test_reco
     assert (space.designs, space.gates, space.label_gates) == (("l1_prob", "prob_kl"), ("half",), ("half", "through"))
     assert isinstance(make_pruner(settings.pruner, settings.config.epochs, first_rung=settings.rung),
                       optuna.pruners.MedianPruner)
-    assert PATIENT_CALLS[-1] == 6
+    assert PATIENT_CALLS[-1] == 12  # a trial's epochs: as many steps on half the images as 6 on all
     with pytest.raises(SystemExit):
         main(["search", "--designs", "no_such_design"])
     error = capsys.readouterr().err

@@ -207,14 +207,16 @@ def test_search_with_rescore_from_the_command_line(tmp_path, capsys):
     assert main(command) == 0
     printed = capsys.readouterr().out
     # The baselines ran first as trials 0 and 1, then the one searched trial; all three raced on one seed.
-    assert "budget 1 trials and the baselines independent, dml of 1 epochs" in printed
+    # --epochs 1 on all of the training split: a trial trains 2 on the half it keeps, as many steps.
+    assert ("budget 1 trials and the baselines independent, dml of 2 epochs (as many steps as --epochs on the whole "
+            "split), scored on a held-out 50% of the synthetic training split") in printed
     assert [printed.count(f"race: trial {n}, seed 1: ensemble") for n in range(3)] == [1, 1, 1]
     verdict = json.loads((out / "verdict.json").read_text())
     assert verdict["searched"]["trial"] == 2 and [b["baseline"] for b in verdict["baselines"]] == ["independent", "dml"]
     # One seed gives no interval: nothing beats the best baseline at 95 %, which is the graph to keep.
     assert not verdict["beats_best_baseline"] and f"keep {verdict['best_baseline']}" in printed
     assert GraphSpec.load(out / "best_graph.json").name.startswith(f"{verdict['best_baseline']}, chosen by the race")
-    assert "budget: 6.0 full training runs of 1 epochs: 3 trials trained 3.0 (the baselines 2.0 of them), the race 3" \
+    assert "budget: 6.0 full training runs of 2 epochs: 3 trials trained 3.0 (the baselines 2.0 of them), the race 3" \
         in printed
     assert main(["search", *command[1:-len(CLI_DATA)], "--rescore-seeds", "0", *CLI_DATA]) == 2
     assert "--rescore-top and --rescore-seeds must be at least 1" in capsys.readouterr().err

@@ -27,7 +27,7 @@ from ktg.search.objective import Objective, trial_dir, trial_seed
 from ktg.search.results import leaderboard
 from ktg.search.run import run_search
 from ktg.search.sampler import TrialSeededSampler
-from ktg.search.settings import SearchSettings, resolve_storage_url
+from ktg.search.settings import SearchSettings, resolve_storage_url, trial_training
 from ktg.search.space import SearchSpace
 from ktg.search.storage import load_study, open_study, queue_again
 from ktg.search.worker import Worker, connect
@@ -40,7 +40,9 @@ CONFIG = TrainConfig(epochs=2, batch_size=8, lr=0.05, device="cpu", holdout=0.5)
 SPACE = SearchSpace(num_nodes=2, name="paper", crop_sizes=(3, 5))
 #: The papers' plain search: no baselines, no race (tests/test_rescore.py tests them); most tests check the search
 #: itself and need not pay for their extra runs.
-PLAIN_SEARCH = ["--baseline", "none", "--rescore-top", "0"]
+# A search of trials only, each --epochs long (as short as a test can make it; the default doubles them on the
+# synthetic data's held-out half, see test_a_trial_trains_as_many_steps_as_the_chosen_graph_will_unless_told_otherwise).
+PLAIN_SEARCH = ["--baseline", "none", "--rescore-top", "0", "--trial-length", "epochs"]
 CLI_DATA = ["--dataset", "synthetic", "--image-size", "16", "--dataset-option", "train_size=32",
             "--dataset-option", "test_size=8", "--dataset-option", "num_classes=2", "--width", "4",
             "--batch-size", "8", "--lr", "0.05", "--device", "cpu", "--no-progress"]
@@ -257,6 +259,25 @@ def test_without_holdout_a_search_holds_out_the_fraction_its_dataset_suggests():
     datasets = ("cifar10", "cifar100", "digits", "synthetic")
     assert [holdout("--dataset", name) for name in datasets] == [0.2, 0.2, 0.5, 0.5]
     assert holdout("--dataset", "cifar10", "--holdout", "0.3") == 0.3
+
+
+def test_a_trial_trains_as_many_steps_as_the_chosen_graph_will_unless_told_otherwise():
+    def config(*flags: str) -> TrainConfig:
+        return search_settings_from_args(build_parser().parse_args(["search", "--dataset", "digits", *flags])).config
+
+    assert config("--epochs", "10").epochs == 20  # the digits hold out half: twice the epochs on half the images
+    assert config("--epochs", "10", "--holdout", "0.2").epochs == 13
+    assert config("--epochs", "6", "--holdout", "0.4").epochs == 10  # not 11: the float 1 - 0.4 lies below 0.6
+    stepped = config("--epochs", "10", "--schedule", "step", "--milestones", "5", "8")
+    assert (stepped.epochs, stepped.milestones, stepped.holdout) == (20, (10, 16), 0.5)
+    assert config("--epochs", "10", "--trial-length", "epochs").epochs == 10
+    paper = config("--recipe", "paper")  # the papers' protocol: trials of the final training's epochs
+    assert (paper.epochs, paper.milestones) == (300, (150, 225))
+    assert config("--recipe", "paper", "--trial-length", "steps").epochs == 600  # the option given wins
+    with pytest.raises(KTGError, match="unknown trial length 'long'; choose one of: steps, epochs"):
+        trial_training(config(), "long")
+    with pytest.raises(KTGError, match="give it a --holdout"):
+        trial_training(TrainConfig(), "steps")
 
 
 def test_the_search_never_scores_on_the_test_split(tmp_path):

@@ -35,7 +35,9 @@ def test_every_space_is_a_record_a_command_line_choice_and_part_of_the_study(cap
     given = search_settings_from_args(search_args("--recipe", "paper", "--epochs", "300", "--space", "shared",
                                                   "--first-rung", "100"))
     assert (given.space.name, given.rung) == ("shared", 100)
-    assert search_settings_from_args(search_args("--epochs", "9")).rung == 7  # 70 % of the run, rounded up
+    # 70 % of a trial's run, rounded up: 13 of 18 epochs on half the images, as many steps as 9 on all of them.
+    assert search_settings_from_args(search_args("--epochs", "9")).rung == 13
+    assert search_settings_from_args(search_args("--epochs", "9", "--trial-length", "epochs")).rung == 7
     for name in SPACES:
         space = search_settings_from_args(search_args("--space", name)).space
         assert space == SearchSpace(num_nodes=3, name=name) and space.describe()["name"] == name

@@ -27,8 +27,10 @@ from ktg.registry import (
     DEFAULT_CROP_SIZES,
     DEFAULT_SPACE,
     DEFAULT_TEMPERATURE,
+    DEFAULT_TRIAL_LENGTH,
     SAMPLERS,
     SPACES,
+    TRIAL_LENGTHS,
     design_names,
     gate_names,
     pruner_names,
@@ -44,6 +46,7 @@ from ktg.search.settings import (
     VERDICT,
     SearchSettings,
     resolve_storage_url,
+    trial_training,
 )
 from ktg.search.space import SearchSpace
 
@@ -73,12 +76,19 @@ def add_parser(commands) -> None:
                        "epochs are the resource (default: %(default)s, reduction factor 2, as in the paper). none "
                        "trains every trial to the end and evaluates it on the held-out split after every epoch, so "
                        "that ktg study fidelity can measure how well each epoch predicts the final ranking")
-    group.add_argument("--first-rung", type=int, metavar="R", help="the first epoch at which a trial may be "
-                       "stopped: successive halving's rungs are epochs R, 2R, 4R, … up to --epochs, hyperband's R, "
-                       "3R, 9R, …, the median pruner reads every epoch from R on, none has no rungs; stored with the "
-                       "study (default: 70 %% of --epochs, rounded up, where the measured rankings of short runs "
-                       "began to tell (docs/results.md#rungs-how-early-does-a-short-runs-ranking-tell); the paper "
-                       "recipe's: 1)")
+    group.add_argument("--trial-length", choices=TRIAL_LENGTHS, help="how long a trial trains on its share of the "
+                       "training split (1 − --holdout); --epochs is the training the chosen graph will get on all of "
+                       "it. steps: as many optimiser steps as that training, --epochs / (1 − --holdout) epochs "
+                       "rounded up (step milestones scaled alike), so that the race ranks graphs trained as long as "
+                       "the chosen one will be; epochs: --epochs epochs, as the papers' search did, fewer steps "
+                       f"(default: {DEFAULT_TRIAL_LENGTH}, docs/results.md#how-long-a-trial-trains; the paper "
+                       "recipe's: epochs)")
+    group.add_argument("--first-rung", type=int, metavar="R", help="the first epoch of a trial at which it may be "
+                       "stopped: successive halving's rungs are epochs R, 2R, 4R, … up to the trial's last, "
+                       "hyperband's R, 3R, 9R, …, the median pruner reads every epoch from R on, none has no rungs; "
+                       "stored with the study (default: 70 %% of the trial's epochs, rounded up, where the measured "
+                       "rankings of short runs began to tell (docs/results.md#rungs-how-early-does-a-short-runs-"
+                       "ranking-tell); the paper recipe's: 1)")
     group.add_argument("--sampler", choices=sampler_names(), default=settings["sampler"],
                        help="what draws the graphs, stored with the study (default: %(default)s): "
                        + "; ".join(f"{record.name}: {record.description}" for record in SAMPLERS.values()))
@@ -175,13 +185,14 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
     nodes = DEFAULT_NODES if args.nodes is None else args.nodes
     source = data_source_from_args(args)
     # The one rule (ktg.plan); without --holdout a search holds out the fraction its dataset suggests.
-    config = training_config(source, args.recipe, given_training(args),
-                             {**source.defaults.train, "holdout": source.defaults.search_holdout})
+    final = training_config(source, args.recipe, given_training(args),
+                            {**source.defaults.train, "holdout": source.defaults.search_holdout})
     check_models([args.model, *(args.models or ())])
     choices = {key: tuple(value) for key, value in
                (("designs", args.designs), ("gates", args.gates), ("label_gates", args.label_gates)) if value}
     # The one rule for the search's protocol, as for training: option given > recipe > ktg's default.
     protocol = recipe_record(args.recipe).search if args.recipe is not None else {}
+    config = trial_training(final, trial_length(args))
     space = SearchSpace(num_nodes=nodes, name=args.space or protocol.get("space", DEFAULT_SPACE),
                         ensemble_as_source=args.ensemble_as_source, model=args.model,
                         temperature=args.temperature, crop_sizes=tuple(args.crop_sizes),
@@ -201,6 +212,12 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
         baselines=baselines_from_args(args.baseline, nodes, args.model, options),
         rescore_top=args.rescore_top, rescore_seeds=args.rescore_seeds,
     )
+
+
+def trial_length(args: argparse.Namespace) -> str:
+    """``--trial-length`` as resolved by the one rule: the option given, else the recipe's, else ktg's default."""
+    protocol = recipe_record(args.recipe).search if args.recipe is not None else {}
+    return args.trial_length or protocol.get("trial_length", DEFAULT_TRIAL_LENGTH)
 
 
 def baselines_from_args(given: list[str], nodes: int, model: str | None, options: dict) -> tuple[GraphSpec, ...]:
@@ -235,8 +252,9 @@ def run(args: argparse.Namespace) -> int:
               f"{settings.space.num_nodes} nodes ({settings.space.name} space) drawn by {settings.sampler} search, "
               f"budget {settings.trials} trials"
               + (f" and the baselines {baselines}" if baselines else "")
-              + f" of {settings.config.epochs} epochs, scored on a held-out {settings.config.holdout:.0%} of the "
-              f"{args.dataset} training split")
+              + f" of {settings.config.epochs} epochs"
+              + (" (as many steps as --epochs on the whole split)" if trial_length(args) == "steps" else "")
+              + f", scored on a held-out {settings.config.holdout:.0%} of the {args.dataset} training split")
 
     try:
         # The race's runs log their attention grid; trials log none (see Worker).

@@ -6,6 +6,7 @@ parser, and checks a search's settings (and where its study lives) before any co
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from ktg.config import TrainConfig, training_identity
 from ktg.errors import KTGError
-from ktg.registry import DEFAULT_FIRST_RUNG_FRACTION, DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
+from ktg.registry import (
+    DEFAULT_FIRST_RUNG_FRACTION,
+    DEFAULT_PRUNER,
+    DEFAULT_SAMPLER,
+    PRUNERS,
+    SAMPLERS,
+    TRIAL_LENGTHS,
+)
 
 if TYPE_CHECKING:
     from ktg.data import DataSource
@@ -83,13 +91,35 @@ def default_first_rung(epochs: int) -> int:
     return max(1, math.ceil(DEFAULT_FIRST_RUNG_FRACTION * epochs))
 
 
+def trial_training(config: TrainConfig, length: str) -> TrainConfig:
+    """The training of a search's trials, for ``config``: the training the chosen graph will get on the whole
+    training split, with the ``holdout`` the trials are scored on. ``length`` is one of
+    :data:`ktg.registry.TRIAL_LENGTHS`: ``epochs`` trains ``config.epochs`` epochs on the trials' share of the
+    split; ``steps`` trains as many optimiser steps as the whole split takes in ``config.epochs`` epochs, so
+    ``config.epochs / (1 - holdout)`` epochs rounded up, with the milestones of a step schedule scaled alike, so
+    that the learning rate falls at the same point of the run."""
+    if length not in TRIAL_LENGTHS:
+        raise KTGError(f"unknown trial length {length!r}; choose one of: {', '.join(TRIAL_LENGTHS)}")
+    if config.holdout is None:
+        raise KTGError("the search scores graphs on a held-out part of the training split: give it a --holdout "
+                       "fraction")
+    if length == "epochs":
+        return config
+    # Rounded first, so that 6 / (1 - 0.4) is 10 epochs and not 11 (the float 1 - 0.4 lies below 0.6).
+    epochs = math.ceil(round(config.epochs / (1 - config.holdout), 6))
+    scale = epochs / config.epochs
+    return dataclasses.replace(config, epochs=epochs,
+                               milestones=tuple(round(milestone * scale) for milestone in config.milestones))
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     """Everything a worker needs; picklable, so spawned worker processes receive it whole.
 
     Attributes:
         space: the graphs searched.
-        config: the training of every trial (``holdout`` set: trials are scored on held-out training data).
+        config: the training of every trial (``holdout`` set: trials are scored on held-out training data;
+            :func:`trial_training` makes it from the training the chosen graph will get).
         out: this machine's search folder (trial runs, leaderboard, best graph).
         storage_url, study_name: the study every worker joins.
         trials: the budget of finished (complete or pruned) searched trials, counted over all workers; the
@@ -147,7 +177,7 @@ class SearchSettings:
                            "fraction")
         check_pruner(self.pruner)
         if not 1 <= self.rung <= self.config.epochs:
-            raise KTGError(f"--first-rung must be an epoch from 1 to --epochs ({self.config.epochs}), got "
+            raise KTGError(f"--first-rung must be an epoch of a trial, from 1 to {self.config.epochs}, got "
                            f"{self.rung}")
         check_sampler(self.sampler)
         if self.rescore_top < 0:
