@@ -1,7 +1,8 @@
 # `make demo`: set up .venv and run the main job on the embedded digits data (CPU, about eight minutes on 2 cores):
-#   search 3-node graphs (6 trials of 2 epochs and ktg search's baselines independent and dml, two at a time, scored
-#   on a held-out half of the training split; then the race of the best graph and the baselines over 3 common fresh
-#   seeds, and the search's verdict); then train the graph the search recommends and an
+#   search 3-node graphs (6 trials and ktg search's baselines independent and dml, two at a time, each trained on
+#   half of the training split for 4 epochs, as many steps as --epochs 2 on all of it, and scored on the other half;
+#   then the race of the best graph and the baselines over 3 common fresh seeds, and the search's verdict); then
+#   train the graph the search recommends and an
 #   independent graph the same way (3 nodes, 4 epochs, seed 0, whole training split, both at once), and print their
 #   test accuracies side by side. Batch size, learning rate and width are the digits' own defaults.
 # `make test`: set up .venv with the test extras and run the test suite, two tests at a time, without the tests marked

@@ -70,11 +70,18 @@ from ktg.graph import EdgeSpec, GraphSpec, NodeSpec, independent
 from ktg.io import write_json
 from ktg.optim import make_optimizer
 from ktg.profiling import CountOperators
+from ktg.registry import DEFAULT_TRIAL_LENGTH
 from ktg.runtime import compile_options, configure_kernels, resolve_device
 from ktg.runtime.mps import mps_daemon, running_daemon
 from ktg.search.pruners import rungs as successive_halving_rungs
 from ktg.search.rescore import MIN_SEEDS
-from ktg.search.settings import DEFAULT_BASELINES, DEFAULT_RESCORE_SEEDS, DEFAULT_RESCORE_TOP, default_first_rung
+from ktg.search.settings import (
+    DEFAULT_BASELINES,
+    DEFAULT_RESCORE_SEEDS,
+    DEFAULT_RESCORE_TOP,
+    default_first_rung,
+    trial_training,
+)
 from ktg.train import TrainStep, make_train_step, predict
 
 GRAPHS = ("independent", "heavy", "random")
@@ -372,21 +379,27 @@ def project_search(args: argparse.Namespace, train_rate: float, eval_rate: float
 
 def project_defaults(args: argparse.Namespace, projection: dict[str, Any]) -> dict[str, Any]:
     """The same search with ``ktg search``'s defaults instead of the papers' protocol, at the rates of
-    ``projection`` (:func:`project_search`): the first rung at :func:`~ktg.search.settings.default_first_rung` of
-    ``--max-epochs``, the baselines as trials of full length, and the race of the best searched graphs and the
-    baselines, between :data:`~ktg.search.rescore.MIN_SEEDS` and ``--rescore-seeds`` full runs each. Counted in
-    full training runs, which no device changes, and in hours at the measured rates."""
-    first = default_first_rung(args.max_epochs)
-    epochs = expected_epochs(args.max_epochs, first, args.reduction_factor)
-    evaluations = expected_evaluations(args.max_epochs, first, args.reduction_factor)
+    ``projection`` (:func:`project_search`): trials of the default length (:func:`~ktg.search.settings.
+    trial_training`: as many steps on the ``--train-images`` as ``--max-epochs`` on them and the ``--val-images``
+    together), the first rung at :func:`~ktg.search.settings.default_first_rung` of a trial's epochs, the baselines
+    as trials of full length, and the race of the best searched graphs and the baselines, between
+    :data:`~ktg.search.rescore.MIN_SEEDS` and ``--rescore-seeds`` full-length trials each. Counted in the papers'
+    trials of ``--max-epochs`` (their full runs), which no device changes, and in hours at the measured rates."""
+    holdout = args.val_images / (args.train_images + args.val_images)
+    trial_epochs = trial_training(TrainConfig(epochs=args.max_epochs, holdout=holdout), DEFAULT_TRIAL_LENGTH).epochs
+    first = default_first_rung(trial_epochs)
+    epochs = expected_epochs(trial_epochs, first, args.reduction_factor)
+    evaluations = expected_evaluations(trial_epochs, first, args.reduction_factor)
     train_epoch, eval_epoch = projection["train_epoch_seconds"], projection["eval_epoch_seconds"]
-    full_run = args.max_epochs * train_epoch + eval_epoch  # a baseline or a race run: evaluated at its end only
+    full_run = trial_epochs * train_epoch + eval_epoch  # a baseline or a race run: evaluated at its end only
     contenders = DEFAULT_RESCORE_TOP + len(DEFAULT_BASELINES)
     race = (contenders * MIN_SEEDS, contenders * DEFAULT_RESCORE_SEEDS)
     trials_seconds = args.trials * (epochs * train_epoch + evaluations * eval_epoch)
-    return {"first_rung": first, "expected_epochs_per_trial": epochs, "papers_epochs_per_trial":
-            projection["expected_epochs_per_trial"], "trial_full_runs": args.trials * epochs / args.max_epochs,
-            "baseline_runs": len(DEFAULT_BASELINES), "race_runs": list(race),
+    return {"trial_epochs": trial_epochs, "first_rung": first, "expected_epochs_per_trial": epochs,
+            "papers_epochs_per_trial": projection["expected_epochs_per_trial"],
+            "trial_full_runs": args.trials * epochs / args.max_epochs,
+            "baseline_runs": len(DEFAULT_BASELINES) * trial_epochs / args.max_epochs,
+            "race_runs": [runs * trial_epochs / args.max_epochs for runs in race],
             "hours": [(trials_seconds + (len(DEFAULT_BASELINES) + runs) * full_run) / 3600 for runs in race]}
 
 
@@ -605,10 +618,10 @@ def print_table(results: dict[str, Any]) -> None:
           f"{p['disk_bytes'] / 1e9:.1f} GB ({p['disk_bytes_keeping_checkpoints'] / 1e12:.2f} TB keeping every "
           f"trial's checkpoints)")
     d = summary["projection_with_ktg_defaults"]
-    print(f"  with ktg search's defaults instead (first rung {d['first_rung']}, {d['baseline_runs']} baselines, the "
-          f"race {d['race_runs'][0]}–{d['race_runs'][1]} runs): {d['expected_epochs_per_trial']:.1f} epochs a trial "
-          f"instead of {d['papers_epochs_per_trial']:.2f}, {d['trial_full_runs']:.0f} full runs in the trials; "
-          f"{d['hours'][0]:.0f}–{d['hours'][1]:.0f} h")
+    print(f"  with ktg search's defaults instead (trials of {d['trial_epochs']} epochs, first rung {d['first_rung']}, "
+          f"the baselines {d['baseline_runs']:g} full runs, the race {d['race_runs'][0]:g}–{d['race_runs'][1]:g}): "
+          f"{d['expected_epochs_per_trial']:.1f} epochs a trial instead of {d['papers_epochs_per_trial']:.2f}, "
+          f"{d['trial_full_runs']:.0f} full runs in the trials; {d['hours'][0]:.0f}–{d['hours'][1]:.0f} h")
     print("\nthe issue's targets, set for a Hopper GPU, H100 or H200 (judged only on one):")
     for t in summary["targets"]:
         verdict = {True: "met", False: "NOT met", None: ""}[t["met"]]

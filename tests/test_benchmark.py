@@ -55,6 +55,9 @@ def test_the_quick_benchmark_reports_every_row(tmp_path):
     projection = results["summary"]["projection"]
     assert projection["trials"] == 6000 and projection["expected_epochs_per_trial"] == pytest.approx(5.0859375)
     assert math.isfinite(projection["hours"]) and projection["hours"] > 0
+    # ktg's default trial trains as many steps on Dogs' 50 % as the papers' 300 epochs on all: 600 epochs.
+    defaults = results["summary"]["projection_with_ktg_defaults"]
+    assert (defaults["trial_epochs"], defaults["first_rung"], defaults["baseline_runs"]) == (600, 420, 4)
     assert len(results["summary"]["targets"]) == 4
     assert all(t["met"] is None for t in results["summary"]["targets"])  # H100 targets are not judged on a CPU
 

@@ -154,7 +154,10 @@ def test_workers_sharing_a_device_stop_cleanly_on_ctrl_c_and_resume(tmp_path):
     interrupted = [t for t in trials if t.user_attrs.get(FAIL_REASON_ATTR) == "interrupted (Ctrl-C or SIGTERM)"]
     assert interrupted and all(t.state == TrialState.FAIL for t in interrupted)
     queued = {t.system_attrs["failed_trial"]: t for t in trials if t.state == TrialState.WAITING}
-    assert {t.number for t in interrupted} <= set(queued), output
+    # A worker stopped between asking for its trial and drawing the first choice leaves a trial with nothing to
+    # retry (and a failed trial takes no budget), so it is not queued; every other one is (seen under load).
+    interrupted = [t for t in interrupted if t.params]
+    assert interrupted and {t.number for t in interrupted} <= set(queued), output
 
     assert main([*SEARCH, *options[:-1], "1"]) == 0  # resume; one worker is enough (and starts faster)
     trials = assert_consistent(url, "synthetic-2nodes", 4, [out])

@@ -87,8 +87,8 @@ def add_parser(commands) -> None:
                        "stopped: successive halving's rungs are epochs R, 2R, 4R, … up to the trial's last, "
                        "hyperband's R, 3R, 9R, …, the median pruner reads every epoch from R on, none has no rungs; "
                        "stored with the study (default: 70 %% of the trial's epochs, rounded up, where the measured "
-                       "rankings of short runs began to tell (docs/results.md#rungs-how-early-does-a-short-runs-"
-                       "ranking-tell); the paper recipe's: 1)")
+                       "rankings of short runs began to tell, "
+                       "docs/results.md#rungs-how-early-does-a-short-runs-ranking-tell; the paper recipe's: 1)")
     group.add_argument("--sampler", choices=sampler_names(), default=settings["sampler"],
                        help="what draws the graphs, stored with the study (default: %(default)s): "
                        + "; ".join(f"{record.name}: {record.description}" for record in SAMPLERS.values()))
