@@ -10,10 +10,11 @@ It runs the papers' comparison (docs/method.md#search) with ``ktg`` commands, on
 every run:
 
 1. ``ktg search`` of T trials with its own defaults: its baselines (``independent``, ``dml``) run inside the study,
-   each trial trains on part of those training images and is scored on the held-out rest (the test split is
-   never seen), and the race retrains the best searched graphs and the baselines with common fresh seeds on the
-   same split. Its verdict (``verdict.json``) says, in the search's own regime, whether the best searched graph
-   beats the baselines at 95 %, and its ``best_graph.json`` is that graph where it does, else the best baseline;
+   each trial trains on part of those training images (as many steps as step 2's runs on all of them) and is
+   scored on the held-out rest (the test split is never seen), and the race retrains the best searched graphs and
+   the baselines with common fresh seeds, run i of each on the same fresh split. Its verdict (``verdict.json``)
+   says, in the search's own regime, whether the best searched graph beats the baselines at 95 %, and its
+   ``best_graph.json`` is that graph where it does, else the best baseline;
 2. ``ktg train`` of ``independent``, ``dml`` and the race's best searched graph with the same S seeds, evaluated
    on the test split (a graph that trains as another is trained once);
 3. the table: ensemble and mean-node accuracy (mean ± sample std over seeds) of each graph, the paired

@@ -364,7 +364,8 @@ def test_a_trial_started_in_a_race_for_the_last_place_is_handed_back(tmp_path):
 
 def test_joining_with_other_settings_is_refused(tmp_path):
     connect(settings(tmp_path))
-    with pytest.raises(KTGError, match="train.epochs: study has 2, you gave 3"):
+    with pytest.raises(KTGError, match=r"train.epochs: study has 2, you gave 3\); .* add --trial-length epochs to join "
+                                       r"a study whose trials train --epochs epochs$"):
         connect(settings(tmp_path, config=dataclasses.replace(CONFIG, epochs=3)))
     with pytest.raises(KTGError, match="same_seed: study has False, you gave True"):
         connect(settings(tmp_path, same_seed=True))

@@ -199,9 +199,14 @@ def open_study(storage: BaseStorage, name: str, *, sampler: optuna.samplers.Base
             study.set_user_attr(SETTINGS_ATTR, settings)
         elif (stored := {**_IMPLIED_BY_OLDER_STUDIES, **stored,
                          "space": {**_IMPLIED_BY_OLDER_SPACES, **stored["space"]}}) != settings:
-            changed = "; ".join(differences(stored, settings, stored_as="study has", given_as="you gave"))
-            raise KTGError(f"study {name!r} searches with other settings ({changed}); use the same options to join "
-                           f"it, or another --study")
+            changed = differences(stored, settings, stored_as="study has", given_as="you gave")
+            # Studies whose trials trained --epochs epochs (the papers' protocol, ktg's before --trial-length) are
+            # joined by asking for that length again.
+            length = (". A trial trains --epochs / (1 − --holdout) epochs by default (--trial-length steps); add "
+                      "--trial-length epochs to join a study whose trials train --epochs epochs"
+                      if any(line.startswith("train.epochs:") for line in changed) else "")
+            raise KTGError(f"study {name!r} searches with other settings ({'; '.join(changed)}); use the same options "
+                           f"to join it, or another --study{length}")
     return study
 
 
