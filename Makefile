@@ -2,10 +2,9 @@
 #   search 3-node graphs (6 trials and ktg search's baselines independent and dml, two at a time, each trained on
 #   half of the training split for 4 epochs, as many steps as --epochs 2 on all of it, and scored on the other half;
 #   none pruned; then the race of the best graph and the baselines over 3 common fresh seeds, and the search's
-#   verdict); then
-#   train the graph the search recommends and an
-#   independent graph the same way (3 nodes, 4 epochs, seed 0, whole training split, both at once), and print their
-#   test accuracies side by side. Batch size, learning rate and width are the digits' own defaults.
+#   verdict); then train the graph the search recommends and an independent graph the same way (3 nodes, 4 epochs,
+#   seed 0, whole training split, both at once), and print their test accuracies side by side. Batch size, learning
+#   rate and width are the digits' own defaults.
 # `make test`: set up .venv with the test extras and run the test suite, two tests at a time, without the tests marked
 #   slow (end-to-end runs of the experiment scripts and notebooks); `make test-slow` runs those. CI runs both.
 PYTHON ?= python3
