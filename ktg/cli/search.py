@@ -191,7 +191,7 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
     choices = {key: tuple(value) for key, value in
                (("designs", args.designs), ("gates", args.gates), ("label_gates", args.label_gates)) if value}
     # The one rule for the search's protocol, as for training: option given > recipe > ktg's default.
-    protocol = recipe_record(args.recipe).search if args.recipe is not None else {}
+    protocol = search_protocol(args)
     config = trial_training(final, trial_length(args))
     space = SearchSpace(num_nodes=nodes, name=args.space or protocol.get("space", DEFAULT_SPACE),
                         ensemble_as_source=args.ensemble_as_source, model=args.model,
@@ -214,10 +214,14 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
     )
 
 
+def search_protocol(args: argparse.Namespace) -> dict:
+    """The search protocol of ``--recipe`` (its space, first rung, trial length), empty without a recipe."""
+    return recipe_record(args.recipe).search if args.recipe is not None else {}
+
+
 def trial_length(args: argparse.Namespace) -> str:
     """``--trial-length`` as resolved by the one rule: the option given, else the recipe's, else ktg's default."""
-    protocol = recipe_record(args.recipe).search if args.recipe is not None else {}
-    return args.trial_length or protocol.get("trial_length", DEFAULT_TRIAL_LENGTH)
+    return args.trial_length or search_protocol(args).get("trial_length", DEFAULT_TRIAL_LENGTH)
 
 
 def baselines_from_args(given: list[str], nodes: int, model: str | None, options: dict) -> tuple[GraphSpec, ...]:

@@ -91,6 +91,14 @@ def default_first_rung(epochs: int) -> int:
     return max(1, math.ceil(DEFAULT_FIRST_RUNG_FRACTION * epochs))
 
 
+def check_holdout(config: TrainConfig) -> None:
+    """Raise KTGError unless ``config`` holds out part of the training split, which the search scores graphs on
+    (the fraction's range is TrainConfig's to check)."""
+    if config.holdout is None:
+        raise KTGError("the search scores graphs on a held-out part of the training split: give it a --holdout "
+                       "fraction")
+
+
 def trial_training(config: TrainConfig, length: str) -> TrainConfig:
     """The training of a search's trials, for ``config``: the training the chosen graph will get on the whole
     training split, with the ``holdout`` the trials are scored on. ``length`` is one of
@@ -100,9 +108,7 @@ def trial_training(config: TrainConfig, length: str) -> TrainConfig:
     that the learning rate falls at the same point of the run."""
     if length not in TRIAL_LENGTHS:
         raise KTGError(f"unknown trial length {length!r}; choose one of: {', '.join(TRIAL_LENGTHS)}")
-    if config.holdout is None:
-        raise KTGError("the search scores graphs on a held-out part of the training split: give it a --holdout "
-                       "fraction")
+    check_holdout(config)
     if length == "epochs":
         return config
     # Rounded first, so that 6 / (1 - 0.4) is 10 epochs and not 11 (the float 1 - 0.4 lies below 0.6).
@@ -172,9 +178,7 @@ class SearchSettings:
     def __post_init__(self) -> None:
         if self.trials < 1:
             raise KTGError(f"--trials must be at least 1, got {self.trials}")
-        if self.config.holdout is None:  # its range is TrainConfig's to check
-            raise KTGError("the search scores graphs on a held-out part of the training split: give it a --holdout "
-                           "fraction")
+        check_holdout(self.config)
         check_pruner(self.pruner)
         if not 1 <= self.rung <= self.config.epochs:
             raise KTGError(f"--first-rung must be an epoch of a trial, from 1 to {self.config.epochs}, got "
