@@ -264,6 +264,21 @@ def test_the_race_drops_what_the_leader_beats_and_gives_the_rest_more_seeds(tmp_
     assert [(r.trial, r.dropped_at, len(r.accuracies)) for r in ranked] == [(0, None, 6), (2, None, 6), (1, 3, 3)]
 
 
+def test_a_baseline_rests_once_told_apart_from_the_best_searched_graph_and_catches_up_for_a_new_one(tmp_path,
+                                                                                                   race_runs):
+    runs, table = race_runs
+    table.update({0: (0.80, 0.81, 0.80, 0.80, 0.81),   # the best searched graph over 3 seeds, then overtaken
+                  1: (0.70, 0.90, 0.78, 0.99, 0.99),   # the best from seed 4 on, not told apart from dml over 3
+                  2: (0.60, 0.61, 0.62, 0.60, 0.61)})  # dml: told apart from trial 0 over 3 seeds, it rests
+    s, study = race_study(tmp_path, table, baselines={2: "dml"})
+    ranked = rescore(s, study, top=2, seeds=5, dataset=object())
+    # dml's run 3 was trained for trial 1 (which tells it apart over 4 seeds); its run 4 never was
+    assert sorted(runs) == [(0, i) for i in range(5)] + [(1, i) for i in range(5)] + [(2, i) for i in range(4)]
+    assert [(r.trial, r.dropped_at, len(r.accuracies)) for r in ranked] == [(1, None, 5), (0, None, 5), (2, 4, 4)]
+    found = verdict(study)
+    assert found.searched.trial == 1 and found.differences["dml"].seeds == 4 and found.differences["dml"].above_zero
+
+
 def test_the_verdict_keeps_the_searched_graph_only_where_it_beats_the_best_baseline(tmp_path, race_runs):
     runs, table = race_runs
     table.update({0: (0.70, 0.71, 0.69), 1: (0.60, 0.65, 0.62), 2: (0.80, 0.82, 0.81)})

@@ -102,7 +102,8 @@ def add_parser(commands) -> None:
                        "race the K best complete searched graphs and the baselines with common fresh seeds and fresh "
                        "held-out splits (run i of every contender: the same seed, the same split): every contender "
                        "gets 3 seeds, then one more seed at a time while the leader does not beat it at 95 %% "
-                       "(paired t-interval), up to --rescore-seeds. best_graph.json is the winner if it beats the "
+                       "(paired t-interval), up to --rescore-seeds; a baseline, while the best searched graph is not "
+                       "told apart from it. best_graph.json is the winner if it beats the "
                        "best baseline at 95 %%, else that baseline; verdict.json says why. The runs are stored in the "
                        "study: running the command again resumes them, and other workers share them. 0: no race, "
                        "best_graph.json is the luckiest single run (default: %(default)s)")

@@ -8,9 +8,12 @@ unrelated to any trial's seed) on the same fresh held-out split (:func:`rescore_
 is paired on common random numbers, and none is scored on the split the searched graphs were chosen on.
 
 The race (``docs/method.md#search``) trains every contender with :data:`MIN_SEEDS` seeds, then, seed after seed,
-drops each contender that the leader (the best mean so far) beats at 95 % (:func:`ktg.stats.paired_difference`
-on their common seeds) and trains one more seed of the rest, until one is left or ``seeds`` seeds are spent. A
-contender with a diverging run is dropped as well. Its state is a function of the stored results alone
+drops each searched contender that the leader (the best mean so far) beats at 95 %
+(:func:`ktg.stats.paired_difference` on their common seeds) and trains one more seed of the rest, until one
+searched contender is left or ``seeds`` seeds are spent. A baseline is what the verdict measures the winner
+against, so it is never dropped for losing to the leader: it rests while the best searched contender is told
+apart from it at 95 %, either way, and where a new best is not, it catches up on that one's seeds and races on. A
+contender with a diverging run is dropped. Its state is a function of the stored results alone
 (:func:`standings`), so every worker and every reader agrees on it.
 
 Each run's result is stored in the study (a study user attribute per run), so the storage alone says what was
@@ -250,36 +253,60 @@ def standings(study: StudyReader) -> Standings | None:
 
 
 def replay(results: dict[int, tuple[FrozenTrial, list[RaceRun | None]]], seeds: int) -> Standings:
-    """The race over ``results`` (trial number → (trial, its stored runs by index)) with at most ``seeds`` seeds:
-    seed after seed from :data:`MIN_SEEDS` on, each contender the leader beats at 95 % is dropped, until one is
-    left or the seeds are spent (see the module's docstring)."""
-    dropped: dict[int, int] = {}
+    """The race over ``results`` (trial number → (trial, its stored runs by index)) with at most ``seeds`` seeds
+    (see the module's docstring): seed after seed from :data:`MIN_SEEDS` on, each searched contender the leader
+    beats at 95 % is dropped, and each baseline rests while the best searched contender still racing is told
+    apart from it at 95 % (either way) and races again where it is not; until one searched contender is left with
+    every baseline told apart from it, none is left, or the seeds are spent."""
+    dropped: dict[int, int] = {}  # out of the race for good (searched, or diverging), by the seeds it reached
+    resting: dict[int, int] = {}  # baselines told apart from the best searched contender, by the seeds they have
+    baselines = [number for number, (trial, _) in results.items() if baseline_of(trial) is not None]
     reached = min(MIN_SEEDS, seeds)
 
     def rescored(number: int) -> Rescored:
         trial, runs = results[number]
-        within = runs[:dropped.get(number, reached)]
+        stopped = dropped.get(number, resting.get(number))
+        within = runs[:reached if stopped is None else stopped]
         return Rescored(number, trial.value, tuple(None if r is None else r.ensemble_accuracy for r in within),
                         sum(r is not None and r.ensemble_accuracy is None for r in within), len(within),
-                        baseline_of(trial), dropped.get(number))
+                        baseline_of(trial), stopped)
+
+    def best(contenders: list[Rescored]) -> Rescored | None:
+        return max(contenders, key=lambda r: (r.mean, -r.trial), default=None)
 
     while True:
-        racing = [rescored(number) for number in results if number not in dropped]
+        racing = [rescored(number) for number in results if number not in dropped and number not in resting]
         if not all(r.complete for r in racing):
-            break  # runs of this round are missing: the race waits for them
+            return _ranked(results, rescored, done=False, reached=reached)  # runs of this round are missing: it waits
         sound = [r for r in racing if not r.failed and r.accuracies]
-        if sound:
-            leader = max(sound, key=lambda r: (r.mean, -r.trial))
-            for r in racing:
-                if r is not leader and (r.failed or minus(leader, r).above_zero):
-                    dropped[r.trial] = reached
-        if len(racing) - len([r for r in racing if r.trial in dropped]) <= 1 or reached >= seeds or not sound:
-            return _ranked(results, rescored, dropped, done=True, reached=reached)
+        leader = best(sound)
+        for r in racing:
+            if r.failed or (r.baseline is None and r is not leader and minus(leader, r).above_zero):
+                dropped[r.trial] = reached
+        searched = [r for r in sound if r.baseline is None and r.trial not in dropped]
+        best_searched = best(searched)
+        reopened = False
+        for number in baselines:
+            if number in dropped:
+                continue
+            if best_searched is None or told_apart(best_searched, rescored(number)):
+                resting.setdefault(number, reached)
+            elif resting.pop(number, reached) < reached:
+                reopened = True  # a new best searched contender is not told apart from it: it catches up first
+        if reopened:
+            continue
+        if best_searched is None or reached >= seeds or (len(searched) == 1 and set(baselines) <= {*dropped, *resting}):
+            return _ranked(results, rescored, done=True, reached=reached)
         reached += 1
-    return _ranked(results, rescored, dropped, done=False, reached=reached)
 
 
-def _ranked(results, rescored, dropped: dict[int, int], *, done: bool, reached: int) -> Standings:
+def told_apart(a: Rescored, b: Rescored) -> bool:
+    """Whether ``a`` and ``b`` differ at 95 % on their common seeds, either way."""
+    difference = minus(a, b)
+    return difference is not None and (difference.above_zero or difference.below_zero)
+
+
+def _ranked(results, rescored, *, done: bool, reached: int) -> Standings:
     everyone = [rescored(number) for number in results]
 
     def key(r: Rescored) -> tuple:
