@@ -41,9 +41,12 @@ VERDICT = "verdict.json"
 #: papers' two baselines, which the search must beat for its graph to be worth using.
 DEFAULT_BASELINES = ("independent", "dml")
 #: The race after the search (``--rescore-top K --rescore-seeds S``): the K best searched graphs and the baselines,
-#: up to S common fresh seeds each.
+#: up to S common fresh seeds each. Measured on the low-data MNIST folder (docs/results.md#how-many-seeds-a-race-needs),
+#: the race's paired differences spread by 1.5-3 points a run, so 6 seeds tell apart only gains of 2-3 points; the
+#: searched graph that beats independent there by 0.85 points was told apart after 27 seeds. The race stops as soon
+#: as its contenders are told apart, so S is a bound on its cost, (K + baselines) * S full runs at worst.
 DEFAULT_RESCORE_TOP = 3
-DEFAULT_RESCORE_SEEDS = 6
+DEFAULT_RESCORE_SEEDS = 30
 
 
 def resolve_storage_url(storage: str | None, out: Path | None = None, *, new_file: bool = False) -> str:
