@@ -156,7 +156,9 @@ class Rescored:
         failed: how many of its runs failed (a NaN loss, say).
         seeds: how many runs the race asks of it now.
         baseline: the baseline it is, None for a searched graph.
-        dropped_at: the number of seeds after which the race dropped it (None: still racing, or the winner).
+        dropped_at: the number of seeds after which the race stopped training it (None: still racing, or the
+            winner): a searched graph the leader beat, a contender that diverged, or a baseline told apart from
+            the best searched graph (which races again where a later best is not).
     """
 
     trial: int
