@@ -278,6 +278,12 @@ def test_a_baseline_rests_once_told_apart_from_the_best_searched_graph_and_catch
     found = verdict(study)
     assert found.searched.trial == 1 and found.differences["dml"].seeds == 4 and found.differences["dml"].above_zero
 
+    table.clear()
+    table.update({0: (0.60, 0.61, 0.60), 1: (0.80, 0.81, 0.80)})  # independent beats the one searched graph
+    s, study = race_study(tmp_path / "lost", table, baselines={1: "independent"})
+    ranked = rescore(s, study, top=1, seeds=5, dataset=object())
+    assert [(r.label, r.dropped_at) for r in ranked] == [("independent (baseline, trial 1)", None), ("trial 0", 3)]
+
 
 def test_the_verdict_keeps_the_searched_graph_only_where_it_beats_the_best_baseline(tmp_path, race_runs):
     runs, table = race_runs

@@ -287,17 +287,19 @@ def replay(results: dict[int, tuple[FrozenTrial, list[RaceRun | None]]], seeds: 
                 dropped[r.trial] = reached
         searched = [r for r in sound if r.baseline is None and r.trial not in dropped]
         best_searched = best(searched)
+        if best_searched is None:  # the baselines beat every searched graph: the best of them is the one to keep
+            return _ranked(results, rescored, done=True, reached=reached)
         reopened = False
         for number in baselines:
             if number in dropped:
                 continue
-            if best_searched is None or told_apart(best_searched, rescored(number)):
+            if told_apart(best_searched, rescored(number)):
                 resting.setdefault(number, reached)
             elif resting.pop(number, reached) < reached:
                 reopened = True  # a new best searched contender is not told apart from it: it catches up first
         if reopened:
             continue
-        if best_searched is None or reached >= seeds or (len(searched) == 1 and set(baselines) <= {*dropped, *resting}):
+        if reached >= seeds or (len(searched) == 1 and set(baselines) <= {*dropped, *resting}):
             return _ranked(results, rescored, done=True, reached=reached)
         reached += 1
 
