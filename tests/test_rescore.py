@@ -20,6 +20,8 @@ from ktg.search.keys import BASELINE_ATTR, CLAIM_PREFIX, GRAPH_ATTR, RESCORE_ATT
 from ktg.search.objective import Objective, trial_seed
 from ktg.search.rescore import (
     RaceRun,
+    Rescored,
+    Verdict,
     chosen,
     rescore,
     rescore_seed,
@@ -283,6 +285,8 @@ def test_a_baseline_rests_once_told_apart_from_the_best_searched_graph_and_catch
     s, study = race_study(tmp_path / "lost", table, baselines={1: "independent"})
     ranked = rescore(s, study, top=1, seeds=5, dataset=object())
     assert [(r.label, r.dropped_at) for r in ranked] == [("independent (baseline, trial 1)", None), ("trial 0", 3)]
+    assert verdict(study).lines()[-1] == ("no searched graph beats the best baseline, independent, at 95 % (the best, "
+                                          "trial 0, is worse than it at 95 %): keep independent")
 
 
 def test_the_verdict_keeps_the_searched_graph_only_where_it_beats_the_best_baseline(tmp_path, race_runs):
@@ -305,8 +309,17 @@ def test_the_verdict_keeps_the_searched_graph_only_where_it_beats_the_best_basel
     rescore(s, study, top=1, seeds=4, dataset=object())
     found = verdict(study)
     assert not found.beats and found.keep().baseline == "independent" and chosen(study)[0].number == 0
-    assert found.lines()[-1].endswith("keep independent") and found.differences["independent"].seeds == 4
+    assert found.lines()[-1].endswith("(the best, trial 2, is not told apart from it): keep independent")
+    assert found.differences["independent"].seeds == 4
     assert found.differences["dml"].seeds == 4 and found.differences["dml"].above_zero
+
+
+def test_a_verdict_without_common_seeds_says_so():
+    searched = Rescored(2, 0.8, (0.8, None), failed=1, seeds=2)  # its second run diverged, the baseline's first
+    independent_ = Rescored(0, 0.7, (None, 0.7), failed=1, seeds=2, baseline="independent")
+    found = Verdict(searched, (independent_,), {}, independent_, beats=False)
+    assert found.lines() == ["no searched graph beats the best baseline, independent, at 95 % (the best, trial 2, "
+                             "shares no seed with it): keep independent"]
 
 
 def test_a_baseline_trains_to_its_end_and_runs_once(tmp_path):

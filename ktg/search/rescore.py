@@ -362,8 +362,11 @@ class Verdict:
             lines.append(f"the best searched graph, {self.searched.label}, beats the best baseline, "
                          f"{best.baseline}, at 95 %: use it")
         else:
+            difference = self.differences.get(best.baseline)
+            how = ("shares no seed with it" if difference is None
+                   else "is worse than it at 95 %" if difference.below_zero else "is not told apart from it")
             lines.append(f"no searched graph beats the best baseline, {best.baseline}, at 95 % (the best, "
-                         f"{self.searched.label}, is not told apart from it or is worse): keep {best.baseline}")
+                         f"{self.searched.label}, {how}): keep {best.baseline}")
         return lines
 
     def to_dict(self) -> dict[str, Any]:
