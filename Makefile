@@ -1,4 +1,4 @@
-# `make demo`: set up .venv and run the main job on the embedded digits data (CPU, about twelve minutes on 2 cores):
+# `make demo`: set up .venv and run the main job on the embedded digits data (CPU, about eleven minutes on 2 cores):
 #   search 3-node graphs (6 trials and ktg search's baselines independent and dml, two at a time, each trained on
 #   half of the training split for 4 epochs, as many steps as --epochs 2 on all of it, and scored on the other half;
 #   none pruned; then the race of the best graph and the baselines over 3 common fresh seeds, and the search's
