@@ -26,6 +26,7 @@ from ktg.search.rescore import (
     rescore,
     rescore_seed,
     rescore_split_seed,
+    standings,
     store_run,
     summaries,
     verdict,
@@ -312,6 +313,42 @@ def test_the_verdict_keeps_the_searched_graph_only_where_it_beats_the_best_basel
     assert found.lines()[-1].endswith("(the best, trial 2, is not told apart from it): keep independent")
     assert found.differences["independent"].seeds == 4
     assert found.differences["dml"].seeds == 4 and found.differences["dml"].above_zero
+
+
+def test_a_searched_graph_shown_to_gain_too_little_leaves_the_race_and_the_verdict_says_so(tmp_path, race_runs):
+    runs, table = race_runs
+    table.update({0: (0.80, 0.81, 0.80, 0.81, 0.80, 0.81, 0.80, 0.81),   # ties independent
+                  1: (0.80, 0.80, 0.81, 0.81, 0.80, 0.80, 0.80, 0.80)})  # independent
+    s, study = race_study(tmp_path / "bound", table, baselines={1: "independent"})
+    rescore(s, study, top=1, seeds=8, min_gain=0.0, dataset=object())
+    assert sorted(runs) == [(t, i) for t in (0, 1) for i in range(8)]  # without a smallest gain: to the bound
+    assert verdict(study).lines()[-1].endswith("(the best, trial 0, is not told apart from it): keep independent")
+
+    runs.clear()
+    s, study = race_study(tmp_path / "min-gain", table, baselines={1: "independent"})
+    ranked = rescore(s, study, top=1, seeds=8, min_gain=0.01, dataset=object())
+    # over 5 seeds trial 0 − independent = +0.00 [−0.88, +0.88] points: a gain of 1 point is out of reach
+    assert sorted(runs) == [(t, i) for t in (0, 1) for i in range(5)]
+    assert [(r.trial, r.dropped_at) for r in ranked] == [(1, None), (0, 5)]
+    found = verdict(study)
+    assert found.keep().baseline == "independent" and found.differences["independent"].high < 0.01
+    assert found.lines()[-1] == ("no searched graph beats the best baseline, independent, at 95 % (the best, trial 0, "
+                                 "gains less than 1.00 points over it at 95 %): keep independent")
+    write_results(study, tmp_path)
+    assert json.loads((tmp_path / "verdict.json").read_text())["min_gain"] == pytest.approx(1.0)
+
+    # a race asked before the smallest gain existed ran to its bound, and is replayed so: it waits for seed 5
+    study.set_user_attr(RESCORE_ATTR, {"top": 1, "seeds": 8, "split_per_run": True})
+    assert not standings(study).done and verdict(study) is None
+
+
+def test_a_gain_told_apart_from_zero_wins_even_below_the_smallest_gain(tmp_path, race_runs):
+    runs, table = race_runs
+    table.update({0: (0.805, 0.816, 0.804), 1: (0.80, 0.81, 0.80)})  # +0.5 points, told apart from zero
+    s, study = race_study(tmp_path, table, baselines={1: "independent"})
+    rescore(s, study, top=1, seeds=8, min_gain=0.01, dataset=object())
+    found = verdict(study)
+    assert found.beats and found.keep().trial == 0 and found.differences["independent"].high < 0.01
 
 
 def test_a_verdict_without_common_seeds_says_so():

@@ -40,6 +40,7 @@ from ktg.run_folder import check_outside_runs
 from ktg.search.settings import (
     BEST_GRAPH,
     DEFAULT_BASELINES,
+    DEFAULT_RESCORE_MIN_GAIN,
     DEFAULT_RESCORE_SEEDS,
     DEFAULT_RESCORE_TOP,
     LEADERBOARD,
@@ -109,6 +110,11 @@ def add_parser(commands) -> None:
                        "best_graph.json is the luckiest single run (default: %(default)s)")
     group.add_argument("--rescore-seeds", type=int, default=DEFAULT_RESCORE_SEEDS, metavar="S", help="most seeds of "
                        "a contender in the race (default: %(default)s)")
+    group.add_argument("--rescore-min-gain", type=float, default=100 * DEFAULT_RESCORE_MIN_GAIN, metavar="POINTS",
+                       help="the smallest gain over the best baseline worth racing for, in points of held-out "
+                       "accuracy: a searched graph leaves the race once its paired 95 %% interval against the best "
+                       "baseline lies below it (without lying above zero), so a race of graphs that tie their "
+                       "baselines ends before --rescore-seeds; 0: race them to the bound (default: %(default)g)")
     group.add_argument("--same-seed", action="store_true", help="train every trial with --seed (common random "
                        "numbers: the same initial weights, batch order and augmentation) instead of a seed of its "
                        "own derived from --seed and the trial number")
@@ -211,7 +217,7 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
         heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, max_retry=args.max_retry,
         keep_weights=args.keep_weights, max_failures_in_a_row=args.max_failures,
         baselines=baselines_from_args(args.baseline, nodes, args.model, options),
-        rescore_top=args.rescore_top, rescore_seeds=args.rescore_seeds,
+        rescore_top=args.rescore_top, rescore_seeds=args.rescore_seeds, rescore_min_gain=args.rescore_min_gain / 100,
     )
 
 

@@ -9,12 +9,13 @@ is paired on common random numbers, and none is scored on the split the searched
 
 The race (``docs/method.md#search``) trains every contender with :data:`MIN_SEEDS` seeds, then, seed after seed,
 drops each searched contender that the leader (the best mean so far) beats at 95 %
-(:func:`ktg.stats.paired_difference` on their common seeds) and trains one more seed of the rest, until one
-searched contender is left or ``seeds`` seeds are spent. A baseline is what the verdict measures the winner
-against, so it is never dropped for losing to the leader: it rests while the best searched contender is told
-apart from it at 95 %, either way, and where a new best is not, it catches up on that one's seeds and races on. A
-contender with a diverging run is dropped. Its state is a function of the stored results alone
-(:func:`standings`), so every worker and every reader agrees on it.
+(:func:`ktg.stats.paired_difference` on their common seeds), or that is shown to gain less than the smallest gain
+worth racing for over the best baseline (:func:`gains_too_little`, ``--rescore-min-gain``), and trains one more
+seed of the rest, until one searched contender is left or ``seeds`` seeds are spent. A baseline is what the
+verdict measures the winner against, so it is never dropped for losing to the leader: it rests while the best
+searched contender is told apart from it at 95 %, either way, and where a new best is not, it catches up on that
+one's seeds and races on. A contender with a diverging run is dropped. Its state is a function of the stored
+results alone (:func:`standings`), so every worker and every reader agrees on it.
 
 Each run's result is stored in the study (a study user attribute per run), so the storage alone says what was
 raced: ``ktg study show`` reads it anywhere, a re-run resumes, and several workers share the runs. A worker claims a
@@ -47,7 +48,7 @@ from ktg.run_folder import RunFolder, RunFolderBusy
 from ktg.search.heartbeat import Renewal
 from ktg.search.keys import BASELINE_ATTR, CLAIM_PREFIX, GRAPH_ATTR, RESCORE_ATTR, RUN_PREFIX
 from ktg.search.sampler import stable_hash
-from ktg.search.settings import RESCORE_DIR, SearchSettings, check_rescore
+from ktg.search.settings import DEFAULT_RESCORE_MIN_GAIN, RESCORE_DIR, SearchSettings, check_rescore
 from ktg.search.storage import Snapshot, StudyReader
 from ktg.stats import PairedDifference, paired_difference
 
@@ -157,8 +158,9 @@ class Rescored:
         seeds: how many runs the race asks of it now.
         baseline: the baseline it is, None for a searched graph.
         dropped_at: the number of seeds after which the race stopped training it (None: still racing, or the
-            winner): a searched graph the leader beat, a contender that diverged, or a baseline told apart from
-            the best searched graph (which races again where a later best is not).
+            winner): a searched graph the leader beat or that gains too little over the best baseline, a
+            contender that diverged, or a baseline told apart from the best searched graph (which races again
+            where a later best is not).
     """
 
     trial: int
@@ -208,11 +210,13 @@ def minus(a: Rescored, b: Rescored) -> PairedDifference | None:
 @dataclass(frozen=True)
 class Standings:
     """The state of a race, best first: the contenders still racing (by mean), then the dropped ones (the
-    latest dropped first). ``done``: no contender needs another run; ``seeds``: the seeds the race has reached."""
+    latest dropped first). ``done``: no contender needs another run; ``seeds``: the seeds the race has reached;
+    ``min_gain``: the smallest gain over the best baseline the race looked for (:func:`gains_too_little`)."""
 
     ranked: tuple[Rescored, ...]
     done: bool
     seeds: int
+    min_gain: float = 0.0
 
 
 def candidates(study: StudyReader, top: int) -> list[FrozenTrial]:
@@ -251,15 +255,18 @@ def standings(study: StudyReader) -> Standings | None:
         return None
     results = {trial.number: (trial, stored_runs(attrs, trial.number, asked["seeds"]))
                for trial in contenders(study, asked["top"])}
-    return replay(results, asked["seeds"])
+    # A race asked before the smallest gain existed ran its contenders to the bound, and is replayed so.
+    return replay(results, asked["seeds"], asked.get("min_gain", 0.0))
 
 
-def replay(results: dict[int, tuple[FrozenTrial, list[RaceRun | None]]], seeds: int) -> Standings:
+def replay(results: dict[int, tuple[FrozenTrial, list[RaceRun | None]]], seeds: int,
+           min_gain: float = 0.0) -> Standings:
     """The race over ``results`` (trial number → (trial, its stored runs by index)) with at most ``seeds`` seeds
     (see the module's docstring): seed after seed from :data:`MIN_SEEDS` on, each searched contender the leader
-    beats at 95 % is dropped, and each baseline rests while the best searched contender still racing is told
-    apart from it at 95 % (either way) and races again where it is not; until one searched contender is left with
-    every baseline told apart from it, none is left, or the seeds are spent."""
+    beats at 95 %, or shown to gain less than ``min_gain`` over the best baseline (:func:`gains_too_little`), is
+    dropped, and each baseline rests while the best searched contender still racing is told apart from it at 95 %
+    (either way) and races again where it is not; until one searched contender is left with every baseline told
+    apart from it, none is left, or the seeds are spent."""
     dropped: dict[int, int] = {}  # out of the race for good (searched, or diverging), by the seeds it reached
     resting: dict[int, int] = {}  # baselines told apart from the best searched contender, by the seeds they have
     baselines = [number for number, (trial, _) in results.items() if baseline_of(trial) is not None]
@@ -279,16 +286,20 @@ def replay(results: dict[int, tuple[FrozenTrial, list[RaceRun | None]]], seeds: 
     while True:
         racing = [rescored(number) for number in results if number not in dropped and number not in resting]
         if not all(r.complete for r in racing):
-            return _ranked(results, rescored, done=False, reached=reached)  # runs of this round are missing: it waits
+            # runs of this round are missing: it waits
+            return _ranked(results, rescored, done=False, reached=reached, min_gain=min_gain)
         sound = [r for r in racing if not r.failed and r.accuracies]
         leader = best(sound)
+        best_baseline = best([r for r in (rescored(number) for number in baselines if number not in dropped)
+                              if not r.failed and r.accuracies])
         for r in racing:
-            if r.failed or (r.baseline is None and r is not leader and minus(leader, r).above_zero):
+            if r.failed or (r.baseline is None and ((r is not leader and minus(leader, r).above_zero)
+                                                    or gains_too_little(r, best_baseline, min_gain))):
                 dropped[r.trial] = reached
         searched = [r for r in sound if r.baseline is None and r.trial not in dropped]
         best_searched = best(searched)
         if best_searched is None:  # the baselines beat every searched graph: the best of them is the one to keep
-            return _ranked(results, rescored, done=True, reached=reached)
+            return _ranked(results, rescored, done=True, reached=reached, min_gain=min_gain)
         reopened = False
         for number in baselines:
             if number in dropped:
@@ -300,8 +311,18 @@ def replay(results: dict[int, tuple[FrozenTrial, list[RaceRun | None]]], seeds: 
         if reopened:
             continue
         if reached >= seeds or (len(searched) == 1 and set(baselines) <= {*dropped, *resting}):
-            return _ranked(results, rescored, done=True, reached=reached)
+            return _ranked(results, rescored, done=True, reached=reached, min_gain=min_gain)
         reached += 1
+
+
+def gains_too_little(searched: Rescored, baseline: Rescored | None, min_gain: float) -> bool:
+    """Whether ``searched`` is shown at 95 % to gain less than ``min_gain`` over ``baseline`` (the upper end of the
+    paired interval lies below it) without beating it at 95 %: no gain worth having is left to find. Never with
+    ``min_gain`` 0, the race that runs its contenders to the bound."""
+    if min_gain <= 0 or baseline is None:
+        return False
+    difference = minus(searched, baseline)
+    return difference is not None and difference.high < min_gain and not difference.above_zero
 
 
 def told_apart(a: Rescored, b: Rescored) -> bool:
@@ -310,14 +331,14 @@ def told_apart(a: Rescored, b: Rescored) -> bool:
     return difference is not None and (difference.above_zero or difference.below_zero)
 
 
-def _ranked(results, rescored, *, done: bool, reached: int) -> Standings:
+def _ranked(results, rescored, *, done: bool, reached: int, min_gain: float) -> Standings:
     everyone = [rescored(number) for number in results]
 
     def key(r: Rescored) -> tuple:
         return (r.dropped_at is not None, -(r.dropped_at or 0), r.failed > 0,
                 -(r.mean if r.mean is not None else -1.0), r.trial)
 
-    return Standings(tuple(sorted(everyone, key=key)), done, reached)
+    return Standings(tuple(sorted(everyone, key=key)), done, reached, min_gain)
 
 
 def summaries(study: StudyReader) -> list[Rescored]:
@@ -337,6 +358,7 @@ class Verdict:
         differences: searched − baseline on their common seeds, by baseline name.
         best_baseline: the baseline with the best mean.
         beats: whether ``searched`` beats ``best_baseline`` at 95 % (then it is the graph to use).
+        min_gain: the smallest gain over the best baseline the race looked for (0: none).
     """
 
     searched: Rescored | None
@@ -344,6 +366,7 @@ class Verdict:
     differences: dict[str, PairedDifference]
     best_baseline: Rescored | None
     beats: bool
+    min_gain: float = 0.0
 
     def keep(self) -> Rescored | None:
         """The graph the study recommends: the searched one where it beats the best baseline, else that baseline."""
@@ -364,7 +387,9 @@ class Verdict:
         else:
             difference = self.differences.get(best.baseline)
             how = ("shares no seed with it" if difference is None
-                   else "is worse than it at 95 %" if difference.below_zero else "is not told apart from it")
+                   else "is worse than it at 95 %" if difference.below_zero
+                   else f"gains less than {100 * self.min_gain:.2f} points over it at 95 %"
+                   if difference.high < self.min_gain else "is not told apart from it")
             lines.append(f"no searched graph beats the best baseline, {best.baseline}, at 95 % (the best, "
                          f"{self.searched.label}, {how}): keep {best.baseline}")
         return lines
@@ -382,7 +407,8 @@ class Verdict:
         return {"searched": contender(self.searched), "baselines": [contender(b) for b in self.baselines],
                 "differences": {name: d.to_dict() for name, d in self.differences.items()},
                 "best_baseline": None if self.best_baseline is None else self.best_baseline.baseline,
-                "beats_best_baseline": self.beats, "keep": None if keep is None else keep.label,
+                "beats_best_baseline": self.beats, "min_gain": 100 * self.min_gain,
+                "keep": None if keep is None else keep.label,
                 "summary": self.lines()}
 
 
@@ -407,7 +433,7 @@ def judge(found: Standings | None) -> Verdict | None:
     best = max(sound, key=lambda r: (r.mean, -r.trial)) if sound else None
     beats = searched is not None and best is not None and best.baseline in differences \
         and differences[best.baseline].above_zero
-    return Verdict(searched, baselines, differences, best, beats)
+    return Verdict(searched, baselines, differences, best, beats, found.min_gain)
 
 
 def chosen(study: StudyReader) -> tuple[FrozenTrial, str] | None:
@@ -453,19 +479,22 @@ def _unfinished(study: StudyReader, grace_period: float) -> list[tuple[FrozenTri
     return runs
 
 
-def rescore(settings: SearchSettings, study: optuna.Study, *, top: int, seeds: int, dataset: Dataset | None = None,
+def rescore(settings: SearchSettings, study: optuna.Study, *, top: int, seeds: int,
+            min_gain: float = DEFAULT_RESCORE_MIN_GAIN, dataset: Dataset | None = None,
             on_run: RaceRunCallback | None = None, on_finish: FinishCallback | None = None,
             progress: bool = False, poll_seconds: float = 5.0) -> list[Rescored]:
     """Race the ``top`` best complete searched trials of ``study`` and its baselines over at most ``seeds`` fresh
-    seeds and held-out splits each; return the contenders best first (see :func:`summaries`).
+    seeds and held-out splits each, dropping a searched graph once it is shown to gain less than ``min_gain`` (a
+    fraction of the held-out split) over the best baseline; return the contenders best first (see
+    :func:`summaries`).
 
     Runs already stored are kept; runs other live workers are training are waited for. ``on_run`` is called
     with (trial, run index, its stored result) after each run this worker trains; ``on_finish`` as each run
     finishes all its epochs (:data:`ktg.train.FinishCallback`).
     """
-    check_rescore(top, seeds)
+    check_rescore(top, seeds, min_gain)
     # A race asked before held out the search's own split; asked now, its runs are raced again, a split each.
-    study.set_user_attr(RESCORE_ATTR, {"top": top, "seeds": seeds, "split_per_run": True})
+    study.set_user_attr(RESCORE_ATTR, {"top": top, "seeds": seeds, "split_per_run": True, "min_gain": min_gain})
     worker = f"{socket.gethostname()}:{os.getpid()}"
     dataset = dataset if dataset is not None else settings.data_source.load()
     while True:

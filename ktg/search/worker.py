@@ -136,8 +136,9 @@ class Worker:
         dataset = self.dataset if self.dataset is not None else s.data_source.load()
         self._search(study, storage, study_id, dataset)
         if s.rescore_top:
-            rescore(s, study, top=s.rescore_top, seeds=s.rescore_seeds, dataset=dataset, on_run=self.on_race_run,
-                    on_finish=self.on_finish, progress=self.progress, poll_seconds=self.poll_seconds)
+            rescore(s, study, top=s.rescore_top, seeds=s.rescore_seeds, min_gain=s.rescore_min_gain, dataset=dataset,
+                    on_run=self.on_race_run, on_finish=self.on_finish, progress=self.progress,
+                    poll_seconds=self.poll_seconds)
             rewrite_results(study, s.out)
 
     def _search(self, study: optuna.Study, storage, study_id: int, dataset: Dataset) -> None:

@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Replay stored races with smallest gains worth racing for (``ktg search --rescore-min-gain``) and print what each
+would have decided and spent.
+
+    python experiments/race_min_gain.py runs/miniature/search docs/results/*-verdict*.json --min-gains 0 1 1.5 2
+
+A race's state is a function of its stored runs alone (:func:`ktg.search.rescore.replay`), and a smallest gain
+only ever stops runs sooner, so every race of a smaller bound is a prefix of the stored one: nothing is retrained.
+A search folder (or a study file) replays its whole race, every contender. A ``verdict.json`` holds the runs of the
+race's best searched graph and of the baselines only, so its replay leaves out the searched contenders that were
+dropped: it says whether the smallest gain would have dropped the graph the verdict names, and when.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from ktg.cli import quiet_when_the_reader_leaves
+from ktg.errors import KTGError
+from ktg.search.keys import BASELINE_ATTR, RESCORE_ATTR
+from ktg.search.rescore import RaceRun, Standings, contenders, judge, replay, stored_runs
+from ktg.search.settings import resolve_storage_url
+from ktg.search.storage import Snapshot, load_study
+
+
+def from_study(path: Path) -> tuple[dict[int, tuple[FrozenTrial, list[RaceRun | None]]], int]:
+    """Every contender of the race stored in the study of search folder (or study file) ``path``, and its bound."""
+    study = Snapshot.of(load_study(resolve_storage_url(str(path)), None))
+    asked = study.user_attrs.get(RESCORE_ATTR)
+    if not isinstance(asked, dict):
+        raise KTGError(f"{path}: the study holds no race (ktg search --rescore-top K)")
+    return ({trial.number: (trial, stored_runs(study.user_attrs, trial.number, asked["seeds"]))
+             for trial in contenders(study, asked["top"])}, asked["seeds"])
+
+
+def from_verdict(path: Path) -> tuple[dict[int, tuple[FrozenTrial, list[RaceRun | None]]], int]:
+    """The searched graph and the baselines of ``verdict.json`` at ``path``, with their runs, and as many seeds as
+    the longest of them ran."""
+    found = json.loads(path.read_text())
+    results = {}
+    for contender in [found["searched"], *found["baselines"]]:
+        if contender is None:
+            continue
+        attrs = {BASELINE_ATTR: contender["baseline"]} if contender["baseline"] else {}
+        trial = optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.0, user_attrs=attrs)
+        trial.number = contender["trial"]
+        runs = [RaceRun(0, 0, accuracy / 100) if accuracy is not None else None for accuracy in contender["runs"]]
+        results[contender["trial"]] = (trial, runs)
+    return results, max(len(runs) for _, runs in results.values())
+
+
+def describe(found: Standings) -> tuple[str, str, int]:
+    """What the race keeps, its best searched graph − the best baseline, and the runs it trained."""
+    verdict = judge(found)
+    if verdict is None:
+        return "(not finished)", "", sum(r.seeds for r in found.ranked)
+    keep = verdict.keep()
+    best = verdict.best_baseline
+    difference = verdict.differences.get(best.baseline) if best is not None and verdict.searched else None
+    said = f"{verdict.searched.label}: {difference.describe()}" if difference is not None else ""
+    return keep.label if keep is not None else "nothing", said, sum(r.seeds for r in found.ranked)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("races", nargs="+", type=Path, help="search folders, study files or verdict.json files")
+    parser.add_argument("--min-gains", nargs="+", type=float, default=[0.0, 1.0], metavar="POINTS",
+                        help="smallest gains to replay, in points of held-out accuracy (default: 0 1)")
+    args = parser.parse_args()
+    if any(not 0 <= gain < 100 for gain in args.min_gains):
+        parser.error(f"--min-gains must be points from 0 to below 100, got {args.min_gains}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    print("| race | smallest gain | keep | best searched − best baseline | runs |")
+    print("|---|---|---|---|---|")
+    for path in args.races:
+        results, seeds = from_verdict(path) if path.suffix == ".json" else from_study(path)
+        for min_gain in args.min_gains:
+            keep, said, runs = describe(replay(results, seeds, min_gain / 100))
+            print(f"| {path} | {min_gain:g} | {keep} | {said} | {runs} |")
+    return 0
+
+
+def run() -> int:
+    try:
+        return main()
+    except KTGError as error:
+        print(f"race_min_gain.py: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(quiet_when_the_reader_leaves(run))
