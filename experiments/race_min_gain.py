@@ -25,12 +25,14 @@ from ktg.cli import quiet_when_the_reader_leaves
 from ktg.errors import KTGError
 from ktg.search.keys import BASELINE_ATTR, RESCORE_ATTR
 from ktg.search.rescore import RaceRun, Standings, contenders, judge, replay, stored_runs
-from ktg.search.settings import resolve_storage_url
+from ktg.search.settings import STUDY_DB, resolve_storage_url
 from ktg.search.storage import Snapshot, load_study
 
 
 def from_study(path: Path) -> tuple[dict[int, tuple[FrozenTrial, list[RaceRun | None]]], int]:
     """Every contender of the race stored in the study of search folder (or study file) ``path``, and its bound."""
+    if not (path / STUDY_DB if path.is_dir() else path).is_file():
+        raise KTGError(f"{path}: no search folder (with a {STUDY_DB}), study file or verdict.json there")
     study = Snapshot.of(load_study(resolve_storage_url(str(path)), None))
     asked = study.user_attrs.get(RESCORE_ATTR)
     if not isinstance(asked, dict):
@@ -42,16 +44,21 @@ def from_study(path: Path) -> tuple[dict[int, tuple[FrozenTrial, list[RaceRun | 
 def from_verdict(path: Path) -> tuple[dict[int, tuple[FrozenTrial, list[RaceRun | None]]], int]:
     """The searched graph and the baselines of ``verdict.json`` at ``path``, with their runs, and as many seeds as
     the longest of them ran."""
-    found = json.loads(path.read_text())
-    results = {}
-    for contender in [found["searched"], *found["baselines"]]:
-        if contender is None:
-            continue
-        attrs = {BASELINE_ATTR: contender["baseline"]} if contender["baseline"] else {}
-        trial = optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.0, user_attrs=attrs)
-        trial.number = contender["trial"]
-        runs = [RaceRun(0, 0, accuracy / 100) if accuracy is not None else None for accuracy in contender["runs"]]
-        results[contender["trial"]] = (trial, runs)
+    try:
+        found = json.loads(path.read_text())
+        results = {}
+        for contender in [found["searched"], *found["baselines"]]:
+            if contender is None:
+                continue
+            attrs = {BASELINE_ATTR: contender["baseline"]} if contender["baseline"] else {}
+            trial = optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.0, user_attrs=attrs)
+            trial.number = contender["trial"]
+            runs = [None if accuracy is None else RaceRun(0, 0, accuracy / 100) for accuracy in contender["runs"]]
+            results[contender["trial"]] = (trial, runs)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise KTGError(f"{path}: not a verdict.json of ktg search ({type(error).__name__}: {error})") from None
+    if not results:
+        raise KTGError(f"{path}: the verdict holds no contender with runs")
     return results, max(len(runs) for _, runs in results.values())
 
 
@@ -76,10 +83,10 @@ def main() -> int:
     if any(not 0 <= gain < 100 for gain in args.min_gains):
         parser.error(f"--min-gains must be points from 0 to below 100, got {args.min_gains}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    races = {path: from_verdict(path) if path.suffix == ".json" else from_study(path) for path in args.races}
     print("| race | smallest gain | keep | best searched − best baseline | runs |")
     print("|---|---|---|---|---|")
-    for path in args.races:
-        results, seeds = from_verdict(path) if path.suffix == ".json" else from_study(path)
+    for path, (results, seeds) in races.items():
         for min_gain in args.min_gains:
             keep, said, runs = describe(replay(results, seeds, min_gain / 100))
             print(f"| {path} | {min_gain:g} | {keep} | {said} | {runs} |")
