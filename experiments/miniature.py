@@ -447,6 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KTGError as error:
         print(f"miniature.py: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # every finished trial, race run and training run is kept, and picked up again
+        print(f"\nminiature.py: interrupted; the same command continues from what {args.out} holds", file=sys.stderr)
+        return 130
     results["seconds"] = round(time.monotonic() - started)
     write_json(plan.out / "miniature.json", results)
     text = markdown(results)

@@ -90,6 +90,16 @@ def test_options_it_sets_itself_or_ktg_rejects_are_refused_before_anything_runs(
     assert not (tmp_path / "x").exists()
 
 
+def test_an_interrupt_ends_it_in_one_line_that_says_how_to_continue(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(miniature, "ktg", interrupted)  # Ctrl-C while the search runs
+    assert miniature.main(["--quick", "--out", str(tmp_path / "x")]) == 130
+    assert capsys.readouterr().err.strip() == (f"miniature.py: interrupted; the same command continues from what "
+                                               f"{tmp_path / 'x'} holds")
+
+
 def test_quick_plans_the_same_steps_on_the_digits_with_its_small_budget(tmp_path):
     """--quick is the same plan on a budget (the steps themselves are run by the test above)."""
     plan = miniature.make_plan(*miniature.get_args_parser().parse_known_args(["--quick", "--out", str(tmp_path)]))
