@@ -280,9 +280,6 @@ def replay(results: dict[int, tuple[FrozenTrial, list[RaceRun | None]]], seeds: 
                         sum(r is not None and r.ensemble_accuracy is None for r in within), len(within),
                         baseline_of(trial), stopped)
 
-    def best(contenders: list[Rescored]) -> Rescored | None:
-        return max(contenders, key=lambda r: (r.mean, -r.trial), default=None)
-
     while True:
         racing = [rescored(number) for number in results if number not in dropped and number not in resting]
         if not all(r.complete for r in racing):
@@ -315,14 +312,22 @@ def replay(results: dict[int, tuple[FrozenTrial, list[RaceRun | None]]], seeds: 
         reached += 1
 
 
+def best(contenders: list[Rescored]) -> Rescored | None:
+    """The contender with the best mean (the lowest trial number among equals); None for none."""
+    return max(contenders, key=lambda r: (r.mean, -r.trial), default=None)
+
+
 def gains_too_little(searched: Rescored, baseline: Rescored | None, min_gain: float) -> bool:
-    """Whether ``searched`` is shown at 95 % to gain less than ``min_gain`` over ``baseline`` (the upper end of the
-    paired interval lies below it) without beating it at 95 %: no gain worth having is left to find. Never with
-    ``min_gain`` 0, the race that runs its contenders to the bound."""
-    if min_gain <= 0 or baseline is None:
-        return False
-    difference = minus(searched, baseline)
-    return difference is not None and difference.high < min_gain and not difference.above_zero
+    """Whether ``searched`` is shown at 95 % to gain less than ``min_gain`` over ``baseline``
+    (:func:`below_min_gain`)."""
+    return baseline is not None and below_min_gain(minus(searched, baseline), min_gain)
+
+
+def below_min_gain(difference: PairedDifference | None, min_gain: float) -> bool:
+    """Whether a paired ``difference`` shows at 95 % a gain below ``min_gain`` (the upper end of its interval lies
+    below it) without lying above zero: no gain worth having is left to find. Never with ``min_gain`` 0, the race
+    that runs its contenders to the bound."""
+    return min_gain > 0 and difference is not None and difference.high < min_gain and not difference.above_zero
 
 
 def told_apart(a: Rescored, b: Rescored) -> bool:
@@ -389,7 +394,7 @@ class Verdict:
             how = ("shares no seed with it" if difference is None
                    else "is worse than it at 95 %" if difference.below_zero
                    else f"gains less than {100 * self.min_gain:.2f} points over it at 95 %"
-                   if difference.high < self.min_gain else "is not told apart from it")
+                   if below_min_gain(difference, self.min_gain) else "is not told apart from it")
             lines.append(f"no searched graph beats the best baseline, {best.baseline}, at 95 % (the best, "
                          f"{self.searched.label}, {how}): keep {best.baseline}")
         return lines
@@ -429,11 +434,10 @@ def judge(found: Standings | None) -> Verdict | None:
             difference = minus(searched, b)
             if difference is not None:
                 differences[b.baseline] = difference
-    sound = [b for b in baselines if b.mean is not None]
-    best = max(sound, key=lambda r: (r.mean, -r.trial)) if sound else None
-    beats = searched is not None and best is not None and best.baseline in differences \
-        and differences[best.baseline].above_zero
-    return Verdict(searched, baselines, differences, best, beats, found.min_gain)
+    best_baseline = best([b for b in baselines if b.mean is not None])
+    beats = searched is not None and best_baseline is not None and best_baseline.baseline in differences \
+        and differences[best_baseline.baseline].above_zero
+    return Verdict(searched, baselines, differences, best_baseline, beats, found.min_gain)
 
 
 def chosen(study: StudyReader) -> tuple[FrozenTrial, str] | None:

@@ -50,9 +50,10 @@ DEFAULT_RESCORE_SEEDS = 30
 #: The smallest gain over the best baseline worth racing for (``--rescore-min-gain``, a fraction of the held-out
 #: split): a searched graph leaves the race once the upper end of its paired 95 % interval against the best baseline
 #: lies below it. Replayed on every race this project stored (docs/results.md#the-smallest-gain-worth-racing-for):
-#: at 1 point no verdict changes and the tied digits race costs 70 runs instead of 103; at 1.5 points the one gain a
-#: race certified (+0.85 [+0.07, +1.63] over 27 seeds) would have been given up after 11. With 30 seeds and paired
-#: differences spread by 1.5-3 points, gains under a point are at the edge of what the race can tell anyway.
+#: at 1 point no verdict changes and the tied digits race costs 70 runs instead of 103; at 1.5 points both gains races
+#: certified (+0.85 [+0.07, +1.63] over 27 seeds, +0.60 [+0.14, +1.06] over 5) would have been given up after 11 and
+#: 4 seeds. With 30 seeds and paired differences spread by 1.5-3 points, gains under a point are at the edge of
+#: what the race can tell anyway.
 DEFAULT_RESCORE_MIN_GAIN = 0.01
 
 
