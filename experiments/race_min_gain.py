@@ -1,11 +1,15 @@
 #!/usr/bin/env python
-"""Replay stored races with smallest gains worth racing for (``ktg search --rescore-min-gain``) and print what each
-would have decided and spent.
+"""Replay stored races with smallest gains worth racing for (``ktg search --rescore-min-gain``), or with other looks
+at their intervals, and print what each would have decided and spent.
 
     python experiments/race_min_gain.py runs/miniature/search docs/results/*-verdict*.json --min-gains 0 1 1.5 2
+    python experiments/race_min_gain.py docs/results/*-verdict*.json --looks every-seed sequential
 
 A race's state is a function of its stored runs alone (:func:`ktg.search.rescore.replay`), and a smallest gain
 only ever stops runs sooner, so every race of a smaller bound is a prefix of the stored one: nothing is retrained.
+A race replayed with other looks (``--looks``: ``as-run``, the default; ``every-seed``, a 95 % interval after every
+seed, as races asked before 2026-12-08 read them; ``sequential``, :meth:`ktg.search.rescore.Looks.of`) may ask for
+runs the stored race never trained: it then reads "(not finished)" with the runs it holds.
 A search folder (or a study file) replays its whole race, every contender. A ``verdict.json`` holds the runs of the
 race's best searched graph and of the baselines only, so its replay leaves out the searched contenders that were
 dropped: it says whether the smallest gain would have dropped the graph the verdict names, and when.
@@ -28,9 +32,12 @@ from ktg.search.rescore import RaceRun, Standings, contenders, judge, replay, st
 from ktg.search.settings import STUDY_DB, resolve_storage_url
 from ktg.search.storage import Snapshot, load_study
 
+#: A race's results, its bound, and whether it ran sequential looks.
+Race = tuple[dict[int, tuple[FrozenTrial, list[RaceRun | None]]], int, bool]
 
-def from_study(path: Path) -> tuple[dict[int, tuple[FrozenTrial, list[RaceRun | None]]], int]:
-    """Every contender of the race stored in the study of search folder (or study file) ``path``, and its bound."""
+
+def from_study(path: Path) -> Race:
+    """Every contender of the race stored in the study of search folder (or study file) ``path``."""
     if not (path / STUDY_DB if path.is_dir() else path).is_file():
         raise KTGError(f"{path}: no search folder (with a {STUDY_DB}), study file or verdict.json there")
     study = Snapshot.of(load_study(resolve_storage_url(str(path)), None))
@@ -38,12 +45,12 @@ def from_study(path: Path) -> tuple[dict[int, tuple[FrozenTrial, list[RaceRun | 
     if not isinstance(asked, dict):
         raise KTGError(f"{path}: the study holds no race (ktg search --rescore-top K)")
     return ({trial.number: (trial, stored_runs(study.user_attrs, trial.number, asked["seeds"]))
-             for trial in contenders(study, asked["top"])}, asked["seeds"])
+             for trial in contenders(study, asked["top"])}, asked["seeds"], asked.get("sequential") is True)
 
 
-def from_verdict(path: Path) -> tuple[dict[int, tuple[FrozenTrial, list[RaceRun | None]]], int]:
-    """The searched graph and the baselines of ``verdict.json`` at ``path``, with their runs, and as many seeds as
-    the longest of them ran."""
+def from_verdict(path: Path) -> Race:
+    """The searched graph and the baselines of ``verdict.json`` at ``path``, with their runs; its bound: as many
+    seeds as the longest of them ran."""
     try:
         found = json.loads(path.read_text())
         results = {}
@@ -59,7 +66,11 @@ def from_verdict(path: Path) -> tuple[dict[int, tuple[FrozenTrial, list[RaceRun 
         raise KTGError(f"{path}: not a verdict.json of ktg search ({type(error).__name__}: {error})") from None
     if not results:
         raise KTGError(f"{path}: the verdict holds no contender with runs")
-    return results, max(len(runs) for _, runs in results.values())
+    return results, max(len(runs) for _, runs in results.values()), "looks" in found
+
+
+#: ``--looks``: whether the replay is sequential (None: as the race ran).
+LOOKS = {"as-run": None, "every-seed": False, "sequential": True}
 
 
 def describe(found: Standings) -> tuple[str, str, int]:
@@ -79,17 +90,22 @@ def main() -> int:
     parser.add_argument("races", nargs="+", type=Path, help="search folders, study files or verdict.json files")
     parser.add_argument("--min-gains", nargs="+", type=float, default=[0.0, 1.0], metavar="POINTS",
                         help="smallest gains to replay, in points of held-out accuracy (default: 0 1)")
+    parser.add_argument("--looks", nargs="+", choices=LOOKS, default=["as-run"],
+                        help="when each replay reads its intervals (default: as-run, as the race did)")
     args = parser.parse_args()
     if any(not 0 <= gain < 100 for gain in args.min_gains):
         parser.error(f"--min-gains must be points from 0 to below 100, got {args.min_gains}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     races = {path: from_verdict(path) if path.suffix == ".json" else from_study(path) for path in args.races}
-    print("| race | smallest gain | keep | best searched − best baseline | runs |")
-    print("|---|---|---|---|---|")
-    for path, (results, seeds) in races.items():
-        for min_gain in args.min_gains:
-            keep, said, runs = describe(replay(results, seeds, min_gain / 100))
-            print(f"| {path} | {min_gain:g} | {keep} | {said} | {runs} |")
+    print("| race | looks | smallest gain | keep | best searched − best baseline | runs |")
+    print("|---|---|---|---|---|---|")
+    for path, (results, seeds, sequential) in races.items():
+        for looks in args.looks:
+            for min_gain in args.min_gains:
+                found = replay(results, seeds, min_gain / 100, LOOKS[looks] if LOOKS[looks] is not None else sequential)
+                keep, said, runs = describe(found)
+                confidence = f"{100 * found.looks.confidence:.2f} % at {len(found.looks.at)}"
+                print(f"| {path} | {confidence} | {min_gain:g} | {keep} | {said} | {runs} |")
     return 0
 
 

@@ -19,10 +19,13 @@ from ktg.run_folder import FinalMetrics, RunFolderBusy
 from ktg.search.keys import BASELINE_ATTR, CLAIM_PREFIX, GRAPH_ATTR, RESCORE_ATTR, RUN_PREFIX
 from ktg.search.objective import Objective, trial_seed
 from ktg.search.rescore import (
+    Looks,
     RaceRun,
     Rescored,
     Verdict,
     chosen,
+    looks,
+    minus,
     rescore,
     rescore_seed,
     rescore_split_seed,
@@ -262,7 +265,7 @@ def test_the_race_drops_what_the_leader_beats_and_gives_the_rest_more_seeds(tmp_
                   1: (0.60, 0.61, 0.62, 0.60, 0.61, 0.60),   # beaten at 95 % after 3 seeds
                   2: (0.81, 0.80, 0.80, 0.82, 0.81, 0.80)})  # never told apart from the leader
     s, study = race_study(tmp_path, table)
-    ranked = rescore(s, study, top=3, seeds=6, dataset=object())
+    ranked = rescore(s, study, top=3, seeds=6, min_gain=0.0, dataset=object())
     assert sorted(runs) == [(0, i) for i in range(6)] + [(1, i) for i in range(3)] + [(2, i) for i in range(6)]
     assert [(r.trial, r.dropped_at, len(r.accuracies)) for r in ranked] == [(0, None, 6), (2, None, 6), (1, 3, 3)]
 
@@ -270,16 +273,17 @@ def test_the_race_drops_what_the_leader_beats_and_gives_the_rest_more_seeds(tmp_
 def test_a_baseline_rests_once_told_apart_from_the_best_searched_graph_and_catches_up_for_a_new_one(tmp_path,
                                                                                                    race_runs):
     runs, table = race_runs
-    table.update({0: (0.80, 0.81, 0.80, 0.80, 0.81),   # the best searched graph over 3 seeds, then overtaken
-                  1: (0.70, 0.90, 0.78, 0.99, 0.99),   # the best from seed 4 on, not told apart from dml over 3
-                  2: (0.60, 0.61, 0.62, 0.60, 0.61)})  # dml: told apart from trial 0 over 3 seeds, it rests
+    # the looks of a race of 10 seeds: after 3, 5 and 10
+    table.update({0: (0.80, 0.81, 0.80, 0.80, 0.81, 0.80, 0.81, 0.80, 0.81, 0.80),  # the best over 3, then overtaken
+                  1: (0.70, 0.90, 0.78, 0.99, 0.99, 0.70, 0.95, 0.75, 0.99, 0.70),  # the best from the look at 5 on,
+                  2: (0.50, 0.51, 0.52, 0.50, 0.51)})  # not told apart over 3 from dml, which trial 0 was: dml rested
     s, study = race_study(tmp_path, table, baselines={2: "dml"})
-    ranked = rescore(s, study, top=2, seeds=5, dataset=object())
-    # dml's run 3 was trained for trial 1 (which tells it apart over 4 seeds); its run 4 never was
-    assert sorted(runs) == [(0, i) for i in range(5)] + [(1, i) for i in range(5)] + [(2, i) for i in range(4)]
-    assert [(r.trial, r.dropped_at, len(r.accuracies)) for r in ranked] == [(1, None, 5), (0, None, 5), (2, 4, 4)]
+    ranked = rescore(s, study, top=2, seeds=10, dataset=object())
+    # dml's runs 3 and 4 were trained for trial 1 (which tells it apart over 5 seeds); its later ones never were
+    assert sorted(runs) == [(0, i) for i in range(10)] + [(1, i) for i in range(10)] + [(2, i) for i in range(5)]
+    assert [(r.trial, r.dropped_at, len(r.accuracies)) for r in ranked] == [(1, None, 10), (0, None, 10), (2, 5, 5)]
     found = verdict(study)
-    assert found.searched.trial == 1 and found.differences["dml"].seeds == 4 and found.differences["dml"].above_zero
+    assert found.searched.trial == 1 and found.differences["dml"].seeds == 5 and found.differences["dml"].above_zero
 
     table.clear()
     table.update({0: (0.60, 0.61, 0.60), 1: (0.80, 0.81, 0.80)})  # independent beats the one searched graph
@@ -331,7 +335,10 @@ def test_a_searched_graph_shown_to_gain_too_little_leaves_the_race_and_the_verdi
     assert sorted(runs) == [(t, i) for t in (0, 1) for i in range(5)]
     assert [(r.trial, r.dropped_at) for r in ranked] == [(1, None), (0, 5)]
     found = verdict(study)
-    assert found.keep().baseline == "independent" and found.differences["independent"].high < 0.01
+    # the race gives up on a graph at 95 % at every look (that claims no gain); the verdict's interval is the
+    # race's, wider
+    assert found.keep().baseline == "independent" and minus(found.searched, found.best_baseline).high < 0.01
+    assert found.differences["independent"].high > 0.01
     assert found.lines()[-1] == ("no searched graph beats the best baseline, independent, at 95 % (the best, trial 0, "
                                  "gains less than 1.00 points over it at 95 %): keep independent")
     write_results(study, tmp_path)
@@ -340,6 +347,19 @@ def test_a_searched_graph_shown_to_gain_too_little_leaves_the_race_and_the_verdi
     # a race asked before the smallest gain existed ran to its bound, and is replayed so: it waits for seed 5
     study.set_user_attr(RESCORE_ATTR, {"top": 1, "seeds": 8, "split_per_run": True})
     assert not standings(study).done and verdict(study) is None
+
+
+def test_searched_graphs_that_tie_each_other_stop_racing_once_shown_within_the_smallest_gain(tmp_path, race_runs):
+    runs, table = race_runs
+    table.update({0: (0.91, 0.90, 0.91, 0.90, 0.91, 0.90, 0.91, 0.90),   # the leader
+                  1: (0.90, 0.91, 0.90, 0.91, 0.90, 0.91, 0.90, 0.90),   # ties it: within 1 point after 8 seeds
+                  2: (0.80, 0.81, 0.80)})                                # independent: told apart over 3, it rests
+    s, study = race_study(tmp_path, table, baselines={2: "independent"})
+    ranked = rescore(s, study, top=2, seeds=30, min_gain=0.01, dataset=object())
+    assert sorted(runs) == [(t, i) for t in (0, 1) for i in range(8)] + [(2, i) for i in range(3)]  # not 30 each
+    assert [(r.trial, r.dropped_at) for r in ranked] == [(0, None), (1, 8), (2, 3)]
+    found = verdict(study)
+    assert found.beats and found.keep().trial == 0 and found.differences["independent"].seeds == 3
 
 
 def test_a_gain_told_apart_from_zero_wins_even_below_the_smallest_gain(tmp_path, race_runs):
@@ -354,9 +374,40 @@ def test_a_gain_told_apart_from_zero_wins_even_below_the_smallest_gain(tmp_path,
 def test_a_verdict_without_common_seeds_says_so():
     searched = Rescored(2, 0.8, (0.8, None), failed=1, seeds=2)  # its second run diverged, the baseline's first
     independent_ = Rescored(0, 0.7, (None, 0.7), failed=1, seeds=2, baseline="independent")
-    found = Verdict(searched, (independent_,), {}, independent_, beats=False)
-    assert found.lines() == ["no searched graph beats the best baseline, independent, at 95 % (the best, trial 2, "
+    found = Verdict(searched, (independent_,), {}, independent_, beats=False, min_gain=0.0, looks=Looks.of(2))
+    assert found.lines() == ["intervals at 95 %, read after 2 seeds",
+                             "no searched graph beats the best baseline, independent, at 95 % (the best, trial 2, "
                              "shares no seed with it): keep independent"]
+
+
+def test_a_race_reads_its_intervals_at_few_growing_looks_that_keep_95_percent_together():
+    assert looks(30) == (3, 5, 8, 12, 18, 30) and looks(8) == (3, 5, 8) and looks(6) == (3, 6)
+    assert looks(3) == (3,) and looks(1) == (1,)
+    assert Looks.of(30).confidence == pytest.approx(1 - 0.05 / 6) and Looks.of(3).confidence == pytest.approx(0.95)
+    assert Looks.of(30).describe() == ("intervals at 99.17 %, read after 3, 5, 8, 12, 18 and 30 seeds: all 6 looks "
+                                       "together tell apart two graphs that do not differ at most 5 % of the time")
+    # a race asked before races were sequential read a 95 % interval after every seed
+    assert Looks.of(30, sequential=False) == Looks(tuple(range(3, 31)), 0.95)
+    assert Looks.of(30, sequential=False).describe() == "intervals at 95 %, read after each of 3 to 30 seeds"
+
+
+def test_a_race_trains_every_contender_up_to_its_next_look_and_claims_a_gain_only_at_its_confidence(
+        tmp_path, race_runs):
+    runs, table = race_runs
+    # +1 point on every seed but the third: told apart at 95 % after 5 seeds; the race looks after 3 and 6 only
+    table.update({0: (0.81, 0.82, 0.80, 0.81, 0.81, 0.81), 1: (0.80, 0.81, 0.80, 0.80, 0.80, 0.80)})
+    s, study = race_study(tmp_path, table, baselines={1: "independent"})
+    rescore(s, study, top=1, seeds=6, min_gain=0.0, dataset=object())
+    assert sorted(runs) == [(t, i) for t in (0, 1) for i in range(6)]  # the looks after 3 and 6 seeds
+    found = verdict(study)
+    assert found.beats and found.differences["independent"].seeds == 6 and found.looks == Looks((3, 6), 0.975)
+    assert found.lines()[-2] == ("intervals at 97.50 %, read after 3 and 6 seeds: all 2 looks together tell apart "
+                                 "two graphs that do not differ at most 5 % of the time")
+    assert json.loads(json.dumps(found.to_dict()))["looks"] == {"at": [3, 6], "confidence": 97.5}
+    # the same runs in a race asked before races were sequential: a 95 % interval after every seed, told apart at 5
+    study.set_user_attr(RESCORE_ATTR, {"top": 1, "seeds": 6, "split_per_run": True, "min_gain": 0.0})
+    found = verdict(study)
+    assert found.beats and found.differences["independent"].seeds == 5 and found.looks.confidence == 0.95
 
 
 def test_a_baseline_trains_to_its_end_and_runs_once(tmp_path):

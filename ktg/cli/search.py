@@ -102,10 +102,11 @@ def add_parser(commands) -> None:
     group.add_argument("--rescore-top", type=int, default=DEFAULT_RESCORE_TOP, metavar="K", help="after the search, "
                        "race the K best complete searched graphs and the baselines with common fresh seeds and fresh "
                        "held-out splits (run i of every contender: the same seed, the same split): every contender "
-                       "gets 3 seeds, then one more seed at a time while the leader does not beat it at 95 %% "
-                       "(paired t-interval), up to --rescore-seeds; a baseline, while the best searched graph is not "
-                       "told apart from it. best_graph.json is the winner if it beats the "
-                       "best baseline at 95 %%, else that baseline; verdict.json says why. The runs are stored in the "
+                       "gets 3 seeds, then more at a few looks (after 3, 5, 8, 12, 18 and 30 seeds for 30) while the "
+                       "leader does not beat it at 95 %% (paired t-interval), up to --rescore-seeds; a baseline, "
+                       "while the best searched graph is not told apart from it. best_graph.json is the winner if it "
+                       "beats the best baseline at 95 %% over all the looks together (each look at 1 - 0.05 / looks), "
+                       "else that baseline; verdict.json says why. The runs are stored in the "
                        "study: running the command again resumes them, and other workers share them. 0: no race, "
                        "best_graph.json is the luckiest single run (default: %(default)s)")
     group.add_argument("--rescore-seeds", type=int, default=DEFAULT_RESCORE_SEEDS, metavar="S", help="most seeds of "
@@ -113,8 +114,9 @@ def add_parser(commands) -> None:
     group.add_argument("--rescore-min-gain", type=float, default=100 * DEFAULT_RESCORE_MIN_GAIN, metavar="POINTS",
                        help="the smallest gain over the best baseline worth racing for, in points of held-out "
                        "accuracy: a searched graph leaves the race once its paired 95 %% interval against the best "
-                       "baseline lies below it (without lying above zero), so a race of graphs that tie their "
-                       "baselines ends before --rescore-seeds; 0: race them to the bound (default: %(default)g)")
+                       "baseline, or against the best searched graph, lies below it (without lying above zero), so a "
+                       "race of graphs that tie their baselines or each other ends before --rescore-seeds; 0: race "
+                       "them to the bound (default: %(default)g)")
     group.add_argument("--same-seed", action="store_true", help="train every trial with --seed (common random "
                        "numbers: the same initial weights, batch order and augmentation) instead of a seed of its "
                        "own derived from --seed and the trial number")

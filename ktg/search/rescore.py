@@ -7,15 +7,16 @@ search, :func:`rescore` races the ``top`` best complete trials and every baselin
 unrelated to any trial's seed) on the same fresh held-out split (:func:`rescore_split_seed`), so every comparison
 is paired on common random numbers, and none is scored on the split the searched graphs were chosen on.
 
-The race (``docs/method.md#search``) trains every contender with :data:`MIN_SEEDS` seeds, then, seed after seed,
-drops each searched contender that the leader (the best mean so far) beats at 95 %
-(:func:`ktg.stats.paired_difference` on their common seeds), or that is shown to gain less than the smallest gain
-worth racing for over the best baseline (:func:`gains_too_little`, ``--rescore-min-gain``), and trains one more
-seed of the rest, until one searched contender is left or ``seeds`` seeds are spent. A baseline is what the
-verdict measures the winner against, so it is never dropped for losing to the leader: it rests while the best
-searched contender is told apart from it at 95 %, either way, and where a new best is not, it catches up on that
-one's seeds and races on. A contender with a diverging run is dropped. Its state is a function of the stored
-results alone (:func:`standings`), so every worker and every reader agrees on it.
+The race (``docs/method.md#search``) reads its intervals at a few looks (:class:`Looks`: after :data:`MIN_SEEDS`
+seeds, then about 1.5 times as many each look). At each, it drops each searched contender that the leader (the best
+mean so far) beats at 95 % (:func:`ktg.stats.paired_difference` on their common seeds), or that is shown to gain
+less than the smallest gain worth racing for (:func:`gains_too_little`, ``--rescore-min-gain``) over the best
+baseline or over the best searched contender, and trains the rest up to the next look, until one searched contender
+is left or ``seeds`` seeds are spent. A baseline is what the verdict measures the winner against, so it is never
+dropped for losing to the leader: it rests while the best searched contender is told apart from it, either way, at
+the race's confidence (all its looks together wrong at most 5 % of the time), and where a new best is not, it
+catches up on that one's seeds and races on. A contender with a diverging run is dropped. Its state is a function of
+the stored results alone (:func:`standings`), so every worker and every reader agrees on it.
 
 Each run's result is stored in the study (a study user attribute per run), so the storage alone says what was
 raced: ``ktg study show`` reads it anywhere, a re-run resumes, and several workers share the runs. A worker claims a
@@ -50,7 +51,7 @@ from ktg.search.keys import BASELINE_ATTR, CLAIM_PREFIX, GRAPH_ATTR, RESCORE_ATT
 from ktg.search.sampler import stable_hash
 from ktg.search.settings import DEFAULT_RESCORE_MIN_GAIN, RESCORE_DIR, SearchSettings, check_rescore
 from ktg.search.storage import Snapshot, StudyReader
-from ktg.stats import PairedDifference, paired_difference
+from ktg.stats import CONFIDENCE, PairedDifference, paired_difference
 
 if TYPE_CHECKING:  # what reads a study (ktg study show, the leaderboard) imports no PyTorch; rescore_run does
     from ktg.data.images import Dataset
@@ -59,6 +60,8 @@ if TYPE_CHECKING:  # what reads a study (ktg study show, the leaderboard) import
 #: Seeds every contender of a race is trained with before any is dropped: the fewest with which a paired
 #: Student-t interval is not absurdly wide (with 2 seeds its half-width is 12.7 standard errors, with 3 it is 4.3).
 MIN_SEEDS = 3
+#: How many times as many seeds each look of a race reads as the look before (:func:`looks`).
+LOOK_GROWTH = 1.5
 #: How :func:`chosen` says that it took the plain argmax.
 ARGMAX = "highest held-out ensemble accuracy of one run"
 
@@ -199,24 +202,86 @@ class Rescored:
         return f"{self.baseline} (baseline, trial {self.trial})" if self.baseline else f"trial {self.trial}"
 
 
-def minus(a: Rescored, b: Rescored) -> PairedDifference | None:
-    """``a − b`` on the run indices where both have an accuracy (None where they share none)."""
+def minus(a: Rescored, b: Rescored, confidence: float = CONFIDENCE) -> PairedDifference | None:
+    """``a − b`` on the run indices where both have an accuracy, its interval at ``confidence`` (None where they
+    share none)."""
     common = [i for i in range(min(len(a.runs), len(b.runs))) if a.runs[i] is not None and b.runs[i] is not None]
     if not common:
         return None
-    return paired_difference([a.runs[i] for i in common], [b.runs[i] for i in common])
+    return paired_difference([a.runs[i] for i in common], [b.runs[i] for i in common], confidence)
+
+
+def looks(seeds: int) -> tuple[int, ...]:
+    """The numbers of seeds after which a race of at most ``seeds`` seeds reads its intervals: :data:`MIN_SEEDS`,
+    then about :data:`LOOK_GROWTH` times as many each look, the last one at ``seeds`` (3, 5, 8, 12, 18, 30 for 30).
+
+    Few looks, because every look is a chance to tell apart two graphs that do not differ; growing ones, because
+    a look after one more seed of many tells little more than the look before."""
+    found = [min(MIN_SEEDS, seeds)]
+    while found[-1] < seeds:
+        following = math.ceil(found[-1] * LOOK_GROWTH)
+        found.append(following if math.ceil(following * LOOK_GROWTH) <= seeds else seeds)
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class Looks:
+    """When a race reads its paired intervals, and at what confidence each.
+
+    Attributes:
+        at: the numbers of seeds after which it reads them (it trains every contender still racing up to the next).
+        confidence: of each interval. A race reads its intervals several times, and each reading may tell apart two
+            graphs that do not differ; at ``1 − (1 − 0.95) / len(at)`` each, all its readings of one pair of graphs
+            together do so at most 5 % of the time (Bonferroni).
+    """
+
+    at: tuple[int, ...]
+    confidence: float
+
+    @classmethod
+    def of(cls, seeds: int, sequential: bool = True) -> Looks:
+        """The looks of a race of at most ``seeds`` seeds: :func:`looks`, each at the confidence that keeps the
+        race's 95 %; a race asked before races were ``sequential`` read a 95 % interval after every seed."""
+        if not sequential:
+            return cls(tuple(range(min(MIN_SEEDS, seeds), seeds + 1)), CONFIDENCE)
+        at = looks(seeds)
+        return cls(at, 1 - (1 - CONFIDENCE) / len(at))
+
+    def after(self, reached: int) -> int:
+        """The seeds of the look after the one at ``reached`` seeds (the last one's own)."""
+        return next((seeds for seeds in self.at if seeds > reached), self.at[-1])
+
+    def describe(self) -> str:
+        """One sentence on how the race read its intervals."""
+        after = f"read after {_seeds_list(self.at)} seed{'s' * (self.at[-1] != 1)}"
+        if len(self.at) == 1 or self.confidence == CONFIDENCE:
+            return f"intervals at {100 * self.confidence:g} %, {after}"
+        return (f"intervals at {100 * self.confidence:.2f} %, {after}: all "
+                f"{len(self.at)} looks together tell apart two graphs that do not differ at most "
+                f"{100 * (1 - CONFIDENCE):g} % of the time")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"at": list(self.at), "confidence": 100 * self.confidence}
+
+
+def _seeds_list(at: tuple[int, ...]) -> str:
+    if len(at) > 6 and at == tuple(range(at[0], at[-1] + 1)):
+        return f"each of {at[0]} to {at[-1]}"
+    return ", ".join(map(str, at[:-1])) + (" and " if len(at) > 1 else "") + str(at[-1])
 
 
 @dataclass(frozen=True)
 class Standings:
     """The state of a race, best first: the contenders still racing (by mean), then the dropped ones (the
     latest dropped first). ``done``: no contender needs another run; ``seeds``: the seeds the race has reached;
-    ``min_gain``: the smallest gain over the best baseline the race looked for (:func:`gains_too_little`)."""
+    ``min_gain``: the smallest gain over the best baseline the race looked for (:func:`gains_too_little`);
+    ``looks``: when it reads its intervals, at what confidence."""
 
     ranked: tuple[Rescored, ...]
     done: bool
     seeds: int
-    min_gain: float = 0.0
+    min_gain: float
+    looks: Looks
 
 
 def candidates(study: StudyReader, top: int) -> list[FrozenTrial]:
@@ -255,22 +320,27 @@ def standings(study: StudyReader) -> Standings | None:
         return None
     results = {trial.number: (trial, stored_runs(attrs, trial.number, asked["seeds"]))
                for trial in contenders(study, asked["top"])}
-    # A race asked before the smallest gain existed ran its contenders to the bound, and is replayed so.
-    return replay(results, asked["seeds"], asked.get("min_gain", 0.0))
+    # A race asked before the smallest gain existed ran its contenders to the bound, and one asked before races
+    # were sequential read its intervals after every seed: each is replayed as it ran.
+    return replay(results, asked["seeds"], asked.get("min_gain", 0.0), asked.get("sequential") is True)
 
 
 def replay(results: dict[int, tuple[FrozenTrial, list[RaceRun | None]]], seeds: int,
-           min_gain: float = 0.0) -> Standings:
+           min_gain: float = 0.0, sequential: bool = True) -> Standings:
     """The race over ``results`` (trial number → (trial, its stored runs by index)) with at most ``seeds`` seeds
-    (see the module's docstring): seed after seed from :data:`MIN_SEEDS` on, each searched contender the leader
-    beats at 95 %, or shown to gain less than ``min_gain`` over the best baseline (:func:`gains_too_little`), is
-    dropped, and each baseline rests while the best searched contender still racing is told apart from it at 95 %
-    (either way) and races again where it is not; until one searched contender is left with every baseline told
-    apart from it, none is left, or the seeds are spent."""
+    (see the module's docstring): at each of its looks (:meth:`Looks.of`), each searched contender the leader
+    beats, or shown to gain less than ``min_gain`` over the best baseline or over the best searched contender
+    (:func:`gains_too_little`), is dropped, and each baseline rests while the best searched contender still racing
+    is told apart from it (either way) and races again where it is not; until one searched contender is left with
+    every baseline told apart from it, none is left, or the seeds are spent. ``sequential=False`` replays a race
+    asked before 2026-12-08 as it ran: it read a 95 % interval after every seed, and raced searched contenders that
+    tie each other to the bound."""
     dropped: dict[int, int] = {}  # out of the race for good (searched, or diverging), by the seeds it reached
     resting: dict[int, int] = {}  # baselines told apart from the best searched contender, by the seeds they have
     baselines = [number for number, (trial, _) in results.items() if baseline_of(trial) is not None]
-    reached = min(MIN_SEEDS, seeds)
+    schedule = Looks.of(seeds, sequential)
+    confidence = schedule.confidence
+    reached = schedule.at[0]
 
     def rescored(number: int) -> Rescored:
         trial, runs = results[number]
@@ -284,32 +354,36 @@ def replay(results: dict[int, tuple[FrozenTrial, list[RaceRun | None]]], seeds: 
         racing = [rescored(number) for number in results if number not in dropped and number not in resting]
         if not all(r.complete for r in racing):
             # runs of this round are missing: it waits
-            return _ranked(results, rescored, done=False, reached=reached, min_gain=min_gain)
+            return _ranked(results, rescored, done=False, reached=reached, min_gain=min_gain, looks=schedule)
         sound = [r for r in racing if not r.failed and r.accuracies]
         leader = best(sound)
         best_baseline = best([r for r in (rescored(number) for number in baselines if number not in dropped)
                               if not r.failed and r.accuracies])
+        # a race asked since it was sequential also stops telling apart searched graphs that tie each other
+        searched_leader = best([r for r in sound if r.baseline is None]) if sequential else None
         for r in racing:
             if r.failed or (r.baseline is None and ((r is not leader and minus(leader, r).above_zero)
-                                                    or gains_too_little(r, best_baseline, min_gain))):
+                                                    or gains_too_little(r, best_baseline, min_gain)
+                                                    or (r is not searched_leader
+                                                        and gains_too_little(r, searched_leader, min_gain)))):
                 dropped[r.trial] = reached
         searched = [r for r in sound if r.baseline is None and r.trial not in dropped]
         best_searched = best(searched)
         if best_searched is None:  # the baselines beat every searched graph: the best of them is the one to keep
-            return _ranked(results, rescored, done=True, reached=reached, min_gain=min_gain)
+            return _ranked(results, rescored, done=True, reached=reached, min_gain=min_gain, looks=schedule)
         reopened = False
         for number in baselines:
             if number in dropped:
                 continue
-            if told_apart(best_searched, rescored(number)):
+            if told_apart(best_searched, rescored(number), confidence):
                 resting.setdefault(number, reached)
             elif resting.pop(number, reached) < reached:
                 reopened = True  # a new best searched contender is not told apart from it: it catches up first
         if reopened:
             continue
         if reached >= seeds or (len(searched) == 1 and set(baselines) <= {*dropped, *resting}):
-            return _ranked(results, rescored, done=True, reached=reached, min_gain=min_gain)
-        reached += 1
+            return _ranked(results, rescored, done=True, reached=reached, min_gain=min_gain, looks=schedule)
+        reached = schedule.after(reached)
 
 
 def best(contenders: list[Rescored]) -> Rescored | None:
@@ -317,33 +391,34 @@ def best(contenders: list[Rescored]) -> Rescored | None:
     return max(contenders, key=lambda r: (r.mean, -r.trial), default=None)
 
 
-def gains_too_little(searched: Rescored, baseline: Rescored | None, min_gain: float) -> bool:
-    """Whether ``searched`` is shown at 95 % to gain less than ``min_gain`` over ``baseline``
+def gains_too_little(searched: Rescored, baseline: Rescored | None, min_gain: float,
+                     confidence: float = CONFIDENCE) -> bool:
+    """Whether ``searched`` is shown at ``confidence`` to gain less than ``min_gain`` over ``baseline``
     (:func:`below_min_gain`)."""
-    return baseline is not None and below_min_gain(minus(searched, baseline), min_gain)
+    return baseline is not None and below_min_gain(minus(searched, baseline, confidence), min_gain)
 
 
 def below_min_gain(difference: PairedDifference | None, min_gain: float) -> bool:
-    """Whether a paired ``difference`` shows at 95 % a gain below ``min_gain`` (the upper end of its interval lies
-    below it) without lying above zero: no gain worth having is left to find. Never with ``min_gain`` 0, the race
-    that runs its contenders to the bound."""
+    """Whether a paired ``difference`` shows a gain below ``min_gain`` (the upper end of its interval lies below
+    it) without lying above zero: no gain worth having is left to find. Never with ``min_gain`` 0, the race that
+    runs its contenders to the bound."""
     return min_gain > 0 and difference is not None and difference.high < min_gain and not difference.above_zero
 
 
-def told_apart(a: Rescored, b: Rescored) -> bool:
-    """Whether ``a`` and ``b`` differ at 95 % on their common seeds, either way."""
-    difference = minus(a, b)
+def told_apart(a: Rescored, b: Rescored, confidence: float = CONFIDENCE) -> bool:
+    """Whether ``a`` and ``b`` differ at ``confidence`` on their common seeds, either way."""
+    difference = minus(a, b, confidence)
     return difference is not None and (difference.above_zero or difference.below_zero)
 
 
-def _ranked(results, rescored, *, done: bool, reached: int, min_gain: float) -> Standings:
+def _ranked(results, rescored, *, done: bool, reached: int, min_gain: float, looks: Looks) -> Standings:
     everyone = [rescored(number) for number in results]
 
     def key(r: Rescored) -> tuple:
         return (r.dropped_at is not None, -(r.dropped_at or 0), r.failed > 0,
                 -(r.mean if r.mean is not None else -1.0), r.trial)
 
-    return Standings(tuple(sorted(everyone, key=key)), done, reached, min_gain)
+    return Standings(tuple(sorted(everyone, key=key)), done, reached, min_gain, looks)
 
 
 def summaries(study: StudyReader) -> list[Rescored]:
@@ -362,8 +437,10 @@ class Verdict:
         baselines: each baseline contender, in the order the study queued them.
         differences: searched − baseline on their common seeds, by baseline name.
         best_baseline: the baseline with the best mean.
-        beats: whether ``searched`` beats ``best_baseline`` at 95 % (then it is the graph to use).
+        beats: whether ``searched`` beats ``best_baseline`` at 95 % over the race's looks (then it is the graph to
+            use).
         min_gain: the smallest gain over the best baseline the race looked for (0: none).
+        looks: when the race read its intervals, and at what confidence each (the ``differences``' too).
     """
 
     searched: Rescored | None
@@ -371,7 +448,8 @@ class Verdict:
     differences: dict[str, PairedDifference]
     best_baseline: Rescored | None
     beats: bool
-    min_gain: float = 0.0
+    min_gain: float
+    looks: Looks
 
     def keep(self) -> Rescored | None:
         """The graph the study recommends: the searched one where it beats the best baseline, else that baseline."""
@@ -386,6 +464,7 @@ class Verdict:
         best = self.best_baseline
         if best is None:
             return lines + ["no baseline in the study (--baseline): nothing says whether the search paid"]
+        lines.append(self.looks.describe())
         if self.beats:
             lines.append(f"the best searched graph, {self.searched.label}, beats the best baseline, "
                          f"{best.baseline}, at 95 %: use it")
@@ -394,7 +473,7 @@ class Verdict:
             how = ("shares no seed with it" if difference is None
                    else "is worse than it at 95 %" if difference.below_zero
                    else f"gains less than {100 * self.min_gain:.2f} points over it at 95 %"
-                   if below_min_gain(difference, self.min_gain) else "is not told apart from it")
+                   if below_min_gain(minus(self.searched, best), self.min_gain) else "is not told apart from it")
             lines.append(f"no searched graph beats the best baseline, {best.baseline}, at 95 % (the best, "
                          f"{self.searched.label}, {how}): keep {best.baseline}")
         return lines
@@ -412,7 +491,7 @@ class Verdict:
         return {"searched": contender(self.searched), "baselines": [contender(b) for b in self.baselines],
                 "differences": {name: d.to_dict() for name, d in self.differences.items()},
                 "best_baseline": None if self.best_baseline is None else self.best_baseline.baseline,
-                "beats_best_baseline": self.beats, "min_gain": 100 * self.min_gain,
+                "beats_best_baseline": self.beats, "min_gain": 100 * self.min_gain, "looks": self.looks.to_dict(),
                 "keep": None if keep is None else keep.label,
                 "summary": self.lines()}
 
@@ -431,13 +510,13 @@ def judge(found: Standings | None) -> Verdict | None:
     differences = {}
     if searched is not None:
         for b in baselines:
-            difference = minus(searched, b)
+            difference = minus(searched, b, found.looks.confidence)
             if difference is not None:
                 differences[b.baseline] = difference
     best_baseline = best([b for b in baselines if b.mean is not None])
     beats = searched is not None and best_baseline is not None and best_baseline.baseline in differences \
         and differences[best_baseline.baseline].above_zero
-    return Verdict(searched, baselines, differences, best_baseline, beats, found.min_gain)
+    return Verdict(searched, baselines, differences, best_baseline, beats, found.min_gain, found.looks)
 
 
 def chosen(study: StudyReader) -> tuple[FrozenTrial, str] | None:
@@ -498,7 +577,8 @@ def rescore(settings: SearchSettings, study: optuna.Study, *, top: int, seeds: i
     """
     check_rescore(top, seeds, min_gain)
     # A race asked before held out the search's own split; asked now, its runs are raced again, a split each.
-    study.set_user_attr(RESCORE_ATTR, {"top": top, "seeds": seeds, "split_per_run": True, "min_gain": min_gain})
+    study.set_user_attr(RESCORE_ATTR, {"top": top, "seeds": seeds, "split_per_run": True, "min_gain": min_gain,
+                                       "sequential": True})
     worker = f"{socket.gethostname()}:{os.getpid()}"
     dataset = dataset if dataset is not None else settings.data_source.load()
     while True:
