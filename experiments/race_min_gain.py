@@ -66,23 +66,28 @@ def from_verdict(path: Path) -> Race:
         raise KTGError(f"{path}: not a verdict.json of ktg search ({type(error).__name__}: {error})") from None
     if not results:
         raise KTGError(f"{path}: the verdict holds no contender with runs")
-    return results, max(len(runs) for _, runs in results.values()), "looks" in found
+    # a run the file does not hold was never trained: a replay that asks for it waits for it, as the race would
+    seeds = max(len(runs) for _, runs in results.values())
+    padded = {number: (trial, runs + [None] * (seeds - len(runs))) for number, (trial, runs) in results.items()}
+    return padded, seeds, "looks" in found
 
 
 #: ``--looks``: whether the replay is sequential (None: as the race ran).
 LOOKS = {"as-run": None, "every-seed": False, "sequential": True}
 
 
-def describe(found: Standings) -> tuple[str, str, int]:
-    """What the race keeps, its best searched graph − the best baseline, and the runs it trained."""
+def describe(found: Standings) -> tuple[str, str, str, int]:
+    """What the race keeps, its best searched graph − the best baseline, − the other baselines, and the runs it
+    trained."""
     verdict = judge(found)
     if verdict is None:
-        return "(not finished)", "", sum(r.seeds for r in found.ranked)
+        return "(not finished)", "", "", sum(r.seeds for r in found.ranked)
     keep = verdict.keep()
-    best = verdict.best_baseline
-    difference = verdict.differences.get(best.baseline) if best is not None and verdict.searched else None
+    best = verdict.best_baseline.baseline if verdict.best_baseline is not None else None
+    difference = verdict.differences.get(best)
     said = f"{verdict.searched.label}: {difference.describe()}" if difference is not None else ""
-    return keep.label if keep is not None else "nothing", said, sum(r.seeds for r in found.ranked)
+    others = "; ".join(f"{name}: {other.describe()}" for name, other in verdict.differences.items() if name != best)
+    return keep.label if keep is not None else "nothing", said, others, sum(r.seeds for r in found.ranked)
 
 
 def main() -> int:
@@ -97,15 +102,15 @@ def main() -> int:
         parser.error(f"--min-gains must be points from 0 to below 100, got {args.min_gains}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     races = {path: from_verdict(path) if path.suffix == ".json" else from_study(path) for path in args.races}
-    print("| race | looks | smallest gain | keep | best searched − best baseline | runs |")
-    print("|---|---|---|---|---|---|")
+    print("| race | looks | smallest gain | keep | best searched − best baseline | − the other baselines | runs |")
+    print("|---|---|---|---|---|---|---|")
     for path, (results, seeds, sequential) in races.items():
         for looks in args.looks:
             for min_gain in args.min_gains:
                 found = replay(results, seeds, min_gain / 100, LOOKS[looks] if LOOKS[looks] is not None else sequential)
-                keep, said, runs = describe(found)
+                keep, said, others, runs = describe(found)
                 confidence = f"{100 * found.looks.confidence:.2f} % at {len(found.looks.at)}"
-                print(f"| {path} | {confidence} | {min_gain:g} | {keep} | {said} | {runs} |")
+                print(f"| {path} | {confidence} | {min_gain:g} | {keep} | {said} | {others} | {runs} |")
     return 0
 
 
