@@ -2,7 +2,7 @@
 """How often a race claims a gain that is not there, how often it finds one that is, and what it spends: races of
 simulated runs, replayed by the race's own code (:func:`ktg.search.rescore.replay`).
 
-    python experiments/race_error.py                       # every scenario, 1,000 races each (about 6 minutes)
+    python experiments/race_error.py                       # every scenario, 1,000 races each (about 4 CPU-minutes)
     python experiments/race_error.py --scenarios tie --races 200
 
 Each simulated race has the contenders of ``ktg search``'s default race: the 3 best searched graphs and the
@@ -16,10 +16,10 @@ trial trains) and by 3–5 with the short trials before.
 Scenarios: ``tie`` (every searched graph as good as ``independent``: any graph the race keeps other than a baseline
 is a gain claimed that is not there), ``gain 1`` and ``gain 2`` (the first searched graph is 1 or 2 points better,
 the others tie ``independent``), ``all gain 2`` (all three are 2 points better, and tie each other). For each, both
-ways a race can read its intervals (``every-seed``: a 95 % interval after every seed, the race before 2026-12-08;
-``sequential``: :meth:`ktg.search.rescore.Looks.of`), it prints how often the race kept a searched graph, how often
-it kept the better one, the runs it trained (mean), and its rounds: the looks it reached, each a batch of runs that
-as many workers as runs can train at once. """
+ways a race can read its intervals (``every-seed``: a 95 % interval after every seed, the race until the evening of
+2026-12-07; ``sequential``: :meth:`ktg.search.rescore.Looks.of`), it prints how often the race kept a searched
+graph, how often it kept the better one, the runs it trained (mean), and its rounds: the looks it reached, each a
+batch of runs that as many workers as runs can train at once."""
 
 from __future__ import annotations
 

@@ -5,15 +5,14 @@ at their intervals, and print what each would have decided and spent.
     python experiments/race_min_gain.py runs/miniature/search docs/results/*-verdict*.json --min-gains 0 1 1.5 2
     python experiments/race_min_gain.py docs/results/*-verdict*.json --looks every-seed sequential
 
-A race's state is a function of its stored runs alone (:func:`ktg.search.rescore.replay`), and a smallest gain
-only ever stops runs sooner, so every race of a smaller bound is a prefix of the stored one: nothing is retrained.
-A race replayed with other looks (``--looks``: ``as-run``, the default; ``every-seed``, a 95 % interval after every
-seed, as races asked before 2026-12-08 read them; ``sequential``, :meth:`ktg.search.rescore.Looks.of`) may ask for
-runs the stored race never trained: it then reads "(not finished)" with the runs it holds.
-A search folder (or a study file) replays its whole race, every contender. A ``verdict.json`` holds the runs of the
-race's best searched graph and of the baselines only, so its replay leaves out the searched contenders that were
-dropped: it says whether the smallest gain would have dropped the graph the verdict names, and when.
-"""
+A race's state is a function of its stored runs alone (:func:`ktg.search.rescore.replay`), and a smallest gain only
+ever stops runs sooner, so every race of a smaller bound is a prefix of the stored one: nothing is retrained. A race
+replayed with other looks (``--looks``: ``as-run``, the default; ``every-seed``, a 95 % interval after every seed,
+as races asked until the evening of 2026-12-07 read them; ``sequential``, :meth:`ktg.search.rescore.Looks.of`) may
+ask for runs the stored race never trained: it then reads "(not finished)" with the runs it holds. A search folder
+(or a study file) replays its whole race, every contender. A ``verdict.json`` holds the runs of the race's best
+searched graph and of the baselines only, so its replay leaves out the searched contenders that were dropped: it
+says whether the smallest gain would have dropped the graph the verdict names, and when."""
 
 from __future__ import annotations
 

@@ -327,14 +327,14 @@ def standings(study: StudyReader) -> Standings | None:
 
 def replay(results: dict[int, tuple[FrozenTrial, list[RaceRun | None]]], seeds: int,
            min_gain: float = 0.0, sequential: bool = True) -> Standings:
-    """The race over ``results`` (trial number → (trial, its stored runs by index)) with at most ``seeds`` seeds
-    (see the module's docstring): at each of its looks (:meth:`Looks.of`), each searched contender the leader
-    beats, or shown to gain less than ``min_gain`` over the best baseline or over the best searched contender
-    (:func:`gains_too_little`), is dropped, and each baseline rests while the best searched contender still racing
-    is told apart from it (either way) and races again where it is not; until one searched contender is left with
-    every baseline told apart from it, none is left, or the seeds are spent. ``sequential=False`` replays a race
-    asked before 2026-12-08 as it ran: it read a 95 % interval after every seed, and raced searched contenders that
-    tie each other to the bound."""
+    """The race over ``results`` (trial number → (trial, its stored runs by index)) with at most ``seeds`` seeds (see
+    the module's docstring): at each of its looks (:meth:`Looks.of`), each searched contender the leader beats,
+    or shown to gain less than ``min_gain`` over the best baseline or over the best searched contender
+    (:func:`gains_too_little`), is dropped, and each baseline rests while the best searched contender still
+    racing is told apart from it (either way) and races again where it is not; until one searched contender is
+    left with every baseline told apart from it, none is left, or the seeds are spent. ``sequential=False``
+    replays a race asked before races were sequential (its stored request lacks ``sequential``) as it ran: it
+    read a 95 % interval after every seed, and raced searched contenders that tie each other to the bound."""
     dropped: dict[int, int] = {}  # out of the race for good (searched, or diverging), by the seeds it reached
     resting: dict[int, int] = {}  # baselines told apart from the best searched contender, by the seeds they have
     baselines = [number for number, (trial, _) in results.items() if baseline_of(trial) is not None]

@@ -43,8 +43,10 @@ DEFAULT_BASELINES = ("independent", "dml")
 #: The race after the search (``--rescore-top K --rescore-seeds S``): the K best searched graphs and the baselines,
 #: up to S common fresh seeds each. Measured on the low-data MNIST folder (docs/results.md#how-many-seeds-a-race-needs),
 #: the race's paired differences spread by 1.5-3 points a run, so 6 seeds tell apart only gains of 2-3 points; the
-#: searched graph that beats independent there by 0.85 points was told apart after 27 seeds. The race stops as soon
-#: as its contenders are told apart, so S is a bound on its cost, (K + baselines) * S full runs at worst.
+#: searched graph that beats independent there by 0.85 points was told apart after 27 seeds by a 95 % interval read
+#: after every seed; read at the race's looks (99.17 % each for 30 seeds), 30 seeds at that spread (2 points) tell
+#: apart about 1 point. The race stops as soon as its contenders are told apart, so S is a bound on its cost,
+#: (K + baselines) * S full runs at worst.
 DEFAULT_RESCORE_TOP = 3
 DEFAULT_RESCORE_SEEDS = 30
 #: The smallest gain over the best baseline worth racing for (``--rescore-min-gain``, a fraction of the held-out
@@ -165,8 +167,8 @@ class SearchSettings:
         rescore_top, rescore_seeds, rescore_min_gain: the race every worker joins once the search is done
             (:func:`ktg.search.rescore.rescore`): the ``rescore_top`` best searched graphs and the baselines, up to
             ``rescore_seeds`` seeds each, a searched graph dropped once shown to gain less than ``rescore_min_gain``
-            (a fraction) over the best baseline; 0 top: no race. Not part of the study's identity: a later command
-            may race more graphs or seeds, reusing the runs stored.
+            (a fraction) over the best baseline or the best searched graph; 0 top: no race. Not part of the
+            study's identity: a later command may race more graphs or seeds, reusing the runs stored.
     """
 
     space: SearchSpace
