@@ -404,6 +404,12 @@ def test_a_race_trains_every_contender_up_to_its_next_look_and_claims_a_gain_onl
     assert found.lines()[-2] == ("intervals at 97.50 %, read after 3 and 6 seeds: all 2 looks together tell apart "
                                  "two graphs that do not differ at most 5 % of the time")
     assert json.loads(json.dumps(found.to_dict()))["looks"] == {"at": [3, 6], "confidence": 97.5}
+    assert standings(study).describe() == "race: done after 6 seeds and 12 runs (looks after 3 and 6 seeds)"
+    # asked for up to 12 seeds, the race reads its intervals after 3, 5, 8 and 12: at 8 it waits for runs 6 and 7
+    study.set_user_attr(RESCORE_ATTR, {"top": 1, "seeds": 12, "split_per_run": True, "min_gain": 0.0,
+                                       "sequential": True})
+    assert standings(study).describe() == ("race: look 3 of 4 (looks after 3, 5, 8 and 12 seeds): 2 contenders "
+                                           "racing, 12 of the 16 runs it asks of them finished, 12 runs in all")
     # the same runs in a race asked before races were sequential: a 95 % interval after every seed, told apart at 5
     study.set_user_attr(RESCORE_ATTR, {"top": 1, "seeds": 6, "split_per_run": True, "min_gain": 0.0})
     found = verdict(study)

@@ -46,7 +46,7 @@ def run_show(args: argparse.Namespace) -> int:
     url = resolve_storage_url(args.storage)
 
     from ktg.search.keys import SETTINGS_ATTR
-    from ktg.search.rescore import chosen, verdict
+    from ktg.search.rescore import chosen, judge, standings
     from ktg.search.results import export_graph, format_table, leaderboard, state_counts, write_leaderboard
     from ktg.search.storage import Snapshot, display_url, load_study  # after the checks that need no framework
 
@@ -63,10 +63,13 @@ def run_show(args: argparse.Namespace) -> int:
     print("trials: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
     rows = leaderboard(study)
     best = chosen(study)
-    found = verdict(study)
+    race = standings(study)
+    found = judge(race)
     if best is not None:
         how = "race over common fresh seeds" if found is not None else best[1]
         print(f"best: trial {best[0].number}, ensemble {100 * best[0].value:.2f} % in the search, chosen by the {how}")
+    if race is not None:
+        print(race.describe())
     if found is not None:
         print("verdict, in the search's own regime:\n" + "\n".join(f"  {line}" for line in found.lines()))
     print(format_table(rows, top=args.top or None))

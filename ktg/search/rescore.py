@@ -283,6 +283,18 @@ class Standings:
     min_gain: float
     looks: Looks
 
+    def describe(self) -> str:
+        """One line on where the race stands: done, or at which look, with how many of that look's runs."""
+        trained = sum(len(r.accuracies) + r.failed for r in self.ranked)
+        looks = f"looks after {_seeds_list(self.looks.at)} seeds"
+        if self.done:
+            return f"race: done after {self.seeds} seeds and {trained} runs ({looks})"
+        racing = [r for r in self.ranked if r.dropped_at is None]
+        finished = sum(len(r.accuracies) + r.failed for r in racing)
+        return (f"race: look {self.looks.at.index(self.seeds) + 1} of {len(self.looks.at)} ({looks}): "
+                f"{len(racing)} contenders racing, {finished} of the {sum(r.seeds for r in racing)} runs it asks "
+                f"of them finished, {trained} runs in all")
+
 
 def candidates(study: StudyReader, top: int) -> list[FrozenTrial]:
     """The ``top`` complete searched trials with the highest search score (the lowest number among equals)."""
