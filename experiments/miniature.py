@@ -53,7 +53,7 @@ from ktg.run_folder import RunFolder
 from ktg.runtime import resolve_device
 from ktg.search.objective import TRIALS_DIR
 from ktg.search.settings import BEST_GRAPH, LEADERBOARD, VERDICT
-from ktg.stats import paired_difference
+from ktg.stats import CONFIDENCE, paired_difference
 
 BASELINES = ("independent", "dml")
 #: The race's best searched graph, trained on the test split beside the baselines.
@@ -410,7 +410,8 @@ def figure(results: dict[str, Any], path: Path) -> None:
             results["paired"].items() for measure, d in measures.items()]
     verdict = results["search"]["verdict"] or {"differences": {}}
     looks = verdict.get("looks")  # a race's intervals are read at its own confidence (99.17 % for 6 looks)
-    race = f"search's race ({looks['confidence']:.2f} %)" if looks and looks["confidence"] != 95 else "search's race"
+    race = (f"search's race ({looks['confidence']:.2f} %)" if looks and looks["confidence"] != 100 * CONFIDENCE
+            else "search's race")
     rows += [(f"{race} vs {baseline}", d, "C1") for baseline, d in verdict["differences"].items()
              if d["low"] is not None]
     for y, (_, d, colour) in enumerate(rows):

@@ -64,7 +64,7 @@ def race(rng: np.random.Generator, gains: tuple[float, ...], *, seeds: int, pair
     found = replay(results, seeds, min_gain / 100, sequential)
     kept = judge(found).keep()
     return (kept.baseline is None, kept.trial == 0, sum(r.seeds for r in found.ranked),
-            found.looks.at.index(found.seeds) + 1)
+            found.look)
 
 
 def main() -> int:

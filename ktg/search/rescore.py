@@ -251,23 +251,25 @@ class Looks:
         """The seeds of the look after the one at ``reached`` seeds (the last one's own)."""
         return next((seeds for seeds in self.at if seeds > reached), self.at[-1])
 
+    @property
+    def when(self) -> str:
+        """``after 3, 5 and 8 seeds``, ``after each of 3 to 30 seeds``."""
+        if len(self.at) > 6 and self.at == tuple(range(self.at[0], self.at[-1] + 1)):
+            listed = f"each of {self.at[0]} to {self.at[-1]}"
+        else:
+            listed = ", ".join(map(str, self.at[:-1])) + (" and " if len(self.at) > 1 else "") + str(self.at[-1])
+        return f"after {listed} seed{'s' * (self.at[-1] != 1)}"
+
     def describe(self) -> str:
         """One sentence on how the race read its intervals."""
-        after = f"read after {_seeds_list(self.at)} seed{'s' * (self.at[-1] != 1)}"
         if len(self.at) == 1 or self.confidence == CONFIDENCE:
-            return f"intervals at {100 * self.confidence:g} %, {after}"
-        return (f"intervals at {100 * self.confidence:.2f} %, {after}: all "
+            return f"intervals at {100 * self.confidence:g} %, read {self.when}"
+        return (f"intervals at {100 * self.confidence:.2f} %, read {self.when}: all "
                 f"{len(self.at)} looks together tell apart two graphs that do not differ at most "
                 f"{100 * (1 - CONFIDENCE):g} % of the time")
 
     def to_dict(self) -> dict[str, Any]:
         return {"at": list(self.at), "confidence": 100 * self.confidence}
-
-
-def _seeds_list(at: tuple[int, ...]) -> str:
-    if len(at) > 6 and at == tuple(range(at[0], at[-1] + 1)):
-        return f"each of {at[0]} to {at[-1]}"
-    return ", ".join(map(str, at[:-1])) + (" and " if len(at) > 1 else "") + str(at[-1])
 
 
 @dataclass(frozen=True)
@@ -283,15 +285,20 @@ class Standings:
     min_gain: float
     looks: Looks
 
+    @property
+    def look(self) -> int:
+        """Which of its looks the race has reached, from 1."""
+        return self.looks.at.index(self.seeds) + 1
+
     def describe(self) -> str:
         """One line on where the race stands: done, or at which look, with how many of that look's runs."""
         trained = sum(len(r.accuracies) + r.failed for r in self.ranked)
-        looks = f"looks after {_seeds_list(self.looks.at)} seeds"
+        looks = f"looks {self.looks.when}"
         if self.done:
             return f"race: done after {self.seeds} seeds and {trained} runs ({looks})"
         racing = [r for r in self.ranked if r.dropped_at is None]
         finished = sum(len(r.accuracies) + r.failed for r in racing)
-        return (f"race: look {self.looks.at.index(self.seeds) + 1} of {len(self.looks.at)} ({looks}): "
+        return (f"race: look {self.look} of {len(self.looks.at)} ({looks}): "
                 f"{len(racing)} contenders racing, {finished} of the {sum(r.seeds for r in racing)} runs it asks "
                 f"of them finished, {trained} runs in all")
 
