@@ -409,11 +409,15 @@ def figure(results: dict[str, Any], path: Path) -> None:
     rows = [(f"{measure.replace('_', ' ')} vs {baseline}", d, "C2") for baseline, measures in
             results["paired"].items() for measure, d in measures.items()]
     verdict = results["search"]["verdict"] or {"differences": {}}
-    looks = verdict.get("looks")  # a race's intervals are read at its own confidence (99.17 % for 6 looks)
-    race = (f"search's race ({looks['confidence']:.2f} %)" if looks and looks["confidence"] != 100 * CONFIDENCE
-            else "search's race")
-    rows += [(f"{race} vs {baseline}", d, "C1") for baseline, d in verdict["differences"].items()
-             if d["low"] is not None]
+    # a race reads its intervals at confidences of its own (96.80 % at the last of 6 looks), each difference at its
+    # look's; a verdict from before 2026-12-08 has one confidence for all its looks, or none (95 %)
+    race_confidence = (verdict.get("looks") or {}).get("confidence", 100 * CONFIDENCE)
+    for baseline, d in verdict["differences"].items():
+        if d["low"] is None:
+            continue
+        confidence = d.get("confidence", race_confidence)
+        race = f"search's race ({confidence:.2f} %)" if confidence != 100 * CONFIDENCE else "search's race"
+        rows.append((f"{race} vs {baseline}", d, "C1"))
     for y, (_, d, colour) in enumerate(rows):
         right.errorbar(d["mean"], y, xerr=[[d["mean"] - d["low"]], [d["high"] - d["mean"]]], fmt="o", capsize=4,
                        color=colour)

@@ -3,16 +3,17 @@
 at their intervals, and print what each would have decided and spent.
 
     python experiments/race_min_gain.py runs/miniature/search docs/results/*-verdict*.json --min-gains 0 1 1.5 2
-    python experiments/race_min_gain.py docs/results/*-verdict*.json --looks every-seed sequential
+    python experiments/race_min_gain.py docs/results/*-verdict*.json --looks every-seed even-shares growing-shares
 
 A race's state is a function of its stored runs alone (:func:`ktg.search.rescore.replay`), and a smallest gain only
 ever stops runs sooner, so every race of a smaller bound is a prefix of the stored one: nothing is retrained. A race
-replayed with other looks (``--looks``: ``as-run``, the default; ``every-seed``, a 95 % interval after every seed,
-as races asked until the evening of 2026-12-07 read them; ``sequential``, :meth:`ktg.search.rescore.Looks.of`) may
-ask for runs the stored race never trained: it then reads "(not finished)" with the runs it holds. A search folder
-(or a study file) replays its whole race, every contender. A ``verdict.json`` holds the runs of the race's best
-searched graph and of the baselines only, so its replay leaves out the searched contenders that were dropped: it
-says whether the smallest gain would have dropped the graph the verdict names, and when."""
+replayed with another way of reading its intervals (``--looks``: ``as-run``, the default, or one of
+:data:`ktg.search.rescore.READINGS`: ``every-seed``, a 95 % interval after every seed, as races asked until the
+evening of 2026-12-07 read them; ``even-shares`` and ``growing-shares``, at the race's looks) may ask for runs the
+stored race never trained: it then reads "(not finished)" with the runs it holds. A search folder (or a study file)
+replays its whole race, every contender. A ``verdict.json`` holds the runs of the race's best searched graph and of
+the baselines only, so its replay leaves out the searched contenders that were dropped: it says whether the smallest
+gain would have dropped the graph the verdict names, and when."""
 
 from __future__ import annotations
 
@@ -27,12 +28,12 @@ from optuna.trial import FrozenTrial, TrialState
 from ktg.cli import quiet_when_the_reader_leaves
 from ktg.errors import KTGError
 from ktg.search.keys import BASELINE_ATTR, RESCORE_ATTR
-from ktg.search.rescore import RaceRun, Standings, contenders, judge, replay, stored_runs
+from ktg.search.rescore import READINGS, RaceRun, Standings, contenders, judge, reading_of, replay, stored_runs
 from ktg.search.settings import STUDY_DB, resolve_storage_url
 from ktg.search.storage import Snapshot, load_study
 
-#: A race's results, its bound, and whether it ran sequential looks.
-Race = tuple[dict[int, tuple[FrozenTrial, list[RaceRun | None]]], int, bool]
+#: A race's results, its bound, and how it read its intervals (:data:`ktg.search.rescore.READINGS`).
+Race = tuple[dict[int, tuple[FrozenTrial, list[RaceRun | None]]], int, str]
 
 
 def from_study(path: Path) -> Race:
@@ -44,12 +45,12 @@ def from_study(path: Path) -> Race:
     if not isinstance(asked, dict):
         raise KTGError(f"{path}: the study holds no race (ktg search --rescore-top K)")
     return ({trial.number: (trial, stored_runs(study.user_attrs, trial.number, asked["seeds"]))
-             for trial in contenders(study, asked["top"])}, asked["seeds"], asked.get("sequential") is True)
+             for trial in contenders(study, asked["top"])}, asked["seeds"], reading_of(asked))
 
 
 def from_verdict(path: Path) -> Race:
-    """The searched graph and the baselines of ``verdict.json`` at ``path``, with their runs; its bound: as many
-    seeds as the longest of them ran."""
+    """The searched graph and the baselines of ``verdict.json`` at ``path``, with their runs; its bound: its last
+    look's seeds, or for a verdict without looks as many seeds as the longest of them ran."""
     try:
         found = json.loads(path.read_text())
         results = {}
@@ -65,14 +66,17 @@ def from_verdict(path: Path) -> Race:
         raise KTGError(f"{path}: not a verdict.json of ktg search ({type(error).__name__}: {error})") from None
     if not results:
         raise KTGError(f"{path}: the verdict holds no contender with runs")
-    # a run the file does not hold was never trained: a replay that asks for it waits for it, as the race would
-    seeds = max(len(runs) for _, runs in results.values())
+    # a run the file does not hold was never trained: a replay that asks for it waits for it, as the race would;
+    # the bound is the last look's where the verdict has looks (a race that ended sooner ran fewer seeds)
+    looks = found.get("looks")
+    seeds = max(max(len(runs) for _, runs in results.values()), looks["at"][-1] if looks else 0)
     padded = {number: (trial, runs + [None] * (seeds - len(runs))) for number, (trial, runs) in results.items()}
-    return padded, seeds, "looks" in found
+    # a verdict written before its race said how it read its intervals: even shares at its looks if it has looks
+    return padded, seeds, "every-seed" if looks is None else looks.get("reading", "even-shares")
 
 
-#: ``--looks``: whether the replay is sequential (None: as the race ran).
-LOOKS = {"as-run": None, "every-seed": False, "sequential": True}
+#: ``--looks``: how the replay reads its intervals.
+LOOKS = ("as-run", *READINGS)
 
 
 def describe(found: Standings) -> tuple[str, str, str, int]:
@@ -103,12 +107,14 @@ def main() -> int:
     races = {path: from_verdict(path) if path.suffix == ".json" else from_study(path) for path in args.races}
     print("| race | looks | smallest gain | keep | best searched − best baseline | − the other baselines | runs |")
     print("|---|---|---|---|---|---|---|")
-    for path, (results, seeds, sequential) in races.items():
+    for path, (results, seeds, reading) in races.items():
         for looks in args.looks:
             for min_gain in args.min_gains:
-                found = replay(results, seeds, min_gain / 100, LOOKS[looks] if LOOKS[looks] is not None else sequential)
+                found = replay(results, seeds, min_gain / 100, reading if looks == "as-run" else looks)
                 keep, said, others, runs = describe(found)
-                confidence = f"{100 * found.looks.confidence:.2f} % at {len(found.looks.at)}"
+                confidences = sorted({f"{100 * c:.2f}" for c in found.looks.confidences}, key=float, reverse=True)
+                confidence = (f"{found.looks.reading}, {'–'.join(confidences[::len(confidences) - 1 or 1])} % at "
+                              f"{len(found.looks.at)}")
                 print(f"| {path} | {confidence} | {min_gain:g} | {keep} | {said} | {others} | {runs} |")
     return 0
 

@@ -29,9 +29,10 @@ class PairedDifference:
 
     Attributes:
         mean: the mean difference.
-        low, high: its two-sided :data:`CONFIDENCE` Student-t interval (±inf below two seeds: nothing is known).
+        low, high: its two-sided Student-t interval at ``confidence`` (±inf below two seeds: nothing is known).
         seeds: how many paired seeds.
         wins: on how many of them ``a`` was higher.
+        confidence: of the interval; :data:`CONFIDENCE` unless the interval is one reading of several (a race's).
     """
 
     mean: float
@@ -39,30 +40,33 @@ class PairedDifference:
     high: float
     seeds: int
     wins: int
+    confidence: float = CONFIDENCE
 
     @property
     def above_zero(self) -> bool:
-        """Whether ``a`` beats ``b`` at :data:`CONFIDENCE` (the interval lies above zero)."""
+        """Whether ``a`` beats ``b`` at the interval's confidence (the interval lies above zero)."""
         return self.low > 0
 
     @property
     def below_zero(self) -> bool:
-        """Whether ``b`` beats ``a`` at :data:`CONFIDENCE`."""
+        """Whether ``b`` beats ``a`` at the interval's confidence."""
         return self.high < 0
 
     def describe(self, scale: float = 100.0) -> str:
-        """``+1.23 [+0.40, +2.06] over 5 paired seeds`` (points of % with the default ``scale``)."""
+        """``+1.23 [+0.40, +2.06] over 5 paired seeds`` (points of % with the default ``scale``), with ``at 96.80 %``
+        after it for an interval at another confidence than :data:`CONFIDENCE`."""
         interval = (f"[{scale * self.low:+.2f}, {scale * self.high:+.2f}]" if math.isfinite(self.low)
                     else "[no interval below 2 seeds]")
-        return f"{scale * self.mean:+.2f} {interval} over {self.seeds} paired seed{'s' * (self.seeds != 1)}"
+        at = f" at {100 * self.confidence:.2f} %" if self.confidence != CONFIDENCE and math.isfinite(self.low) else ""
+        return f"{scale * self.mean:+.2f} {interval} over {self.seeds} paired seed{'s' * (self.seeds != 1)}{at}"
 
     def to_dict(self, scale: float = 100.0) -> dict[str, float | int | None]:
-        """JSON-ready, in points of % with the default ``scale`` (an unknown bound as None)."""
+        """JSON-ready, in points of % with the default ``scale`` (an unknown bound as None); the confidence in %."""
         def bound(value: float) -> float | None:
             return scale * value if math.isfinite(value) else None
 
         return {"mean": scale * self.mean, "low": bound(self.low), "high": bound(self.high), "seeds": self.seeds,
-                "wins": self.wins}
+                "wins": self.wins, "confidence": 100 * self.confidence}
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> PairedDifference:
@@ -76,7 +80,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
     mean = statistics.fmean(differences)
     wins = sum(d > 0 for d in differences)
     if len(differences) < 2:
-        return PairedDifference(mean, -math.inf, math.inf, 1, wins)
+        return PairedDifference(mean, -math.inf, math.inf, 1, wins, confidence)
     half = (t_quantile(1 - (1 - confidence) / 2, len(differences) - 1) * statistics.stdev(differences)
             / math.sqrt(len(differences)))
-    return PairedDifference(mean, mean - half, mean + half, len(differences), wins)
+    return PairedDifference(mean, mean - half, mean + half, len(differences), wins, confidence)

@@ -16,7 +16,7 @@ def test_the_digits_tie_ends_sooner_with_a_smallest_gain_and_keeps_its_verdict()
     done = replay("docs/results/digits-30-verdict.json", "--min-gains", "0", "1")
     assert done.returncode == 0, done.stderr
     rows = [line.split(" | ") for line in done.stdout.splitlines()[2:]]
-    assert {row[1] for row in rows} == {"95.00 % at 28"}  # replayed as it ran: a 95 % interval after every seed
+    assert {row[1] for row in rows} == {"every-seed, 95.00 % at 28"}  # replayed as it ran: 95 % after every seed
     assert [(row[2], row[3], row[4], row[6]) for row in rows] == [
         ("0", "independent (baseline, trial 0)", "trial 20: -0.13 [-0.97, +0.70] over 30 paired seeds", "66 |"),
         ("1", "independent (baseline, trial 0)", "trial 20: +0.13 [-0.72, +0.98] over 23 paired seeds", "52 |")]

@@ -284,6 +284,8 @@ def test_a_baseline_rests_once_told_apart_from_the_best_searched_graph_and_catch
     assert [(r.trial, r.dropped_at, len(r.accuracies)) for r in ranked] == [(1, None, 10), (0, None, 10), (2, 5, 5)]
     found = verdict(study)
     assert found.searched.trial == 1 and found.differences["dml"].seeds == 5 and found.differences["dml"].above_zero
+    # dml's difference is read at the look at which it rested, after 5 seeds, not at the last one's confidence
+    assert found.differences["dml"].confidence == Looks.of(10).confidence(5) > Looks.of(10).confidence(10)
 
     table.clear()
     table.update({0: (0.60, 0.61, 0.60), 1: (0.80, 0.81, 0.80)})  # independent beats the one searched graph
@@ -353,18 +355,19 @@ def test_searched_graphs_that_tie_each_other_stop_racing_once_shown_within_the_s
     runs, table = race_runs
     table.update({0: (0.91, 0.90, 0.91, 0.90, 0.91, 0.90, 0.91, 0.90),   # the leader
                   1: (0.90, 0.91, 0.90, 0.91, 0.90, 0.91, 0.90, 0.90),   # ties it: within 1 point after 8 seeds
-                  2: (0.80, 0.81, 0.80)})                                # independent: told apart over 3, it rests
+                  2: (0.80, 0.81, 0.80, 0.80, 0.81)})                    # independent: told apart over 5, it rests
     s, study = race_study(tmp_path, table, baselines={2: "independent"})
     ranked = rescore(s, study, top=2, seeds=30, min_gain=0.01, dataset=object())
-    assert sorted(runs) == [(t, i) for t in (0, 1) for i in range(8)] + [(2, i) for i in range(3)]  # not 30 each
-    assert [(r.trial, r.dropped_at) for r in ranked] == [(0, None), (1, 8), (2, 3)]
+    assert sorted(runs) == [(t, i) for t in (0, 1) for i in range(8)] + [(2, i) for i in range(5)]  # not 30 each
+    assert [(r.trial, r.dropped_at) for r in ranked] == [(0, None), (1, 8), (2, 5)]
     found = verdict(study)
-    assert found.beats and found.keep().trial == 0 and found.differences["independent"].seeds == 3
+    assert found.beats and found.keep().trial == 0 and found.differences["independent"].seeds == 5
 
 
 def test_a_gain_told_apart_from_zero_wins_even_below_the_smallest_gain(tmp_path, race_runs):
     runs, table = race_runs
-    table.update({0: (0.805, 0.816, 0.804), 1: (0.80, 0.81, 0.80)})  # +0.5 points, told apart from zero
+    # +0.5 points, told apart from zero at the look after 5 seeds (at 95 % already after 3: too little is not shown)
+    table.update({0: (0.805, 0.816, 0.804, 0.806, 0.815), 1: (0.80, 0.81, 0.80, 0.80, 0.81)})
     s, study = race_study(tmp_path, table, baselines={1: "independent"})
     rescore(s, study, top=1, seeds=8, min_gain=0.01, dataset=object())
     found = verdict(study)
@@ -383,12 +386,24 @@ def test_a_verdict_without_common_seeds_says_so():
 def test_a_race_reads_its_intervals_at_few_growing_looks_that_keep_95_percent_together():
     assert looks(30) == (3, 5, 8, 12, 18, 30) and looks(8) == (3, 5, 8) and looks(6) == (3, 6)
     assert looks(3) == (3,) and looks(1) == (1,)
-    assert Looks.of(30).confidence == pytest.approx(1 - 0.05 / 6) and Looks.of(3).confidence == pytest.approx(0.95)
-    assert Looks.of(30).describe() == ("intervals at 99.17 %, read after 3, 5, 8, 12, 18 and 30 seeds: all 6 looks "
-                                       "together tell apart two graphs that do not differ at most 5 % of the time")
+    # 5 % spent as (n / 30)²: 0.05 % by the look after 3 seeds, 3.2 % of it at the last look
+    thirty = Looks.of(30)
+    assert thirty.confidences == pytest.approx([1 - 0.05 * ((n / 30) ** 2 - (m / 30) ** 2)
+                                                for m, n in zip((0, 3, 5, 8, 12, 18), (3, 5, 8, 12, 18, 30))])
+    assert sum(1 - c for c in thirty.confidences) == pytest.approx(0.05) and Looks.of(3).confidences == (0.95,)
+    assert thirty.confidence(30) == thirty.confidences[-1] == pytest.approx(0.968)
+    assert thirty.confidence(17) == thirty.confidences[3] and thirty.confidence(2) == thirty.confidences[0]
+    assert thirty.describe() == ("intervals read after 3, 5, 8, 12, 18 and 30 seeds, at 99.95, 99.91, 99.78, 99.56, "
+                                 "99.00 and 96.80 %: all 6 looks together tell apart two graphs that do not differ at "
+                                 "most 5 % of the time")
     # a race asked before races were sequential read a 95 % interval after every seed
-    assert Looks.of(30, sequential=False) == Looks(tuple(range(3, 31)), 0.95)
-    assert Looks.of(30, sequential=False).describe() == "intervals at 95 %, read after each of 3 to 30 seeds"
+    assert Looks.of(30, "every-seed") == Looks(tuple(range(3, 31)), (0.95,) * 28, "every-seed")
+    assert Looks.of(30, "every-seed").describe() == "intervals at 95 %, read after each of 3 to 30 seeds"
+    # a race asked on 2026-12-07 read its looks at equal shares of the 5 %
+    assert Looks.of(30, "even-shares").confidences == (pytest.approx(1 - 0.05 / 6),) * 6
+    assert Looks.of(30, "even-shares").describe() == (
+        "intervals read after 3, 5, 8, 12, 18 and 30 seeds, at 99.17, 99.17, 99.17, 99.17, 99.17 and 99.17 %: all 6 "
+        "looks together tell apart two graphs that do not differ at most 5 % of the time")
 
 
 def test_a_race_trains_every_contender_up_to_its_next_look_and_claims_a_gain_only_at_its_confidence(
@@ -400,20 +415,29 @@ def test_a_race_trains_every_contender_up_to_its_next_look_and_claims_a_gain_onl
     rescore(s, study, top=1, seeds=6, min_gain=0.0, dataset=object())
     assert sorted(runs) == [(t, i) for t in (0, 1) for i in range(6)]  # the looks after 3 and 6 seeds
     found = verdict(study)
-    assert found.beats and found.differences["independent"].seeds == 6 and found.looks == Looks((3, 6), 0.975)
-    assert found.lines()[-2] == ("intervals at 97.50 %, read after 3 and 6 seeds: all 2 looks together tell apart "
-                                 "two graphs that do not differ at most 5 % of the time")
-    assert json.loads(json.dumps(found.to_dict()))["looks"] == {"at": [3, 6], "confidence": 97.5}
+    assert found.beats and found.differences["independent"].seeds == 6
+    assert found.looks == Looks((3, 6), (pytest.approx(0.9875), pytest.approx(0.9625)), "growing-shares")
+    assert found.lines()[0] == "trial 0 − independent = +0.83 [+0.36, +1.30] over 6 paired seeds at 96.25 %"
+    assert found.lines()[-2] == ("intervals read after 3 and 6 seeds, at 98.75 and 96.25 %: all 2 looks together "
+                                 "tell apart two graphs that do not differ at most 5 % of the time")
+    written = json.loads(json.dumps(found.to_dict()))
+    assert written["looks"] == {"at": [3, 6], "confidences": [pytest.approx(98.75), pytest.approx(96.25)],
+                                "reading": "growing-shares"}
+    assert written["differences"]["independent"]["confidence"] == pytest.approx(96.25)
     assert standings(study).describe() == "race: done after 6 seeds and 12 runs (looks after 3 and 6 seeds)"
     # asked for up to 12 seeds, the race reads its intervals after 3, 5, 8 and 12: at 8 it waits for runs 6 and 7
     study.set_user_attr(RESCORE_ATTR, {"top": 1, "seeds": 12, "split_per_run": True, "min_gain": 0.0,
                                        "sequential": True})
     assert standings(study).describe() == ("race: look 3 of 4 (looks after 3, 5, 8 and 12 seeds): 2 contenders "
                                            "racing, 12 of the 16 runs it asks of them finished, 12 runs in all")
+    # the same runs in a race asked on 2026-12-07 (sequential, how it read them not stored): even shares of the 5 %
+    study.set_user_attr(RESCORE_ATTR, {"top": 1, "seeds": 6, "split_per_run": True, "min_gain": 0.0,
+                                       "sequential": True})
+    assert verdict(study).looks == Looks((3, 6), (pytest.approx(0.975),) * 2, "even-shares")
     # the same runs in a race asked before races were sequential: a 95 % interval after every seed, told apart at 5
     study.set_user_attr(RESCORE_ATTR, {"top": 1, "seeds": 6, "split_per_run": True, "min_gain": 0.0})
     found = verdict(study)
-    assert found.beats and found.differences["independent"].seeds == 5 and found.looks.confidence == 0.95
+    assert found.beats and found.differences["independent"].seeds == 5 and set(found.looks.confidences) == {0.95}
 
 
 def test_a_baseline_trains_to_its_end_and_runs_once(tmp_path):

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 #: What the study searches (space, training, data); workers that join must agree with it.
 SETTINGS_ATTR = "ktg.search"
-#: The race last asked for, ``{"top": K, "seeds": S, "split_per_run": true, "min_gain": G, "sequential": true}``
-#: (:mod:`ktg.search.rescore`).
+#: The race last asked for, ``{"top": K, "seeds": S, "split_per_run": true, "min_gain": G, "sequential": true,
+#: "reading": "growing-shares"}`` (:mod:`ktg.search.rescore`).
 RESCORE_ATTR = "ktg.rescore"
 #: One per race run (``<prefix><trial>/<index>``): its result, and the claim of the worker training it.
 RUN_PREFIX = "ktg.rescore.run/"

@@ -62,6 +62,17 @@ if TYPE_CHECKING:  # what reads a study (ktg study show, the leaderboard) import
 MIN_SEEDS = 3
 #: How many times as many seeds each look of a race reads as the look before (:func:`looks`).
 LOOK_GROWTH = 1.5
+#: How a race spends its 5 % chance of telling apart two graphs that do not differ over its looks (``growing-shares``):
+#: by the look after n of at most N seeds, 5 % × (n / N) ** SPENDING of it (:class:`Looks`). Little at the early
+#: looks, where a few seeds' Student-t intervals are wide anyway, and most at the last, where a gain of a point can
+#: show (docs/results.md#how-often-a-race-claims-a-gain-that-is-not-there measured 1, 2 and 3).
+SPENDING = 2
+#: The ways a race has read its intervals, each kept so that a stored race replays as it ran: ``every-seed``, a 95 %
+#: interval after every seed (races asked until the evening of 2026-12-07); ``even-shares``, at its looks, each at
+#: 1 − 0.05 / looks (until 2026-12-08); ``growing-shares``, at its looks, each spending :data:`SPENDING`'s share.
+READINGS = ("every-seed", "even-shares", "growing-shares")
+#: How a race asked now reads them.
+READING = "growing-shares"
 #: How :func:`chosen` says that it took the plain argmax.
 ARGMAX = "highest held-out ensemble accuracy of one run"
 
@@ -230,22 +241,36 @@ class Looks:
 
     Attributes:
         at: the numbers of seeds after which it reads them (it trains every contender still racing up to the next).
-        confidence: of each interval. A race reads its intervals several times, and each reading may tell apart two
-            graphs that do not differ; at ``1 − (1 − 0.95) / len(at)`` each, all its readings of one pair of graphs
-            together do so at most 5 % of the time (Bonferroni).
+        confidences: of each look's intervals. A race reads its intervals several times, and each reading may tell
+            apart two graphs that do not differ; the look after ``n`` of at most ``N`` seeds may do so
+            ``0.05 × ((n / N)^SPENDING − (n' / N)^SPENDING)`` of the time (``n'``: the look before), so all its
+            readings of one pair of graphs together do so at most 5 % of the time (a union bound over the looks).
+        reading: which of the :data:`READINGS` these are.
     """
 
     at: tuple[int, ...]
-    confidence: float
+    confidences: tuple[float, ...]
+    reading: str = READING
 
     @classmethod
-    def of(cls, seeds: int, sequential: bool = True) -> Looks:
-        """The looks of a race of at most ``seeds`` seeds: :func:`looks`, each at the confidence that keeps the
-        race's 95 %; a race asked before races were ``sequential`` read a 95 % interval after every seed."""
-        if not sequential:
-            return cls(tuple(range(min(MIN_SEEDS, seeds), seeds + 1)), CONFIDENCE)
+    def of(cls, seeds: int, reading: str = READING) -> Looks:
+        """The looks of a race of at most ``seeds`` seeds read the :data:`READINGS` way ``reading``: :func:`looks`,
+        each at the confidence that keeps the race's 95 %, or (``every-seed``) a 95 % interval after every seed."""
+        if reading == "every-seed":
+            at = tuple(range(min(MIN_SEEDS, seeds), seeds + 1))
+            return cls(at, (CONFIDENCE,) * len(at), reading)
         at = looks(seeds)
-        return cls(at, 1 - (1 - CONFIDENCE) / len(at))
+        if reading == "even-shares":
+            return cls(at, (1 - (1 - CONFIDENCE) / len(at),) * len(at), reading)
+        if reading != "growing-shares":
+            raise ValueError(f"a race reads its intervals one of the ways {', '.join(READINGS)}, not {reading!r}")
+        spent = [(1 - CONFIDENCE) * (n / at[-1]) ** SPENDING for n in at]
+        return cls(at, tuple(1 - (now - before) for before, now in zip([0.0, *spent], spent)), reading)
+
+    def confidence(self, seeds: int) -> float:
+        """The confidence of the intervals read at the look after ``seeds`` seeds (the last look at or before it,
+        the first one below it)."""
+        return self.confidences[max(0, sum(n <= seeds for n in self.at) - 1)]
 
     def after(self, reached: int) -> int:
         """The seeds of the look after the one at ``reached`` seeds (the last one's own)."""
@@ -262,14 +287,16 @@ class Looks:
 
     def describe(self) -> str:
         """One sentence on how the race read its intervals."""
-        if len(self.at) == 1 or self.confidence == CONFIDENCE:
-            return f"intervals at {100 * self.confidence:g} %, read {self.when}"
-        return (f"intervals at {100 * self.confidence:.2f} %, read {self.when}: all "
-                f"{len(self.at)} looks together tell apart two graphs that do not differ at most "
-                f"{100 * (1 - CONFIDENCE):g} % of the time")
+        if set(self.confidences) == {CONFIDENCE}:
+            return f"intervals at {100 * CONFIDENCE:g} %, read {self.when}"
+        confidences = ", ".join(f"{100 * c:.2f}" for c in self.confidences[:-1])
+        listed = f"{confidences} and {100 * self.confidences[-1]:.2f} %" if confidences else \
+            f"{100 * self.confidences[-1]:.2f} %"
+        return (f"intervals read {self.when}, at {listed}: all {len(self.at)} looks together tell apart two graphs "
+                f"that do not differ at most {100 * (1 - CONFIDENCE):g} % of the time")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"at": list(self.at), "confidence": 100 * self.confidence}
+        return {"at": list(self.at), "confidences": [100 * c for c in self.confidences], "reading": self.reading}
 
 
 @dataclass(frozen=True)
@@ -340,25 +367,31 @@ def standings(study: StudyReader) -> Standings | None:
     results = {trial.number: (trial, stored_runs(attrs, trial.number, asked["seeds"]))
                for trial in contenders(study, asked["top"])}
     # A race asked before the smallest gain existed ran its contenders to the bound, and one asked before races
-    # were sequential read its intervals after every seed: each is replayed as it ran.
-    return replay(results, asked["seeds"], asked.get("min_gain", 0.0), asked.get("sequential") is True)
+    # read their intervals as they do now (reading_of) read them otherwise: each is replayed as it ran.
+    return replay(results, asked["seeds"], asked.get("min_gain", 0.0), reading_of(asked))
+
+
+def reading_of(asked: dict[str, Any]) -> str:
+    """How the race stored as ``asked`` (:data:`RESCORE_ATTR`) read its intervals (:data:`READINGS`): as it says,
+    or, for a race asked before it said so, ``even-shares`` where it was ``sequential``, else ``every-seed``."""
+    return asked.get("reading", "even-shares" if asked.get("sequential") is True else "every-seed")
 
 
 def replay(results: dict[int, tuple[FrozenTrial, list[RaceRun | None]]], seeds: int,
-           min_gain: float = 0.0, sequential: bool = True) -> Standings:
+           min_gain: float = 0.0, reading: str = READING) -> Standings:
     """The race over ``results`` (trial number → (trial, its stored runs by index)) with at most ``seeds`` seeds (see
     the module's docstring): at each of its looks (:meth:`Looks.of`), each searched contender the leader beats,
     or shown to gain less than ``min_gain`` over the best baseline or over the best searched contender
     (:func:`gains_too_little`), is dropped, and each baseline rests while the best searched contender still
     racing is told apart from it (either way) and races again where it is not; until one searched contender is
-    left with every baseline told apart from it, none is left, or the seeds are spent. ``sequential=False``
-    replays a race asked before races were sequential (its stored request lacks ``sequential``) as it ran: it
-    read a 95 % interval after every seed, and raced searched contenders that tie each other to the bound."""
+    left with every baseline told apart from it, none is left, or the seeds are spent. ``reading`` (:data:`READINGS`)
+    replays a stored race as it read its intervals; an ``every-seed`` race also raced searched contenders that tie
+    each other to the bound."""
     dropped: dict[int, int] = {}  # out of the race for good (searched, or diverging), by the seeds it reached
     resting: dict[int, int] = {}  # baselines told apart from the best searched contender, by the seeds they have
     baselines = [number for number, (trial, _) in results.items() if baseline_of(trial) is not None]
-    schedule = Looks.of(seeds, sequential)
-    confidence = schedule.confidence
+    schedule = Looks.of(seeds, reading)
+    sequential = reading != "every-seed"
     reached = schedule.at[0]
 
     def rescored(number: int) -> Rescored:
@@ -394,7 +427,8 @@ def replay(results: dict[int, tuple[FrozenTrial, list[RaceRun | None]]], seeds: 
         for number in baselines:
             if number in dropped:
                 continue
-            if told_apart(best_searched, rescored(number), confidence):
+            # read at the look of the baseline's own seeds: a resting one's were read at an earlier look's
+            if told_apart(best_searched, rescored(number), schedule.confidence(resting.get(number, reached))):
                 resting.setdefault(number, reached)
             elif resting.pop(number, reached) < reached:
                 reopened = True  # a new best searched contender is not told apart from it: it catches up first
@@ -529,7 +563,7 @@ def judge(found: Standings | None) -> Verdict | None:
     differences = {}
     if searched is not None:
         for b in baselines:
-            difference = minus(searched, b, found.looks.confidence)
+            difference = minus(searched, b, found.looks.confidence(b.dropped_at or found.seeds))
             if difference is not None:
                 differences[b.baseline] = difference
     best_baseline = best([b for b in baselines if b.mean is not None])
@@ -597,7 +631,7 @@ def rescore(settings: SearchSettings, study: optuna.Study, *, top: int, seeds: i
     check_rescore(top, seeds, min_gain)
     # A race asked before held out the search's own split; asked now, its runs are raced again, a split each.
     study.set_user_attr(RESCORE_ATTR, {"top": top, "seeds": seeds, "split_per_run": True, "min_gain": min_gain,
-                                       "sequential": True})
+                                       "sequential": True, "reading": READING})
     worker = f"{socket.gethostname()}:{os.getpid()}"
     dataset = dataset if dataset is not None else settings.data_source.load()
     while True:
