@@ -41,3 +41,14 @@ def test_a_race_read_at_its_looks_claims_a_gain_that_is_not_there_at_most_5_perc
     # no searched graph gains: every one the race keeps is a false claim. Read after every seed at 95 %, the race
     # makes one far more often than 5 %; read at its looks, with either share of the 5 %, at most 5 %
     assert kept["every-seed"] > 10 and kept["even-shares"] <= 5 and kept["growing-shares"] <= 5
+
+
+@pytest.mark.slow
+def test_with_ten_searched_graphs_the_race_still_claims_a_gain_that_is_not_there_at_most_5_percent_of_the_time():
+    done = simulate("--scenarios", "tie", "--paired-sd", "3", "--races", "300", "--top", "10",
+                    "--readings", "growing-shares")
+    assert done.returncode == 0, done.stderr
+    (row,) = [line.strip("|").split(" | ") for line in done.stdout.splitlines() if line.startswith("| tie")]
+    # each searched graph is a further chance of a false claim: the 5 % is shared among them too (shared among the
+    # looks only, 1,000 such races claimed one 6.7 % of the time, docs/results.md)
+    assert row[2] == "growing-shares" and float(row[3].rstrip(" %")) <= 5

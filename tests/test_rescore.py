@@ -285,7 +285,8 @@ def test_a_baseline_rests_once_told_apart_from_the_best_searched_graph_and_catch
     found = verdict(study)
     assert found.searched.trial == 1 and found.differences["dml"].seeds == 5 and found.differences["dml"].above_zero
     # dml's difference is read at the look at which it rested, after 5 seeds, not at the last one's confidence
-    assert found.differences["dml"].confidence == Looks.of(10).confidence(5) > Looks.of(10).confidence(10)
+    assert found.differences["dml"].confidence == found.looks.confidence(5) > found.looks.confidence(10)
+    assert found.looks == Looks.of(10, searched=2)  # the 5 % shared among the looks and the 2 searched graphs
 
     table.clear()
     table.update({0: (0.60, 0.61, 0.60), 1: (0.80, 0.81, 0.80)})  # independent beats the one searched graph
@@ -396,6 +397,12 @@ def test_a_race_reads_its_intervals_at_few_growing_looks_that_keep_95_percent_to
     assert thirty.describe() == ("intervals read after 3, 5, 8, 12, 18 and 30 seeds, at 99.95, 99.91, 99.78, 99.56, "
                                  "99.00 and 96.80 %: all 6 looks together tell apart two graphs that do not differ at "
                                  "most 5 % of the time")
+    # with 3 searched graphs, each gets a third of every look's share: a gain claimed for any of them is wrong at
+    # most 5 % of the time
+    three = Looks.of(30, searched=3)
+    assert three.confidences == pytest.approx([1 - (1 - c) / 3 for c in thirty.confidences])
+    assert three.describe().endswith(": all 6 looks at the 3 searched graphs together claim a gain that is not there "
+                                     "at most 5 % of the time")
     # a race asked before races were sequential read a 95 % interval after every seed
     assert Looks.of(30, "every-seed") == Looks(tuple(range(3, 31)), (0.95,) * 28, "every-seed")
     assert Looks.of(30, "every-seed").describe() == "intervals at 95 %, read after each of 3 to 30 seeds"
@@ -422,7 +429,7 @@ def test_a_race_trains_every_contender_up_to_its_next_look_and_claims_a_gain_onl
                                  "tell apart two graphs that do not differ at most 5 % of the time")
     written = json.loads(json.dumps(found.to_dict()))
     assert written["looks"] == {"at": [3, 6], "confidences": [pytest.approx(98.75), pytest.approx(96.25)],
-                                "reading": "growing-shares"}
+                                "reading": "growing-shares", "searched": 1}
     assert written["differences"]["independent"]["confidence"] == pytest.approx(96.25)
     assert standings(study).describe() == "race: done after 6 seeds and 12 runs (looks after 3 and 6 seeds)"
     # asked for up to 12 seeds, the race reads its intervals after 3, 5, 8 and 12: at 8 it waits for runs 6 and 7

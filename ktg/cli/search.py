@@ -105,9 +105,9 @@ def add_parser(commands) -> None:
                        "gets 3 seeds, then more at a few looks (after 3, 5, 8, 12, 18 and 30 seeds for 30) while the "
                        "leader does not beat it at 95 %% (paired t-interval), up to --rescore-seeds; a baseline, "
                        "while the best searched graph is not told apart from it. best_graph.json is the winner if it "
-                       "beats the best baseline at 95 %% over all the looks together (the 5 %% shared out over the looks, "
-                       "most of it at the last: 96.8 %% there for 30), "
-                       "else that baseline; verdict.json says why. The runs are stored in the "
+                       "beats the best baseline at 95 %% over the whole race (the 5 %% shared among the looks, most of "
+                       "it at the last, and among the K searched graphs), else that baseline; verdict.json says "
+                       "why. The runs are stored in the "
                        "study: running the command again resumes them, and other workers share them. 0: no race, "
                        "best_graph.json is the luckiest single run (default: %(default)s)")
     group.add_argument("--rescore-seeds", type=int, default=DEFAULT_RESCORE_SEEDS, metavar="S", help="most seeds of "

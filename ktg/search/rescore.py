@@ -242,20 +242,25 @@ class Looks:
     Attributes:
         at: the numbers of seeds after which it reads them (it trains every contender still racing up to the next).
         confidences: of each look's intervals. A race reads its intervals several times, and each reading may tell
-            apart two graphs that do not differ; the look after ``n`` of at most ``N`` seeds may do so
-            ``0.05 × ((n / N)^SPENDING − (n' / N)^SPENDING)`` of the time (``n'``: the look before), so all its
-            readings of one pair of graphs together do so at most 5 % of the time (a union bound over the looks).
+            apart two graphs that do not differ; with ``K`` searched contenders, the look after ``n`` of at most
+            ``N`` seeds may do so ``0.05 × ((n / N)^SPENDING − (n' / N)^SPENDING) / K`` of the time (``n'``: the look
+            before), so all its readings of all its searched graphs against a baseline together claim a gain that is
+            not there at most 5 % of the time (a union bound over the looks and the searched graphs).
         reading: which of the :data:`READINGS` these are.
+        searched: the ``K`` searched contenders the 5 % is shared among (1 for the readings before
+            ``growing-shares``, which shared it among the looks only).
     """
 
     at: tuple[int, ...]
     confidences: tuple[float, ...]
     reading: str = READING
+    searched: int = 1
 
     @classmethod
-    def of(cls, seeds: int, reading: str = READING) -> Looks:
-        """The looks of a race of at most ``seeds`` seeds read the :data:`READINGS` way ``reading``: :func:`looks`,
-        each at the confidence that keeps the race's 95 %, or (``every-seed``) a 95 % interval after every seed."""
+    def of(cls, seeds: int, reading: str = READING, searched: int = 1) -> Looks:
+        """The looks of a race of at most ``seeds`` seeds and ``searched`` searched contenders read the
+        :data:`READINGS` way ``reading``: :func:`looks`, each at the confidence that keeps the race's 95 %, or
+        (``every-seed``) a 95 % interval after every seed."""
         if reading == "every-seed":
             at = tuple(range(min(MIN_SEEDS, seeds), seeds + 1))
             return cls(at, (CONFIDENCE,) * len(at), reading)
@@ -264,8 +269,9 @@ class Looks:
             return cls(at, (1 - (1 - CONFIDENCE) / len(at),) * len(at), reading)
         if reading != "growing-shares":
             raise ValueError(f"a race reads its intervals one of the ways {', '.join(READINGS)}, not {reading!r}")
-        spent = [(1 - CONFIDENCE) * (n / at[-1]) ** SPENDING for n in at]
-        return cls(at, tuple(1 - (now - before) for before, now in zip([0.0, *spent], spent)), reading)
+        searched = max(1, searched)
+        spent = [(1 - CONFIDENCE) * (n / at[-1]) ** SPENDING / searched for n in at]
+        return cls(at, tuple(1 - (now - before) for before, now in zip([0.0, *spent], spent)), reading, searched)
 
     def confidence(self, seeds: int) -> float:
         """The confidence of the intervals read at the look after ``seeds`` seeds (the last look at or before it,
@@ -292,11 +298,14 @@ class Looks:
         confidences = ", ".join(f"{100 * c:.2f}" for c in self.confidences[:-1])
         listed = f"{confidences} and {100 * self.confidences[-1]:.2f} %" if confidences else \
             f"{100 * self.confidences[-1]:.2f} %"
-        return (f"intervals read {self.when}, at {listed}: all {len(self.at)} looks together tell apart two graphs "
-                f"that do not differ at most {100 * (1 - CONFIDENCE):g} % of the time")
+        together = (f"all {len(self.at)} looks together tell apart two graphs that do not differ" if self.searched == 1
+                    else f"all {len(self.at)} looks at the {self.searched} searched graphs together claim a gain "
+                         f"that is not there")
+        return f"intervals read {self.when}, at {listed}: {together} at most {100 * (1 - CONFIDENCE):g} % of the time"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"at": list(self.at), "confidences": [100 * c for c in self.confidences], "reading": self.reading}
+        return {"at": list(self.at), "confidences": [100 * c for c in self.confidences], "reading": self.reading,
+                "searched": self.searched}
 
 
 @dataclass(frozen=True)
@@ -390,7 +399,7 @@ def replay(results: dict[int, tuple[FrozenTrial, list[RaceRun | None]]], seeds: 
     dropped: dict[int, int] = {}  # out of the race for good (searched, or diverging), by the seeds it reached
     resting: dict[int, int] = {}  # baselines told apart from the best searched contender, by the seeds they have
     baselines = [number for number, (trial, _) in results.items() if baseline_of(trial) is not None]
-    schedule = Looks.of(seeds, reading)
+    schedule = Looks.of(seeds, reading, searched=sum(baseline_of(trial) is None for trial, _ in results.values()))
     sequential = reading != "every-seed"
     reached = schedule.at[0]
 
