@@ -18,9 +18,10 @@ is a gain claimed that is not there), ``gain 1`` and ``gain 2`` (the first searc
 the others tie ``independent``), ``all gain 2`` (all three are 2 points better, and tie each other). For each, and
 for each way a race reads its intervals (:data:`ktg.search.rescore.READINGS`: ``every-seed``, a 95 % interval after
 every seed, the race until the evening of 2026-12-07; ``even-shares``, at its looks, each at 1 − 0.05 / looks, the
-race until 2026-12-08; ``growing-shares``, at its looks, the race of today), it prints how often the race kept a
-searched graph, how often it kept the better one, the runs it trained (mean), and its rounds: the looks it reached,
-each a batch of runs that as many workers as runs can train at once."""
+race on the evening of 2026-12-07; ``growing-shares``, at its looks with shares growing toward the last and split
+among the searched graphs, the race since that night), it prints how often the race kept a searched graph, how often
+it kept the better one, the runs it trained (mean), and its rounds: the looks it reached, each a batch of runs that
+as many workers as runs can train at once."""
 
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ evening of 2026-12-07 read them; ``even-shares`` and ``growing-shares``, at the 
 stored race never trained: it then reads "(not finished)" with the runs it holds. A search folder (or a study file)
 replays its whole race, every contender. A ``verdict.json`` holds the runs of the race's best searched graph and of
 the baselines only, so its replay leaves out the searched contenders that were dropped: it says whether the smallest
-gain would have dropped the graph the verdict names, and when."""
+gain would have dropped the graph the verdict names, and when; replayed ``growing-shares``, it shares the 5 % among
+the looks and that one searched graph, where the race shared it among all of its own."""
 
 from __future__ import annotations
 

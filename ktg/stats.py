@@ -53,7 +53,7 @@ class PairedDifference:
         return self.high < 0
 
     def describe(self, scale: float = 100.0) -> str:
-        """``+1.23 [+0.40, +2.06] over 5 paired seeds`` (points of % with the default ``scale``), with ``at 96.80 %``
+        """``+1.23 [+0.40, +2.06] over 5 paired seeds`` (points of % with the default ``scale``), with ``at 98.93 %``
         after it for an interval at another confidence than :data:`CONFIDENCE`."""
         interval = (f"[{scale * self.low:+.2f}, {scale * self.high:+.2f}]" if math.isfinite(self.low)
                     else "[no interval below 2 seeds]")

@@ -69,7 +69,7 @@ LOOK_GROWTH = 1.5
 SPENDING = 2
 #: The ways a race has read its intervals, each kept so that a stored race replays as it ran: ``every-seed``, a 95 %
 #: interval after every seed (races asked until the evening of 2026-12-07); ``even-shares``, at its looks, each at
-#: 1 − 0.05 / looks (until 2026-12-08); ``growing-shares``, at its looks, each spending :data:`SPENDING`'s share.
+#: 1 − 0.05 / looks (races asked that evening); ``growing-shares``, the shares of :class:`Looks` (since that night).
 READINGS = ("every-seed", "even-shares", "growing-shares")
 #: How a race asked now reads them.
 READING = "growing-shares"

@@ -44,9 +44,9 @@ DEFAULT_BASELINES = ("independent", "dml")
 #: up to S common fresh seeds each. Measured on the low-data MNIST folder (docs/results.md#how-many-seeds-a-race-needs),
 #: the race's paired differences spread by 1.5-3 points a run, so 6 seeds tell apart only gains of 2-3 points; the
 #: searched graph that beats independent there by 0.85 points was told apart after 27 seeds by a 95 % interval read
-#: after every seed; read at the race's looks (96.80 % at the last of 30 seeds), 30 seeds at that spread (2 points)
-#: tell apart about 0.8 points. The race stops as soon as its contenders are told apart, so S is a bound on its cost,
-#: (K + baselines) * S full runs at worst.
+#: after every seed; read at the race's looks (98.93 % at the last of 30 seeds with 3 searched graphs), 30 seeds at
+#: that spread (2 points) tell apart about 1 point. The race stops as soon as its contenders are told apart, so S is
+#: a bound on its cost, (K + baselines) * S full runs at worst.
 DEFAULT_RESCORE_TOP = 3
 DEFAULT_RESCORE_SEEDS = 30
 #: The smallest gain over the best baseline worth racing for (``--rescore-min-gain``, a fraction of the held-out
