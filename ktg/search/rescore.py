@@ -14,9 +14,10 @@ less than the smallest gain worth racing for (:func:`gains_too_little`, ``--resc
 baseline or over the best searched contender, and trains the rest up to the next look, until one searched contender
 is left or ``seeds`` seeds are spent. A baseline is what the verdict measures the winner against, so it is never
 dropped for losing to the leader: it rests while the best searched contender is told apart from it, either way, at
-the race's confidence (all its looks together wrong at most 5 % of the time), and where a new best is not, it
-catches up on that one's seeds and races on. A contender with a diverging run is dropped. Its state is a function of
-the stored results alone (:func:`standings`), so every worker and every reader agrees on it.
+the confidence of the race's look (all its looks and searched contenders together wrong at most 5 % of the time), and
+where a new best is not, it catches up on that one's seeds and races on. A contender with a diverging run is dropped.
+Its state is a function of the stored results alone (:func:`standings`), so every worker and every reader agrees on
+it.
 
 Each run's result is stored in the study (a study user attribute per run), so the storage alone says what was
 raced: ``ktg study show`` reads it anywhere, a re-run resumes, and several workers share the runs. A worker claims a
@@ -376,7 +377,7 @@ def standings(study: StudyReader) -> Standings | None:
     results = {trial.number: (trial, stored_runs(attrs, trial.number, asked["seeds"]))
                for trial in contenders(study, asked["top"])}
     # A race asked before the smallest gain existed ran its contenders to the bound, and one asked before races
-    # read their intervals as they do now (reading_of) read them otherwise: each is replayed as it ran.
+    # read their intervals today's way read them another (reading_of): each is replayed as it ran.
     return replay(results, asked["seeds"], asked.get("min_gain", 0.0), reading_of(asked))
 
 
