@@ -409,8 +409,11 @@ def test_a_race_reads_its_intervals_at_few_growing_looks_that_keep_95_percent_to
     # a race asked on 2026-12-07 read its looks at equal shares of the 5 %
     assert Looks.of(30, "even-shares").confidences == (pytest.approx(1 - 0.05 / 6),) * 6
     assert Looks.of(30, "even-shares").describe() == (
-        "intervals read after 3, 5, 8, 12, 18 and 30 seeds, at 99.17, 99.17, 99.17, 99.17, 99.17 and 99.17 %: all 6 "
-        "looks together tell apart two graphs that do not differ at most 5 % of the time")
+        "intervals at 99.17 %, read after 3, 5, 8, 12, 18 and 30 seeds: all 6 looks together tell apart two graphs "
+        "that do not differ at most 5 % of the time")
+    assert Looks.of(3, searched=3).describe() == ("intervals at 98.33 %, read after 3 seeds: its one look at the 3 "
+                                                  "searched graphs claims a gain that is not there at most 5 % of "
+                                                  "the time")
 
 
 def test_a_race_trains_every_contender_up_to_its_next_look_and_claims_a_gain_only_at_its_confidence(

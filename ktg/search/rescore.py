@@ -296,13 +296,19 @@ class Looks:
         """One sentence on how the race read its intervals."""
         if set(self.confidences) == {CONFIDENCE}:
             return f"intervals at {100 * CONFIDENCE:g} %, read {self.when}"
-        confidences = ", ".join(f"{100 * c:.2f}" for c in self.confidences[:-1])
-        listed = f"{confidences} and {100 * self.confidences[-1]:.2f} %" if confidences else \
-            f"{100 * self.confidences[-1]:.2f} %"
-        together = (f"all {len(self.at)} looks together tell apart two graphs that do not differ" if self.searched == 1
-                    else f"all {len(self.at)} looks at the {self.searched} searched graphs together claim a gain "
-                         f"that is not there")
-        return f"intervals read {self.when}, at {listed}: {together} at most {100 * (1 - CONFIDENCE):g} % of the time"
+        if len(set(self.confidences)) == 1:
+            read = f"intervals at {100 * self.confidences[0]:.2f} %, read {self.when}"
+        else:
+            listed = ", ".join(f"{100 * c:.2f}" for c in self.confidences[:-1])
+            read = f"intervals read {self.when}, at {listed} and {100 * self.confidences[-1]:.2f} %"
+        many = len(self.at) > 1
+        who = (f"all {len(self.at)} looks" if many else "its one look") + \
+            (f" at the {self.searched} searched graphs" if self.searched > 1 else "")
+        if self.searched == 1:
+            errs = ("together tell" if many else "tells") + " apart two graphs that do not differ"
+        else:
+            errs = ("together claim" if many else "claims") + " a gain that is not there"
+        return f"{read}: {who} {errs} at most {100 * (1 - CONFIDENCE):g} % of the time"
 
     def to_dict(self) -> dict[str, Any]:
         return {"at": list(self.at), "confidences": [100 * c for c in self.confidences], "reading": self.reading,
