@@ -243,3 +243,33 @@ def test_a_worker_that_loses_the_race_to_create_the_tables_of_a_sqlite_study_tri
     with pytest.raises(KTGError, match="unable to open database file"):
         storage_module.open_storage(f"sqlite:///{tmp_path}/other.db")
     assert len(attempts) == 1
+
+
+@pytest.mark.slow
+def test_workers_whose_parent_is_killed_stop_cleanly_instead_of_searching_on(tmp_path):
+    out = tmp_path / "search"
+    url = resolve_storage_url(None, out)
+    search = start_worker("--trials", "6", "--epochs", "2", "--out", str(out), "--jobs-per-device", "2",
+                          new_session=True)
+    try:
+        def a_trial_in_its_first_epoch():
+            running = load_study(url, "synthetic-2nodes").get_trials(states=(TrialState.RUNNING,))
+            return [t for t in running if GRAPH_ATTR in t.user_attrs and not t.intermediate_values]
+
+        wait_for(a_trial_in_its_first_epoch, 120, "a worker to start training a trial")
+        # SIGKILL leaves the parent no time to forward a stop (the OOM killer, or a script killing its child)
+        os.kill(search.pid, signal.SIGKILL)
+        search.communicate(timeout=30)
+
+        def stopped():
+            trials = load_study(url, "synthetic-2nodes").get_trials()
+            return not [t for t in trials if t.state == TrialState.RUNNING] and trials
+        trials = wait_for(stopped, 60, "the orphaned workers to stop")
+    finally:
+        try:
+            os.killpg(search.pid, signal.SIGKILL)  # the workers, had they searched on
+        except ProcessLookupError:
+            pass
+    # each worker stopped its trial as if Ctrl-C had been pressed, and none drew another one
+    interrupted = [t for t in trials if t.user_attrs.get(FAIL_REASON_ATTR) == "interrupted (Ctrl-C or SIGTERM)"]
+    assert interrupted and len([t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) < 6

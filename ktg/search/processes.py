@@ -2,7 +2,9 @@
 starting and watching them (:func:`run_processes`).
 
 Each worker is a process started with "spawn" (its own CUDA context); the parent updates the progress display
-from the storage until they end, and forwards Ctrl-C to them as one SIGTERM each.
+from the storage until they end, and forwards Ctrl-C to them as one SIGTERM each. A worker whose parent is gone
+without forwarding anything (killed with SIGKILL, by the OOM killer, or by a script that kills its child) sends
+itself that SIGTERM (:func:`stop_when_orphaned`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import multiprocessing.connection
 import os
 import signal
 import sys
+import threading
+import time
 
 import optuna
 import torch
@@ -26,6 +30,8 @@ from ktg.train import FinishCallback
 
 #: How often the parent of several workers reads the storage to update the progress display.
 MONITOR_SECONDS = 5.0
+#: How often a worker looks whether the process that started it is still there.
+PARENT_POLL_SECONDS = 2.0
 
 
 def auto_jobs_per_device(device: torch.device, nodes: int, batch_size: int) -> int:
@@ -45,12 +51,28 @@ def auto_jobs_per_device(device: torch.device, nodes: int, batch_size: int) -> i
     return max(1, min(wanted, int(memory_gib // 10), os.cpu_count() or 1, 8))
 
 
+def stop_when_orphaned(parent: int, poll_seconds: float = PARENT_POLL_SECONDS) -> threading.Thread:
+    """Watch, in a daemon thread, that ``parent`` is still this process's parent, and once it is not, send this
+    process the SIGTERM the parent would have forwarded: a worker left behind would go on adding trials and race
+    runs to the study that nobody watches, with the code it loaded, after the user saw the search stop."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="ktg-parent-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def worker_process(settings: SearchSettings, threads: int | None, on_finish: FinishCallback | None,
-                   on_race_run: RaceRunCallback | None = None) -> None:
-    """Entry point of a spawned worker: exit status 0 done, 2 user error, 130 interrupted."""
+                   on_race_run: RaceRunCallback | None, parent: int) -> None:
+    """Entry point of a spawned worker of the process ``parent``: exit status 0 done, 2 user error, 130
+    interrupted."""
     # The parent forwards Ctrl-C as exactly one SIGTERM, so a second key press cannot cut the cleanup short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, StopRequest.handle)
+    stop_when_orphaned(parent)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -68,7 +90,7 @@ def run_processes(settings: SearchSettings, jobs: int, device: torch.device, stu
                   on_race_run: RaceRunCallback | None = None) -> None:
     context = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // jobs) if device.type == "cpu" else None
-    workers = [context.Process(target=worker_process, args=(settings, threads, on_finish, on_race_run),
+    workers = [context.Process(target=worker_process, args=(settings, threads, on_finish, on_race_run, os.getpid()),
                                name=f"ktg-search-worker-{i}") for i in range(jobs)]
     for worker in workers:
         worker.start()
