@@ -259,17 +259,18 @@ def test_workers_whose_parent_is_killed_stop_cleanly_instead_of_searching_on(tmp
         wait_for(a_trial_in_its_first_epoch, 120, "a worker to start training a trial")
         # SIGKILL leaves the parent no time to forward a stop (the OOM killer, or a script killing its child)
         os.kill(search.pid, signal.SIGKILL)
-        search.communicate(timeout=30)
+        search.wait(timeout=30)  # not communicate(): the workers hold the output pipe open until they end
 
         def stopped():
             trials = load_study(url, "synthetic-2nodes").get_trials()
             return not [t for t in trials if t.state == TrialState.RUNNING] and trials
-        trials = wait_for(stopped, 60, "the orphaned workers to stop")
+        trials = wait_for(stopped, 120, "the orphaned workers to stop")  # a loaded machine starts them slowly
     finally:
         try:
             os.killpg(search.pid, signal.SIGKILL)  # the workers, had they searched on
         except ProcessLookupError:
             pass
+        search.stdout.close()
     # each worker stopped its trial as if Ctrl-C had been pressed, and none drew another one
     interrupted = [t for t in trials if t.user_attrs.get(FAIL_REASON_ATTR) == "interrupted (Ctrl-C or SIGTERM)"]
     assert interrupted and len([t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) < 6

@@ -72,11 +72,11 @@ def worker_process(settings: SearchSettings, threads: int | None, on_finish: Fin
     # The parent forwards Ctrl-C as exactly one SIGTERM, so a second key press cannot cut the cleanup short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, StopRequest.handle)
-    stop_when_orphaned(parent)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if threads is not None:
         torch.set_num_threads(threads)
     try:
+        stop_when_orphaned(parent)  # inside: a parent gone already stops this worker at once, as Ctrl-C would
         Worker(settings, on_finish=on_finish, on_race_run=on_race_run).run()
     except KTGError as error:
         print(f"ktg: error: worker {os.getpid()}: {error}", file=sys.stderr)
