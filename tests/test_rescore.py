@@ -343,7 +343,8 @@ def test_a_searched_graph_shown_to_gain_too_little_leaves_the_race_and_the_verdi
     assert found.keep().baseline == "independent" and minus(found.searched, found.best_baseline).high < 0.01
     assert found.differences["independent"].high > 0.01
     assert found.lines()[-1] == ("no searched graph beats the best baseline, independent, at 95 % (the best, trial 0, "
-                                 "gains less than 1.00 points over it at 95 %): keep independent")
+                                 "gains less than 1.00 points over it at 95 %: +0.00 [-0.88, +0.88] over 5 paired "
+                                 "seeds): keep independent")
     write_results(study, tmp_path)
     assert json.loads((tmp_path / "verdict.json").read_text())["min_gain"] == pytest.approx(1.0)
 

@@ -539,10 +539,14 @@ class Verdict:
                          f"{best.baseline}, at 95 %: use it")
         else:
             difference = self.differences.get(best.baseline)
+            # the race gave up on it at a plain 95 % (that claims no gain): that interval, not the wider one of the
+            # race's looks above, is what the verdict rests on
+            shortfall = minus(self.searched, best)
             how = ("shares no seed with it" if difference is None
                    else "is worse than it at 95 %" if difference.below_zero
-                   else f"gains less than {100 * self.min_gain:.2f} points over it at 95 %"
-                   if below_min_gain(minus(self.searched, best), self.min_gain) else "is not told apart from it")
+                   else f"gains less than {100 * self.min_gain:.2f} points over it at 95 %: "
+                        f"{shortfall.describe()}"
+                   if below_min_gain(shortfall, self.min_gain) else "is not told apart from it")
             lines.append(f"no searched graph beats the best baseline, {best.baseline}, at 95 % (the best, "
                          f"{self.searched.label}, {how}): keep {best.baseline}")
         return lines
