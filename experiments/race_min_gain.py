@@ -14,7 +14,7 @@ stored race never trained: it then reads "(not finished)" with the runs it holds
 replays its whole race, every contender. A ``verdict.json`` holds the runs of the race's best searched graph and of
 the baselines only, so its replay leaves out the searched contenders that were dropped: it says whether the smallest
 gain would have dropped the graph the verdict names, and when; replayed ``growing-shares``, it shares the 5 % among
-the looks and that one searched graph, where the race shared it among all of its own."""
+the looks and as many searched graphs as the race did (a verdict that does not say how many: that one)."""
 
 from __future__ import annotations
 
@@ -33,8 +33,9 @@ from ktg.search.rescore import READINGS, RaceRun, Standings, contenders, judge, 
 from ktg.search.settings import STUDY_DB, resolve_storage_url
 from ktg.search.storage import Snapshot, load_study
 
-#: A race's results, its bound, and how it read its intervals (:data:`ktg.search.rescore.READINGS`).
-Race = tuple[dict[int, tuple[FrozenTrial, list[RaceRun | None]]], int, str]
+#: A race's results, its bound, how it read its intervals (:data:`ktg.search.rescore.READINGS`), and among how many
+#: searched graphs it shared its 5 % (None: those of its results).
+Race = tuple[dict[int, tuple[FrozenTrial, list[RaceRun | None]]], int, str, int | None]
 
 
 def from_study(path: Path) -> Race:
@@ -46,7 +47,7 @@ def from_study(path: Path) -> Race:
     if not isinstance(asked, dict):
         raise KTGError(f"{path}: the study holds no race (ktg search --rescore-top K)")
     return ({trial.number: (trial, stored_runs(study.user_attrs, trial.number, asked["seeds"]))
-             for trial in contenders(study, asked["top"])}, asked["seeds"], reading_of(asked))
+             for trial in contenders(study, asked["top"])}, asked["seeds"], reading_of(asked), None)
 
 
 def from_verdict(path: Path) -> Race:
@@ -73,7 +74,8 @@ def from_verdict(path: Path) -> Race:
     seeds = max(max(len(runs) for _, runs in results.values()), looks["at"][-1] if looks else 0)
     padded = {number: (trial, runs + [None] * (seeds - len(runs))) for number, (trial, runs) in results.items()}
     # a verdict written before its race said how it read its intervals: even shares at its looks if it has looks
-    return padded, seeds, "every-seed" if looks is None else looks.get("reading", "even-shares")
+    return (padded, seeds, "every-seed" if looks is None else looks.get("reading", "even-shares"),
+            None if looks is None else looks.get("searched"))
 
 
 #: ``--looks``: how the replay reads its intervals.
@@ -108,10 +110,10 @@ def main() -> int:
     races = {path: from_verdict(path) if path.suffix == ".json" else from_study(path) for path in args.races}
     print("| race | looks | smallest gain | keep | best searched − best baseline | − the other baselines | runs |")
     print("|---|---|---|---|---|---|---|")
-    for path, (results, seeds, reading) in races.items():
+    for path, (results, seeds, reading, searched) in races.items():
         for looks in args.looks:
             for min_gain in args.min_gains:
-                found = replay(results, seeds, min_gain / 100, reading if looks == "as-run" else looks)
+                found = replay(results, seeds, min_gain / 100, reading if looks == "as-run" else looks, searched)
                 keep, said, others, runs = describe(found)
                 confidences = sorted({f"{100 * c:.2f}" for c in found.looks.confidences}, key=float, reverse=True)
                 confidence = (f"{found.looks.reading}, {'–'.join(confidences[::len(confidences) - 1 or 1])} % at "

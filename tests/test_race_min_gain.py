@@ -26,3 +26,12 @@ def test_a_folder_without_a_race_is_a_one_line_error(tmp_path):
     done = replay(tmp_path)
     assert done.returncode == 2 and done.stderr.startswith("race_min_gain.py: error: ")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_verdict_of_three_searched_graphs_replays_at_the_race_s_own_confidences():
+    # the file holds the runs of one searched graph; its race shared the 5 % among 3, and so does the replay
+    done = replay("docs/results/mnist20-dark-growing-verdict.json", "--min-gains", "1")
+    assert done.returncode == 0, done.stderr
+    (row,) = [line.split(" | ") for line in done.stdout.splitlines()[2:]]
+    assert row[1] == "growing-shares, 99.98–98.93 % at 6"
+    assert row[4] == "trial 71: -0.50 [-2.66, +1.66] over 8 paired seeds at 99.93 %"

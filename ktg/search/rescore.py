@@ -394,7 +394,7 @@ def reading_of(asked: dict[str, Any]) -> str:
 
 
 def replay(results: dict[int, tuple[FrozenTrial, list[RaceRun | None]]], seeds: int,
-           min_gain: float = 0.0, reading: str = READING) -> Standings:
+           min_gain: float = 0.0, reading: str = READING, searched: int | None = None) -> Standings:
     """The race over ``results`` (trial number → (trial, its stored runs by index)) with at most ``seeds`` seeds (see
     the module's docstring): at each of its looks (:meth:`Looks.of`), each searched contender the leader beats,
     or shown to gain less than ``min_gain`` over the best baseline or over the best searched contender
@@ -402,11 +402,14 @@ def replay(results: dict[int, tuple[FrozenTrial, list[RaceRun | None]]], seeds: 
     racing is told apart from it (either way) and races again where it is not; until one searched contender is
     left with every baseline told apart from it, none is left, or the seeds are spent. ``reading`` (:data:`READINGS`)
     replays a stored race as it read its intervals; an ``every-seed`` race also raced searched contenders that tie
-    each other to the bound."""
+    each other to the bound. ``searched``: among how many searched graphs the race shared its 5 % (default: those of
+    ``results``; a replay of part of a race passes the whole race's)."""
     dropped: dict[int, int] = {}  # out of the race for good (searched, or diverging), by the seeds it reached
     resting: dict[int, int] = {}  # baselines told apart from the best searched contender, by the seeds they have
     baselines = [number for number, (trial, _) in results.items() if baseline_of(trial) is not None]
-    schedule = Looks.of(seeds, reading, searched=sum(baseline_of(trial) is None for trial, _ in results.values()))
+    if searched is None:
+        searched = sum(baseline_of(trial) is None for trial, _ in results.values())
+    schedule = Looks.of(seeds, reading, searched=searched)
     sequential = reading != "every-seed"
     reached = schedule.at[0]
 
