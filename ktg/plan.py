@@ -14,7 +14,7 @@ rule decides which value wins everywhere:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from ktg.config import TrainConfig, recipe_node_options
@@ -53,7 +53,11 @@ class TrainingPlan:
             graph = run.read_graph()
         except KTGError:
             return False
-        return (saved.train == self.config.resolved(device_type) and saved.data == self.source
+        train = saved.train
+        if saved.provenance is not None and saved.provenance.device.split(":")[0] == device_type:
+            # the device a run was asked for (auto, cpu, cuda:1) changes nothing it trains on a device of that type
+            train = replace(train, device=self.config.device)
+        return (train == self.config.resolved(device_type) and saved.data == self.source
                 and graph.trains_as(self.graph_at(saved.image_size)))
 
 

@@ -75,6 +75,8 @@ def test_the_table_is_the_runs_metrics_and_a_second_call_trains_nothing(tmp_path
     plan = miniature.make_plan(*miniature.get_args_parser().parse_known_args([*TINY, "--out", str(out)]))
     run = RunFolder(plan.run_dir("dml", 0))
     assert miniature.trained_as_planned(plan.train_argv("dml", "dml", 0), run)
+    # the run was asked for --device auto and ran on the CPU: asked for on the CPU by name, it trains the same
+    assert miniature.trained_as_planned(plan.train_argv("dml", "dml", 0) + ["--device", "cpu"], run)
     assert not miniature.trained_as_planned(plan.train_argv("dml", "dml", 0) + ["--lr", "0.5"], run)
     assert not miniature.trained_as_planned(plan.train_argv("dml", "independent", 0), run)
 
