@@ -390,6 +390,8 @@ register_design(DesignRecord("hint_mse", "ktg.losses:hint_mse", _FEATURES, "pull
 register_design(DesignRecord("hint_cos", "ktg.losses:hint_cos", _FEATURES, "push", "cos push h"))
 register_design(DesignRecord("dark_cos", "ktg.losses:dark_cos", frozenset({"logits", "labels"}), "push",
                              "cos push p̃"))
+register_design(DesignRecord("joint_ce", "ktg.losses:joint_ce", frozenset({"logits", "labels"}), "pull",
+                             "CE joint p"))
 
 # Colours: Okabe-Ito, distinguishable with colour-blindness.
 register_gate(GateRecord("through", "ktg.gates:through", "#0072B2", paper=True))

@@ -57,6 +57,18 @@ def test_dark_cos_compares_only_the_wrong_classes():
     assert target.grad[:, 0].abs().max() == 0 and target.grad[:, 1:].abs().min() > 0
 
 
+def test_joint_ce_is_the_source_s_cross_entropy_and_hands_its_gradient_to_the_target():
+    # Source (ensemble) probabilities (3/4, 1/4) over two classes: the loss is its cross-entropy, whatever the
+    # target scores, and the target's logits get p_s - y: (3/4 - 1, 1/4) where class 0 is true.
+    labels = torch.tensor([0, 1])
+    source = probs([LN3, 0.0], [LN3, 0.0])
+    target = torch.tensor([[5.0, -5.0], [0.3, 0.1]], requires_grad=True)
+    loss = edge_loss("joint_ce", source, target, None, None, labels=labels)
+    assert loss.tolist() == pytest.approx([math.log(4 / 3), math.log(4)], rel=1e-6)
+    loss.sum().backward()
+    assert target.grad.tolist() == [pytest.approx([-0.25, 0.25]), pytest.approx([0.75, -0.75])]
+
+
 def peaked_map(size, peak, peak_value=5.0):
     m = torch.full((1, 1, size, size), 1.0)
     m[0, 0, peak[0], peak[1]] = peak_value
