@@ -14,7 +14,8 @@ import pytest
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 CONFIGS = sorted((EXPERIMENTS / "configs").glob("*.json"))
 PROTOCOLS = {"dogs_search", "dogs_baselines", "dogs_retrain", "cub_retrain", "cars_retrain", "cifar100_ktg_search",
-             "cifar100_ktg_retrain", "hand_made_low_data", "mnist20_picks"}
+             "cifar100_ktg_retrain", "hand_made_low_data", "mnist20_picks", "mnist20_race_regime",
+             "mnist20_random_picks", "mnist20_learning_rate"}
 
 
 def load_script(name):
