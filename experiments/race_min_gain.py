@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -33,9 +34,14 @@ from ktg.search.rescore import READINGS, RaceRun, Standings, contenders, judge, 
 from ktg.search.settings import STUDY_DB, resolve_storage_url
 from ktg.search.storage import Snapshot, load_study
 
-#: A race's results, its bound, how it read its intervals (:data:`ktg.search.rescore.READINGS`), and among how many
-#: searched graphs it shared its 5 % (None: those of its results).
-Race = tuple[dict[int, tuple[FrozenTrial, list[RaceRun | None]]], int, str, int | None]
+
+class Race(NamedTuple):
+    """A stored race, as :func:`ktg.search.rescore.replay` takes it."""
+
+    results: dict[int, tuple[FrozenTrial, list[RaceRun | None]]]
+    seeds: int  # its bound
+    reading: str  # how it read its intervals (ktg.search.rescore.READINGS)
+    searched: int | None  # among how many searched graphs it shared its 5 % (None: those of its results)
 
 
 def from_study(path: Path) -> Race:
@@ -46,8 +52,8 @@ def from_study(path: Path) -> Race:
     asked = study.user_attrs.get(RESCORE_ATTR)
     if not isinstance(asked, dict):
         raise KTGError(f"{path}: the study holds no race (ktg search --rescore-top K)")
-    return ({trial.number: (trial, stored_runs(study.user_attrs, trial.number, asked["seeds"]))
-             for trial in contenders(study, asked["top"])}, asked["seeds"], reading_of(asked), None)
+    return Race({trial.number: (trial, stored_runs(study.user_attrs, trial.number, asked["seeds"]))
+                 for trial in contenders(study, asked["top"])}, asked["seeds"], reading_of(asked), None)
 
 
 def from_verdict(path: Path) -> Race:
@@ -74,8 +80,8 @@ def from_verdict(path: Path) -> Race:
     seeds = max(max(len(runs) for _, runs in results.values()), looks["at"][-1] if looks else 0)
     padded = {number: (trial, runs + [None] * (seeds - len(runs))) for number, (trial, runs) in results.items()}
     # a verdict written before its race said how it read its intervals: even shares at its looks if it has looks
-    return (padded, seeds, "every-seed" if looks is None else looks.get("reading", "even-shares"),
-            None if looks is None else looks.get("searched"))
+    return Race(padded, seeds, "every-seed" if looks is None else looks.get("reading", "even-shares"),
+                None if looks is None else looks.get("searched"))
 
 
 #: ``--looks``: how the replay reads its intervals.

@@ -54,7 +54,7 @@ class TrainingPlan:
         except KTGError:
             return False
         train = saved.train
-        if saved.provenance is not None and saved.provenance.device.split(":")[0] == device_type:
+        if saved.provenance is not None and saved.provenance.device_type == device_type:
             # the device a run was asked for (auto, cpu, cuda:1) changes nothing it trains on a device of that type
             train = replace(train, device=self.config.device)
         return (train == self.config.resolved(device_type) and saved.data == self.source

@@ -56,6 +56,11 @@ class Provenance:
     git_modified: bool | None
     cpu_threads: int | None = None
 
+    @property
+    def device_type(self) -> str:
+        """The kind of device trained on, as ``torch.device(...).type`` says it: ``"cuda"`` for ``"cuda:0"``."""
+        return self.device.split(":")[0]
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
